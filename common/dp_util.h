@@ -1,0 +1,27 @@
+/* common/dp_util.h - small helpers: array size, container_of, checked number
+ * parsing (instead of atoi) and string duplication that reports ENOMEM. */
+#ifndef DP_UTIL_H
+#define DP_UTIL_H
+
+#include <stddef.h>
+
+#include "common/dp_err.h"
+
+#define DP_ARRAY_SIZE(a)		   (sizeof(a) / sizeof((a)[0]))
+#define dp_container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* Parse all of @s as a base-10 integer in [lo, hi].  0 and *out set, or
+ * -EINVAL (not a number, trailing junk) / -ERANGE with @err naming @what. */
+int dp_parse_long(const char *s, long lo, long hi, long *out, const char *what, struct dp_err *err);
+
+/* Parse all of @s as a finite double in [lo, hi]; errors as above. */
+int dp_parse_double(const char *s, double lo, double hi, double *out, const char *what,
+		    struct dp_err *err);
+
+/* strdup() that fills @err on ENOMEM.  Caller frees; NULL on failure. */
+char *dp_strdup(const char *s, struct dp_err *err);
+
+/* Non-zero if @s ends with @suffix. */
+int dp_str_endswith(const char *s, const char *suffix);
+
+#endif
