@@ -39,7 +39,7 @@ int dp_gpu_selftest(int dev, int n, struct dp_err *err)
 	const float a = 1.5f;
 	cudaError_t ce;
 	size_t bytes;
-	int count, rc;
+	int count = 0, rc;
 
 	rc = dp_gpu_count(&count, err);
 	if (rc)
