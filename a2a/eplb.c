@@ -30,7 +30,7 @@
 /* With FLT_EVAL_METHOD 1 or 2 one float + or / is computed wider and then
  * rounded by the (float) cast: still the correctly rounded float result
  * (the wider format has over 2*24+2 bits).  An indeterminable method is refused. */
-#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD < 0
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD < 0
 #error "eplb: float evaluation method is indeterminable"
 #endif
 
@@ -145,7 +145,9 @@ static void balanced_packing(const float *w, int n, int m, int *pack, int *rank,
 /* Max-heap order on experts: larger share first, then lower index (first argmax). */
 static int exp_before(const float *share, int a, int b)
 {
-	return share[a] > share[b] || (share[a] == share[b] && a < b);
+	float sa = share[a], sb = share[b];
+
+	return sa > sb || (sa == sb && a < b);
 }
 
 static void exp_sift_down(int *h, int n, int i, const float *share)
@@ -479,10 +481,11 @@ static int plan_balance(struct dp_eplb_plan *pl, const float *weight)
 	/* node figures only make sense where P divides into nodes */
 	int ppn = P % N == 0 ? P / N : 0;
 	double *gpu = calloc((size_t)P + (size_t)N, sizeof(*gpu));
-	double *node = gpu + P;
+	double *node;
 
 	if (!gpu)
 		return -ENOMEM;
+	node = gpu + P;
 	for (int l = 0; l < c->layers; l++) {
 		const float *w = weight + (size_t)l * (size_t)E;
 		const int32_t *p2l = pl->phy2log + (size_t)l * (size_t)R;
@@ -542,9 +545,9 @@ int dp_eplb_plan_build(const float *weight, const struct dp_eplb_cfg *cfg,
 	pl->hierarchical = dp_eplb_cfg_hierarchical(cfg);
 	LR = (size_t)cfg->layers * (size_t)cfg->replicas;
 	LE = (size_t)cfg->layers * (size_t)cfg->experts;
-	pl->phy2log = malloc(LR * sizeof(int32_t));
-	pl->phyrank = malloc(LR * sizeof(int32_t));
-	pl->logcnt = malloc(LE * sizeof(int32_t));
+	pl->phy2log = calloc(LR, sizeof(int32_t));
+	pl->phyrank = calloc(LR, sizeof(int32_t));
+	pl->logcnt = calloc(LE, sizeof(int32_t));
 	pl->before = malloc((size_t)cfg->layers * sizeof(double));
 	pl->after = malloc((size_t)cfg->layers * sizeof(double));
 	pl->node_after = malloc((size_t)cfg->layers * sizeof(double));
@@ -560,6 +563,10 @@ int dp_eplb_plan_build(const float *weight, const struct dp_eplb_cfg *cfg,
 		if (pl->logcnt[i] > X)
 			X = pl->logcnt[i];
 	cells = LE * (size_t)X;
+	if (X < 1) { /* cannot happen: every count is >= 1 */
+		rc = dp_err_set(err, EFAULT, "eplb: internal error: no replica counts");
+		goto err_free;
+	}
 	if (cells > EPLB_MAX_CELLS) {
 		rc = dp_err_set(err, E2BIG, "eplb: log2phy of %zu entries is too large", cells);
 		goto err_free;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,12 +41,37 @@ static void put_real(FILE *out, double v)
 		(void)fputs(".0", out);
 }
 
+/* Integers are most of the output (log2phy is [L][E][X] with X the largest
+ * replica count, 12 MB for skewed DeepSeek-V3 loads), so format them by hand
+ * into a block and write it at once instead of one fprintf per number. */
 static void put_ints(FILE *out, const int32_t *v, int n)
 {
-	(void)fputc('[', out);
-	for (int i = 0; i < n; i++)
-		(void)fprintf(out, i ? ",%d" : "%d", (int)v[i]);
-	(void)fputc(']', out);
+	char buf[4096];
+	size_t len = 0;
+
+	buf[len++] = '[';
+	for (int i = 0; i < n; i++) {
+		char tmp[16];
+		int k = 0;
+		uint32_t u = v[i] < 0 ? 0u - (uint32_t)v[i] : (uint32_t)v[i];
+
+		if (len > sizeof(buf) - 16) {
+			(void)fwrite(buf, 1, len, out);
+			len = 0;
+		}
+		if (i)
+			buf[len++] = ',';
+		if (v[i] < 0)
+			buf[len++] = '-';
+		do {
+			tmp[k++] = (char)('0' + u % 10);
+			u /= 10;
+		} while (u);
+		while (k)
+			buf[len++] = tmp[--k];
+	}
+	buf[len++] = ']';
+	(void)fwrite(buf, 1, len, out);
 }
 
 static void print_json(FILE *out, const struct dp_eplb_plan *pl)

@@ -104,7 +104,7 @@ static void readme_layer1_tie_follows_stable_rule(void **state)
 
 	(void)state;
 	assert_int_equal(dp_eplb_plan_build(&readme_w[0][0], &readme_cfg, &pl, &err), 0);
-	l2p = dp_eplb_plan_log2phy(pl) + 12 * 2;
+	l2p = dp_eplb_plan_log2phy(pl) + (size_t)12 * 2;
 	rank = dp_eplb_plan_phyrank(pl) + 16;
 	assert_int_equal(l2p[9 * 2 + 0], 7); /* expert 9: GPU 3 slot 1 */
 	assert_int_equal(l2p[8 * 2 + 0], 6); /* expert 8 rank 0: GPU 3 slot 0 */
@@ -332,7 +332,7 @@ static void check_properties(const float *w, const struct dp_eplb_cfg *c,
 			}
 			if (hier) {
 				/* all replicas of an expert on one node */
-				node_of[e] = l2p[e * X] / rpn;
+				node_of[e] = l2p[(size_t)e * X] / rpn;
 				for (int r = 1; r < cnt[e]; r++)
 					assert_int_equal(l2p[e * X + r] / rpn, node_of[e]);
 			}
@@ -345,9 +345,9 @@ static void check_properties(const float *w, const struct dp_eplb_cfg *c,
 
 				for (int g = 0; g < G; g++) {
 					for (int j = 1; j < gs; j++)
-						assert_int_equal(node_of[g * gs + j],
-								 node_of[g * gs]);
-					groups_here += node_of[g * gs] == n;
+						assert_int_equal(node_of[(size_t)g * gs + j],
+								 node_of[(size_t)g * gs]);
+					groups_here += node_of[(size_t)g * gs] == n;
 				}
 				assert_int_equal(groups_here, G / N);
 			}
