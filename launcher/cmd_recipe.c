@@ -101,8 +101,7 @@ static int cmd_recipe(struct dp_cli *cli, int argc, char **argv)
 	if (optind >= argc)
 		return dp_cli_usage_error(cli, "recipe ", "missing subcommand (expected 'check')");
 	if (strcmp(argv[optind], "check") != 0)
-		return dp_cli_usage_error(cli, "recipe ", "unknown subcommand '%s'",
-					  argv[optind]);
+		return dp_cli_usage_error(cli, "recipe ", "unknown subcommand '%s'", argv[optind]);
 	if (optind + 1 >= argc)
 		return dp_cli_usage_error(cli, "recipe ", "check: missing FILE");
 	if (json) {

@@ -87,15 +87,15 @@ struct dp_recipe {
 	char *path; /* the file it was loaded from (or the name given to _mem) */
 
 	struct {
-		struct dp_hostlist *hosts;	     /* required; expanded, >= 1 host */
-		enum dp_recipe_launcher launcher;    /* default local */
-		char *user;			     /* ssh user; NULL: the current user */
-		int port;			     /* ssh port; default 22 */
-		char *identity;			     /* ssh key file; NULL: agent/defaults */
+		struct dp_hostlist *hosts;		/* required; expanded, >= 1 host */
+		enum dp_recipe_launcher launcher;	/* default local */
+		char *user;				/* ssh user; NULL: the current user */
+		int port;				/* ssh port; default 22 */
+		char *identity;				/* ssh key file; NULL: agent/defaults */
 		enum dp_recipe_known_hosts known_hosts; /* default strict */
-		int gpus;			     /* workers (GPUs) per node; default 1 */
-		int nics;			     /* NICs per node hint; 0 (default): detect */
-		double connect_timeout_s;	     /* ssh connect window; default 10 */
+		int gpus;				/* workers (GPUs) per node; default 1 */
+		int nics;		  /* NICs per node hint; 0 (default): detect */
+		double connect_timeout_s; /* ssh connect window; default 10 */
 	} cluster;
 
 	struct {
@@ -115,21 +115,21 @@ struct dp_recipe {
 	} model;
 
 	struct {
-		int pp;				   /* required; pipeline stages */
-		int ep;				   /* expert parallel size; default 1 */
-		int dp;				   /* data parallel size; default 1 */
+		int pp;				  /* required; pipeline stages */
+		int ep;				  /* expert parallel size; default 1 */
+		int dp;				  /* data parallel size; default 1 */
 		enum dp_recipe_schedule schedule; /* default dualpipe */
-		int micro_batches;		   /* per step per pipeline; default 2 * pp */
+		int micro_batches;		  /* per step per pipeline; default 2 * pp */
 	} parallel;
 
 	struct {
-		long steps;			 /* default 100 */
-		long batch;			 /* global sequences per step; default micro_batches*dp */
-		double lr;			 /* learning rate; default 3e-4 */
-		long seed;			 /* default 42 */
+		long steps; /* default 100 */
+		long batch; /* global sequences per step; default micro_batches*dp */
+		double lr;  /* learning rate; default 3e-4 */
+		long seed;  /* default 42 */
 		enum dp_recipe_backend backend; /* default cpu */
-		char *checkpoint_dir;		 /* NULL (default): no checkpoints */
-		long checkpoint_every;		 /* steps between checkpoints; 0: at the end */
+		char *checkpoint_dir;		/* NULL (default): no checkpoints */
+		long checkpoint_every;		/* steps between checkpoints; 0: at the end */
 	} train;
 
 	struct {

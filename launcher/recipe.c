@@ -51,10 +51,10 @@ struct anchor {
 
 /* What pass 2 learned about one key: where it was and whether it was good. */
 struct fstate {
-	size_t off;	 /* offsetof in struct dp_recipe; SIZE_MAX for a section */
-	char *path;	 /* dotted key path */
+	size_t off;	    /* offsetof in struct dp_recipe; SIZE_MAX for a section */
+	char *path;	    /* dotted key path */
 	unsigned line, col; /* the value's mark */
-	int bad;	 /* reported by pass 2: skip it in pass 3 */
+	int bad;	    /* reported by pass 2: skip it in pass 3 */
 };
 
 struct ctx {
@@ -178,7 +178,7 @@ static struct node *node_new(struct ctx *c, enum nkind kind, const yaml_mark_t *
 {
 	struct node *n;
 
-	if (grow((void **)&c->all, &c->alloc_all, c->n_all + 1, sizeof(*c->all)))
+	if (grow((void **)&c->all, &c->alloc_all, c->n_all + 1, sizeof(struct node *)))
 		return NULL;
 	n = calloc(1, sizeof(*n));
 	if (!n)
@@ -202,10 +202,10 @@ static struct node *node_alias(struct ctx *c, const struct node *target, const y
 	if (target->text && !(n->text = strdup(target->text)))
 		return NULL;
 	if (target->n) {
-		n->kids = malloc(target->n * sizeof(*n->kids));
+		n->kids = malloc(target->n * sizeof(struct node *));
 		if (!n->kids)
 			return NULL;
-		memcpy(n->kids, target->kids, target->n * sizeof(*n->kids));
+		memcpy(n->kids, target->kids, target->n * sizeof(struct node *));
 		n->n = n->alloc = target->n;
 	}
 	return n;
@@ -213,7 +213,7 @@ static struct node *node_alias(struct ctx *c, const struct node *target, const y
 
 static int node_add(struct node *parent, struct node *kid)
 {
-	if (grow((void **)&parent->kids, &parent->alloc, parent->n + 1, sizeof(*parent->kids)))
+	if (grow((void **)&parent->kids, &parent->alloc, parent->n + 1, sizeof(struct node *)))
 		return -ENOMEM;
 	parent->kids[parent->n++] = kid;
 	return 0;
@@ -287,8 +287,8 @@ static void syntax_error(struct ctx *c, const yaml_parser_t *p, struct node *con
 	if (p->context)
 		diag(c, (unsigned)m.line + 1, (unsigned)m.column + 1, path,
 		     "invalid YAML: %s (%s at line %zu, column %zu)",
-		     p->problem ? p->problem : "syntax error", p->context,
-		     p->context_mark.line + 1, p->context_mark.column + 1);
+		     p->problem ? p->problem : "syntax error", p->context, p->context_mark.line + 1,
+		     p->context_mark.column + 1);
 	else
 		diag(c, (unsigned)m.line + 1, (unsigned)m.column + 1, path, "invalid YAML: %s",
 		     p->problem ? p->problem : "syntax error");
@@ -352,7 +352,8 @@ static int build_tree(struct ctx *c, yaml_parser_t *p)
 				rc = -ENOMEM;
 				break;
 			}
-			n->text = strndup((const char *)ev.data.scalar.value, ev.data.scalar.length);
+			n->text =
+				strndup((const char *)ev.data.scalar.value, ev.data.scalar.length);
 			if (!n->text) {
 				rc = -ENOMEM;
 				break;
@@ -381,6 +382,8 @@ static int build_tree(struct ctx *c, yaml_parser_t *p)
 		case YAML_MAPPING_END_EVENT:
 			/* an anchor names its node once complete, so no node can
 			 * contain itself through an alias */
+			if (depth == 0)
+				break; /* libyaml balances these; be safe anyway */
 			depth--;
 			if (anchor_add(c, anchors[depth], stack[depth]))
 				rc = -ENOMEM;
@@ -443,39 +446,54 @@ enum ftype {
 
 struct field {
 	const char *name;
-	enum ftype type;
 	size_t off;
-	int req;
 	long ilo, ihi;
 	double dlo, dhi;
 	const char *const *names; /* F_ENUM, F_PREFLIGHT: NULL-terminated */
 	const struct field *sub;  /* F_SECTION */
+	enum ftype type;
+	int req;
 };
 
-#define OFF(m)		offsetof(struct dp_recipe, m)
-#define AT(r, off, T)	((T *)(void *)((char *)(r) + (off)))
-#define INT(n, m, lo, hi) \
-	{ .name = n, .type = F_INT, .off = OFF(m), .ilo = lo, .ihi = hi }
-#define RINT(n, m, lo, hi) \
-	{ .name = n, .type = F_INT, .off = OFF(m), .req = 1, .ilo = lo, .ihi = hi }
-#define LONG(n, m, lo, hi) \
-	{ .name = n, .type = F_LONG, .off = OFF(m), .ilo = lo, .ihi = hi }
-#define DBL(n, m, lo, hi) \
-	{ .name = n, .type = F_DBL, .off = OFF(m), .dlo = lo, .dhi = hi }
-#define STR(n, m) \
-	{ .name = n, .type = F_STR, .off = OFF(m) }
-#define ENUM(n, m, v) \
-	{ .name = n, .type = F_ENUM, .off = OFF(m), .names = v }
-#define SECTION(n, s, rq) \
-	{ .name = n, .type = F_SECTION, .off = SIZE_MAX, .req = rq, .sub = s }
+#define OFF(m)	      offsetof(struct dp_recipe, m)
+#define AT(r, off, T) ((T *)(void *)((char *)(r) + (off)))
+#define INT(n, m, lo, hi)                                                                          \
+	{                                                                                          \
+		.name = (n), .type = F_INT, .off = OFF(m), .ilo = (lo), .ihi = (hi)                \
+	}
+#define RINT(n, m, lo, hi)                                                                         \
+	{                                                                                          \
+		.name = (n), .type = F_INT, .off = OFF(m), .req = 1, .ilo = (lo), .ihi = (hi)      \
+	}
+#define LONG(n, m, lo, hi)                                                                         \
+	{                                                                                          \
+		.name = (n), .type = F_LONG, .off = OFF(m), .ilo = (lo), .ihi = (hi)               \
+	}
+#define DBL(n, m, lo, hi)                                                                          \
+	{                                                                                          \
+		.name = (n), .type = F_DBL, .off = OFF(m), .dlo = (lo), .dhi = (hi)                \
+	}
+#define STR(n, m)                                                                                  \
+	{                                                                                          \
+		.name = (n), .type = F_STR, .off = OFF(m)                                          \
+	}
+#define ENUM(n, m, v)                                                                              \
+	{                                                                                          \
+		.name = (n), .type = F_ENUM, .off = OFF(m), .names = (v)                           \
+	}
+#define SECTION(n, s, rq)                                                                          \
+	{                                                                                          \
+		.name = (n), .type = F_SECTION, .off = SIZE_MAX, .req = (rq), .sub = (s)           \
+	}
 
 static const char *const launcher_names[] = { "local", "ssh", "slurm", NULL };
 static const char *const known_hosts_names[] = { "strict", "accept-new", "off", NULL };
 static const char *const schedule_names[] = { "dualpipe", "dualpipev", "1f1b", "zb1p", NULL };
 static const char *const backend_names[] = { "cpu", "cuda", NULL };
 /* bit i of health.preflight is preflight_names[i] */
-static const char *const preflight_names[] = { "ssh", "gpus", "nics", "ports", "disk", "clock",
-					       NULL };
+static const char *const preflight_names[] = {
+	"ssh", "gpus", "nics", "ports", "disk", "clock", NULL
+};
 
 static const struct field cluster_fields[] = {
 	{ .name = "hosts", .type = F_HOSTS, .off = OFF(cluster.hosts), .req = 1 },
@@ -658,8 +676,8 @@ static const char *describe(const struct node *n, char *buf, size_t size)
 		return "a list";
 	if (is_null(n))
 		return "null";
-	if (snprintf(buf, size, "%s'%.40s%s'", n->quoted ? "the string " : "", n->text,
-		     strlen(n->text) > 40 ? "..." : "") < 0)
+	if (!n->text || snprintf(buf, size, "%s'%.40s%s'", n->quoted ? "the string " : "", n->text,
+				 strlen(n->text) > 40 ? "..." : "") < 0)
 		return "a scalar";
 	return buf;
 }
@@ -975,8 +993,8 @@ static void parse_urls(struct ctx *c, const struct field *f, const struct node *
 			type_error(c, it, ikp, "a URL");
 			bad = 1;
 		} else if (!is_url(it->text)) {
-			diag(c, it->line, it->col, ikp,
-			     "'%s' is not an http:// or https:// URL", it->text);
+			diag(c, it->line, it->col, ikp, "'%s' is not an http:// or https:// URL",
+			     it->text);
 			bad = 1;
 		} else if ((urls[n] = take_string(c, it)) != NULL) {
 			n++;
@@ -999,6 +1017,7 @@ static int env_name_ok(const char *s)
 static void parse_env(struct ctx *c, const struct field *f, const struct node *v, const char *kp)
 {
 	struct dp_recipe *r = c->r;
+	size_t n = 0;
 
 	if (is_null(v))
 		return;
@@ -1027,10 +1046,10 @@ static void parse_env(struct ctx *c, const struct field *f, const struct node *v
 			diag(c, k->line, k->col, ekp, "not a valid environment variable name");
 			continue;
 		}
-		for (j = 0; j < r->n_env; j++)
+		for (j = 0; j < n; j++)
 			if (strcmp(r->env[j].name, k->text) == 0)
 				break;
-		if (j < r->n_env) {
+		if (j < n) {
 			diag(c, k->line, k->col, ekp, "duplicate key");
 			continue;
 		}
@@ -1038,19 +1057,24 @@ static void parse_env(struct ctx *c, const struct field *f, const struct node *v
 			type_error(c, val, ekp, "a string");
 			continue;
 		}
-		r->env[r->n_env].name = take_string(c, k);
-		r->env[r->n_env].value = is_null(val) ? strdup("") : strdup(val->text);
-		if (!r->env[r->n_env].value)
+		r->env[n].name = strdup(k->text);
+		r->env[n].value = strdup(is_null(val) ? "" : val->text);
+		if (!r->env[n].name || !r->env[n].value) {
+			free(r->env[n].name);
+			free(r->env[n].value);
+			r->env[n].name = r->env[n].value = NULL;
 			c->nomem = 1;
-		r->n_env++;
+			continue;
+		}
+		n++;
 	}
+	r->n_env = n;
 }
 
 static void walk_map(struct ctx *c, const struct node *m, const struct field *fields,
 		     const char *path);
 
-static void parse_value(struct ctx *c, const struct field *f, const struct node *v,
-			const char *kp)
+static void parse_value(struct ctx *c, const struct field *f, const struct node *v, const char *kp)
 {
 	char names[128];
 	long l = 0;
@@ -1087,8 +1111,9 @@ static void parse_value(struct ctx *c, const struct field *f, const struct node 
 		if (rc == -EINVAL) {
 			type_error(c, v, kp, "a number");
 		} else if (rc == -ERANGE || d <= f->dlo || d > f->dhi) {
-			diag(c, v->line, v->col, kp, "must be greater than %g and at most %g, got %s",
-			     f->dlo, f->dhi, v->text);
+			diag(c, v->line, v->col, kp,
+			     "must be greater than %g and at most %g, got %s", f->dlo, f->dhi,
+			     v->text);
 			rc = -ERANGE;
 		} else {
 			*AT(c->r, f->off, double) = d;
@@ -1210,8 +1235,8 @@ static int given(const struct ctx *c, size_t off)
 }
 
 /* A consistency error at @path: at its value if given, else at its section. */
-__attribute__((format(printf, 4, 5))) static void cerr(struct ctx *c, size_t off,
-						       const char *path, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static void cerr(struct ctx *c, size_t off, const char *path,
+						       const char *fmt, ...)
 {
 	const struct fstate *s = state_of(c, off);
 	char sec[KEY_MAX], *dot;
@@ -1301,8 +1326,8 @@ static void check_consistency(struct ctx *c)
 
 	if (pp_ok && sched_ok && r->parallel.schedule == DP_RECIPE_SCHED_DUALPIPE &&
 	    r->parallel.pp % 2 != 0)
-		cerr(c, OFF(parallel.pp), "parallel.pp", "schedule 'dualpipe' needs an even pp, got %d",
-		     r->parallel.pp);
+		cerr(c, OFF(parallel.pp), "parallel.pp",
+		     "schedule 'dualpipe' needs an even pp, got %d", r->parallel.pp);
 	if (pp_ok && sched_ok && mb_ok) {
 		int mb = r->parallel.micro_batches, pp = r->parallel.pp;
 
@@ -1319,7 +1344,7 @@ static void check_consistency(struct ctx *c)
 	if (pp_ok && sched_ok && layers_ok) {
 		/* DualPipeV cuts the model into 2*pp chunks, the others into pp */
 		int chunks = r->parallel.schedule == DP_RECIPE_SCHED_DUALPIPEV ? 2 * r->parallel.pp
-									 : r->parallel.pp;
+									       : r->parallel.pp;
 
 		if (r->model.layers < chunks)
 			cerr(c, OFF(parallel.pp), "parallel.pp",
@@ -1327,14 +1352,14 @@ static void check_consistency(struct ctx *c)
 			     dp_recipe_schedule_name(r->parallel.schedule), chunks,
 			     r->model.layers);
 	}
-	if (layers_ok && ok(c, OFF(model.dense_layers)) &&
-	    r->model.dense_layers >= r->model.layers)
+	if (layers_ok && ok(c, OFF(model.dense_layers)) && r->model.dense_layers >= r->model.layers)
 		cerr(c, OFF(model.dense_layers), "model.dense_layers",
 		     "must be less than model.layers = %d, got %d", r->model.layers,
 		     r->model.dense_layers);
 	if (hidden_ok && ok(c, OFF(model.heads)) && r->model.hidden % r->model.heads != 0)
-		cerr(c, OFF(model.heads), "model.heads", "model.hidden = %d is not divisible by %d heads",
-		     r->model.hidden, r->model.heads);
+		cerr(c, OFF(model.heads), "model.heads",
+		     "model.hidden = %d is not divisible by %d heads", r->model.hidden,
+		     r->model.heads);
 	if (experts_ok && ep_ok && r->model.experts % r->parallel.ep != 0)
 		cerr(c, OFF(parallel.ep), "parallel.ep",
 		     "model.experts = %d is not divisible by ep = %d", r->model.experts,
@@ -1361,7 +1386,8 @@ static void check_consistency(struct ctx *c)
 	    ok(c, OFF(model.max_nodes_per_token)) && r->model.experts % r->model.groups == 0 &&
 	    r->model.top_k <= r->model.experts) {
 		/* group-limited routing: a token sees max_nodes_per_token groups */
-		long reach = (long)r->model.max_nodes_per_token * (r->model.experts / r->model.groups);
+		long reach =
+			(long)r->model.max_nodes_per_token * (r->model.experts / r->model.groups);
 
 		if (r->model.top_k > reach)
 			cerr(c, OFF(model.top_k), "model.top_k",
@@ -1482,8 +1508,9 @@ static int load(const char *name, yaml_parser_t *p, struct dp_recipe **out,
 	}
 	rc = build_tree(&c, p);
 	if (rc == 0) {
-		static const struct node empty = { .kind = N_SCALAR, .text = (char *)"", .line = 1,
-						   .col = 1 };
+		static const struct node empty = {
+			.kind = N_SCALAR, .text = (char *)"", .line = 1, .col = 1
+		};
 		const struct node *root = c.root ? c.root : &empty;
 
 		c.root_line = root->line;
