@@ -23,12 +23,14 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "common/dp_buf.h"
 #include "common/dp_hostlist.h"
 #include "common/dp_util.h"
 #include "launcher/dp_launcher.h"
 #include "common/dp_banned.h"
 
-#define MAX_DEPTH 64 /* YAML nesting limit; recipes need 3 */
+#define MAX_DEPTH 64	      /* YAML nesting limit; recipes need 3 */
+#define MAX_BYTES (16u << 20) /* a recipe is a few KiB; refuse runaway files */
 #define KEY_MAX	  256
 
 /* ---- the node tree -------------------------------------------------------- */
@@ -59,6 +61,8 @@ struct fstate {
 
 struct ctx {
 	const char *file;
+	const char *text; /* the whole recipe, for marks of reader errors */
+	size_t len;
 	struct dp_recipe *r;
 	struct dp_recipe_diags diags;
 	int nomem;
@@ -277,14 +281,40 @@ static void stack_path(struct node *const *stack, size_t depth, char *buf, size_
 	}
 }
 
+/* 0-based line and column of byte @off, counting characters as libyaml does. */
+static void offset_mark(const struct ctx *c, size_t off, yaml_mark_t *m)
+{
+	m->line = m->column = 0;
+	for (size_t i = 0; i < off && i < c->len; i++) {
+		if (c->text[i] == '\n') {
+			m->line++;
+			m->column = 0;
+		} else if (((unsigned char)c->text[i] & 0xc0) != 0x80) {
+			m->column++;
+		}
+	}
+}
+
 static void syntax_error(struct ctx *c, const yaml_parser_t *p, struct node *const *stack,
 			 size_t depth)
 {
 	char path[KEY_MAX];
-	yaml_mark_t m = p->error == YAML_READER_ERROR ? p->mark : p->problem_mark;
+	yaml_mark_t m = p->problem_mark;
 
+	if (p->error == YAML_READER_ERROR) {
+		/* bad encoding: libyaml gives a byte offset, and decodes ahead
+		 * of the parser, so no key path applies */
+		offset_mark(c, p->problem_offset, &m);
+		diag(c, (unsigned)m.line + 1, (unsigned)m.column + 1, NULL, "invalid YAML: %s",
+		     p->problem ? p->problem : "bad encoding");
+		return;
+	}
 	stack_path(stack, depth, path, sizeof(path));
-	if (p->context)
+	if (m.index < c->len && c->text[m.index] == '\t')
+		diag(c, (unsigned)m.line + 1, (unsigned)m.column + 1, path,
+		     "invalid YAML: %s (YAML cannot indent with tabs)",
+		     p->problem ? p->problem : "syntax error");
+	else if (p->context)
 		diag(c, (unsigned)m.line + 1, (unsigned)m.column + 1, path,
 		     "invalid YAML: %s (%s at line %zu, column %zu)",
 		     p->problem ? p->problem : "syntax error", p->context, p->context_mark.line + 1,
@@ -357,6 +387,12 @@ static int build_tree(struct ctx *c, yaml_parser_t *p)
 			if (!n->text) {
 				rc = -ENOMEM;
 				break;
+			}
+			if (strlen(n->text) != ev.data.scalar.length) {
+				char path[KEY_MAX];
+
+				stack_path(stack, depth, path, sizeof(path));
+				diag(c, line, col, path, "value contains a NUL character");
 			}
 			n->quoted = ev.data.scalar.style != YAML_PLAIN_SCALAR_STYLE ||
 				    (ev.data.scalar.tag &&
@@ -1493,20 +1529,29 @@ static void ctx_release(struct ctx *c)
 	dp_recipe_diags_release(&c->diags);
 }
 
-/* Runs the three passes over an initialised parser. */
-static int load(const char *name, yaml_parser_t *p, struct dp_recipe **out,
+/* Runs the three passes over @text. */
+static int load(const char *name, const char *text, size_t len, struct dp_recipe **out,
 		struct dp_recipe_diags *diags, struct dp_err *err)
 {
-	struct ctx c = { .file = name, .root_line = 1, .root_col = 1 };
-	int rc;
+	struct ctx c = { .file = name, .text = text, .len = len, .root_line = 1, .root_col = 1 };
+	yaml_parser_t p;
+	int rc, have_parser = 0;
 
 	dp_recipe_diags_init(&c.diags);
 	c.r = calloc(1, sizeof(*c.r));
-	if (!c.r || set_defaults(c.r, name)) {
+	if (!c.r || set_defaults(c.r, name) || !yaml_parser_initialize(&p)) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = build_tree(&c, p);
+	have_parser = 1;
+	yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+	if (len > MAX_BYTES) {
+		diag(&c, 1, 1, NULL, "file is larger than the %u MiB a recipe may have",
+		     MAX_BYTES >> 20);
+		rc = -EINVAL;
+	} else {
+		rc = build_tree(&c, &p);
+	}
 	if (rc == 0) {
 		static const struct node empty = {
 			.kind = N_SCALAR, .text = (char *)"", .line = 1, .col = 1
@@ -1558,6 +1603,8 @@ static int load(const char *name, yaml_parser_t *p, struct dp_recipe **out,
 out:
 	if (rc == -ENOMEM)
 		(void)dp_err_set(err, ENOMEM, "recipe: out of memory loading '%s'", name);
+	if (have_parser)
+		yaml_parser_delete(&p);
 	dp_recipe_free(c.r);
 	ctx_release(&c);
 	return rc;
@@ -1566,10 +1613,12 @@ out:
 int dp_recipe_load(const char *path, struct dp_recipe **out, struct dp_recipe_diags *diags,
 		   struct dp_err *err)
 {
-	yaml_parser_t p;
+	struct dp_buf b;
 	struct stat sb;
+	char chunk[16384];
+	size_t n;
 	FILE *f;
-	int rc;
+	int rc = 0;
 
 	f = fopen(path, "rb");
 	if (!f) {
@@ -1582,13 +1631,26 @@ int dp_recipe_load(const char *path, struct dp_recipe **out, struct dp_recipe_di
 		return dp_err_set(err, EISDIR, "recipe: cannot open '%s': %s", path,
 				  strerror(EISDIR));
 	}
-	if (!yaml_parser_initialize(&p)) {
-		(void)fclose(f);
-		return dp_err_set(err, ENOMEM, "recipe: out of memory");
+	/* at most one byte over the cap, so that load() can say it is too big */
+	dp_buf_init(&b, (size_t)MAX_BYTES + 1);
+	while (rc == 0 && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		rc = dp_buf_add(&b, chunk, n);
+		if (rc == -E2BIG) {
+			rc = dp_buf_add(&b, chunk, (size_t)MAX_BYTES + 1 - b.len);
+			break;
+		}
 	}
-	yaml_parser_set_input_file(&p, f);
-	rc = load(path, &p, out, diags, err);
-	yaml_parser_delete(&p);
+	if (rc) {
+		rc = dp_err_set(err, ENOMEM, "recipe: out of memory reading '%s'", path);
+		goto out;
+	}
+	if (ferror(f)) {
+		rc = dp_err_set(err, EIO, "recipe: cannot read '%s'", path);
+		goto out;
+	}
+	rc = load(path, dp_buf_str(&b), b.len, out, diags, err);
+out:
+	dp_buf_release(&b);
 	(void)fclose(f);
 	return rc;
 }
@@ -1596,13 +1658,5 @@ int dp_recipe_load(const char *path, struct dp_recipe **out, struct dp_recipe_di
 int dp_recipe_load_mem(const char *name, const char *text, size_t len, struct dp_recipe **out,
 		       struct dp_recipe_diags *diags, struct dp_err *err)
 {
-	yaml_parser_t p;
-	int rc;
-
-	if (!yaml_parser_initialize(&p))
-		return dp_err_set(err, ENOMEM, "recipe: out of memory");
-	yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-	rc = load(name, &p, out, diags, err);
-	yaml_parser_delete(&p);
-	return rc;
+	return load(name, text, len, out, diags, err);
 }

@@ -505,6 +505,74 @@ static void unreadable_files(void **state)
 	assert_null(r);
 }
 
+/* Text that is not a sane recipe gets one precise error, never a crash. */
+static void hostile_input(void **state)
+{
+	static const struct {
+		const char *text;
+		const char *want;
+	} cases[] = {
+		{ "cluster:\n  hosts: \xff\xfe\n",
+		  "h.yaml:2:10: error: invalid YAML: invalid leading UTF-8 octet" },
+		{ "cluster:\n\thosts: a\n",
+		  "h.yaml:2:1: error: key 'cluster': invalid YAML: found character that cannot "
+		  "start any token (YAML cannot indent with tabs)" },
+		{ "a: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]"
+		  "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+		  "h.yaml:1:67: error: YAML nested deeper than 64 levels" },
+		{ "env: {X: *nope}\n", "h.yaml:1:10: error: key 'env.X': unknown alias '*nope'" },
+		{ "? [a, b]\n: 1\n", "h.yaml:1:3: error: keys must be strings, got a list" },
+	};
+	struct dp_recipe *r = NULL;
+	struct dp_err err = { 0 };
+	char *big;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dp_recipe_diags d;
+		int found = 0;
+
+		dp_recipe_diags_init(&d);
+		assert_int_equal(dp_recipe_load_mem("h.yaml", cases[i].text, strlen(cases[i].text),
+						    &r, &d, &err),
+				 -EINVAL);
+		for (size_t j = 0; j < d.n; j++) {
+			char *line = dp_recipe_diag_format(&d.v[j]);
+
+			found |= strcmp(line, cases[i].want) == 0;
+			free(line);
+		}
+		if (!found)
+			fail_msg("case %zu: want '%s', first of %zu is '%s'", i, cases[i].want, d.n,
+				 err.msg);
+		dp_recipe_diags_release(&d);
+	}
+	/* an embedded NUL is reported, not silently cut */
+	{
+		static const char nul[] = "cluster: {hosts: \"a\\0b\"}\n";
+		struct dp_recipe_diags d;
+
+		dp_recipe_diags_init(&d);
+		assert_int_equal(dp_recipe_load_mem("h.yaml", nul, strlen(nul), &r, &d, &err),
+				 -EINVAL);
+		assert_int_equal(d.n, 3); /* and model, parallel missing */
+		assert_string_equal(d.v[2].key, "cluster.hosts");
+		assert_string_equal(d.v[2].msg, "value contains a NUL character");
+		dp_recipe_diags_release(&d);
+	}
+	/* a runaway file is refused before parsing */
+	big = malloc((16u << 20) + 2);
+	assert_non_null(big);
+	memset(big, '#', (16u << 20) + 1);
+	big[(16u << 20) + 1] = '\0';
+	assert_int_equal(dp_recipe_load_mem("big.yaml", big, (16u << 20) + 1, &r, NULL, &err),
+			 -EINVAL);
+	assert_string_equal(
+		err.msg, "big.yaml:1:1: error: file is larger than the 16 MiB a recipe may have");
+	free(big);
+	assert_null(r);
+}
+
 /* ---- dpctl recipe check ---------------------------------------------------- */
 
 static void check_exit_codes(void **state)
@@ -627,6 +695,7 @@ int main(void)
 		cmocka_unit_test(defaulted_key_points_at_section),
 		cmocka_unit_test(diags_accumulate_across_loads),
 		cmocka_unit_test(unreadable_files),
+		cmocka_unit_test(hostile_input),
 		cmocka_unit_test(check_exit_codes),
 		cmocka_unit_test(check_json_summary),
 		cmocka_unit_test(check_reads_a_written_file),
