@@ -4,9 +4,9 @@
  * are separated by commas or white space, an item is literal text with zero
  * or more "[...]" groups and no text after its last group, a group is a
  * comma list of "N" or "LO-HI" whose output width is the length of the
- * written lower bound.  Groups vary right-most fastest, as Slurm expands
- * "rack[1-2]-n[1-2]".  Where Slurm guesses (unclosed '[', empty items,
- * "1-"), we report an error with the column instead.
+ * written lower bound.  The last group varies fastest, as Slurm expands
+ * "rack[1-2]-n[1-2]" (see group_at_level() for three groups or more).  Where Slurm guesses
+ * (unclosed '[', empty items, "1-"), we report an error with the column instead.
  *
  * Compression reproduces Slurm's hostlist_uniq()/hostlist_sort() followed
  * by hostlist_ranged_string(): names split into prefix + trailing number,
@@ -276,38 +276,59 @@ static int parse_group(struct parser *p, size_t open, size_t close, struct group
 	}
 }
 
-/* Append every name of the product of @groups, last group fastest. */
-static int emit(struct parser *p, const struct group *groups, size_t ng, size_t gi, char *buf,
-		size_t len)
+/* The group that nesting level @level walks.  Slurm takes the last group
+ * as the innermost loop, then expands the prefix before it from its last
+ * '[' backwards, so the outer loops run over groups k-2, k-3, ..., 0:
+ * "a[1-2]b[1-2]c[1-2]" gives a1b1c1 a1b1c2 a2b1c1 a2b1c2 a1b2c1 ... */
+static size_t group_at_level(size_t ng, size_t level)
 {
-	const struct group *g;
+	return level == ng - 1 ? ng - 1 : ng - 2 - level;
+}
 
-	if (gi == ng) {
-		if (add_name(p->hl, buf, len))
-			return dp_err_set(p->err, ENOMEM, "hostlist: out of memory");
-		return 0;
+/* Build the name for the current value and width of every group. */
+static int emit_name(struct parser *p, const struct group *groups, size_t ng, const uint64_t *val,
+		     const int *width)
+{
+	char buf[NAME_MAX_LEN + 1];
+	size_t len = 0;
+
+	for (size_t g = 0; g < ng; g++) {
+		int n;
+
+		memcpy(buf + len, groups[g].lit, groups[g].lit_len);
+		len += groups[g].lit_len;
+		n = snprintf(buf + len, sizeof(buf) - len, "%0*" PRIu64, width[g], val[g]);
+		if (n < 0 || (size_t)n >= sizeof(buf) - len)
+			return dp_err_set(p->err, EOVERFLOW, "hostlist: internal: name too long");
+		len += (size_t)n;
 	}
-	g = &groups[gi];
-	memcpy(buf + len, g->lit, g->lit_len);
-	for (size_t k = 0; k < g->nr; k++) {
-		const struct range *r = &g->r[k];
-		uint64_t v = r->lo;
+	if (add_name(p->hl, buf, len))
+		return dp_err_set(p->err, ENOMEM, "hostlist: out of memory");
+	return 0;
+}
 
-		for (;;) {
-			int n = snprintf(buf + len + g->lit_len,
-					 NAME_MAX_LEN + 1 - len - g->lit_len, "%0*" PRIu64,
-					 r->width, v);
+/* Append every name of the product of @groups in Slurm's order. */
+static int emit(struct parser *p, const struct group *groups, size_t ng, size_t level,
+		uint64_t *val, int *width)
+{
+	size_t gi;
+
+	if (level == ng)
+		return emit_name(p, groups, ng, val, width);
+	gi = group_at_level(ng, level);
+	for (size_t k = 0; k < groups[gi].nr; k++) {
+		const struct range *r = &groups[gi].r[k];
+
+		width[gi] = r->width;
+		for (uint64_t v = r->lo;; v++) {
 			int rc;
 
-			if (n < 0 || (size_t)n > NAME_MAX_LEN - len - g->lit_len)
-				return dp_err_set(p->err, EOVERFLOW,
-						  "hostlist: internal: name too long");
-			rc = emit(p, groups, ng, gi + 1, buf, len + g->lit_len + (size_t)n);
+			val[gi] = v;
+			rc = emit(p, groups, ng, level + 1, val, width);
 			if (rc)
 				return rc;
 			if (v == r->hi)
 				break;
-			v++;
 		}
 	}
 	return 0;
@@ -326,9 +347,8 @@ static int parse_item(struct parser *p, size_t a, size_t b)
 	const char *e = p->expr;
 	struct group *groups = NULL;
 	size_t ng = 0, lit = a, name_len = 0;
-	uint64_t count = 1;
-	char buf[NAME_MAX_LEN + 1];
-	int rc = 0;
+	uint64_t count = 1, *val = NULL;
+	int *width = NULL, rc = 0;
 
 	for (size_t i = a; i < b; i++) {
 		unsigned char c = (unsigned char)e[i];
@@ -415,10 +435,18 @@ static int parse_item(struct parser *p, size_t a, size_t b)
 		p->total++;
 		goto out;
 	}
-	rc = emit(p, groups, ng, 0, buf, 0);
+	val = malloc(ng * sizeof(*val));
+	width = malloc(ng * sizeof(*width));
+	if (!val || !width) {
+		rc = dp_err_set(p->err, ENOMEM, "hostlist: out of memory");
+		goto out;
+	}
+	rc = emit(p, groups, ng, 0, val, width);
 	if (!rc)
 		p->total += (size_t)count;
 out:
+	free(width);
+	free(val);
 	groups_release(groups, ng);
 	return rc;
 }
