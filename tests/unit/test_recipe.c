@@ -607,6 +607,13 @@ static void check_exit_codes(void **state)
 	assert_string_equal(r.out, RECIPES "/slurm.yaml: ok\n");
 	dp_test_run_free(&r);
 
+	/* -q drops the ok lines, not the errors */
+	r = dp_test_dpctl("-q", "recipe", "check", demo_path, odd_path);
+	assert_int_equal(r.rc, EX_DATAERR);
+	assert_string_equal(r.out, "");
+	assert_non_null(strstr(r.err, "needs an even pp, got 3"));
+	dp_test_run_free(&r);
+
 	r = dp_test_dpctl("recipe", "check");
 	assert_int_equal(r.rc, EX_USAGE);
 	dp_test_run_free(&r);
