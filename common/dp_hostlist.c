@@ -628,10 +628,14 @@ static int natcmp(const char *a, size_t na, const char *b, size_t nb)
 static int key_cmp(const void *va, const void *vb)
 {
 	const struct key *a = va, *b = vb;
-	int r = natcmp(a->name, a->plen, b->name, b->plen);
 
-	if (r)
-		return r;
+	/* most neighbours share their prefix: skip the natural compare then */
+	if (a->plen != b->plen || memcmp(a->name, b->name, a->plen) != 0) {
+		int r = natcmp(a->name, a->plen, b->name, b->plen);
+
+		if (r)
+			return r;
+	}
 	if (a->single != b->single)
 		return a->single ? -1 : 1;
 	if (a->single)
