@@ -173,8 +173,9 @@ __attribute__((format(printf, 4, 5))) static int perr(struct parser *p, int code
 	va_start(ap, fmt);
 	(void)vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	return dp_err_set(p->err, code, "hostlist: %s at column %zu in '%.*s%s'", what, pos + 1, n,
-			  p->expr, p->expr_len > QUOTE_MAX ? "..." : "");
+	(void)dp_err_set(p->err, code, "hostlist: %s at column %zu in '%.*s%s'", what, pos + 1, n,
+			 p->expr, p->expr_len > QUOTE_MAX ? "..." : "");
+	return -code;
 }
 
 static int digits_of(uint64_t v)
@@ -220,6 +221,7 @@ static int parse_range(struct parser *p, size_t a, size_t b, struct range *r)
 	size_t nlo = span_digits(e, a, b), nhi = 0;
 	int ilen = (int)(b - a);
 
+	memset(r, 0, sizeof(*r));
 	if (a == b)
 		return perr(p, EINVAL, a, "empty range");
 	if (nlo == 0 || (a + nlo < b && (e[a + nlo] != '-' || a + nlo + 1 == b)))
@@ -626,10 +628,14 @@ static int natcmp(const char *a, size_t na, const char *b, size_t nb)
 static int key_cmp(const void *va, const void *vb)
 {
 	const struct key *a = va, *b = vb;
-	int r = natcmp(a->name, a->plen, b->name, b->plen);
 
-	if (r)
-		return r;
+	/* most neighbours share their prefix: skip the natural compare then */
+	if (a->plen != b->plen || memcmp(a->name, b->name, a->plen) != 0) {
+		int r = natcmp(a->name, a->plen, b->name, b->plen);
+
+		if (r)
+			return r;
+	}
 	if (a->single != b->single)
 		return a->single ? -1 : 1;
 	if (a->single)
