@@ -20,18 +20,6 @@ static const struct option opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-static void print_diag(struct dp_cli *cli, const struct dp_recipe_diag *d)
-{
-	const char *red = cli->color ? "\033[1;31m" : "", *off = cli->color ? "\033[0m" : "";
-
-	if (*d->key)
-		(void)fprintf(cli->err, "%s:%u:%u: %serror:%s key '%s': %s\n", d->file, d->line,
-			      d->col, red, off, d->key, d->msg);
-	else
-		(void)fprintf(cli->err, "%s:%u:%u: %serror:%s %s\n", d->file, d->line, d->col, red,
-			      off, d->msg);
-}
-
 static json_t *diags_json(const struct dp_recipe_diags *d)
 {
 	json_t *a = json_array();
@@ -61,7 +49,7 @@ static int check_one(struct dp_cli *cli, const char *path, json_t *files)
 	} else if (rc == -EINVAL && d.n > 0) {
 		code = EX_DATAERR;
 		for (size_t i = 0; i < d.n; i++)
-			print_diag(cli, &d.v[i]);
+			dp_cli_print_diag(cli, &d.v[i]);
 	} else {
 		code = dp_cli_error(cli, dp_cli_exit_code(rc), "%s", e.msg);
 	}

@@ -56,6 +56,11 @@ struct dp_plan {
 int dp_plan_build(const struct dp_plan_cfg *cfg, struct dp_plan **out, struct dp_err *err);
 void dp_plan_free(struct dp_plan *p); /* NULL-safe */
 
+struct dp_recipe;
+/* The layout of a loaded recipe (hosts x cluster.gpus, parallel.*).  Errors
+ * as dp_plan_build(), prefixed with the recipe's path. */
+int dp_plan_from_recipe(const struct dp_recipe *r, struct dp_plan **out, struct dp_err *err);
+
 /* The global rank at coordinates (dp, pp, ep); -1 if out of range. */
 int dp_plan_rank_of(const struct dp_plan *p, int dp, int pp, int ep);
 

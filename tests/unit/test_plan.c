@@ -2,6 +2,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "launcher/dp_plan.h"
 #include "tests/unit/dp_test.h"
@@ -97,6 +100,69 @@ static void rejects_bad_shapes(void **state)
 	assert_null(p);
 }
 
+static void cli_plans_every_shipped_recipe(void **state)
+{
+	static const char *const recipes[] = { "local-demo", "netns-cluster", "slurm",
+					       "deepseek-v3" };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(recipes) / sizeof(recipes[0]); i++) {
+		char path[512];
+		struct dp_test_run r;
+		json_t *o;
+		json_error_t je;
+
+		(void)snprintf(path, sizeof(path), "%s/recipes/%s.yaml", DP_SRCDIR, recipes[i]);
+		r = dp_test_dpctl("plan", "--json", path);
+		assert_int_equal(r.rc, 0);
+		o = json_loads(r.out, 0, &je);
+		if (!o)
+			fail_msg("%s: bad JSON: %s", path, je.text);
+		assert_int_equal(json_integer_value(json_object_get(o, "world")),
+				 json_array_size(json_object_get(o, "ranks")));
+		json_decref(o);
+		dp_test_run_free(&r);
+	}
+}
+
+static void cli_table_shows_stage_pairs(void **state)
+{
+	char path[512];
+	struct dp_test_run r;
+
+	(void)state;
+	(void)snprintf(path, sizeof(path), "%s/recipes/local-demo.yaml", DP_SRCDIR);
+	r = dp_test_dpctl("plan", path);
+	assert_int_equal(r.rc, 0);
+	/* rank 1 of a 4-stage DualPipe holds stages 1 and 2 */
+	assert_non_null(
+		strstr(r.out, "\nlocalhost               1      1   0    1       1,2    0"));
+	dp_test_run_free(&r);
+}
+
+static void cli_reports_recipe_errors_and_usage(void **state)
+{
+	char *bad =
+		dp_test_write_tmp(".yaml", "cluster:\n  hosts: localhost\n  gpus: 4\n"
+					   "model: {layers: 4, hidden: 64, experts: 8, top_k: 2}\n"
+					   "parallel: {pp: 3, schedule: dualpipe}\n");
+	struct dp_test_run r = dp_test_dpctl("plan", bad);
+
+	(void)state;
+	assert_int_equal(r.rc, 65);
+	assert_non_null(strstr(r.err, ":5:"));
+	assert_non_null(strstr(r.err, "key 'parallel.pp'"));
+	dp_test_run_free(&r);
+	r = dp_test_dpctl("plan");
+	assert_int_equal(r.rc, 64);
+	dp_test_run_free(&r);
+	r = dp_test_dpctl("plan", "/nonexistent/recipe.yaml");
+	assert_int_equal(r.rc, 66);
+	dp_test_run_free(&r);
+	(void)unlink(bad);
+	free(bad);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -104,6 +170,9 @@ int main(void)
 		cmocka_unit_test(small_ep_keeps_pp_edges_on_node),
 		cmocka_unit_test(one_f_one_b_holds_one_stage),
 		cmocka_unit_test(rejects_bad_shapes),
+		cmocka_unit_test(cli_plans_every_shipped_recipe),
+		cmocka_unit_test(cli_table_shows_stage_pairs),
+		cmocka_unit_test(cli_reports_recipe_errors_and_usage),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
