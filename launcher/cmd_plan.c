@@ -2,6 +2,7 @@
  * start (ranks, nodes, GPUs, DualPipe stage pairs, EP ranks and their
  * experts, inter-node link counts), without starting anything. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -153,9 +154,16 @@ static int cmd_plan(struct dp_cli *cli, int argc, char **argv)
 			code = dp_cli_error(cli, EX_OSERR, "plan: out of memory");
 			goto out;
 		}
-		(void)json_dumpf(o, cli->out, JSON_COMPACT);
-		(void)fputc('\n', cli->out);
+		char *text = json_dumps(o, JSON_COMPACT); /* one buffer: much cheaper than dumpf */
+
 		json_decref(o);
+		if (!text) {
+			code = dp_cli_error(cli, EX_OSERR, "plan: out of memory");
+			goto out;
+		}
+		(void)fputs(text, cli->out);
+		(void)fputc('\n', cli->out);
+		free(text);
 	} else {
 		print_table(cli, r, p);
 	}
