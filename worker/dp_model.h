@@ -12,11 +12,10 @@
  * over every token of the step's micro-batches.
  *
  * Stages: a stage is a contiguous range of layers [first, first + count);
- * the first stage also owns the embedding, the last the head and the loss.  A stage owns parameters,
- * gradients and Adam state for its layers, including every routed expert
- * (an EP executor only computes and updates the experts it owns, see
- * dp_model_expert_owner()).  Parameters are initialised from the seed per
- * tensor, so any split gives the same values.
+ * the first stage also owns the embedding, the last the head and the loss.  A stage owns
+ * parameters, gradients and Adam state for its layers, including every routed expert (an EP
+ * executor only computes and updates the experts it owns, see dp_model_expert_owner()).  Parameters
+ * are initialised from the seed per tensor, so any split gives the same values.
  *
  * Determinism: all math is float32 in a fixed loop order, no threads, no
  * BLAS.  Forward activations, the loss and all input gradients of a row do
@@ -129,8 +128,8 @@ int dp_model_stage_new_split(const struct dp_model_cfg *cfg, int nstages, int st
 void dp_model_stage_free(struct dp_model_stage *st); /* NULL is a no-op */
 
 const struct dp_model_cfg *dp_model_stage_cfg(const struct dp_model_stage *st);
-int dp_model_stage_first(const struct dp_model_stage *st);  /* first layer */
-int dp_model_stage_count(const struct dp_model_stage *st);  /* layers held */
+int dp_model_stage_first(const struct dp_model_stage *st); /* first layer */
+int dp_model_stage_count(const struct dp_model_stage *st); /* layers held */
 int dp_model_stage_has_embed(const struct dp_model_stage *st);
 int dp_model_stage_has_head(const struct dp_model_stage *st);
 
@@ -186,8 +185,8 @@ int dp_model_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 /* Backward for input: @dy is dLoss/dy (T*H; ignored, may be NULL, on the head
  * stage); @dx gets dLoss/dx (T*H; NULL allowed, unused on the embedding
  * stage).  Keeps what W needs. */
-int dp_model_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx,
-			    const float *dy, float *dx, struct dp_err *err);
+int dp_model_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx, const float *dy,
+			    float *dx, struct dp_err *err);
 /* Backward for weights: adds this micro-batch's parameter gradients (every
  * tensor whose rows are in @ctx: embedding, head, token-side layer weights,
  * and each expert whose backward_input ran in @ctx and whose W is still
@@ -221,13 +220,13 @@ int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			  struct dp_err *err);
 /* Pack the attention output rows in the route's layout into @packed (T*K*H). */
-int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
-		      float *packed, struct dp_err *err);
+int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer, float *packed,
+		      struct dp_err *err);
 /* Expert @e of @layer on @n packed rows: out = silu(in W1) W2.  Saves its
  * input and activations in @ctx (replacing any earlier rows of this expert
  * and layer in @ctx; -EBUSY if their W is still pending). */
-int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
-			    int e, int n, const float *in, float *out, struct dp_err *err);
+int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer, int e,
+			    int n, const float *in, float *out, struct dp_err *err);
 /* out = h + shared(h) + sum over slots k (in order) of weight * expert row,
  * with @packed_out (T*K*H) in the route's layout. */
 int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
@@ -236,20 +235,19 @@ int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx
 int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, float *y,
 			 double *loss, struct dp_err *err);
 
-int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
-			    const float *dy, struct dp_err *err);
+int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx, const float *dy,
+			    struct dp_err *err);
 /* Gradient through the combine, the shared expert and the gate; @packed_dy
  * (T*K*H) gets the grad of each expert output row (weight * dOut). */
 int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			      float *packed_dy, struct dp_err *err);
 /* Expert @e: @n rows (as in its forward) of dOut -> @din.  Keeps W's inputs. */
-int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx,
-				   int layer, int e, int n, const float *dout, float *din,
-				   struct dp_err *err);
+int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
+				   int e, int n, const float *dout, float *din, struct dp_err *err);
 /* W of expert @e alone: adds its rows' gradients (row order) to W1, W2.
  * -EINVAL if its backward_input has not run since its forward. */
-int dp_model_expert_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx,
-				   int layer, int e, struct dp_err *err);
+int dp_model_expert_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
+				    int e, struct dp_err *err);
 /* Adds the expert's rows (packed input grads @packed_dx, T*K*H) into the
  * grad of h, then goes back through the attention to the layer input. */
 int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
@@ -278,8 +276,7 @@ struct dp_model_ctx *dp_model_ref_ctx(struct dp_model_ref *ref, int i);
 int dp_model_ref_grads(struct dp_model_ref *ref, long step, int split_iw, double *loss,
 		       struct dp_err *err);
 /* dp_model_ref_grads then an Adam step on every stage. */
-int dp_model_ref_train_step(struct dp_model_ref *ref, long step, double *loss,
-			    struct dp_err *err);
+int dp_model_ref_train_step(struct dp_model_ref *ref, long step, double *loss, struct dp_err *err);
 
 /* `dpworker --train-reference [--steps N] [--seed S] [--stages P]`: trains the
  * default model with the reference trainer, "step k loss x" per step on @out. */

@@ -178,7 +178,7 @@ void dp_model_route_select(const struct dp_model_cfg *cfg, const float *scores, 
 	unsigned char gkeep[MAX_EXPERTS] = { 0 }, taken[MAX_EXPERTS] = { 0 };
 
 	for (int g = 0; g < G; g++) {
-		gscore[g] = scores[g * gsz];
+		gscore[g] = scores[(size_t)g * (size_t)gsz];
 		for (int e = g * gsz + 1; e < (g + 1) * gsz; e++)
 			if (scores[e] > gscore[g])
 				gscore[g] = scores[e];
@@ -190,6 +190,8 @@ void dp_model_route_select(const struct dp_model_cfg *cfg, const float *scores, 
 		for (int g = 0; g < G; g++)
 			if (!gkeep[g] && (best < 0 || gscore[g] > gscore[best]))
 				best = g;
+		if (best < 0) /* cannot happen: topk_groups <= groups */
+			break;
 		gkeep[best] = 1;
 	}
 	for (int n = 0; n < cfg->top_k; n++) {
@@ -198,6 +200,8 @@ void dp_model_route_select(const struct dp_model_cfg *cfg, const float *scores, 
 		for (int e = 0; e < E; e++)
 			if (gkeep[e / gsz] && !taken[e] && (best < 0 || scores[e] > scores[best]))
 				best = e;
+		if (best < 0) /* cannot happen: cfg_check keeps top_k within the groups */
+			best = 0;
 		taken[best] = 1;
 		sel[n] = best;
 	}
@@ -350,8 +354,7 @@ static void init_params(struct dp_model_stage *st)
 		}
 	}
 	if (st->has_head)
-		init_tensor(st, &st->tens[st->head_idx],
-			    1 + (uint64_t)st->cfg.layers * per, in_h);
+		init_tensor(st, &st->tens[st->head_idx], 1 + (uint64_t)st->cfg.layers * per, in_h);
 }
 
 int dp_model_stage_new_split(const struct dp_model_cfg *cfg, int nstages, int stage,
@@ -382,10 +385,11 @@ int dp_model_stage_new(const struct dp_model_cfg *cfg, int first, int count, int
 		return dp_err_set(err, EINVAL, "model: layers %d..%d are not in a %d-layer model",
 				  first, first + count - 1, cfg->layers);
 	if ((roles & DP_MODEL_EMBED) && first != 0)
-		return dp_err_set(err, EINVAL, "model: a stage from layer %d cannot hold the embedding",
-				  first);
+		return dp_err_set(err, EINVAL,
+				  "model: a stage from layer %d cannot hold the embedding", first);
 	if ((roles & DP_MODEL_HEAD) && first + count != cfg->layers)
-		return dp_err_set(err, EINVAL, "model: a stage ending before layer %d cannot hold the head",
+		return dp_err_set(err, EINVAL,
+				  "model: a stage ending before layer %d cannot hold the head",
 				  cfg->layers);
 	st = calloc(1, sizeof(*st));
 	if (!st)
@@ -406,7 +410,7 @@ int dp_model_stage_new(const struct dp_model_cfg *cfg, int first, int count, int
 	st->per_layer = P_NFIXED + 2 * cfg->experts;
 	st->embed_idx = st->head_idx = -1;
 	rc = -ENOMEM;
-	st->tens = calloc((size_t)(2 + count * st->per_layer), sizeof(*st->tens));
+	st->tens = calloc(2 + (size_t)count * (size_t)st->per_layer, sizeof(*st->tens));
 	if (!st->tens)
 		goto err_free;
 	if (st->has_embed) {
@@ -558,7 +562,7 @@ static void layout_ctx(struct dp_model_ctx *c)
 	c->scratch = carve(c, S * f);
 	c->L = carve(c, (size_t)st->count * sizeof(*c->L));
 	for (int l = 0; l < st->count; l++) {
-		struct lctx tmp, *L = c->L ? &c->L[l] : &tmp;
+		struct lctx tmp = { 0 }, *L = c->L ? &c->L[l] : &tmp;
 
 		L->q = carve(c, T * H * f);
 		L->k = carve(c, T * H * f);
@@ -690,11 +694,16 @@ static int check_ctx(const struct dp_model_stage *st, const struct dp_model_ctx 
 {
 	static const char *const names[] = { "empty", "after forward", "after backward_input" };
 
-	if (ctx->st != st)
-		return dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
-	if (ctx->state != state)
-		return dp_err_set(err, EINVAL, "model: %s: context is %s, not %s", what,
-				  names[ctx->state], names[state]);
+	/* constant -EINVAL returns: callers rely on 0 meaning "checked" */
+	if (ctx->st != st) {
+		(void)dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
+		return -EINVAL;
+	}
+	if (ctx->state != state) {
+		(void)dp_err_set(err, EINVAL, "model: %s: context is %s, not %s", what,
+				 names[ctx->state], names[state]);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -703,9 +712,11 @@ static int check_layer(const struct dp_model_ctx *ctx, int layer, const char *wh
 {
 	struct lctx *L = layer_ctx(ctx, layer);
 
-	if (!L)
-		return dp_err_set(err, EINVAL, "model: %s: layer %d is not in this stage", what,
-				  layer);
+	if (!L) {
+		(void)dp_err_set(err, EINVAL, "model: %s: layer %d is not in this stage", what,
+				 layer);
+		return -EINVAL;
+	}
 	*out = L;
 	return 0;
 }
@@ -753,8 +764,8 @@ int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 	return 0;
 }
 
-static void attention_fwd(const struct dp_model_stage *st, struct dp_model_ctx *ctx,
-			  struct lctx *L, int layer)
+static void attention_fwd(const struct dp_model_stage *st, struct dp_model_ctx *ctx, struct lctx *L,
+			  int layer)
 {
 	const size_t T = st->T, H = st->H, S = st->S;
 	const float c = 1.0f / sqrtf((float)H);
@@ -860,8 +871,8 @@ int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, i
 	return 0;
 }
 
-int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
-		      float *packed, struct dp_err *err)
+int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer, float *packed,
+		      struct dp_err *err)
 {
 	const size_t H = st->H;
 	struct lctx *L = NULL;
@@ -903,27 +914,30 @@ static int ectx_reserve(struct ectx *x, size_t n, size_t H, size_t F)
 	return 0;
 }
 
-static int check_expert(const struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
-			int e, int n, const char *what, struct ectx **out, struct dp_err *err)
+static int check_expert(const struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer, int e,
+			int n, const char *what, struct ectx **out, struct dp_err *err)
 {
 	struct lctx *L = NULL;
 	int rc;
 
-	if (ctx->st != st)
-		return dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
+	if (ctx->st != st) {
+		(void)dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
+		return -EINVAL;
+	}
 	rc = check_layer(ctx, layer, what, &L, err);
 	if (rc)
 		return rc;
-	if (e < 0 || (size_t)e >= st->E)
-		return dp_err_set(err, EINVAL, "model: %s: no expert %d", what, e);
-	if (n < 0)
-		return dp_err_set(err, EINVAL, "model: %s: %d rows", what, n);
+	if (e < 0 || (size_t)e >= st->E || n < 0) {
+		(void)dp_err_set(err, EINVAL, "model: %s: no expert %d or bad row count %d", what,
+				 e, n);
+		return -EINVAL;
+	}
 	*out = &L->ex[e];
 	return 0;
 }
 
-int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
-			    int e, int n, const float *in, float *out, struct dp_err *err)
+int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer, int e,
+			    int n, const float *in, float *out, struct dp_err *err)
 {
 	const size_t H = st->H, F = st->F, rows = (size_t)n;
 	struct ectx *x = NULL;
@@ -1009,12 +1023,13 @@ int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, fl
 	for (size_t t = 0; t < T; t++) {
 		float *z = ctx->logits + t * V, mx = z[0];
 		const size_t tgt = (size_t)ctx->targets[t];
-		double sum = 0.0;
+		double sum;
 
 		for (size_t j = 1; j < V; j++)
 			if (z[j] > mx)
 				mx = z[j];
-		for (size_t j = 0; j < V; j++)
+		sum = exp((double)(z[0] - mx)); /* >= 1 once the max is added */
+		for (size_t j = 1; j < V; j++)
 			sum += exp((double)(z[j] - mx));
 		total += (double)mx + log(sum) - (double)z[tgt];
 		for (size_t j = 0; j < V; j++)
@@ -1056,8 +1071,8 @@ int dp_model_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 
 /* ---- backward for input ---------------------------------------------------- */
 
-int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
-			    const float *dy, struct dp_err *err)
+int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx, const float *dy,
+			    struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H;
 	int rc;
@@ -1067,7 +1082,8 @@ int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 		return rc;
 	for (int l = 0; l < st->count; l++)
 		if (!ctx->L[l].routed)
-			return dp_err_set(err, EINVAL, "model: backward: forward of layer %d not done",
+			return dp_err_set(err, EINVAL,
+					  "model: backward: forward of layer %d not done",
 					  st->first + l);
 	if (st->has_head) {
 		mm_t(ctx->logits, st->w + st->tens[st->head_idx].off, ctx->dtop, T, H, st->V, 0);
@@ -1122,9 +1138,8 @@ int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ct
 	return 0;
 }
 
-int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx,
-				   int layer, int e, int n, const float *dout, float *din,
-				   struct dp_err *err)
+int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
+				   int e, int n, const float *dout, float *din, struct dp_err *err)
 {
 	const size_t H = st->H, F = st->F, rows = (size_t)n;
 	struct ectx *x = NULL;
@@ -1152,8 +1167,8 @@ int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ct
 	return 0;
 }
 
-static void attention_bwd(const struct dp_model_stage *st, struct dp_model_ctx *ctx,
-			  struct lctx *L, int layer)
+static void attention_bwd(const struct dp_model_stage *st, struct dp_model_ctx *ctx, struct lctx *L,
+			  int layer)
 {
 	const size_t T = st->T, H = st->H, S = st->S;
 	const float c = 1.0f / sqrtf((float)H);
@@ -1273,8 +1288,8 @@ static void expert_w(const struct dp_model_stage *st, struct ectx *x, int layer,
 	x->fwd = 0;
 }
 
-int dp_model_expert_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx,
-				    int layer, int e, struct dp_err *err)
+int dp_model_expert_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
+				    int e, struct dp_err *err)
 {
 	struct ectx *x = NULL;
 	int rc;
@@ -1368,8 +1383,8 @@ static int backward_local(struct dp_model_stage *st, struct dp_model_ctx *ctx, c
 	return rc;
 }
 
-int dp_model_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx,
-			    const float *dy, float *dx, struct dp_err *err)
+int dp_model_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx, const float *dy,
+			    float *dx, struct dp_err *err)
 {
 	return backward_local(st, ctx, dy, dx, 0, err);
 }

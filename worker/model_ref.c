@@ -48,8 +48,8 @@ void dp_model_batch(const struct dp_model_cfg *cfg, long step, int mb, int32_t *
 	draw_perm(data_seed ^ 1, V, &a[0], &b[0]);
 	draw_perm(data_seed ^ 2, V, &a[1], &b[1]);
 	for (int s = 0; s < cfg->seqs; s++) {
-		uint64_t h = mix64(data_seed ^
-				   mix64((uint64_t)step ^ mix64(((uint64_t)mb << 20) ^ (uint64_t)s)));
+		uint64_t h = mix64(data_seed ^ mix64((uint64_t)step ^
+						     mix64(((uint64_t)mb << 20) ^ (uint64_t)s)));
 		uint64_t prev = 0, cur = h % V;
 
 		for (int i = 0; i < S; i++) {
@@ -66,9 +66,13 @@ void dp_model_batch(const struct dp_model_cfg *cfg, long step, int mb, int32_t *
 struct dp_model_ref {
 	struct dp_model_cfg cfg;
 	int n;
-	struct dp_model_stage **st;
-	struct dp_model_ctx **ctx;
-	float **act, **dact; /* [n+1] stage boundaries, T*H each */
+	/* [n+1]: stage i with its context, the activations entering it and
+	 * their gradient (entry n: only the last stage's output and its grad) */
+	struct ref_part {
+		struct dp_model_stage *st;
+		struct dp_model_ctx *ctx;
+		float *act, *dact; /* T*H each */
+	} * p;
 	int32_t *tokens, *targets;
 };
 
@@ -76,18 +80,13 @@ void dp_model_ref_free(struct dp_model_ref *ref)
 {
 	if (!ref)
 		return;
-	for (int i = 0; i < ref->n; i++) {
-		dp_model_ctx_free(ref->ctx ? ref->ctx[i] : NULL);
-		dp_model_stage_free(ref->st ? ref->st[i] : NULL);
+	for (int i = 0; ref->p && i <= ref->n; i++) {
+		dp_model_ctx_free(ref->p[i].ctx);
+		dp_model_stage_free(ref->p[i].st);
+		free(ref->p[i].act);
+		free(ref->p[i].dact);
 	}
-	for (int i = 0; i <= ref->n; i++) {
-		free(ref->act ? ref->act[i] : NULL);
-		free(ref->dact ? ref->dact[i] : NULL);
-	}
-	free(ref->st);
-	free(ref->ctx);
-	free(ref->act);
-	free(ref->dact);
+	free(ref->p);
 	free(ref->tokens);
 	free(ref->targets);
 	free(ref);
@@ -104,8 +103,7 @@ int dp_model_ref_new(const struct dp_model_cfg *cfg, int nstages, struct dp_mode
 	if (rc)
 		return rc;
 	if (nstages < 1 || nstages > 4096)
-		return dp_err_set(err, EINVAL, "model: %d stages is out of range 1..4096",
-				  nstages);
+		return dp_err_set(err, EINVAL, "model: %d stages is out of range 1..4096", nstages);
 	T = (size_t)dp_model_cfg_tokens(cfg);
 	TH = T * (size_t)cfg->hidden;
 	ref = calloc(1, sizeof(*ref));
@@ -113,24 +111,21 @@ int dp_model_ref_new(const struct dp_model_cfg *cfg, int nstages, struct dp_mode
 		return dp_err_set(err, ENOMEM, "model: out of memory");
 	ref->cfg = *cfg;
 	ref->n = nstages;
-	ref->st = calloc((size_t)nstages, sizeof(*ref->st));
-	ref->ctx = calloc((size_t)nstages, sizeof(*ref->ctx));
-	ref->act = calloc((size_t)nstages + 1, sizeof(*ref->act));
-	ref->dact = calloc((size_t)nstages + 1, sizeof(*ref->dact));
+	ref->p = calloc((size_t)nstages + 1, sizeof(*ref->p));
 	ref->tokens = calloc(T, sizeof(int32_t));
 	ref->targets = calloc(T, sizeof(int32_t));
-	if (!ref->st || !ref->ctx || !ref->act || !ref->dact || !ref->tokens || !ref->targets)
+	if (!ref->p || !ref->tokens || !ref->targets)
 		goto err_nomem;
 	for (int i = 0; i <= nstages; i++) {
-		ref->act[i] = calloc(TH, sizeof(float));
-		ref->dact[i] = calloc(TH, sizeof(float));
-		if (!ref->act[i] || !ref->dact[i])
+		ref->p[i].act = calloc(TH, sizeof(float));
+		ref->p[i].dact = calloc(TH, sizeof(float));
+		if (!ref->p[i].act || !ref->p[i].dact)
 			goto err_nomem;
 	}
 	for (int i = 0; i < nstages; i++) {
-		rc = dp_model_stage_new_split(cfg, nstages, i, &ref->st[i], err);
+		rc = dp_model_stage_new_split(cfg, nstages, i, &ref->p[i].st, err);
 		if (!rc)
-			rc = dp_model_ctx_new(ref->st[i], &ref->ctx[i], err);
+			rc = dp_model_ctx_new(ref->p[i].st, &ref->p[i].ctx, err);
 		if (rc)
 			goto err_free;
 	}
@@ -145,12 +140,12 @@ err_free:
 
 struct dp_model_stage *dp_model_ref_stage(struct dp_model_ref *ref, int i)
 {
-	return i >= 0 && i < ref->n ? ref->st[i] : NULL;
+	return i >= 0 && i < ref->n ? ref->p[i].st : NULL;
 }
 
 struct dp_model_ctx *dp_model_ref_ctx(struct dp_model_ref *ref, int i)
 {
-	return i >= 0 && i < ref->n ? ref->ctx[i] : NULL;
+	return i >= 0 && i < ref->n ? ref->p[i].ctx : NULL;
 }
 
 int dp_model_ref_nstages(const struct dp_model_ref *ref)
@@ -165,7 +160,7 @@ int dp_model_ref_grads(struct dp_model_ref *ref, long step, int split_iw, double
 	int rc = 0;
 
 	for (int i = 0; i < ref->n; i++)
-		dp_model_stage_zero_grad(ref->st[i]);
+		dp_model_stage_zero_grad(ref->p[i].st);
 	for (int m = 0; m < ref->cfg.micro_batches && !rc; m++) {
 		const struct dp_model_io io0 = { .tokens = ref->tokens, .targets = ref->targets };
 		double l = 0.0;
@@ -174,20 +169,22 @@ int dp_model_ref_grads(struct dp_model_ref *ref, long step, int split_iw, double
 		for (int i = 0; i < ref->n && !rc; i++) {
 			struct dp_model_io io = io0;
 
-			io.x = ref->act[i];
-			rc = dp_model_forward(ref->st[i], ref->ctx[i], &io, ref->act[i + 1],
+			io.x = ref->p[i].act;
+			rc = dp_model_forward(ref->p[i].st, ref->p[i].ctx, &io, ref->p[i + 1].act,
 					      i == ref->n - 1 ? &l : NULL, err);
 		}
 		total += l;
 		for (int i = ref->n - 1; i >= 0 && !rc; i--) {
 			if (split_iw) {
-				rc = dp_model_backward_input(ref->st[i], ref->ctx[i],
-							     ref->dact[i + 1], ref->dact[i], err);
+				rc = dp_model_backward_input(ref->p[i].st, ref->p[i].ctx,
+							     ref->p[i + 1].dact, ref->p[i].dact,
+							     err);
 				if (!rc)
-					rc = dp_model_backward_weight(ref->st[i], ref->ctx[i], err);
+					rc = dp_model_backward_weight(ref->p[i].st, ref->p[i].ctx,
+								      err);
 			} else {
-				rc = dp_model_backward(ref->st[i], ref->ctx[i], ref->dact[i + 1],
-						       ref->dact[i], err);
+				rc = dp_model_backward(ref->p[i].st, ref->p[i].ctx,
+						       ref->p[i + 1].dact, ref->p[i].dact, err);
 			}
 		}
 	}
@@ -196,12 +193,11 @@ int dp_model_ref_grads(struct dp_model_ref *ref, long step, int split_iw, double
 	return rc;
 }
 
-int dp_model_ref_train_step(struct dp_model_ref *ref, long step, double *loss,
-			    struct dp_err *err)
+int dp_model_ref_train_step(struct dp_model_ref *ref, long step, double *loss, struct dp_err *err)
 {
 	int rc = dp_model_ref_grads(ref, step, 0, loss, err);
 
 	for (int i = 0; i < ref->n && !rc; i++)
-		dp_model_stage_step(ref->st[i]);
+		dp_model_stage_step(ref->p[i].st);
 	return rc;
 }
