@@ -148,6 +148,17 @@ int dp_model_stage_ntensors(const struct dp_model_stage *st);
 /* Tensor @i (0 <= i < ntensors) into *out; -EINVAL if out of range. */
 int dp_model_stage_tensor(const struct dp_model_stage *st, int i, struct dp_model_tensor *out);
 
+/* The stage's whole state as flat arrays of @n floats each, the tensors back
+ * to back in tensor order: values, gradients, Adam moments, and the Adam
+ * step count.  Owned by the stage; for gradient all-reduce between replicas
+ * (DualPipe's two copies of a stage) and for checkpoints (w, m, v, step). */
+struct dp_model_flat {
+	float *w, *g, *m, *v;
+	size_t n;
+	long *adam_step;
+};
+void dp_model_stage_flat(struct dp_model_stage *st, struct dp_model_flat *out);
+
 void dp_model_stage_zero_grad(struct dp_model_stage *st);
 /* Adam (beta1 0.9, beta2 0.99, eps 1e-8, bias-corrected, lr from the cfg) on
  * every tensor, elementwise, so the result does not depend on the order. */

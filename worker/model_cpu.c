@@ -513,6 +513,16 @@ int dp_model_stage_tensor(const struct dp_model_stage *st, int i, struct dp_mode
 	return 0;
 }
 
+void dp_model_stage_flat(struct dp_model_stage *st, struct dp_model_flat *out)
+{
+	out->w = st->w;
+	out->g = st->g;
+	out->m = st->m;
+	out->v = st->v;
+	out->n = st->total;
+	out->adam_step = &st->adam_t;
+}
+
 void dp_model_stage_zero_grad(struct dp_model_stage *st)
 {
 	memset(st->g, 0, st->total * sizeof(float));

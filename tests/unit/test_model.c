@@ -673,6 +673,131 @@ static void ep_components_match_local_run(void **state)
 	dp_model_stage_free(L);
 }
 
+/* Copying the flat state (w, m, v, step) into a fresh model resumes training
+ * exactly: what a checkpoint needs. */
+static void flat_state_resumes_training(void **state)
+{
+	struct dp_model_cfg c;
+	struct dp_model_ref *a, *b;
+	double la, lb;
+	size_t sum = 0;
+
+	(void)state;
+	small_cfg(&c);
+	a = new_ref(&c, 2);
+	b = new_ref(&c, 2);
+	for (long k = 0; k < 3; k++)
+		assert_int_equal(dp_model_ref_train_step(a, k, &la, NULL), 0);
+	for (int i = 0; i < 2; i++) {
+		struct dp_model_stage *sa = dp_model_ref_stage(a, i),
+				      *sb = dp_model_ref_stage(b, i);
+		struct dp_model_flat fa, fb;
+		struct dp_model_tensor t;
+
+		dp_model_stage_flat(sa, &fa);
+		dp_model_stage_flat(sb, &fb);
+		assert_int_equal(fa.n, fb.n);
+		assert_int_equal(*fa.adam_step, 3);
+		assert_int_equal(dp_model_stage_tensor(sa, 0, &t), 0);
+		assert_ptr_equal(t.w, fa.w); /* tensors are views into the flat arrays */
+		assert_ptr_equal(t.g, fa.g);
+		for (int ti = 0; ti < dp_model_stage_ntensors(sa); ti++) {
+			assert_int_equal(dp_model_stage_tensor(sa, ti, &t), 0);
+			sum += t.n;
+		}
+		memcpy(fb.w, fa.w, fa.n * sizeof(float));
+		memcpy(fb.m, fa.m, fa.n * sizeof(float));
+		memcpy(fb.v, fa.v, fa.n * sizeof(float));
+		*fb.adam_step = *fa.adam_step;
+	}
+	{
+		struct dp_model_flat f0, f1;
+
+		dp_model_stage_flat(dp_model_ref_stage(a, 0), &f0);
+		dp_model_stage_flat(dp_model_ref_stage(a, 1), &f1);
+		assert_int_equal(sum, f0.n + f1.n);
+	}
+	for (long k = 3; k < 5; k++) {
+		assert_int_equal(dp_model_ref_train_step(a, k, &la, NULL), 0);
+		assert_int_equal(dp_model_ref_train_step(b, k, &lb, NULL), 0);
+		assert_memory_equal(&la, &lb, sizeof(la));
+	}
+	assert_int_equal(same_tensors(a, b), ntensors_total(&c));
+	dp_model_ref_free(a);
+	dp_model_ref_free(b);
+}
+
+/* Regrouped sums (W in another micro-batch order, two replicas of a stage
+ * added afterwards, as DualPipe does) stay within the tolerance that
+ * docs/model.md gives the executor: 1e-4 * max|g| + 1e-6 per element. */
+static void regrouped_sums_stay_within_stated_tolerance(void **state)
+{
+	struct dp_model_cfg c;
+	struct dp_model_ref *ref;
+	struct dp_model_stage *x = NULL, *y = NULL, *r;
+	struct dp_model_ctx *cx = NULL, *cy = NULL;
+	struct dp_err err = { 0 };
+	int32_t *tok, *tgt;
+	double lref, lsum = 0.0, worst = 0.0;
+	int inexact = 0;
+
+	(void)state;
+	dp_model_cfg_default(&c); /* the demo sizes: longer sums */
+	c.layers = 2;
+	ref = new_ref(&c, 1);
+	r = dp_model_ref_stage(ref, 0);
+	tok = xcalloc((size_t)dp_model_cfg_tokens(&c), sizeof(int32_t));
+	tgt = xcalloc((size_t)dp_model_cfg_tokens(&c), sizeof(int32_t));
+	assert_int_equal(dp_model_ref_grads(ref, 4, 0, &lref, NULL), 0);
+	assert_int_equal(dp_model_stage_new_split(&c, 1, 0, &x, &err), 0);
+	assert_int_equal(dp_model_stage_new_split(&c, 1, 0, &y, &err), 0);
+	assert_int_equal(dp_model_ctx_new(x, &cx, &err), 0);
+	assert_int_equal(dp_model_ctx_new(y, &cy, &err), 0);
+	/* replica x takes the odd micro-batches, y the even ones, both reversed */
+	for (int m = c.micro_batches - 1; m >= 0; m--) {
+		struct dp_model_stage *st = m % 2 ? x : y;
+		struct dp_model_ctx *ctx = m % 2 ? cx : cy;
+		struct dp_model_io io = { .tokens = tok, .targets = tgt };
+		double l;
+
+		dp_model_batch(&c, 4, m, tok, tgt);
+		assert_int_equal(dp_model_forward(st, ctx, &io, NULL, &l, &err), 0);
+		assert_int_equal(dp_model_backward(st, ctx, NULL, NULL, &err), 0);
+		lsum += l;
+	}
+	assert_true(fabs(lsum - lref) <= 1e-9 * lref);
+	for (int i = 0; i < dp_model_stage_ntensors(r); i++) {
+		struct dp_model_tensor tr, tx, ty;
+		double gmax = 0.0;
+
+		assert_int_equal(dp_model_stage_tensor(r, i, &tr), 0);
+		assert_int_equal(dp_model_stage_tensor(x, i, &tx), 0);
+		assert_int_equal(dp_model_stage_tensor(y, i, &ty), 0);
+		for (size_t j = 0; j < tr.n; j++)
+			gmax = fmax(gmax, fabs(tr.g[j]));
+		for (size_t j = 0; j < tr.n; j++) {
+			const float sum = tx.g[j] + ty.g[j];
+			const double diff = fabs((double)sum - tr.g[j]);
+
+			inexact += sum != tr.g[j];
+			if (diff > 1e-4 * gmax + 1e-6)
+				fail_msg("%s[%zu]: %.9g vs %.9g", tr.name, j, (double)sum,
+					 (double)tr.g[j]);
+			if (gmax > 0.0 && diff / gmax > worst)
+				worst = diff / gmax;
+		}
+	}
+	print_message("# regrouped: %d elements not bit-equal, worst diff %.3g of max|g|\n",
+		      inexact, worst);
+	free(tok);
+	free(tgt);
+	dp_model_ctx_free(cx);
+	dp_model_ctx_free(cy);
+	dp_model_stage_free(x);
+	dp_model_stage_free(y);
+	dp_model_ref_free(ref);
+}
+
 static void misuse_is_reported(void **state)
 {
 	struct dp_model_cfg c;
@@ -781,6 +906,8 @@ int main(void)
 		cmocka_unit_test(forward_is_deterministic_with_seed),
 		cmocka_unit_test(stage_splits_give_identical_results),
 		cmocka_unit_test(ep_components_match_local_run),
+		cmocka_unit_test(flat_state_resumes_training),
+		cmocka_unit_test(regrouped_sums_stay_within_stated_tolerance),
 		cmocka_unit_test(misuse_is_reported),
 		cmocka_unit_test(loss_falls_over_30_steps),
 		cmocka_unit_test(train_reference_command_prints_steps),
