@@ -774,7 +774,7 @@ static void regrouped_sums_stay_within_stated_tolerance(void **state)
 		assert_int_equal(dp_model_stage_tensor(x, i, &tx), 0);
 		assert_int_equal(dp_model_stage_tensor(y, i, &ty), 0);
 		for (size_t j = 0; j < tr.n; j++)
-			gmax = fmax(gmax, fabs(tr.g[j]));
+			gmax = fmax(gmax, fabs((double)tr.g[j]));
 		for (size_t j = 0; j < tr.n; j++) {
 			const float sum = tx.g[j] + ty.g[j];
 			const double diff = fabs((double)sum - tr.g[j]);
