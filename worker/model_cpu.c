@@ -57,12 +57,15 @@ struct lctx {
 	float *q, *k, *v, *p, *a, *h, *s, *w, *su, *sz, *ey, *out;
 	float *dh, *da, *dl, *dsu, *dq, *dk, *dv, *dx;
 	int *sel, *off, *row_tok, *tok_row, *fill;
-	int routed;
+	int done; /* last step done on this layer, enum layer_step */
 	struct dp_model_route route;
 	struct ectx *ex; /* [E] */
 };
 
 enum { CTX_EMPTY, CTX_FWD, CTX_BWD_INPUT };
+
+/* The steps of one layer, in the order they must happen. */
+enum layer_step { L_NONE, L_ATTN, L_COMBINED, L_COMBINE_BWD, L_ATTN_BWD };
 
 struct dp_model_ctx {
 	struct dp_model_stage *st;
@@ -670,7 +673,7 @@ const struct dp_model_route *dp_model_ctx_route(const struct dp_model_ctx *ctx, 
 {
 	const struct lctx *L = layer_ctx(ctx, layer);
 
-	return L && L->routed ? &L->route : NULL;
+	return L && L->done >= L_ATTN ? &L->route : NULL;
 }
 
 /* Input of @layer: the stage input or the previous layer's output. */
@@ -731,6 +734,21 @@ static int check_layer(const struct dp_model_ctx *ctx, int layer, const char *wh
 	return 0;
 }
 
+/* -EINVAL unless step @step is the last one done on layer @layer of @ctx. */
+static int need_step(const struct dp_model_ctx *ctx, int layer, int step, const char *what,
+		     struct dp_err *err)
+{
+	static const char *const names[] = { "nothing", "attn_forward", "combine_forward",
+					     "combine_backward", "attn_backward" };
+	const struct lctx *L = layer_ctx(ctx, layer);
+
+	if (L && L->done == step)
+		return 0;
+	(void)dp_err_set(err, EINVAL, "model: %s: layer %d is at %s, needs %s", what, layer,
+			 L ? names[L->done] : "?", names[step]);
+	return -EINVAL;
+}
+
 /* ---- forward ------------------------------------------------------------- */
 
 int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
@@ -769,7 +787,7 @@ int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 		memcpy(ctx->targets, in->targets, T * sizeof(int32_t));
 	}
 	for (int l = 0; l < st->count; l++)
-		ctx->L[l].routed = 0;
+		ctx->L[l].done = L_NONE;
 	ctx->state = CTX_FWD;
 	return 0;
 }
@@ -860,7 +878,7 @@ static void gate_fwd(const struct dp_model_stage *st, struct lctx *L, int layer)
 		.row_token = L->row_tok,
 		.token_row = L->tok_row,
 	};
-	L->routed = 1;
+	L->done = L_ATTN;
 }
 
 int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
@@ -870,7 +888,9 @@ int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, i
 	int rc;
 
 	if ((rc = check_ctx(st, ctx, CTX_FWD, "attn_forward", err)) ||
-	    (rc = check_layer(ctx, layer, "attn_forward", &L, err)))
+	    (rc = check_layer(ctx, layer, "attn_forward", &L, err)) ||
+	    (layer > st->first &&
+	     (rc = need_step(ctx, layer - 1, L_COMBINED, "attn_forward", err))))
 		return rc;
 	attention_fwd(st, ctx, L, layer);
 	gate_fwd(st, L, layer);
@@ -891,9 +911,9 @@ int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int l
 	if ((rc = check_ctx(st, ctx, CTX_FWD, "dispatch", err)) ||
 	    (rc = check_layer(ctx, layer, "dispatch", &L, err)))
 		return rc;
-	if (!L->routed)
-		return dp_err_set(err, EINVAL, "model: dispatch: layer %d is not routed yet",
-				  layer);
+	rc = need_step(ctx, layer, L_ATTN, "dispatch", err);
+	if (rc)
+		return rc;
 	for (size_t r = 0; r < st->T * st->K; r++)
 		memcpy(packed + r * H, L->h + (size_t)L->row_tok[r] * H, H * sizeof(float));
 	return 0;
@@ -984,9 +1004,10 @@ int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx
 	if ((rc = check_ctx(st, ctx, CTX_FWD, "combine_forward", err)) ||
 	    (rc = check_layer(ctx, layer, "combine_forward", &L, err)))
 		return rc;
-	if (!L->routed)
-		return dp_err_set(err, EINVAL, "model: combine_forward: layer %d is not routed",
-				  layer);
+	rc = need_step(ctx, layer, L_ATTN, "combine_forward", err);
+	if (rc)
+		return rc;
+	L->done = L_COMBINED;
 	memcpy(L->ey, packed_out, T * K * H * sizeof(float));
 	/* out = (h + shared) + w_0 y_0 + w_1 y_1 + ... in slot order */
 	for (size_t t = 0; t < T; t++) {
@@ -1016,10 +1037,9 @@ int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, fl
 	rc = check_ctx(st, ctx, CTX_FWD, "forward_end", err);
 	if (rc)
 		return rc;
-	for (int l = 0; l < st->count; l++)
-		if (!ctx->L[l].routed)
-			return dp_err_set(err, EINVAL, "model: forward_end: layer %d not done",
-					  st->first + l);
+	for (int l = st->first; l < st->first + st->count; l++)
+		if ((rc = need_step(ctx, l, L_COMBINED, "forward_end", err)))
+			return rc;
 	if (!st->has_head) {
 		if (y)
 			memcpy(y, h, T * H * sizeof(float));
@@ -1090,11 +1110,9 @@ int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 	rc = check_ctx(st, ctx, CTX_FWD, "backward_input", err);
 	if (rc)
 		return rc;
-	for (int l = 0; l < st->count; l++)
-		if (!ctx->L[l].routed)
-			return dp_err_set(err, EINVAL,
-					  "model: backward: forward of layer %d not done",
-					  st->first + l);
+	for (int l = st->first; l < st->first + st->count; l++)
+		if ((rc = need_step(ctx, l, L_COMBINED, "backward_input", err)))
+			return rc;
 	if (st->has_head) {
 		mm_t(ctx->logits, st->w + st->tens[st->head_idx].off, ctx->dtop, T, H, st->V, 0);
 	} else {
@@ -1115,8 +1133,12 @@ int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ct
 	int rc;
 
 	if ((rc = check_ctx(st, ctx, CTX_BWD_INPUT, "combine_backward", err)) ||
-	    (rc = check_layer(ctx, layer, "combine_backward", &L, err)))
+	    (rc = check_layer(ctx, layer, "combine_backward", &L, err)) ||
+	    (rc = need_step(ctx, layer, L_COMBINED, "combine_backward", err)) ||
+	    (layer < st->first + st->count - 1 &&
+	     (rc = need_step(ctx, layer + 1, L_ATTN_BWD, "combine_backward", err))))
 		return rc;
+	L->done = L_COMBINE_BWD;
 	dout = layer_dout(ctx, layer);
 	/* shared expert */
 	mm_t(dout, PW(st, layer, P_S2), L->dsu, T, F, H, 0);
@@ -1224,8 +1246,10 @@ int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, 
 	int rc;
 
 	if ((rc = check_ctx(st, ctx, CTX_BWD_INPUT, "attn_backward", err)) ||
-	    (rc = check_layer(ctx, layer, "attn_backward", &L, err)))
+	    (rc = check_layer(ctx, layer, "attn_backward", &L, err)) ||
+	    (rc = need_step(ctx, layer, L_COMBINE_BWD, "attn_backward", err)))
 		return rc;
+	L->done = L_ATTN_BWD;
 	for (size_t t = 0; t < T; t++)
 		for (size_t k = 0; k < K; k++) {
 			const float *g = packed_dx + (size_t)L->tok_row[t * K + k] * H;
@@ -1245,6 +1269,8 @@ int dp_model_backward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, f
 
 	rc = check_ctx(st, ctx, CTX_BWD_INPUT, "backward_end", err);
 	if (rc)
+		return rc;
+	if (st->count && (rc = need_step(ctx, st->first, L_ATTN_BWD, "backward_end", err)))
 		return rc;
 	if (dx && !st->has_embed)
 		memcpy(dx, stage_din(ctx), st->T * st->H * sizeof(float));
@@ -1336,6 +1362,8 @@ int dp_model_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx
 
 	rc = check_ctx(st, ctx, CTX_BWD_INPUT, "backward_weight", err);
 	if (rc)
+		return rc;
+	if (st->count && (rc = need_step(ctx, st->first, L_ATTN_BWD, "backward_weight", err)))
 		return rc;
 	head_w(st, ctx);
 	for (int l = st->first + st->count - 1; l >= st->first; l--) {

@@ -827,6 +827,23 @@ static void misuse_is_reported(void **state)
 	assert_int_equal(dp_model_forward(st, ctx, &io, NULL, NULL, &err), -EINVAL);
 	assert_string_equal(err.msg, "model: token 11 is not in 0..10");
 	tok[3] = 0;
+	/* components out of order */
+	assert_int_equal(dp_model_forward_begin(st, ctx, &io, &err), 0);
+	assert_int_equal(dp_model_attn_forward(st, ctx, 0, &err), 0);
+	assert_int_equal(dp_model_attn_forward(st, ctx, 1, &err), -EINVAL);
+	assert_string_equal(err.msg, "model: attn_forward: layer 0 is at attn_forward, needs "
+				     "combine_forward");
+	assert_int_equal(dp_model_forward_end(st, ctx, NULL, NULL, &err), -EINVAL);
+	assert_int_equal(dp_model_backward_begin(st, ctx, NULL, &err), -EINVAL);
+	assert_int_equal(dp_model_forward(st, ctx, &io, NULL, NULL, &err), 0);
+	assert_int_equal(dp_model_backward_begin(st, ctx, NULL, &err), 0);
+	assert_int_equal(dp_model_combine_backward(st, ctx, 1, buf, &err), -EINVAL);
+	assert_int_equal(dp_model_backward_weight(st, ctx, &err), -EINVAL);
+	assert_string_equal(err.msg, "model: backward_weight: layer 0 is at combine_forward, "
+				     "needs attn_backward");
+	assert_int_equal(dp_model_forward(st, ctx, &io, NULL, NULL, &err), -EINVAL);
+	dp_model_ctx_free(ctx);
+	assert_int_equal(dp_model_ctx_new(st, &ctx, &err), 0);
 	assert_int_equal(dp_model_forward(st, ctx, &io, NULL, NULL, &err), 0);
 	assert_null(dp_model_ctx_route(ctx, 3));
 	assert_int_equal(dp_model_attn_forward(st, ctx, 5, &err), -EINVAL);
