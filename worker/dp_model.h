@@ -12,10 +12,11 @@
  * over every token of the step's micro-batches.
  *
  * Stages: a stage is a contiguous range of layers [first, first + count);
- * the first stage also owns the embedding, the last the head and the loss.  A stage owns
- * parameters, gradients and Adam state for its layers, including every routed expert (an EP
- * executor only computes and updates the experts it owns, see dp_model_expert_owner()).  Parameters
- * are initialised from the seed per tensor, so any split gives the same values.
+ * the first stage also owns the embedding, the last the head and the loss.
+ * A stage owns parameters, gradients and Adam state for its layers,
+ * including every routed expert (an EP executor only computes and updates
+ * the experts it owns, see dp_model_expert_owner()).  Parameters are
+ * initialised from the seed per tensor, so any split gives the same values.
  *
  * Determinism: all math is float32 in a fixed loop order, no threads, no
  * BLAS.  Forward activations, the loss and all input gradients of a row do
@@ -167,8 +168,8 @@ void dp_model_stage_step(struct dp_model_stage *st);
 /* ---- contexts ------------------------------------------------------------ */
 
 /* A context for one micro-batch on @st; reusable after its W (or a full
- * backward) is done.  An executor keeps as many as it has micro-batches in
- * flight. */
+ * backward) is done, or right after a forward (the forward is discarded).
+ * An executor keeps as many as it has micro-batches in flight. */
 int dp_model_ctx_new(struct dp_model_stage *st, struct dp_model_ctx **out, struct dp_err *err);
 void dp_model_ctx_free(struct dp_model_ctx *ctx); /* NULL is a no-op */
 /* Bytes of activation/gradient memory the context holds now (grows with the
