@@ -11,10 +11,14 @@
 enum { OPT_ALGO = 256, OPT_PP, OPT_MICRO, OPT_COMM, OPT_RANK, OPT_FORMAT };
 
 static const struct option opts[] = {
-	{ "algo", required_argument, NULL, OPT_ALGO },	 { "pp", required_argument, NULL, OPT_PP },
-	{ "micro", required_argument, NULL, OPT_MICRO }, { "comm", no_argument, NULL, OPT_COMM },
-	{ "rank", required_argument, NULL, OPT_RANK },	 { "format", required_argument, NULL, OPT_FORMAT },
-	{ "help", no_argument, NULL, 'h' },		 { NULL, 0, NULL, 0 },
+	{ "algo", required_argument, NULL, OPT_ALGO },
+	{ "pp", required_argument, NULL, OPT_PP },
+	{ "micro", required_argument, NULL, OPT_MICRO },
+	{ "comm", no_argument, NULL, OPT_COMM },
+	{ "rank", required_argument, NULL, OPT_RANK },
+	{ "format", required_argument, NULL, OPT_FORMAT },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
 };
 
 /* Output cap: pp=4096 with comm tokens stays far below this. */
@@ -56,7 +60,8 @@ static int cmd_schedule(struct dp_cli *cli, int argc, char **argv)
 			break;
 		case OPT_FORMAT:
 			if (dp_sched_fmt_parse(optarg, &fmt, &err))
-				return dp_cli_usage_error(cli, "schedule ", "--format: %s", err.msg);
+				return dp_cli_usage_error(cli, "schedule ", "--format: %s",
+							  err.msg);
 			break;
 		case 'h':
 			return dp_cli_help(cli, &dp_cmd_schedule);
@@ -68,7 +73,8 @@ static int cmd_schedule(struct dp_cli *cli, int argc, char **argv)
 		return dp_cli_usage_error(cli, "schedule ", "unexpected argument '%s'",
 					  argv[optind]);
 	if (!algo || pp < 0 || micro < 0)
-		return dp_cli_usage_error(cli, "schedule ", "--algo, --pp and --micro are required");
+		return dp_cli_usage_error(cli, "schedule ",
+					  "--algo, --pp and --micro are required");
 	if (rank >= pp)
 		return dp_cli_usage_error(cli, "schedule ", "--rank: %ld is out of range [0, %ld)",
 					  rank, pp);

@@ -14,11 +14,16 @@
 enum { OPT_ALGO = 256, OPT_PP, OPT_MICRO, OPT_F, OPT_B, OPT_W, OPT_FB, OPT_JSON, OPT_COMPARE };
 
 static const struct option opts[] = {
-	{ "algo", required_argument, NULL, OPT_ALGO },	 { "pp", required_argument, NULL, OPT_PP },
-	{ "micro", required_argument, NULL, OPT_MICRO }, { "F", required_argument, NULL, OPT_F },
-	{ "B", required_argument, NULL, OPT_B },	 { "W", required_argument, NULL, OPT_W },
-	{ "FB", required_argument, NULL, OPT_FB },	 { "json", no_argument, NULL, OPT_JSON },
-	{ "compare", no_argument, NULL, OPT_COMPARE },	 { "help", no_argument, NULL, 'h' },
+	{ "algo", required_argument, NULL, OPT_ALGO },
+	{ "pp", required_argument, NULL, OPT_PP },
+	{ "micro", required_argument, NULL, OPT_MICRO },
+	{ "F", required_argument, NULL, OPT_F },
+	{ "B", required_argument, NULL, OPT_B },
+	{ "W", required_argument, NULL, OPT_W },
+	{ "FB", required_argument, NULL, OPT_FB },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "compare", no_argument, NULL, OPT_COMPARE },
+	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -41,16 +46,15 @@ static json_t *sim_json(const struct dp_sched_cfg *cfg, const struct dp_sched_si
 	if (!ranks)
 		return NULL;
 	for (int r = 0; r < sim->nranks; r++) {
-		if (json_array_append_new(ranks,
-					  json_pack("{s:i, s:f, s:i}", "rank", r, "bubble",
-						    sim->ranks[r].bubble, "peak_activations",
-						    sim->ranks[r].peak_activations))) {
+		if (json_array_append_new(ranks, json_pack("{s:i, s:f, s:i}", "rank", r, "bubble",
+							   sim->ranks[r].bubble, "peak_activations",
+							   sim->ranks[r].peak_activations))) {
 			json_decref(ranks);
 			return NULL;
 		}
 	}
-	o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:o}", "algo", dp_sched_algo_name(cfg->algo),
-		      "pp", cfg->pp, "micro", cfg->micro, "makespan", sim->makespan, "bubble_max",
+	o = json_pack("{s:s, s:i, s:i, s:f, s:f, s:o}", "algo", dp_sched_algo_name(cfg->algo), "pp",
+		      cfg->pp, "micro", cfg->micro, "makespan", sim->makespan, "bubble_max",
 		      sim->bubble_max, "ranks", ranks);
 	return o;
 }
@@ -120,11 +124,10 @@ static int simulate_one(struct dp_cli *cli, const struct dp_sched_cfg *cfg,
 }
 
 /* The README table: same number of PP stages; DualPipeV runs on pp/2 ranks. */
-static int compare(struct dp_cli *cli, int pp, int micro, const struct dp_sched_times *t,
-		   int json)
+static int compare(struct dp_cli *cli, int pp, int micro, const struct dp_sched_times *t, int json)
 {
-	static const enum dp_sched_algo order[] = { DP_SCHED_1F1B, DP_SCHED_ZB1P,
-						    DP_SCHED_DUALPIPE, DP_SCHED_DUALPIPEV };
+	static const enum dp_sched_algo order[] = { DP_SCHED_1F1B, DP_SCHED_ZB1P, DP_SCHED_DUALPIPE,
+						    DP_SCHED_DUALPIPEV };
 	json_t *arr = json ? json_array() : NULL;
 
 	if (!json)
@@ -193,7 +196,10 @@ static int cmd_simulate(struct dp_cli *cli, int argc, char **argv)
 		case OPT_W:
 		case OPT_FB:
 			dst = c == OPT_F ? &t.f : c == OPT_B ? &t.b : c == OPT_W ? &t.w : &t.fb;
-			what = c == OPT_F ? "--F" : c == OPT_B ? "--B" : c == OPT_W ? "--W" : "--FB";
+			what = c == OPT_F   ? "--F"
+			       : c == OPT_B ? "--B"
+			       : c == OPT_W ? "--W"
+					    : "--FB";
 			if (dp_parse_double(optarg, 0, 1e9, dst, what, &err))
 				return dp_cli_usage_error(cli, "simulate ", "%s", err.msg);
 			break;

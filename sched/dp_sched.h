@@ -85,8 +85,7 @@ int dp_sched_build(const struct dp_sched_cfg *cfg, struct dp_sched **out, struct
  * edited schedules given to the verifier.  @cfg must pass dp_sched_check(). */
 int dp_sched_new(const struct dp_sched_cfg *cfg, struct dp_sched **out, struct dp_err *err);
 /* Append a copy of @op to @rank's list: 0, -EINVAL (bad rank), -ENOMEM. */
-int dp_sched_append(struct dp_sched *s, int rank, const struct dp_sched_op *op,
-		    struct dp_err *err);
+int dp_sched_append(struct dp_sched *s, int rank, const struct dp_sched_op *op, struct dp_err *err);
 void dp_sched_free(struct dp_sched *s); /* NULL is a no-op */
 
 const struct dp_sched_cfg *dp_sched_config(const struct dp_sched *s);

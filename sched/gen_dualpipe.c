@@ -270,8 +270,10 @@ int sched_gen_dualpipe(struct dp_sched *s, struct dp_err *err)
 		if (g.rc == -ENOMEM)
 			rc = dp_err_set(err, ENOMEM, "sched: out of memory");
 		else if (g.rc)
-			rc = dp_err_set(err, EPROTO, "sched: internal error: rank %d weight queue "
-						     "out of balance", r);
+			rc = dp_err_set(err, EPROTO,
+					"sched: internal error: rank %d weight queue "
+					"out of balance",
+					r);
 	}
 out:
 	free(wq_leg);

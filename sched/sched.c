@@ -17,9 +17,10 @@ int dp_sched_algo_parse(const char *name, enum dp_sched_algo *out, struct dp_err
 			return 0;
 		}
 	}
-	return dp_err_set(err, EINVAL,
-			  "sched: unknown algorithm '%s' (expected dualpipe, dualpipev, 1f1b or zb1p)",
-			  name ? name : "");
+	return dp_err_set(
+		err, EINVAL,
+		"sched: unknown algorithm '%s' (expected dualpipe, dualpipev, 1f1b or zb1p)",
+		name ? name : "");
 }
 
 const char *dp_sched_algo_name(enum dp_sched_algo algo)
@@ -39,17 +40,19 @@ int dp_sched_check(const struct dp_sched_cfg *cfg, struct dp_err *err)
 		return dp_err_set(err, EINVAL, "sched: pp must be in [1, %d]: pp=%d",
 				  DP_SCHED_MAX_PP, cfg->pp);
 	if (cfg->micro < 1 || cfg->micro > DP_SCHED_MAX_MICRO)
-		return dp_err_set(err, EINVAL,
-				  "sched: %s needs micro > 0 (num_chunks > 0), at most %d: micro=%d",
-				  name, DP_SCHED_MAX_MICRO, cfg->micro);
+		return dp_err_set(
+			err, EINVAL,
+			"sched: %s needs micro > 0 (num_chunks > 0), at most %d: micro=%d", name,
+			DP_SCHED_MAX_MICRO, cfg->micro);
 	if (cfg->algo == DP_SCHED_DUALPIPE && cfg->pp % 2)
 		return dp_err_set(err, EINVAL,
 				  "sched: dualpipe needs an even pp (num_ranks %% 2 == 0): pp=%d",
 				  cfg->pp);
 	if (cfg->algo == DP_SCHED_DUALPIPE && cfg->micro % 2)
-		return dp_err_set(err, EINVAL,
-				  "sched: dualpipe needs an even micro (num_chunks %% 2 == 0): micro=%d",
-				  cfg->micro);
+		return dp_err_set(
+			err, EINVAL,
+			"sched: dualpipe needs an even micro (num_chunks %% 2 == 0): micro=%d",
+			cfg->micro);
 	if ((cfg->algo == DP_SCHED_DUALPIPE || cfg->algo == DP_SCHED_DUALPIPEV) &&
 	    cfg->micro < 2 * cfg->pp)
 		return dp_err_set(
@@ -141,8 +144,7 @@ int sched_push(struct dp_sched *s, int rank, int kind, int step, int leg, int mi
 	return 0;
 }
 
-int dp_sched_append(struct dp_sched *s, int rank, const struct dp_sched_op *op,
-		    struct dp_err *err)
+int dp_sched_append(struct dp_sched *s, int rank, const struct dp_sched_op *op, struct dp_err *err)
 {
 	if (rank < 0 || rank >= s->cfg.pp)
 		return dp_err_set(err, EINVAL, "sched: rank %d out of range [0, %d)", rank,
@@ -243,8 +245,7 @@ int dp_sched_op_str(const struct dp_sched_op *op, char *buf, size_t len)
 	case DP_SCHED_OP_W:
 		return snprintf(buf, len, "%s%d %d", names[op->kind], op->leg, op->micro);
 	case DP_SCHED_OP_FB:
-		return snprintf(buf, len, "F%dB%d %d %d", op->leg, op->leg2, op->micro,
-				op->micro2);
+		return snprintf(buf, len, "F%dB%d %d %d", op->leg, op->leg2, op->micro, op->micro2);
 	case DP_SCHED_OP_RF:
 	case DP_SCHED_OP_SF:
 	case DP_SCHED_OP_RB:

@@ -12,10 +12,10 @@ struct sched_rank {
 
 struct dp_sched {
 	struct dp_sched_cfg cfg;
-	int legs;	/* 2 for dualpipe/dualpipev, 1 otherwise */
-	int leg_micro;	/* micro-batches per leg */
-	int pipes;	/* independent micro-batch streams: 2 for dualpipe, 1 otherwise */
-	int pipe_len;	/* chunks a micro-batch passes through: pp, or 2*pp for dualpipev */
+	int legs;      /* 2 for dualpipe/dualpipev, 1 otherwise */
+	int leg_micro; /* micro-batches per leg */
+	int pipes;     /* independent micro-batch streams: 2 for dualpipe, 1 otherwise */
+	int pipe_len;  /* chunks a micro-batch passes through: pp, or 2*pp for dualpipev */
 	struct sched_rank *ranks;
 };
 

@@ -244,7 +244,6 @@ int dp_sched_simulate(const struct dp_sched *s, const struct dp_sched_times *t,
 	freeat = calloc((size_t)pp, sizeof(*freeat));
 	sim.ranks = calloc((size_t)pp, sizeof(*sim.ranks));
 	sim.nranks = pp;
-	rc = -ENOMEM;
 	if (!st.fend || !st.bend || !pc || !freeat || !sim.ranks)
 		goto nomem;
 	for (size_t i = 0; i < ncell; i++)
@@ -273,7 +272,8 @@ int dp_sched_simulate(const struct dp_sched *s, const struct dp_sched_times *t,
 				if (is_compute(op->kind)) {
 					if (!place(&st, op, r, freeat[r], t, &a, &b))
 						break;
-					rs->slots[rs->nslots++] = (struct dp_sched_slot){ op, a, b };
+					rs->slots[rs->nslots++] =
+						(struct dp_sched_slot){ op, a, b };
 					rs->busy += b - a;
 					freeat[r] = b;
 				}
@@ -287,10 +287,11 @@ int dp_sched_simulate(const struct dp_sched *s, const struct dp_sched_times *t,
 			char tok[96];
 
 			(void)dp_sched_op_str(&s->ranks[r].ops[pc[r]], tok, sizeof(tok));
-			rc = dp_err_set(err, EPROTO,
-					"sched: cannot run: rank %d op #%zu '%s' never gets its input "
-					"(dependency cycle)",
-					r, pc[r], tok);
+			rc = dp_err_set(
+				err, EPROTO,
+				"sched: cannot run: rank %d op #%zu '%s' never gets its input "
+				"(dependency cycle)",
+				r, pc[r], tok);
 			goto fail;
 		}
 		if (freeat[r] > sim.makespan)

@@ -9,11 +9,11 @@
 
 #include "sched/sched_int.h"
 
-#define LEFT   64.0 /* room for "rank N" */
-#define TOP    36.0
-#define ROW_H  26.0
+#define LEFT	64.0 /* room for "rank N" */
+#define TOP	36.0
+#define ROW_H	26.0
 #define ROW_GAP 6.0
-#define RIGHT  16.0
+#define RIGHT	16.0
 
 struct style {
 	const char *fill[2]; /* leg 0, leg 1 */
@@ -28,8 +28,7 @@ static const struct style styles[] = {
 	[DP_SCHED_OP_FB] = { { "#e06666", "#cc0000" }, "F&amp;B overlapped" },
 };
 
-static int cell(struct dp_buf *b, const struct dp_sched_slot *sl, double x0, double y,
-		double scale)
+static int cell(struct dp_buf *b, const struct dp_sched_slot *sl, double x0, double y, double scale)
 {
 	const struct dp_sched_op *op = sl->op;
 	double x = x0 + sl->start * scale, w = (sl->end - sl->start) * scale;
@@ -91,12 +90,12 @@ int sched_fmt_svg(const struct dp_sched *s, const struct dp_sched_sim *sim, int 
 	for (int k = 0; k <= DP_SCHED_OP_FB && !rc; k++) {
 		double x = LEFT + k * 150.0;
 
-		rc = dp_buf_addf(out,
-				 "<rect x=\"%.0f\" y=\"%.0f\" width=\"14\" height=\"14\" fill=\"%s\" "
-				 "stroke=\"#333\" stroke-width=\"0.5\"/>\n"
-				 "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">%s</text>\n",
-				 x, legend_y, styles[k].fill[0], x + 18, legend_y + 12,
-				 styles[k].label);
+		rc = dp_buf_addf(
+			out,
+			"<rect x=\"%.0f\" y=\"%.0f\" width=\"14\" height=\"14\" fill=\"%s\" "
+			"stroke=\"#333\" stroke-width=\"0.5\"/>\n"
+			"<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\">%s</text>\n",
+			x, legend_y, styles[k].fill[0], x + 18, legend_y + 12, styles[k].label);
 	}
 	if (!rc)
 		rc = dp_buf_addf(out,

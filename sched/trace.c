@@ -35,24 +35,23 @@ int sched_fmt_trace(const struct dp_sched *s, const struct dp_sched_sim *sim, in
 	char *text = NULL, pname[96];
 	int rc = -ENOMEM;
 
-	(void)snprintf(pname, sizeof(pname), "%s pp=%d micro=%d",
-		       dp_sched_algo_name(s->cfg.algo), s->cfg.pp, s->cfg.micro);
+	(void)snprintf(pname, sizeof(pname), "%s pp=%d micro=%d", dp_sched_algo_name(s->cfg.algo),
+		       s->cfg.pp, s->cfg.micro);
 	root = json_pack("{s:o, s:s}", "traceEvents", events ? events : json_array(),
 			 "displayTimeUnit", "ms");
 	if (!root || !events)
 		goto out;
-	if (json_array_append_new(events, json_pack("{s:s, s:s, s:i, s:{s:s}}", "name",
-						    "process_name", "ph", "M", "pid", 0, "args",
-						    "name", pname)))
+	if (json_array_append_new(events,
+				  json_pack("{s:s, s:s, s:i, s:{s:s}}", "name", "process_name",
+					    "ph", "M", "pid", 0, "args", "name", pname)))
 		goto out;
 	for (int r = lo; r < hi; r++) {
 		char tname[32];
 
 		(void)snprintf(tname, sizeof(tname), "rank %d", r);
-		if (json_array_append_new(events,
-					  json_pack("{s:s, s:s, s:i, s:i, s:{s:s}}", "name",
-						    "thread_name", "ph", "M", "pid", 0, "tid", r,
-						    "args", "name", tname)))
+		if (json_array_append_new(events, json_pack("{s:s, s:s, s:i, s:i, s:{s:s}}", "name",
+							    "thread_name", "ph", "M", "pid", 0,
+							    "tid", r, "args", "name", tname)))
 			goto out;
 		for (size_t i = 0; i < sim->ranks[r].nslots; i++)
 			if (json_array_append_new(events, op_event(&sim->ranks[r].slots[i], r)))

@@ -149,13 +149,15 @@ static int check_rank(const struct dp_sched *s, int r, unsigned char *fcnt, unsi
 			size_t c = cell(s, r, leg, m);
 
 			if (!fcnt[c])
-				return dp_err_set(err, EPROTO,
-						  "sched: rank %d: no forward of leg %d micro-batch %d",
-						  r, leg, m);
+				return dp_err_set(
+					err, EPROTO,
+					"sched: rank %d: no forward of leg %d micro-batch %d", r,
+					leg, m);
 			if (!bcnt[c])
-				return dp_err_set(err, EPROTO,
-						  "sched: rank %d: no backward of leg %d micro-batch %d",
-						  r, leg, m);
+				return dp_err_set(
+					err, EPROTO,
+					"sched: rank %d: no backward of leg %d micro-batch %d", r,
+					leg, m);
 		}
 	}
 	return 0;
@@ -169,10 +171,13 @@ static int pass_local(const struct dp_sched *s, struct dp_err *err)
 	int *qleg = calloc(q, sizeof(int)), *qmicro = calloc(q, sizeof(int));
 	int rc = 0;
 
-	if (!fcnt || !bcnt || !qleg || !qmicro)
+	if (!fcnt || !bcnt || !qleg || !qmicro) {
 		rc = dp_err_set(err, ENOMEM, "sched: out of memory");
+		goto out;
+	}
 	for (int r = 0; r < s->cfg.pp && !rc; r++)
 		rc = check_rank(s, r, fcnt, bcnt, qleg, qmicro, err);
+out:
 	free(fcnt);
 	free(bcnt);
 	free(qleg);
@@ -224,8 +229,7 @@ static int msgs_match(const struct vmsg *snd, const struct vmsg *rcv)
 	return rcv->kind == want && rcv->leg == snd->leg && rcv->micro == snd->micro;
 }
 
-static int post(struct vstate *v, int r, size_t i, const struct dp_sched_op *op,
-		struct dp_err *err)
+static int post(struct vstate *v, int r, size_t i, const struct dp_sched_op *op, struct dp_err *err)
 {
 	const struct dp_sched *s = v->s;
 	int is_send = op->kind == DP_SCHED_OP_SF || op->kind == DP_SCHED_OP_SB;
@@ -252,8 +256,9 @@ static int post(struct vstate *v, int r, size_t i, const struct dp_sched_op *op,
 			: (idx < l->ns ? &l->sends[idx] : NULL);
 	if (other && !(is_send ? msgs_match(m, other) : msgs_match(other, m))) {
 		char tok[96];
-		struct dp_sched_op o = { .kind = other->kind, .leg = other->leg,
-					 .micro = other->micro, .peer = r };
+		struct dp_sched_op o = {
+			.kind = other->kind, .leg = other->leg, .micro = other->micro, .peer = r
+		};
 
 		(void)dp_sched_op_str(&o, tok, sizeof(tok));
 		return dp_err_set(err, EPROTO,
@@ -349,8 +354,9 @@ static int step_rank(struct vstate *v, int r, int *progress, struct dp_err *err)
 		case DP_SCHED_OP_F:
 		case DP_SCHED_OP_FB:
 			if (!have_input(v, r, op->leg, op->micro, -1))
-				return op_err(err, r, vr->pc, op,
-					      "forward input not received (and committed) before use");
+				return op_err(
+					err, r, vr->pc, op,
+					"forward input not received (and committed) before use");
 			if (op->kind == DP_SCHED_OP_FB &&
 			    !have_input(v, r, op->leg2, op->micro2, +1))
 				return op_err(err, r, vr->pc, op,
@@ -405,18 +411,20 @@ static int pass_comm(const struct dp_sched *s, struct dp_err *err)
 				    "deadlock: a message of this batch is never posted or launched "
 				    "by its peer");
 		else if (vr->nbatch)
-			rc = dp_err_set(err, EPROTO,
-					"sched: rank %d ends with %zu posts never committed by a WAIT",
-					r, vr->nbatch);
+			rc = dp_err_set(
+				err, EPROTO,
+				"sched: rank %d ends with %zu posts never committed by a WAIT", r,
+				vr->nbatch);
 	}
 	for (size_t i = 0; i < v.nlinks && !rc; i++) {
 		const struct vlink *l = &v.links[i];
 
 		if (l->ns != l->nr)
-			rc = dp_err_set(err, EPROTO,
-					"sched: rank %d sends %zu messages to rank %d, which receives "
-					"%zu",
-					l->src, l->ns, l->dst, l->nr);
+			rc = dp_err_set(
+				err, EPROTO,
+				"sched: rank %d sends %zu messages to rank %d, which receives "
+				"%zu",
+				l->src, l->ns, l->dst, l->nr);
 	}
 out:
 	for (size_t i = 0; i < v.nlinks; i++) {
