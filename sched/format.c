@@ -2,6 +2,7 @@
  * long formats (byte-exact, see docs/schedules.md) and a JSON dump; svg and
  * trace go through the simulator (sched/svg.c, sched/trace.c). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,7 +45,7 @@ static int buf_err(int rc, struct dp_err *err)
 static int fmt_text(const struct dp_sched *s, int lo, int hi, int is_long, struct dp_buf *out,
 		    struct dp_err *err)
 {
-	char tok[96];
+	char tok[160];
 	int rc;
 
 	for (int r = lo; r < hi; r++) {
@@ -56,11 +57,19 @@ static int fmt_text(const struct dp_sched *s, int lo, int hi, int is_long, struc
 				return buf_err(rc, err);
 		}
 		for (size_t i = 0; i < rk->len; i++) {
-			(void)dp_sched_op_str(&rk->ops[i], tok, sizeof(tok));
+			int n = 0;
+
 			if (is_long)
-				rc = dp_buf_addf(out, "%d %zu %d %s\n", r, i, rk->ops[i].step, tok);
+				n = snprintf(tok, sizeof(tok), "%d %zu %d ", r, i, rk->ops[i].step);
+			else if (i)
+				n = snprintf(tok, sizeof(tok), " | ");
 			else
-				rc = dp_buf_addf(out, "%s%s", i ? " | " : " ", tok);
+				n = snprintf(tok, sizeof(tok), " ");
+			n += dp_sched_op_str(&rk->ops[i], tok + n, sizeof(tok) - (size_t)n - 1);
+			if (is_long)
+				tok[n++] = '\n';
+			/* one add per op: dp_buf_addf would format twice */
+			rc = dp_buf_add(out, tok, (size_t)n);
 			if (rc)
 				return buf_err(rc, err);
 		}

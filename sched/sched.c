@@ -113,9 +113,9 @@ void dp_sched_free(struct dp_sched *s)
 	free(s);
 }
 
-static int grow(struct sched_rank *rk)
+static int grow(struct sched_rank *rk, size_t hint)
 {
-	size_t cap = rk->cap ? rk->cap * 2 : 64;
+	size_t cap = rk->cap ? rk->cap * 2 : hint;
 	struct dp_sched_op *ops = realloc(rk->ops, cap * sizeof(*ops));
 
 	if (!ops)
@@ -131,7 +131,10 @@ int sched_push(struct dp_sched *s, int rank, int kind, int step, int leg, int mi
 	struct sched_rank *rk = &s->ranks[rank];
 	struct dp_sched_op *op;
 
-	if (rk->len == rk->cap && grow(rk))
+	/* first allocation: enough for every op of the rank (at most 3 compute
+	 * ops per micro-batch and leg, about 5 more tokens each with comm) */
+	if (rk->len == rk->cap &&
+	    grow(rk, (size_t)s->legs * (size_t)s->leg_micro * (s->cfg.comm ? 12 : 3) + 16))
 		return -ENOMEM;
 	op = &rk->ops[rk->len++];
 	op->kind = (unsigned char)kind;

@@ -259,9 +259,12 @@ int dp_sched_simulate(const struct dp_sched *s, const struct dp_sched_times *t,
 		if (n > maxslots)
 			maxslots = n;
 	}
-	do {
+	/* Forwards travel to higher ranks and backwards to lower ones (leg 0):
+	 * sweeping up and down in turn lets both chains move in one pass. */
+	for (int pass = 0;; pass++) {
 		progress = 0;
-		for (int r = 0; r < pp; r++) {
+		for (int j = 0; j < pp; j++) {
+			int r = pass % 2 ? pp - 1 - j : j;
 			const struct sched_rank *rk = &s->ranks[r];
 			struct dp_sched_rank_stats *rs = &sim.ranks[r];
 
@@ -281,7 +284,9 @@ int dp_sched_simulate(const struct dp_sched *s, const struct dp_sched_times *t,
 				progress = 1;
 			}
 		}
-	} while (progress);
+		if (!progress)
+			break;
+	}
 	for (int r = 0; r < pp; r++) {
 		if (pc[r] < s->ranks[r].len) {
 			char tok[96];
