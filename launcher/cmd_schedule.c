@@ -27,7 +27,7 @@ static const struct option opts[] = {
 static int cmd_schedule(struct dp_cli *cli, int argc, char **argv)
 {
 	struct dp_sched_cfg cfg = { .algo = DP_SCHED_DUALPIPE };
-	enum dp_sched_fmt fmt = DP_SCHED_FMT_OPS;
+	enum dp_sched_fmt fmt = cli->json ? DP_SCHED_FMT_JSON : DP_SCHED_FMT_OPS;
 	const char *algo = NULL;
 	long pp = -1, micro = -1, rank = -1;
 	struct dp_sched *s = NULL;

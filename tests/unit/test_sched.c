@@ -743,6 +743,16 @@ static void cli_schedule_prints_golden_and_one_rank(void **state)
 	assert_memory_equal(r.out, line3, strlen(r.out));
 	dp_test_run_free(&r);
 	free(want);
+	/* the global --json picks the json format */
+	r = dp_test_dpctl("--json", "schedule", "--algo", "1f1b", "--pp", "2", "--micro", "1");
+	assert_int_equal(r.rc, EX_OK);
+	assert_string_equal(r.out,
+			    "{\"algo\":\"1f1b\",\"pp\":2,\"micro\":1,\"comm\":false,\"ranks\":["
+			    "{\"rank\":0,\"ops\":[{\"op\":\"F\",\"step\":1,\"leg\":0,\"micro\":0},"
+			    "{\"op\":\"B\",\"step\":3,\"leg\":0,\"micro\":0}]},"
+			    "{\"rank\":1,\"ops\":[{\"op\":\"F\",\"step\":2,\"leg\":0,\"micro\":0},"
+			    "{\"op\":\"B\",\"step\":2,\"leg\":0,\"micro\":0}]}]}\n");
+	dp_test_run_free(&r);
 }
 
 static void expect_cli(const char *const *argv, int rc, const char *err)
