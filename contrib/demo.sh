@@ -11,3 +11,9 @@ echo "== dpctl recipe check $R"
 "$B/dpctl" recipe check "$R"
 echo "== dpctl plan $R"
 "$B/dpctl" plan "$R"
+echo "== dpctl schedule --algo dualpipe --pp 4 --micro 8 (the local recipe's schedule)"
+"$B/dpctl" schedule --algo dualpipe --pp 4 --micro 8
+echo "== dpctl simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5"
+"$B/dpctl" simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5
+echo "== reference training of the small MoE model (single process, 4 stages)"
+"$B/dpworker" --train-reference --steps 40 --stages 4
