@@ -138,7 +138,7 @@ static int load_all(struct dp_cli *cli, int argc, char **argv, const char *root,
 	struct dp_err e = { 0 };
 	int n = argc > 0 ? argc : 1, rc = 0;
 
-	nodes = calloc((size_t)n, sizeof(*nodes));
+	nodes = calloc((size_t)n, sizeof(*nodes)); /* NOLINT(bugprone-sizeof-expression) */
 	if (!nodes)
 		return dp_cli_error(cli, EX_OSERR, "topo: out of memory");
 	if (argc == 0) {

@@ -101,7 +101,7 @@ int topo_src_no_probe(const struct dp_topo_cfg *cfg);
 
 extern const struct dp_topo_source topo_src_sysfs, topo_src_ibclass, topo_src_nvml, topo_src_verbs,
 	topo_src_nccl_xml, topo_src_hwloc_xml, topo_src_smi_topo, topo_src_smi_nvlink,
-	topo_src_ibstat, topo_src_ibstatus, topo_src_ibv_devinfo, topo_src_lspci;
+	topo_src_ibstat, topo_src_ibstatus, topo_src_ibv_devinfo, topo_src_lspci, topo_src_json;
 
 /* All sources, NULL-terminated (for the contract test and the CLI). */
 const struct dp_topo_source *const *topo_source_table(void);

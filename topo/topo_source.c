@@ -14,19 +14,13 @@
 /* Best first inside each kind; the build drops what it cannot compile (verbs
  * has a stub that declines with -ENOSYS instead, so it is always listed). */
 static const struct dp_topo_source *const sources[] = {
-	&topo_src_sysfs,
-	&topo_src_nvml,
-	&topo_src_verbs,
-	&topo_src_ibclass,
-	&topo_src_nccl_xml,
-	&topo_src_hwloc_xml,
-	&topo_src_smi_topo,
-	&topo_src_smi_nvlink,
-	&topo_src_ibstat,
-	&topo_src_ibstatus,
-	&topo_src_ibv_devinfo,
-	&topo_src_lspci,
-	NULL,
+	&topo_src_sysfs,       &topo_src_nvml,
+	&topo_src_verbs,       &topo_src_ibclass,
+	&topo_src_nccl_xml,    &topo_src_hwloc_xml,
+	&topo_src_smi_topo,    &topo_src_smi_nvlink,
+	&topo_src_ibstat,      &topo_src_ibstatus,
+	&topo_src_ibv_devinfo, &topo_src_lspci,
+	&topo_src_json,	       NULL,
 };
 
 const struct dp_topo_source *const *topo_source_table(void)

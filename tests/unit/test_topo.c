@@ -14,6 +14,7 @@
 #include "topo/dp_topo.h"
 #include "topo/topo_int.h"
 #include "tests/unit/dp_test.h"
+#include "worker/dp_worker.h"
 
 #define TOPO_DIR SHARED_DIR "/topologies/"
 
@@ -773,6 +774,39 @@ static void pairing_reports_cross_numa_and_bonds(void **state)
 	dp_topo_free(t);
 }
 
+static void json_round_trip(void **state)
+{
+	struct dp_topo_cfg cfg = { .sysfs_root = FIXTURES "/sysfs/twogpu" };
+	struct dp_err err = { 0 };
+	struct dp_topo *t = NULL, *u = NULL;
+	struct dp_buf b;
+
+	(void)state;
+	assert_int_equal(dp_topo_discover(&cfg, &t, &err), 0);
+	dp_buf_init(&b, 1 << 20);
+	assert_int_equal(dp_buf_adds(&b, "{\"nodes\":["), 0);
+	assert_int_equal(dp_topo_format_json(t, &b), 0);
+	assert_int_equal(dp_buf_adds(&b, "]}\n"), 0);
+	/* what `dpworker --discover --json` prints, read back by the controller */
+	assert_int_equal(dp_topo_import_mem("n.json", NULL, dp_buf_str(&b), b.len, &u, &err), 0);
+	assert_string_equal(dp_topo_hostname(u), "twogpu-test");
+	assert_string_equal(dp_topo_sources(u), "dpctl-json");
+	assert_int_equal(dp_topo_gpu_count(u), 2);
+	assert_int_equal(dp_topo_nic_count(u), 3);
+	assert_string_equal(gpu_nic(u, 0), "mlx5_1");
+	assert_string_equal(gpu_nic(u, 1), "mlx5_0");
+	assert_int_equal(dp_topo_gpu(u, 1)->dist, DP_TOPO_DIST_PIX);
+	assert_int_equal(dp_topo_nic(u, dp_topo_nic_find(u, "eno1"))->usable, 0);
+	assert_string_equal(numa_id(u, 1)->cpus, "8-15");
+	dp_buf_release(&b);
+	dp_topo_free(u);
+	dp_topo_free(t);
+	expect_parse_error("x.json", "{\"nodes\":[{\"gpus\":[\n",
+			   "x.json:2: error: ']' expected near end of file");
+	expect_parse_error("x.json", "{\"nodes\":[{}, {}]}\n",
+			   "x.json: error: \"nodes\" must hold exactly one node per file");
+}
+
 /* ---- sources, validation, CLI ---------------------------------------------- */
 
 static void source_table_contract(void **state)
@@ -854,6 +888,7 @@ static void validate_checks(void **state)
 	struct dp_topo *dgx2 = load("hwloc-nvidia-dgx2h-16gpu.xml");
 	struct dp_topo_report r;
 	const struct dp_topo *nodes[2] = { ibm, ibm };
+	const struct dp_topo_check *c;
 
 	(void)state;
 	assert_int_equal(dp_topo_validate(nodes, 2, &r, NULL), 0);
@@ -867,15 +902,17 @@ static void validate_checks(void **state)
 	nodes[1] = p4d;
 	assert_int_equal(dp_topo_validate(nodes, 2, &r, NULL), 0);
 	assert_non_null(find_check(&r, "nic-shared", DP_TOPO_CHECK_WARN));
-	assert_non_null(strstr(find_check(&r, "homogeneity", DP_TOPO_FAIL)->detail,
-			       "8 GPUs (A100 SXM4 40GB), 4 RDMA NICs"));
+	c = find_check(&r, "homogeneity", DP_TOPO_FAIL);
+	assert_non_null(c);
+	assert_non_null(strstr(c->detail, "8 GPUs (A100 SXM4 40GB), 4 RDMA NICs"));
 	assert_true(r.nfail >= 1);
 	dp_topo_report_release(&r);
 
 	nodes[0] = dgx2;
 	assert_int_equal(dp_topo_validate(nodes, 1, &r, NULL), 0);
-	assert_non_null(find_check(&r, "rdma-nics", DP_TOPO_FAIL));
-	assert_non_null(find_check(&r, "rdma-nics", DP_TOPO_FAIL)->fix[0] ? (void *)1 : NULL);
+	c = find_check(&r, "rdma-nics", DP_TOPO_FAIL);
+	assert_non_null(c);
+	assert_true(c->fix[0] != '\0');
 	dp_topo_report_release(&r);
 	dp_topo_free(ibm);
 	dp_topo_free(p4d);
@@ -884,10 +921,17 @@ static void validate_checks(void **state)
 
 static void cli_show_validate_discover(void **state)
 {
+	const char *ibm = TOPO_DIR "ibm-vpc-gx3d-h100-nccl-topo.xml";
+	const char *ndv5 = TOPO_DIR "azure-ndv5-h100-topo.xml";
+	const char *dgx2 = TOPO_DIR "hwloc-nvidia-dgx2h-16gpu.xml";
+	const char *merged =
+		TOPO_DIR "deepep-issue397-h100x8-12nic-nvidia-smi-topo-mp.txt+" TOPO_DIR
+			 "deepep-issue397-h100x8-ibv_devinfo.txt";
+	const char *twogpu = FIXTURES "/sysfs/twogpu";
 	struct dp_test_run r;
 
 	(void)state;
-	r = dp_test_dpctl("topo", "show", "--json", TOPO_DIR "ibm-vpc-gx3d-h100-nccl-topo.xml");
+	r = dp_test_dpctl("topo", "show", "--json", ibm);
 	assert_int_equal(r.rc, EX_OK);
 	assert_non_null(
 		strstr(r.out, "{\"nodes\":[{\"hostname\":\"ibm-vpc-gx3d-h100-nccl-topo.xml\""));
@@ -899,9 +943,7 @@ static void cli_show_validate_discover(void **state)
 			       "\"rate_gbps\":200"));
 	dp_test_run_free(&r);
 
-	r = dp_test_dpctl("topo", "show",
-			  TOPO_DIR "deepep-issue397-h100x8-12nic-nvidia-smi-topo-mp.txt+" TOPO_DIR
-				   "deepep-issue397-h100x8-ibv_devinfo.txt");
+	r = dp_test_dpctl("topo", "show", merged);
 	assert_int_equal(r.rc, EX_OK);
 	assert_non_null(strstr(r.out, "5    -             1     mlx5_9                 PIX"));
 	dp_test_run_free(&r);
@@ -931,28 +973,27 @@ static void cli_show_validate_discover(void **state)
 	assert_non_null(strstr(r.err, "unknown subcommand 'frob'"));
 	dp_test_run_free(&r);
 
-	r = dp_test_dpctl("topo", "validate", TOPO_DIR "hwloc-nvidia-dgx2h-16gpu.xml");
+	r = dp_test_dpctl("topo", "validate", dgx2);
 	assert_int_equal(r.rc, EX_DATAERR);
 	assert_non_null(strstr(r.out, "rdma-nics"));
 	assert_non_null(strstr(r.out, "fail"));
 	assert_non_null(strstr(r.out, "fix: "));
 	dp_test_run_free(&r);
 
-	r = dp_test_dpctl("topo", "validate", "--root", FIXTURES "/sysfs/twogpu");
+	r = dp_test_dpctl("topo", "validate", "--root", twogpu);
 	assert_int_equal(r.rc, EX_OK);
 	assert_non_null(strstr(r.out, "validate: 1 node, "));
 	assert_non_null(strstr(r.out, ", 0 failed"));
 	dp_test_run_free(&r);
 
-	r = dp_test_dpctl("--json", "topo", "validate", TOPO_DIR "ibm-vpc-gx3d-h100-nccl-topo.xml",
-			  TOPO_DIR "azure-ndv5-h100-topo.xml");
+	r = dp_test_dpctl("--json", "topo", "validate", ibm, ndv5);
 	assert_int_equal(r.rc, EX_DATAERR);
 	assert_non_null(strstr(r.out,
 			       "{\"name\":\"homogeneity\",\"node\":\"azure-ndv5-h100-topo.xml\","
 			       "\"status\":\"fail\""));
 	dp_test_run_free(&r);
 
-	r = dp_test_dpctl("topo", "discover", "--json", "--root", FIXTURES "/sysfs/twogpu");
+	r = dp_test_dpctl("topo", "discover", "--json", "--root", twogpu);
 	assert_int_equal(r.rc, EX_OK);
 	assert_non_null(strstr(r.out, "{\"nodes\":[{\"hostname\":\"twogpu-test\""));
 	dp_test_run_free(&r);
@@ -960,6 +1001,32 @@ static void cli_show_validate_discover(void **state)
 	assert_int_equal(r.rc, EX_OK);
 	assert_non_null(strstr(r.out, "sources: sysfs"));
 	dp_test_run_free(&r);
+}
+
+static void worker_discover_prints_the_json_model(void **state)
+{
+	char *argv[] = { "dpworker", "--discover", "--json", NULL };
+	char *out = NULL, *errs = NULL;
+	size_t olen = 0, elen = 0;
+	FILE *o, *e;
+	int rc;
+
+	(void)state;
+	o = open_memstream(&out, &olen);
+	e = open_memstream(&errs, &elen);
+	assert_non_null(o);
+	assert_non_null(e);
+	assert_int_equal(setenv("DP_SYSFS_ROOT", FIXTURES "/sysfs/twogpu", 1), 0);
+	rc = dp_worker_main(3, argv, o, e);
+	(void)unsetenv("DP_SYSFS_ROOT");
+	(void)fclose(o);
+	(void)fclose(e);
+	assert_int_equal(rc, EX_OK);
+	assert_string_equal(errs, "");
+	assert_non_null(strstr(out, "{\"nodes\":[{\"hostname\":\"twogpu-test\""));
+	assert_non_null(strstr(out, "\"nic\":\"mlx5_1\""));
+	free(out);
+	free(errs);
 }
 
 /* ---- golden outputs ---------------------------------------------------------- */
@@ -1074,10 +1141,12 @@ int main(void)
 		cmocka_unit_test(sysfs_live_this_machine),
 		cmocka_unit_test(pairing_prefers_ib_and_fast_ports),
 		cmocka_unit_test(pairing_reports_cross_numa_and_bonds),
+		cmocka_unit_test(json_round_trip),
 		cmocka_unit_test(source_table_contract),
 		cmocka_unit_test(helpers_parse_real_strings),
 		cmocka_unit_test(validate_checks),
 		cmocka_unit_test(cli_show_validate_discover),
+		cmocka_unit_test(worker_discover_prints_the_json_model),
 		cmocka_unit_test(golden_outputs),
 		cmocka_unit_test(inventory_of_72_nodes_is_fast),
 	};
