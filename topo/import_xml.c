@@ -6,7 +6,6 @@
  * parser never loads DTDs or the network and does not expand entities. */
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

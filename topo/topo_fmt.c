@@ -1,6 +1,5 @@
 /* topo/topo_fmt.c - the readable table and the JSON model of a node. */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
