@@ -519,6 +519,8 @@ static int smi_row(struct dp_topo *t, struct smi *m, struct lines *l, const char
 	struct topo_gpu *g = NULL;
 
 	n = split(l->line, tok, MAX_COLS + 8);
+	if (!n)
+		return 0;
 	for (int i = 0; i < m->ncols; i++)
 		if (strcmp(tok[0], m->cols[i]) == 0)
 			col = i;
@@ -686,11 +688,12 @@ static int load_lspci(struct dp_topo *t, const struct topo_src_ctx *ctx, struct 
 			return topo_parse_err(err, ctx->path, l.no, "bad PCI address \"%s\"",
 					      l.line);
 		cl = strstr(sp + 1, "]: ");
-		if (!cl || cl - (sp + 1) < 6 || sscanf(cl - 5, "[%4x]", &cls) != 1)
+		if (!cl || cl - (sp + 1) < 6 || cl[-5] != '[' || topo_hex4(cl - 4, &cls))
 			return topo_parse_err(err, ctx->path, l.no,
 					      "expected \"CLASS [cccc]: \" (lspci -nn)");
 		vd = strrchr(cl, '[');
-		if (!vd || sscanf(vd, "[%4x:%4x]", &vendor, &dev) != 2)
+		if (!vd || topo_hex4(vd + 1, &vendor) || vd[5] != ':' || topo_hex4(vd + 6, &dev) ||
+		    vd[10] != ']')
 			return topo_parse_err(err, ctx->path, l.no,
 					      "expected \"[vvvv:dddd]\" (lspci -nn)");
 		/* "NVIDIA Corporation GA100 [A100 SXM4 80GB]" -> "A100 SXM4 80GB" */

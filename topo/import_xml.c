@@ -204,6 +204,25 @@ static int has_child(xmlNode *n, const char *name)
 	return 0;
 }
 
+static int nccl_kind(xmlNode *pci, int has_cls, unsigned long cls)
+{
+	if (has_cls != 0) {
+		/* no class: what the element holds (aws p5: class-less leaves are
+		 * the EFA NICs) */
+		if (has_child(pci, "gpu"))
+			return TOPO_PCI_GPU;
+		return has_child(pci, "nic") || !has_child(pci, "pci") ? TOPO_PCI_NIC
+								       : TOPO_PCI_BRIDGE;
+	}
+	if ((cls >> 16) == 0x03)
+		return TOPO_PCI_GPU;
+	if (cls == 0x068000)
+		return TOPO_PCI_NVSWITCH;
+	if ((cls >> 16) == 0x02)
+		return TOPO_PCI_NIC;
+	return TOPO_PCI_BRIDGE;
+}
+
 static int nccl_pci(struct xctx *x, xmlNode *pci, int parent, int numa, int depth)
 {
 	char busid[DP_TOPO_PCI_LEN];
@@ -219,20 +238,7 @@ static int nccl_pci(struct xctx *x, xmlNode *pci, int parent, int numa, int dept
 	if (has_cls < 0 || attr_hex(x, pci, "vendor", &vendor) < 0 ||
 	    attr_hex(x, pci, "device", &dev) < 0)
 		return -EBADMSG;
-	if (has_cls == 0 && (cls >> 16) == 0x03)
-		kind = TOPO_PCI_GPU;
-	else if (has_cls == 0 && cls == 0x068000)
-		kind = TOPO_PCI_NVSWITCH;
-	else if (has_cls == 0 && (cls >> 16) == 0x02)
-		kind = TOPO_PCI_NIC;
-	else if (has_cls == 0 && (cls >> 8) == 0x0604)
-		kind = TOPO_PCI_BRIDGE;
-	else if (has_cls != 0 && has_child(pci, "gpu"))
-		kind = TOPO_PCI_GPU;
-	else if (has_cls != 0 && (has_child(pci, "nic") || !has_child(pci, "pci")))
-		kind = TOPO_PCI_NIC; /* aws p5: class-less leaves are the EFA NICs */
-	else
-		kind = TOPO_PCI_BRIDGE;
+	kind = nccl_kind(pci, has_cls, cls);
 	if (topo_pci_find(x->t, busid) >= 0)
 		return topo_parse_err(x->err, x->path, xmlGetLineNo(pci),
 				      "<pci>: duplicate bus id %s", busid);
@@ -408,7 +414,8 @@ static int hwloc_pcidev(struct hctx *h, xmlNode *obj, int parent, int numa)
 	rc = attr_pci(&h->x, obj, "pci_busid", busid);
 	if (rc)
 		return rc;
-	if (type && sscanf(type, "%4x [%4x:%4x]", &cls, &vendor, &dev) != 3)
+	if (type && (topo_hex4(type, &cls) || strncmp(type + 4, " [", 2) != 0 ||
+		     topo_hex4(type + 6, &vendor) || type[10] != ':' || topo_hex4(type + 11, &dev)))
 		return topo_parse_err(h->x.err, h->x.path, xmlGetLineNo(obj),
 				      "<object type=\"PCIDev\">: bad pci_type \"%s\"", type);
 	if ((sub && strcmp(sub, "NVSwitch") == 0) || (cls == 0x0680 && vendor == 0x10de))

@@ -36,7 +36,7 @@ static int grow(void **arr, int *alloc, int used, size_t elem, int max)
 	void *p;
 	int n;
 
-	if (used < *alloc)
+	if (used < *alloc && *arr)
 		return 0;
 	if (used >= max)
 		return -E2BIG;

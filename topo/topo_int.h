@@ -155,6 +155,8 @@ enum dp_topo_state topo_parse_state(const char *s);
 enum dp_topo_link_layer topo_parse_link_layer(const char *s);
 /* Parse an unsigned hex number "0x10de" / "10de"; -EINVAL. */
 int topo_parse_hex(const char *s, unsigned long *out);
+/* Exactly 4 hex digits at @s ("10de"); 0 or -EINVAL. */
+int topo_hex4(const char *s, unsigned int *out);
 /* Name looks like a bonded RDMA device (mlx5_bond_0). */
 int topo_name_is_bond(const char *name);
 

@@ -265,7 +265,7 @@ int topo_pair(struct dp_topo *t, struct dp_err *err)
 		goto out;
 	}
 	for (int g = 0; g < t->ngpus; g++) {
-		ncand[g] = nearest(t, g, &cand[g * MAX_CAND], &bd, &bh);
+		ncand[g] = nearest(t, g, &cand[(size_t)g * MAX_CAND], &bd, &bh);
 		if (!ncand[g])
 			unpaired++;
 	}
@@ -277,13 +277,13 @@ int topo_pair(struct dp_topo *t, struct dp_err *err)
 			continue;
 		for (int h = g; h < t->ngpus; h++) {
 			if (done[h] || ncand[h] != ncand[g] ||
-			    memcmp(&cand[h * MAX_CAND], &cand[g * MAX_CAND],
+			    memcmp(&cand[(size_t)h * MAX_CAND], &cand[(size_t)g * MAX_CAND],
 				   (size_t)ncand[g] * sizeof(*cand)) != 0)
 				continue;
 			done[h] = 1;
 			members[k++] = h;
 		}
-		assign_group(t, members, k, &cand[g * MAX_CAND], ncand[g]);
+		assign_group(t, members, k, &cand[(size_t)g * MAX_CAND], ncand[g]);
 	}
 	for (int g = 0; g < t->ngpus; g++) {
 		const struct dp_topo_gpu *gp = &t->gpus[g].pub;

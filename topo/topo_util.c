@@ -98,7 +98,9 @@ int topo_pci_norm(const char *in, char out[DP_TOPO_PCI_LEN])
 		return -EINVAL;
 	if (f[0] > 0xffff)
 		f[0] &= 0xffff; /* NVML's 0000xxxx / sentinel ffffffff */
-	(void)snprintf(out, DP_TOPO_PCI_LEN, "%04lx:%02lx:%02lx.%lx", f[0], f[1], f[2], f[3]);
+	(void)snprintf(out, DP_TOPO_PCI_LEN, "%04x:%02x:%02x.%x", (unsigned int)(f[0] & 0xffff),
+		       (unsigned int)(f[1] & 0xff), (unsigned int)(f[2] & 0xff),
+		       (unsigned int)(f[3] & 7));
 	return 0;
 }
 
@@ -272,4 +274,19 @@ int topo_parse_hex(const char *s, unsigned long *out)
 int topo_name_is_bond(const char *name)
 {
 	return strstr(name, "_bond") != NULL || strncmp(name, "bond", 4) == 0;
+}
+
+int topo_hex4(const char *s, unsigned int *out)
+{
+	unsigned int v = 0;
+
+	for (int i = 0; i < 4; i++) {
+		int d = hexval((unsigned char)s[i]);
+
+		if (d < 0)
+			return -EINVAL;
+		v = v * 16 + (unsigned int)d;
+	}
+	*out = v;
+	return 0;
 }
