@@ -147,8 +147,10 @@ static int nccl_gpu(struct xctx *x, xmlNode *pci, int pcin, const char *busid, u
 }
 
 static int nccl_nic(struct xctx *x, xmlNode *pci, int pcin, const char *busid, unsigned long cls,
-		    unsigned long vendor)
+		    unsigned long vendor, unsigned long dev)
 {
+	char model[DP_TOPO_NAME_LEN] = "";
+
 	enum dp_topo_link_layer ll = DP_TOPO_LL_UNKNOWN;
 	int nets = 0;
 
@@ -156,6 +158,10 @@ static int nccl_nic(struct xctx *x, xmlNode *pci, int pcin, const char *busid, u
 		ll = DP_TOPO_LL_IB;
 	else if ((cls >> 8) == 0x0200 && vendor == 0x15b3)
 		ll = DP_TOPO_LL_ETH; /* a Mellanox/NVIDIA port in Ethernet mode: RoCE */
+	if (vendor == 0x1d0f)
+		topo_strlcpy(model, "EFA", sizeof(model));
+	else if (vendor && dev)
+		(void)snprintf(model, sizeof(model), "%04lx:%04lx", vendor & 0xffff, dev & 0xffff);
 	for (xmlNode *c = pci->children; c; c = c->next) {
 		if (!is_elem(c, "nic"))
 			continue;
@@ -178,6 +184,7 @@ static int nccl_nic(struct xctx *x, xmlNode *pci, int pcin, const char *busid, u
 			n->pub.port = (int)port;
 			n->pub.link_layer = ll;
 			n->pub.rdma = 1;
+			topo_strlcpy(n->pub.model, model, sizeof(n->pub.model));
 			nets++;
 		}
 	}
@@ -190,8 +197,7 @@ static int nccl_nic(struct xctx *x, xmlNode *pci, int pcin, const char *busid, u
 		n->pcin = pcin;
 		n->pub.link_layer = ll;
 		n->pub.rdma = 1; /* NCCL topology files list the network devices NCCL uses */
-		if (vendor == 0x1d0f)
-			topo_strlcpy(n->pub.model, "EFA", sizeof(n->pub.model));
+		topo_strlcpy(n->pub.model, model, sizeof(n->pub.model));
 	}
 	return 0;
 }
@@ -249,7 +255,7 @@ static int nccl_pci(struct xctx *x, xmlNode *pci, int parent, int numa, int dept
 	if (kind == TOPO_PCI_GPU)
 		rc = nccl_gpu(x, pci, pcin, busid, dev);
 	else if (kind == TOPO_PCI_NIC)
-		rc = nccl_nic(x, pci, pcin, busid, has_cls ? 0 : cls, vendor);
+		rc = nccl_nic(x, pci, pcin, busid, has_cls ? 0 : cls, vendor, dev);
 	else if (kind == TOPO_PCI_NVSWITCH)
 		x->t->nvswitches++;
 	if (rc)

@@ -275,6 +275,22 @@ static void ibm_gx3d_reversed(void **state)
 		assert_string_equal(gp->model, "H100 SXM5 80GB");
 		assert_int_equal(n->link_layer, DP_TOPO_LL_ETH);
 		assert_true(n->rate_gbps == 200);
+		assert_string_equal(n->model, "15b3:101e"); /* CX VF in Ethernet mode: RoCE */
+	}
+	/* 8 virtual bridges, each holding one GPU and one NIC */
+	{
+		int bridges = 0;
+
+		for (int i = 0; i < t->npci; i++)
+			if (t->pci[i].kind == TOPO_PCI_BRIDGE) {
+				int kids = 0;
+
+				bridges++;
+				for (int j = 0; j < t->npci; j++)
+					kids += t->pci[j].parent == i;
+				assert_int_equal(kids, 2);
+			}
+		assert_int_equal(bridges, 8);
 	}
 	dp_topo_free(t);
 }
