@@ -81,25 +81,6 @@ static int attr_pci(struct xctx *x, xmlNode *n, const char *name, char out[DP_TO
 	return 0;
 }
 
-/* A model name for well-known NVIDIA device ids (what the XML leaves out). */
-static const char *gpu_model(unsigned long dev)
-{
-	static const struct {
-		unsigned long id;
-		const char *name;
-	} ids[] = {
-		{ 0x2330, "H100 SXM5 80GB" }, { 0x2335, "H200 SXM5 141GB" },
-		{ 0x20b0, "A100 SXM4 40GB" }, { 0x20b2, "A100 SXM4 80GB" },
-		{ 0x20b5, "A100 PCIe 80GB" }, { 0x1db8, "V100 SXM3 32GB" },
-		{ 0x2331, "H100 PCIe" },      { 0x2901, "B200" },
-	};
-
-	for (size_t i = 0; i < DP_ARRAY_SIZE(ids); i++)
-		if (ids[i].id == dev)
-			return ids[i].name;
-	return NULL;
-}
-
 /* ---- NCCL ---------------------------------------------------------------- */
 
 static int nccl_gpu(struct xctx *x, xmlNode *pci, int pcin, const char *busid, unsigned long dev)
@@ -113,7 +94,7 @@ static int nccl_gpu(struct xctx *x, xmlNode *pci, int pcin, const char *busid, u
 	topo_strlcpy(g->pub.pci, busid, sizeof(g->pub.pci));
 	g->pcin = pcin;
 	g->pub.pci_device = (unsigned int)dev;
-	m = gpu_model(dev);
+	m = topo_gpu_model(dev);
 	if (m)
 		topo_strlcpy(g->pub.model, m, sizeof(g->pub.model));
 	for (xmlNode *c = pci->children; c; c = c->next) {

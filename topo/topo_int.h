@@ -157,6 +157,8 @@ enum dp_topo_link_layer topo_parse_link_layer(const char *s);
 int topo_parse_hex(const char *s, unsigned long *out);
 /* Exactly 4 hex digits at @s ("10de"); 0 or -EINVAL. */
 int topo_hex4(const char *s, unsigned int *out);
+/* A model name for a well-known NVIDIA PCI device id, NULL if unknown. */
+const char *topo_gpu_model(unsigned long dev);
 /* Name looks like a bonded RDMA device (mlx5_bond_0). */
 int topo_name_is_bond(const char *name);
 

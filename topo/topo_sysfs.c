@@ -267,7 +267,12 @@ static int scan_pci(struct dp_topo *t, int root, struct dp_err *err)
 			g->pcin = n;
 			g->pub.numa = t->pci[n].numa;
 			g->pub.pci_device = (unsigned int)dev;
-			(void)snprintf(g->pub.model, sizeof(g->pub.model), "10de:%04lx", dev);
+			if (topo_gpu_model(dev))
+				topo_strlcpy(g->pub.model, topo_gpu_model(dev),
+					     sizeof(g->pub.model));
+			else
+				(void)snprintf(g->pub.model, sizeof(g->pub.model), "10de:%04lx",
+					       dev & 0xffff);
 		} else {
 			struct topo_nic *nic = topo_nic_add(t, err);
 

@@ -290,3 +290,22 @@ int topo_hex4(const char *s, unsigned int *out)
 	*out = v;
 	return 0;
 }
+
+const char *topo_gpu_model(unsigned long dev)
+{
+	/* what XML and sysfs leave out; NVML and hwloc give the real name */
+	static const struct {
+		unsigned long id;
+		const char *name;
+	} ids[] = {
+		{ 0x2330, "H100 SXM5 80GB" }, { 0x2335, "H200 SXM5 141GB" },
+		{ 0x20b0, "A100 SXM4 40GB" }, { 0x20b2, "A100 SXM4 80GB" },
+		{ 0x20b5, "A100 PCIe 80GB" }, { 0x1db8, "V100 SXM3 32GB" },
+		{ 0x2331, "H100 PCIe" },      { 0x2901, "B200" },
+	};
+
+	for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+		if (ids[i].id == dev)
+			return ids[i].name;
+	return NULL;
+}
