@@ -5,8 +5,8 @@
  * (dp_topo_discover: the sysfs source, enriched by NVML and verbs when they
  * are available) or by importing files (dp_topo_import: NCCL topology XML,
  * hwloc XML, `nvidia-smi topo -m`/`-mp`, `nvidia-smi nvlink -s`, `ibstat`,
- * `ibstatus`, `ibv_devinfo`, `lspci -nn`, a /sys tree or a copy of
- * /sys/class/infiniband).  Several sources about one node are merged with
+ * `ibstatus`, `ibv_devinfo`, `lspci -nn`, our own JSON, a /sys tree or a
+ * copy of /sys/class/infiniband).  Several sources about one node are merged with
  * dp_topo_merge() (e.g. `nvidia-smi topo -mp` for the PCIe paths plus
  * `ibv_devinfo` for which NICs are RDMA ports).
  *
@@ -148,9 +148,9 @@ int dp_topo_merge(struct dp_topo *dst, const struct dp_topo *src, struct dp_err 
 
 void dp_topo_free(struct dp_topo *t); /* NULL is a no-op */
 
-/* Name of the n-th importer format ("nccl-xml", "hwloc-xml", "nvidia-smi-topo",
- * "nvidia-smi-nvlink", "ibstat", "ibstatus", "ibv_devinfo", "lspci", "sysfs"),
- * NULL past the end. */
+/* Name of the n-th importer format ("sysfs", "sysfs-infiniband", "nccl-xml",
+ * "hwloc-xml", "nvidia-smi-topo", "nvidia-smi-nvlink", "ibstat", "ibstatus",
+ * "ibv_devinfo", "lspci", "dpctl-json"), NULL past the end. */
 const char *dp_topo_format_name(int n);
 
 /* ---- reading ----------------------------------------------------------- */

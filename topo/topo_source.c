@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/dp_log.h"
 #include "topo/topo_int.h"
 #include "common/dp_banned.h"
 
@@ -290,13 +291,18 @@ int dp_topo_discover(const struct dp_topo_cfg *cfg, struct dp_topo **out, struct
 		if (rc && s != &topo_src_sysfs &&
 		    (rc == -ENODEV || rc == -ENOSYS || rc == -EOPNOTSUPP || rc == -ENOENT)) {
 			/* an optional library or device that is not here */
+			dp_log(DP_LOG_DEBUG, "topo", "source %s skipped: %s", s->name,
+			       err && err->msg[0] ? err->msg : strerror(-rc));
 			(void)snprintf(skipped, sizeof(skipped), "%s(skipped)", s->name);
 			topo_add_source(t, skipped);
 			dp_err_clear(err);
 			rc = 0;
+			continue;
 		}
 		if (rc)
 			goto err_close;
+		dp_log(DP_LOG_DEBUG, "topo", "source %s: %d GPUs, %d NICs so far", s->name,
+		       t->ngpus, t->nnics);
 	}
 	rc = topo_finish(t, err);
 	if (rc)
