@@ -320,6 +320,39 @@ static void deepep_topo_mp(void **state)
 	dp_topo_free(t);
 }
 
+/* Older drivers: mlx5_k column headers, space-aligned (sglang re-formats),
+ * an ANSI-underlined header, NV# cells. */
+static void smi_topo_m_space_aligned_with_nvlink(void **state)
+{
+	static const char text[] =
+		"        \033[4mGPU0    GPU1    mlx5_0  mlx5_1  CPU Affinity    NUMA Affinity\033[0m\n"
+		"GPU0     X      NV18    PIX     SYS     0-55            0\n"
+		"GPU1    NV18     X      SYS     PIX     56-111          1\n"
+		"mlx5_0  PIX     SYS      X      SYS\n"
+		"mlx5_1  SYS     PIX     SYS      X\n"
+		"\n"
+		"Legend:\n"
+		"\n"
+		"  X    = Self\n"
+		"  NV#  = Connection traversing a bonded set of # NVLinks\n";
+	struct dp_err err = { 0 };
+	struct dp_topo *t = NULL;
+
+	(void)state;
+	assert_int_equal(dp_topo_import_mem("m.txt", NULL, text, strlen(text), &t, &err), 0);
+	assert_string_equal(dp_topo_sources(t), "nvidia-smi-topo");
+	assert_int_equal(dp_topo_gpu_count(t), 2);
+	assert_int_equal(dp_topo_nic_count(t), 2);
+	assert_string_equal(gpu_nic(t, 0), "mlx5_0");
+	assert_string_equal(gpu_nic(t, 1), "mlx5_1");
+	assert_int_equal(dp_topo_gpu(t, 1)->dist, DP_TOPO_DIST_PIX);
+	assert_int_equal(dp_topo_gpu(t, 0)->nvlinks, 18);
+	assert_int_equal(dp_topo_gpu(t, 1)->numa, 1);
+	assert_string_equal(numa_id(t, 1)->cpus, "56-111");
+	assert_int_equal(numa_id(t, 1)->ncpus, 56);
+	dp_topo_free(t);
+}
+
 static void deepep_ibv_devinfo(void **state)
 {
 	static const char *names[] = { "mlx5_0", "mlx5_3", "mlx5_4",  "mlx5_5",
@@ -787,6 +820,30 @@ static void pairing_reports_cross_numa_and_bonds(void **state)
 	assert_int_equal(count_issues(t, DP_TOPO_WARN, "only at SYS distance"), 1);
 	assert_int_equal(count_issues(t, DP_TOPO_INFO, "mlx5_bond_0 is a bonded device"), 1);
 	assert_int_equal(dp_topo_nic(t, dp_topo_nic_find(t, "mlx5_bond_0"))->usable, 0);
+	{
+		const struct dp_topo *nodes[1] = { t };
+		struct dp_topo_report r;
+		int rail = 0, numa = 0;
+
+		assert_int_equal(dp_topo_validate(nodes, 1, &r, NULL), 0);
+		for (int i = 0; i < r.nchecks; i++) {
+			const struct dp_topo_check *c = &r.checks[i];
+
+			if (c->status != DP_TOPO_FAIL)
+				continue;
+			if (strcmp(c->name, "rail") == 0 &&
+			    strcmp(c->detail, "GPU0: nearest RDMA NIC mlx5_0 is at SYS distance") ==
+				    0)
+				rail++;
+			if (strcmp(c->name, "numa") == 0 &&
+			    strcmp(c->detail, "GPU0 (NUMA 0) uses mlx5_0 on NUMA 1") == 0)
+				numa++;
+			assert_true(c->fix[0] != '\0');
+		}
+		assert_int_equal(rail, 1);
+		assert_int_equal(numa, 1);
+		dp_topo_report_release(&r);
+	}
 	dp_topo_free(t);
 }
 
@@ -1142,6 +1199,7 @@ int main(void)
 		cmocka_unit_test(aws_p5_nics_only),
 		cmocka_unit_test(ibm_gx3d_reversed),
 		cmocka_unit_test(deepep_topo_mp),
+		cmocka_unit_test(smi_topo_m_space_aligned_with_nvlink),
 		cmocka_unit_test(deepep_ibv_devinfo),
 		cmocka_unit_test(deepep_merged_rail_map),
 		cmocka_unit_test(gpud_ibstat_roce),
