@@ -296,7 +296,6 @@ int dp_topo_discover(const struct dp_topo_cfg *cfg, struct dp_topo **out, struct
 			(void)snprintf(skipped, sizeof(skipped), "%s(skipped)", s->name);
 			topo_add_source(t, skipped);
 			dp_err_clear(err);
-			rc = 0;
 			continue;
 		}
 		if (rc)
