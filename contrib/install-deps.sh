@@ -7,7 +7,7 @@ set -eu
 PKGS="build-essential pkg-config
 libyaml-dev libssh2-1-dev libcurl4-openssl-dev libjansson-dev libxml2-dev
 libcmocka-dev libibverbs-dev
-clang clang-format clang-tidy cppcheck
+clang clang-format clang-tidy cppcheck libclang-rt-14-dev
 librsvg2-bin iproute2 openssh-server openssh-client
 slurmctld slurmd slurm-client munge"
 
