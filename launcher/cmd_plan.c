@@ -10,6 +10,7 @@
 #include "launcher/cli_int.h"
 #include "launcher/dp_launcher.h"
 #include "launcher/dp_plan.h"
+#include "topo/dp_topo.h"
 #include "common/dp_banned.h"
 
 enum { OPT_TOPOLOGY = 256, OPT_JSON, OPT_DRY_RUN };
@@ -52,7 +53,66 @@ int dp_plan_from_recipe(const struct dp_recipe *r, struct dp_plan **out, struct 
 	return 0;
 }
 
-static void print_table(struct dp_cli *cli, const struct dp_recipe *r, const struct dp_plan *p)
+#define MAX_TOPO_FILES 16
+
+/* Per local GPU index: what a rank on that GPU binds to (from --topology). */
+struct binding {
+	char nic[64];
+	int numa;
+	char cpus[256];
+};
+
+/* Import and merge the --topology files (one node type for every node) and
+ * derive the binding of each local GPU.  Returns an exit code. */
+static int load_bindings(struct dp_cli *cli, const struct dp_recipe *r, char **files, int nfiles,
+			 struct binding *b)
+{
+	struct dp_topo *t = NULL;
+	struct dp_err e = { 0 };
+	int code = EX_OK;
+
+	for (int i = 0; i < nfiles; i++) {
+		struct dp_topo *x = NULL;
+		int rc = dp_topo_import(files[i], &x, &e);
+
+		if (rc == 0 && t)
+			rc = dp_topo_merge(t, x, &e);
+		if (rc) {
+			dp_topo_free(x);
+			code = dp_cli_error(cli, dp_cli_exit_code(rc), "%s", e.msg);
+			goto out;
+		}
+		if (!t)
+			t = x;
+		else
+			dp_topo_free(x);
+	}
+	if (dp_topo_gpu_count(t) != r->cluster.gpus) {
+		code = dp_cli_error(
+			cli, EX_DATAERR,
+			"plan: the topology has %d GPUs per node but %s sets cluster.gpus %d",
+			dp_topo_gpu_count(t), r->path, r->cluster.gpus);
+		goto out;
+	}
+	for (int g = 0; g < r->cluster.gpus; g++) {
+		const struct dp_topo_gpu *gpu = dp_topo_gpu(t, g);
+
+		(void)snprintf(b[g].nic, sizeof(b[g].nic), "%s",
+			       gpu->nic >= 0 ? dp_topo_nic_label(t, gpu->nic) : "-");
+		b[g].numa = gpu->numa;
+		b[g].cpus[0] = '\0';
+		for (int k = 0; k < dp_topo_numa_count(t); k++)
+			if (dp_topo_numa(t, k)->id == gpu->numa)
+				(void)snprintf(b[g].cpus, sizeof(b[g].cpus), "%s",
+					       dp_topo_numa(t, k)->cpus);
+	}
+out:
+	dp_topo_free(t);
+	return code;
+}
+
+static void print_table(struct dp_cli *cli, const struct dp_recipe *r, const struct dp_plan *p,
+			const struct binding *b)
 {
 	int per_ep = r->model.experts / r->parallel.ep;
 
@@ -64,7 +124,7 @@ static void print_table(struct dp_cli *cli, const struct dp_recipe *r, const str
 		      "rank", "dp", "pp", "stages", "ep", "experts", "nic", "numa");
 	for (int i = 0; i < p->nranks; i++) {
 		const struct dp_plan_rank *x = &p->ranks[i];
-		char stages[24], experts[24];
+		char stages[24], experts[24], numa[16];
 
 		if (x->nstages == 2)
 			(void)snprintf(stages, sizeof(stages), "%d,%d", x->stage[0], x->stage[1]);
@@ -72,9 +132,14 @@ static void print_table(struct dp_cli *cli, const struct dp_recipe *r, const str
 			(void)snprintf(stages, sizeof(stages), "%d", x->stage[0]);
 		(void)snprintf(experts, sizeof(experts), "%d-%d", x->ep * per_ep,
 			       (x->ep + 1) * per_ep - 1);
-		(void)fprintf(cli->out, "%-20s %4d %6d %3d %4d %9s %4d %9s %4s %4s\n",
+		if (b && b[x->local].numa >= 0)
+			(void)snprintf(numa, sizeof(numa), "%d", b[x->local].numa);
+		else
+			(void)snprintf(numa, sizeof(numa), "-");
+		(void)fprintf(cli->out, "%-20s %4d %6d %3d %4d %9s %4d %9s %8s %4s\n",
 			      dp_hostlist_get(r->cluster.hosts, (size_t)x->node), x->local, x->rank,
-			      x->dp, x->pp, stages, x->ep, experts, "-", "-");
+			      x->dp, x->pp, stages, x->ep, experts, b ? b[x->local].nic : "-",
+			      numa);
 	}
 	(void)fprintf(cli->out, "# pp edges crossing nodes (GPU pairs):");
 	for (int s = 0; s + 1 < r->parallel.pp; s++)
@@ -83,7 +148,8 @@ static void print_table(struct dp_cli *cli, const struct dp_recipe *r, const str
 		      p->ep_group_nodes, p->ep_group_links);
 }
 
-static json_t *plan_json(const struct dp_recipe *r, const struct dp_plan *p)
+static json_t *plan_json(const struct dp_recipe *r, const struct dp_plan *p,
+			 const struct binding *b)
 {
 	int per_ep = r->model.experts / r->parallel.ep;
 	json_t *ranks = json_array(), *edges = json_array(), *o;
@@ -92,15 +158,22 @@ static json_t *plan_json(const struct dp_recipe *r, const struct dp_plan *p)
 		const struct dp_plan_rank *x = &p->ranks[i];
 		json_t *st = json_array();
 
+		json_t *rk;
+
 		for (int k = 0; st && k < x->nstages; k++)
 			(void)json_array_append_new(st, json_integer(x->stage[k]));
-		(void)json_array_append_new(
-			ranks, json_pack("{s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:o, s:[i,i]}",
-					 "rank", x->rank, "host",
-					 dp_hostlist_get(r->cluster.hosts, (size_t)x->node), "node",
-					 x->node, "gpu", x->local, "dp", x->dp, "pp", x->pp, "ep",
-					 x->ep, "stages", st, "experts", x->ep * per_ep,
-					 (x->ep + 1) * per_ep - 1));
+		rk = json_pack("{s:i, s:s, s:i, s:i, s:i, s:i, s:i, s:o, s:[i,i]}", "rank", x->rank,
+			       "host", dp_hostlist_get(r->cluster.hosts, (size_t)x->node), "node",
+			       x->node, "gpu", x->local, "dp", x->dp, "pp", x->pp, "ep", x->ep,
+			       "stages", st, "experts", x->ep * per_ep, (x->ep + 1) * per_ep - 1);
+		if (rk && b) {
+			const struct binding *xb = &b[x->local];
+
+			(void)json_object_set_new(rk, "nic", json_string(xb->nic));
+			(void)json_object_set_new(rk, "numa", json_integer(xb->numa));
+			(void)json_object_set_new(rk, "cpus", json_string(xb->cpus));
+		}
+		(void)json_array_append_new(ranks, rk);
 	}
 	for (int s = 0; edges && s + 1 < r->parallel.pp; s++)
 		(void)json_array_append_new(edges, json_integer(p->pp_edge_links[s]));
@@ -118,8 +191,10 @@ static int cmd_plan(struct dp_cli *cli, int argc, char **argv)
 {
 	struct dp_recipe *r = NULL;
 	struct dp_plan *p = NULL;
+	struct binding *b = NULL;
 	struct dp_err e = { 0 };
-	int json = cli->json, c, code;
+	char *topo_files[MAX_TOPO_FILES];
+	int json = cli->json, c, code, ntopo = 0;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -129,9 +204,12 @@ static int cmd_plan(struct dp_cli *cli, int argc, char **argv)
 		case OPT_DRY_RUN:
 			break; /* plan never starts anything */
 		case OPT_TOPOLOGY:
-			return dp_cli_error(
-				cli, EX_UNAVAILABLE,
-				"plan: --topology needs the topology importers, which this build does not have yet");
+			if (ntopo == MAX_TOPO_FILES)
+				return dp_cli_usage_error(cli, "plan ",
+							  "at most %d --topology files",
+							  MAX_TOPO_FILES);
+			topo_files[ntopo++] = optarg;
+			break;
 		case 'h':
 			return dp_cli_help(cli, &dp_cmd_plan);
 		default:
@@ -147,8 +225,18 @@ static int cmd_plan(struct dp_cli *cli, int argc, char **argv)
 		code = dp_cli_error(cli, EX_DATAERR, "%s", e.msg);
 		goto out;
 	}
+	if (ntopo) {
+		b = calloc((size_t)r->cluster.gpus, sizeof(*b));
+		if (!b) {
+			code = dp_cli_error(cli, EX_OSERR, "plan: out of memory");
+			goto out;
+		}
+		code = load_bindings(cli, r, topo_files, ntopo, b);
+		if (code)
+			goto out;
+	}
 	if (json) {
-		json_t *o = plan_json(r, p);
+		json_t *o = plan_json(r, p, b);
 
 		if (!o) {
 			code = dp_cli_error(cli, EX_OSERR, "plan: out of memory");
@@ -165,10 +253,11 @@ static int cmd_plan(struct dp_cli *cli, int argc, char **argv)
 		(void)fputc('\n', cli->out);
 		free(text);
 	} else {
-		print_table(cli, r, p);
+		print_table(cli, r, p, b);
 	}
 	code = EX_OK;
 out:
+	free(b);
 	dp_plan_free(p);
 	dp_recipe_free(r);
 	return code;

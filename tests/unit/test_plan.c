@@ -163,6 +163,57 @@ static void cli_reports_recipe_errors_and_usage(void **state)
 	free(bad);
 }
 
+static void cli_binds_ranks_from_topology(void **state)
+{
+	char topo[512];
+	char *recipe =
+		dp_test_write_tmp(".yaml", "cluster:\n  hosts: gx3d-[1-2]\n  launcher: ssh\n"
+					   "  gpus: 8\n"
+					   "model: {layers: 8, hidden: 64, experts: 16, top_k: 2}\n"
+					   "parallel: {pp: 2, ep: 8, micro_batches: 4}\n");
+	struct dp_test_run r;
+	json_t *o, *ranks;
+	json_error_t je;
+
+	(void)state;
+	(void)snprintf(topo, sizeof(topo), "%s/topologies/ibm-vpc-gx3d-h100-nccl-topo.xml",
+		       SHARED_DIR);
+	if (access(topo, R_OK) != 0)
+		skip();
+	r = dp_test_dpctl("plan", "--json", "--topology", topo, recipe);
+	assert_int_equal(r.rc, 0);
+	o = json_loads(r.out, 0, &je);
+	assert_non_null(o);
+	ranks = json_object_get(o, "ranks");
+	assert_int_equal(json_array_size(ranks), 16);
+	/* IBM gx3d pairs NICs in reverse: GPU i sits next to mlx5_(7-i) */
+	for (size_t i = 0; i < 16; i++) {
+		json_t *x = json_array_get(ranks, i);
+		char want[16];
+		int gpu = (int)json_integer_value(json_object_get(x, "gpu"));
+
+		(void)snprintf(want, sizeof(want), "mlx5_%d", 7 - gpu);
+		assert_string_equal(json_string_value(json_object_get(x, "nic")), want);
+		assert_int_equal(json_integer_value(json_object_get(x, "numa")), gpu < 4 ? 0 : 1);
+	}
+	json_decref(o);
+	dp_test_run_free(&r);
+	/* a topology that does not match cluster.gpus is a data error */
+	(void)snprintf(topo, sizeof(topo), "%s/recipes/local-demo.yaml", DP_SRCDIR);
+	{
+		char t2[512];
+
+		(void)snprintf(t2, sizeof(t2), "%s/topologies/azure-ndv4-a100-topo.xml",
+			       SHARED_DIR);
+		r = dp_test_dpctl("plan", "--topology", t2, topo);
+	}
+	assert_int_equal(r.rc, 65);
+	assert_non_null(strstr(r.err, "the topology has 8 GPUs per node but"));
+	dp_test_run_free(&r);
+	(void)unlink(recipe);
+	free(recipe);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -173,6 +224,7 @@ int main(void)
 		cmocka_unit_test(cli_plans_every_shipped_recipe),
 		cmocka_unit_test(cli_table_shows_stage_pairs),
 		cmocka_unit_test(cli_reports_recipe_errors_and_usage),
+		cmocka_unit_test(cli_binds_ranks_from_topology),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
