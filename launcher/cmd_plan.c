@@ -87,6 +87,10 @@ static int load_bindings(struct dp_cli *cli, const struct dp_recipe *r, char **f
 		else
 			dp_topo_free(x);
 	}
+	if (!t) {
+		code = dp_cli_usage_error(cli, "plan ", "--topology needs a FILE");
+		goto out;
+	}
 	if (dp_topo_gpu_count(t) != r->cluster.gpus) {
 		code = dp_cli_error(
 			cli, EX_DATAERR,

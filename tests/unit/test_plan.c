@@ -189,7 +189,7 @@ static void cli_binds_ranks_from_topology(void **state)
 	/* IBM gx3d pairs NICs in reverse: GPU i sits next to mlx5_(7-i) */
 	for (size_t i = 0; i < 16; i++) {
 		json_t *x = json_array_get(ranks, i);
-		char want[16];
+		char want[32];
 		int gpu = (int)json_integer_value(json_object_get(x, "gpu"));
 
 		(void)snprintf(want, sizeof(want), "mlx5_%d", 7 - gpu);
