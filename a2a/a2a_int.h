@@ -123,4 +123,11 @@ int dp_a2a_cuda_unpack(const float *in, const int32_t *rows, int n, int hidden, 
 int dp_a2a_cuda_combine(const float *y, const float *w, const int32_t *slot_off, int ntok,
 			int hidden, float *out, void *stream);
 
+
+/* cuda: one NCCL group of sends and receives of device buffers with every
+ * rank (lengths in bytes, 0 = none); returns when all are done.  -ENOSYS
+ * without CUDA, -EINVAL if @ep is not a cuda endpoint. */
+int dp_a2a_cuda_exchange(struct dp_a2a_ep *ep, const void *const *sendbuf, const size_t *sendlen,
+			 void *const *recvbuf, const size_t *recvlen, struct dp_err *err);
+
 #endif

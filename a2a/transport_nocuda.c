@@ -92,3 +92,14 @@ int dp_a2a_cuda_combine(const float *y, const float *w, const int32_t *slot_off,
 	(void)stream;
 	return -ENOSYS;
 }
+
+int dp_a2a_cuda_exchange(struct dp_a2a_ep *ep, const void *const *sendbuf, const size_t *sendlen,
+			 void *const *recvbuf, const size_t *recvlen, struct dp_err *err)
+{
+	(void)ep;
+	(void)sendbuf;
+	(void)sendlen;
+	(void)recvbuf;
+	(void)recvlen;
+	return dp_err_set(err, ENOSYS, "a2a: cuda: dpctl was built without CUDA");
+}
