@@ -92,6 +92,10 @@ struct dp_a2a_comm_cfg {
 	 * Set listen_fd to -1 otherwise (0 is a valid descriptor). */
 	const char *const *addrs;
 	int listen_fd;
+	/* tcp: > 0 paces this rank's bytes to other nodes to this many Mbit/s
+	 * (a token bucket, like one NIC per rank), to make the inter-node
+	 * fabric the bottleneck on a single machine; 0: unpaced */
+	double tcp_inter_mbps;
 	/* shm: segment name ("/dp-a2a-x"); every rank of the job passes the
 	 * same name; rank 0 unlinks it on close.  ring_bytes per pair, 0: 1 MiB */
 	const char *shm_name;

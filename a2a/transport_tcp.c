@@ -32,15 +32,56 @@ struct tcp_ep {
 	int *fds;
 	int lfd;
 	struct pollfd *pfd;
+	double bytes_per_us; /* inter-node pacing, 0: off */
+	double tokens;	     /* bytes we may send to other nodes now */
+	double burst;	     /* bucket size: 64 KiB or 2 ms worth */
+	int64_t refill_us;
 };
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int remote(const struct tcp_ep *e, int peer)
+{
+	return peer / e->s.ep.rpn != e->s.ep.rank / e->s.ep.rpn;
+}
+
+/* Bytes we may write to @peer now (SIZE_MAX when unpaced). */
+static size_t pace_allow(struct tcp_ep *e, int peer)
+{
+	int64_t now;
+
+	if (e->bytes_per_us <= 0 || !remote(e, peer))
+		return (size_t)-1;
+	now = now_us();
+	e->tokens += (double)(now - e->refill_us) * e->bytes_per_us;
+	if (e->tokens > e->burst)
+		e->tokens = e->burst;
+	e->refill_us = now;
+	return e->tokens < 1 ? 0 : (size_t)e->tokens;
+}
 
 static ssize_t tcp_write_some(struct dp_a2a_stream *s, int peer, const void *buf, size_t n)
 {
 	struct tcp_ep *e = (struct tcp_ep *)s;
-	ssize_t w = send(e->fds[peer], buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	size_t allow = pace_allow(e, peer);
+	ssize_t w;
 
-	if (w >= 0)
+	if (n > allow)
+		n = allow;
+	if (!n)
+		return 0;
+	w = send(e->fds[peer], buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w >= 0) {
+		if (e->bytes_per_us > 0 && remote(e, peer))
+			e->tokens -= (double)w;
 		return w;
+	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 		return 0;
 	return errno == EPIPE ? -ECONNRESET : -errno;
@@ -70,8 +111,12 @@ static void tcp_wait(struct dp_a2a_stream *s, int ms)
 			continue;
 		e->pfd[n].fd = e->fds[i];
 		e->pfd[n].events = POLLIN;
-		if (dp_a2a_stream_wants_write(s, i))
-			e->pfd[n].events |= POLLOUT;
+		if (dp_a2a_stream_wants_write(s, i)) {
+			if (pace_allow(e, i))
+				e->pfd[n].events |= POLLOUT;
+			else if (ms > 1)
+				ms = 1; /* paced: come back when tokens refill */
+		}
 		e->pfd[n].revents = 0;
 		n++;
 	}
@@ -313,6 +358,9 @@ static int tcp_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out
 	e->s.ep.timeout_ms = cfg->timeout_ms;
 	e->s.ops = &tcp_stream_ops;
 	e->s.what = "tcp";
+	e->bytes_per_us = cfg->tcp_inter_mbps > 0 ? cfg->tcp_inter_mbps / 8 : 0;
+	e->burst = e->bytes_per_us * 2000 > 65536 ? e->bytes_per_us * 2000 : 65536;
+	e->refill_us = now_us();
 	e->fds = malloc((size_t)world * sizeof(*e->fds));
 	e->pfd = calloc((size_t)world, sizeof(*e->pfd));
 	if (!e->fds || !e->pfd) {
