@@ -95,8 +95,8 @@ struct dp_a2a_squeue; /* private to stream.c */
 struct dp_a2a_stream {
 	struct dp_a2a_ep ep; /* first */
 	const struct dp_a2a_stream_ops *ops;
-	const char *what;		 /* "tcp", "shm" for messages */
-	struct dp_a2a_squeue *q;	 /* per-peer state */
+	const char *what;	 /* "tcp", "shm" for messages */
+	struct dp_a2a_squeue *q; /* per-peer state */
 };
 
 #define dp_container_of_stream(e) dp_container_of(e, struct dp_a2a_stream, ep)
@@ -122,7 +122,6 @@ int dp_a2a_cuda_unpack(const float *in, const int32_t *rows, int n, int hidden, 
 		       void *stream);
 int dp_a2a_cuda_combine(const float *y, const float *w, const int32_t *slot_off, int ntok,
 			int hidden, float *out, void *stream);
-
 
 /* cuda: one NCCL group of sends and receives of device buffers with every
  * rank (lengths in bytes, 0 = none); returns when all are done.  -ENOSYS

@@ -31,8 +31,8 @@ __global__ void unpack_rows(const float *in, const int32_t *rows, int n, int hid
 }
 
 /* out[t][h] = sum over s in [slot_off[t], slot_off[t+1]) of w[s] * y[s][h] */
-__global__ void weighted_combine(const float *y, const float *w, const int32_t *slot_off,
-				 int ntok, int hidden, float *out)
+__global__ void weighted_combine(const float *y, const float *w, const int32_t *slot_off, int ntok,
+				 int hidden, float *out)
 {
 	long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
 	long long total = (long long)ntok * hidden;
@@ -59,8 +59,8 @@ static int launched(void)
 	return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
 }
 
-extern "C" int dp_a2a_cuda_pack(const float *x, const int32_t *rows, int n, int hidden,
-				float *out, void *stream)
+extern "C" int dp_a2a_cuda_pack(const float *x, const int32_t *rows, int n, int hidden, float *out,
+				void *stream)
 {
 	long long total = (long long)n * hidden;
 
@@ -70,8 +70,8 @@ extern "C" int dp_a2a_cuda_pack(const float *x, const int32_t *rows, int n, int 
 	return launched();
 }
 
-extern "C" int dp_a2a_cuda_unpack(const float *in, const int32_t *rows, int n, int hidden,
-				  float *x, void *stream)
+extern "C" int dp_a2a_cuda_unpack(const float *in, const int32_t *rows, int n, int hidden, float *x,
+				  void *stream)
 {
 	long long total = (long long)n * hidden;
 
@@ -89,6 +89,6 @@ extern "C" int dp_a2a_cuda_combine(const float *y, const float *w, const int32_t
 	if (total <= 0)
 		return 0;
 	weighted_combine<<<grid_for(total), 256, 0, (cudaStream_t)stream>>>(y, w, slot_off, ntok,
-									 hidden, out);
+									    hidden, out);
 	return launched();
 }

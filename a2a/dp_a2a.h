@@ -66,8 +66,8 @@ struct dp_a2a_route_cfg {
 /* Route @ntokens tokens: @scores is [ntokens][experts].  Writes
  * idx[ntokens][topk] (expert ids, best first) and w[ntokens][topk].
  * 0, or -EINVAL for a bad cfg (then nothing is written). */
-int dp_a2a_route(const struct dp_a2a_route_cfg *cfg, const float *scores, int ntokens,
-		 int32_t *idx, float *w, struct dp_err *err);
+int dp_a2a_route(const struct dp_a2a_route_cfg *cfg, const float *scores, int ntokens, int32_t *idx,
+		 float *w, struct dp_err *err);
 
 /* ---- transports and communicator ---------------------------------------- */
 
@@ -144,10 +144,10 @@ enum dp_a2a_algo {
 struct dp_a2a_recv {
 	int32_t src_rank;
 	int32_t src_token;
-	int32_t slot;			    /* first slot of this token in combine input */
-	int32_t nslots;			    /* local experts of this token (>= 1) */
-	int32_t expert[DP_A2A_MAX_TOPK];    /* global expert ids, k order, nslots used */
-	float weight[DP_A2A_MAX_TOPK];	    /* gate weights of those experts */
+	int32_t slot;			 /* first slot of this token in combine input */
+	int32_t nslots;			 /* local experts of this token (>= 1) */
+	int32_t expert[DP_A2A_MAX_TOPK]; /* global expert ids, k order, nslots used */
+	float weight[DP_A2A_MAX_TOPK];	 /* gate weights of those experts */
 };
 
 /* Payload bytes this rank sent, split by whether they left the node.
@@ -178,8 +178,7 @@ void dp_a2a_plan_stats(const struct dp_a2a_plan *p, struct dp_a2a_stats *out);
 
 /* Dispatch @x [ntokens][hidden] into @recv_x [recv_count][hidden].  Both
  * borrowed until dispatch_wait returns.  -EBUSY if an op is in flight. */
-int dp_a2a_dispatch_issue(struct dp_a2a_plan *p, const float *x, float *recv_x,
-			  struct dp_err *err);
+int dp_a2a_dispatch_issue(struct dp_a2a_plan *p, const float *x, float *recv_x, struct dp_err *err);
 int dp_a2a_dispatch_wait(struct dp_a2a_plan *p, struct dp_err *err);
 
 /* Combine expert outputs @y [slot_count][hidden] (slot = recv[i].slot + j
@@ -190,8 +189,8 @@ int dp_a2a_combine_wait(struct dp_a2a_plan *p, struct dp_err *err);
 
 /* Formula counts for @ntokens tokens of rank @rank: unique (token, remote
  * node) and (token, remote rank) pairs. */
-void dp_a2a_count_pairs(int rank, int nodes, int ranks_per_node, int experts, int ntokens,
-			int topk, const int32_t *idx, uint64_t *token_remote_nodes,
+void dp_a2a_count_pairs(int rank, int nodes, int ranks_per_node, int experts, int ntokens, int topk,
+			const int32_t *idx, uint64_t *token_remote_nodes,
 			uint64_t *token_remote_ranks);
 
 #endif

@@ -35,8 +35,8 @@ static void top_indices(const float *s, int n, int k, const unsigned char *allow
 	}
 }
 
-int dp_a2a_route(const struct dp_a2a_route_cfg *cfg, const float *scores, int ntokens,
-		 int32_t *idx, float *w, struct dp_err *err)
+int dp_a2a_route(const struct dp_a2a_route_cfg *cfg, const float *scores, int ntokens, int32_t *idx,
+		 float *w, struct dp_err *err)
 {
 	int E, G, per, M, K, gk;
 	float *gscore = NULL;
@@ -45,7 +45,8 @@ int dp_a2a_route(const struct dp_a2a_route_cfg *cfg, const float *scores, int nt
 	int rc = 0;
 
 	if (!cfg || cfg->experts <= 0 || cfg->groups <= 0 || cfg->experts % cfg->groups)
-		return dp_err_set(err, EINVAL, "a2a: experts must be a positive multiple of groups");
+		return dp_err_set(err, EINVAL,
+				  "a2a: experts must be a positive multiple of groups");
 	E = cfg->experts;
 	G = cfg->groups;
 	per = E / G;
@@ -55,9 +56,10 @@ int dp_a2a_route(const struct dp_a2a_route_cfg *cfg, const float *scores, int nt
 	if (gk > per)
 		gk = per;
 	if (K < 1 || K > DP_A2A_MAX_TOPK || K > M * per)
-		return dp_err_set(err, EINVAL,
-				  "a2a: topk %d must be in 1..%d and at most max_groups * experts per group (%d)",
-				  K, DP_A2A_MAX_TOPK, M * per);
+		return dp_err_set(
+			err, EINVAL,
+			"a2a: topk %d must be in 1..%d and at most max_groups * experts per group (%d)",
+			K, DP_A2A_MAX_TOPK, M * per);
 	if (ntokens < 0 || (ntokens > 0 && (!scores || !idx || !w)))
 		return dp_err_set(err, EINVAL, "a2a: bad token arrays");
 	gscore = calloc((size_t)G, sizeof(*gscore));
@@ -77,15 +79,15 @@ int dp_a2a_route(const struct dp_a2a_route_cfg *cfg, const float *scores, int nt
 		for (int g = 0; g < G; g++) {
 			float acc = 0.0f;
 
-			top_indices(s + g * per, per, gk, NULL, taken, tmp);
+			top_indices(s + (size_t)g * (size_t)per, per, gk, NULL, taken, tmp);
 			for (int j = 0; j < gk; j++) /* best first: a fixed order */
-				acc += s[g * per + tmp[j]];
+				acc += s[(size_t)g * (size_t)per + (size_t)tmp[j]];
 			gscore[g] = acc;
 		}
 		top_indices(gscore, G, M, NULL, taken, gsel);
 		memset(allowed, 0, (size_t)E);
 		for (int j = 0; j < M; j++)
-			memset(allowed + gsel[j] * per, 1, (size_t)per);
+			memset(allowed + (size_t)gsel[j] * (size_t)per, 1, (size_t)per);
 		top_indices(s, E, K, allowed, taken, esel);
 		for (int j = 0; j < K; j++)
 			sum += s[esel[j]];
@@ -105,8 +107,8 @@ out:
 	return rc;
 }
 
-void dp_a2a_count_pairs(int rank, int nodes, int ranks_per_node, int experts, int ntokens,
-			int topk, const int32_t *idx, uint64_t *token_remote_nodes,
+void dp_a2a_count_pairs(int rank, int nodes, int ranks_per_node, int experts, int ntokens, int topk,
+			const int32_t *idx, uint64_t *token_remote_nodes,
 			uint64_t *token_remote_ranks)
 {
 	int world = nodes * ranks_per_node;

@@ -18,10 +18,7 @@ static const struct dp_a2a_transport *const transports[] = {
 #ifdef DP_HAVE_CUDA
 	&dp_a2a_cuda,
 #endif
-	&dp_a2a_tcp,
-	&dp_a2a_shm,
-	&dp_a2a_loop_tp,
-	NULL,
+	&dp_a2a_tcp,   &dp_a2a_shm, &dp_a2a_loop_tp, NULL,
 };
 
 /* Built without: the stubs answer a request by name with -ENOSYS. */
@@ -148,7 +145,9 @@ int dp_a2a_comm_open(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_comm **out
 	int world, rc;
 
 	if (c.nodes < 1 || c.ranks_per_node < 1 || c.hidden < 1 || c.experts < 1)
-		return dp_err_set(err, EINVAL, "a2a: nodes, ranks_per_node, experts and hidden must be positive");
+		return dp_err_set(
+			err, EINVAL,
+			"a2a: nodes, ranks_per_node, experts and hidden must be positive");
 	world = c.nodes * c.ranks_per_node;
 	if (c.experts % world)
 		return dp_err_set(err, EINVAL, "a2a: %d experts do not divide over %d ranks",

@@ -5,7 +5,7 @@
 #include "a2a/a2a_int.h"
 #include "common/dp_banned.h"
 
-static int nc_probe(int *prio, struct dp_err *err)
+static int nc_probe(int *prio, struct dp_err *err) /* NOLINT(readability-non-const-parameter) */
 {
 	(void)prio;
 	return dp_err_set(err, ENOSYS, "a2a: cuda: dpctl was built without CUDA");
@@ -29,7 +29,8 @@ static int nc_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *buf
 	return dp_err_set(err, ENOSYS, "a2a: cuda: dpctl was built without CUDA");
 }
 
-static int nc_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
+static int nc_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf,
+		   size_t *len, /* NOLINT(readability-non-const-parameter) */
 		   struct dp_err *err)
 {
 	(void)ep;
@@ -56,7 +57,8 @@ const struct dp_a2a_transport dp_a2a_cuda = {
 	.close = nc_close,
 };
 
-int dp_a2a_cuda_pack(const float *x, const int32_t *rows, int n, int hidden, float *out,
+int dp_a2a_cuda_pack(const float *x, const int32_t *rows, int n, int hidden,
+		     float *out, /* NOLINT(readability-non-const-parameter) */
 		     void *stream)
 {
 	(void)x;
@@ -68,7 +70,8 @@ int dp_a2a_cuda_pack(const float *x, const int32_t *rows, int n, int hidden, flo
 	return -ENOSYS;
 }
 
-int dp_a2a_cuda_unpack(const float *in, const int32_t *rows, int n, int hidden, float *x,
+int dp_a2a_cuda_unpack(const float *in, const int32_t *rows, int n, int hidden,
+		       float *x, /* NOLINT(readability-non-const-parameter) */
 		       void *stream)
 {
 	(void)in;
@@ -81,7 +84,8 @@ int dp_a2a_cuda_unpack(const float *in, const int32_t *rows, int n, int hidden, 
 }
 
 int dp_a2a_cuda_combine(const float *y, const float *w, const int32_t *slot_off, int ntok,
-			int hidden, float *out, void *stream)
+			int hidden, float *out, /* NOLINT(readability-non-const-parameter) */
+			void *stream)
 {
 	(void)y;
 	(void)w;

@@ -5,7 +5,7 @@
 #include "a2a/a2a_int.h"
 #include "common/dp_banned.h"
 
-static int nv_probe(int *prio, struct dp_err *err)
+static int nv_probe(int *prio, struct dp_err *err) /* NOLINT(readability-non-const-parameter) */
 {
 	(void)prio;
 	return dp_err_set(err, ENOSYS, "a2a: verbs: dpctl was built without verbs");
@@ -29,7 +29,8 @@ static int nv_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *buf
 	return dp_err_set(err, ENOSYS, "a2a: verbs: dpctl was built without verbs");
 }
 
-static int nv_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
+static int nv_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf,
+		   size_t *len, /* NOLINT(readability-non-const-parameter) */
 		   struct dp_err *err)
 {
 	(void)ep;

@@ -29,12 +29,12 @@
 #include "a2a/a2a_int.h"
 #include "common/dp_banned.h"
 
-#define SHM_MAGIC     0x53484d41u
-#define SHM_RING_DEF  (1u << 20)
-#define SHM_RING_MIN  4096u
-#define ST_NEVER      0
-#define ST_OPEN	      1
-#define ST_CLOSED     2
+#define SHM_MAGIC    0x53484d41u
+#define SHM_RING_DEF (1u << 20)
+#define SHM_RING_MIN 4096u
+#define ST_NEVER     0
+#define ST_OPEN	     1
+#define ST_CLOSED    2
 
 struct shm_hdr {
 	_Atomic uint32_t magic;
@@ -90,9 +90,9 @@ static size_t region_size(int world, size_t ring_bytes)
 
 static struct shm_ring *ring_at(struct shm_ep *e, int src, int dst)
 {
-	return (struct shm_ring *)(void *)(e->rings + ((size_t)src * (size_t)e->s.ep.world +
-						       (size_t)dst) *
-							     ring_stride(e->ring_bytes));
+	return (struct shm_ring *)(void *)(e->rings +
+					   ((size_t)src * (size_t)e->s.ep.world + (size_t)dst) *
+						   ring_stride(e->ring_bytes));
 }
 
 static char *ring_data(struct shm_ring *r)
@@ -316,7 +316,8 @@ static int loop_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **ou
 	int rc;
 
 	if (!cfg->loop || cfg->loop->world != world)
-		return dp_err_set(err, EINVAL, "a2a: loop: needs a fabric made for %d ranks", world);
+		return dp_err_set(err, EINVAL, "a2a: loop: needs a fabric made for %d ranks",
+				  world);
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return dp_err_set(err, ENOMEM, "a2a: out of memory");

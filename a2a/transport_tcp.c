@@ -161,6 +161,8 @@ static int resolve(const char *addr, int passive, struct addrinfo **res, struct 
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = passive ? AI_PASSIVE : 0;
 	rc = getaddrinfo(host, colon + 1, &hints, res);
+	if (!rc && !*res)
+		rc = EAI_NONAME;
 	if (rc)
 		return dp_err_set(err, EHOSTUNREACH, "a2a: tcp: cannot resolve '%s': %s", addr,
 				  gai_strerror(rc));
@@ -213,8 +215,8 @@ static int listen_on(const char *addr, int *out, struct dp_err *err)
 	int fd, one = 1, rc;
 
 	rc = resolve(addr, 1, &res, err);
-	if (rc)
-		return rc;
+	if (rc || !res)
+		return rc ? rc : -EHOSTUNREACH;
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		rc = dp_err_set(err, errno, "a2a: tcp: socket: %s", strerror(errno));
@@ -239,8 +241,8 @@ static int connect_to(const char *addr, int64_t deadline, int *out, struct dp_er
 	int rc;
 
 	rc = resolve(addr, 0, &res, err);
-	if (rc)
-		return rc;
+	if (rc || !res)
+		return rc ? rc : -EHOSTUNREACH;
 	for (;;) {
 		int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		struct timespec ts = { 0, 20 * 1000000L };
@@ -262,8 +264,8 @@ static int connect_to(const char *addr, int64_t deadline, int *out, struct dp_er
 			break;
 		}
 		if (dp_a2a_now_ms() >= deadline) {
-			rc = dp_err_set(err, ETIMEDOUT, "a2a: tcp: cannot connect to '%s': %s", addr,
-					strerror(rc));
+			rc = dp_err_set(err, ETIMEDOUT, "a2a: tcp: cannot connect to '%s': %s",
+					addr, strerror(rc));
 			break;
 		}
 		(void)nanosleep(&ts, NULL); /* the peer is not listening yet */
@@ -292,13 +294,14 @@ static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct d
 	for (int n = me + 1; n < world; n++) {
 		struct pollfd p = { e->lfd, POLLIN, 0 };
 		int64_t left = deadline - dp_a2a_now_ms();
-		struct hello in;
+		struct hello in = { 0 };
 		int fd;
 
 		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return dp_err_set(err, ETIMEDOUT,
-					  "a2a: tcp: rank %d: only %d of %d peers connected in %d ms",
-					  me, n - me - 1, world - me - 1, cfg->timeout_ms);
+			return dp_err_set(
+				err, ETIMEDOUT,
+				"a2a: tcp: rank %d: only %d of %d peers connected in %d ms", me,
+				n - me - 1, world - me - 1, cfg->timeout_ms);
 		fd = accept4(e->lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0) {
 			n--;
@@ -362,13 +365,13 @@ static int tcp_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out
 	e->burst = e->bytes_per_us * 2000 > 65536 ? e->bytes_per_us * 2000 : 65536;
 	e->refill_us = now_us();
 	e->fds = malloc((size_t)world * sizeof(*e->fds));
+	for (int i = 0; e->fds && i < world; i++)
+		e->fds[i] = -1;
 	e->pfd = calloc((size_t)world, sizeof(*e->pfd));
 	if (!e->fds || !e->pfd) {
 		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
 		goto fail;
 	}
-	for (int i = 0; i < world; i++)
-		e->fds[i] = -1;
 	rc = dp_a2a_stream_init(&e->s, err);
 	if (rc)
 		goto fail;

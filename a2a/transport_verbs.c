@@ -24,8 +24,9 @@
 #include "common/dp_banned.h"
 
 #define NSLOT	    64
-#define SLOT	    (64u * 1024u)
+#define SLOT	    65536u
 #define CREDIT_FLAG 0x80000000u
+#define RING_BYTES  ((size_t)NSLOT * (size_t)SLOT)
 #define RQ_DEPTH    (2 * NSLOT + 4)
 
 struct conn_info {
@@ -43,13 +44,13 @@ struct vpeer {
 	char *rx, *tx; /* NSLOT * SLOT each */
 	struct ibv_mr *rx_mr, *tx_mr;
 	struct conn_info remote;
-	uint64_t tx_seq;   /* chunks sent */
-	int credits;	   /* chunks we may still send */
-	uint64_t rx_seq;   /* chunks consumed */
+	uint64_t tx_seq;	/* chunks sent */
+	int credits;		/* chunks we may still send */
+	uint64_t rx_seq;	/* chunks consumed */
 	uint32_t rx_len[NSLOT]; /* lengths of received, unread chunks (ring order) */
-	uint64_t rx_got;   /* chunks received */
-	uint32_t rx_off;   /* read offset in the current chunk */
-	int to_return;	   /* consumed, not yet credited back */
+	uint64_t rx_got;	/* chunks received */
+	uint32_t rx_off;	/* read offset in the current chunk */
+	int to_return;		/* consumed, not yet credited back */
 	int err;
 };
 
@@ -189,8 +190,7 @@ static ssize_t v_read_some(struct dp_a2a_stream *s, int peer, void *buf, size_t 
 		}
 	}
 	if (v->to_return >= NSLOT / 4 || (v->to_return && v->rx_seq == v->rx_got)) {
-		if (post_write(e, peer, NULL, 0, CREDIT_FLAG | (uint32_t)v->to_return,
-			       0) == 0)
+		if (post_write(e, peer, NULL, 0, CREDIT_FLAG | (uint32_t)v->to_return, 0) == 0)
 			v->to_return = 0;
 	}
 	return (ssize_t)done;
@@ -297,12 +297,12 @@ static int setup_peer(struct verbs_ep *e, struct vpeer *v, struct conn_info *min
 	struct ibv_qp_attr a = { 0 };
 	int acc = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
 
-	v->rx = aligned_alloc(4096, (size_t)NSLOT * SLOT);
-	v->tx = aligned_alloc(4096, (size_t)NSLOT * SLOT);
+	v->rx = aligned_alloc(4096, RING_BYTES);
+	v->tx = aligned_alloc(4096, RING_BYTES);
 	if (!v->rx || !v->tx)
 		return dp_err_set(err, ENOMEM, "a2a: out of memory");
-	v->rx_mr = ibv_reg_mr(e->pd, v->rx, (size_t)NSLOT * SLOT, acc);
-	v->tx_mr = ibv_reg_mr(e->pd, v->tx, (size_t)NSLOT * SLOT, IBV_ACCESS_LOCAL_WRITE);
+	v->rx_mr = ibv_reg_mr(e->pd, v->rx, RING_BYTES, acc);
+	v->tx_mr = ibv_reg_mr(e->pd, v->tx, RING_BYTES, IBV_ACCESS_LOCAL_WRITE);
 	if (!v->rx_mr || !v->tx_mr)
 		return dp_err_set(err, errno ? errno : ENOMEM,
 				  "a2a: verbs: cannot register memory: %s", strerror(errno));

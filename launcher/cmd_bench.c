@@ -21,8 +21,20 @@
 #include "launcher/cli_int.h"
 #include "common/dp_banned.h"
 
-enum { O_NODES = 256, O_RPN, O_TOKENS, O_HIDDEN, O_EXPERTS, O_GROUPS, O_MAXN, O_TOPK, O_ITERS,
-       O_TP, O_MBPS, O_JSON };
+enum {
+	O_NODES = 256,
+	O_RPN,
+	O_TOKENS,
+	O_HIDDEN,
+	O_EXPERTS,
+	O_GROUPS,
+	O_MAXN,
+	O_TOPK,
+	O_ITERS,
+	O_TP,
+	O_MBPS,
+	O_JSON
+};
 
 static const struct option opts[] = {
 	{ "nodes", required_argument, NULL, O_NODES },
@@ -81,11 +93,11 @@ static int barrier(struct dp_a2a_comm *c, struct dp_err *err)
 	return rc;
 }
 
-static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lfd,
-		      struct bres *res)
+static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lfd, struct bres *res)
 {
-	struct dp_a2a_route_cfg rc_cfg = { (int)b->experts, (int)b->groups, (int)b->maxn,
-					   (int)b->topk, 2, 1 };
+	struct dp_a2a_route_cfg rc_cfg = {
+		(int)b->experts, (int)b->groups, (int)b->maxn, (int)b->topk, 2, 1
+	};
 	size_t T = (size_t)b->tokens, K = (size_t)b->topk, H = (size_t)b->hidden;
 	struct dp_a2a_comm_cfg cfg;
 	struct dp_a2a_comm *c = NULL;
@@ -129,8 +141,8 @@ static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lf
 		struct dp_a2a_plan *p = NULL;
 		float *rx = NULL, *y = NULL;
 
-		rc = dp_a2a_plan_build(c, a ? DP_A2A_TWO_HOP : DP_A2A_NAIVE, (int)T, (int)K, idx,
-				       w, &p, &err);
+		rc = dp_a2a_plan_build(c, a ? DP_A2A_TWO_HOP : DP_A2A_NAIVE, (int)T, (int)K, idx, w,
+				       &p, &err);
 		if (!rc) {
 			const struct dp_a2a_recv *r = dp_a2a_plan_recv(p);
 			int n = dp_a2a_plan_recv_count(p);
@@ -206,20 +218,51 @@ static int parse_opts(struct dp_cli *cli, int argc, char **argv, struct bcfg *b,
 		switch (ch) {
 		case 'h':
 			return -1;
-		case O_NODES: dst = &b->nodes; hi = 64; break;
-		case O_RPN: dst = &b->rpn; hi = 64; break;
-		case O_TOKENS: dst = &b->tokens; lo = 0; break;
-		case O_HIDDEN: dst = &b->hidden; hi = 65536; break;
-		case O_EXPERTS: dst = &b->experts; hi = 4096; break;
-		case O_GROUPS: dst = &b->groups; hi = 4096; break;
-		case O_MAXN: dst = &b->maxn; hi = 4096; break;
-		case O_TOPK: dst = &b->topk; hi = DP_A2A_MAX_TOPK; break;
-		case O_ITERS: dst = &b->iters; hi = MAX_ITERS; break;
-		case O_TP: b->tp = optarg; break;
+		case O_NODES:
+			dst = &b->nodes;
+			hi = 64;
+			break;
+		case O_RPN:
+			dst = &b->rpn;
+			hi = 64;
+			break;
+		case O_TOKENS:
+			dst = &b->tokens;
+			lo = 0;
+			break;
+		case O_HIDDEN:
+			dst = &b->hidden;
+			hi = 65536;
+			break;
+		case O_EXPERTS:
+			dst = &b->experts;
+			hi = 4096;
+			break;
+		case O_GROUPS:
+			dst = &b->groups;
+			hi = 4096;
+			break;
+		case O_MAXN:
+			dst = &b->maxn;
+			hi = 4096;
+			break;
+		case O_TOPK:
+			dst = &b->topk;
+			hi = DP_A2A_MAX_TOPK;
+			break;
+		case O_ITERS:
+			dst = &b->iters;
+			hi = MAX_ITERS;
+			break;
+		case O_TP:
+			b->tp = optarg;
+			break;
 		case O_MBPS:
 			rc = dp_parse_double(optarg, 0, 1e7, &b->mbps, "--inter-mbps", &err);
 			break;
-		case O_JSON: *json = 1; break;
+		case O_JSON:
+			*json = 1;
+			break;
 		default:
 			return dp_cli_bad_option(cli, "bench", argc, argv);
 		}
@@ -345,7 +388,8 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 		pr += res[i].pairs_rank;
 	}
 	if (json) {
-		fprintf(cli->out,
+		(void)fprintf(
+			cli->out,
 			"{\"transport\":\"%s\",\"nodes\":%ld,\"ranks_per_node\":%ld,\"tokens\":%ld,"
 			"\"hidden\":%ld,\"experts\":%ld,\"groups\":%ld,\"max_nodes\":%ld,\"topk\":%ld,"
 			"\"iters\":%ld,\"inter_mbps\":%g,\"token_bytes\":%llu,"
@@ -354,39 +398,45 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 			b.topk, b.iters, b.mbps, (unsigned long long)tb, (unsigned long long)pn,
 			(unsigned long long)pr);
 		for (int a = 0; a < 2; a++)
-			fprintf(cli->out,
-				"\"%s\":{\"dispatch_ms\":%.3f,\"combine_ms\":%.3f,"
-				"\"inter_bytes\":%llu,\"intra_bytes\":%llu},",
-				a ? "two_hop" : "naive", disp[a], comb[a],
-				(unsigned long long)inter[a], (unsigned long long)intra[a]);
-		fprintf(cli->out, "\"inter_bytes_ratio\":%.3f,\"time_ratio\":%.3f}\n",
-			inter[1] ? (double)inter[0] / (double)inter[1] : 0.0,
-			disp[1] + comb[1] > 0 ? (disp[0] + comb[0]) / (disp[1] + comb[1]) : 0.0);
+			(void)fprintf(cli->out,
+				      "\"%s\":{\"dispatch_ms\":%.3f,\"combine_ms\":%.3f,"
+				      "\"inter_bytes\":%llu,\"intra_bytes\":%llu},",
+				      a ? "two_hop" : "naive", disp[a], comb[a],
+				      (unsigned long long)inter[a], (unsigned long long)intra[a]);
+		(void)fprintf(cli->out, "\"inter_bytes_ratio\":%.3f,\"time_ratio\":%.3f}\n",
+			      inter[1] ? (double)inter[0] / (double)inter[1] : 0.0,
+			      disp[1] + comb[1] > 0 ? (disp[0] + comb[0]) / (disp[1] + comb[1])
+						    : 0.0);
 	} else {
-		fprintf(cli->out,
+		(void)fprintf(
+			cli->out,
 			"a2a: %s, %ld nodes x %ld ranks, %ld tokens/rank, hidden %ld (%llu B/token), "
 			"%ld experts, %ld groups, top-%ld, <= %ld nodes/token, inter-node %s%g Mbit/s, "
 			"%ld iters\n",
 			b.tp, b.nodes, b.rpn, b.tokens, b.hidden, (unsigned long long)tb, b.experts,
 			b.groups, b.topk, b.maxn, b.mbps > 0 ? "" : "unpaced ", b.mbps, b.iters);
-		fprintf(cli->out, "%-8s %12s %12s %14s %14s %12s\n", "algo", "dispatch_ms",
-			"combine_ms", "inter_MB", "intra_MB", "disp_GB/s");
+		(void)fprintf(cli->out, "%-8s %12s %12s %14s %14s %12s\n", "algo", "dispatch_ms",
+			      "combine_ms", "inter_MB", "intra_MB", "disp_GB/s");
 		for (int a = 0; a < 2; a++)
-			fprintf(cli->out, "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f\n", names[a],
+			(void)fprintf(
+				cli->out, "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f\n", names[a],
 				disp[a], comb[a], (double)inter[a] / 1e6, (double)intra[a] / 1e6,
 				disp[a] > 0 ? (double)(inter[a] + intra[a]) / 1e6 / disp[a] : 0.0);
-		fprintf(cli->out,
+		(void)fprintf(
+			cli->out,
 			"formula: two-hop %llu (token, remote node) x %llu B = %.2f MB; naive %llu "
 			"(token, remote rank) x %llu B = %.2f MB\n",
 			(unsigned long long)pn, (unsigned long long)tb, (double)(pn * tb) / 1e6,
 			(unsigned long long)pr, (unsigned long long)tb, (double)(pr * tb) / 1e6);
-		fprintf(cli->out, "ratio naive/two-hop: inter-node bytes %.2fx, time %.2fx\n",
-			inter[1] ? (double)inter[0] / (double)inter[1] : 0.0,
-			disp[1] + comb[1] > 0 ? (disp[0] + comb[0]) / (disp[1] + comb[1]) : 0.0);
+		(void)fprintf(cli->out, "ratio naive/two-hop: inter-node bytes %.2fx, time %.2fx\n",
+			      inter[1] ? (double)inter[0] / (double)inter[1] : 0.0,
+			      disp[1] + comb[1] > 0 ? (disp[0] + comb[0]) / (disp[1] + comb[1])
+						    : 0.0);
 	}
 	rc = (inter[1] == pn * tb && inter[0] == pr * tb)
 		     ? EX_OK
-		     : dp_cli_error(cli, EX_SOFTWARE, "bench: inter-node bytes differ from the formula");
+		     : dp_cli_error(cli, EX_SOFTWARE,
+				    "bench: inter-node bytes differ from the formula");
 out:
 	for (int i = 0; pids && i < world; i++)
 		if (pids[i] > 0) {

@@ -24,9 +24,9 @@
 /* ---- a scenario --------------------------------------------------------- */
 
 enum route_kind {
-	R_RANDOM,    /* dp_a2a_route on random scores */
-	R_ONE,	     /* every token to expert 3 only (other slots -1) */
-	R_EMPTY,     /* odd ranks have no tokens; experts of the last rank unused */
+	R_RANDOM, /* dp_a2a_route on random scores */
+	R_ONE,	  /* every token to expert 3 only (other slots -1) */
+	R_EMPTY,  /* odd ranks have no tokens; experts of the last rank unused */
 };
 
 struct scen {
@@ -112,17 +112,20 @@ static int failf(struct result *res, int rc, const char *fmt, ...)
 static int rank_body(struct dp_a2a_comm *c, const struct scen *sc, int rank, struct result *res)
 {
 	int T = tokens_of(sc, rank), K = sc->topk, H = sc->hidden;
-	int32_t *idx = calloc((size_t)(T * K + 1), sizeof(int32_t));
-	float *w = calloc((size_t)(T * K + 1), sizeof(float));
-	float *x = calloc((size_t)(T * H + 1), sizeof(float));
+	int32_t *idx = calloc((size_t)T * (size_t)K + 1, sizeof(int32_t));
+	float *w = calloc((size_t)T * (size_t)K + 1, sizeof(float));
+	float *x = calloc((size_t)T * (size_t)H + 1, sizeof(float));
 	struct dp_a2a_plan *pl[2] = { NULL, NULL };
 	float *rx[2] = { NULL, NULL }, *y[2] = { NULL, NULL }, *out[2] = { NULL, NULL };
 	struct dp_err err = { 0 };
+	uint64_t want2, wantn;
 	int rc = 0;
 
 	memset(res, 0, sizeof(*res));
-	if (make_routing(sc, rank, idx, w))
-		return failf(res, -EINVAL, "routing failed");
+	if (make_routing(sc, rank, idx, w)) {
+		rc = failf(res, -EINVAL, "routing failed");
+		goto out;
+	}
 	for (int t = 0; t < T; t++)
 		for (int h = 0; h < H; h++)
 			x[t * H + h] = xval(rank, t, h);
@@ -140,9 +143,9 @@ static int rank_body(struct dp_a2a_comm *c, const struct scen *sc, int rank, str
 		}
 		n = dp_a2a_plan_recv_count(pl[a]);
 		ns = dp_a2a_plan_slot_count(pl[a]);
-		rx[a] = calloc((size_t)(n * H + 1), sizeof(float));
-		y[a] = calloc((size_t)(ns * H + 1), sizeof(float));
-		out[a] = calloc((size_t)(T * H + 1), sizeof(float));
+		rx[a] = calloc((size_t)n * (size_t)H + 1, sizeof(float));
+		y[a] = calloc((size_t)ns * (size_t)H + 1, sizeof(float));
+		out[a] = calloc((size_t)T * (size_t)H + 1, sizeof(float));
 		rc = dp_a2a_dispatch_issue(pl[a], x, rx[a], &err);
 		if (!rc)
 			rc = dp_a2a_dispatch_wait(pl[a], &err);
@@ -158,8 +161,9 @@ static int rank_body(struct dp_a2a_comm *c, const struct scen *sc, int rank, str
 			}
 			for (int h = 0; h < H; h++)
 				if (rx[a][i * H + h] != xval(r[i].src_rank, r[i].src_token, h)) {
-					failf(res, -1, "algo %d: wrong payload for token %d of rank %d",
-					      a, r[i].src_token, r[i].src_rank);
+					failf(res, -1,
+					      "algo %d: wrong payload for token %d of rank %d", a,
+					      r[i].src_token, r[i].src_rank);
 					goto out;
 				}
 			for (int s = 0; s < r[i].nslots; s++)
@@ -181,8 +185,9 @@ static int rank_body(struct dp_a2a_comm *c, const struct scen *sc, int rank, str
 	if (dp_a2a_plan_recv_count(pl[0]) != dp_a2a_plan_recv_count(pl[1]) ||
 	    dp_a2a_plan_slot_count(pl[0]) != dp_a2a_plan_slot_count(pl[1]) ||
 	    memcmp(dp_a2a_plan_recv(pl[0]), dp_a2a_plan_recv(pl[1]),
-		   sizeof(struct dp_a2a_recv) * (size_t)dp_a2a_plan_recv_count(pl[0])) ||
-	    memcmp(rx[0], rx[1], sizeof(float) * (size_t)(dp_a2a_plan_recv_count(pl[0]) * H))) {
+		   sizeof(struct dp_a2a_recv) * (size_t)dp_a2a_plan_recv_count(pl[0])) != 0 ||
+	    memcmp(rx[0], rx[1],
+		   sizeof(float) * (size_t)dp_a2a_plan_recv_count(pl[0]) * (size_t)H) != 0) {
 		rc = failf(res, -1, "two-hop dispatch differs from naive");
 		goto out;
 	}
@@ -190,6 +195,7 @@ static int rank_body(struct dp_a2a_comm *c, const struct scen *sc, int rank, str
 	for (int t = 0; t < T; t++)
 		for (int h = 0; h < H; h++) {
 			double ref = 0, mag = 0, tol;
+			double o0 = out[0][t * H + h], o1 = out[1][t * H + h];
 
 			for (int k = 0; k < K; k++) {
 				int e = idx[t * K + k];
@@ -203,22 +209,21 @@ static int rank_body(struct dp_a2a_comm *c, const struct scen *sc, int rank, str
 			}
 			/* K float adds of terms bounded by mag: K * eps * mag */
 			tol = (double)(K + 2) * 1.2e-7 * mag + 1e-30;
-			if (fabs(out[0][t * H + h] - out[1][t * H + h]) > tol ||
-			    fabs(out[1][t * H + h] - ref) > tol) {
-				rc = failf(res, -1, "combine token %d h %d: naive %.9g two %.9g ref %.9g",
-					   t, h, (double)out[0][t * H + h], (double)out[1][t * H + h],
-					   ref);
+			if (fabs(o0 - o1) > tol || fabs(o1 - ref) > tol) {
+				rc = failf(res, -1,
+					   "combine token %d h %d: naive %.9g two %.9g ref %.9g", t,
+					   h, o0, o1, ref);
 				goto out;
 			}
 		}
 	/* accounting: this rank's first hop is the formula exactly */
-	if (res->two.dispatch_inter != res->pairs_node * res->two.token_bytes ||
-	    res->naive.dispatch_inter != res->pairs_rank * res->naive.token_bytes) {
+	want2 = res->pairs_node * res->two.token_bytes;
+	wantn = res->pairs_rank * res->naive.token_bytes;
+	if (res->two.dispatch_inter != want2 || res->naive.dispatch_inter != wantn) {
 		rc = failf(res, -1, "dispatch bytes: two %llu != %llu, naive %llu != %llu",
-			   (unsigned long long)res->two.dispatch_inter,
-			   (unsigned long long)(res->pairs_node * res->two.token_bytes),
+			   (unsigned long long)res->two.dispatch_inter, (unsigned long long)want2,
 			   (unsigned long long)res->naive.dispatch_inter,
-			   (unsigned long long)(res->pairs_rank * res->naive.token_bytes));
+			   (unsigned long long)wantn);
 		goto out;
 	}
 	rc = 0;
@@ -421,13 +426,13 @@ static void run_world(const struct scen *sc, const char *transport)
 static const struct scen scens[] = {
 	/* nodes rpn E G M K H T kind seed */
 	{ 2, 2, 16, 2, 2, 4, 8, 40, R_RANDOM, 1 },
-	{ 2, 2, 16, 4, 1, 1, 8, 40, R_RANDOM, 2 },	 /* k=1 */
-	{ 4, 2, 64, 8, 4, 8, 16, 30, R_RANDOM, 3 },	 /* k=8, 8 groups, <= 4 nodes */
-	{ 2, 3, 24, 2, 2, 8, 4, 25, R_ONE, 4 },		 /* all tokens to one expert */
-	{ 2, 2, 16, 2, 2, 3, 8, 20, R_EMPTY, 5 },	 /* empty ranks, idle experts */
-	{ 1, 4, 16, 4, 4, 4, 8, 20, R_RANDOM, 6 },	 /* one node */
-	{ 4, 1, 16, 4, 2, 3, 8, 20, R_RANDOM, 7 },	 /* one rank per node */
-	{ 3, 2, 48, 6, 6, 6, 5, 33, R_RANDOM, 8 },	 /* max_groups = all: no limit */
+	{ 2, 2, 16, 4, 1, 1, 8, 40, R_RANDOM, 2 },  /* k=1 */
+	{ 4, 2, 64, 8, 4, 8, 16, 30, R_RANDOM, 3 }, /* k=8, 8 groups, <= 4 nodes */
+	{ 2, 3, 24, 2, 2, 8, 4, 25, R_ONE, 4 },	    /* all tokens to one expert */
+	{ 2, 2, 16, 2, 2, 3, 8, 20, R_EMPTY, 5 },   /* empty ranks, idle experts */
+	{ 1, 4, 16, 4, 4, 4, 8, 20, R_RANDOM, 6 },  /* one node */
+	{ 4, 1, 16, 4, 2, 3, 8, 20, R_RANDOM, 7 },  /* one rank per node */
+	{ 3, 2, 48, 6, 6, 6, 5, 33, R_RANDOM, 8 },  /* max_groups = all: no limit */
 };
 
 static void for_each_scen(const char *tp)
@@ -474,7 +479,7 @@ static int cmp_si(const void *a, const void *b)
 static void ref_route(const float *s, int E, int G, int M, int K, int *out)
 {
 	int per = E / G;
-	struct si gs[64], es[256], tmp[64];
+	struct si gs[64] = { { 0, 0 } }, es[256] = { { 0, 0 } }, tmp[64] = { { 0, 0 } };
 	int ok[256] = { 0 }, n = 0;
 
 	for (int g = 0; g < G; g++) {
@@ -513,8 +518,8 @@ static void route_matches_reference_and_limits_groups(void **state)
 		int ref[K], groups[G] = { 0 }, ng = 0, raw[K];
 		float sum = 0;
 
-		ref_route(s + t * E, E, G, M, K, ref);
-		ref_route(s + t * E, E, G, G, K, raw); /* unlimited */
+		ref_route(s + (size_t)t * E, E, G, M, K, ref);
+		ref_route(s + (size_t)t * E, E, G, G, K, raw); /* unlimited */
 		for (int k = 0; k < K; k++) {
 			assert_int_equal(idx[t * K + k], ref[k]);
 			if (!groups[idx[t * K + k] / (E / G)]++)
@@ -634,8 +639,7 @@ static void cuda_transport(void **state)
 
 /* Rank 0 in this process, rank 1 a child doing @child; plan_build on rank 0
  * must fail with @want within a bound. */
-static void rank0_sees(const char *tp, void (*child)(struct world *), int want,
-		       const char *needle)
+static void rank0_sees(const char *tp, void (*child)(struct world *), int want, const char *needle)
 {
 	static const struct scen sc = { 1, 2, 4, 1, 1, 1, 4, 4, R_RANDOM, 9 };
 	struct world wd = { .sc = &sc, .transport = tp };
