@@ -38,11 +38,12 @@ static int parse_level(const char *s, size_t len, enum dp_log_level *out)
 
 int dp_log_configure(const char *spec, struct dp_err *err)
 {
-	struct mod_level mods[MAX_MODS] = { { { 0 } } };
+	struct mod_level mods[MAX_MODS];
 	enum dp_log_level def = DP_LOG_WARN;
 	int nmods = 0;
 	const char *p = spec ? spec : "";
 
+	memset(mods, 0, sizeof(mods));
 	while (*p) {
 		size_t len = strcspn(p, ",");
 		const char *colon = memchr(p, ':', len);

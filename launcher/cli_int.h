@@ -62,6 +62,14 @@ int dp_cli_exit_code(int neg_errno);
 /* Reserved command body: says it is not available in this version (EX_UNAVAILABLE). */
 int dp_cli_reserved(struct dp_cli *cli, int argc, char **argv);
 
+struct dp_recipe;
+struct dp_recipe_diag;
+/* Print one recipe diagnostic as FILE:LINE:COL: error: key 'x.y': what. */
+void dp_cli_print_diag(struct dp_cli *cli, const struct dp_recipe_diag *d);
+/* Load a recipe for a command: on failure print every diagnostic (or the open
+ * error) and return the exit code (65, 66, ...); 0 and *out on success. */
+int dp_cli_load_recipe(struct dp_cli *cli, const char *path, struct dp_recipe **out);
+
 /* Text for `dpctl version`: version and compiled-in features. */
 const char *dp_version_string(void);
 const char *dp_features_string(void);

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <sysexits.h>
 
+#include "worker/dp_model.h"
 #include "worker/dp_worker.h"
 
 #ifndef DP_VERSION
@@ -28,6 +29,8 @@ int dp_worker_main(int argc, char **argv, FILE *out, FILE *err)
 {
 	int c;
 
+	if (argc > 1 && strcmp(argv[1], "--train-reference") == 0)
+		return dp_worker_cmd_reference(argc, argv, out, err);
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "Vh", opts, NULL)) != -1) {
