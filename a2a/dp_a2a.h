@@ -187,8 +187,10 @@ int dp_a2a_dispatch_wait(struct dp_a2a_plan *p, struct dp_err *err);
 int dp_a2a_combine_issue(struct dp_a2a_plan *p, const float *y, float *out, struct dp_err *err);
 int dp_a2a_combine_wait(struct dp_a2a_plan *p, struct dp_err *err);
 
-/* Formula counts for @ntokens tokens of rank @rank: unique (token, remote
- * node) and (token, remote rank) pairs. */
+/* Formula counts for @ntokens tokens of rank @rank: unique (token, node
+ * other than the rank's own) pairs, and unique (token, rank on another node)
+ * pairs.  Times the token size, they are the bytes two-hop and naive
+ * dispatch must send across nodes. */
 void dp_a2a_count_pairs(int rank, int nodes, int ranks_per_node, int experts, int ntokens, int topk,
 			const int32_t *idx, uint64_t *token_remote_nodes,
 			uint64_t *token_remote_ranks);

@@ -783,6 +783,28 @@ static void open_rejects_bad_shapes(void **state)
 	}
 }
 
+/* `dpctl bench a2a` end to end, small: exits 0 only if the bytes crossing
+ * nodes equal the formula for both algorithms. */
+static void bench_command_runs_and_checks_formula(void **state)
+{
+	struct dp_test_run r = dp_test_dpctl("bench", "a2a", "--tokens", "24", "--hidden", "8",
+					     "--experts", "16", "--groups", "2", "--max-nodes", "2",
+					     "--topk", "4", "--iters", "1", "--json");
+
+	(void)state;
+	assert_int_equal(r.rc, 0);
+	assert_non_null(strstr(r.out, "\"inter_bytes_ratio\":"));
+	assert_non_null(strstr(r.out, "\"two_hop\":{"));
+	dp_test_run_free(&r);
+	r = dp_test_dpctl("bench", "a2a", "--topk", "99");
+	assert_int_equal(r.rc, 64);
+	dp_test_run_free(&r);
+	r = dp_test_dpctl("bench", "frobnicate");
+	assert_int_equal(r.rc, 64);
+	assert_non_null(strstr(r.err, "'frobnicate'"));
+	dp_test_run_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -800,6 +822,7 @@ int main(void)
 		cmocka_unit_test(silent_peer_times_out),
 		cmocka_unit_test(verbs_transport),
 		cmocka_unit_test(cuda_transport),
+		cmocka_unit_test(bench_command_runs_and_checks_formula),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
