@@ -1,0 +1,784 @@
+/* a2a/plan.c - routing plan, dispatch and combine, naive and two-hop.
+ *
+ * Both algorithms are written over "channels": a peer and a list of rows.
+ *   out1  source -> first hop: naive, one per rank (tokens with an expert
+ *         there); two-hop, one per node, to the rank with our local index
+ *         on that node (tokens with an expert on that node)
+ *   in1   two-hop relay: one per node, from the rank with our local index
+ *   out2  two-hop relay -> the ranks of our node, rows picked from in1
+ *   in2   final hop into this rank: naive, from every rank; two-hop, from
+ *         every relay of our node.  map[j] = received-token index of row j.
+ * The layout (one record per row: source rank, token, K experts, K
+ * weights) travels the same channels first, so every buffer is sized
+ * before any payload moves.  Messages are queued by the transport, so the
+ * order "send all, then receive" cannot deadlock. */
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "a2a/a2a_int.h"
+#include "common/dp_banned.h"
+
+enum {
+	TAG_L1 = 0x101, /* layout, first hop */
+	TAG_L2 = 0x102, /* layout, relay -> target */
+	TAG_D1 = 0x201,
+	TAG_D2 = 0x202,
+	TAG_C2 = 0x301, /* target -> relay (two-hop) or source (naive) */
+	TAG_C1 = 0x302, /* relay -> source */
+};
+
+struct chan {
+	int peer;
+	int n;
+	int32_t *idx; /* out1: token; in2: recv index; out2: in1 channel */
+	int32_t *row; /* out2: row in that in1 channel */
+};
+
+struct lhdr {
+	uint32_t count;
+	uint32_t k;
+};
+
+struct dp_a2a_plan {
+	struct dp_a2a_comm *c;
+	enum dp_a2a_algo algo;
+	int T, K;
+	int32_t *idx;
+	float *w;
+	int nout1, nin1, nout2, nin2;
+	struct chan *out1, *in1, *out2, *in2;
+	struct dp_a2a_recv *recv;
+	int nrecv, nslots;
+	struct dp_a2a_stats st;
+	/* the op in flight */
+	pthread_t th;
+	int op; /* 0 none, 1 dispatch, 2 combine */
+	const float *x, *y;
+	float *rx, *out;
+	int rc;
+	struct dp_err err;
+};
+
+static size_t rec_size(int K)
+{
+	return 8 + 8 * (size_t)K;
+}
+
+static int rank_of(const struct dp_a2a_comm *c, int e)
+{
+	return e / c->epr;
+}
+
+static void count_bytes(struct dp_a2a_plan *p, int peer, size_t n, uint64_t *inter, uint64_t *intra)
+{
+	const struct dp_a2a_comm *c = p->c;
+
+	if (peer == c->rank)
+		return;
+	if (peer / c->rpn != c->rank / c->rpn)
+		*inter += n;
+	else
+		*intra += n;
+}
+
+static int send_counted(struct dp_a2a_plan *p, int peer, uint32_t tag, const void *buf, size_t n,
+			uint64_t *inter, uint64_t *intra, struct dp_err *err)
+{
+	count_bytes(p, peer, n, inter, intra);
+	return p->c->ep->tp->send(p->c->ep, peer, tag, buf, n, err);
+}
+
+static void free_chans(struct chan *ch, int n)
+{
+	for (int i = 0; ch && i < n; i++) {
+		free(ch[i].idx);
+		free(ch[i].row);
+	}
+	free(ch);
+}
+
+void dp_a2a_plan_free(struct dp_a2a_plan *p)
+{
+	if (!p)
+		return;
+	if (p->op) {
+		(void)pthread_join(p->th, NULL);
+		p->c->busy = 0;
+	}
+	free_chans(p->out1, p->nout1);
+	free_chans(p->in1, p->nin1);
+	free_chans(p->out2, p->nout2);
+	free_chans(p->in2, p->nin2);
+	free(p->recv);
+	free(p->idx);
+	free(p->w);
+	free(p);
+}
+
+/* Does token record (experts @e[K]) have an expert on rank @r / node @n? */
+static int hits_rank(const struct dp_a2a_comm *c, const int32_t *e, int K, int r)
+{
+	for (int j = 0; j < K; j++)
+		if (e[j] >= 0 && rank_of(c, e[j]) == r)
+			return 1;
+	return 0;
+}
+
+static int hits_node(const struct dp_a2a_comm *c, const int32_t *e, int K, int n)
+{
+	for (int j = 0; j < K; j++)
+		if (e[j] >= 0 && rank_of(c, e[j]) / c->rpn == n)
+			return 1;
+	return 0;
+}
+
+static void put_rec(char *dst, int src_rank, int tok, const int32_t *e, const float *w, int K)
+{
+	int32_t h[2] = { src_rank, tok };
+
+	memcpy(dst, h, sizeof(h));
+	memcpy(dst + 8, e, 4 * (size_t)K);
+	memcpy(dst + 8 + 4 * (size_t)K, w, 4 * (size_t)K);
+}
+
+/* Send the layout records of @ch (rows given by @get) with @tag. */
+static int send_layout(struct dp_a2a_plan *p, const struct chan *ch, uint32_t tag,
+		       const char *const *recs, struct dp_err *err)
+{
+	size_t rs = rec_size(p->K), len = sizeof(struct lhdr) + (size_t)ch->n * rs;
+	char *buf = malloc(len);
+	struct lhdr h = { (uint32_t)ch->n, (uint32_t)p->K };
+	int rc;
+
+	if (!buf)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	memcpy(buf, &h, sizeof(h));
+	for (int j = 0; j < ch->n; j++) {
+		assert(recs[j]);
+		memcpy(buf + sizeof(h) + (size_t)j * rs, recs[j], rs);
+	}
+	rc = send_counted(p, ch->peer, tag, buf, len, &p->st.layout_inter, &p->st.layout_intra,
+			  err);
+	free(buf);
+	return rc;
+}
+
+/* Receive a layout from @peer; checks it.  *recs points into *buf. */
+static int recv_layout(struct dp_a2a_plan *p, int peer, uint32_t tag, char **buf, int *count,
+		       struct dp_err *err)
+{
+	const struct dp_a2a_comm *c = p->c;
+	size_t rs = rec_size(p->K), len = 0;
+	struct lhdr h;
+	void *b = NULL;
+	int rc;
+
+	rc = c->ep->tp->recv(c->ep, peer, tag, &b, &len, err);
+	if (rc)
+		return rc;
+	if (len < sizeof(h) || !b)
+		goto bad;
+	memcpy(&h, b, sizeof(h));
+	if (h.k != (uint32_t)p->K || len != sizeof(h) + (size_t)h.count * rs)
+		goto bad;
+	for (uint32_t j = 0; j < h.count; j++) {
+		const char *r = (const char *)b + sizeof(h) + j * rs;
+		int32_t hd[2], e;
+
+		memcpy(hd, r, sizeof(hd));
+		if (hd[0] < 0 || hd[0] >= c->world || hd[1] < 0)
+			goto bad;
+		for (int k = 0; k < p->K; k++) {
+			memcpy(&e, r + 8 + 4 * (size_t)k, 4);
+			if (e < -1 || e >= c->experts)
+				goto bad;
+		}
+	}
+	*buf = b;
+	*count = (int)h.count;
+	return 0;
+bad:
+	free(b);
+	return dp_err_set(err, EPROTO, "a2a: bad layout message from rank %d", peer);
+}
+
+static struct chan *new_chans(int n)
+{
+	return calloc((size_t)(n > 0 ? n : 1), sizeof(struct chan));
+}
+
+/* Source side: the first-hop channels and their layout records. */
+static int build_out1(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	struct dp_a2a_comm *c = p->c;
+	int two = p->algo == DP_A2A_TWO_HOP;
+	size_t rs = rec_size(p->K);
+	char *recs = NULL;
+	const char **ptrs = NULL;
+	int rc = 0;
+
+	p->nout1 = two ? c->nodes : c->world;
+	p->out1 = new_chans(p->nout1);
+	recs = calloc((size_t)(p->T > 0 ? p->T : 1), rs);
+	ptrs = calloc((size_t)(p->T > 0 ? p->T : 1), sizeof(*ptrs));
+	if (!p->out1 || !recs || !ptrs) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto out;
+	}
+	for (int t = 0; t < p->T; t++)
+		put_rec(recs + (size_t)t * rs, c->rank, t, p->idx + (size_t)t * p->K,
+			p->w + (size_t)t * p->K, p->K);
+	for (int i = 0; i < p->nout1; i++) {
+		struct chan *ch = &p->out1[i];
+
+		ch->peer = two ? i * c->rpn + c->rank % c->rpn : i;
+		ch->idx = calloc((size_t)(p->T > 0 ? p->T : 1), sizeof(int32_t));
+		if (!ch->idx) {
+			rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+			goto out;
+		}
+		for (int t = 0; t < p->T; t++) {
+			const int32_t *e = p->idx + (size_t)t * p->K;
+
+			if (two ? hits_node(c, e, p->K, i) : hits_rank(c, e, p->K, i)) {
+				ptrs[ch->n] = recs + (size_t)t * rs;
+				ch->idx[ch->n++] = t;
+			}
+		}
+		rc = send_layout(p, ch, TAG_L1, ptrs, err);
+		if (rc)
+			goto out;
+	}
+out:
+	free(ptrs);
+	free(recs);
+	return rc;
+}
+
+/* Two-hop relay: read the first-hop layouts, pick rows for each local rank. */
+static int build_relay(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	struct dp_a2a_comm *c = p->c;
+	int node = c->rank / c->rpn, li = c->rank % c->rpn, rc = 0, total = 0;
+	size_t rs = rec_size(p->K);
+	char **bufs = calloc((size_t)c->nodes, sizeof(char *));
+	const char **ptrs = NULL;
+
+	p->nin1 = c->nodes;
+	p->nout2 = c->rpn;
+	p->in1 = new_chans(p->nin1);
+	p->out2 = new_chans(p->nout2);
+	if (!bufs || !p->in1 || !p->out2) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto out;
+	}
+	for (int n = 0; n < c->nodes; n++) {
+		p->in1[n].peer = n * c->rpn + li;
+		rc = recv_layout(p, p->in1[n].peer, TAG_L1, &bufs[n], &p->in1[n].n, err);
+		if (rc)
+			goto out;
+		total += p->in1[n].n;
+	}
+	ptrs = calloc((size_t)(total > 0 ? total : 1), sizeof(*ptrs));
+	if (!ptrs) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto out;
+	}
+	for (int q = 0; q < c->rpn; q++) {
+		struct chan *ch = &p->out2[q];
+
+		ch->peer = node * c->rpn + q;
+		ch->idx = calloc((size_t)(total > 0 ? total : 1), sizeof(int32_t));
+		ch->row = calloc((size_t)(total > 0 ? total : 1), sizeof(int32_t));
+		if (!ch->idx || !ch->row) {
+			rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+			goto out;
+		}
+		for (int n = 0; n < c->nodes; n++)
+			for (int j = 0; j < p->in1[n].n; j++) {
+				const char *r = bufs[n] + sizeof(struct lhdr) + (size_t)j * rs;
+				int32_t e[DP_A2A_MAX_TOPK] = { 0 };
+
+				memcpy(e, r + 8, 4 * (size_t)p->K);
+				if (!hits_rank(c, e, p->K, ch->peer))
+					continue;
+				ptrs[ch->n] = r;
+				ch->idx[ch->n] = n;
+				ch->row[ch->n++] = j;
+			}
+		rc = send_layout(p, ch, TAG_L2, ptrs, err);
+		if (rc)
+			goto out;
+	}
+out:
+	for (int n = 0; bufs && n < c->nodes; n++)
+		free(bufs[n]);
+	free(bufs);
+	free(ptrs);
+	return rc;
+}
+
+struct pending {
+	int32_t src_rank, src_token;
+	int ch, j;
+	const char *rec;
+};
+
+static int cmp_pending(const void *a, const void *b)
+{
+	const struct pending *x = a, *y = b;
+
+	if (x->src_rank != y->src_rank)
+		return x->src_rank < y->src_rank ? -1 : 1;
+	if (x->src_token != y->src_token)
+		return x->src_token < y->src_token ? -1 : 1;
+	return 0;
+}
+
+/* Target side: read the final-hop layouts; order by (source rank, token). */
+static int build_in2(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	struct dp_a2a_comm *c = p->c;
+	int two = p->algo == DP_A2A_TWO_HOP;
+	size_t rs = rec_size(p->K);
+	char **bufs = NULL;
+	struct pending *pend = NULL;
+	int rc = 0, total = 0, k = 0;
+
+	p->nin2 = two ? c->rpn : c->world;
+	p->in2 = new_chans(p->nin2);
+	bufs = calloc((size_t)p->nin2, sizeof(char *));
+	if (!p->in2 || !bufs) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto out;
+	}
+	for (int i = 0; i < p->nin2; i++) {
+		struct chan *ch = &p->in2[i];
+
+		ch->peer = two ? (c->rank / c->rpn) * c->rpn + i : i;
+		rc = recv_layout(p, ch->peer, two ? TAG_L2 : TAG_L1, &bufs[i], &ch->n, err);
+		if (rc)
+			goto out;
+		ch->idx = calloc((size_t)(ch->n > 0 ? ch->n : 1), sizeof(int32_t));
+		if (!ch->idx) {
+			rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+			goto out;
+		}
+		total += ch->n;
+	}
+	pend = calloc((size_t)(total > 0 ? total : 1), sizeof(*pend));
+	p->recv = calloc((size_t)(total > 0 ? total : 1), sizeof(*p->recv));
+	if (!pend || !p->recv) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto out;
+	}
+	for (int i = 0; i < p->nin2; i++)
+		for (int j = 0; j < p->in2[i].n; j++) {
+			struct pending *q = &pend[k++];
+			int32_t hd[2];
+
+			q->rec = bufs[i] + sizeof(struct lhdr) + (size_t)j * rs;
+			memcpy(hd, q->rec, sizeof(hd));
+			q->src_rank = hd[0];
+			q->src_token = hd[1];
+			q->ch = i;
+			q->j = j;
+		}
+	qsort(pend, (size_t)total, sizeof(*pend), cmp_pending);
+	for (int i = 0; i < total; i++) {
+		struct dp_a2a_recv *r = &p->recv[i];
+		int32_t e[DP_A2A_MAX_TOPK] = { 0 };
+		float w[DP_A2A_MAX_TOPK] = { 0 };
+
+		if (i && cmp_pending(&pend[i - 1], &pend[i]) == 0) {
+			rc = dp_err_set(err, EPROTO, "a2a: token %d of rank %d arrived twice",
+					pend[i].src_token, pend[i].src_rank);
+			goto out;
+		}
+		memcpy(e, pend[i].rec + 8, 4 * (size_t)p->K);
+		memcpy(w, pend[i].rec + 8 + 4 * (size_t)p->K, 4 * (size_t)p->K);
+		r->src_rank = pend[i].src_rank;
+		r->src_token = pend[i].src_token;
+		r->slot = p->nslots;
+		for (int j = 0; j < p->K; j++)
+			if (e[j] >= 0 && rank_of(c, e[j]) == c->rank) {
+				r->expert[r->nslots] = e[j];
+				r->weight[r->nslots++] = w[j];
+			}
+		if (!r->nslots) {
+			rc = dp_err_set(err, EPROTO,
+					"a2a: rank %d sent a token with no expert here",
+					p->in2[pend[i].ch].peer);
+			goto out;
+		}
+		p->nslots += r->nslots;
+		assert(p->in2[pend[i].ch].idx);
+		p->in2[pend[i].ch].idx[pend[i].j] = i;
+	}
+	p->nrecv = total;
+out:
+	for (int i = 0; bufs && i < p->nin2; i++)
+		free(bufs[i]);
+	free(bufs);
+	free(pend);
+	return rc;
+}
+
+int dp_a2a_plan_build(struct dp_a2a_comm *c, enum dp_a2a_algo algo, int ntokens, int topk,
+		      const int32_t *idx, const float *w, struct dp_a2a_plan **out,
+		      struct dp_err *err)
+{
+	struct dp_a2a_plan *p;
+	int rc;
+
+	if (c->busy)
+		return dp_err_set(err, EBUSY, "a2a: an operation is in flight on this comm");
+	if (ntokens < 0 || topk < 1 || topk > DP_A2A_MAX_TOPK || (ntokens && (!idx || !w)) ||
+	    (algo != DP_A2A_NAIVE && algo != DP_A2A_TWO_HOP))
+		return dp_err_set(err, EINVAL, "a2a: bad plan arguments");
+	for (size_t i = 0; i < (size_t)ntokens * (size_t)topk; i++)
+		if (idx[i] < -1 || idx[i] >= c->experts)
+			return dp_err_set(err, EINVAL, "a2a: expert %d out of range", idx[i]);
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	p->c = c;
+	p->algo = algo;
+	p->T = ntokens;
+	p->K = topk;
+	p->st.token_bytes = (uint64_t)c->hidden * sizeof(float);
+	p->idx = calloc((size_t)ntokens * (size_t)topk + 1, sizeof(*p->idx));
+	p->w = calloc((size_t)ntokens * (size_t)topk + 1, sizeof(*p->w));
+	if (!p->idx || !p->w) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto fail;
+	}
+	if (ntokens) {
+		memcpy(p->idx, idx, (size_t)ntokens * (size_t)topk * sizeof(*idx));
+		memcpy(p->w, w, (size_t)ntokens * (size_t)topk * sizeof(*w));
+	}
+	rc = build_out1(p, err);
+	if (!rc && algo == DP_A2A_TWO_HOP)
+		rc = build_relay(p, err);
+	if (!rc)
+		rc = build_in2(p, err);
+	if (rc)
+		goto fail;
+	*out = p;
+	return 0;
+fail:
+	dp_a2a_plan_free(p);
+	return rc;
+}
+
+int dp_a2a_plan_recv_count(const struct dp_a2a_plan *p)
+{
+	return p->nrecv;
+}
+
+int dp_a2a_plan_slot_count(const struct dp_a2a_plan *p)
+{
+	return p->nslots;
+}
+
+const struct dp_a2a_recv *dp_a2a_plan_recv(const struct dp_a2a_plan *p)
+{
+	return p->recv;
+}
+
+void dp_a2a_plan_stats(const struct dp_a2a_plan *p, struct dp_a2a_stats *out)
+{
+	*out = p->st;
+}
+
+/* ---- payload -------------------------------------------------------------- */
+
+static int recv_rows(struct dp_a2a_plan *p, int peer, uint32_t tag, int rows, float **out,
+		     struct dp_err *err)
+{
+	size_t hb = (size_t)p->c->hidden * sizeof(float), len = 0;
+	void *b = NULL;
+	int rc = p->c->ep->tp->recv(p->c->ep, peer, tag, &b, &len, err);
+
+	if (rc)
+		return rc;
+	if (len != (size_t)rows * hb || (len && !b)) {
+		free(b);
+		/* explicit returns: the analyzer cannot see dp_err_set() is < 0 */
+		(void)dp_err_set(err, EPROTO, "a2a: rank %d sent %zu bytes, expected %zu", peer,
+				 len, (size_t)rows * hb);
+		return -EPROTO;
+	}
+	if (!b) /* empty message: hand back a real buffer */
+		b = calloc((size_t)rows * hb + 1, 1);
+	if (!b) {
+		(void)dp_err_set(err, ENOMEM, "a2a: out of memory");
+		return -ENOMEM;
+	}
+	*out = b;
+	return 0;
+}
+
+/* Gather rows @src[sel(j)] of @n rows and send them. */
+static int send_rows(struct dp_a2a_plan *p, int peer, uint32_t tag, const float *const *rows, int n,
+		     uint64_t *inter, uint64_t *intra, struct dp_err *err)
+{
+	size_t hb = (size_t)p->c->hidden * sizeof(float);
+	char *buf = calloc((size_t)n * hb + 1, 1);
+	int rc;
+
+	if (!buf)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	for (int j = 0; j < n; j++) {
+		assert(rows[j]);
+		memcpy(buf + (size_t)j * hb, rows[j], hb);
+	}
+	rc = send_counted(p, peer, tag, buf, (size_t)n * hb, inter, intra, err);
+	free(buf);
+	return rc;
+}
+
+static int max_rows(const struct chan *ch, int n)
+{
+	int m = 1;
+
+	for (int i = 0; i < n; i++)
+		if (ch[i].n > m)
+			m = ch[i].n;
+	return m;
+}
+
+static int do_dispatch(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	int H = p->c->hidden, two = p->algo == DP_A2A_TWO_HOP, rc = 0;
+	size_t hb = (size_t)H * sizeof(float);
+	float **in1 = NULL;
+	const float **rows = NULL;
+	int mr = max_rows(p->out1, p->nout1);
+
+	if (two && max_rows(p->out2, p->nout2) > mr)
+		mr = max_rows(p->out2, p->nout2);
+	rows = calloc((size_t)mr, sizeof(*rows));
+	in1 = calloc((size_t)p->nin1 + 1, sizeof(*in1));
+	if (!rows || !in1) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto out;
+	}
+	for (int i = 0; i < p->nout1; i++) {
+		const struct chan *ch = &p->out1[i];
+
+		for (int j = 0; j < ch->n; j++)
+			rows[j] = p->x + (size_t)ch->idx[j] * H;
+		rc = send_rows(p, ch->peer, TAG_D1, rows, ch->n, &p->st.dispatch_inter,
+			       &p->st.dispatch_intra, err);
+		if (rc)
+			goto out;
+	}
+	if (two) {
+		for (int n = 0; n < p->nin1; n++) {
+			rc = recv_rows(p, p->in1[n].peer, TAG_D1, p->in1[n].n, &in1[n], err);
+			if (rc)
+				goto out;
+		}
+		for (int q = 0; q < p->nout2; q++) {
+			const struct chan *ch = &p->out2[q];
+
+			for (int j = 0; j < ch->n; j++)
+				rows[j] = in1[ch->idx[j]] + (size_t)ch->row[j] * H;
+			rc = send_rows(p, ch->peer, TAG_D2, rows, ch->n, &p->st.dispatch_inter,
+				       &p->st.dispatch_intra, err);
+			if (rc)
+				goto out;
+		}
+	}
+	for (int i = 0; i < p->nin2; i++) {
+		const struct chan *ch = &p->in2[i];
+		float *b = NULL;
+
+		rc = recv_rows(p, ch->peer, two ? TAG_D2 : TAG_D1, ch->n, &b, err);
+		if (rc)
+			goto out;
+		for (int j = 0; j < ch->n; j++)
+			memcpy(p->rx + (size_t)ch->idx[j] * H, b + (size_t)j * H, hb);
+		free(b);
+	}
+out:
+	for (int n = 0; in1 && n < p->nin1; n++)
+		free(in1[n]);
+	free(in1);
+	free(rows);
+	return rc;
+}
+
+static int do_combine(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	int H = p->c->hidden, two = p->algo == DP_A2A_TWO_HOP, rc = 0;
+	size_t hb = (size_t)H * sizeof(float);
+	float *part = NULL, **acc = NULL;
+	const float **rows = NULL;
+	int mr = max_rows(p->in2, p->nin2);
+
+	if (two && max_rows(p->in1, p->nin1) > mr)
+		mr = max_rows(p->in1, p->nin1);
+	part = calloc((size_t)(p->nrecv > 0 ? p->nrecv : 1) * (size_t)H, sizeof(float));
+	rows = calloc((size_t)mr, sizeof(*rows));
+	acc = calloc((size_t)p->nin1 + 1, sizeof(*acc));
+	if (!part || !rows || !acc) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto out;
+	}
+	/* 1. this rank's experts of each received token, in k order */
+	for (int i = 0; i < p->nrecv; i++) {
+		const struct dp_a2a_recv *r = &p->recv[i];
+		float *d = part + (size_t)i * H;
+
+		for (int s = 0; s < r->nslots; s++) {
+			const float *y = p->y + (size_t)(r->slot + s) * H;
+
+			for (int h = 0; h < H; h++)
+				d[h] += r->weight[s] * y[h];
+		}
+	}
+	for (int i = 0; i < p->nin2; i++) {
+		const struct chan *ch = &p->in2[i];
+
+		for (int j = 0; j < ch->n; j++)
+			rows[j] = part + (size_t)ch->idx[j] * H;
+		rc = send_rows(p, ch->peer, TAG_C2, rows, ch->n, &p->st.combine_inter,
+			       &p->st.combine_intra, err);
+		if (rc)
+			goto out;
+	}
+	/* 2. two-hop relay: sum the ranks of this node, in rank order */
+	if (two) {
+		for (int n = 0; n < p->nin1; n++) {
+			acc[n] = calloc((size_t)(p->in1[n].n > 0 ? p->in1[n].n : 1) * (size_t)H,
+					sizeof(float));
+			if (!acc[n]) {
+				rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+				goto out;
+			}
+		}
+		for (int q = 0; q < p->nout2; q++) {
+			const struct chan *ch = &p->out2[q];
+			float *b = NULL;
+
+			rc = recv_rows(p, ch->peer, TAG_C2, ch->n, &b, err);
+			if (rc)
+				goto out;
+			for (int j = 0; j < ch->n; j++) {
+				float *d = acc[ch->idx[j]] + (size_t)ch->row[j] * H;
+				const float *s = b + (size_t)j * H;
+
+				for (int h = 0; h < H; h++)
+					d[h] += s[h];
+			}
+			free(b);
+		}
+		for (int n = 0; n < p->nin1; n++) {
+			for (int j = 0; j < p->in1[n].n; j++)
+				rows[j] = acc[n] + (size_t)j * H;
+			rc = send_rows(p, p->in1[n].peer, TAG_C1, rows, p->in1[n].n,
+				       &p->st.combine_inter, &p->st.combine_intra, err);
+			if (rc)
+				goto out;
+		}
+	}
+	/* 3. the token's owner: sum nodes (two-hop) or ranks (naive) in order */
+	if (p->T)
+		memset(p->out, 0, (size_t)p->T * hb);
+	for (int i = 0; i < p->nout1; i++) {
+		const struct chan *ch = &p->out1[i];
+		float *b = NULL;
+
+		rc = recv_rows(p, ch->peer, two ? TAG_C1 : TAG_C2, ch->n, &b, err);
+		if (rc)
+			goto out;
+		for (int j = 0; j < ch->n; j++) {
+			float *d = p->out + (size_t)ch->idx[j] * H;
+			const float *s = b + (size_t)j * H;
+
+			for (int h = 0; h < H; h++)
+				d[h] += s[h];
+		}
+		free(b);
+	}
+out:
+	for (int n = 0; acc && n < p->nin1; n++)
+		free(acc[n]);
+	free(acc);
+	free(rows);
+	free(part);
+	return rc;
+}
+
+static void *op_thread(void *arg)
+{
+	struct dp_a2a_plan *p = arg;
+
+	p->rc = p->op == 1 ? do_dispatch(p, &p->err) : do_combine(p, &p->err);
+	return NULL;
+}
+
+static int issue(struct dp_a2a_plan *p, int op, struct dp_err *err)
+{
+	int rc;
+
+	if (p->c->busy)
+		return dp_err_set(err, EBUSY, "a2a: an operation is in flight on this comm");
+	p->op = op;
+	p->rc = 0;
+	dp_err_clear(&p->err);
+	rc = pthread_create(&p->th, NULL, op_thread, p);
+	if (rc) {
+		p->op = 0;
+		return dp_err_set(err, rc, "a2a: cannot start the communication thread: %s",
+				  strerror(rc));
+	}
+	p->c->busy = 1;
+	return 0;
+}
+
+static int wait_op(struct dp_a2a_plan *p, int op, struct dp_err *err)
+{
+	if (p->op != op)
+		return dp_err_set(err, EINVAL, "a2a: no %s in flight",
+				  op == 1 ? "dispatch" : "combine");
+	(void)pthread_join(p->th, NULL);
+	p->op = 0;
+	p->c->busy = 0;
+	if (p->rc && err)
+		*err = p->err;
+	return p->rc;
+}
+
+int dp_a2a_dispatch_issue(struct dp_a2a_plan *p, const float *x, float *recv_x, struct dp_err *err)
+{
+	if ((p->T && !x) || (p->nrecv && !recv_x))
+		return dp_err_set(err, EINVAL, "a2a: dispatch needs its buffers");
+	p->x = x;
+	p->rx = recv_x;
+	return issue(p, 1, err);
+}
+
+int dp_a2a_dispatch_wait(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	return wait_op(p, 1, err);
+}
+
+int dp_a2a_combine_issue(struct dp_a2a_plan *p, const float *y, float *out, struct dp_err *err)
+{
+	if ((p->nslots && !y) || (p->T && !out))
+		return dp_err_set(err, EINVAL, "a2a: combine needs its buffers");
+	p->y = y;
+	p->out = out;
+	return issue(p, 2, err);
+}
+
+int dp_a2a_combine_wait(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	return wait_op(p, 2, err);
+}

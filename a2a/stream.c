@@ -1,0 +1,335 @@
+/* a2a/stream.c - frames over per-peer byte streams (tcp sockets, shm rings).
+ *
+ * Sends are queued (copied) and pushed out by progress(); every progress()
+ * also drains every incoming stream into per-peer message lists.  So a rank
+ * that blocks in recv() or flush() keeps accepting what others send it, and
+ * an all-to-all with messages larger than the socket or ring buffers cannot
+ * deadlock.  A frame whose header has a bad magic or an absurd length marks
+ * that peer broken (-EPROTO); EOF marks it closed (-ECONNRESET once its
+ * queued messages are consumed). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "a2a/a2a_int.h"
+#include "common/dp_banned.h"
+
+struct msg {
+	struct msg *next;
+	struct dp_a2a_frame_hdr hdr;
+	char *data;
+	size_t off; /* bytes of hdr + data already moved */
+};
+
+struct peerq {
+	struct msg *out_head, *out_tail; /* to send */
+	struct msg *in_head, *in_tail;	 /* complete, not yet received */
+	struct msg *cur;		 /* being read */
+	int err;			 /* negative errno once broken/closed */
+};
+
+struct dp_a2a_squeue {
+	struct peerq *p;
+};
+
+int64_t dp_a2a_now_ms(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int dp_a2a_stream_wants_write(const struct dp_a2a_stream *s, int peer)
+{
+	return s->q->p[peer].out_head != NULL;
+}
+
+static void free_list(struct msg *m)
+{
+	while (m) {
+		struct msg *n = m->next;
+
+		free(m->data);
+		free(m);
+		m = n;
+	}
+}
+
+int dp_a2a_stream_init(struct dp_a2a_stream *s, struct dp_err *err)
+{
+	s->q = calloc(1, sizeof(*s->q));
+	if (!s->q)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	s->q->p = calloc((size_t)s->ep.world, sizeof(*s->q->p));
+	if (!s->q->p) {
+		free(s->q);
+		s->q = NULL;
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	}
+	return 0;
+}
+
+void dp_a2a_stream_release(struct dp_a2a_stream *s)
+{
+	if (!s || !s->q)
+		return;
+	for (int i = 0; i < s->ep.world; i++) {
+		free_list(s->q->p[i].out_head);
+		free_list(s->q->p[i].in_head);
+		free_list(s->q->p[i].cur);
+	}
+	free(s->q->p);
+	free(s->q);
+	s->q = NULL;
+}
+
+static void push(struct msg **head, struct msg **tail, struct msg *m)
+{
+	m->next = NULL;
+	if (*tail)
+		(*tail)->next = m;
+	else
+		*head = m;
+	*tail = m;
+}
+
+/* Push out what the peer's stream takes now.  Bytes moved, or -errno. */
+static ssize_t pump_out(struct dp_a2a_stream *s, int peer)
+{
+	struct peerq *q = &s->q->p[peer];
+	ssize_t moved = 0;
+
+	while (q->out_head) {
+		struct msg *m = q->out_head;
+		size_t hl = sizeof(m->hdr), total = hl + m->hdr.len;
+		const char *src;
+		size_t n;
+		ssize_t w;
+
+		if (m->off < hl) {
+			src = (const char *)&m->hdr + m->off;
+			n = hl - m->off;
+		} else {
+			src = m->data + (m->off - hl);
+			n = total - m->off;
+		}
+		w = s->ops->write_some(s, peer, src, n);
+		if (w < 0)
+			return w;
+		if (w == 0)
+			break;
+		m->off += (size_t)w;
+		moved += w;
+		if (m->off == total) {
+			q->out_head = m->next;
+			if (!q->out_head)
+				q->out_tail = NULL;
+			free(m->data);
+			free(m);
+		}
+	}
+	return moved;
+}
+
+/* Read what the peer's stream has now.  Bytes moved, or -errno. */
+static ssize_t pump_in(struct dp_a2a_stream *s, int peer)
+{
+	struct peerq *q = &s->q->p[peer];
+	ssize_t moved = 0;
+
+	for (;;) {
+		struct msg *m = q->cur;
+		size_t hl = sizeof(m->hdr);
+		char *dst;
+		size_t n;
+		ssize_t r;
+
+		if (!m) {
+			m = calloc(1, sizeof(*m));
+			if (!m)
+				return -ENOMEM;
+			q->cur = m;
+		}
+		if (m->off < hl) {
+			dst = (char *)&m->hdr + m->off;
+			n = hl - m->off;
+		} else {
+			dst = m->data + (m->off - hl);
+			n = hl + m->hdr.len - m->off;
+		}
+		r = n ? s->ops->read_some(s, peer, dst, n) : 0;
+		if (r < 0)
+			return r;
+		m->off += (size_t)r;
+		moved += r;
+		if (m->off == hl && !m->data && m->hdr.len) {
+			if (m->hdr.magic != DP_A2A_FRAME_MAGIC || m->hdr.len > DP_A2A_FRAME_MAX)
+				return -EPROTO;
+			m->data = malloc(m->hdr.len);
+			if (!m->data)
+				return -ENOMEM;
+			continue;
+		}
+		if (m->off >= hl && m->hdr.magic != DP_A2A_FRAME_MAGIC)
+			return -EPROTO;
+		if (m->off == hl + m->hdr.len) {
+			q->cur = NULL;
+			push(&q->in_head, &q->in_tail, m);
+			continue;
+		}
+		if (r == 0)
+			break;
+	}
+	return moved;
+}
+
+/* One pass over every peer; returns bytes moved (errors stick to peers). */
+static ssize_t progress(struct dp_a2a_stream *s)
+{
+	ssize_t total = 0;
+
+	for (int i = 0; i < s->ep.world; i++) {
+		struct peerq *q = &s->q->p[i];
+		ssize_t r;
+
+		if (i == s->ep.rank || q->err)
+			continue;
+		r = pump_out(s, i);
+		if (r >= 0) {
+			total += r;
+			r = pump_in(s, i);
+		}
+		if (r < 0)
+			q->err = (int)r;
+		else
+			total += r;
+	}
+	return total;
+}
+
+static int peer_error(struct dp_a2a_stream *s, int peer, int e, struct dp_err *err)
+{
+	if (e == -EPROTO)
+		return dp_err_set(err, EPROTO, "a2a: %s: garbled frame from rank %d", s->what,
+				  peer);
+	if (e == -ECONNRESET || e == -EPIPE)
+		return dp_err_set(err, ECONNRESET, "a2a: %s: rank %d closed the connection or died",
+				  s->what, peer);
+	return dp_err_set(err, -e, "a2a: %s: rank %d: %s", s->what, peer, strerror(-e));
+}
+
+int dp_a2a_stream_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *buf, size_t len,
+		       struct dp_err *err)
+{
+	struct dp_a2a_stream *s = dp_container_of_stream(ep);
+	struct peerq *q;
+	struct msg *m;
+
+	if (peer < 0 || peer >= ep->world)
+		return dp_err_set(err, EINVAL, "a2a: bad peer %d", peer);
+	q = &s->q->p[peer];
+	if (q->err && peer != ep->rank)
+		return peer_error(s, peer, q->err, err);
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	m->hdr.magic = DP_A2A_FRAME_MAGIC;
+	m->hdr.tag = tag;
+	m->hdr.len = len;
+	if (len) {
+		m->data = malloc(len);
+		if (!m->data) {
+			free(m);
+			return dp_err_set(err, ENOMEM, "a2a: out of memory");
+		}
+		memcpy(m->data, buf, len);
+	}
+	if (peer == ep->rank) {
+		m->off = sizeof(m->hdr) + len;
+		push(&q->in_head, &q->in_tail, m);
+		return 0;
+	}
+	push(&q->out_head, &q->out_tail, m);
+	(void)progress(s); /* start moving bytes now */
+	return 0;
+}
+
+int dp_a2a_stream_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
+		       struct dp_err *err)
+{
+	struct dp_a2a_stream *s = dp_container_of_stream(ep);
+	int64_t deadline = dp_a2a_now_ms() + ep->timeout_ms;
+	struct peerq *q;
+
+	if (peer < 0 || peer >= ep->world)
+		return dp_err_set(err, EINVAL, "a2a: bad peer %d", peer);
+	q = &s->q->p[peer];
+	for (;;) {
+		int64_t left;
+		int rc;
+
+		if (q->in_head) {
+			struct msg *m = q->in_head;
+
+			q->in_head = m->next;
+			if (!q->in_head)
+				q->in_tail = NULL;
+			if (m->hdr.tag != tag) {
+				rc = dp_err_set(err, EPROTO,
+						"a2a: %s: rank %d sent message 0x%x, expected 0x%x",
+						s->what, peer, m->hdr.tag, tag);
+				free(m->data);
+				free(m);
+				return rc;
+			}
+			*buf = m->data;
+			*len = m->hdr.len;
+			free(m);
+			return 0;
+		}
+		if (q->err)
+			return peer_error(s, peer, q->err, err);
+		if (progress(s) > 0)
+			continue;
+		rc = s->ops->peer_alive(s, peer);
+		if (rc)
+			return peer_error(s, peer, rc, err);
+		left = deadline - dp_a2a_now_ms();
+		if (left <= 0)
+			return dp_err_set(err, ETIMEDOUT,
+					  "a2a: %s: timed out after %d ms waiting for rank %d",
+					  s->what, ep->timeout_ms, peer);
+		s->ops->wait(s, left < 50 ? (int)left : 50);
+	}
+}
+
+int dp_a2a_stream_flush(struct dp_a2a_ep *ep, struct dp_err *err)
+{
+	struct dp_a2a_stream *s = dp_container_of_stream(ep);
+	int64_t deadline = dp_a2a_now_ms() + ep->timeout_ms;
+
+	for (;;) {
+		int pending = -1;
+		int64_t left;
+
+		(void)progress(s);
+		for (int i = 0; i < ep->world; i++) {
+			struct peerq *q = &s->q->p[i];
+
+			if (q->out_head && q->err)
+				return peer_error(s, i, q->err, err);
+			if (q->out_head)
+				pending = i;
+		}
+		if (pending < 0)
+			return 0;
+		left = deadline - dp_a2a_now_ms();
+		if (left <= 0)
+			return dp_err_set(err, ETIMEDOUT,
+					  "a2a: %s: timed out after %d ms sending to rank %d",
+					  s->what, ep->timeout_ms, pending);
+		s->ops->wait(s, left < 50 ? (int)left : 50);
+	}
+}

@@ -1,0 +1,409 @@
+/* a2a/transport_tcp.c - the `tcp` transport: the inter-node stand-in for
+ * InfiniBand, usable on plain Ethernet clusters, over loopback and inside
+ * network namespaces.  One non-blocking TCP connection per pair of ranks
+ * (rank i connects to every j < i and accepts every j > i), a hello that
+ * names the connecting rank, then length-prefixed frames (a2a_int.h) driven
+ * by the stream engine in stream.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "a2a/a2a_int.h"
+#include "common/dp_banned.h"
+
+#define HELLO_MAGIC 0x44505443u /* "DPTC" */
+
+struct hello {
+	uint32_t magic;
+	uint32_t rank;
+	uint32_t world;
+};
+
+struct tcp_ep {
+	struct dp_a2a_stream s; /* first */
+	int *fds;
+	int lfd;
+	struct pollfd *pfd;
+	double bytes_per_us; /* inter-node pacing, 0: off */
+	double tokens;	     /* bytes we may send to other nodes now */
+	double burst;	     /* bucket size: 64 KiB or 2 ms worth */
+	int64_t refill_us;
+};
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int remote(const struct tcp_ep *e, int peer)
+{
+	return peer / e->s.ep.rpn != e->s.ep.rank / e->s.ep.rpn;
+}
+
+/* Bytes we may write to @peer now (SIZE_MAX when unpaced). */
+static size_t pace_allow(struct tcp_ep *e, int peer)
+{
+	int64_t now;
+
+	if (e->bytes_per_us <= 0 || !remote(e, peer))
+		return (size_t)-1;
+	now = now_us();
+	e->tokens += (double)(now - e->refill_us) * e->bytes_per_us;
+	if (e->tokens > e->burst)
+		e->tokens = e->burst;
+	e->refill_us = now;
+	return e->tokens < 1 ? 0 : (size_t)e->tokens;
+}
+
+static ssize_t tcp_write_some(struct dp_a2a_stream *s, int peer, const void *buf, size_t n)
+{
+	struct tcp_ep *e = (struct tcp_ep *)s;
+	size_t allow = pace_allow(e, peer);
+	ssize_t w;
+
+	if (n > allow)
+		n = allow;
+	if (!n)
+		return 0;
+	w = send(e->fds[peer], buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w >= 0) {
+		if (e->bytes_per_us > 0 && remote(e, peer))
+			e->tokens -= (double)w;
+		return w;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return 0;
+	return errno == EPIPE ? -ECONNRESET : -errno;
+}
+
+static ssize_t tcp_read_some(struct dp_a2a_stream *s, int peer, void *buf, size_t n)
+{
+	struct tcp_ep *e = (struct tcp_ep *)s;
+	ssize_t r = recv(e->fds[peer], buf, n, MSG_DONTWAIT);
+
+	if (r > 0)
+		return r;
+	if (r == 0)
+		return -ECONNRESET;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return 0;
+	return -errno;
+}
+
+static void tcp_wait(struct dp_a2a_stream *s, int ms)
+{
+	struct tcp_ep *e = (struct tcp_ep *)s;
+	nfds_t n = 0;
+
+	for (int i = 0; i < s->ep.world; i++) {
+		if (e->fds[i] < 0)
+			continue;
+		e->pfd[n].fd = e->fds[i];
+		e->pfd[n].events = POLLIN;
+		if (dp_a2a_stream_wants_write(s, i)) {
+			if (pace_allow(e, i))
+				e->pfd[n].events |= POLLOUT;
+			else if (ms > 1)
+				ms = 1; /* paced: come back when tokens refill */
+		}
+		e->pfd[n].revents = 0;
+		n++;
+	}
+	(void)poll(e->pfd, n, ms);
+}
+
+static int tcp_peer_alive(struct dp_a2a_stream *s, int peer)
+{
+	(void)s;
+	(void)peer;
+	return 0; /* a dead peer shows up as EOF on its socket */
+}
+
+static const struct dp_a2a_stream_ops tcp_stream_ops = {
+	.write_some = tcp_write_some,
+	.read_some = tcp_read_some,
+	.wait = tcp_wait,
+	.peer_alive = tcp_peer_alive,
+};
+
+/* Split "host:port" (the last colon; "[v6]:port" allowed) and resolve. */
+static int resolve(const char *addr, int passive, struct addrinfo **res, struct dp_err *err)
+{
+	struct addrinfo hints = { 0 };
+	char host[256];
+	const char *colon = strrchr(addr, ':');
+	size_t hl;
+	int rc;
+
+	if (!colon || colon == addr || !colon[1])
+		return dp_err_set(err, EINVAL, "a2a: tcp: address '%s' is not host:port", addr);
+	hl = (size_t)(colon - addr);
+	if (addr[0] == '[' && hl >= 2 && addr[hl - 1] == ']') {
+		addr++;
+		hl -= 2;
+	}
+	if (hl >= sizeof(host))
+		return dp_err_set(err, EINVAL, "a2a: tcp: host name in '%s' is too long", addr);
+	memcpy(host, addr, hl);
+	host[hl] = '\0';
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = passive ? AI_PASSIVE : 0;
+	rc = getaddrinfo(host, colon + 1, &hints, res);
+	if (!rc && !*res)
+		rc = EAI_NONAME;
+	if (rc)
+		return dp_err_set(err, EHOSTUNREACH, "a2a: tcp: cannot resolve '%s': %s", addr,
+				  gai_strerror(rc));
+	return 0;
+}
+
+static void tune(int fd)
+{
+	int one = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl < 0 ? -errno : (fcntl(fd, F_SETFL, fl | O_NONBLOCK) ? -errno : 0);
+}
+
+/* Blocking-with-deadline full read or write on a fresh socket. */
+static int io_full(int fd, void *buf, size_t n, int writing, int64_t deadline)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		struct pollfd p = { fd, writing ? POLLOUT : POLLIN, 0 };
+		int64_t left = deadline - dp_a2a_now_ms();
+		ssize_t r;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (poll(&p, 1, (int)left) <= 0)
+			continue;
+		r = writing ? send(fd, (char *)buf + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT)
+			    : recv(fd, (char *)buf + done, n - done, MSG_DONTWAIT);
+		if (r == 0 && !writing)
+			return -ECONNRESET;
+		if (r < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (r > 0)
+			done += (size_t)r;
+	}
+	return 0;
+}
+
+static int listen_on(const char *addr, int *out, struct dp_err *err)
+{
+	struct addrinfo *res = NULL;
+	int fd, one = 1, rc;
+
+	rc = resolve(addr, 1, &res, err);
+	if (rc || !res)
+		return rc ? rc : -EHOSTUNREACH;
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = dp_err_set(err, errno, "a2a: tcp: socket: %s", strerror(errno));
+		goto out;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 128)) {
+		rc = dp_err_set(err, errno, "a2a: tcp: cannot listen on '%s': %s", addr,
+				strerror(errno));
+		(void)close(fd);
+		goto out;
+	}
+	*out = fd;
+out:
+	freeaddrinfo(res);
+	return rc;
+}
+
+static int connect_to(const char *addr, int64_t deadline, int *out, struct dp_err *err)
+{
+	struct addrinfo *res = NULL;
+	int rc;
+
+	rc = resolve(addr, 0, &res, err);
+	if (rc || !res)
+		return rc ? rc : -EHOSTUNREACH;
+	for (;;) {
+		int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct timespec ts = { 0, 20 * 1000000L };
+
+		if (fd < 0) {
+			rc = dp_err_set(err, errno, "a2a: tcp: socket: %s", strerror(errno));
+			break;
+		}
+		if (connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
+			*out = fd;
+			rc = 0;
+			break;
+		}
+		rc = errno;
+		(void)close(fd);
+		if (rc != ECONNREFUSED && rc != ENOENT && rc != ETIMEDOUT && rc != EAGAIN) {
+			rc = dp_err_set(err, rc, "a2a: tcp: cannot connect to '%s': %s", addr,
+					strerror(rc));
+			break;
+		}
+		if (dp_a2a_now_ms() >= deadline) {
+			rc = dp_err_set(err, ETIMEDOUT, "a2a: tcp: cannot connect to '%s': %s",
+					addr, strerror(rc));
+			break;
+		}
+		(void)nanosleep(&ts, NULL); /* the peer is not listening yet */
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct dp_err *err)
+{
+	int world = e->s.ep.world, me = cfg->rank;
+	int64_t deadline = dp_a2a_now_ms() + cfg->timeout_ms;
+	struct hello h = { HELLO_MAGIC, (uint32_t)me, (uint32_t)world };
+	int rc;
+
+	for (int j = 0; j < me; j++) {
+		rc = connect_to(cfg->addrs[j], deadline, &e->fds[j], err);
+		if (rc)
+			return rc;
+		tune(e->fds[j]);
+		rc = io_full(e->fds[j], &h, sizeof(h), 1, deadline);
+		if (rc)
+			return dp_err_set(err, -rc, "a2a: tcp: hello to rank %d: %s", j,
+					  strerror(-rc));
+	}
+	for (int n = me + 1; n < world; n++) {
+		struct pollfd p = { e->lfd, POLLIN, 0 };
+		int64_t left = deadline - dp_a2a_now_ms();
+		struct hello in = { 0 };
+		int fd;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return dp_err_set(
+				err, ETIMEDOUT,
+				"a2a: tcp: rank %d: only %d of %d peers connected in %d ms", me,
+				n - me - 1, world - me - 1, cfg->timeout_ms);
+		fd = accept4(e->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0) {
+			n--;
+			continue;
+		}
+		rc = io_full(fd, &in, sizeof(in), 0, deadline);
+		if (rc || in.magic != HELLO_MAGIC || in.world != (uint32_t)world ||
+		    in.rank <= (uint32_t)me || in.rank >= (uint32_t)world || e->fds[in.rank] >= 0) {
+			(void)close(fd);
+			return dp_err_set(err, EPROTO, "a2a: tcp: rank %d: bad hello from a peer",
+					  me);
+		}
+		tune(fd);
+		e->fds[in.rank] = fd;
+	}
+	for (int j = 0; j < world; j++)
+		if (e->fds[j] >= 0 && set_nonblock(e->fds[j]))
+			return dp_err_set(err, errno, "a2a: tcp: fcntl: %s", strerror(errno));
+	return 0;
+}
+
+static void tcp_close_ep(struct dp_a2a_ep *ep)
+{
+	struct tcp_ep *e;
+
+	if (!ep)
+		return;
+	e = (struct tcp_ep *)dp_container_of_stream(ep);
+	for (int i = 0; e->fds && i < ep->world; i++)
+		if (e->fds[i] >= 0)
+			(void)close(e->fds[i]);
+	if (e->lfd >= 0)
+		(void)close(e->lfd);
+	free(e->fds);
+	free(e->pfd);
+	dp_a2a_stream_release(&e->s);
+	free(e);
+}
+
+static int tcp_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out,
+		       struct dp_err *err)
+{
+	int world = cfg->nodes * cfg->ranks_per_node;
+	struct tcp_ep *e;
+	int rc;
+
+	if (!cfg->addrs)
+		return dp_err_set(err, EINVAL, "a2a: tcp: needs one host:port per rank");
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	e->lfd = cfg->listen_fd;
+	e->s.ep.tp = &dp_a2a_tcp;
+	e->s.ep.rank = cfg->rank;
+	e->s.ep.world = world;
+	e->s.ep.rpn = cfg->ranks_per_node;
+	e->s.ep.timeout_ms = cfg->timeout_ms;
+	e->s.ops = &tcp_stream_ops;
+	e->s.what = "tcp";
+	e->bytes_per_us = cfg->tcp_inter_mbps > 0 ? cfg->tcp_inter_mbps / 8 : 0;
+	e->burst = e->bytes_per_us * 2000 > 65536 ? e->bytes_per_us * 2000 : 65536;
+	e->refill_us = now_us();
+	e->fds = malloc((size_t)world * sizeof(*e->fds));
+	for (int i = 0; e->fds && i < world; i++)
+		e->fds[i] = -1;
+	e->pfd = calloc((size_t)world, sizeof(*e->pfd));
+	if (!e->fds || !e->pfd) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto fail;
+	}
+	rc = dp_a2a_stream_init(&e->s, err);
+	if (rc)
+		goto fail;
+	if (e->lfd < 0 && cfg->rank < world - 1) {
+		rc = listen_on(cfg->addrs[cfg->rank], &e->lfd, err);
+		if (rc)
+			goto fail;
+	}
+	rc = wire_up(e, cfg, err);
+	if (rc)
+		goto fail;
+	*out = &e->s.ep;
+	return 0;
+fail:
+	tcp_close_ep(&e->s.ep);
+	return rc;
+}
+
+static int tcp_probe(int *prio, struct dp_err *err)
+{
+	(void)err;
+	*prio = 20;
+	return 0;
+}
+
+const struct dp_a2a_transport dp_a2a_tcp = {
+	.name = "tcp",
+	.probe = tcp_probe,
+	.open = tcp_open_ep,
+	.send = dp_a2a_stream_send,
+	.recv = dp_a2a_stream_recv,
+	.flush = dp_a2a_stream_flush,
+	.put = dp_a2a_no_put,
+	.close = tcp_close_ep,
+};
