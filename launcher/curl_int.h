@@ -18,7 +18,7 @@ int dp_curl_errno(CURLcode c);
 
 /* A write callback that discards the response body (curl's default would
  * print it on stdout). */
-size_t dp_curl_discard(char *ptr, size_t size, size_t nmemb, void *user);
+size_t dp_curl_discard(const char *ptr, size_t size, size_t nmemb, void *user);
 
 /* Milliseconds on the monotonic clock. */
 long long dp_curl_now_ms(void);

@@ -59,7 +59,7 @@ int dp_curl_errno(CURLcode c)
 	}
 }
 
-size_t dp_curl_discard(char *ptr, size_t size, size_t nmemb, void *user)
+size_t dp_curl_discard(const char *ptr, size_t size, size_t nmemb, void *user)
 {
 	(void)ptr;
 	(void)user;
@@ -185,8 +185,8 @@ int dp_recipe_load_url(const char *url, struct dp_recipe **out, struct dp_recipe
 	int rc;
 
 	rc = dp_fetch_url(url, 0, 0, &text, &len, err);
-	if (rc)
-		return rc;
+	if (rc || !text)
+		return rc ? rc : dp_err_set(err, EIO, "fetch: '%s': no data", url);
 	if (memchr(text, '\0', len)) {
 		rc = dp_err_set(err, EINVAL, "recipe: '%s' is not a text file (NUL byte)", url);
 		goto out;

@@ -22,6 +22,7 @@
 #include "common/dp_banned.h"
 
 struct delivery {
+	struct delivery *next; /* FIFO list in post order */
 	struct dp_notify *n;
 	const char *url; /* borrowed from n->urls */
 	char *body;	 /* owned */
@@ -37,8 +38,8 @@ struct dp_notify {
 	char **urls;
 	CURLM *multi;
 	struct curl_slist *headers;
-	struct delivery **d; /* pending deliveries, in post order */
-	size_t n_d, alloc_d;
+	struct delivery *head, *tail; /* pending deliveries, in post order */
+	size_t n_d;
 	struct dp_notify_stats st;
 };
 
@@ -236,12 +237,17 @@ static void delivery_free(struct delivery *d)
 /* Remove d (which must be in the list) and free it. */
 static void drop(struct dp_notify *n, struct delivery *d)
 {
-	for (size_t i = 0; i < n->n_d; i++) {
-		if (n->d[i] == d) {
-			memmove(&n->d[i], &n->d[i + 1], (n->n_d - i - 1) * sizeof(*n->d));
-			n->n_d--;
-			break;
-		}
+	struct delivery **pp = &n->head, *prev = NULL;
+
+	while (*pp && *pp != d) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	if (*pp) {
+		*pp = d->next;
+		if (n->tail == d)
+			n->tail = prev;
+		n->n_d--;
 	}
 	delivery_free(d);
 }
@@ -335,9 +341,7 @@ static long long start_due(struct dp_notify *n)
 {
 	long long now = dp_curl_now_ms(), next = -1;
 
-	for (size_t i = 0; i < n->n_d; i++) {
-		struct delivery *d = n->d[i];
-
+	for (struct delivery *d = n->head; d; d = d->next) {
 		if (d->easy)
 			continue;
 		if (d->next_ms <= now) {
@@ -391,15 +395,6 @@ int dp_notify_post(struct dp_notify *n, const struct dp_notify_event *ev, struct
 					n->n_d);
 			break;
 		}
-		if (n->n_d == n->alloc_d) {
-			size_t na = n->alloc_d ? 2 * n->alloc_d : 8;
-			struct delivery **v = realloc(n->d, na * sizeof(*v));
-
-			if (!v)
-				goto nomem;
-			n->d = v;
-			n->alloc_d = na;
-		}
 		d = calloc(1, sizeof(*d));
 		if (!d)
 			goto nomem;
@@ -413,7 +408,12 @@ int dp_notify_post(struct dp_notify *n, const struct dp_notify_event *ev, struct
 		d->n = n;
 		d->url = n->cfg.urls[i];
 		d->kind = kind_names[ev->kind];
-		n->d[n->n_d++] = d;
+		if (n->tail)
+			n->tail->next = d;
+		else
+			n->head = d;
+		n->tail = d;
+		n->n_d++;
 	}
 	free(body);
 	(void)start_due(n);
@@ -465,14 +465,15 @@ void dp_notify_free(struct dp_notify *n)
 {
 	if (!n)
 		return;
-	for (size_t i = 0; i < n->n_d; i++) {
+	while (n->head) {
+		struct delivery *d = n->head;
 		char url[256];
 
+		n->head = d->next;
 		dp_log(DP_LOG_WARN, "notify", "%s event to '%s' dropped: still pending at exit",
-		       n->d[i]->kind, dp_notify_url_redact(n->d[i]->url, url, sizeof(url)));
-		delivery_free(n->d[i]);
+		       d->kind, dp_notify_url_redact(d->url, url, sizeof(url)));
+		delivery_free(d);
 	}
-	free(n->d);
 	if (n->multi)
 		(void)curl_multi_cleanup(n->multi);
 	curl_slist_free_all(n->headers);

@@ -165,7 +165,7 @@ struct dp_test_httpd *dp_test_httpd_start(const struct dp_test_httpd_resp *scrip
 
 	assert_non_null(h);
 	assert_true(n > 0);
-	h->script = calloc(n, sizeof(*script));
+	h->script = calloc(n ? n : 1, sizeof(*script));
 	assert_non_null(h->script);
 	memcpy(h->script, script, n * sizeof(*script));
 	h->n_script = n;

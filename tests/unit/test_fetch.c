@@ -23,6 +23,8 @@
 #define DEMO DP_SRCDIR "/recipes/local-demo.yaml"
 #define ODD  FIXTURES "/recipes/dualpipe-odd.yaml"
 
+static const char demo_path[] = DEMO, demo_url[] = "file://" DEMO, odd_url[] = "file://" ODD;
+
 static long long now_ms(void)
 {
 	struct timespec ts;
@@ -125,13 +127,13 @@ static void recipe_check_takes_urls(void **state)
 	char url[256], want[512], *demo = dp_test_slurp(DEMO);
 
 	(void)state;
-	r = dp_test_dpctl("recipe", "check", "file://" DEMO);
+	r = dp_test_dpctl("recipe", "check", demo_url);
 	assert_int_equal(r.rc, EX_OK);
 	assert_string_equal(r.out, "file://" DEMO ": ok\n");
 	dp_test_run_free(&r);
 
 	/* diagnostics name the URL */
-	r = dp_test_dpctl("recipe", "check", "file://" ODD);
+	r = dp_test_dpctl("recipe", "check", odd_url);
 	assert_int_equal(r.rc, EX_DATAERR);
 	assert_true(strncmp(r.err, "file://" ODD ":", strlen("file://" ODD ":")) == 0);
 	assert_non_null(strstr(r.err, ": error: key 'parallel."));
@@ -140,7 +142,7 @@ static void recipe_check_takes_urls(void **state)
 	script[0].body = demo;
 	h = dp_test_httpd_start(script, 2);
 	(void)snprintf(url, sizeof(url), "%s/demo.yaml", dp_test_httpd_url(h));
-	r = dp_test_dpctl("recipe", "check", url, DEMO);
+	r = dp_test_dpctl("recipe", "check", url, demo_path);
 	assert_int_equal(r.rc, EX_OK);
 	(void)snprintf(want, sizeof(want), "%s: ok\n%s: ok\n", url, DEMO);
 	assert_string_equal(r.out, want);

@@ -67,7 +67,7 @@ static const char two_ranks[] =
 	"dpctl_bubble_ratio{rank=\"1\",host=\"we\\\"ird\\\\host\\nname\"} 0.125\n"
 	"# HELP dpctl_a2a_bytes_total All-to-all bytes sent by the rank since the run started.\n"
 	"# TYPE dpctl_a2a_bytes_total counter\n"
-	"dpctl_a2a_bytes_total{rank=\"0\",host=\"node01\"} 9007199254740993\n"
+	"dpctl_a2a_bytes_total{rank=\"0\",host=\"node01\"} 9007199254740992\n"
 	"# HELP dpctl_heartbeat_lag_seconds Seconds since the controller last heard the rank's heartbeat.\n"
 	"# TYPE dpctl_heartbeat_lag_seconds gauge\n"
 	"dpctl_heartbeat_lag_seconds{rank=\"0\",host=\"node01\"} 0\n"
@@ -112,21 +112,12 @@ static void exposition_text_is_exact(void **state)
 	free(text);
 	fill_two_ranks(m);
 	text = render(m);
-	/* 2^53 + 1 is not a double: it prints as the nearest one */
-	assert_non_null(strstr(text, "} 9007199254740992\n"));
+	/* 2^53 + 1 is not a double: it prints as the nearest one, 2^53 */
+	assert_string_equal(text, two_ranks);
 	free(text);
-	set(m, 0,
-	    (struct dp_metrics_rank){ .set = DP_METRICS_A2A_BYTES,
-				      .a2a_bytes_total = 9007199254740993.0 });
+	set(m, 0, (struct dp_metrics_rank){ .set = DP_METRICS_A2A_BYTES, .a2a_bytes_total = 4096 });
 	text = render(m);
-	{
-		char *want = strdup(two_ranks);
-
-		assert_non_null(want);
-		memcpy(strstr(want, "9007199254740993"), "9007199254740992", 16);
-		assert_string_equal(text, want);
-		free(want);
-	}
+	assert_non_null(strstr(text, "dpctl_a2a_bytes_total{rank=\"0\",host=\"node01\"} 4096\n"));
 	free(text);
 	dp_metrics_free(m);
 }
