@@ -113,6 +113,10 @@ int dp_fetch_url(const char *url, size_t max_bytes, long timeout_ms, char **data
 		return dp_err_set(
 			err, EINVAL,
 			"fetch: '%s': only file://, https:// and http:// URLs are supported", url);
+	if (is_file && url[7] != '/')
+		return dp_err_set(
+			err, EINVAL,
+			"fetch: '%s': a file:// URL needs an absolute path (file:///path)", url);
 	if (is_http)
 		dp_log(DP_LOG_WARN, "fetch",
 		       "'%s' is fetched over plain http: the recipe is not protected in transit",

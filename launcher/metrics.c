@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -448,7 +449,8 @@ int dp_metrics_step(struct dp_metrics *m, long timeout_ms)
 {
 	progress(m);
 	if (m->easy && timeout_ms > 0) {
-		(void)curl_multi_poll(m->multi, NULL, 0, (int)timeout_ms, NULL);
+		(void)curl_multi_poll(m->multi, NULL, 0,
+				      timeout_ms > INT_MAX ? INT_MAX : (int)timeout_ms, NULL);
 		progress(m);
 	}
 	return m->easy != NULL;

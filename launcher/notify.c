@@ -7,6 +7,7 @@
  * courtesy to the user, never a reason to stop training.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -433,6 +434,8 @@ long dp_notify_step(struct dp_notify *n, long timeout_ms)
 
 		if (next >= 0 && next < wait)
 			wait = next;
+		if (wait > INT_MAX)
+			wait = INT_MAX;
 		/* curl_multi_poll() also sleeps when no transfer is in flight,
 		 * and wakes early for curl's own timers */
 		(void)curl_multi_poll(n->multi, NULL, 0, (int)wait, NULL);

@@ -16,7 +16,9 @@
 
 declare -gA _dpctl_help_cache
 
-# _dpctl_help PROG [CMD]: the help text of dpctl or of one command (cached).
+# _dpctl_help PROG [CMD]: the help text of dpctl or of one command in
+# REPLY, cached.  Call it in the completing shell itself, not in $(...): a
+# subshell's cache entries are lost.
 _dpctl_help()
 {
 	local key="$1|${2-}"
@@ -27,19 +29,21 @@ _dpctl_help()
 			_dpctl_help_cache[$key]=$("$1" --help 2>/dev/null)
 		fi
 	fi
-	printf '%s\n' "${_dpctl_help_cache[$key]}"
+	REPLY=${_dpctl_help_cache[$key]}
 }
 
 # Command names: the "Commands:" section of `dpctl --help`.
 _dpctl_commands()
 {
-	_dpctl_help "$1" | awk '/^Commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 } on && /^$/ { on = 0 }'
+	_dpctl_help "$1"
+	printf '%s\n' "$REPLY" | awk '/^Commands:/ { on = 1; next } on && /^  [a-z]/ { print $1 } on && /^$/ { on = 0 }'
 }
 
 # Subcommands: words after "dpctl CMD" on the usage lines, e.g. "check".
 _dpctl_subcommands()
 {
-	_dpctl_help "$1" "$2" | awk -v cmd="$2" '
+	_dpctl_help "$1" "$2"
+	printf '%s\n' "$REPLY" | awk -v cmd="$2" '
 		/^(usage: |       )dpctl / {
 			sub(/^usage: /, ""); sub(/^ +/, "")
 			if ($2 == cmd && $3 ~ /^[a-z][a-z0-9-]*$/) print $3
@@ -104,6 +108,7 @@ _dpctl()
 	local prog=${COMP_WORDS[0]} cur=${COMP_WORDS[COMP_CWORD]}
 	local prev=${COMP_WORDS[COMP_CWORD-1]-} i w cmd="" cmd_i=0 sub="" help opts
 	local -a words
+	local REPLY
 
 	prog=${prog/#\~/$HOME}
 	type -P "$prog" >/dev/null 2>&1 || [[ -x $prog ]] || return 0
@@ -123,8 +128,10 @@ _dpctl()
 			break
 		fi
 	done
+	_dpctl_help "$prog" # fills the cache in this shell
 	if [[ -n $cmd ]]; then
-		help=$(_dpctl_help "$prog" "$cmd")
+		_dpctl_help "$prog" "$cmd"
+		help=$REPLY
 		for ((i = cmd_i + 1; i < COMP_CWORD; i++)); do
 			w=${COMP_WORDS[i]}
 			if [[ $w != -* && $w != = ]]; then
@@ -133,7 +140,7 @@ _dpctl()
 			fi
 		done
 	else
-		help=$(_dpctl_help "$prog")
+		help=$REPLY
 	fi
 
 	# option values: "--opt=val" (with or without '=' in COMP_WORDBREAKS) and "--opt val"

@@ -22,21 +22,19 @@ mapfile -t cmds < <(grep -o '&dp_cmd_[a-z_]*' launcher/cli.c | sed 's/&dp_cmd_//
 # "| `topo discover\|show\|validate` |" -> "topo discover show validate"
 mapfile -t subs < <(sed -n 's/^| `\([a-z]*\) \([a-z|\\]*\)` |.*/\1 \2/p' docs/dpctl/dpctl.md | sed 's/\\|/ /g')
 
-plan $((4 + ${#cmds[@]} + ${#subs[@]} + 3))
+plan $((4 + ${#cmds[@]} + ${#subs[@]} + 4))
 
 # Run the completion function as bash would for the words given (the last
-# one is being completed) and print the candidates, one per line.
+# one is being completed) and print the candidates, one per line.  The
+# completion is loaded into this shell, so its help cache is shared.
+. contrib/completion/dpctl.bash
+PATH=$(dirname "$DPCTL"):$PATH
 complete_words() {
-	bash -c '
-		. contrib/completion/dpctl.bash
-		PATH=$(dirname "$0"):$PATH
-		COMP_WORDS=("$@")
-		COMP_CWORD=$(($# - 1))
-		COMP_LINE="$*"
-		COMP_POINT=${#COMP_LINE}
-		COMPREPLY=()
-		_dpctl dpctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
-		printf "%s\n" "${COMPREPLY[@]}"' "$DPCTL" "$@"
+	local COMP_WORDS=("$@") COMP_CWORD=$(($# - 1)) COMP_LINE="$*" COMP_POINT
+	COMP_POINT=${#COMP_LINE}
+	COMPREPLY=()
+	_dpctl dpctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+	printf "%s\n" "${COMPREPLY[@]}"
 }
 
 # has WORD LIST...: WORD (or WORD=) is among the candidates
@@ -48,7 +46,13 @@ missing() {
 	printf '%s' "${out# }"
 }
 
-is "completion registers for dpctl" "$(bash -c '. contrib/completion/dpctl.bash; complete -p dpctl')" \
+# in this shell (no $(...)): fills the completion's help cache for the subshells below
+complete_words dpctl "" >/dev/null
+for c in "${cmds[@]}"; do
+	complete_words dpctl "$c" -- >/dev/null
+done
+
+is "completion registers for dpctl" "$(complete -p dpctl)" \
 	"complete -F _dpctl dpctl"
 ok "the command table has commands" test "${#cmds[@]}" -ge 5
 is "every command is completed" "$(missing "${cmds[*]}" "$(complete_words dpctl "")")" ""
@@ -74,4 +78,5 @@ is "option values from the help text" "$(complete_words dpctl schedule --algo ""
 	"dualpipe dualpipev 1f1b zb1p"
 is "operands complete file names" "$(complete_words dpctl recipe check recipes/local-d)" \
 	"recipes/local-demo.yaml"
+is "help texts are cached once per command" "${#_dpctl_help_cache[@]}" "$((${#cmds[@]} + 1))"
 done_testing

@@ -70,6 +70,9 @@ static void file_urls_are_read_and_capped(void **state)
 	assert_int_equal(dp_fetch_url("ftp://127.0.0.1/x.yaml", 0, 0, &data, &len, &err), -EINVAL);
 	assert_string_equal(err.msg, "fetch: 'ftp://127.0.0.1/x.yaml': only file://, https:// "
 				     "and http:// URLs are supported");
+	assert_int_equal(dp_fetch_url("file://recipes/x.yaml", 0, 0, &data, &len, &err), -EINVAL);
+	assert_string_equal(err.msg, "fetch: 'file://recipes/x.yaml': a file:// URL needs an "
+				     "absolute path (file:///path)");
 	assert_null(data);
 }
 
