@@ -312,10 +312,10 @@ static void push_errors_are_reported(void **state)
 	dp_metrics_free(m);
 
 	/* curl's own timeout */
-	m = metrics("r", NULL, dp_test_httpd_url(slow), 0, 200);
+	m = metrics("r", NULL, dp_test_httpd_url(slow), 0, 400);
 	t0 = now_ms();
 	assert_int_equal(dp_metrics_push(m, &err), 0);
-	assert_true(now_ms() - t0 < 150); /* starting a push does not wait */
+	assert_true(now_ms() - t0 < 300); /* starting a push does not wait */
 	assert_int_equal(dp_metrics_flush(m, 3000, &err), -ETIMEDOUT);
 	assert_true(now_ms() - t0 < 2000);
 	dp_metrics_free(m);
