@@ -199,9 +199,9 @@ END { flush() }
 	gen docs/dpctl/dpctl.md
 	# shellcheck disable=SC2086
 	gen $pages
-	printf '.SH FILES\n.TP\n.I $datadir/dpctl/recipes/*.yaml\nexample recipes (see docs/recipe.md)\n'
+	printf '.SH FILES\n.TP\n.I PREFIX/share/dpctl/recipes/*.yaml\nexample recipes, installed by make install (see docs/recipe.md)\n'
 	printf '.TP\n.I RUN_DIR/metrics.prom\nrun metrics in the Prometheus text format (see docs/notify.md)\n'
-	printf '.SH SEE ALSO\n.BR dpworker (1),\n.BR slurm (1);\nthe recipe reference docs/recipe.md and docs/notify.md in the dpctl sources.\n'
+	printf '.SH SEE ALSO\n.BR srun (1),\n.BR sbatch (1);\nthe recipe reference docs/recipe.md, docs/notify.md (webhooks, metrics, recipe URLs)\nand docs/dpctl/*.md in the dpctl sources.\n'
 } | preconv -e utf-8 | sed '/^\.lf 1 -$/d' >"${out}.tmp"
 if [ "$out" = - ]; then
 	cat "${out}.tmp"
