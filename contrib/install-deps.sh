@@ -8,7 +8,7 @@ PKGS="build-essential pkg-config
 libyaml-dev libssh2-1-dev libcurl4-openssl-dev libjansson-dev libxml2-dev
 libcmocka-dev libibverbs-dev
 clang clang-format clang-tidy cppcheck libclang-rt-14-dev
-librsvg2-bin iproute2 openssh-server openssh-client
+librsvg2-bin iproute2 openssh-server openssh-client groff-base man-db openssl
 slurmctld slurmd slurm-client munge"
 
 missing=""
