@@ -117,6 +117,7 @@ int dp_cli_exit_code(int neg_errno)
 	case EBADMSG:
 	case EPROTO:
 	case E2BIG:
+	case EPROTONOSUPPORT: /* unknown input format */
 		return EX_DATAERR;
 	case ENOENT:
 	case EACCES:

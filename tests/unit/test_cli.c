@@ -130,6 +130,7 @@ static void exit_codes_follow_sysexits(void **state)
 	(void)state;
 	assert_int_equal(dp_cli_exit_code(0), EX_OK);
 	assert_int_equal(dp_cli_exit_code(-EINVAL), EX_DATAERR);
+	assert_int_equal(dp_cli_exit_code(-EPROTONOSUPPORT), EX_DATAERR);
 	assert_int_equal(dp_cli_exit_code(-ENOENT), EX_NOINPUT);
 	assert_int_equal(dp_cli_exit_code(-ENOSYS), EX_UNAVAILABLE);
 	assert_int_equal(dp_cli_exit_code(-EFAULT), EX_SOFTWARE);
