@@ -74,8 +74,10 @@ struct ctl {
 	struct conn **conns;
 	size_t nconns, capconns;
 	enum phase phase;
-	int failed; /* a root cause is recorded */
-	int killed; /* SIGKILL sent */
+	int failed;	   /* a root cause is recorded */
+	int pending_rank;  /* reported done != 0, exit not seen yet; -1 if none */
+	double pending_at; /* when it reported */
+	int killed;	   /* SIGKILL sent */
 	double t_spawn, rdv_deadline, dump_deadline, kill_deadline;
 	/* cfg with defaults applied */
 	double rendezvous_s, heartbeat_s, hang_s, grace_s, dump_s;
@@ -157,7 +159,8 @@ static void fail(struct ctl *c, enum dp_ctl_outcome o, int rank, int code, const
 	struct dp_ctl_result *res = c->res;
 	va_list ap;
 
-	if (c->failed) {
+	/* while a rank that reported failure is exiting, others failing are its cascade */
+	if (c->failed || (c->pending_rank >= 0 && rank != c->pending_rank)) {
 		char buf[512];
 
 		va_start(ap, fmt);
@@ -187,13 +190,13 @@ static void fail(struct ctl *c, enum dp_ctl_outcome o, int rank, int code, const
 		}
 		res->ntail = r->ntail;
 	}
-	dp_log(DP_LOG_ERROR, "ctl", "root cause: %s", res->cause);
+	dp_log(DP_LOG_INFO, "ctl", "root cause: %s", res->cause);
 }
 
 static void step_note(const struct rank *r, char *buf, size_t len)
 {
 	if (r->has_step)
-		(void)snprintf(buf, len, " at step %llu", (unsigned long long)r->step);
+		(void)snprintf(buf, len, " after step %llu", (unsigned long long)r->step);
 	else if (!r->ready)
 		(void)snprintf(buf, len, " before rendezvous");
 	else
@@ -229,7 +232,8 @@ static void conn_close(struct ctl *c, size_t i, const char *why)
 		if (!r->exited && !r->lost_at)
 			r->lost_at = now_s();
 		if (why)
-			dp_log(DP_LOG_WARN, "ctl", "rank %d: closing connection: %s", k->rank, why);
+			dp_log(c->phase == PH_TEARDOWN || c->failed ? DP_LOG_DEBUG : DP_LOG_WARN,
+			       "ctl", "rank %d: closing connection: %s", k->rank, why);
 	} else if (why) {
 		dp_log(DP_LOG_WARN, "ctl", "refused connection from %s: %s", k->peer, why);
 		c->res->refused++;
@@ -382,8 +386,11 @@ static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg
 	case DP_CTL_DONE:
 		r->done = 1;
 		r->done_status = m->u.done_status;
-		if (m->u.done_status != 0 && c->phase != PH_TEARDOWN)
-			rank_failed_status(c, k->rank, m->u.done_status, "reported done");
+		/* the root cause, but wait for its exit (and last output lines) */
+		if (m->u.done_status != 0 && !c->failed && c->pending_rank < 0) {
+			c->pending_rank = k->rank;
+			c->pending_at = now_s();
+		}
 		return NULL;
 	default:
 		(void)snprintf(why, whylen, "unexpected '%s' message from a worker",
@@ -457,6 +464,8 @@ static void ev_exited(void *arg, int rank, int status)
 		return;
 	if (status != 0)
 		rank_failed_status(c, rank, status, "exited");
+	else if (rank == c->pending_rank)
+		rank_failed_status(c, rank, r->done_status, "reported done");
 	else if (!r->done)
 		fail(c, DP_CTL_RANK_NODONE, rank, EX_PROTOCOL,
 		     "rank %d on %s (pid %u) exited with status 0 without reporting done", rank,
@@ -556,6 +565,10 @@ static void check_timers(struct ctl *c, double t)
 		else
 			i++;
 	}
+	/* a rank reported failure but its process has not exited */
+	if (c->pending_rank >= 0 && !c->failed && t - c->pending_at > LOST_GRACE_S)
+		rank_failed_status(c, c->pending_rank, c->ranks[c->pending_rank].done_status,
+				   "reported done");
 	/* lost connections whose process did not exit */
 	for (size_t i = 0; i < c->spec->nranks && c->phase != PH_TEARDOWN; i++) {
 		struct rank *r = &c->ranks[i];
@@ -675,6 +688,7 @@ static int run_once(struct ctl *c, struct dp_err *err)
 
 	c->phase = PH_RENDEZVOUS;
 	c->failed = c->killed = 0;
+	c->pending_rank = -1;
 	memset(c->ranks, 0, c->spec->nranks * sizeof(*c->ranks));
 	for (size_t i = 0; i < c->spec->nranks; i++)
 		c->ranks[c->spec->ranks[i].rank].spec = &c->spec->ranks[i];
