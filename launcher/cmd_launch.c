@@ -256,13 +256,14 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	struct dp_err err = { 0 };
 	char wbuf[PATH_MAX];
 	long port = 0, restarts = 0;
-	int c, rc;
+	int c, rc, li = -1;
 
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+h", opts, &li)) != -1) {
 		double *d = NULL;
 		long *l = NULL, lo = 0, hi = 0;
+		char name[40];
 
 		switch (c) {
 		case 'h':
@@ -322,9 +323,10 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		default:
 			return dp_cli_bad_option(cli, "launch", argc, argv);
 		}
-		if (d && dp_parse_double(optarg, 0.001, 86400, d, argv[optind - 1], &err) != 0)
+		(void)snprintf(name, sizeof(name), "--%s", li >= 0 ? opts[li].name : "?");
+		if (d && dp_parse_double(optarg, 0.001, 86400, d, name, &err) != 0)
 			return dp_cli_usage_error(cli, "launch ", "%s", err.msg);
-		if (l && dp_parse_long(optarg, lo, hi, l, argv[optind - 1], &err) != 0)
+		if (l && dp_parse_long(optarg, lo, hi, l, name, &err) != 0)
 			return dp_cli_usage_error(cli, "launch ", "%s", err.msg);
 	}
 	if (optind < argc)

@@ -278,7 +278,7 @@ static void broadcast(struct ctl *c, const struct dp_ctl_msg *m)
 static void do_accept(struct ctl *c)
 {
 	for (;;) {
-		struct sockaddr_storage ss;
+		struct sockaddr_storage ss = { 0 };
 		socklen_t sl = sizeof(ss);
 		size_t pending = 0;
 		struct conn *k;
@@ -297,7 +297,7 @@ static void do_accept(struct ctl *c)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (c->nconns == c->capconns) {
 			size_t ncap = c->capconns ? 2 * c->capconns : 16;
-			struct conn **nc = realloc(c->conns, ncap * sizeof(*nc));
+			struct conn **nc = realloc(c->conns, ncap * sizeof(struct conn *));
 
 			if (!nc) {
 				(void)close(fd);
@@ -513,7 +513,7 @@ static int listen_on(struct ctl *c, struct dp_err *err)
 	return 0;
 }
 
-static int spawn_all(struct ctl *c, struct dp_err *err)
+static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 {
 	char tokhex[2 * DP_CTL_TOKEN_LEN + 1], e_tok[128], e_ctl[160], e_rank[32], e_world[32],
 		e_local[32], e_hb[48];
@@ -531,8 +531,10 @@ static int spawn_all(struct ctl *c, struct dp_err *err)
 		(void)snprintf(e_rank, sizeof(e_rank), "DP_RANK=%d", r->rank);
 		(void)snprintf(e_local, sizeof(e_local), "DP_LOCAL_RANK=%d", r->local_index);
 		rc = c->be->spawn(c->sess, r, extra, err);
-		if (rc)
+		if (rc) {
+			*bad = r->rank;
 			return rc;
+		}
 	}
 	return 0;
 }
@@ -706,9 +708,16 @@ static int run_once(struct ctl *c, struct dp_err *err)
 	c->rdv_deadline = c->t_spawn + c->rendezvous_s;
 	{
 		struct dp_err serr = { 0 };
+		int bad = -1;
 
-		if (spawn_all(c, &serr) != 0)
-			fail(c, DP_CTL_SPAWN_FAILED, -1, spawn_code(serr.code), "%s", serr.msg);
+		if (spawn_all(c, &bad, &serr) != 0)
+			fail(c, DP_CTL_SPAWN_FAILED, bad, spawn_code(serr.code), "%s", serr.msg);
+	}
+	nfds_cap = 64 + 3 * c->spec->nranks;
+	fds = calloc(nfds_cap, sizeof(*fds));
+	if (!fds) {
+		rc = dp_err_set(err, ENOMEM, "ctl: out of memory");
+		goto out;
 	}
 	for (;;) {
 		size_t want = 1 + c->nconns + 3 * c->spec->nranks + 8, nfd = 0, nbe, base;
@@ -720,7 +729,10 @@ static int run_once(struct ctl *c, struct dp_err *err)
 		if (c->phase != PH_TEARDOWN && !c->failed && all_exited_ok(c))
 			break;
 		if (want > nfds_cap) {
-			struct pollfd *nf = realloc(fds, want * sizeof(*nf));
+			struct pollfd *nf;
+
+			want *= 2;
+			nf = realloc(fds, want * sizeof(*nf));
 
 			if (!nf) {
 				rc = dp_err_set(err, ENOMEM, "ctl: out of memory");

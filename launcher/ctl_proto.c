@@ -381,13 +381,13 @@ int dp_ctl_token_to_hex(const uint8_t token[DP_CTL_TOKEN_LEN], char *hex, size_t
 {
 	static const char digits[] = "0123456789abcdef";
 
-	if (hexlen < 2 * DP_CTL_TOKEN_LEN + 1)
+	if (hexlen < (size_t)2 * DP_CTL_TOKEN_LEN + 1)
 		return -ENOSPC;
 	for (size_t i = 0; i < DP_CTL_TOKEN_LEN; i++) {
 		hex[2 * i] = digits[token[i] >> 4];
 		hex[2 * i + 1] = digits[token[i] & 15];
 	}
-	hex[2 * DP_CTL_TOKEN_LEN] = '\0';
+	hex[(size_t)2 * DP_CTL_TOKEN_LEN] = '\0';
 	return 0;
 }
 
@@ -406,7 +406,7 @@ int dp_ctl_token_from_hex(const char *hex, uint8_t token[DP_CTL_TOKEN_LEN], stru
 {
 	uint8_t tmp[DP_CTL_TOKEN_LEN];
 
-	if (!hex || strlen(hex) != 2 * DP_CTL_TOKEN_LEN)
+	if (!hex || strlen(hex) != (size_t)2 * DP_CTL_TOKEN_LEN)
 		return dp_err_set(err, EINVAL, "ctl: job token must be %d hex digits",
 				  2 * DP_CTL_TOKEN_LEN);
 	for (size_t i = 0; i < DP_CTL_TOKEN_LEN; i++) {

@@ -377,7 +377,7 @@ static int local_running(struct dp_launch_session *s)
 static void local_close(struct dp_launch_session *s)
 {
 	struct local_session *ls;
-	struct timespec t0, now, nap = { 0, 2 * 1000 * 1000 };
+	struct timespec t0, now, nap = { 0, 2000000L };
 
 	if (!s)
 		return;

@@ -171,7 +171,7 @@ static int fake_run(const struct wopts *o, FILE *out, FILE *err)
 		return EX_UNAVAILABLE;
 	}
 	if (o->spawn_child && fork() == 0) {
-		sleep_ms(60 * 1000); /* a leftover that teardown must kill */
+		sleep_ms(60000L); /* a leftover that teardown must kill */
 		_exit(0);
 	}
 	for (step = 1; step <= o->fake_steps; step++) {
