@@ -426,7 +426,7 @@ static void absent_rank_fails_rendezvous(void **state)
 /* A foreign client: bad token, then garbage, against a live run. */
 struct intruder {
 	int port;
-	int refused_token, refused_garbage;
+	int refused_token, refused_garbage, refused_unknown, refused_oversized;
 };
 
 static int dial_loopback(int port)
@@ -480,6 +480,16 @@ static void *intrude(void *arg)
 	if (dp_ctl_encode(&m, &b, NULL) == 0)
 		in->refused_token = closed_after(in->port, b.data, b.len);
 	in->refused_garbage = closed_after(in->port, "GET / HTTP/1.0\r\n\r\n", 18);
+	{
+		static const unsigned char unknown[8] = {
+			0xd9, 0xc7, DP_CTL_VERSION, 99, 0, 0, 0, 0
+		};
+		static const unsigned char huge[8] = { 0xd9, 0xc7, DP_CTL_VERSION, DP_CTL_HELLO,
+						       0x7f, 0xff, 0xff,	   0xff };
+
+		in->refused_unknown = closed_after(in->port, unknown, sizeof(unknown));
+		in->refused_oversized = closed_after(in->port, huge, sizeof(huge));
+	}
 	dp_buf_release(&b);
 	return NULL;
 }
@@ -501,7 +511,7 @@ static int free_port(void)
 static void wrong_token_is_refused_and_run_unaffected(void **state)
 {
 	const char *w = worker_or_skip();
-	const char *const argv[] = { w, "--fake-steps", "30", "--fake-step-ms", "20", NULL };
+	const char *const argv[] = { w, "--fake-steps", "50", "--fake-step-ms", "20", NULL };
 	struct dp_ctl_cfg cfg = { .rendezvous_s = 5 + slack(),
 				  .heartbeat_s = 0.1,
 				  .hang_timeout_s = 3 };
@@ -526,9 +536,13 @@ static void wrong_token_is_refused_and_run_unaffected(void **state)
 	assert_int_equal(res.outcome, DP_CTL_OK);
 	assert_true(in.refused_token);
 	assert_true(in.refused_garbage);
-	assert_true(res.refused >= 2);
+	assert_true(in.refused_unknown);
+	assert_true(in.refused_oversized);
+	assert_true(res.refused >= 4);
 	assert_non_null(strstr(log, "wrong job token"));
 	assert_non_null(strstr(log, "bad frame magic"));
+	assert_non_null(strstr(log, "unknown message type 99"));
+	assert_non_null(strstr(log, "exceeds the"));
 	free(log);
 }
 
