@@ -323,8 +323,18 @@ int dp_ctl_client_stopped(struct dp_ctl_client *c)
 
 int dp_ctl_client_done(struct dp_ctl_client *c, int status, struct dp_err *err)
 {
-	struct dp_ctl_msg m = { .type = DP_CTL_DONE };
+	struct dp_ctl_msg m = { .type = DP_CTL_HEARTBEAT };
+	int rc;
 
+	/* a last heartbeat first, so the controller sees the final step */
+	(void)pthread_mutex_lock(&c->lock);
+	m.u.hb = c->hb;
+	(void)pthread_mutex_unlock(&c->lock);
+	rc = send_msg(c, &m, err);
+	if (rc)
+		return rc;
+	memset(&m, 0, sizeof(m));
+	m.type = DP_CTL_DONE;
 	m.u.done_status = status < 0 || status > 255 ? 255 : status;
 	return send_msg(c, &m, err);
 }
