@@ -36,6 +36,7 @@
 #define LOST_GRACE_S	2.0 /* wait for an exit after a lost connection */
 #define OUTBUF_CAP	(1 << 20)
 #define TICK_MS		100
+#define GIVEUP_S	5.0 /* after SIGKILL, give up on ranks that do not exit */
 
 enum phase { PH_RENDEZVOUS, PH_RUNNING, PH_DUMPING, PH_TEARDOWN };
 
@@ -203,20 +204,28 @@ static void step_note(const struct rank *r, char *buf, size_t len)
 		buf[0] = '\0';
 }
 
+/* " (pid N)" once the rank said hello, else "". */
+static const char *pid_note(const struct rank *r, char *buf, size_t len)
+{
+	if (!r->pid)
+		return "";
+	(void)snprintf(buf, len, " (pid %u)", r->pid);
+	return buf;
+}
+
 static void rank_failed_status(struct ctl *c, int rank, int status, const char *how)
 {
 	struct rank *r = &c->ranks[rank];
-	char at[64];
+	char at[64], pid[32];
 
 	step_note(r, at, sizeof(at));
 	if (status > 128 && status < 128 + 65 && strcmp(how, "exited") == 0)
 		fail(c, DP_CTL_RANK_SIGNAL, rank, status,
-		     "rank %d on %s (pid %u) was killed by signal %d (%s)%s", rank, r->spec->host,
-		     r->pid, status - 128, strsignal(status - 128), at);
+		     "rank %d on %s%s was killed by signal %d (%s)%s", rank, r->spec->host,
+		     pid_note(r, pid, sizeof(pid)), status - 128, strsignal(status - 128), at);
 	else
-		fail(c, DP_CTL_RANK_EXIT, rank, status,
-		     "rank %d on %s (pid %u) %s with status %d%s", rank, r->spec->host, r->pid, how,
-		     status, at);
+		fail(c, DP_CTL_RANK_EXIT, rank, status, "rank %d on %s%s %s with status %d%s", rank,
+		     r->spec->host, pid_note(r, pid, sizeof(pid)), how, status, at);
 }
 
 /* ---- connections ------------------------------------------------------------ */
@@ -444,6 +453,12 @@ out:
 	free(m);
 }
 
+/* Exit code for a rank that could not be started. */
+static int spawn_code(int e)
+{
+	return e == ENOENT || e == EACCES || e == ENOEXEC ? EX_UNAVAILABLE : EX_OSERR;
+}
+
 /* ---- backend events --------------------------------------------------------- */
 
 static void ev_output(void *arg, int rank, int stream, const char *line)
@@ -456,6 +471,7 @@ static void ev_exited(void *arg, int rank, int status)
 {
 	struct ctl *c = arg;
 	struct rank *r = &c->ranks[rank];
+	char pid[32];
 
 	r->exited = 1;
 	r->exit_status = status;
@@ -468,13 +484,23 @@ static void ev_exited(void *arg, int rank, int status)
 		rank_failed_status(c, rank, r->done_status, "reported done");
 	else if (!r->done)
 		fail(c, DP_CTL_RANK_NODONE, rank, EX_PROTOCOL,
-		     "rank %d on %s (pid %u) exited with status 0 without reporting done", rank,
-		     r->spec->host, r->pid);
+		     "rank %d on %s%s exited with status 0 without reporting done", rank,
+		     r->spec->host, pid_note(r, pid, sizeof(pid)));
+}
+
+static void ev_spawn_failed(void *arg, int rank, int e, const char *msg)
+{
+	struct ctl *c = arg;
+
+	if (c->phase == PH_TEARDOWN)
+		return;
+	fail(c, DP_CTL_SPAWN_FAILED, rank, spawn_code(e), "%s", msg);
 }
 
 static const struct dp_launch_events events = {
 	.output = ev_output,
 	.exited = ev_exited,
+	.spawn_failed = ev_spawn_failed,
 };
 
 /* ---- setup ------------------------------------------------------------------ */
@@ -537,12 +563,6 @@ static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 		}
 	}
 	return 0;
-}
-
-/* Exit code for a rank that could not be started. */
-static int spawn_code(int e)
-{
-	return e == ENOENT || e == EACCES || e == ENOEXEC ? EX_UNAVAILABLE : EX_OSERR;
 }
 
 /* ---- the loop --------------------------------------------------------------- */
@@ -698,7 +718,11 @@ static int run_once(struct ctl *c, struct dp_err *err)
 	if (rc)
 		return rc;
 	{
-		struct dp_launch_opts lo = { .grace_s = c->grace_s };
+		struct dp_launch_opts lo = { 0 };
+
+		if (c->cfg->launch)
+			lo = *c->cfg->launch;
+		lo.grace_s = c->grace_s;
 
 		rc = c->be->open(&lo, &c->sess, err);
 		if (rc)
@@ -726,6 +750,13 @@ static int run_once(struct ctl *c, struct dp_err *err)
 
 		if (c->phase == PH_TEARDOWN && c->be->running(c->sess) == 0)
 			break;
+		/* a rank that survives SIGKILL (remote host gone): give up on it;
+		 * close() cleans up what it can */
+		if (c->killed && now_s() > c->kill_deadline + GIVEUP_S) {
+			dp_log(DP_LOG_ERROR, "ctl", "%d ranks did not exit after SIGKILL",
+			       c->be->running(c->sess));
+			break;
+		}
 		if (c->phase != PH_TEARDOWN && !c->failed && all_exited_ok(c))
 			break;
 		if (want > nfds_cap) {

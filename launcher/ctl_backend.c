@@ -7,9 +7,10 @@
 #include "launcher/ctl_launch.h"
 #include "common/dp_banned.h"
 
-/* Best first; ssh and slurm join here (under #ifdef DP_HAVE_<DEP> if optional). */
+/* Best first by probe priority; slurm joins here (under #ifdef DP_HAVE_<DEP> if optional). */
 const struct dp_launch_backend *const dp_launch_backends[] = {
 	&dp_launch_local,
+	&dp_launch_ssh,
 	NULL,
 };
 

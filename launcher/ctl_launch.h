@@ -55,6 +55,9 @@ int dp_launch_spec_check(const struct dp_launch_spec *spec, struct dp_err *err);
 struct dp_launch_events {
 	void (*output)(void *arg, int rank, int stream, const char *line); /* stream 1/2 */
 	void (*exited)(void *arg, int rank, int status);
+	/* A rank could not be started after spawn() returned (remote backends:
+	 * connect, host key or auth failure); @msg names the host and the reason. */
+	void (*spawn_failed)(void *arg, int rank, int err, const char *msg);
 };
 
 /* Generic part of a backend session; each backend embeds it first. */
@@ -63,7 +66,15 @@ struct dp_launch_session {
 };
 
 struct dp_launch_opts {
-	double grace_s; /* used by close(): SIGTERM -> SIGKILL wait; 0 = kill at once */
+	double grace_s; /* SIGTERM -> SIGKILL wait when stopping */
+	/* ssh backend; all optional, borrowed for the session's life */
+	int ssh_port;		  /* 0: 22 */
+	const char *ssh_user;	  /* NULL: the current user */
+	const char *ssh_identity; /* private key; NULL: ~/.ssh/id_ed25519, id_ecdsa, id_rsa */
+	const char *known_hosts;  /* NULL: ~/.ssh/known_hosts */
+	int accept_new;		  /* add unknown host keys (a changed key is still refused) */
+	int no_agent;		  /* do not try ssh-agent */
+	int max_handshakes;	  /* sessions connecting/authenticating at once; 0: 32 */
 };
 
 struct dp_launch_backend {
@@ -90,7 +101,7 @@ struct dp_launch_backend {
 	void (*close)(struct dp_launch_session *s);
 };
 
-extern const struct dp_launch_backend dp_launch_local;
+extern const struct dp_launch_backend dp_launch_local, dp_launch_ssh;
 
 /* The compiled-in backends, NULL-terminated, best first. */
 extern const struct dp_launch_backend *const dp_launch_backends[];
@@ -117,16 +128,17 @@ enum dp_ctl_outcome {
 struct dp_ctl_result;
 
 struct dp_ctl_cfg {
-	const char *backend;	  /* NULL: dp_launch_backend_pick(NULL) */
-	const char *bind_addr;	  /* NULL: "127.0.0.1" */
-	const char *connect_addr; /* what workers dial; NULL: bind_addr */
-	int port;		  /* 0: any free port */
-	double rendezvous_s;	  /* 0: 60 */
-	double heartbeat_s;	  /* 0: 1; passed to workers as DP_HEARTBEAT_S */
-	double hang_timeout_s;	  /* 0: 30 */
-	double grace_s;		  /* SIGTERM -> SIGKILL; 0: 5 */
-	double dump_wait_s;	  /* after dump-stacks, before stopping; 0: 1 */
-	int max_restarts;	  /* whole-run restarts after a failure; 0: none */
+	const char *backend;		     /* NULL: dp_launch_backend_pick(NULL) */
+	const struct dp_launch_opts *launch; /* backend options; NULL: defaults */
+	const char *bind_addr;		     /* NULL: "127.0.0.1" */
+	const char *connect_addr;	     /* what workers dial; NULL: bind_addr */
+	int port;			     /* 0: any free port */
+	double rendezvous_s;		     /* 0: 60 */
+	double heartbeat_s;		     /* 0: 1; passed to workers as DP_HEARTBEAT_S */
+	double hang_timeout_s;		     /* 0: 30 */
+	double grace_s;			     /* SIGTERM -> SIGKILL; 0: 5 */
+	double dump_wait_s;		     /* after dump-stacks, before stopping; 0: 1 */
+	int max_restarts;		     /* whole-run restarts after a failure; 0: none */
 	/* Called after a failed attempt when restarts remain: non-zero to restart.
 	 * NULL: restart only if the attempt got further (max step) than the one
 	 * before it, so a restart loop that makes no progress stops. */

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sysexits.h>
@@ -26,6 +28,17 @@
 #include "tests/unit/dp_test.h"
 
 #define MAXR 8
+
+/* dp_cli_main() leaves its (memory) stderr installed as the log sink after it
+ * returns; detach it so later library logging cannot write to a closed FILE. */
+static struct dp_test_run dpctl_run(const char *const *argv)
+{
+	struct dp_test_run r = dp_test_dpctl_list(argv);
+
+	dp_log_set_sink(NULL);
+	return r;
+}
+#define DPCTL(...) dpctl_run((const char *const[]){ __VA_ARGS__, NULL })
 
 /* A spec of @n ranks on localhost running @argv (the same for every rank,
  * except @special_rank which runs @special when not NULL). */
@@ -94,6 +107,14 @@ static double slack(void)
 	return 4 * cost;
 }
 
+/* The private sshd of the ssh tests (see sshd_or_skip()). */
+static struct {
+	int tried, port;
+	pid_t pid;
+	char dir[64];
+	char key[128], kh_good[128], kh_empty[128], kh_bad[128];
+} sshd;
+
 /* Processes other than us carrying DP_TEST_MARK=@mark in their environment,
  * plus our own unreaped children (zombies have no readable environment). */
 static int leftovers(const char *mark)
@@ -111,7 +132,7 @@ static int leftovers(const char *mark)
 		size_t got;
 		FILE *f;
 
-		if (pid <= 0 || pid == (long)getpid())
+		if (pid <= 0 || pid == (long)getpid() || pid == (long)sshd.pid)
 			continue;
 		(void)snprintf(path, sizeof(path), "/proc/%ld/environ", pid);
 		f = fopen(path, "rb");
@@ -557,9 +578,9 @@ static void dpctl_launch_failing_rank_sets_exit_code(void **state)
 	(void)worker_or_skip();
 	set_mark(mark, sizeof(mark));
 	(void)snprintf(rdv, sizeof(rdv), "%g", 5 + slack());
-	r = dp_test_dpctl("launch", "--local", "4", "--fake-steps", "200", "--fake-step-ms", "10",
-			  "--fake-fail", "2:3", "--fake-spawn-child", "--grace-s", "1",
-			  "--rendezvous-s", rdv);
+	r = DPCTL("launch", "--local", "4", "--fake-steps", "200", "--fake-step-ms", "10",
+		  "--fake-fail", "2:3", "--fake-spawn-child", "--grace-s", "1", "--rendezvous-s",
+		  rdv);
 	assert_int_equal(r.rc, 3);
 	assert_non_null(strstr(r.err, "root cause: rank 2 on localhost"));
 	assert_non_null(strstr(r.err, "exited with status 3"));
@@ -576,8 +597,8 @@ static void dpctl_launch_ok_and_json(void **state)
 
 	(void)state;
 	(void)worker_or_skip();
-	r = dp_test_dpctl("--json", "launch", "--local", "2", "--fake-steps", "3", "--fake-step-ms",
-			  "5", "--heartbeat-s", "0.05");
+	r = DPCTL("--json", "launch", "--local", "2", "--fake-steps", "3", "--fake-step-ms", "5",
+		  "--heartbeat-s", "0.05");
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.out, "\"outcome\": \"ok\""));
 	assert_non_null(strstr(r.out, "\"ranks\": 2"));
@@ -589,8 +610,8 @@ static void dpctl_launch_dry_run_and_usage(void **state)
 	struct dp_test_run r;
 
 	(void)state;
-	r = dp_test_dpctl("launch", "--local", "2", "--fake-fail", "1:4:9", "--dry-run", "--worker",
-			  "/opt/dp/dpworker");
+	r = DPCTL("launch", "--local", "2", "--fake-fail", "1:4:9", "--dry-run", "--worker",
+		  "/opt/dp/dpworker");
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.out, "rank 0 on localhost (local 0): /opt/dp/dpworker "
 				      "--fake-steps 20"));
@@ -599,20 +620,326 @@ static void dpctl_launch_dry_run_and_usage(void **state)
 				      "--fake-exit-code 9\n"));
 	assert_null(strstr(r.out, "DP_JOB_TOKEN="));
 	dp_test_run_free(&r);
-	r = dp_test_dpctl("launch", "--local", "2", "--fake-hang", "5:1", "--dry-run");
+	r = DPCTL("launch", "--local", "2", "--fake-hang", "5:1", "--dry-run");
 	assert_int_equal(r.rc, EX_USAGE);
 	assert_non_null(strstr(r.err, "outside 0..1"));
 	dp_test_run_free(&r);
-	r = dp_test_dpctl("launch", "--local", "0");
+	r = DPCTL("launch", "--local", "0");
 	assert_int_equal(r.rc, EX_USAGE);
 	dp_test_run_free(&r);
-	r = dp_test_dpctl("launch", "--local", "2", "--hang-timeout-s", "soon");
+	r = DPCTL("launch", "--local", "2", "--hang-timeout-s", "soon");
 	assert_int_equal(r.rc, EX_USAGE);
 	assert_non_null(strstr(r.err, "--hang-timeout-s"));
 	dp_test_run_free(&r);
-	r = dp_test_dpctl("launch", "recipe.yaml");
+	r = DPCTL("launch", "recipe.yaml");
 	assert_int_equal(r.rc, EX_UNAVAILABLE);
 	dp_test_run_free(&r);
+}
+
+/* ---- ssh backend against a private sshd on 127.0.0.1 -------------------------- */
+
+static int run_quiet(const char *const *argv)
+{
+	int st = -1;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int fd = open("/dev/null", O_WRONLY);
+
+		(void)dup2(fd, 1);
+		(void)dup2(fd, 2);
+		(void)execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	if (pid < 0 || waitpid(pid, &st, 0) != pid)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* "@dir/@name" in a static buffer (one use at a time). */
+static const char *strcat_path(const char *dir, const char *name)
+{
+	static char buf[256];
+
+	(void)snprintf(buf, sizeof(buf), "%s/%s", dir, name);
+	return buf;
+}
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_true(fputs(text, f) >= 0);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* "[127.0.0.1]:PORT <type> <base64>" from the first two fields of @pub. */
+static void known_line(const char *pub, char *out, size_t len)
+{
+	char *text = dp_test_slurp(pub), *sp = strchr(text, ' ');
+
+	assert_non_null(sp);
+	sp = strchr(sp + 1, ' ');
+	if (sp)
+		*sp = '\0';
+	(void)snprintf(out, len, "[127.0.0.1]:%d %s\n", sshd.port, text);
+	free(text);
+}
+
+/* Start sshd once for all ssh tests; skip() if that is not possible here. */
+static void sshd_or_skip(void)
+{
+	char path[160], cfg[1024], line[512], line2[512];
+	const char *w = getenv("DPWORKER");
+
+	if (!w || !*w || access("/usr/sbin/sshd", X_OK) != 0 ||
+	    access("/usr/bin/ssh-keygen", X_OK) != 0)
+		skip();
+	if (sshd.tried) {
+		if (sshd.pid <= 0)
+			skip();
+		return;
+	}
+	sshd.tried = 1;
+	(void)snprintf(sshd.dir, sizeof(sshd.dir), "/tmp/dpsshd-XXXXXX");
+	assert_non_null(mkdtemp(sshd.dir));
+	for (int i = 0; i < 2; i++) {
+		char kf[128];
+		const char *argv[] = {
+			"/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", kf, NULL
+		};
+
+		(void)snprintf(kf, sizeof(kf), "%s/%s", sshd.dir, i ? "userkey" : "hostkey");
+		assert_int_equal(run_quiet(argv), 0);
+	}
+	(void)snprintf(sshd.key, sizeof(sshd.key), "%s/userkey", sshd.dir);
+	sshd.port = free_port();
+	(void)snprintf(cfg, sizeof(cfg),
+		       "ListenAddress 127.0.0.1\nPort %d\nHostKey %s/hostkey\n"
+		       "AuthorizedKeysFile %s/userkey.pub\nPidFile %s/sshd.pid\n"
+		       "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+		       "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
+		       "StrictModes no\nUsePAM no\nLogLevel ERROR\n",
+		       sshd.port, sshd.dir, sshd.dir, sshd.dir);
+	(void)snprintf(path, sizeof(path), "%s/sshd_config", sshd.dir);
+	write_file(path, cfg);
+	known_line(strcat_path(sshd.dir, "hostkey.pub"), line, sizeof(line));
+	known_line(strcat_path(sshd.dir, "userkey.pub"), line2, sizeof(line2));
+	(void)snprintf(sshd.kh_good, sizeof(sshd.kh_good), "%s/known_hosts", sshd.dir);
+	(void)snprintf(sshd.kh_bad, sizeof(sshd.kh_bad), "%s/known_hosts.bad", sshd.dir);
+	(void)snprintf(sshd.kh_empty, sizeof(sshd.kh_empty), "%s/known_hosts.empty", sshd.dir);
+	write_file(sshd.kh_good, line);
+	write_file(sshd.kh_bad, line2); /* another key for the same host: "changed" */
+	write_file(sshd.kh_empty, "");
+	sshd.pid = fork();
+	if (sshd.pid == 0) {
+		int fd;
+
+		(void)prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0); /* dies with the test */
+
+		(void)snprintf(path, sizeof(path), "%s/sshd.log", sshd.dir);
+		fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		(void)dup2(fd, 2);
+		(void)snprintf(path, sizeof(path), "%s/sshd_config", sshd.dir);
+		(void)execl("/usr/sbin/sshd", "/usr/sbin/sshd", "-D", "-e", "-f", path,
+			    (char *)NULL);
+		_exit(127);
+	}
+	{
+		int fd = dial_loopback(sshd.port); /* up to 3 s */
+
+		if (fd < 0) {
+			(void)kill(sshd.pid, SIGKILL);
+			(void)waitpid(sshd.pid, NULL, 0);
+			sshd.pid = 0;
+			skip();
+		}
+		(void)close(fd);
+	}
+}
+
+static int sshd_teardown(void **state)
+{
+	(void)state;
+	if (sshd.pid > 0) {
+		(void)kill(sshd.pid, SIGTERM);
+		(void)waitpid(sshd.pid, NULL, 0);
+	}
+	if (sshd.dir[0]) {
+		const char *argv[] = { "/bin/rm", "-rf", sshd.dir, NULL };
+
+		(void)run_quiet(argv);
+	}
+	return 0;
+}
+
+static void ssh_opts(struct dp_launch_opts *lo, const char *known_hosts)
+{
+	memset(lo, 0, sizeof(*lo));
+	lo->ssh_port = sshd.port;
+	lo->ssh_identity = sshd.key;
+	lo->known_hosts = known_hosts;
+	lo->no_agent = 1;
+}
+
+static void ssh_run_completes_and_failure_stops_all(void **state)
+{
+	const char *w;
+	char mark[64], markenv[96];
+	const char *const env[] = { markenv, NULL };
+	struct dp_ctl_cfg cfg = { .backend = "ssh", .rendezvous_s = 10, .grace_s = 1 };
+	struct dp_launch_opts lo;
+	struct dp_ctl_result res;
+	struct dp_err err = { 0 };
+	struct spec_buf sb;
+	char *text = NULL;
+	size_t len = 0;
+
+	(void)state;
+	sshd_or_skip();
+	w = getenv("DPWORKER");
+	set_mark(mark, sizeof(mark));
+	(void)snprintf(markenv, sizeof(markenv), "DP_TEST_MARK=%s", mark);
+	ssh_opts(&lo, sshd.kh_good);
+	cfg.launch = &lo;
+	{
+		const char *const argv[] = { w, "--fake-steps", "3", "--fake-step-ms", "10", NULL };
+
+		make_spec(&sb, 2, argv, -1, NULL);
+		for (int i = 0; i < 2; i++) {
+			sb.ranks[i].host = "127.0.0.1";
+			sb.ranks[i].env = env;
+		}
+		cfg.out = open_memstream(&text, &len);
+		assert_int_equal(dp_ctl_run(&cfg, &sb.spec, &res, &err), 0);
+		(void)fclose(cfg.out);
+		cfg.out = NULL;
+		if (res.outcome != DP_CTL_OK)
+			fail_msg("ssh run failed: %s", res.cause);
+		assert_non_null(strstr(text, "[127.0.0.1:1] step 3/3"));
+		free(text);
+	}
+	{
+		const char *const argv[] = { w,	   "--fake-steps",	 "500", "--fake-step-ms",
+					     "10", "--fake-spawn-child", NULL };
+		const char *const bad[] = { w,	  "--fake-steps",   "500", "--fake-step-ms",
+					    "10", "--fake-fail-at", "3",   "--fake-spawn-child",
+					    NULL };
+
+		make_spec(&sb, 3, argv, 1, bad);
+		for (int i = 0; i < 3; i++) {
+			sb.ranks[i].host = "127.0.0.1";
+			sb.ranks[i].env = env;
+		}
+		assert_int_equal(dp_ctl_run(&cfg, &sb.spec, &res, &err), 0);
+		assert_int_equal(res.outcome, DP_CTL_RANK_EXIT);
+		assert_int_equal(res.exit_code, 3);
+		assert_int_equal(res.failed_rank, 1);
+		assert_string_equal(res.failed_host, "127.0.0.1");
+	}
+	/* the remote wrappers stop their groups once the channels close */
+	{
+		double until = mono() + 5;
+
+		/* remote orphans are re-parented to us here (the local backend made
+		 * us a subreaper, and "remote" is this machine): reap them */
+		do {
+			while (waitpid(-1, NULL, WNOHANG) > 0)
+				;
+			if (!leftovers(mark))
+				break;
+			(void)usleep(50000);
+		} while (mono() < until);
+		assert_int_equal(leftovers(mark), 0);
+	}
+}
+
+static void ssh_values_arrive_verbatim_token_not_in_argv(void **state)
+{
+	static const char value[] = "it's \"q\" $(echo pwned) `id` ; echo no && \\ *";
+	const char *const argv[] = { "/bin/sh",
+				     "-c",
+				     "printf '%s\\n' \"$1\"; printf 'toklen=%s\\n' "
+				     "\"${#DP_JOB_TOKEN}\"; grep -c \"$DP_JOB_TOKEN\" "
+				     "/proc/$PPID/cmdline; exit 3",
+				     "x",
+				     value,
+				     NULL };
+	struct dp_ctl_cfg cfg = { .backend = "ssh", .rendezvous_s = 10, .grace_s = 1 };
+	struct dp_launch_opts lo;
+	struct dp_ctl_result res;
+	struct spec_buf sb;
+
+	(void)state;
+	sshd_or_skip();
+	ssh_opts(&lo, sshd.kh_good);
+	cfg.launch = &lo;
+	make_spec(&sb, 1, argv, -1, NULL);
+	sb.ranks[0].host = "127.0.0.1";
+	assert_int_equal(dp_ctl_run(&cfg, &sb.spec, &res, NULL), 0);
+	assert_int_equal(res.exit_code, 3);
+	assert_int_equal(res.ntail, 3);
+	assert_string_equal(res.tail[0], value);
+	assert_string_equal(res.tail[1], "toklen=64");
+	assert_string_equal(res.tail[2], "0"); /* the wrapper's command line lacks it */
+}
+
+static void ssh_host_key_and_connect_failures_name_the_host(void **state)
+{
+	static const char *const argv[] = { "/bin/true", NULL };
+	struct dp_ctl_cfg cfg = { .backend = "ssh", .rendezvous_s = 10, .grace_s = 1 };
+	struct dp_launch_opts lo;
+	struct dp_ctl_result res;
+	struct spec_buf sb;
+	char kh[160], *text;
+
+	(void)state;
+	sshd_or_skip();
+	cfg.launch = &lo;
+	make_spec(&sb, 2, argv, -1, NULL);
+	sb.ranks[0].host = sb.ranks[1].host = "127.0.0.1";
+
+	ssh_opts(&lo, sshd.kh_empty);
+	assert_int_equal(dp_ctl_run(&cfg, &sb.spec, &res, NULL), 0);
+	assert_int_equal(res.outcome, DP_CTL_SPAWN_FAILED);
+	assert_non_null(strstr(res.cause, "host key of '127.0.0.1' is unknown"));
+
+	ssh_opts(&lo, sshd.kh_bad);
+	assert_int_equal(dp_ctl_run(&cfg, &sb.spec, &res, NULL), 0);
+	assert_int_equal(res.outcome, DP_CTL_SPAWN_FAILED);
+	assert_non_null(strstr(res.cause, "host key of '127.0.0.1' has CHANGED"));
+
+	/* accept-new learns an unknown key ... */
+	(void)snprintf(kh, sizeof(kh), "%s/known_hosts.new", sshd.dir);
+	write_file(kh, "");
+	ssh_opts(&lo, kh);
+	lo.accept_new = 1;
+	assert_int_equal(dp_ctl_run(&cfg, &sb.spec, &res, NULL), 0);
+	assert_int_equal(res.outcome, DP_CTL_RANK_NODONE); /* /bin/true ran remotely */
+	text = dp_test_slurp(kh);
+	assert_non_null(strstr(text, "ssh-ed25519"));
+	free(text);
+	/* ... but never accepts a changed one */
+	ssh_opts(&lo, sshd.kh_bad);
+	lo.accept_new = 1;
+	assert_int_equal(dp_ctl_run(&cfg, &sb.spec, &res, NULL), 0);
+	assert_non_null(strstr(res.cause, "CHANGED"));
+
+	/* nothing listening */
+	ssh_opts(&lo, sshd.kh_good);
+	lo.ssh_port = free_port();
+	assert_int_equal(dp_ctl_run(&cfg, &sb.spec, &res, NULL), 0);
+	assert_int_equal(res.outcome, DP_CTL_SPAWN_FAILED);
+	assert_non_null(strstr(res.cause, "cannot connect to '127.0.0.1' port"));
+
+	/* wrong identity */
+	ssh_opts(&lo, sshd.kh_good);
+	(void)snprintf(kh, sizeof(kh), "%s/hostkey", sshd.dir);
+	lo.ssh_identity = kh;
+	assert_int_equal(dp_ctl_run(&cfg, &sb.spec, &res, NULL), 0);
+	assert_int_equal(res.outcome, DP_CTL_SPAWN_FAILED);
+	assert_non_null(strstr(res.cause, "authentication as"));
 }
 
 int main(void)
@@ -632,7 +959,10 @@ int main(void)
 		cmocka_unit_test(dpctl_launch_failing_rank_sets_exit_code),
 		cmocka_unit_test(dpctl_launch_ok_and_json),
 		cmocka_unit_test(dpctl_launch_dry_run_and_usage),
+		cmocka_unit_test(ssh_run_completes_and_failure_stops_all),
+		cmocka_unit_test(ssh_values_arrive_verbatim_token_not_in_argv),
+		cmocka_unit_test(ssh_host_key_and_connect_failures_name_the_host),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, sshd_teardown);
 }
