@@ -40,7 +40,7 @@
 #include "common/dp_banned.h"
 
 #define SSH_LINE_MAX 4096
-#define CMD_MAX	     (256 * 1024)
+#define CMD_MAX	     ((size_t)256 * 1024)
 
 enum hstate { H_WAIT, H_CONNECT, H_HANDSHAKE, H_AGENT, H_KEYFILE, H_READY, H_FAILED };
 enum cstate { C_WAIT, C_OPEN, C_EXEC, C_RUN, C_CLOSE, C_DONE };

@@ -858,14 +858,10 @@ static void ssh_run_completes_and_failure_stops_all(void **state)
 static void ssh_values_arrive_verbatim_token_not_in_argv(void **state)
 {
 	static const char value[] = "it's \"q\" $(echo pwned) `id` ; echo no && \\ *";
-	const char *const argv[] = { "/bin/sh",
-				     "-c",
-				     "printf '%s\\n' \"$1\"; printf 'toklen=%s\\n' "
+	static const char script[] = "printf '%s\\n' \"$1\"; printf 'toklen=%s\\n' "
 				     "\"${#DP_JOB_TOKEN}\"; grep -c \"$DP_JOB_TOKEN\" "
-				     "/proc/$PPID/cmdline; exit 3",
-				     "x",
-				     value,
-				     NULL };
+				     "/proc/$PPID/cmdline; exit 3";
+	const char *const argv[] = { "/bin/sh", "-c", script, "x", value, NULL };
 	struct dp_ctl_cfg cfg = { .backend = "ssh", .rendezvous_s = 10, .grace_s = 1 };
 	struct dp_launch_opts lo;
 	struct dp_ctl_result res;
