@@ -6,8 +6,12 @@
  * end.  The recipe-driven form will build the same struct dp_launch_spec
  * from a plan and reuse everything below build_spec().
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +39,22 @@ enum {
 	OPT_FAKE_HANG,
 	OPT_FAKE_ABSENT,
 	OPT_FAKE_CHILD,
+	OPT_SSH,
+	OPT_PER_HOST,
+	OPT_SSH_PORT,
+	OPT_SSH_IDENTITY,
+	OPT_KNOWN_HOSTS,
+	OPT_ACCEPT_NEW,
 };
 
 static const struct option opts[] = {
 	{ "local", required_argument, NULL, OPT_LOCAL },
+	{ "ssh", required_argument, NULL, OPT_SSH },
+	{ "per-host", required_argument, NULL, OPT_PER_HOST },
+	{ "ssh-port", required_argument, NULL, OPT_SSH_PORT },
+	{ "ssh-identity", required_argument, NULL, OPT_SSH_IDENTITY },
+	{ "known-hosts", required_argument, NULL, OPT_KNOWN_HOSTS },
+	{ "accept-new-host-keys", no_argument, NULL, OPT_ACCEPT_NEW },
 	{ "rendezvous-s", required_argument, NULL, OPT_RENDEZVOUS },
 	{ "heartbeat-s", required_argument, NULL, OPT_HEARTBEAT },
 	{ "hang-timeout-s", required_argument, NULL, OPT_HANG },
@@ -60,6 +76,7 @@ static const struct option opts[] = {
 
 #define MAX_LOCAL 1024
 #define MAX_ARGS  24
+#define MAX_HOSTS 256
 
 struct launch_opts {
 	long nlocal;
@@ -129,6 +146,44 @@ static void build_args(const struct launch_opts *o, long rank, struct rank_args 
 	if (o->spawn_child)
 		ra->argv[k++] = "--fake-spawn-child";
 	ra->argv[k] = NULL;
+}
+
+/* Split "a,b,c" (a copy in @buf) into @hosts; returns the count or -1. */
+static int split_hosts(char *buf, const char **hosts, int max)
+{
+	int n = 0;
+
+	for (char *p = buf, *comma; p && *p; p = comma ? comma + 1 : NULL) {
+		comma = strchr(p, ',');
+		if (comma)
+			*comma = '\0';
+		if (!*p || n == max)
+			return -1;
+		hosts[n++] = p;
+	}
+	return n;
+}
+
+/* The local IPv4 address that routes to @host (a connected UDP socket sends
+ * nothing), so remote workers can reach the controller.  0 or -errno. */
+static int route_addr(const char *host, char *buf, size_t len)
+{
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_DGRAM }, *ai;
+	struct sockaddr_in sin;
+	socklen_t sl = sizeof(sin);
+	int fd, rc = -EHOSTUNREACH;
+
+	if (getaddrinfo(host, "22", &hints, &ai) != 0)
+		return -EHOSTUNREACH;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sin, &sl) == 0 &&
+	    inet_ntop(AF_INET, &sin.sin_addr, buf, (socklen_t)len))
+		rc = 0;
+	if (fd >= 0)
+		(void)close(fd);
+	freeaddrinfo(ai);
+	return rc;
 }
 
 /* "R:S" or "R:S:C" into up to three numbers. */
@@ -254,9 +309,11 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	struct rank_args *args = NULL;
 	struct dp_launch_spec spec;
 	struct dp_err err = { 0 };
-	char wbuf[PATH_MAX];
-	long port = 0, restarts = 0;
-	int c, rc, li = -1;
+	char wbuf[PATH_MAX], hostbuf[4096], bindbuf[64];
+	const char *hosts[MAX_HOSTS];
+	struct dp_launch_opts lopts = { 0 };
+	long port = 0, restarts = 0, per_host = 1, ssh_port = 22, nranks;
+	int c, rc, li = -1, nhosts = 0;
 
 	optind = 0;
 	opterr = 0;
@@ -280,6 +337,30 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		case OPT_WORKER:
 			o.worker = optarg;
 			continue;
+		case OPT_SSH:
+			(void)snprintf(hostbuf, sizeof(hostbuf), "%s", optarg);
+			nhosts = split_hosts(hostbuf, hosts, MAX_HOSTS);
+			if (nhosts <= 0 || strlen(optarg) >= sizeof(hostbuf))
+				return dp_cli_usage_error(cli, "launch ",
+							  "--ssh: '%s' is not a list of 1 to %d "
+							  "hosts separated by commas",
+							  optarg, MAX_HOSTS);
+			continue;
+		case OPT_SSH_IDENTITY:
+			lopts.ssh_identity = optarg;
+			continue;
+		case OPT_KNOWN_HOSTS:
+			lopts.known_hosts = optarg;
+			continue;
+		case OPT_ACCEPT_NEW:
+			lopts.accept_new = 1;
+			continue;
+		case OPT_PER_HOST:
+			l = &per_host, lo = 1, hi = MAX_LOCAL;
+			break;
+		case OPT_SSH_PORT:
+			l = &ssh_port, lo = 1, hi = 65535;
+			break;
 		case OPT_FAKE_FAIL:
 			if (parse_triple(cli, "--fake-fail", optarg, &o.fail_rank, &o.fail_step,
 					 &o.fail_code))
@@ -332,39 +413,57 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	if (optind < argc)
 		return dp_cli_error(cli, EX_UNAVAILABLE,
 				    "launch: recipe-driven launch is not available yet; "
-				    "use --local N");
-	if (o.nlocal <= 0)
-		return dp_cli_usage_error(cli, "launch ", "say how many ranks: --local N");
-	if (o.fail_rank >= o.nlocal || o.hang_rank >= o.nlocal || o.absent_rank >= o.nlocal)
+				    "use --local N or --ssh HOSTS");
+	if ((o.nlocal > 0) == (nhosts > 0))
+		return dp_cli_usage_error(
+			cli, "launch ", "say where to run: --local N or --ssh HOSTS (one of them)");
+	nranks = o.nlocal > 0 ? o.nlocal : nhosts * per_host;
+	if (nranks > MAX_LOCAL)
+		return dp_cli_usage_error(cli, "launch ", "%ld ranks is more than %d", nranks,
+					  MAX_LOCAL);
+	if (o.fail_rank >= nranks || o.hang_rank >= nranks || o.absent_rank >= nranks)
 		return dp_cli_usage_error(cli, "launch ", "a --fake-* rank is outside 0..%ld",
-					  o.nlocal - 1);
+					  nranks - 1);
 	cfg.port = (int)port;
 	cfg.max_restarts = (int)restarts;
 	if (!o.worker)
 		o.worker = find_worker(wbuf, sizeof(wbuf));
 
-	ranks = calloc((size_t)o.nlocal, sizeof(*ranks));
-	args = calloc((size_t)o.nlocal, sizeof(*args));
+	ranks = calloc((size_t)nranks, sizeof(*ranks));
+	args = calloc((size_t)nranks, sizeof(*args));
 	if (!ranks || !args) {
 		rc = dp_cli_error(cli, EX_OSERR, "launch: out of memory");
 		goto out;
 	}
-	for (long i = 0; i < o.nlocal; i++) {
+	for (long i = 0; i < nranks; i++) {
 		build_args(&o, i, &args[i]);
 		ranks[i].rank = (int)i;
-		ranks[i].host = "localhost";
-		ranks[i].local_index = (int)i;
+		ranks[i].host = nhosts ? hosts[i / per_host] : "localhost";
+		ranks[i].local_index = (int)(nhosts ? i % per_host : i);
 		ranks[i].argv = args[i].argv;
 	}
 	spec.ranks = ranks;
-	spec.nranks = (size_t)o.nlocal;
+	spec.nranks = (size_t)nranks;
 	if (o.dry_run) {
 		rc = dp_launch_spec_check(&spec, &err)
 			     ? dp_cli_error(cli, EX_SOFTWARE, "%s", err.msg)
 			     : print_dry_run(cli, &spec);
 		goto out;
 	}
-	cfg.backend = "local";
+	cfg.backend = nhosts ? "ssh" : "local";
+	if (nhosts) {
+		lopts.ssh_port = (int)ssh_port;
+		cfg.launch = &lopts;
+		if (!cfg.bind_addr) {
+			if (route_addr(hosts[0], bindbuf, sizeof(bindbuf)) != 0) {
+				rc = dp_cli_error(cli, EX_UNAVAILABLE,
+						  "launch: no route to '%s'; say --bind ADDR",
+						  hosts[0]);
+				goto out;
+			}
+			cfg.bind_addr = bindbuf;
+		}
+	}
 	cfg.out = cli->json ? cli->err : cli->out;
 	rc = dp_ctl_run(&cfg, &spec, &res, &err);
 	if (rc < 0)
@@ -383,7 +482,7 @@ const struct dp_cli_cmd dp_cmd_launch = {
 	.opts = opts,
 	.summary = "launch a training run from a recipe",
 	.usage =
-		"usage: dpctl launch [options] --local N\n"
+		"usage: dpctl launch [options] --local N | --ssh HOSTS\n"
 		"       dpctl launch [options] RECIPE      (not available yet)\n"
 		"\n"
 		"Start dpworker ranks, hold the rendezvous, watch heartbeats, and on the first\n"
@@ -392,12 +491,19 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"\n"
 		"Options:\n"
 		"  --local N             run N ranks on this machine (the local backend)\n"
+		"  --ssh HOSTS           run on these hosts (comma-separated) over ssh\n"
+		"  --per-host N          ranks per host with --ssh (1)\n"
+		"  --ssh-port P          ssh port (22)\n"
+		"  --ssh-identity FILE   private key (default: ssh-agent, then ~/.ssh/id_*)\n"
+		"  --known-hosts FILE    host keys to trust (~/.ssh/known_hosts)\n"
+		"  --accept-new-host-keys  add unknown host keys (a changed key is refused)\n"
 		"  --rendezvous-s S      fail if not every rank is ready after S seconds (60)\n"
 		"  --heartbeat-s S       seconds between worker heartbeats (1)\n"
 		"  --hang-timeout-s S    a rank without step progress for S seconds is hung (30)\n"
 		"  --grace-s S           SIGTERM to SIGKILL grace period when stopping (5)\n"
 		"  --max-restarts N      restart the whole run up to N times after a failure (0)\n"
-		"  --bind ADDR           IPv4 address the controller listens on (127.0.0.1)\n"
+		"  --bind ADDR           IPv4 address the controller listens on (127.0.0.1;\n"
+		"                        with --ssh: the address that routes to the first host)\n"
 		"  --port P              controller port, 0 = any free port (0)\n"
 		"  --worker PATH         dpworker binary (default: $DPWORKER, next to dpctl, PATH)\n"
 		"  --dry-run             print what would be started, start nothing\n"

@@ -938,6 +938,30 @@ static void ssh_host_key_and_connect_failures_name_the_host(void **state)
 	assert_non_null(strstr(res.cause, "authentication as"));
 }
 
+static void dpctl_launch_over_ssh_names_the_failing_host(void **state)
+{
+	struct dp_test_run r;
+	char port[16];
+
+	(void)state;
+	sshd_or_skip();
+	(void)snprintf(port, sizeof(port), "%d", sshd.port);
+	r = DPCTL("launch", "--ssh", "127.0.0.1", "--per-host", "3", "--ssh-port", port,
+		  "--ssh-identity", sshd.key, "--known-hosts", sshd.kh_good, "--fake-steps", "300",
+		  "--fake-step-ms", "10", "--fake-fail", "2:2:5", "--grace-s", "1",
+		  "--rendezvous-s", "15", "--worker", getenv("DPWORKER"));
+	assert_int_equal(r.rc, 5);
+	assert_non_null(strstr(r.err, "root cause: rank 2 on 127.0.0.1"));
+	assert_non_null(strstr(r.out, "[127.0.0.1:2] step 1/300"));
+	dp_test_run_free(&r);
+	/* an unknown host key refuses the launch, naming the host */
+	r = DPCTL("launch", "--ssh", "127.0.0.1", "--ssh-port", port, "--ssh-identity", sshd.key,
+		  "--known-hosts", sshd.kh_empty, "--worker", getenv("DPWORKER"));
+	assert_int_equal(r.rc, EX_UNAVAILABLE);
+	assert_non_null(strstr(r.err, "host key of '127.0.0.1' is unknown"));
+	dp_test_run_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -958,6 +982,7 @@ int main(void)
 		cmocka_unit_test(ssh_run_completes_and_failure_stops_all),
 		cmocka_unit_test(ssh_values_arrive_verbatim_token_not_in_argv),
 		cmocka_unit_test(ssh_host_key_and_connect_failures_name_the_host),
+		cmocka_unit_test(dpctl_launch_over_ssh_names_the_failing_host),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, sshd_teardown);
