@@ -58,6 +58,7 @@ struct rank {
 	uint64_t step;
 	int has_step;
 	double last_progress, last_hb, lost_at;
+	double nodone_at; /* exited 0, done not (yet) received */
 	char tail[DP_CTL_TAIL_LINES][256];
 	int ntail, tail_pos;
 };
@@ -471,7 +472,6 @@ static void ev_exited(void *arg, int rank, int status)
 {
 	struct ctl *c = arg;
 	struct rank *r = &c->ranks[rank];
-	char pid[32];
 
 	r->exited = 1;
 	r->exit_status = status;
@@ -483,9 +483,7 @@ static void ev_exited(void *arg, int rank, int status)
 	else if (rank == c->pending_rank)
 		rank_failed_status(c, rank, r->done_status, "reported done");
 	else if (!r->done)
-		fail(c, DP_CTL_RANK_NODONE, rank, EX_PROTOCOL,
-		     "rank %d on %s%s exited with status 0 without reporting done", rank,
-		     r->spec->host, pid_note(r, pid, sizeof(pid)));
+		r->nodone_at = now_s(); /* its done frame may still be on the way */
 }
 
 static void ev_spawn_failed(void *arg, int rank, int e, const char *msg)
@@ -591,6 +589,17 @@ static void check_timers(struct ctl *c, double t)
 	if (c->pending_rank >= 0 && !c->failed && t - c->pending_at > LOST_GRACE_S)
 		rank_failed_status(c, c->pending_rank, c->ranks[c->pending_rank].done_status,
 				   "reported done");
+	/* exited 0 and the connection closed (or went quiet) without done */
+	for (size_t i = 0; i < c->spec->nranks && c->phase != PH_TEARDOWN; i++) {
+		struct rank *r = &c->ranks[i];
+		char pid[32];
+
+		if (!r->nodone_at || r->done || (r->conn && t - r->nodone_at < LOST_GRACE_S))
+			continue;
+		fail(c, DP_CTL_RANK_NODONE, (int)i, EX_PROTOCOL,
+		     "rank %zu on %s%s exited with status 0 without reporting done", i,
+		     r->spec->host, pid_note(r, pid, sizeof(pid)));
+	}
 	/* lost connections whose process did not exit */
 	for (size_t i = 0; i < c->spec->nranks && c->phase != PH_TEARDOWN; i++) {
 		struct rank *r = &c->ranks[i];
