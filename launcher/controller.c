@@ -31,7 +31,7 @@
 #include "launcher/ctl_proto.h"
 #include "common/dp_banned.h"
 
-#define MAX_PENDING	64  /* unauthenticated connections at once */
+#define MAX_PENDING	256 /* unauthenticated connections held at once; more wait in the backlog */
 #define HELLO_TIMEOUT_S 5.0 /* an accepted connection must say hello by then */
 #define LOST_GRACE_S	2.0 /* wait for an exit after a lost connection */
 #define OUTBUF_CAP	(1 << 20)
@@ -285,21 +285,29 @@ static void broadcast(struct ctl *c, const struct dp_ctl_msg *m)
 			conn_send(c->conns[i], m);
 }
 
+static size_t pending_conns(const struct ctl *c)
+{
+	size_t pending = 0;
+
+	for (size_t i = 0; i < c->nconns; i++)
+		pending += c->conns[i]->rank < 0;
+	return pending;
+}
+
+/* Accept while fewer than MAX_PENDING connections await their hello; the
+ * rest wait in the listen backlog (backpressure, not refusal). */
 static void do_accept(struct ctl *c)
 {
-	for (;;) {
+	while (pending_conns(c) < MAX_PENDING) {
 		struct sockaddr_storage ss = { 0 };
 		socklen_t sl = sizeof(ss);
-		size_t pending = 0;
 		struct conn *k;
 		int fd = accept4(c->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		int one = 1;
 
 		if (fd < 0)
 			return; /* EAGAIN, or a transient error: try again on the next event */
-		for (size_t i = 0; i < c->nconns; i++)
-			pending += c->conns[i]->rank < 0;
-		if (pending >= MAX_PENDING || c->phase == PH_TEARDOWN) {
+		if (c->phase == PH_TEARDOWN) {
 			(void)close(fd);
 			c->res->refused++;
 			continue;
@@ -781,7 +789,9 @@ static int run_once(struct ctl *c, struct dp_err *err)
 			fds = nf;
 			nfds_cap = want;
 		}
-		fds[nfd++] = (struct pollfd){ .fd = c->lfd, .events = POLLIN };
+		fds[nfd++] =
+			(struct pollfd){ .fd = c->lfd,
+					 .events = pending_conns(c) < MAX_PENDING ? POLLIN : 0 };
 		for (size_t i = 0; i < c->nconns; i++)
 			fds[nfd++] = (struct pollfd){
 				.fd = c->conns[i]->fd,
