@@ -243,8 +243,12 @@ int dp_cli_main(int argc, char **argv, FILE *out, FILE *err)
 	{
 		int sub_argc = argc - optind;
 		char **sub_argv = argv + optind;
+		int code;
 
 		optind = 0;
-		return cmd->fn(&cli, sub_argc, sub_argv);
+		code = cmd->fn(&cli, sub_argc, sub_argv);
+		/* @err is borrowed: it may be closed once we return */
+		dp_log_set_sink(NULL);
+		return code;
 	}
 }

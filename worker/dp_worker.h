@@ -3,10 +3,61 @@
 #ifndef DP_WORKER_H
 #define DP_WORKER_H
 
+#include <stdint.h>
 #include <stdio.h>
 
+#include "common/dp_err.h"
+
 /* Run dpworker with @argc/@argv; data on @out, diagnostics on @err.
- * Returns a sysexits.h code; never exits. */
+ * Returns a sysexits.h code (or the exit status a test mode asks for);
+ * never exits. */
 int dp_worker_main(int argc, char **argv, FILE *out, FILE *err);
+
+/* ---- control-plane client (worker/ctl_client.c) ------------------------------
+ *
+ * Connects to the controller, says hello (with the job token), and runs one
+ * background thread that sends a heartbeat every heartbeat_s and receives
+ * controller commands.  All functions may be called from any thread.
+ */
+struct dp_ctl_client; /* opaque: dp_ctl_client_open() creates, _close() frees */
+
+struct dp_ctl_client_cfg {
+	const char *controller; /* "HOST:PORT"; borrowed for the call */
+	uint32_t rank;
+	const uint8_t *token;	  /* DP_CTL_TOKEN_LEN bytes; copied */
+	const char *host;	  /* reported in hello; NULL: gethostname() */
+	const char *topo;	  /* topology summary; NULL: "" */
+	double heartbeat_s;	  /* <= 0: 1 */
+	double connect_timeout_s; /* <= 0: 10 (retries until then) */
+	/* Called from the client thread when the controller asks for stack dumps. */
+	void (*on_dump_stacks)(void *arg);
+	void *arg;
+};
+
+/* Connect and send hello.  0, or -errno (-ECONNREFUSED, -ETIMEDOUT, ...). */
+int dp_ctl_client_open(const struct dp_ctl_client_cfg *cfg, struct dp_ctl_client **out,
+		       struct dp_err *err);
+
+int dp_ctl_client_ready(struct dp_ctl_client *c, struct dp_err *err);
+
+/* Wait for START.  0 once started; -ECANCELED if the controller said stop or
+ * the connection was lost; -ETIMEDOUT after @timeout_s (<= 0: forever). */
+int dp_ctl_client_wait_start(struct dp_ctl_client *c, double timeout_s, struct dp_err *err);
+
+/* Record progress for the next heartbeat. */
+void dp_ctl_client_progress(struct dp_ctl_client *c, uint64_t step, double loss,
+			    double tokens_per_s, uint64_t mem_bytes);
+
+/* Send a log line (stream 1 or 2). */
+int dp_ctl_client_log(struct dp_ctl_client *c, int stream, const char *line);
+
+/* Non-zero once the controller said stop or the connection is gone. */
+int dp_ctl_client_stopped(struct dp_ctl_client *c);
+
+/* Report the exit status. */
+int dp_ctl_client_done(struct dp_ctl_client *c, int status, struct dp_err *err);
+
+/* Stop the thread, close the connection, free.  NULL-safe. */
+void dp_ctl_client_close(struct dp_ctl_client *c);
 
 #endif

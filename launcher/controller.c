@@ -1,0 +1,908 @@
+/* launcher/controller.c - the controller event loop behind dp_ctl_run().
+ *
+ * One thread, one poll() loop over: the listening socket, every worker
+ * connection, and the descriptors of the launch backend.  The loop wakes at
+ * least every 100 ms to check deadlines (rendezvous, hello, hang, grace).
+ *
+ * A run attempt goes SPAWN -> RENDEZVOUS (until every rank said ready) ->
+ * RUNNING -> (success: every rank exited 0 after done) or, on the first
+ * failure, [DUMPING ->] TEARDOWN.  Only the first failure is recorded as the
+ * root cause: what happens to the other ranks while we stop them is the
+ * cascade and is ignored.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/dp_buf.h"
+#include "common/dp_log.h"
+#include "launcher/ctl_launch.h"
+#include "launcher/ctl_proto.h"
+#include "common/dp_banned.h"
+
+#define MAX_PENDING	256 /* unauthenticated connections held at once; more wait in the backlog */
+#define HELLO_TIMEOUT_S 5.0 /* an accepted connection must say hello by then */
+#define LOST_GRACE_S	2.0 /* wait for an exit after a lost connection */
+#define OUTBUF_CAP	(1 << 20)
+#define TICK_MS		100
+#define GIVEUP_S	5.0 /* after SIGKILL, give up on ranks that do not exit */
+
+enum phase { PH_RENDEZVOUS, PH_RUNNING, PH_DUMPING, PH_TEARDOWN };
+
+struct conn {
+	int fd;
+	int rank; /* -1 until a valid hello */
+	double hello_deadline;
+	char peer[64];
+	struct dp_ctl_rx *rx;
+	struct dp_buf out;
+};
+
+struct rank {
+	const struct dp_launch_rank *spec;
+	struct conn *conn;
+	int hello, ready, done, exited;
+	int done_status, exit_status;
+	uint32_t pid;
+	uint64_t step;
+	int has_step;
+	double last_progress, last_hb, lost_at;
+	double nodone_at; /* exited 0, done not (yet) received */
+	char tail[DP_CTL_TAIL_LINES][256];
+	int ntail, tail_pos;
+};
+
+struct ctl {
+	const struct dp_ctl_cfg *cfg;
+	const struct dp_launch_spec *spec;
+	struct dp_ctl_result *res;
+	const struct dp_launch_backend *be;
+	struct dp_launch_session *sess;
+	int lfd;
+	char addr[128]; /* host:port the workers dial */
+	uint8_t token[DP_CTL_TOKEN_LEN];
+	struct rank *ranks; /* by rank id */
+	struct conn **conns;
+	size_t nconns, capconns;
+	enum phase phase;
+	int failed;	   /* a root cause is recorded */
+	int pending_rank;  /* reported done != 0, exit not seen yet; -1 if none */
+	double pending_at; /* when it reported */
+	int killed;	   /* SIGKILL sent */
+	double t_spawn, rdv_deadline, dump_deadline, kill_deadline;
+	/* cfg with defaults applied */
+	double rendezvous_s, heartbeat_s, hang_s, grace_s, dump_s;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+const char *dp_ctl_outcome_name(enum dp_ctl_outcome o)
+{
+	switch (o) {
+	case DP_CTL_OK:
+		return "ok";
+	case DP_CTL_SPAWN_FAILED:
+		return "spawn-failed";
+	case DP_CTL_RENDEZVOUS:
+		return "rendezvous";
+	case DP_CTL_RANK_EXIT:
+		return "rank-exit";
+	case DP_CTL_RANK_SIGNAL:
+		return "rank-signal";
+	case DP_CTL_RANK_LOST:
+		return "rank-lost";
+	case DP_CTL_RANK_HANG:
+		return "rank-hang";
+	case DP_CTL_RANK_NODONE:
+		return "rank-no-done";
+	}
+	return "unknown";
+}
+
+/* ---- output ----------------------------------------------------------------- */
+
+static void remember(struct rank *r, const char *line)
+{
+	(void)snprintf(r->tail[r->tail_pos], sizeof(r->tail[0]), "%s", line);
+	r->tail_pos = (r->tail_pos + 1) % DP_CTL_TAIL_LINES;
+	if (r->ntail < DP_CTL_TAIL_LINES)
+		r->ntail++;
+}
+
+static void print_line(struct ctl *c, int rank, const char *line)
+{
+	const char *fmt = c->cfg->line_fmt ? c->cfg->line_fmt : "[%h:%r] ";
+	FILE *f = c->cfg->out;
+
+	remember(&c->ranks[rank], line);
+	if (!f)
+		return;
+	for (const char *p = fmt; *p; p++) {
+		if (p[0] == '%' && p[1] == 'h') {
+			(void)fputs(c->ranks[rank].spec->host, f);
+			p++;
+		} else if (p[0] == '%' && p[1] == 'r') {
+			(void)fprintf(f, "%d", rank);
+			p++;
+		} else {
+			(void)fputc(*p, f);
+		}
+	}
+	(void)fprintf(f, "%s\n", line);
+	(void)fflush(f);
+}
+
+/* ---- failure ---------------------------------------------------------------- */
+
+static void fail(struct ctl *c, enum dp_ctl_outcome o, int rank, int code, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+/* Record the root cause, if none is recorded yet.  Later failures are the
+ * cascade of this one and only logged. */
+static void fail(struct ctl *c, enum dp_ctl_outcome o, int rank, int code, const char *fmt, ...)
+{
+	struct dp_ctl_result *res = c->res;
+	va_list ap;
+
+	/* while a rank that reported failure is exiting, others failing are its cascade */
+	if (c->failed || (c->pending_rank >= 0 && rank != c->pending_rank)) {
+		char buf[512];
+
+		va_start(ap, fmt);
+		(void)vsnprintf(buf, sizeof(buf), fmt, ap);
+		va_end(ap);
+		dp_log(DP_LOG_INFO, "ctl", "after the root cause: %s", buf);
+		return;
+	}
+	c->failed = 1;
+	res->outcome = o;
+	res->exit_code = code;
+	res->failed_rank = rank;
+	va_start(ap, fmt);
+	(void)vsnprintf(res->cause, sizeof(res->cause), fmt, ap);
+	va_end(ap);
+	res->ntail = 0;
+	res->failed_host[0] = '\0';
+	if (rank >= 0) {
+		struct rank *r = &c->ranks[rank];
+
+		(void)snprintf(res->failed_host, sizeof(res->failed_host), "%s", r->spec->host);
+		for (int i = 0; i < r->ntail; i++) {
+			int k = (r->tail_pos - r->ntail + i + DP_CTL_TAIL_LINES) %
+				DP_CTL_TAIL_LINES;
+
+			(void)snprintf(res->tail[i], sizeof(res->tail[i]), "%s", r->tail[k]);
+		}
+		res->ntail = r->ntail;
+	}
+	dp_log(DP_LOG_INFO, "ctl", "root cause: %s", res->cause);
+}
+
+static void step_note(const struct rank *r, char *buf, size_t len)
+{
+	if (r->has_step)
+		(void)snprintf(buf, len, " after step %llu", (unsigned long long)r->step);
+	else if (!r->ready)
+		(void)snprintf(buf, len, " before rendezvous");
+	else
+		buf[0] = '\0';
+}
+
+/* " (pid N)" once the rank said hello, else "". */
+static const char *pid_note(const struct rank *r, char *buf, size_t len)
+{
+	if (!r->pid)
+		return "";
+	(void)snprintf(buf, len, " (pid %u)", r->pid);
+	return buf;
+}
+
+static void rank_failed_status(struct ctl *c, int rank, int status, const char *how)
+{
+	struct rank *r = &c->ranks[rank];
+	char at[64], pid[32];
+
+	step_note(r, at, sizeof(at));
+	if (status > 128 && status < 128 + 65 && strcmp(how, "exited") == 0)
+		fail(c, DP_CTL_RANK_SIGNAL, rank, status,
+		     "rank %d on %s%s was killed by signal %d (%s)%s", rank, r->spec->host,
+		     pid_note(r, pid, sizeof(pid)), status - 128, strsignal(status - 128), at);
+	else
+		fail(c, DP_CTL_RANK_EXIT, rank, status, "rank %d on %s%s %s with status %d%s", rank,
+		     r->spec->host, pid_note(r, pid, sizeof(pid)), how, status, at);
+}
+
+/* ---- connections ------------------------------------------------------------ */
+
+static void conn_close(struct ctl *c, size_t i, const char *why)
+{
+	struct conn *k = c->conns[i];
+
+	if (k->rank >= 0) {
+		struct rank *r = &c->ranks[k->rank];
+
+		r->conn = NULL;
+		if (!r->exited && !r->lost_at)
+			r->lost_at = now_s();
+		if (why)
+			dp_log(c->phase == PH_TEARDOWN || c->failed ? DP_LOG_DEBUG : DP_LOG_WARN,
+			       "ctl", "rank %d: closing connection: %s", k->rank, why);
+	} else if (why) {
+		dp_log(DP_LOG_WARN, "ctl", "refused connection from %s: %s", k->peer, why);
+		c->res->refused++;
+	}
+	(void)close(k->fd);
+	dp_buf_release(&k->out);
+	free(k->rx);
+	free(k);
+	c->conns[i] = c->conns[--c->nconns];
+}
+
+static void conn_flush(struct conn *k)
+{
+	while (k->out.len) {
+		ssize_t n = send(k->fd, k->out.data, k->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return; /* EAGAIN: poll for POLLOUT; errors show up on read */
+		memmove(k->out.data, k->out.data + n, k->out.len - (size_t)n);
+		k->out.len -= (size_t)n;
+	}
+}
+
+static void conn_send(struct conn *k, const struct dp_ctl_msg *m)
+{
+	struct dp_err err = { 0 };
+
+	if (dp_ctl_encode(m, &k->out, &err) != 0)
+		dp_log(DP_LOG_WARN, "ctl", "%s", err.msg);
+	conn_flush(k);
+}
+
+static void broadcast(struct ctl *c, const struct dp_ctl_msg *m)
+{
+	for (size_t i = 0; i < c->nconns; i++)
+		if (c->conns[i]->rank >= 0)
+			conn_send(c->conns[i], m);
+}
+
+static size_t pending_conns(const struct ctl *c)
+{
+	size_t pending = 0;
+
+	for (size_t i = 0; i < c->nconns; i++)
+		pending += c->conns[i]->rank < 0;
+	return pending;
+}
+
+/* Accept while fewer than MAX_PENDING connections await their hello; the
+ * rest wait in the listen backlog (backpressure, not refusal). */
+static void do_accept(struct ctl *c)
+{
+	while (pending_conns(c) < MAX_PENDING) {
+		struct sockaddr_storage ss = { 0 };
+		socklen_t sl = sizeof(ss);
+		struct conn *k;
+		int fd = accept4(c->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int one = 1;
+
+		if (fd < 0)
+			return; /* EAGAIN, or a transient error: try again on the next event */
+		if (c->phase == PH_TEARDOWN) {
+			(void)close(fd);
+			c->res->refused++;
+			continue;
+		}
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (c->nconns == c->capconns) {
+			size_t ncap = c->capconns ? 2 * c->capconns : 16;
+			struct conn **nc = realloc(c->conns, ncap * sizeof(struct conn *));
+
+			if (!nc) {
+				(void)close(fd);
+				continue;
+			}
+			c->conns = nc;
+			c->capconns = ncap;
+		}
+		k = calloc(1, sizeof(*k));
+		if (k)
+			k->rx = malloc(sizeof(*k->rx));
+		if (!k || !k->rx) {
+			free(k);
+			(void)close(fd);
+			continue;
+		}
+		k->fd = fd;
+		k->rank = -1;
+		k->hello_deadline = now_s() + HELLO_TIMEOUT_S;
+		dp_ctl_rx_init(k->rx);
+		dp_buf_init(&k->out, OUTBUF_CAP);
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+			char ip[INET_ADDRSTRLEN] = "?";
+
+			(void)inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+			(void)snprintf(k->peer, sizeof(k->peer), "%s:%u", ip, ntohs(sin->sin_port));
+		} else {
+			(void)snprintf(k->peer, sizeof(k->peer), "fd %d", fd);
+		}
+		c->conns[c->nconns++] = k;
+	}
+}
+
+/* Handle one message; returns NULL if fine, else why the connection must close. */
+static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg *m, char *why,
+			  size_t whylen)
+{
+	struct rank *r;
+
+	if (k->rank < 0) {
+		const struct dp_ctl_hello *h = &m->u.hello;
+
+		if (m->type != DP_CTL_HELLO)
+			return "first message is not hello";
+		/* token first: nothing else about an unauthenticated peer matters */
+		if (!dp_ctl_token_equal(h->token, c->token))
+			return "wrong job token";
+		if (h->rank >= c->spec->nranks) {
+			(void)snprintf(why, whylen, "hello for rank %u outside 0..%zu", h->rank,
+				       c->spec->nranks - 1);
+			return why;
+		}
+		r = &c->ranks[h->rank];
+		if (r->hello) {
+			(void)snprintf(why, whylen, "rank %u already connected", h->rank);
+			return why;
+		}
+		r->hello = 1;
+		r->conn = k;
+		r->pid = h->pid;
+		r->last_hb = now_s();
+		k->rank = (int)h->rank;
+		dp_log(DP_LOG_INFO, "ctl", "rank %u connected from %s (host %s, pid %u, %s)",
+		       h->rank, k->peer, h->host, h->pid, h->topo);
+		return NULL;
+	}
+	r = &c->ranks[k->rank];
+	switch (m->type) {
+	case DP_CTL_READY:
+		r->ready = 1;
+		return NULL;
+	case DP_CTL_HEARTBEAT:
+		r->last_hb = now_s();
+		if (!r->has_step || m->u.hb.step > r->step) {
+			r->last_progress = r->last_hb;
+			r->step = m->u.hb.step;
+			r->has_step = 1;
+		}
+		if (r->step > c->res->max_step)
+			c->res->max_step = r->step;
+		return NULL;
+	case DP_CTL_LOG:
+		print_line(c, k->rank, m->u.log.line);
+		return NULL;
+	case DP_CTL_DONE:
+		r->done = 1;
+		r->done_status = m->u.done_status;
+		/* the root cause, but wait for its exit (and last output lines) */
+		if (m->u.done_status != 0 && !c->failed && c->pending_rank < 0) {
+			c->pending_rank = k->rank;
+			c->pending_at = now_s();
+		}
+		return NULL;
+	default:
+		(void)snprintf(why, whylen, "unexpected '%s' message from a worker",
+			       dp_ctl_type_name((int)m->type));
+		return why;
+	}
+}
+
+/* Read and handle what conn @i has; closes it on EOF or a bad frame. */
+static void conn_read(struct ctl *c, size_t i)
+{
+	struct conn *k = c->conns[i];
+	struct dp_ctl_msg *m = malloc(sizeof(*m));
+	struct dp_err err = { 0 };
+	char why[256];
+	long n;
+	int rc;
+
+	if (!m)
+		return;
+	n = dp_ctl_rx_fill(k->rx, k->fd);
+	if (n == -EAGAIN)
+		goto out;
+	if (n <= 0) {
+		conn_close(c, i,
+			   k->rank >= 0 && c->ranks[k->rank].done ? NULL
+			   : n == 0				  ? "end of stream"
+								  : "read error");
+		goto out;
+	}
+	while ((rc = dp_ctl_rx_next(k->rx, m, &err)) == 1) {
+		const char *bad = on_msg(c, k, m, why, sizeof(why));
+
+		if (bad) {
+			if (k->rank >= 0 && c->phase != PH_TEARDOWN)
+				fail(c, DP_CTL_RANK_LOST, k->rank, EX_PROTOCOL,
+				     "rank %d on %s broke the control protocol: %s", k->rank,
+				     c->ranks[k->rank].spec->host, bad);
+			conn_close(c, i, bad);
+			goto out;
+		}
+	}
+	if (rc < 0) {
+		if (k->rank >= 0 && c->phase != PH_TEARDOWN)
+			fail(c, DP_CTL_RANK_LOST, k->rank, EX_PROTOCOL,
+			     "rank %d on %s broke the control protocol: %s", k->rank,
+			     c->ranks[k->rank].spec->host, err.msg);
+		conn_close(c, i, err.msg);
+	}
+out:
+	free(m);
+}
+
+/* Exit code for a rank that could not be started. */
+static int spawn_code(int e)
+{
+	return e == ENOENT || e == EACCES || e == ENOEXEC ? EX_UNAVAILABLE : EX_OSERR;
+}
+
+/* ---- backend events --------------------------------------------------------- */
+
+static void ev_output(void *arg, int rank, int stream, const char *line)
+{
+	(void)stream;
+	print_line(arg, rank, line);
+}
+
+static void ev_exited(void *arg, int rank, int status)
+{
+	struct ctl *c = arg;
+	struct rank *r = &c->ranks[rank];
+
+	r->exited = 1;
+	r->exit_status = status;
+	dp_log(DP_LOG_INFO, "ctl", "rank %d exited with status %d", rank, status);
+	if (c->phase == PH_TEARDOWN)
+		return;
+	if (status != 0)
+		rank_failed_status(c, rank, status, "exited");
+	else if (rank == c->pending_rank)
+		rank_failed_status(c, rank, r->done_status, "reported done");
+	else if (!r->done)
+		r->nodone_at = now_s(); /* its done frame may still be on the way */
+}
+
+static void ev_spawn_failed(void *arg, int rank, int e, const char *msg)
+{
+	struct ctl *c = arg;
+
+	if (c->phase == PH_TEARDOWN)
+		return;
+	fail(c, DP_CTL_SPAWN_FAILED, rank, spawn_code(e), "%s", msg);
+}
+
+static const struct dp_launch_events events = {
+	.output = ev_output,
+	.exited = ev_exited,
+	.spawn_failed = ev_spawn_failed,
+};
+
+/* ---- setup ------------------------------------------------------------------ */
+
+static int listen_on(struct ctl *c, struct dp_err *err)
+{
+	const char *bind_addr = c->cfg->bind_addr ? c->cfg->bind_addr : "127.0.0.1";
+	const char *dial = c->cfg->connect_addr ? c->cfg->connect_addr : bind_addr;
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+	int one = 1, e;
+
+	if (inet_pton(AF_INET, bind_addr, &sin.sin_addr) != 1)
+		return dp_err_set(err, EINVAL, "ctl: '%s' is not an IPv4 address", bind_addr);
+	if (c->cfg->port < 0 || c->cfg->port > 65535)
+		return dp_err_set(err, EINVAL, "ctl: port %d is outside 0..65535", c->cfg->port);
+	sin.sin_port = htons((uint16_t)c->cfg->port);
+	c->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->lfd < 0) {
+		e = errno;
+		return dp_err_set(err, e, "ctl: cannot create a socket: %s", strerror(e));
+	}
+	(void)setsockopt(c->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(c->lfd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+		e = errno;
+		return dp_err_set(err, e == EADDRINUSE ? EADDRINUSE : e,
+				  "ctl: cannot listen on %s:%d: %s", bind_addr, c->cfg->port,
+				  e == EADDRINUSE ? "the port is in use" : strerror(e));
+	}
+	if (listen(c->lfd, 1024) != 0 || getsockname(c->lfd, (struct sockaddr *)&sin, &sl) != 0) {
+		e = errno;
+		return dp_err_set(err, e, "ctl: cannot listen on %s: %s", bind_addr, strerror(e));
+	}
+	(void)snprintf(c->addr, sizeof(c->addr), "%s:%u", dial, ntohs(sin.sin_port));
+	dp_log(DP_LOG_INFO, "ctl", "listening on %s:%u", bind_addr, ntohs(sin.sin_port));
+	return 0;
+}
+
+static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
+{
+	char tokhex[2 * DP_CTL_TOKEN_LEN + 1], e_tok[128], e_ctl[160], e_rank[32], e_world[32],
+		e_local[32], e_hb[48];
+	const char *extra[] = { e_tok, e_ctl, e_rank, e_world, e_local, e_hb, NULL };
+	int rc;
+
+	(void)dp_ctl_token_to_hex(c->token, tokhex, sizeof(tokhex));
+	(void)snprintf(e_tok, sizeof(e_tok), "DP_JOB_TOKEN=%s", tokhex);
+	(void)snprintf(e_ctl, sizeof(e_ctl), "DP_CONTROLLER=%s", c->addr);
+	(void)snprintf(e_world, sizeof(e_world), "DP_WORLD_SIZE=%zu", c->spec->nranks);
+	(void)snprintf(e_hb, sizeof(e_hb), "DP_HEARTBEAT_S=%g", c->heartbeat_s);
+	for (size_t i = 0; i < c->spec->nranks; i++) {
+		const struct dp_launch_rank *r = &c->spec->ranks[i];
+
+		(void)snprintf(e_rank, sizeof(e_rank), "DP_RANK=%d", r->rank);
+		(void)snprintf(e_local, sizeof(e_local), "DP_LOCAL_RANK=%d", r->local_index);
+		rc = c->be->spawn(c->sess, r, extra, err);
+		if (rc) {
+			*bad = r->rank;
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* ---- the loop --------------------------------------------------------------- */
+
+static void start_teardown(struct ctl *c, const char *reason)
+{
+	struct dp_ctl_msg m = { .type = DP_CTL_STOP };
+
+	(void)snprintf(m.u.reason, sizeof(m.u.reason), "%s", reason);
+	broadcast(c, &m);
+	(void)c->be->signal(c->sess, -1, SIGTERM);
+	c->phase = PH_TEARDOWN;
+	c->kill_deadline = now_s() + c->grace_s;
+}
+
+static void check_timers(struct ctl *c, double t)
+{
+	/* unauthenticated connections that never said hello */
+	for (size_t i = 0; i < c->nconns;) {
+		if (c->conns[i]->rank < 0 && t > c->conns[i]->hello_deadline)
+			conn_close(c, i, "no hello in time");
+		else
+			i++;
+	}
+	/* a rank reported failure but its process has not exited */
+	if (c->pending_rank >= 0 && !c->failed && t - c->pending_at > LOST_GRACE_S)
+		rank_failed_status(c, c->pending_rank, c->ranks[c->pending_rank].done_status,
+				   "reported done");
+	/* exited 0 and the connection closed (or went quiet) without done */
+	for (size_t i = 0; i < c->spec->nranks && c->phase != PH_TEARDOWN; i++) {
+		struct rank *r = &c->ranks[i];
+		char pid[32];
+
+		if (!r->nodone_at || r->done || (r->conn && t - r->nodone_at < LOST_GRACE_S))
+			continue;
+		fail(c, DP_CTL_RANK_NODONE, (int)i, EX_PROTOCOL,
+		     "rank %zu on %s%s exited with status 0 without reporting done", i,
+		     r->spec->host, pid_note(r, pid, sizeof(pid)));
+	}
+	/* lost connections whose process did not exit */
+	for (size_t i = 0; i < c->spec->nranks && c->phase != PH_TEARDOWN; i++) {
+		struct rank *r = &c->ranks[i];
+		char at[64];
+
+		if (!r->lost_at || r->exited || r->done || t - r->lost_at < LOST_GRACE_S)
+			continue;
+		step_note(r, at, sizeof(at));
+		fail(c, DP_CTL_RANK_LOST, (int)i, EX_IOERR,
+		     "rank %zu on %s (pid %u) lost its control connection%s", i, r->spec->host,
+		     r->pid, at);
+	}
+	if (c->phase == PH_RENDEZVOUS && !c->failed) {
+		size_t nready = 0;
+
+		for (size_t i = 0; i < c->spec->nranks; i++)
+			nready += c->ranks[i].ready;
+		if (nready == c->spec->nranks) {
+			struct dp_ctl_msg m = { .type = DP_CTL_START };
+
+			m.u.world_size = (uint32_t)c->spec->nranks;
+			broadcast(c, &m);
+			c->phase = PH_RUNNING;
+			c->res->ready_s = t - c->t_spawn;
+			for (size_t i = 0; i < c->spec->nranks; i++)
+				c->ranks[i].last_progress = t;
+			dp_log(DP_LOG_INFO, "ctl", "all %zu ranks ready after %.3f s: started",
+			       c->spec->nranks, c->res->ready_s);
+		} else if (t > c->rdv_deadline) {
+			char list[700];
+			size_t off = 0, missing = 0;
+			int first = -1;
+
+			list[0] = '\0';
+			for (size_t i = 0; i < c->spec->nranks; i++) {
+				const struct rank *r = &c->ranks[i];
+				int n;
+
+				if (r->ready)
+					continue;
+				if (first < 0)
+					first = (int)i;
+				missing++;
+				if (off >= sizeof(list) - 32)
+					continue;
+				n = snprintf(list + off, sizeof(list) - off, "%s%zu (%s%s)",
+					     off ? ", " : "", i, r->spec->host,
+					     r->hello ? ", connected, not ready" : "");
+				if (n > 0)
+					off += (size_t)n < sizeof(list) - off
+						       ? (size_t)n
+						       : sizeof(list) - off - 1;
+			}
+			fail(c, DP_CTL_RENDEZVOUS, first, EX_UNAVAILABLE,
+			     "rendezvous failed after %g s: %zu of %zu ranks missing: %s%s",
+			     c->rendezvous_s, missing, c->spec->nranks, list,
+			     off >= sizeof(list) - 32 ? ", ..." : "");
+		}
+	}
+	if (c->phase == PH_RUNNING && !c->failed) {
+		for (size_t i = 0; i < c->spec->nranks; i++) {
+			struct rank *r = &c->ranks[i];
+			struct dp_ctl_msg m = { .type = DP_CTL_DUMP_STACKS };
+			char at[64];
+
+			if (r->done || r->exited || t - r->last_progress <= c->hang_s)
+				continue;
+			step_note(r, at, sizeof(at));
+			fail(c, DP_CTL_RANK_HANG, (int)i, DP_CTL_EXIT_HANG,
+			     "rank %zu on %s (pid %u) hung: no step progress for %.1f s "
+			     "(last heartbeat %.1f s ago)%s",
+			     i, r->spec->host, r->pid, t - r->last_progress, t - r->last_hb, at);
+			/* every rank dumps its stacks into its log before we stop them */
+			broadcast(c, &m);
+			c->phase = PH_DUMPING;
+			c->dump_deadline = t + c->dump_s;
+			break;
+		}
+	}
+	if (c->phase == PH_DUMPING && t > c->dump_deadline) {
+		c->res->ntail = 0; /* refresh the tail with the dump lines */
+		if (c->res->failed_rank >= 0) {
+			struct rank *r = &c->ranks[c->res->failed_rank];
+
+			for (int i = 0; i < r->ntail; i++)
+				(void)snprintf(
+					c->res->tail[i], sizeof(c->res->tail[i]), "%s",
+					r->tail[(r->tail_pos - r->ntail + i + DP_CTL_TAIL_LINES) %
+						DP_CTL_TAIL_LINES]);
+			c->res->ntail = r->ntail;
+		}
+		start_teardown(c, c->res->cause);
+	}
+	if (c->failed && (c->phase == PH_RENDEZVOUS || c->phase == PH_RUNNING))
+		start_teardown(c, c->res->cause);
+	if (c->phase == PH_TEARDOWN && !c->killed && t > c->kill_deadline) {
+		dp_log(DP_LOG_WARN, "ctl", "%d ranks still running after %g s: SIGKILL",
+		       c->be->running(c->sess), c->grace_s);
+		(void)c->be->signal(c->sess, -1, SIGKILL);
+		c->killed = 1;
+	}
+}
+
+static int all_exited_ok(const struct ctl *c)
+{
+	for (size_t i = 0; i < c->spec->nranks; i++)
+		if (!c->ranks[i].exited || c->ranks[i].exit_status != 0 || !c->ranks[i].done)
+			return 0;
+	return 1;
+}
+
+static int run_once(struct ctl *c, struct dp_err *err)
+{
+	struct pollfd *fds = NULL;
+	size_t nfds_cap = 0;
+	int rc;
+
+	c->phase = PH_RENDEZVOUS;
+	c->failed = c->killed = 0;
+	c->pending_rank = -1;
+	memset(c->ranks, 0, c->spec->nranks * sizeof(*c->ranks));
+	for (size_t i = 0; i < c->spec->nranks; i++)
+		c->ranks[c->spec->ranks[i].rank].spec = &c->spec->ranks[i];
+	rc = dp_ctl_token_new(c->token, err);
+	if (rc)
+		return rc;
+	{
+		struct dp_launch_opts lo = { 0 };
+
+		if (c->cfg->launch)
+			lo = *c->cfg->launch;
+		lo.grace_s = c->grace_s;
+
+		rc = c->be->open(&lo, &c->sess, err);
+		if (rc)
+			return rc;
+	}
+	c->t_spawn = now_s();
+	c->rdv_deadline = c->t_spawn + c->rendezvous_s;
+	{
+		struct dp_err serr = { 0 };
+		int bad = -1;
+
+		if (spawn_all(c, &bad, &serr) != 0)
+			fail(c, DP_CTL_SPAWN_FAILED, bad, spawn_code(serr.code), "%s", serr.msg);
+	}
+	nfds_cap = 64 + 3 * c->spec->nranks;
+	fds = calloc(nfds_cap, sizeof(*fds));
+	if (!fds) {
+		rc = dp_err_set(err, ENOMEM, "ctl: out of memory");
+		goto out;
+	}
+	for (;;) {
+		size_t want = 1 + c->nconns + 3 * c->spec->nranks + 8, nfd = 0, nbe, base;
+		double t;
+		int timeout = TICK_MS;
+
+		if (c->phase == PH_TEARDOWN && c->be->running(c->sess) == 0)
+			break;
+		/* a rank that survives SIGKILL (remote host gone): give up on it;
+		 * close() cleans up what it can */
+		if (c->killed && now_s() > c->kill_deadline + GIVEUP_S) {
+			dp_log(DP_LOG_ERROR, "ctl", "%d ranks did not exit after SIGKILL",
+			       c->be->running(c->sess));
+			break;
+		}
+		if (c->phase != PH_TEARDOWN && !c->failed && all_exited_ok(c))
+			break;
+		if (want > nfds_cap) {
+			struct pollfd *nf;
+
+			want *= 2;
+			nf = realloc(fds, want * sizeof(*nf));
+
+			if (!nf) {
+				rc = dp_err_set(err, ENOMEM, "ctl: out of memory");
+				goto out;
+			}
+			fds = nf;
+			nfds_cap = want;
+		}
+		fds[nfd++] =
+			(struct pollfd){ .fd = c->lfd,
+					 .events = pending_conns(c) < MAX_PENDING ? POLLIN : 0 };
+		for (size_t i = 0; i < c->nconns; i++)
+			fds[nfd++] = (struct pollfd){
+				.fd = c->conns[i]->fd,
+				.events = (short)(POLLIN | (c->conns[i]->out.len ? POLLOUT : 0))
+			};
+		base = nfd;
+		nbe = (size_t)c->be->pollfds(c->sess, fds + nfd, (int)(nfds_cap - nfd));
+		nfd += nbe;
+		if (poll(fds, nfd, timeout) < 0 && errno != EINTR) {
+			int e = errno;
+
+			rc = dp_err_set(err, e, "ctl: poll failed: %s", strerror(e));
+			goto out;
+		}
+		/* connections, newest last: walk backwards because closing swaps */
+		{
+			size_t nc = c->nconns;
+
+			for (size_t i = nc; i-- > 0;) {
+				short re = fds[1 + i].revents;
+
+				if (i >= c->nconns)
+					continue;
+				if (re & POLLOUT)
+					conn_flush(c->conns[i]);
+				if (re & (POLLIN | POLLHUP | POLLERR))
+					conn_read(c, i);
+			}
+		}
+		if (fds[0].revents & POLLIN)
+			do_accept(c);
+		(void)c->be->dispatch(c->sess, fds + base, (int)nbe, &events, c);
+		t = now_s();
+		check_timers(c, t);
+	}
+	rc = 0;
+out:
+	free(fds);
+	while (c->nconns)
+		conn_close(c, c->nconns - 1, NULL);
+	c->be->close(c->sess);
+	c->sess = NULL;
+	return rc;
+}
+
+static double dflt(double v, double d)
+{
+	return v > 0 && isfinite(v) ? v : d;
+}
+
+int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
+	       struct dp_ctl_result *res, struct dp_err *err)
+{
+	struct ctl c;
+	uint64_t prev_step = 0;
+	int rc, attempt;
+
+	memset(res, 0, sizeof(*res));
+	res->failed_rank = -1;
+	res->ready_s = -1;
+	rc = dp_launch_spec_check(spec, err);
+	if (rc)
+		return rc;
+	memset(&c, 0, sizeof(c));
+	c.cfg = cfg;
+	c.spec = spec;
+	c.res = res;
+	c.lfd = -1;
+	c.rendezvous_s = dflt(cfg->rendezvous_s, 60);
+	c.heartbeat_s = dflt(cfg->heartbeat_s, 1);
+	c.hang_s = dflt(cfg->hang_timeout_s, 30);
+	c.grace_s = cfg->grace_s > 0 ? cfg->grace_s : 5;
+	c.dump_s = dflt(cfg->dump_wait_s, 1);
+	c.be = dp_launch_backend_pick(cfg->backend, err);
+	if (!c.be)
+		return -ENODEV;
+	c.ranks = calloc(spec->nranks, sizeof(*c.ranks));
+	if (!c.ranks)
+		return dp_err_set(err, ENOMEM, "ctl: out of memory");
+	rc = listen_on(&c, err);
+	if (rc)
+		goto out;
+	for (attempt = 0;; attempt++) {
+		double t0 = now_s();
+
+		res->attempts = attempt + 1;
+		res->max_step = 0;
+		rc = run_once(&c, err);
+		res->run_s += now_s() - t0;
+		if (rc || !c.failed)
+			break;
+		if (attempt >= cfg->max_restarts)
+			break;
+		if (cfg->restart_hook ? !cfg->restart_hook(cfg->hook_arg, res, attempt + 1)
+				      : attempt > 0 && res->max_step <= prev_step) {
+			dp_log(DP_LOG_WARN, "ctl", "not restarting after attempt %d", attempt + 1);
+			break;
+		}
+		prev_step = res->max_step;
+		dp_log(DP_LOG_WARN, "ctl", "restart %d of %d after: %s", attempt + 1,
+		       cfg->max_restarts, res->cause);
+		res->outcome = DP_CTL_OK;
+		res->exit_code = 0;
+		res->failed_rank = -1;
+		res->cause[0] = '\0';
+		res->ready_s = -1;
+	}
+out:
+	if (c.lfd >= 0)
+		(void)close(c.lfd);
+	free(c.conns);
+	free(c.ranks);
+	return rc;
+}

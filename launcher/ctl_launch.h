@@ -1,0 +1,177 @@
+/* launcher/ctl_launch.h - starting ranks and running the control plane.
+ *
+ * Three layers:
+ *
+ *  1. A launch spec: a plain list of ranks (id, host, argv, env, local
+ *     index).  It says nothing about recipes; a recipe -> plan -> spec step
+ *     produces it (later), and `dpctl launch --local N` builds one by hand.
+ *
+ *  2. Launch backends (`local` now; `ssh` and `slurm` later): a const table of
+ *     operations per backend, picked by name, $DP_LAUNCH, or probe priority.
+ *     A backend starts processes and reports their output lines and exit
+ *     statuses through callbacks from dispatch(), which the controller calls
+ *     from its single poll() loop with the descriptors the backend asked for.
+ *
+ *  3. The controller, dp_ctl_run(): listens on TCP, starts every rank through
+ *     the backend with a fresh job token in its environment, authenticates the
+ *     workers (launcher/ctl_proto.h), holds the rendezvous, watches
+ *     heartbeats, and on the first failure stops every rank and reports that
+ *     failure as the root cause.
+ *
+ * Nothing here is thread-safe; one controller runs in one thread.
+ */
+#ifndef DP_CTL_LAUNCH_H
+#define DP_CTL_LAUNCH_H
+
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/dp_err.h"
+
+/* ---- 1. launch spec --------------------------------------------------------- */
+
+struct dp_launch_rank {
+	int rank;		 /* 0..nranks-1, each exactly once */
+	const char *host;	 /* where it runs; "localhost" for the local backend */
+	int local_index;	 /* index among the ranks on the same host */
+	const char *const *argv; /* NULL-terminated; argv[0] is the program (path or name) */
+	const char *const *env;	 /* extra "NAME=value" entries, NULL-terminated; may be NULL */
+};
+
+struct dp_launch_spec {
+	const struct dp_launch_rank *ranks; /* borrowed */
+	size_t nranks;
+};
+
+/* Check a spec: ranks 0..n-1 each once, argv and host set.  0 or -EINVAL. */
+int dp_launch_spec_check(const struct dp_launch_spec *spec, struct dp_err *err);
+
+/* ---- 2. backends ------------------------------------------------------------ */
+
+/* What dispatch() reports.  @rank is the spec rank id.  @status of exited()
+ * is the exit code, or 128 + the signal number for a signal. */
+struct dp_launch_events {
+	void (*output)(void *arg, int rank, int stream, const char *line); /* stream 1/2 */
+	void (*exited)(void *arg, int rank, int status);
+	/* A rank could not be started after spawn() returned (remote backends:
+	 * connect, host key or auth failure); @msg names the host and the reason. */
+	void (*spawn_failed)(void *arg, int rank, int err, const char *msg);
+};
+
+/* Generic part of a backend session; each backend embeds it first. */
+struct dp_launch_session {
+	const struct dp_launch_backend *ops;
+};
+
+struct dp_launch_opts {
+	double grace_s; /* SIGTERM -> SIGKILL wait when stopping */
+	/* ssh backend; all optional, borrowed for the session's life */
+	int ssh_port;		  /* 0: 22 */
+	const char *ssh_user;	  /* NULL: the current user */
+	const char *ssh_identity; /* private key; NULL: ~/.ssh/id_ed25519, id_ecdsa, id_rsa */
+	const char *known_hosts;  /* NULL: ~/.ssh/known_hosts */
+	int accept_new;		  /* add unknown host keys (a changed key is still refused) */
+	int no_agent;		  /* do not try ssh-agent */
+	int max_handshakes;	  /* sessions connecting/authenticating at once; 0: 32 */
+};
+
+struct dp_launch_backend {
+	const char *name;
+	/* 0 with *priority set, or -ENODEV: cannot work here.  Allocates nothing. */
+	int (*probe)(int *priority);
+	int (*open)(const struct dp_launch_opts *opts, struct dp_launch_session **out,
+		    struct dp_err *err);
+	/* Start rank @r with @env_extra ("NAME=value", NULL-terminated) added to its
+	 * environment.  The job token travels there, never in argv. */
+	int (*spawn)(struct dp_launch_session *s, const struct dp_launch_rank *r,
+		     const char *const *env_extra, struct dp_err *err);
+	/* Fill at most @max entries of @fds with what to poll; returns how many. */
+	int (*pollfds)(struct dp_launch_session *s, struct pollfd *fds, int max);
+	/* Handle @fds (as filled by pollfds() and returned by poll(); n may be 0 for
+	 * a periodic call) and report output lines and exits through @ev. */
+	int (*dispatch)(struct dp_launch_session *s, const struct pollfd *fds, int n,
+			const struct dp_launch_events *ev, void *arg);
+	/* Send @sig to rank @rank (-1: every rank) and everything it started. */
+	int (*signal)(struct dp_launch_session *s, int rank, int sig);
+	/* Ranks started and not yet reported as exited. */
+	int (*running)(struct dp_launch_session *s);
+	/* Kill whatever is left (SIGKILL), reap everything, free.  NULL-safe. */
+	void (*close)(struct dp_launch_session *s);
+};
+
+extern const struct dp_launch_backend dp_launch_local, dp_launch_ssh;
+
+/* The compiled-in backends, NULL-terminated, best first. */
+extern const struct dp_launch_backend *const dp_launch_backends[];
+
+/* Pick a backend: @want if given, else $DP_LAUNCH, else the highest probe()
+ * priority.  NULL with @err set if none matches or works here. */
+const struct dp_launch_backend *dp_launch_backend_pick(const char *want, struct dp_err *err);
+
+/* ---- 3. controller ---------------------------------------------------------- */
+
+enum dp_ctl_outcome {
+	DP_CTL_OK = 0,
+	DP_CTL_SPAWN_FAILED, /* a rank could not be started */
+	DP_CTL_RENDEZVOUS,   /* ranks missing when rendezvous_s ran out */
+	DP_CTL_RANK_EXIT,    /* a rank exited (or reported done) with a non-zero status */
+	DP_CTL_RANK_SIGNAL,  /* a rank was killed by a signal */
+	DP_CTL_RANK_LOST,    /* connection lost (or protocol violation) without an exit */
+	DP_CTL_RANK_HANG,    /* no heartbeat progress for hang_timeout_s */
+	DP_CTL_RANK_NODONE,  /* exited 0 without reporting done */
+};
+
+#define DP_CTL_EXIT_HANG 124 /* exit code for a hang, as timeout(1) */
+
+struct dp_ctl_result;
+
+struct dp_ctl_cfg {
+	const char *backend;		     /* NULL: dp_launch_backend_pick(NULL) */
+	const struct dp_launch_opts *launch; /* backend options; NULL: defaults */
+	const char *bind_addr;		     /* NULL: "127.0.0.1" */
+	const char *connect_addr;	     /* what workers dial; NULL: bind_addr */
+	int port;			     /* 0: any free port */
+	double rendezvous_s;		     /* 0: 60 */
+	double heartbeat_s;		     /* 0: 1; passed to workers as DP_HEARTBEAT_S */
+	double hang_timeout_s;		     /* 0: 30 */
+	double grace_s;			     /* SIGTERM -> SIGKILL; 0: 5 */
+	double dump_wait_s;		     /* after dump-stacks, before stopping; 0: 1 */
+	int max_restarts;		     /* whole-run restarts after a failure; 0: none */
+	/* Called after a failed attempt when restarts remain: non-zero to restart.
+	 * NULL: restart only if the attempt got further (max step) than the one
+	 * before it, so a restart loop that makes no progress stops. */
+	int (*restart_hook)(void *arg, const struct dp_ctl_result *r, int attempt);
+	void *hook_arg;
+	FILE *out;	      /* rank output as "[host:rank] line"; NULL: discarded */
+	const char *line_fmt; /* prefix template, "%h" host, "%r" rank; NULL: "[%h:%r] " */
+};
+
+#define DP_CTL_TAIL_LINES 5
+
+struct dp_ctl_result {
+	enum dp_ctl_outcome outcome;
+	int exit_code;			   /* 0, the failing rank's code, 128+sig, 124 hang, 69 */
+	int failed_rank;		   /* -1 if none */
+	char failed_host[256];		   /* "" if none */
+	char cause[1024];		   /* one root-cause line, "" on success */
+	char tail[DP_CTL_TAIL_LINES][256]; /* last output lines of the failed rank */
+	int ntail;
+	int attempts;	   /* runs started (1 + restarts) */
+	int refused;	   /* connections refused: bad token, bad frames, duplicates */
+	uint64_t max_step; /* highest step any rank reported */
+	double ready_s;	   /* seconds from first spawn to all ranks ready, -1 if never */
+	double run_s;	   /* seconds from first spawn to the end */
+};
+
+/* Run @spec to completion.  Returns 0 when the controller did its job -- the
+ * run's outcome, success or not, is in *res -- or a negative errno if it could
+ * not run at all (bad spec, no backend, port in use), with @err set. */
+int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
+	       struct dp_ctl_result *res, struct dp_err *err);
+
+/* Name of an outcome ("rank-exit"). */
+const char *dp_ctl_outcome_name(enum dp_ctl_outcome o);
+
+#endif

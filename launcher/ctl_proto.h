@@ -1,0 +1,140 @@
+/* launcher/ctl_proto.h - the dpctl control-plane protocol between the
+ * controller (dpctl) and the workers (dpworker).
+ *
+ * Wire format: every message is one frame
+ *
+ *   offset 0  u16  magic 0xD9C7 (big-endian)
+ *          2  u8   protocol version (DP_CTL_VERSION)
+ *          3  u8   message type (enum dp_ctl_type)
+ *          4  u32  payload length in bytes (big-endian), at most DP_CTL_MAX_PAYLOAD
+ *          8  ...  payload
+ *
+ * Payload fields are written in a fixed order per type: integers big-endian,
+ * doubles as their IEEE-754 bits in a u64, strings as a u16 length followed by
+ * that many bytes (no NUL inside, at most the field's capacity - 1).  A
+ * payload must be consumed exactly: trailing bytes make the frame garbled.
+ *
+ * Worker -> controller: HELLO (first frame, carries the job token), READY,
+ * HEARTBEAT, LOG, DONE.  Controller -> worker: START, STOP, DUMP_STACKS.
+ *
+ * The decoder never trusts the peer: any bad frame yields a negative errno
+ * and a reason, and the connection must then be closed (there is no resync).
+ * Functions here are pure (no global state) and thread-safe on distinct
+ * objects.
+ */
+#ifndef DP_CTL_PROTO_H
+#define DP_CTL_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/dp_buf.h"
+#include "common/dp_err.h"
+
+#define DP_CTL_MAGIC	   0xD9C7u
+#define DP_CTL_VERSION	   1
+#define DP_CTL_HDR_LEN	   8
+#define DP_CTL_MAX_PAYLOAD 8192
+#define DP_CTL_TOKEN_LEN   32 /* raw bytes; hex in DP_JOB_TOKEN */
+#define DP_CTL_HOST_MAX	   256
+#define DP_CTL_TOPO_MAX	   1024
+#define DP_CTL_LINE_MAX	   4096
+#define DP_CTL_REASON_MAX  256
+
+enum dp_ctl_type {
+	DP_CTL_HELLO = 1,
+	DP_CTL_READY = 2,
+	DP_CTL_HEARTBEAT = 3,
+	DP_CTL_LOG = 4,
+	DP_CTL_DONE = 5,
+	DP_CTL_START = 16,
+	DP_CTL_STOP = 17,
+	DP_CTL_DUMP_STACKS = 18,
+};
+
+struct dp_ctl_hello {
+	uint32_t rank;
+	uint32_t pid;
+	uint8_t token[DP_CTL_TOKEN_LEN];
+	char host[DP_CTL_HOST_MAX];
+	char topo[DP_CTL_TOPO_MAX]; /* free-form topology summary, e.g. "gpus=8 nics=8" */
+};
+
+struct dp_ctl_heartbeat {
+	uint64_t step;
+	double loss;
+	double tokens_per_s;
+	uint64_t mem_bytes;
+};
+
+struct dp_ctl_log {
+	uint8_t stream; /* 1 = stdout, 2 = stderr */
+	char line[DP_CTL_LINE_MAX];
+};
+
+/* One decoded message.  Only the member matching @type is meaningful. */
+struct dp_ctl_msg {
+	enum dp_ctl_type type;
+	union {
+		struct dp_ctl_hello hello;
+		struct dp_ctl_heartbeat hb;
+		struct dp_ctl_log log;
+		int32_t done_status;		/* DONE: exit status, 128+sig for a signal */
+		uint32_t world_size;		/* START */
+		char reason[DP_CTL_REASON_MAX]; /* STOP: why the controller stops the run */
+	} u;
+};
+
+/* Name of a message type ("hello"), or "unknown". */
+const char *dp_ctl_type_name(int type);
+
+/* Append the frame for @m to @out.  0, -EINVAL (unknown type, string too long
+ * or containing a NUL-free violation), or -ENOMEM/-E2BIG from the buffer; on
+ * error @out is unchanged. */
+int dp_ctl_encode(const struct dp_ctl_msg *m, struct dp_buf *out, struct dp_err *err);
+
+/* Decode one frame from the start of @buf (@len bytes available).
+ *   > 0      a whole frame was decoded into *m; the value is its size in bytes
+ *   0        not enough bytes yet (only possible while the header looks valid)
+ *   -EPROTO  bad magic or unsupported version
+ *   -EMSGSIZE payload length above DP_CTL_MAX_PAYLOAD
+ *   -ENOMSG  unknown message type
+ *   -EBADMSG garbled payload (short field, overlong string, trailing bytes,
+ *            NUL in a string, non-finite number where one is not allowed)
+ * On error @err holds the reason; *m is written only on success. */
+long dp_ctl_decode(const void *buf, size_t len, struct dp_ctl_msg *m, struct dp_err *err);
+
+/* Receive-side reassembly for a stream socket.  Caller-embedded; one per
+ * connection; holds at most one maximal frame. */
+struct dp_ctl_rx {
+	size_t len;
+	unsigned char buf[DP_CTL_HDR_LEN + DP_CTL_MAX_PAYLOAD];
+};
+
+void dp_ctl_rx_init(struct dp_ctl_rx *rx);
+
+/* read() once from @fd into @rx.  Returns bytes read (> 0), 0 on end of
+ * stream, -EAGAIN if nothing is available, or -errno. */
+long dp_ctl_rx_fill(struct dp_ctl_rx *rx, int fd);
+
+/* Take the next whole message out of @rx: 1 with *m set, 0 if more bytes are
+ * needed, or a negative errno from dp_ctl_decode() (close the connection). */
+int dp_ctl_rx_next(struct dp_ctl_rx *rx, struct dp_ctl_msg *m, struct dp_err *err);
+
+/* Fill @token with DP_CTL_TOKEN_LEN random bytes from getrandom(2). */
+int dp_ctl_token_new(uint8_t token[DP_CTL_TOKEN_LEN], struct dp_err *err);
+
+/* Hex form (2*DP_CTL_TOKEN_LEN chars + NUL) into @hex of @hexlen bytes. */
+int dp_ctl_token_to_hex(const uint8_t token[DP_CTL_TOKEN_LEN], char *hex, size_t hexlen);
+
+/* Parse exactly 2*DP_CTL_TOKEN_LEN hex digits.  0 or -EINVAL. */
+int dp_ctl_token_from_hex(const char *hex, uint8_t token[DP_CTL_TOKEN_LEN], struct dp_err *err);
+
+/* Compare two tokens in time independent of their contents: 1 if equal. */
+int dp_ctl_token_equal(const uint8_t a[DP_CTL_TOKEN_LEN], const uint8_t b[DP_CTL_TOKEN_LEN]);
+
+/* Write all of @len bytes of @buf to blocking @fd (retrying EINTR and short
+ * writes).  0 or -errno. */
+int dp_ctl_write_all(int fd, const void *buf, size_t len);
+
+#endif
