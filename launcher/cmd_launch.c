@@ -20,6 +20,8 @@
 #include "common/dp_util.h"
 #include "launcher/cli_int.h"
 #include "launcher/ctl_launch.h"
+#include "launcher/dp_launcher.h"
+#include "launcher/dp_plan.h"
 #include "common/dp_banned.h"
 
 enum {
@@ -80,6 +82,8 @@ static const struct option opts[] = {
 
 struct launch_opts {
 	long nlocal;
+	int fake_given;	 /* --fake-steps was given */
+	int recipe_mode; /* the run comes from a recipe */
 	const char *worker;
 	long fake_steps, fake_step_ms;
 	long fail_rank, fail_step, fail_code;
@@ -89,11 +93,45 @@ struct launch_opts {
 	int dry_run;
 };
 
-/* Per-rank argv storage. */
+#define MAX_ENV 64
+
+/* Per-rank argv and environment storage. */
 struct rank_args {
 	const char *argv[MAX_ARGS];
 	char num[6][24];
+	const char *env[MAX_ENV + 1];
+	char layout[12][48];
 };
+
+/* The environment a rank of a recipe run gets: its place in the layout, then
+ * the recipe's env section.  Strings point into @ra or @r. */
+static void build_env(const struct dp_recipe *r, char *const *renv, const struct dp_plan_rank *x,
+		      struct rank_args *ra)
+{
+	int k = 0, n = 0;
+
+#define LAYOUT(...)                                                                                \
+	((void)snprintf(ra->layout[n], sizeof(ra->layout[n]), __VA_ARGS__),                        \
+	 ra->env[k++] = ra->layout[n++])
+	LAYOUT("DP_PP_RANK=%d", x->pp);
+	LAYOUT("DP_EP_RANK=%d", x->ep);
+	LAYOUT("DP_DP_RANK=%d", x->dp);
+	if (x->nstages == 2)
+		LAYOUT("DP_STAGES=%d,%d", x->stage[0], x->stage[1]);
+	else
+		LAYOUT("DP_STAGES=%d", x->stage[0]);
+	LAYOUT("DP_PP_SIZE=%d", r->parallel.pp);
+	LAYOUT("DP_EP_SIZE=%d", r->parallel.ep);
+	LAYOUT("DP_DP_SIZE=%d", r->parallel.dp);
+	LAYOUT("DP_SCHEDULE=%s", dp_recipe_schedule_name(r->parallel.schedule));
+	LAYOUT("DP_MICRO_BATCHES=%d", r->parallel.micro_batches);
+	LAYOUT("DP_STEPS=%ld", r->train.steps);
+	LAYOUT("DP_SEED=%ld", r->train.seed);
+#undef LAYOUT
+	for (size_t i = 0; i < r->n_env && k < MAX_ENV; i++)
+		ra->env[k++] = renv[i];
+	ra->env[k] = NULL;
+}
 
 static const char *find_worker(char *buf, size_t len)
 {
@@ -122,6 +160,10 @@ static void build_args(const struct launch_opts *o, long rank, struct rank_args 
 	int k = 0;
 
 	ra->argv[k++] = o->worker;
+	if (o->recipe_mode && !o->fake_given) {
+		ra->argv[k] = NULL; /* a recipe run: the layout travels in the environment */
+		return;
+	}
 	(void)snprintf(ra->num[0], sizeof(ra->num[0]), "%ld", o->fake_steps);
 	(void)snprintf(ra->num[1], sizeof(ra->num[1]), "%ld", o->fake_step_ms);
 	ra->argv[k++] = "--fake-steps";
@@ -225,6 +267,13 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec)
 			(void)json_object_set_new(o, "host", json_string(r->host));
 			(void)json_object_set_new(o, "local_index", json_integer(r->local_index));
 			(void)json_object_set_new(o, "argv", av);
+			if (r->env) {
+				json_t *ev = json_array();
+
+				for (const char *const *e = r->env; *e; e++)
+					(void)json_array_append_new(ev, json_string(*e));
+				(void)json_object_set_new(o, "env", ev);
+			}
 			(void)json_array_append_new(arr, o);
 			continue;
 		}
@@ -233,6 +282,12 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec)
 		for (const char *const *a = r->argv; *a; a++)
 			(void)fprintf(cli->out, " %s", *a);
 		(void)fputc('\n', cli->out);
+		if (r->env) {
+			(void)fputs("    env:", cli->out);
+			for (const char *const *e = r->env; *e; e++)
+				(void)fprintf(cli->out, " %s", *e);
+			(void)fputc('\n', cli->out);
+		}
 	}
 	if (arr) {
 		json_t *top = json_pack("{s:o, s:[s,s,s,s,s,s]}", "ranks", arr, "env",
@@ -294,6 +349,78 @@ static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
 	return res->exit_code ? res->exit_code : EX_SOFTWARE;
 }
 
+/* Fill the run from a recipe: hosts, ranks per host, ssh options, health
+ * timeouts (options given on the command line win), the layout and the
+ * recipe's environment as "NAME=value" strings.  Returns an exit code. */
+static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts *o,
+			struct dp_recipe **recipe, struct dp_plan **plan, char ***renv,
+			const char **hosts, int *nhosts, long *per_host,
+			struct dp_launch_opts *lopts, struct dp_ctl_cfg *cfg)
+{
+	struct dp_recipe *r;
+	struct dp_err e = { 0 };
+	size_t n;
+	int code = dp_cli_load_recipe(cli, path, recipe);
+
+	if (code)
+		return code;
+	r = *recipe;
+	if (dp_plan_from_recipe(r, plan, &e))
+		return dp_cli_error(cli, EX_DATAERR, "%s", e.msg);
+	*renv = calloc(r->n_env + 1, sizeof(char *));
+	if (!*renv)
+		return dp_cli_error(cli, EX_OSERR, "launch: out of memory");
+	for (size_t i = 0; i < r->n_env; i++) {
+		size_t len = strlen(r->env[i].name) + strlen(r->env[i].value) + 2;
+
+		(*renv)[i] = malloc(len);
+		if (!(*renv)[i])
+			return dp_cli_error(cli, EX_OSERR, "launch: out of memory");
+		(void)snprintf((*renv)[i], len, "%s=%s", r->env[i].name, r->env[i].value);
+	}
+	n = dp_hostlist_count(r->cluster.hosts);
+	switch (r->cluster.launcher) {
+	case DP_RECIPE_LAUNCH_LOCAL:
+		o->nlocal = r->cluster.gpus; /* recipe check: local has exactly one host */
+		break;
+	case DP_RECIPE_LAUNCH_SSH:
+		if (n > MAX_HOSTS)
+			return dp_cli_error(
+				cli, EX_UNAVAILABLE,
+				"launch: %zu hosts; this build launches at most %d over ssh", n,
+				MAX_HOSTS);
+		for (size_t i = 0; i < n; i++)
+			hosts[i] = dp_hostlist_get(r->cluster.hosts, i);
+		*nhosts = (int)n;
+		*per_host = r->cluster.gpus;
+		if (!lopts->ssh_identity)
+			lopts->ssh_identity = r->cluster.identity;
+		lopts->ssh_user = r->cluster.user;
+		lopts->ssh_port = r->cluster.port;
+		if (r->cluster.known_hosts == DP_RECIPE_KH_ACCEPT_NEW)
+			lopts->accept_new = 1;
+		else if (r->cluster.known_hosts == DP_RECIPE_KH_OFF)
+			return dp_cli_error(
+				cli, EX_UNAVAILABLE,
+				"%s: cluster.known_hosts 'off' is refused by the ssh launcher; "
+				"use accept-new",
+				r->path);
+		break;
+	default:
+		return dp_cli_error(cli, EX_UNAVAILABLE,
+				    "%s: the slurm launcher is not available in this build yet",
+				    r->path);
+	}
+	if (cfg->rendezvous_s <= 0)
+		cfg->rendezvous_s = r->health.rendezvous_s;
+	if (cfg->heartbeat_s <= 0)
+		cfg->heartbeat_s = r->health.heartbeat_s;
+	if (cfg->hang_timeout_s <= 0)
+		cfg->hang_timeout_s = r->health.hang_timeout_s;
+	cfg->max_restarts = r->health.max_restarts;
+	return EX_OK;
+}
+
 static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 {
 	struct launch_opts o = { .nlocal = 0,
@@ -312,7 +439,10 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	char wbuf[PATH_MAX], hostbuf[4096], bindbuf[64];
 	const char *hosts[MAX_HOSTS];
 	struct dp_launch_opts lopts = { 0 };
-	long port = 0, restarts = 0, per_host = 1, ssh_port = 22, nranks;
+	struct dp_recipe *recipe = NULL;
+	struct dp_plan *plan = NULL;
+	char **renv = NULL;
+	long port = 0, restarts = -1, per_host = 1, ssh_port = 0, nranks;
 	int c, rc, li = -1, nhosts = 0;
 
 	optind = 0;
@@ -393,6 +523,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			l = &port, lo = 0, hi = 65535;
 			break;
 		case OPT_FAKE_STEPS:
+			o.fake_given = 1;
 			l = &o.fake_steps, lo = 0, hi = 1000000000;
 			break;
 		case OPT_FAKE_STEP_MS:
@@ -410,22 +541,47 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		if (l && dp_parse_long(optarg, lo, hi, l, name, &err) != 0)
 			return dp_cli_usage_error(cli, "launch ", "%s", err.msg);
 	}
-	if (optind < argc)
-		return dp_cli_error(cli, EX_UNAVAILABLE,
-				    "launch: recipe-driven launch is not available yet; "
-				    "use --local N or --ssh HOSTS");
-	if ((o.nlocal > 0) == (nhosts > 0))
-		return dp_cli_usage_error(
-			cli, "launch ", "say where to run: --local N or --ssh HOSTS (one of them)");
+	if (optind < argc) {
+		if (optind + 1 < argc)
+			return dp_cli_usage_error(cli, "launch ",
+						  "expected one RECIPE, got '%s' too",
+						  argv[optind + 1]);
+		if (o.nlocal > 0 || nhosts > 0)
+			return dp_cli_usage_error(cli, "launch ",
+						  "give a RECIPE or --local/--ssh, not both");
+		o.recipe_mode = 1;
+		rc = recipe_setup(cli, argv[optind], &o, &recipe, &plan, &renv, hosts, &nhosts,
+				  &per_host, &lopts, &cfg);
+		if (rc)
+			goto out;
+		if (!o.fake_given && !o.dry_run) {
+			rc = dp_cli_error(
+				cli, EX_UNAVAILABLE,
+				"launch: dpworker cannot train from a recipe yet (the executor is "
+				"not wired to the control plane); --dry-run shows the run, "
+				"--fake-steps N exercises the launch path");
+			goto out;
+		}
+	}
+	if ((o.nlocal > 0) == (nhosts > 0)) {
+		rc = dp_cli_usage_error(cli, "launch ",
+					"say where to run: --local N or --ssh HOSTS (one of them)");
+		goto out;
+	}
 	nranks = o.nlocal > 0 ? o.nlocal : nhosts * per_host;
-	if (nranks > MAX_LOCAL)
-		return dp_cli_usage_error(cli, "launch ", "%ld ranks is more than %d", nranks,
-					  MAX_LOCAL);
-	if (o.fail_rank >= nranks || o.hang_rank >= nranks || o.absent_rank >= nranks)
-		return dp_cli_usage_error(cli, "launch ", "a --fake-* rank is outside 0..%ld",
-					  nranks - 1);
+	if (nranks > MAX_LOCAL) {
+		rc = dp_cli_usage_error(cli, "launch ", "%ld ranks is more than %d", nranks,
+					MAX_LOCAL);
+		goto out;
+	}
+	if (o.fail_rank >= nranks || o.hang_rank >= nranks || o.absent_rank >= nranks) {
+		rc = dp_cli_usage_error(cli, "launch ", "a --fake-* rank is outside 0..%ld",
+					nranks - 1);
+		goto out;
+	}
 	cfg.port = (int)port;
-	cfg.max_restarts = (int)restarts;
+	if (restarts >= 0)
+		cfg.max_restarts = (int)restarts;
 	if (!o.worker)
 		o.worker = find_worker(wbuf, sizeof(wbuf));
 
@@ -441,6 +597,10 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		ranks[i].host = nhosts ? hosts[i / per_host] : "localhost";
 		ranks[i].local_index = (int)(nhosts ? i % per_host : i);
 		ranks[i].argv = args[i].argv;
+		if (plan) {
+			build_env(recipe, renv, &plan->ranks[i], &args[i]);
+			ranks[i].env = args[i].env;
+		}
 	}
 	spec.ranks = ranks;
 	spec.nranks = (size_t)nranks;
@@ -452,7 +612,10 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	}
 	cfg.backend = nhosts ? "ssh" : "local";
 	if (nhosts) {
-		lopts.ssh_port = (int)ssh_port;
+		if (ssh_port)
+			lopts.ssh_port = (int)ssh_port;
+		else if (!lopts.ssh_port)
+			lopts.ssh_port = 22;
 		cfg.launch = &lopts;
 		if (!cfg.bind_addr) {
 			if (route_addr(hosts[0], bindbuf, sizeof(bindbuf)) != 0) {
@@ -473,6 +636,11 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 out:
 	free(ranks);
 	free(args);
+	for (size_t i = 0; renv && recipe && i < recipe->n_env; i++)
+		free(renv[i]);
+	free(renv);
+	dp_plan_free(plan);
+	dp_recipe_free(recipe);
 	return rc;
 }
 
@@ -483,11 +651,15 @@ const struct dp_cli_cmd dp_cmd_launch = {
 	.summary = "launch a training run from a recipe",
 	.usage =
 		"usage: dpctl launch [options] --local N | --ssh HOSTS\n"
-		"       dpctl launch [options] RECIPE      (not available yet)\n"
+		"       dpctl launch [options] RECIPE\n"
 		"\n"
 		"Start dpworker ranks, hold the rendezvous, watch heartbeats, and on the first\n"
 		"failure stop every rank and report the root cause.  Exits with the failing\n"
 		"rank's status (128+N for signal N, 124 for a hang, 69 for a failed rendezvous).\n"
+		"With a RECIPE, hosts, ranks per host, ssh settings and health timeouts come\n"
+		"from the recipe (options given here win) and every rank gets its layout in\n"
+		"its environment (DP_PP_RANK, DP_EP_RANK, DP_DP_RANK, DP_STAGES, ...) plus the\n"
+		"recipe's env section; --dry-run prints each rank's argv and environment.\n"
 		"\n"
 		"Options:\n"
 		"  --local N             run N ranks on this machine (the local backend)\n"
