@@ -19,6 +19,8 @@
 
 #include <stddef.h>
 
+#include <libssh2.h>
+
 #include "common/dp_err.h"
 
 enum dp_ssh_hostkey_policy {
@@ -86,6 +88,13 @@ void dp_ssh_fanout_free(struct dp_ssh_fanout *f);
  * internal error. */
 int dp_ssh_run(const struct dp_ssh_opts *opts, struct dp_ssh_job *jobs, int njobs,
 	       dp_ssh_line_cb cb, void *cb_arg, int timeout_ms, struct dp_err *err);
+
+/* Check the host key @s received in its handshake against @known_hosts for
+ * @host:@port under @policy (accept-new records an unknown key there).
+ * 0 if accepted; -EACCES (unknown or changed key) or -EIO, with @msg (size
+ * @len) saying "host key of 'HOST' ..." .  Shared by every ssh user here. */
+int dp_ssh_verify_hostkey(LIBSSH2_SESSION *s, const char *host, int port, const char *known_hosts,
+			  enum dp_ssh_hostkey_policy policy, char *msg, size_t len);
 
 /* Append @arg to @dst (size @size, NUL-terminated) as one POSIX-shell word
  * in single quotes ("it's" -> 'it'\''s').  0, or -E2BIG if it does not fit. */

@@ -37,6 +37,7 @@
 #include "common/dp_log.h"
 #include "common/dp_util.h"
 #include "launcher/ctl_launch.h"
+#include "launcher/dp_ssh.h"
 #include "common/dp_banned.h"
 
 #define SSH_LINE_MAX 4096
@@ -296,76 +297,20 @@ static void host_connect(struct ssh_session *ss, struct host *h)
 	h->st = H_CONNECT;
 }
 
-static int knownhost_type(int hostkey_type)
-{
-	switch (hostkey_type) {
-	case LIBSSH2_HOSTKEY_TYPE_RSA:
-		return LIBSSH2_KNOWNHOST_KEY_SSHRSA;
-	case LIBSSH2_HOSTKEY_TYPE_DSS:
-		return LIBSSH2_KNOWNHOST_KEY_SSHDSS;
-	case LIBSSH2_HOSTKEY_TYPE_ECDSA_256:
-		return LIBSSH2_KNOWNHOST_KEY_ECDSA_256;
-	case LIBSSH2_HOSTKEY_TYPE_ECDSA_384:
-		return LIBSSH2_KNOWNHOST_KEY_ECDSA_384;
-	case LIBSSH2_HOSTKEY_TYPE_ECDSA_521:
-		return LIBSSH2_KNOWNHOST_KEY_ECDSA_521;
-	case LIBSSH2_HOSTKEY_TYPE_ED25519:
-		return LIBSSH2_KNOWNHOST_KEY_ED25519;
-	default:
-		return LIBSSH2_KNOWNHOST_KEY_UNKNOWN;
-	}
-}
-
 /* 0 if the host key is acceptable; otherwise the host has failed. */
 static int check_hostkey(struct ssh_session *ss, struct host *h)
 {
-	LIBSSH2_KNOWNHOSTS *kh = libssh2_knownhost_init(h->s);
-	struct libssh2_knownhost *found = NULL;
-	size_t len = 0;
-	int type = 0, mask, rc;
-	const char *key = libssh2_session_hostkey(h->s, &len, &type);
+	char msg[400];
+	int rc = dp_ssh_verify_hostkey(h->s, h->name, ss->o.ssh_port, ss->known_hosts,
+				       ss->o.accept_new ? DP_SSH_HOSTKEY_ACCEPT_NEW
+							: DP_SSH_HOSTKEY_STRICT,
+				       msg, sizeof(msg));
 
-	if (!kh || !key) {
-		if (kh)
-			libssh2_knownhost_free(kh);
-		host_fail(ss, h, EIO, "ssh: no host key from '%s'", h->name);
+	if (rc) {
+		host_fail(ss, h, -rc, "ssh: %s", msg);
 		return -1;
 	}
-	(void)libssh2_knownhost_readfile(kh, ss->known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH);
-	mask = LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | knownhost_type(type);
-	rc = libssh2_knownhost_checkp(kh, h->name, ss->o.ssh_port, key, len, mask, &found);
-	if (rc == LIBSSH2_KNOWNHOST_CHECK_MATCH) {
-		rc = 0;
-	} else if (rc == LIBSSH2_KNOWNHOST_CHECK_NOTFOUND && ss->o.accept_new) {
-		char spec[300];
-
-		if (ss->o.ssh_port == 22)
-			(void)snprintf(spec, sizeof(spec), "%s", h->name);
-		else
-			(void)snprintf(spec, sizeof(spec), "[%s]:%d", h->name, ss->o.ssh_port);
-		if (libssh2_knownhost_addc(kh, spec, NULL, key, len, NULL, 0, mask, NULL) != 0 ||
-		    libssh2_knownhost_writefile(kh, ss->known_hosts,
-						LIBSSH2_KNOWNHOST_FILE_OPENSSH) != 0) {
-			host_fail(ss, h, EIO, "ssh: cannot add the host key of '%s' to '%s'",
-				  h->name, ss->known_hosts);
-			rc = -1;
-		} else {
-			dp_log(DP_LOG_WARN, "ssh", "added the host key of '%s' to '%s'", h->name,
-			       ss->known_hosts);
-			rc = 0;
-		}
-	} else if (rc == LIBSSH2_KNOWNHOST_CHECK_MISMATCH) {
-		host_fail(ss, h, EACCES,
-			  "ssh: host key of '%s' has CHANGED (not the one in '%s'): refused",
-			  h->name, ss->known_hosts);
-		rc = -1;
-	} else {
-		host_fail(ss, h, EACCES, "ssh: host key of '%s' is unknown (not in '%s'): refused",
-			  h->name, ss->known_hosts);
-		rc = -1;
-	}
-	libssh2_knownhost_free(kh);
-	return rc;
+	return 0;
 }
 
 /* Advance @h as far as it goes without blocking. */

@@ -230,63 +230,74 @@ static int keytype_bits(int type)
 	}
 }
 
-static int check_hostkey(struct dp_ssh_fanout *f, struct host *h)
+int dp_ssh_verify_hostkey(LIBSSH2_SESSION *s, const char *host, int port, const char *known_hosts,
+			  enum dp_ssh_hostkey_policy policy, char *msg, size_t len)
 {
 	LIBSSH2_KNOWNHOSTS *kh;
 	const char *key;
-	size_t len;
-	int type, bits, rc;
+	size_t klen = 0;
+	int type = 0, mask, rc;
 	char name[300];
 
-	if (f->o.hostkey_policy == DP_SSH_HOSTKEY_OFF)
+	if (policy == DP_SSH_HOSTKEY_OFF)
 		return 0;
-	key = libssh2_session_hostkey(h->s, &len, &type);
-	if (!key)
-		return fail(h, "server sent no host key");
-	kh = libssh2_knownhost_init(h->s);
-	if (!kh)
-		return fail(h, "out of memory");
+	key = libssh2_session_hostkey(s, &klen, &type);
+	kh = key ? libssh2_knownhost_init(s) : NULL;
+	if (!kh) {
+		(void)snprintf(msg, len, "host key of '%s': none received", host);
+		return -EIO;
+	}
 	/* a missing file is an empty one */
-	(void)libssh2_knownhost_readfile(kh, f->known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH);
-	bits = keytype_bits(type);
-	rc = libssh2_knownhost_checkp(
-		kh, h->job->host, f->o.port, key, len,
-		LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | bits, NULL);
+	(void)libssh2_knownhost_readfile(kh, known_hosts, LIBSSH2_KNOWNHOST_FILE_OPENSSH);
+	mask = LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | keytype_bits(type);
+	rc = libssh2_knownhost_checkp(kh, host, port, key, klen, mask, NULL);
 	if (rc == LIBSSH2_KNOWNHOST_CHECK_MATCH) {
-		libssh2_knownhost_free(kh);
-		return 0;
+		rc = 0;
+	} else if (rc == LIBSSH2_KNOWNHOST_CHECK_MISMATCH) {
+		(void)snprintf(msg, len,
+			       "host key of '%s' has CHANGED (not the one in '%s'): refused", host,
+			       known_hosts);
+		rc = -EACCES;
+	} else if (rc != LIBSSH2_KNOWNHOST_CHECK_NOTFOUND) {
+		(void)snprintf(msg, len, "host key of '%s': cannot check it against '%s'", host,
+			       known_hosts);
+		rc = -EIO;
+	} else if (policy != DP_SSH_HOSTKEY_ACCEPT_NEW) {
+		(void)snprintf(
+			msg, len,
+			"host key of '%s' is unknown (not in '%s'; known_hosts policy strict): refused",
+			host, known_hosts);
+		rc = -EACCES;
+	} else {
+		if (port == 22)
+			(void)snprintf(name, sizeof(name), "%s", host);
+		else
+			(void)snprintf(name, sizeof(name), "[%s]:%d", host, port);
+		rc = libssh2_knownhost_addc(kh, name, NULL, key, klen, NULL, 0, mask, NULL);
+		if (rc == 0)
+			rc = libssh2_knownhost_writefile(kh, known_hosts,
+							 LIBSSH2_KNOWNHOST_FILE_OPENSSH);
+		if (rc) {
+			(void)snprintf(msg, len, "host key of '%s': cannot record it in '%s'", host,
+				       known_hosts);
+			rc = -EIO;
+		} else {
+			dp_log(DP_LOG_WARN, "ssh",
+			       "added the host key of '%s' to '%s' (accept-new)", host,
+			       known_hosts);
+		}
 	}
-	if (rc == LIBSSH2_KNOWNHOST_CHECK_MISMATCH) {
-		libssh2_knownhost_free(kh);
-		return fail(h, "host key CHANGED (does not match '%s'): refusing this node",
-			    f->known_hosts);
-	}
-	if (rc != LIBSSH2_KNOWNHOST_CHECK_NOTFOUND) {
-		libssh2_knownhost_free(kh);
-		return fail(h, "cannot check host key: %s", ssh_errmsg(h));
-	}
-	if (f->o.hostkey_policy != DP_SSH_HOSTKEY_ACCEPT_NEW) {
-		libssh2_knownhost_free(kh);
-		return fail(
-			h,
-			"host key unknown (not in '%s'; known_hosts policy strict): add it or use accept-new",
-			f->known_hosts);
-	}
-	if (f->o.port == 22)
-		(void)snprintf(name, sizeof(name), "%s", h->job->host);
-	else
-		(void)snprintf(name, sizeof(name), "[%s]:%d", h->job->host, f->o.port);
-	rc = libssh2_knownhost_addc(
-		kh, name, NULL, key, len, NULL, 0,
-		LIBSSH2_KNOWNHOST_TYPE_PLAIN | LIBSSH2_KNOWNHOST_KEYENC_RAW | bits, NULL);
-	if (rc == 0)
-		rc = libssh2_knownhost_writefile(kh, f->known_hosts,
-						 LIBSSH2_KNOWNHOST_FILE_OPENSSH);
 	libssh2_knownhost_free(kh);
-	if (rc)
-		return fail(h, "cannot record host key in '%s'", f->known_hosts);
-	dp_log(DP_LOG_WARN, "ssh", "%s: new host key recorded in '%s' (accept-new)", h->job->host,
-	       f->known_hosts);
+	return rc;
+}
+
+static int check_hostkey(struct dp_ssh_fanout *f, struct host *h)
+{
+	char msg[200];
+
+	if (dp_ssh_verify_hostkey(h->s, h->job->host, f->o.port, f->known_hosts,
+				  f->o.hostkey_policy, msg, sizeof(msg)))
+		return fail(h, "%s", msg);
 	return 0;
 }
 

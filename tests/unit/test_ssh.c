@@ -290,9 +290,9 @@ static void strict_refuses_unknown_and_changed_keys(void **state)
 	o = opts("kh_changed", DP_SSH_HOSTKEY_STRICT, "id");
 	assert_int_equal(dp_ssh_run(&o, jobs, 2, NULL, NULL, 20000, &err), 0);
 	assert_int_equal(jobs[0].state, DP_SSH_FAILED);
-	assert_non_null(strstr(jobs[0].error, "127.0.0.1: host key CHANGED"));
+	assert_non_null(strstr(jobs[0].error, "127.0.0.1: host key of '127.0.0.1' has CHANGED"));
 	assert_int_equal(jobs[1].state, DP_SSH_FAILED);
-	assert_non_null(strstr(jobs[1].error, "127.0.0.2: host key unknown"));
+	assert_non_null(strstr(jobs[1].error, "127.0.0.2: host key of '127.0.0.2' is unknown"));
 	assert_non_null(strstr(jobs[1].error, "policy strict"));
 	/* accept-new records the unknown key but still refuses the changed one */
 	o = opts("kh_changed", DP_SSH_HOSTKEY_ACCEPT_NEW, "id");
