@@ -134,7 +134,7 @@ static int write_counts(const struct bcfg *b, const char *path, struct dp_err *e
 {
 	int world = (int)(b->nodes * b->rpn), per = (int)b->experts / world, rc = 0;
 	size_t T = (size_t)b->tokens, K = (size_t)b->topk;
-	int32_t *idx = malloc(T * K * sizeof(int32_t) + 1);
+	int32_t *idx = calloc(T * K + 1, sizeof(int32_t));
 	float *w = malloc(T * K * sizeof(float) + 1);
 	uint64_t *row = calloc((size_t)world, sizeof(uint64_t));
 	FILE *f = fopen(path, "w");
@@ -144,7 +144,8 @@ static int write_counts(const struct bcfg *b, const char *path, struct dp_err *e
 				f ? "out of memory" : strerror(errno));
 		goto out;
 	}
-	(void)fprintf(f, "dp-a2a-counts 1\nworld %d nodes %ld ranks_per_node %ld token_bytes %llu\n",
+	(void)fprintf(f,
+		      "dp-a2a-counts 1\nworld %d nodes %ld ranks_per_node %ld token_bytes %llu\n",
 		      world, b->nodes, b->rpn, (unsigned long long)b->hidden * sizeof(float));
 	for (int r = 0; r < world && !rc; r++) {
 		rc = gen_route(b, r, idx, w, NULL, err);
@@ -518,8 +519,8 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 			"\"iters\":%ld,\"inter_mbps\":%g,\"node\":%ld,\"token_bytes\":%llu,"
 			"\"formula\":{\"token_remote_node\":%llu,\"token_remote_rank\":%llu},",
 			b.tp, b.nodes, b.rpn, b.tokens, b.hidden, b.experts, b.groups, b.maxn,
-			b.topk, b.iters, b.mbps, b.node, (unsigned long long)tb, (unsigned long long)pn,
-			(unsigned long long)pr);
+			b.topk, b.iters, b.mbps, b.node, (unsigned long long)tb,
+			(unsigned long long)pn, (unsigned long long)pr);
 		for (int a = 0; a < 2; a++)
 			(void)fprintf(cli->out,
 				      "\"%s\":{\"dispatch_ms\":%.3f,\"combine_ms\":%.3f,"
@@ -539,7 +540,8 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 			b.tp, b.nodes, b.rpn, b.tokens, b.hidden, (unsigned long long)tb, b.experts,
 			b.groups, b.topk, b.maxn, b.mbps > 0 ? "" : "unpaced ", b.mbps, b.iters);
 		if (b.node >= 0)
-			(void)fprintf(cli->out, "node %ld: ranks %d..%d only (times: slowest of them)\n",
+			(void)fprintf(cli->out,
+				      "node %ld: ranks %d..%d only (times: slowest of them)\n",
 				      b.node, r0, r1 - 1);
 		(void)fprintf(cli->out, "%-8s %12s %12s %14s %14s %12s\n", "algo", "dispatch_ms",
 			      "combine_ms", "inter_MB", "intra_MB", "disp_GB/s");

@@ -11,6 +11,7 @@
 
 #include "tests/unit/dp_test.h"
 
+/* The number after @key (after @obj if not NULL) in @json. */
 static unsigned long long json_u64(const char *json, const char *obj, const char *key)
 {
 	const char *p = obj ? strstr(json, obj) : json;
@@ -30,34 +31,34 @@ static void counts_file_matches_naive_bytes(void **state)
 	unsigned long long off = 0, all = 0, tb, c;
 	int world = 0, nodes = 0, rpn = 0;
 	char *text, *p;
-	int n;
-
 	(void)state;
-	r = dp_test_dpctl("bench", "a2a", "--nodes", "2", "--ranks-per-node", "2", "--tokens",
-			  "40", "--hidden", "8", "--experts", "64", "--iters", "1", "--counts", path,
+	r = dp_test_dpctl("bench", "a2a", "--nodes", "2", "--ranks-per-node", "2", "--tokens", "40",
+			  "--hidden", "8", "--experts", "64", "--iters", "1", "--counts", path,
 			  "--json");
 	assert_int_equal(r.rc, 0);
 	text = dp_test_slurp(path);
-	assert_int_equal(sscanf(text,
-				"dp-a2a-counts 1 world %d nodes %d ranks_per_node %d token_bytes "
-				"%llu%n",
-				&world, &nodes, &rpn, &tb, &n),
-			 4);
+	assert_true(strncmp(text, "dp-a2a-counts 1\n", 16) == 0);
+	world = (int)json_u64(text, NULL, "world ");
+	nodes = (int)json_u64(text, NULL, " nodes ");
+	rpn = (int)json_u64(text, NULL, "ranks_per_node ");
+	tb = json_u64(text, NULL, "token_bytes ");
 	assert_int_equal(world, 4);
 	assert_int_equal(nodes * rpn, world);
 	assert_int_equal(tb, 32);
-	p = text + n;
+	p = strchr(strstr(text, "token_bytes "), '\n');
+	assert_non_null(p);
 	for (int i = 0; i < world; i++)
 		for (int j = 0; j < world; j++) {
-			int m = 0;
+			char *end = NULL;
 
-			assert_int_equal(sscanf(p, "%llu%n", &c, &m), 1);
-			p += m;
+			c = strtoull(p, &end, 10);
+			assert_true(end > p);
+			p = end;
 			all += c;
 			if (i / rpn != j / rpn)
 				off += c;
 		}
-	assert_int_equal(sscanf(p, "%llu", &c), -1); /* nothing after the matrix */
+	assert_string_equal(p, "\n"); /* nothing after the matrix */
 	assert_true(all >= off && all <= 4ULL * 40 * 8);
 	assert_int_equal(off * tb, json_u64(r.out, "\"naive\":", "\"inter_bytes\":"));
 	assert_int_equal(off, json_u64(r.out, NULL, "\"token_remote_rank\":"));
@@ -128,7 +129,8 @@ static void node_and_peers_are_checked(void **state)
 		{ "--node", "2", "--peers", "a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8" },
 		{ "--node", "0", "--peers", "a:1,b:2" },
 		{ "--node", "0", "--peers", "a:1,b:2,c:3,d:4,e:5,f:6,g:7,h" },
-		{ "--node", "0", "--transport", "shm", "--peers", "a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8" },
+		{ "--node", "0", "--transport", "shm", "--peers",
+		  "a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8" },
 	};
 
 	(void)state;
