@@ -102,11 +102,11 @@ set +e
 timeout 60 tests/netns/netns-cluster.sh up "$id" "$NN" "$RATE" >/dev/null
 up=$?
 set -e
+nsid=$id # cleanup takes down whatever up made, even half of it
 if [ $up = 77 ]; then
 	echo "a2a: netns part skipped (netns-cluster.sh: needs root, iproute2, sshd and namespaces)"
 	exit 0
 fi
-nsid=$id
 [ $up = 0 ] || { echo "a2a: netns-cluster.sh up failed ($up)" >&2 && exit 1; }
 peers=""
 for r in $(seq 0 $((NN * NRPN - 1))); do
