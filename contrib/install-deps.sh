@@ -9,7 +9,8 @@ libyaml-dev libssh2-1-dev libcurl4-openssl-dev libjansson-dev libxml2-dev
 libcmocka-dev libibverbs-dev
 clang clang-format clang-tidy cppcheck libclang-rt-14-dev
 librsvg2-bin iproute2 openssh-server openssh-client groff-base man-db openssl
-slurmctld slurmd slurm-client munge"
+slurmctld slurmd slurm-client munge
+libopenmpi-dev openmpi-bin"
 
 missing=""
 for p in $PKGS; do

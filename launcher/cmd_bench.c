@@ -33,7 +33,10 @@ enum {
 	O_ITERS,
 	O_TP,
 	O_MBPS,
-	O_JSON
+	O_JSON,
+	O_NODE,
+	O_PEERS,
+	O_COUNTS
 };
 
 static const struct option opts[] = {
@@ -49,6 +52,9 @@ static const struct option opts[] = {
 	{ "transport", required_argument, NULL, O_TP },
 	{ "inter-mbps", required_argument, NULL, O_MBPS },
 	{ "json", no_argument, NULL, O_JSON },
+	{ "node", required_argument, NULL, O_NODE },
+	{ "peers", required_argument, NULL, O_PEERS },
+	{ "counts", required_argument, NULL, O_COUNTS },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -57,6 +63,9 @@ struct bcfg {
 	long nodes, rpn, tokens, hidden, experts, groups, maxn, topk, iters;
 	double mbps;
 	const char *tp;
+	long node;	    /* -1: every node here; else only this node's ranks */
+	const char *peers;  /* "host:port,..." one per rank, or NULL: loopback */
+	const char *counts; /* file for the per-pair token counts, or NULL */
 };
 
 #define MAX_ITERS 50
@@ -93,30 +102,92 @@ static int barrier(struct dp_a2a_comm *c, struct dp_err *err)
 	return rc;
 }
 
-static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lfd, struct bres *res)
+/* Rank @rank's gate scores, routing and tokens, the same in every process
+ * (the seed depends only on the rank).  @x may be NULL. */
+static int gen_route(const struct bcfg *b, int rank, int32_t *idx, float *w, float *x,
+		     struct dp_err *err)
 {
 	struct dp_a2a_route_cfg rc_cfg = {
 		(int)b->experts, (int)b->groups, (int)b->maxn, (int)b->topk, 2, 1
 	};
+	size_t T = (size_t)b->tokens, H = (size_t)b->hidden;
+	float *scores = malloc(T * (size_t)b->experts * sizeof(float) + 1);
+	uint32_t seed = 12345u + (uint32_t)rank * 7919u;
+	int rc;
+
+	if (!scores)
+		return dp_err_set(err, ENOMEM, "bench: out of memory");
+	for (size_t i = 0; i < T * (size_t)b->experts; i++)
+		scores[i] = (float)(lcg(&seed) % 100000) / 100000.0f;
+	for (size_t i = 0; x && i < T * H; i++)
+		x[i] = (float)(lcg(&seed) % 1000) / 1000.0f;
+	rc = dp_a2a_route(&rc_cfg, scores, (int)T, idx, w, err);
+	free(scores);
+	return rc;
+}
+
+/* Write the token counts an all-to-all that sends every token once to every
+ * rank holding one of its experts (naive, MPI_Alltoallv) moves: a header,
+ * then one line per source rank with the count for every destination rank.
+ * tests/bench/mpi_a2a.c reads it. */
+static int write_counts(const struct bcfg *b, const char *path, struct dp_err *err)
+{
+	int world = (int)(b->nodes * b->rpn), per = (int)b->experts / world, rc = 0;
+	size_t T = (size_t)b->tokens, K = (size_t)b->topk;
+	int32_t *idx = calloc(T * K + 1, sizeof(int32_t));
+	float *w = malloc(T * K * sizeof(float) + 1);
+	uint64_t *row = calloc((size_t)world, sizeof(uint64_t));
+	FILE *f = fopen(path, "w");
+
+	if (!idx || !w || !row || !f) {
+		rc = dp_err_set(err, f ? ENOMEM : errno, "bench: %s: %s", path,
+				f ? "out of memory" : strerror(errno));
+		goto out;
+	}
+	(void)fprintf(f,
+		      "dp-a2a-counts 1\nworld %d nodes %ld ranks_per_node %ld token_bytes %llu\n",
+		      world, b->nodes, b->rpn, (unsigned long long)b->hidden * sizeof(float));
+	for (int r = 0; r < world && !rc; r++) {
+		rc = gen_route(b, r, idx, w, NULL, err);
+		memset(row, 0, (size_t)world * sizeof(uint64_t));
+		for (size_t t = 0; t < T && !rc; t++)
+			for (size_t k = 0; k < K; k++) {
+				int32_t e = idx[t * K + k];
+				size_t j = 0;
+
+				while (j < k && (e < 0 || idx[t * K + j] / per != e / per))
+					j++;
+				if (e >= 0 && j == k) /* first expert of this token on that rank */
+					row[e / per]++;
+			}
+		for (int j = 0; j < world && !rc; j++)
+			(void)fprintf(f, "%llu%c", (unsigned long long)row[j],
+				      j + 1 < world ? ' ' : '\n');
+	}
+out:
+	if (f && fclose(f) && !rc)
+		rc = dp_err_set(err, errno, "bench: %s: %s", path, strerror(errno));
+	free(idx);
+	free(w);
+	free(row);
+	return rc;
+}
+
+static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lfd, struct bres *res)
+{
 	size_t T = (size_t)b->tokens, K = (size_t)b->topk, H = (size_t)b->hidden;
 	struct dp_a2a_comm_cfg cfg;
 	struct dp_a2a_comm *c = NULL;
 	struct dp_err err = { 0 };
-	float *scores = malloc(T * (size_t)b->experts * sizeof(float));
 	float *w = malloc(T * K * sizeof(float)), *x = malloc(T * H * sizeof(float));
 	float *out = malloc(T * H * sizeof(float));
 	int32_t *idx = malloc(T * K * sizeof(int32_t));
-	uint32_t seed = 12345u + (uint32_t)rank * 7919u;
 	char shm[64];
 	int rc = -ENOMEM;
 
-	if (!scores || !w || !x || !out || !idx)
+	if (!w || !x || !out || !idx)
 		goto out;
-	for (size_t i = 0; i < T * (size_t)b->experts; i++)
-		scores[i] = (float)(lcg(&seed) % 100000) / 100000.0f;
-	for (size_t i = 0; i < T * H; i++)
-		x[i] = (float)(lcg(&seed) % 1000) / 1000.0f;
-	rc = dp_a2a_route(&rc_cfg, scores, (int)T, idx, w, &err);
+	rc = gen_route(b, rank, idx, w, x, &err);
 	if (rc)
 		goto out;
 	dp_a2a_count_pairs(rank, (int)b->nodes, (int)b->rpn, (int)b->experts, (int)T, (int)K, idx,
@@ -197,7 +268,6 @@ out:
 		(void)snprintf(res->msg, sizeof(res->msg), "%s",
 			       err.msg[0] ? err.msg : strerror(-rc));
 	res->rc = rc;
-	free(scores);
 	free(w);
 	free(x);
 	free(out);
@@ -263,6 +333,15 @@ static int parse_opts(struct dp_cli *cli, int argc, char **argv, struct bcfg *b,
 		case O_JSON:
 			*json = 1;
 			break;
+		case O_NODE:
+			rc = dp_parse_long(optarg, 0, 63, &b->node, "--node", &err);
+			break;
+		case O_PEERS:
+			b->peers = optarg;
+			break;
+		case O_COUNTS:
+			b->counts = optarg;
+			break;
 		default:
 			return dp_cli_bad_option(cli, "bench", argc, argv);
 		}
@@ -283,10 +362,34 @@ static double mean(const double *v, long n)
 	return n ? s / (double)n : 0;
 }
 
+/* Split "host:port,host:port,..." into exactly @world malloc'd strings. */
+static int parse_peers(struct dp_cli *cli, const char *list, int world, const char **addrs)
+{
+	const char *p = list;
+
+	for (int i = 0; i < world; i++) {
+		const char *e = strchr(p, ',');
+		size_t n = e ? (size_t)(e - p) : strlen(p);
+		char *s;
+
+		if (n == 0 || !memchr(p, ':', n) || (i + 1 < world) != (e != NULL))
+			return dp_cli_usage_error(cli, "bench",
+						  "--peers needs %d host:port entries", world);
+		s = malloc(n + 1);
+		if (!s)
+			return dp_cli_error(cli, EX_OSERR, "bench: out of memory");
+		memcpy(s, p, n);
+		s[n] = '\0';
+		addrs[i] = s;
+		p = e ? e + 1 : p + n;
+	}
+	return 0;
+}
+
 static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 {
-	struct bcfg b = { 2, 4, 1024, 1024, 256, 8, 4, 8, 3, 0, "tcp" };
-	int json = cli->json, world, rc, failed = 0;
+	struct bcfg b = { 2, 4, 1024, 1024, 256, 8, 4, 8, 3, 0, "tcp", -1, NULL, NULL };
+	int json = cli->json, world, rc, failed = 0, r0, r1;
 	struct bres *res;
 	const char **addrs;
 	int *lfds;
@@ -304,6 +407,20 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 	if (b.experts % world || b.experts % b.groups)
 		return dp_cli_usage_error(cli, "bench",
 					  "--experts must divide over ranks and --groups");
+	if (b.node >= b.nodes)
+		return dp_cli_usage_error(cli, "bench", "--node must be below --nodes");
+	if ((b.node >= 0) != (b.peers != NULL))
+		return dp_cli_usage_error(cli, "bench", "--node and --peers go together");
+	if (b.peers && strcmp(b.tp, "tcp") != 0)
+		return dp_cli_usage_error(cli, "bench", "--peers needs --transport tcp");
+	r0 = b.node >= 0 ? (int)(b.node * b.rpn) : 0; /* the ranks run here */
+	r1 = b.node >= 0 ? (int)((b.node + 1) * b.rpn) : world;
+	if (b.counts) {
+		struct dp_err err = { 0 };
+
+		if (write_counts(&b, b.counts, &err))
+			return dp_cli_error(cli, EX_CANTCREAT, "%s", err.msg);
+	}
 	res = mmap(NULL, sizeof(*res) * (size_t)world, PROT_READ | PROT_WRITE,
 		   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	addrs = calloc((size_t)world, sizeof(*addrs));
@@ -314,7 +431,14 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 		goto out;
 	}
 	memset(res, 0, sizeof(*res) * (size_t)world);
-	for (int i = 0; i < world; i++) { /* listeners first: no port races */
+	for (int i = 0; i < world; i++)
+		lfds[i] = -1;
+	if (b.peers) {
+		rc = parse_peers(cli, b.peers, world, addrs);
+		if (rc)
+			goto out;
+	}
+	for (int i = 0; i < world && !b.peers; i++) { /* listeners first: no port races */
 		struct sockaddr_in a = { .sin_family = AF_INET };
 		socklen_t al = sizeof(a);
 		char *s = malloc(32);
@@ -333,7 +457,7 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 	}
 	(void)fflush(cli->out);
 	(void)fflush(cli->err);
-	for (int i = 0; i < world; i++) {
+	for (int i = r0; i < r1; i++) {
 		pids[i] = fork();
 		if (pids[i] < 0) {
 			rc = dp_cli_error(cli, EX_OSERR, "bench: fork: %s", strerror(errno));
@@ -341,12 +465,12 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 		}
 		if (pids[i] == 0) {
 			for (int j = 0; j < world; j++)
-				if (j != i)
+				if (j != i && lfds[j] >= 0)
 					(void)close(lfds[j]);
 			_exit(bench_rank(&b, i, addrs, lfds[i], &res[i]) ? 1 : 0);
 		}
 	}
-	for (int i = 0; i < world; i++) {
+	for (int i = r0; i < r1; i++) {
 		int st = 0;
 
 		(void)waitpid(pids[i], &st, 0);
@@ -367,23 +491,23 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 		for (long it = 0; it < b.iters; it++) { /* slowest rank per iteration */
 			double d = 0, c = 0;
 
-			for (int i = 0; i < world; i++) {
+			for (int i = r0; i < r1; i++) {
 				if (res[i].disp_ms[a][it] > d)
 					d = res[i].disp_ms[a][it];
 				if (res[i].comb_ms[a][it] > c)
 					c = res[i].comb_ms[a][it];
 			}
-			res[0].disp_ms[a][it] = d;
-			res[0].comb_ms[a][it] = c;
+			res[r0].disp_ms[a][it] = d;
+			res[r0].comb_ms[a][it] = c;
 		}
-		disp[a] = mean(res[0].disp_ms[a], b.iters);
-		comb[a] = mean(res[0].comb_ms[a], b.iters);
-		for (int i = 0; i < world; i++) {
+		disp[a] = mean(res[r0].disp_ms[a], b.iters);
+		comb[a] = mean(res[r0].comb_ms[a], b.iters);
+		for (int i = r0; i < r1; i++) {
 			inter[a] += res[i].st[a].dispatch_inter;
 			intra[a] += res[i].st[a].dispatch_intra;
 		}
 	}
-	for (int i = 0; i < world; i++) {
+	for (int i = r0; i < r1; i++) {
 		pn += res[i].pairs_node;
 		pr += res[i].pairs_rank;
 	}
@@ -392,11 +516,11 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 			cli->out,
 			"{\"transport\":\"%s\",\"nodes\":%ld,\"ranks_per_node\":%ld,\"tokens\":%ld,"
 			"\"hidden\":%ld,\"experts\":%ld,\"groups\":%ld,\"max_nodes\":%ld,\"topk\":%ld,"
-			"\"iters\":%ld,\"inter_mbps\":%g,\"token_bytes\":%llu,"
+			"\"iters\":%ld,\"inter_mbps\":%g,\"node\":%ld,\"token_bytes\":%llu,"
 			"\"formula\":{\"token_remote_node\":%llu,\"token_remote_rank\":%llu},",
 			b.tp, b.nodes, b.rpn, b.tokens, b.hidden, b.experts, b.groups, b.maxn,
-			b.topk, b.iters, b.mbps, (unsigned long long)tb, (unsigned long long)pn,
-			(unsigned long long)pr);
+			b.topk, b.iters, b.mbps, b.node, (unsigned long long)tb,
+			(unsigned long long)pn, (unsigned long long)pr);
 		for (int a = 0; a < 2; a++)
 			(void)fprintf(cli->out,
 				      "\"%s\":{\"dispatch_ms\":%.3f,\"combine_ms\":%.3f,"
@@ -415,6 +539,10 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 			"%ld iters\n",
 			b.tp, b.nodes, b.rpn, b.tokens, b.hidden, (unsigned long long)tb, b.experts,
 			b.groups, b.topk, b.maxn, b.mbps > 0 ? "" : "unpaced ", b.mbps, b.iters);
+		if (b.node >= 0)
+			(void)fprintf(cli->out,
+				      "node %ld: ranks %d..%d only (times: slowest of them)\n",
+				      b.node, r0, r1 - 1);
 		(void)fprintf(cli->out, "%-8s %12s %12s %14s %14s %12s\n", "algo", "dispatch_ms",
 			      "combine_ms", "inter_MB", "intra_MB", "disp_GB/s");
 		for (int a = 0; a < 2; a++)
@@ -444,7 +572,7 @@ out:
 			(void)waitpid(pids[i], NULL, 0);
 		}
 	for (int i = 0; addrs && lfds && i < world; i++) {
-		if (addrs[i])
+		if (lfds[i] >= 0)
 			(void)close(lfds[i]);
 		free((void *)addrs[i]);
 	}
@@ -488,6 +616,9 @@ const struct dp_cli_cmd dp_cmd_bench = {
 		 "  --iters I          timed iterations after one warm-up (default 3)\n"
 		 "  --transport NAME   tcp (default) or shm\n"
 		 "  --inter-mbps X     pace each rank's inter-node bytes to X Mbit/s (tcp)\n"
+		 "  --node I           run only node I's ranks (0-based; needs --peers)\n"
+		 "  --peers LIST       host:port of every rank, comma-separated (tcp)\n"
+		 "  --counts FILE      write the per-rank-pair token counts (for MPI_Alltoallv)\n"
 		 "  --json             print JSON\n"
 		 "  -h, --help         print this help\n",
 };

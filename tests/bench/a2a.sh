@@ -1,17 +1,166 @@
 #!/bin/bash
-# tests/bench/a2a.sh - naive versus two-hop expert all-to-all (make bench).
-# Forked local ranks over tcp on 127.0.0.1, DeepSeek-V3-like routing (256
-# experts, 8 groups, top-8, <= 4 nodes per token).  Two runs: unpaced, and
-# with each rank's inter-node bytes paced to 1 Gbit/s so that the "inter-node
-# fabric" is the bottleneck, as InfiniBand is against NVLink.  Each prints
-# time, bytes crossing nodes and the naive/two-hop ratios; dpctl fails if the
-# bytes differ from the (token, remote node) / (token, remote rank) formula.
+# tests/bench/a2a.sh - expert all-to-all: dpctl's two-hop versus its naive
+# all-to-all versus Open MPI's MPI_Alltoallv moving the same tokens (make bench).
+# DeepSeek-V3-like routing (256 experts, 8 groups, top-8, <= 4 nodes per token).
+#
+#  1. local: forked ranks over tcp on 127.0.0.1, unpaced, then with each
+#     rank's inter-node bytes paced (dpctl's --inter-mbps); MPI_Alltoallv
+#     (tests/bench/mpi_a2a.c, built here with mpicc) runs on the same machine
+#     with the same rank->node map but UNPACED (shared memory: it cannot be
+#     paced), so only the unpaced rows compare like with like.
+#  2. netns: tests/netns/netns-cluster.sh makes A2A_NETNS_NODES namespace
+#     "nodes" whose links tc shapes to A2A_NETNS_RATE; dpctl runs one
+#     `bench a2a --node I --peers ...` per namespace and mpirun starts its
+#     ranks there (plm_rsh_agent = `ip netns exec`), so both cross the same
+#     shaped links.  Skipped (exit 0, message) without root, namespaces or
+#     Open MPI; everything is torn down on exit.
+# Prints per phase time, algorithm bandwidth and inter-node bytes, the ratio
+# MPI/two-hop time and achieved/shaped capacity.  dpctl fails if its bytes
+# differ from the (token, remote node) / (token, remote rank) formula.
 set -euo pipefail
 DPCTL=${DPCTL:-build/dpctl}
-args=(--nodes "${A2A_NODES:-2}" --ranks-per-node "${A2A_RPN:-4}" --tokens "${A2A_TOKENS:-512}"
-	--hidden "${A2A_HIDDEN:-1024}" --experts 256 --groups 8 --max-nodes 4 --topk 8
-	--iters "${A2A_ITERS:-3}")
-echo "-- unpaced loopback"
-"$DPCTL" bench a2a "${args[@]}"
-echo "-- inter-node paced to ${A2A_MBPS:-1000} Mbit/s per rank"
-"$DPCTL" bench a2a "${args[@]}" --inter-mbps "${A2A_MBPS:-1000}"
+B=$(dirname "$DPCTL")
+NODES=${A2A_NODES:-2} RPN=${A2A_RPN:-4} TOKENS=${A2A_TOKENS:-512} ITERS=${A2A_ITERS:-3}
+NN=${A2A_NETNS_NODES:-4} NRPN=${A2A_NETNS_RPN:-4} RATE=${A2A_NETNS_RATE:-1gbit}
+NTOKENS=${A2A_NETNS_TOKENS:-256}
+common=(--hidden "${A2A_HIDDEN:-1024}" --experts 256 --groups 8 --max-nodes 4 --topk 8
+	--iters "$ITERS")
+tmp=$(mktemp -d /tmp/dp-a2a-bench.XXXXXX)
+nsid=""
+cleanup() {
+	if [ -n "$nsid" ]; then
+		tests/netns/netns-cluster.sh down "$nsid" >/dev/null 2>&1 || true
+	fi
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+# summary FILE MBIT_PER_LINK LINKS: the table rows of FILE (naive, two-hop,
+# mpi-a2av) -> ratios; capacity = time the inter-node bytes need on LINKS
+# links of MBIT each (the average link) over the measured time
+summary() {
+	awk -v mbit="$2" -v links="$3" '
+	$1 == "naive" || $1 == "two-hop" || $1 == "mpi-a2av" { d[$1] = $2; c[$1] = $3; b[$1] = $4 }
+	END {
+		if (d["mpi-a2av"] > 0)
+			printf "ratio MPI_Alltoallv/two-hop time: dispatch %.2fx, combine %.2fx (goal >= 1.5x)\n",
+				d["mpi-a2av"] / d["two-hop"], c["mpi-a2av"] / c["two-hop"]
+		split("two-hop naive mpi-a2av", o, " ")
+		for (k = 1; k <= 3 && mbit > 0; k++) {
+			a = o[k]
+			if (d[a] <= 0 || c[a] <= 0)
+				continue
+			need = b[a] / links / (mbit / 8) * 1e3  # ms at line rate
+			printf "capacity %-8s: %.2f MB over %d x %g Mbit/s links needs %.1f ms: dispatch %.0f%%, combine %.0f%% of shaped capacity (goal >= 80%% for two-hop)\n",
+				a, b[a], links, mbit, need, 100 * need / d[a], 100 * need / c[a]
+		}
+	}' "$1"
+}
+
+have_mpi=0
+if command -v mpicc >/dev/null && command -v mpirun >/dev/null; then
+	mkdir -p "$B/bench"
+	mpicc -O2 -Wall -Wextra -o "$B/bench/mpi_a2a" tests/bench/mpi_a2a.c && have_mpi=1
+else
+	echo "a2a: no mpicc/mpirun (apt-get install libopenmpi-dev openmpi-bin): MPI_Alltoallv skipped"
+fi
+
+echo "-- local, unpaced loopback (MPI_Alltoallv: shared memory)"
+"$DPCTL" bench a2a --nodes "$NODES" --ranks-per-node "$RPN" --tokens "$TOKENS" "${common[@]}" \
+	--counts "$tmp/counts" | tee "$tmp/local"
+if [ $have_mpi = 1 ]; then
+	timeout 300 mpirun --allow-run-as-root --oversubscribe -np $((NODES * RPN)) \
+		"$B/bench/mpi_a2a" "$tmp/counts" "$ITERS" | tee -a "$tmp/local"
+	summary "$tmp/local" 0 1
+fi
+echo "-- local, dpctl's inter-node bytes paced to ${A2A_MBPS:-1000} Mbit/s per rank (MPI not paced: no row)"
+"$DPCTL" bench a2a --nodes "$NODES" --ranks-per-node "$RPN" --tokens "$TOKENS" "${common[@]}" \
+	--inter-mbps "${A2A_MBPS:-1000}" | tee "$tmp/paced"
+summary "$tmp/paced" "${A2A_MBPS:-1000}" $((NODES * RPN))
+
+echo "-- netns cluster: $NN nodes x $NRPN ranks, node links shaped to $RATE by tc"
+case "$RATE" in
+*gbit) mbit=$((${RATE%gbit} * 1000)) ;;
+*mbit) mbit=${RATE%mbit} ;;
+*) echo "a2a: A2A_NETNS_RATE must be Ngbit or Nmbit" >&2 && exit 64 ;;
+esac
+id=$((150 + $$ % 90))
+free=0
+for _ in $(seq 1 90); do # an ID no other cluster on this machine uses (up would reset it)
+	if [ ! -e "/tmp/dpnetns-$id" ] && ! ip link show "dpbr$id" >/dev/null 2>&1; then
+		free=1
+		break
+	fi
+	id=$((150 + (id - 149) % 90))
+done
+if [ $free = 0 ]; then
+	echo "a2a: netns part skipped (no free cluster ID in 150..239)"
+	exit 0
+fi
+set +e
+timeout 60 tests/netns/netns-cluster.sh up "$id" "$NN" "$RATE" >/dev/null
+up=$?
+set -e
+nsid=$id # cleanup takes down whatever up made, even half of it
+if [ $up = 77 ]; then
+	echo "a2a: netns part skipped (netns-cluster.sh: needs root, iproute2, sshd and namespaces)"
+	exit 0
+fi
+[ $up = 0 ] || { echo "a2a: netns-cluster.sh up failed ($up)" >&2 && exit 1; }
+peers=""
+for r in $(seq 0 $((NN * NRPN - 1))); do
+	peers="$peers${peers:+,}10.254.$id.$((r / NRPN + 1)):$((23000 + r))"
+done
+pids=()
+for n in $(seq 0 $((NN - 1))); do
+	extra=()
+	[ "$n" = 0 ] && extra=(--counts "$tmp/ncounts") # one writer
+	ip netns exec "dp${id}n$((n + 1))" timeout 300 "$DPCTL" bench a2a --nodes "$NN" \
+		--ranks-per-node "$NRPN" --tokens "$NTOKENS" "${common[@]}" --node "$n" \
+		--peers "$peers" "${extra[@]}" >"$tmp/node$n" 2>&1 &
+	pids+=($!)
+done
+fail=0
+for p in "${pids[@]}"; do wait "$p" || fail=1; done
+if [ $fail = 1 ]; then
+	cat "$tmp"/node*
+	echo "a2a: a dpctl node failed" >&2
+	exit 1
+fi
+head -1 "$tmp/node0"
+# whole job: slowest node's time, bytes summed over nodes
+awk '$1 == "naive" || $1 == "two-hop" {
+		if ($2 > d[$1]) d[$1] = $2
+		if ($3 > c[$1]) c[$1] = $3
+		i[$1] += $4; s[$1] += $5; seen[$1] = 1
+	}
+	END {
+		printf "%-8s %12s %12s %14s %14s %12s\n", "algo", "dispatch_ms", "combine_ms", "inter_MB", "intra_MB", "disp_GB/s"
+		split("naive two-hop", o, " ")
+		for (k = 1; k <= 2; k++) {
+			a = o[k]
+			printf "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f\n", a, d[a], c[a], i[a], s[a], (d[a] > 0 ? (i[a] + s[a]) / d[a] : 0)
+		}
+	}' "$tmp"/node* | tee "$tmp/netns"
+if [ $have_mpi = 1 ]; then
+	cat >"$tmp/agent" <<'EOF'
+#!/bin/bash
+# plm_rsh_agent for mpirun: "agent 10.254.ID.I cmd..." runs cmd in namespace
+# dpIDnI with its own hostname, so Open MPI sees I distinct nodes
+host=$1
+shift
+id=${host#10.254.}
+id=${id%%.*}
+exec ip netns exec "dp${id}n${host##*.}" unshare -u bash -c "hostname dpnode${host##*.}; $*"
+EOF
+	chmod +x "$tmp/agent"
+	hosts=""
+	for n in $(seq 1 "$NN"); do hosts="$hosts${hosts:+,}10.254.$id.$n:$NRPN"; done
+	timeout 300 mpirun --allow-run-as-root --oversubscribe --mca plm_rsh_agent "$tmp/agent" \
+		--host "$hosts" -np $((NN * NRPN)) --mca btl_tcp_if_include "10.254.$id.0/24" \
+		--mca oob_tcp_if_include "10.254.$id.0/24" -x OMPI_ALLOW_RUN_AS_ROOT \
+		-x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM "$(realpath "$B/bench/mpi_a2a")" "$tmp/ncounts" \
+		"$ITERS" | tee -a "$tmp/netns"
+fi
+summary "$tmp/netns" "$mbit" "$NN"
