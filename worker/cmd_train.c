@@ -138,7 +138,7 @@ static double now_s(void)
 	struct timespec ts;
 
 	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int train_local(const struct train_opts *o, FILE *out, FILE *err)
@@ -188,7 +188,7 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 			goto out;
 		}
 		if (pid[r] == 0) {
-			struct dp_pp_link **links = calloc((size_t)pp, sizeof(*links));
+			struct dp_pp_link **links = calloc((size_t)pp, sizeof(struct dp_pp_link *));
 			struct dp_exec_cfg cfg = o->cfg;
 			int code = EX_OSERR;
 
@@ -247,7 +247,8 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 		(void)fflush(out);
 	}
 	if (rc == EX_OK)
-		(void)fprintf(out, "done: %s pp %d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
+		(void)fprintf(out,
+			      "done: %s pp %d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
 			      dp_sched_algo_name(o->cfg.algo), pp, o->cfg.micro, o->steps,
 			      now_s() - t0, first, last);
 out:
@@ -279,9 +280,9 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 {
 	int pp = o->cfg.pp, n = 0, rc = EX_OK;
 	char *list = strdup(o->peers ? o->peers : "");
-	const char **hosts = calloc((size_t)pp, sizeof(*hosts));
+	const char **hosts = calloc((size_t)pp, sizeof(const char *));
 	int *ports = calloc((size_t)pp, sizeof(int));
-	struct dp_pp_link **links = calloc((size_t)pp, sizeof(*links));
+	struct dp_pp_link **links = calloc((size_t)pp, sizeof(struct dp_pp_link *));
 	struct dp_err e = { 0 };
 	char *save = NULL;
 
@@ -332,8 +333,7 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 				break;
 			}
 			dp_exec_optimizer_step(ex);
-			(void)fprintf(out, "step %ld rank %d loss-share %.6f\n", k, cfg.rank,
-				      loss);
+			(void)fprintf(out, "step %ld rank %d loss-share %.6f\n", k, cfg.rank, loss);
 			(void)fflush(out);
 		}
 		dp_exec_free(ex);

@@ -56,16 +56,16 @@ void dp_pp_link_close(struct dp_pp_link *l); /* NULL is a no-op */
  * connects to every lower rank and accepts every higher one (each connector
  * first sends its rank as 4 bytes).  @links gets n entries (links[rank] =
  * NULL); caller closes them.  Gives up after @timeout_ms: -ETIMEDOUT. */
-int dp_pp_link_tcp_mesh(int n, int rank, const char *const *hosts, const int *ports,
-			int timeout_ms, struct dp_pp_link **links, struct dp_err *err);
+int dp_pp_link_tcp_mesh(int n, int rank, const char *const *hosts, const int *ports, int timeout_ms,
+			struct dp_pp_link **links, struct dp_err *err);
 
 /* ---- executor -------------------------------------------------------- */
 
 struct dp_exec_cfg {
 	enum dp_sched_algo algo;
-	int pp;			 /* pipeline ranks */
-	int micro;		 /* micro-batches per step (sched meaning; = model.micro_batches) */
-	int rank;		 /* this rank, 0..pp-1 */
+	int pp;	   /* pipeline ranks */
+	int micro; /* micro-batches per step (sched meaning; = model.micro_batches) */
+	int rank;  /* this rank, 0..pp-1 */
 	struct dp_model_cfg model; /* micro_batches is overwritten with @micro */
 };
 

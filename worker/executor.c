@@ -189,9 +189,9 @@ struct dp_exec {
 	int nstages, legs, mpl, T, H;
 	int nch;
 	struct chunk ch[2];
-	struct dp_pp_link **links; /* borrowed */
-	struct sender *snd;	   /* [pp] */
-	float **box;		   /* [2 (in/out)][2 kinds][legs][mpl] */
+	struct dp_pp_link **links;  /* borrowed */
+	struct sender *snd;	    /* [pp] */
+	float **box;		    /* [2 (in/out)][2 kinds][legs][mpl] */
 	struct dp_model_ctx **live; /* [legs][mpl] */
 	struct post *posts;
 	size_t nposts, cap_posts;
@@ -221,7 +221,7 @@ static int new_chunk(struct dp_exec *ex, int stage, struct chunk *c, struct dp_e
 	c->embed = dp_model_stage_has_embed(c->st);
 	c->head = dp_model_stage_has_head(c->st);
 	c->npool = ex->mpl * ex->legs + 1;
-	c->pool = calloc((size_t)c->npool, sizeof(*c->pool));
+	c->pool = calloc((size_t)c->npool, sizeof(struct dp_model_ctx *));
 	if (!c->pool)
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	return 0;
@@ -291,7 +291,9 @@ void dp_exec_free(struct dp_exec *ex)
 int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 		struct dp_exec **out, struct dp_err *err)
 {
-	struct dp_sched_cfg sc = { .algo = cfg->algo, .pp = cfg->pp, .micro = cfg->micro, .comm = 1 };
+	struct dp_sched_cfg sc = {
+		.algo = cfg->algo, .pp = cfg->pp, .micro = cfg->micro, .comm = 1
+	};
 	struct dp_exec *ex;
 	const struct dp_sched_op *ops;
 	size_t nops;
@@ -316,15 +318,16 @@ int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 	ex->H = ex->cfg.model.hidden;
 	ex->nstages = cfg->algo == DP_SCHED_DUALPIPEV ? 2 * pp : pp;
 	if (ex->nstages > ex->cfg.model.layers + 1) {
-		rc = dp_err_set(err, EINVAL, "exec: %d stages need at least %d layers, model has %d",
+		rc = dp_err_set(err, EINVAL,
+				"exec: %d stages need at least %d layers, model has %d",
 				ex->nstages, ex->nstages - 1, ex->cfg.model.layers);
 		goto fail;
 	}
 	ex->nch = ex->legs;
-	ex->links = calloc((size_t)pp, sizeof(*ex->links));
+	ex->links = calloc((size_t)pp, sizeof(struct dp_pp_link *));
 	ex->snd = calloc((size_t)pp, sizeof(*ex->snd));
-	ex->box = calloc((size_t)4 * ex->legs * ex->mpl, sizeof(*ex->box));
-	ex->live = calloc((size_t)ex->legs * ex->mpl, sizeof(*ex->live));
+	ex->box = calloc((size_t)4 * ex->legs * ex->mpl, sizeof(float *));
+	ex->live = calloc((size_t)ex->legs * ex->mpl, sizeof(struct dp_model_ctx *));
 	ex->tokens = calloc((size_t)ex->T, sizeof(*ex->tokens));
 	ex->targets = calloc((size_t)ex->T, sizeof(*ex->targets));
 	if (!ex->links || !ex->snd || !ex->box || !ex->live || !ex->tokens || !ex->targets) {
@@ -341,12 +344,14 @@ int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 	 * DualPipe mirror rank for the gradient exchange */
 	ops = dp_sched_ops(ex->sched, r, &nops);
 	for (size_t i = 0; i <= nops; i++) {
-		int peer = i < nops ? ops[i].peer : (cfg->algo == DP_SCHED_DUALPIPE ? pp - 1 - r : -1);
+		int peer =
+			i < nops ? ops[i].peer : (cfg->algo == DP_SCHED_DUALPIPE ? pp - 1 - r : -1);
 
 		if (peer < 0 || peer == r || ex->snd[peer].started)
 			continue;
 		if (peer >= pp || !links || !links[peer]) {
-			rc = dp_err_set(err, EINVAL, "exec: rank %d needs a link to rank %d", r, peer);
+			rc = dp_err_set(err, EINVAL, "exec: rank %d needs a link to rank %d", r,
+					peer);
 			goto fail;
 		}
 		ex->links[peer] = links[peer];
@@ -524,7 +529,7 @@ static int op_weight(struct dp_exec *ex, int leg, int m, struct dp_err *err)
 static int op_send(struct dp_exec *ex, int kind, int leg, int m, int peer, struct dp_err *err)
 {
 	struct msg_hdr h = { .magic = MSG_MAGIC, .kind = (uint8_t)kind, .leg = (uint8_t)leg };
-	float *buf;
+	float *buf = NULL;
 	int rc = check_leg(ex, leg, m, err);
 
 	if (rc)
@@ -557,14 +562,15 @@ static int op_post_recv(struct dp_exec *ex, int kind, int leg, int m, int peer, 
 		ex->posts = p;
 		ex->cap_posts = cap;
 	}
-	ex->posts[ex->nposts++] = (struct post){ .peer = peer, .kind = kind, .leg = leg, .micro = m };
+	ex->posts[ex->nposts++] =
+		(struct post){ .peer = peer, .kind = kind, .leg = leg, .micro = m };
 	return 0;
 }
 
 /* Receive one message from @peer that must be (kind, leg, micro) of this
  * step with @bytes of payload into @buf. */
-static int recv_msg(struct dp_exec *ex, int peer, int kind, int leg, int m, void *buf,
-		    size_t bytes, struct dp_err *err)
+static int recv_msg(struct dp_exec *ex, int peer, int kind, int leg, int m, void *buf, size_t bytes,
+		    struct dp_err *err)
 {
 	struct dp_pp_link *l = ex->links[peer];
 	struct msg_hdr h;
@@ -671,8 +677,8 @@ static int reduce_copies(struct dp_exec *ex, struct dp_err *err)
 			return rc;
 	}
 	/* the peer's leg 0 copy is our leg 1 stage and vice versa */
-	peer0 = malloc(b1 + 1);
-	peer1 = malloc(b0 + 1);
+	peer0 = calloc(1, b1 + 1);
+	peer1 = calloc(1, b0 + 1);
 	if (!peer0 || !peer1) {
 		rc = dp_err_set(err, ENOMEM, "exec: out of memory");
 		goto out;

@@ -88,7 +88,8 @@ int dp_pp_link_fd(int fd, struct dp_pp_link **out, struct dp_err *err)
 
 	if (!f) {
 		(void)close(fd);
-		return dp_err_set(err, ENOMEM, "exec: out of memory");
+		(void)dp_err_set(err, ENOMEM, "exec: out of memory");
+		return -ENOMEM;
 	}
 	f->base.ops = &fd_ops;
 	f->fd = fd;
@@ -156,7 +157,8 @@ static int tcp_connect(const char *host, int port, long deadline, struct dp_err 
 		}
 		(void)close(fd);
 		if (now_ms() > deadline) {
-			rc = dp_err_set(err, ETIMEDOUT, "exec: cannot connect to %s:%d", host, port);
+			rc = dp_err_set(err, ETIMEDOUT, "exec: cannot connect to %s:%d", host,
+					port);
 			break;
 		}
 		(void)usleep(50000);
@@ -165,8 +167,8 @@ static int tcp_connect(const char *host, int port, long deadline, struct dp_err 
 	return rc;
 }
 
-int dp_pp_link_tcp_mesh(int n, int rank, const char *const *hosts, const int *ports,
-			int timeout_ms, struct dp_pp_link **links, struct dp_err *err)
+int dp_pp_link_tcp_mesh(int n, int rank, const char *const *hosts, const int *ports, int timeout_ms,
+			struct dp_pp_link **links, struct dp_err *err)
 {
 	long deadline = now_ms() + timeout_ms;
 	int lfd, rc = 0, one = 1;
@@ -196,7 +198,8 @@ int dp_pp_link_tcp_mesh(int n, int rank, const char *const *hosts, const int *po
 		int fd, left = (int)(deadline - now_ms());
 
 		if (left <= 0 || poll(&p, 1, left) <= 0) {
-			rc = dp_err_set(err, ETIMEDOUT, "exec: rank %d: peers did not connect", rank);
+			rc = dp_err_set(err, ETIMEDOUT, "exec: rank %d: peers did not connect",
+					rank);
 			break;
 		}
 		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);

@@ -170,7 +170,9 @@ static void run_pipeline(enum dp_sched_algo algo, int pp, int micro, struct rank
 		assert_true(pid[r] >= 0);
 		if (pid[r] == 0) {
 			struct dp_pp_link *links[MAX_PP] = { NULL };
-			struct dp_exec_cfg cfg = { .algo = algo, .pp = pp, .micro = micro, .rank = r };
+			struct dp_exec_cfg cfg = {
+				.algo = algo, .pp = pp, .micro = micro, .rank = r
+			};
 			int code;
 
 			(void)close(p[0]);
@@ -244,7 +246,7 @@ static double compare_flat(struct dp_model_stage *st, const float *a, const floa
 
 		assert_int_equal(dp_model_stage_tensor(st, i, &t), 0);
 		for (size_t k = 0; k < t.n; k++)
-			mx = fmax(mx, fabs(b[off + k]));
+			mx = fmax(mx, fabs((double)b[off + k]));
 		for (size_t k = 0; k < t.n; k++) {
 			double d = fabs((double)a[off + k] - (double)b[off + k]);
 
@@ -320,9 +322,9 @@ static void check_case(enum dp_sched_algo algo, int pp, int micro)
 					assert_int_equal(f.n, res[r].ch[c].n);
 					(void)snprintf(what, sizeof(what), "%s pp %d rank %d grad",
 						       dp_sched_algo_name(algo), pp, r);
-					worst_g = fmax(worst_g, compare_flat(st, res[r].ch[c].g,
-									     f.g, g_rel, g_abs,
-									     what));
+					worst_g =
+						fmax(worst_g, compare_flat(st, res[r].ch[c].g, f.g,
+									   g_rel, g_abs, what));
 				}
 			for (int i = 0; i < nstages; i++)
 				dp_model_stage_step(dp_model_ref_stage(ref, i));
@@ -441,13 +443,12 @@ static void missing_link_is_rejected(void **state)
 
 static void train_local_prints_a_falling_loss(void **state)
 {
-	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp",  "2",
-			 "--micro",  "4",	      "--steps", "12",	     "--layers", "2" };
+	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2", "--micro",
+			 "4",	     "--steps",	      "12",	"--layers", "2" };
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *out = open_memstream(&buf, &len);
 	double first = -1, last = -1, l;
-	long k;
 	int rc;
 
 	(void)state;
@@ -455,12 +456,20 @@ static void train_local_prints_a_falling_loss(void **state)
 	rc = dp_worker_cmd_train((int)(sizeof(args) / sizeof(args[0])), args, out, stderr);
 	(void)fclose(out);
 	assert_int_equal(rc, 0);
-	for (char *p = buf; p && (p = strstr(p, "step ")); p++)
-		if (sscanf(p, "step %ld loss %lf", &k, &l) == 2) {
-			if (first < 0)
-				first = l;
-			last = l;
-		}
+	for (char *p = buf; p && (p = strstr(p, "step ")); p++) {
+		char *end = NULL, *q;
+
+		(void)strtol(p + 5, &end, 10);
+		if (!end || strncmp(end, " loss ", 6) != 0)
+			continue;
+		q = end + 6;
+		l = strtod(q, &end);
+		if (end == q)
+			continue;
+		if (first < 0)
+			first = l;
+		last = l;
+	}
 	assert_true(first > 2.0);
 	assert_true(last < first / 2);
 	free(buf);
