@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -475,6 +476,96 @@ static void train_local_prints_a_falling_loss(void **state)
 	free(buf);
 }
 
+/* A free TCP port on 127.0.0.1 (bound to 0, then released). */
+static int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	(void)close(fd);
+	return port;
+}
+
+/* Sum of "step k rank r loss-share x" values of step @k in @text. */
+static double share_of_step(const char *text, long k)
+{
+	double sum = 0;
+
+	for (const char *p = text; (p = strstr(p, "step ")); p++) {
+		char *end = NULL;
+		const char *q;
+
+		if (strtol(p + 5, &end, 10) != k || !end || !(q = strstr(end, "loss-share ")))
+			continue;
+		sum += strtod(q + 11, NULL);
+	}
+	return sum;
+}
+
+static void train_over_tcp_matches_reference(void **state)
+{
+	char peers[64], *buf = NULL, other[4096];
+	char *args[] = {
+		"dpworker", "--train", "--algo",   "1f1b", "--pp",   "2", "--micro", "2",
+		"--steps",  "3",       "--layers", "2",	   "--rank", "0", "--peers", peers
+	};
+	int nargs = (int)(sizeof(args) / sizeof(args[0])), p[2], st = 0, rc;
+	struct dp_model_cfg mc;
+	struct dp_model_ref *ref = NULL;
+	struct dp_err err = { 0 };
+	size_t len = 0, got = 0;
+	FILE *out;
+	pid_t pid;
+
+	(void)state;
+	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", free_port(), free_port());
+	assert_int_equal(pipe(p), 0);
+	(void)fflush(stdout);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		FILE *o;
+
+		(void)close(p[0]);
+		o = fdopen(p[1], "w");
+		args[13] = "1";
+		_exit(o ? dp_worker_cmd_train(nargs, args, o, stderr) | (fclose(o) ? 1 : 0) : 1);
+	}
+	(void)close(p[1]);
+	out = open_memstream(&buf, &len);
+	assert_non_null(out);
+	rc = dp_worker_cmd_train(nargs, args, out, stderr);
+	(void)fclose(out);
+	for (ssize_t n;
+	     got < sizeof(other) - 1 && (n = read(p[0], other + got, sizeof(other) - 1 - got)) > 0;)
+		got += (size_t)n;
+	other[got] = '\0';
+	(void)close(p[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(rc, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+	dp_model_cfg_default(&mc);
+	mc.layers = 2;
+	mc.micro_batches = 2;
+	assert_int_equal(dp_model_ref_new(&mc, 2, &ref, &err), 0);
+	for (long k = 0; k < 3; k++) {
+		double loss, sum = share_of_step(buf, k) + share_of_step(other, k);
+
+		assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
+		if (fabs(sum - loss) > 2e-6) /* printed with 6 decimals */
+			fail_msg("step %ld: tcp run %.6f, reference %.6f", k, sum, loss);
+	}
+	dp_model_ref_free(ref);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -484,6 +575,7 @@ int main(void)
 		cmocka_unit_test(mismatched_message_is_an_error),
 		cmocka_unit_test(missing_link_is_rejected),
 		cmocka_unit_test(train_local_prints_a_falling_loss),
+		cmocka_unit_test(train_over_tcp_matches_reference),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
