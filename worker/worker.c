@@ -26,6 +26,7 @@
 #include "common/dp_util.h"
 #include "launcher/ctl_proto.h"
 #include "topo/dp_topo.h"
+#include "worker/dp_exec.h"
 #include "worker/dp_model.h"
 #include "worker/dp_worker.h"
 #include "common/dp_banned.h"
@@ -268,6 +269,8 @@ int dp_worker_main(int argc, char **argv, FILE *out, FILE *err)
 
 	if (argc > 1 && strcmp(argv[1], "--train-reference") == 0)
 		return dp_worker_cmd_reference(argc, argv, out, err);
+	if (argc > 1 && (strcmp(argv[1], "--train-local") == 0 || strcmp(argv[1], "--train") == 0))
+		return dp_worker_cmd_train(argc, argv, out, err);
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "Vh", opts, NULL)) != -1) {

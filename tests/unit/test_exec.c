@@ -1,0 +1,582 @@
+/* tests/unit/test_exec.c - the pipeline executor against the single-process
+ * reference trainer.  Each case forks pp ranks connected by socketpairs
+ * (a full mesh), runs 3 steps of a schedule, and ships back over a pipe the
+ * per-rank loss shares, the peak live activations, each chunk's flat
+ * gradients after step 0 and parameters after the last step.
+ *
+ * Tolerances (docs/model.md, "Reduction order"):
+ * - 1F1B, ZB1P and DualPipeV hold one copy of each stage and run its W calls
+ *   in micro-batch order: gradients, parameters and losses bit-identical;
+ * - DualPipe sums two copies' gradients (a regrouped sum): per element
+ *   |g - gref| <= 1e-4 * max|gref of that tensor| + 1e-6; the step loss to
+ *   1e-9 relative (losses at later steps too: they depend on the updated
+ *   parameters, 1e-6 relative); parameters after 3 Adam steps to
+ *   1e-3 * max|w of the tensor| + 1e-5 (Adam divides by sqrt(v), so rounding
+ *   in a near-zero gradient may move an element by up to lr per step); and
+ *   both copies of a stage bit-identical.
+ * Peak live activation contexts per rank: never above the simulator's
+ * figure (in fact equal: both count, in program order, forwards whose
+ * backward/W has not finished). */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sched/dp_sched.h"
+#include "worker/dp_exec.h"
+#include "tests/unit/dp_test.h"
+
+#define STEPS	  3
+#define MAX_PP	  4
+#define MAX_CHUNK 2
+
+struct chunk_res {
+	int stage;
+	size_t n;
+	float *g; /* after step 0 */
+	float *w; /* after the last step */
+};
+
+struct rank_res {
+	double loss[STEPS];
+	int peak;
+	int nch;
+	struct chunk_res ch[MAX_CHUNK];
+};
+
+static void test_cfg(struct dp_model_cfg *m)
+{
+	dp_model_cfg_default(m);
+	m->layers = 6;
+	m->hidden = 12;
+	m->ffn_hidden = 16;
+	m->experts = 4;
+	m->groups = 2;
+	m->topk_groups = 2;
+	m->top_k = 2;
+	m->vocab = 13;
+	m->seq_len = 6;
+	m->seqs = 2;
+	m->lr = 0.01f;
+	m->seed = 3;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* The child: run the steps, then write everything to @fd. */
+static int rank_child(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, int fd)
+{
+	struct dp_err err = { 0 };
+	struct dp_exec *ex = NULL;
+	struct rank_res r = { 0 };
+	int rc = dp_exec_new(cfg, links, &ex, &err);
+
+	if (rc)
+		goto fail;
+	r.nch = dp_exec_nchunks(ex);
+	for (int k = 0; k < STEPS; k++) {
+		rc = dp_exec_step(ex, k, &r.loss[k], &err);
+		if (rc)
+			goto fail;
+		if (dp_exec_peak_live(ex) > r.peak)
+			r.peak = dp_exec_peak_live(ex);
+		if (k == 0)
+			for (int c = 0; c < r.nch; c++) {
+				struct dp_model_flat f;
+
+				dp_model_stage_flat(dp_exec_chunk(ex, c, &r.ch[c].stage), &f);
+				r.ch[c].n = f.n;
+				r.ch[c].g = malloc(f.n * sizeof(float));
+				if (!r.ch[c].g)
+					goto fail;
+				memcpy(r.ch[c].g, f.g, f.n * sizeof(float));
+			}
+		dp_exec_optimizer_step(ex);
+	}
+	if (write_all(fd, &r, sizeof(r)))
+		goto fail;
+	for (int c = 0; c < r.nch; c++) {
+		struct dp_model_flat f;
+
+		dp_model_stage_flat(dp_exec_chunk(ex, c, NULL), &f);
+		if (write_all(fd, r.ch[c].g, f.n * sizeof(float)) ||
+		    write_all(fd, f.w, f.n * sizeof(float)))
+			goto fail;
+	}
+	dp_exec_free(ex);
+	return 0;
+fail:
+	(void)fprintf(stderr, "rank %d: %s\n", cfg->rank, err.msg);
+	return 1;
+}
+
+/* Fork the pp ranks of (@algo, @pp, @micro) and collect their results. */
+static void run_pipeline(enum dp_sched_algo algo, int pp, int micro, struct rank_res *res)
+{
+	int sp[MAX_PP][MAX_PP], rfd[MAX_PP];
+	pid_t pid[MAX_PP];
+
+	for (int i = 0; i < pp; i++)
+		for (int j = 0; j < pp; j++)
+			sp[i][j] = -1;
+	for (int i = 0; i < pp; i++)
+		for (int j = i + 1; j < pp; j++) {
+			int fds[2];
+
+			assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+			sp[i][j] = fds[0];
+			sp[j][i] = fds[1];
+		}
+	(void)fflush(stdout);
+	(void)fflush(stderr);
+	for (int r = 0; r < pp; r++) {
+		int p[2];
+
+		assert_int_equal(pipe(p), 0);
+		pid[r] = fork();
+		assert_true(pid[r] >= 0);
+		if (pid[r] == 0) {
+			struct dp_pp_link *links[MAX_PP] = { NULL };
+			struct dp_exec_cfg cfg = {
+				.algo = algo, .pp = pp, .micro = micro, .rank = r
+			};
+			int code;
+
+			(void)close(p[0]);
+			for (int i = 0; i < r; i++)
+				(void)close(rfd[i]);
+			for (int i = 0; i < pp; i++)
+				for (int j = 0; j < pp; j++) {
+					if (sp[i][j] < 0)
+						continue;
+					if (i == r)
+						(void)dp_pp_link_fd(sp[i][j], &links[j], NULL);
+					else
+						(void)close(sp[i][j]);
+				}
+			test_cfg(&cfg.model);
+			code = rank_child(&cfg, links, p[1]);
+			for (int i = 0; i < pp; i++)
+				dp_pp_link_close(links[i]);
+			_exit(code);
+		}
+		(void)close(p[1]);
+		rfd[r] = p[0];
+	}
+	for (int i = 0; i < pp; i++)
+		for (int j = 0; j < pp; j++)
+			if (sp[i][j] >= 0)
+				(void)close(sp[i][j]);
+	for (int r = 0; r < pp; r++) {
+		struct rank_res *x = &res[r];
+		int ok = read_all(rfd[r], x, sizeof(*x)) == 0, st = 0;
+
+		for (int c = 0; ok && c < x->nch; c++) {
+			x->ch[c].g = malloc(x->ch[c].n * sizeof(float));
+			x->ch[c].w = malloc(x->ch[c].n * sizeof(float));
+			ok = x->ch[c].g && x->ch[c].w &&
+			     !read_all(rfd[r], x->ch[c].g, x->ch[c].n * sizeof(float)) &&
+			     !read_all(rfd[r], x->ch[c].w, x->ch[c].n * sizeof(float));
+		}
+		(void)close(rfd[r]);
+		if (!ok)
+			for (int q = 0; q < pp; q++)
+				(void)kill(pid[q], SIGKILL);
+		assert_int_equal(waitpid(pid[r], &st, 0), pid[r]);
+		if (!ok)
+			fail_msg("rank %d of %s pp %d micro %d failed (status %d)", r,
+				 dp_sched_algo_name(algo), pp, micro, st);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+}
+
+static void free_res(struct rank_res *res, int pp)
+{
+	for (int r = 0; r < pp; r++)
+		for (int c = 0; c < res[r].nch; c++) {
+			free(res[r].ch[c].g);
+			free(res[r].ch[c].w);
+		}
+}
+
+/* Compare flat array @a with the stage's flat @b tensor by tensor; 0 tol
+ * means bit-identical.  Returns the worst |a-b| / max|b of the tensor|. */
+static double compare_flat(struct dp_model_stage *st, const float *a, const float *b, double rel,
+			   double abs_tol, const char *what)
+{
+	size_t off = 0;
+	double worst = 0;
+
+	for (int i = 0; i < dp_model_stage_ntensors(st); i++) {
+		struct dp_model_tensor t;
+		double mx = 0;
+
+		assert_int_equal(dp_model_stage_tensor(st, i, &t), 0);
+		for (size_t k = 0; k < t.n; k++)
+			mx = fmax(mx, fabs((double)b[off + k]));
+		for (size_t k = 0; k < t.n; k++) {
+			double d = fabs((double)a[off + k] - (double)b[off + k]);
+
+			if (mx > 0)
+				worst = fmax(worst, d / mx);
+			if (rel == 0 && abs_tol == 0 ? a[off + k] != b[off + k]
+						     : d > rel * mx + abs_tol)
+				fail_msg("%s: %s[%zu] = %.9g, reference %.9g (max %.3g)", what,
+					 t.name, k, a[off + k], b[off + k], mx);
+		}
+		off += t.n;
+	}
+	return worst;
+}
+
+static void check_case(enum dp_sched_algo algo, int pp, int micro)
+{
+	struct dp_sched_cfg sc = { .algo = algo, .pp = pp, .micro = micro };
+	struct dp_sched_times tm = { .f = 1, .b = 2, .w = 1, .fb = 2.5 };
+	struct rank_res res[MAX_PP];
+	struct dp_model_cfg mc;
+	struct dp_model_ref *ref = NULL;
+	struct dp_sched *s = NULL;
+	struct dp_sched_sim sim;
+	struct dp_err err = { 0 };
+	int dual = algo == DP_SCHED_DUALPIPE, nstages = algo == DP_SCHED_DUALPIPEV ? 2 * pp : pp;
+	double g_rel = dual ? 1e-4 : 0, g_abs = dual ? 1e-6 : 0;
+	double w_rel = dual ? 1e-3 : 0, w_abs = dual ? 1e-5 : 0;
+	double worst_g = 0, worst_w = 0, loss;
+	char what[128];
+
+	memset(res, 0, sizeof(res));
+	run_pipeline(algo, pp, micro, res);
+
+	/* peak activations against the simulator */
+	assert_int_equal(dp_sched_build(&sc, &s, &err), 0);
+	assert_int_equal(dp_sched_simulate(s, &tm, &sim, &err), 0);
+	for (int r = 0; r < pp; r++) {
+		if (res[r].peak > sim.ranks[r].peak_activations)
+			fail_msg("%s pp %d micro %d rank %d: peak %d > simulated %d",
+				 dp_sched_algo_name(algo), pp, micro, r, res[r].peak,
+				 sim.ranks[r].peak_activations);
+		assert_int_equal(res[r].peak, sim.ranks[r].peak_activations);
+	}
+	if (dual)
+		assert_int_equal(res[0].peak, pp + 1);
+	dp_sched_sim_release(&sim);
+	dp_sched_free(s);
+
+	/* the reference: same model, micro-batches 0..micro-1 in order */
+	test_cfg(&mc);
+	mc.micro_batches = micro;
+	assert_int_equal(dp_model_ref_new(&mc, nstages, &ref, &err), 0);
+	assert_int_equal(dp_model_ref_grads(ref, 0, 0, &loss, &err), 0);
+	for (int k = 0; k < STEPS; k++) {
+		double sum = 0;
+
+		if (k > 0)
+			assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
+		for (int r = 0; r < pp; r++)
+			sum += res[r].loss[k];
+		if (dual ? fabs(sum - loss) > (k ? 1e-6 : 1e-9) * fabs(loss) : sum != loss)
+			fail_msg("%s pp %d micro %d step %d: loss %.12g, reference %.12g",
+				 dp_sched_algo_name(algo), pp, micro, k, sum, loss);
+		if (k == 0) {
+			for (int r = 0; r < pp; r++)
+				for (int c = 0; c < res[r].nch; c++) {
+					struct dp_model_stage *st =
+						dp_model_ref_stage(ref, res[r].ch[c].stage);
+					struct dp_model_flat f;
+
+					dp_model_stage_flat(st, &f);
+					assert_int_equal(f.n, res[r].ch[c].n);
+					(void)snprintf(what, sizeof(what), "%s pp %d rank %d grad",
+						       dp_sched_algo_name(algo), pp, r);
+					worst_g =
+						fmax(worst_g, compare_flat(st, res[r].ch[c].g, f.g,
+									   g_rel, g_abs, what));
+				}
+			for (int i = 0; i < nstages; i++)
+				dp_model_stage_step(dp_model_ref_stage(ref, i));
+		}
+	}
+	for (int r = 0; r < pp; r++)
+		for (int c = 0; c < res[r].nch; c++) {
+			struct dp_model_stage *st = dp_model_ref_stage(ref, res[r].ch[c].stage);
+			struct dp_model_flat f;
+
+			dp_model_stage_flat(st, &f);
+			(void)snprintf(what, sizeof(what), "%s pp %d rank %d params",
+				       dp_sched_algo_name(algo), pp, r);
+			worst_w = fmax(worst_w,
+				       compare_flat(st, res[r].ch[c].w, f.w, w_rel, w_abs, what));
+		}
+	if (dual) /* both copies of stage s: rank s chunk 0, rank pp-1-s chunk 1 */
+		for (int r = 0; r < pp; r++) {
+			const struct chunk_res *a = &res[r].ch[0], *b = &res[pp - 1 - r].ch[1];
+
+			assert_int_equal(a->stage, b->stage);
+			assert_memory_equal(a->w, b->w, a->n * sizeof(float));
+		}
+	printf("# %-9s pp %d micro %2d: loss %.6f, worst grad diff %.2g, params %.2g of max, "
+	       "peak rank 0 %d\n",
+	       dp_sched_algo_name(algo), pp, micro, loss, worst_g, worst_w, res[0].peak);
+	dp_model_ref_free(ref);
+	free_res(res, pp);
+}
+
+static void dualpipe_matches_reference(void **state)
+{
+	(void)state;
+	check_case(DP_SCHED_DUALPIPE, 2, 4);
+	check_case(DP_SCHED_DUALPIPE, 2, 6);
+	check_case(DP_SCHED_DUALPIPE, 4, 8);
+	check_case(DP_SCHED_DUALPIPE, 4, 10);
+}
+
+static void dualpipev_matches_reference(void **state)
+{
+	(void)state;
+	check_case(DP_SCHED_DUALPIPEV, 2, 4);
+	check_case(DP_SCHED_DUALPIPEV, 2, 6);
+	check_case(DP_SCHED_DUALPIPEV, 3, 6);
+}
+
+static void onef1b_and_zb1p_match_reference(void **state)
+{
+	(void)state;
+	check_case(DP_SCHED_1F1B, 2, 4);
+	check_case(DP_SCHED_1F1B, 4, 6);
+	check_case(DP_SCHED_ZB1P, 2, 4);
+	check_case(DP_SCHED_ZB1P, 4, 6);
+}
+
+/* A peer sending another step's tensor is caught by the header check, and
+ * a peer that goes away is an error, not a hang. */
+static void mismatched_message_is_an_error(void **state)
+{
+	struct dp_exec_cfg cfg = { .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2, .rank = 1 };
+	struct dp_pp_link *links[2] = { NULL }, *peer_links[2] = { NULL };
+	struct dp_err err = { 0 };
+	struct dp_exec *ex = NULL;
+	int fds[2], st = 0;
+	pid_t pid;
+
+	(void)state;
+	test_cfg(&cfg.model);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+	(void)fflush(stdout);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct dp_exec_cfg c0 = cfg;
+		struct dp_exec *e0 = NULL;
+		int rc;
+
+		(void)close(fds[1]);
+		c0.rank = 0;
+		(void)dp_pp_link_fd(fds[0], &peer_links[1], NULL);
+		rc = dp_exec_new(&c0, peer_links, &e0, NULL);
+		if (!rc)
+			rc = dp_exec_step(e0, 5, NULL, &err); /* the wrong step */
+		dp_exec_free(e0);
+		dp_pp_link_close(peer_links[1]);
+		_exit(rc == -ECONNRESET || rc == -EPIPE ? 0 : 1);
+	}
+	(void)close(fds[0]);
+	assert_int_equal(dp_pp_link_fd(fds[1], &links[0], NULL), 0);
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), 0);
+	assert_int_equal(dp_exec_step(ex, 0, NULL, &err), -EPROTO);
+	assert_non_null(strstr(err.msg, "expected F0 0 (step 0) from rank 0, got F0 0 (step 5"));
+	dp_exec_free(ex);
+	dp_pp_link_close(links[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static void missing_link_is_rejected(void **state)
+{
+	struct dp_exec_cfg cfg = { .algo = DP_SCHED_DUALPIPE, .pp = 4, .micro = 8, .rank = 1 };
+	struct dp_pp_link *links[4] = { NULL };
+	struct dp_err err = { 0 };
+	struct dp_exec *ex = NULL;
+
+	(void)state;
+	test_cfg(&cfg.model);
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+	assert_null(ex);
+	assert_non_null(strstr(err.msg, "needs a link to rank"));
+	cfg.micro = 6; /* dualpipe needs micro >= 2 pp */
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+}
+
+static void train_local_prints_a_falling_loss(void **state)
+{
+	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2", "--micro",
+			 "4",	     "--steps",	      "12",	"--layers", "2" };
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&buf, &len);
+	double first = -1, last = -1, l;
+	int rc;
+
+	(void)state;
+	assert_non_null(out);
+	rc = dp_worker_cmd_train((int)(sizeof(args) / sizeof(args[0])), args, out, stderr);
+	(void)fclose(out);
+	assert_int_equal(rc, 0);
+	for (char *p = buf; p && (p = strstr(p, "step ")); p++) {
+		char *end = NULL, *q;
+
+		(void)strtol(p + 5, &end, 10);
+		if (!end || strncmp(end, " loss ", 6) != 0)
+			continue;
+		q = end + 6;
+		l = strtod(q, &end);
+		if (end == q)
+			continue;
+		if (first < 0)
+			first = l;
+		last = l;
+	}
+	assert_true(first > 2.0);
+	assert_true(last < first / 2);
+	free(buf);
+}
+
+/* A free TCP port on 127.0.0.1 (bound to 0, then released). */
+static int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	(void)close(fd);
+	return port;
+}
+
+/* Sum of "step k rank r loss-share x" values of step @k in @text. */
+static double share_of_step(const char *text, long k)
+{
+	double sum = 0;
+
+	for (const char *p = text; (p = strstr(p, "step ")); p++) {
+		char *end = NULL;
+		const char *q;
+
+		if (strtol(p + 5, &end, 10) != k || !end || !(q = strstr(end, "loss-share ")))
+			continue;
+		sum += strtod(q + 11, NULL);
+	}
+	return sum;
+}
+
+static void train_over_tcp_matches_reference(void **state)
+{
+	char peers[64], *buf = NULL, other[4096];
+	char *args[] = {
+		"dpworker", "--train", "--algo",   "1f1b", "--pp",   "2", "--micro", "2",
+		"--steps",  "3",       "--layers", "2",	   "--rank", "0", "--peers", peers
+	};
+	int nargs = (int)(sizeof(args) / sizeof(args[0])), p[2], st = 0, rc;
+	struct dp_model_cfg mc;
+	struct dp_model_ref *ref = NULL;
+	struct dp_err err = { 0 };
+	size_t len = 0, got = 0;
+	FILE *out;
+	pid_t pid;
+
+	(void)state;
+	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", free_port(), free_port());
+	assert_int_equal(pipe(p), 0);
+	(void)fflush(stdout);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		FILE *o;
+
+		(void)close(p[0]);
+		o = fdopen(p[1], "w");
+		args[13] = "1";
+		_exit(o ? dp_worker_cmd_train(nargs, args, o, stderr) | (fclose(o) ? 1 : 0) : 1);
+	}
+	(void)close(p[1]);
+	out = open_memstream(&buf, &len);
+	assert_non_null(out);
+	rc = dp_worker_cmd_train(nargs, args, out, stderr);
+	(void)fclose(out);
+	for (ssize_t n;
+	     got < sizeof(other) - 1 && (n = read(p[0], other + got, sizeof(other) - 1 - got)) > 0;)
+		got += (size_t)n;
+	other[got] = '\0';
+	(void)close(p[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(rc, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+	dp_model_cfg_default(&mc);
+	mc.layers = 2;
+	mc.micro_batches = 2;
+	assert_int_equal(dp_model_ref_new(&mc, 2, &ref, &err), 0);
+	for (long k = 0; k < 3; k++) {
+		double loss, sum = share_of_step(buf, k) + share_of_step(other, k);
+
+		assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
+		if (fabs(sum - loss) > 2e-6) /* printed with 6 decimals */
+			fail_msg("step %ld: tcp run %.6f, reference %.6f", k, sum, loss);
+	}
+	dp_model_ref_free(ref);
+	free(buf);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(dualpipe_matches_reference),
+		cmocka_unit_test(dualpipev_matches_reference),
+		cmocka_unit_test(onef1b_and_zb1p_match_reference),
+		cmocka_unit_test(mismatched_message_is_an_error),
+		cmocka_unit_test(missing_link_is_rejected),
+		cmocka_unit_test(train_local_prints_a_falling_loss),
+		cmocka_unit_test(train_over_tcp_matches_reference),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,361 @@
+/* worker/cmd_train.c - `dpworker --train-local` (fork the pp ranks of one
+ * pipeline over socketpairs and print the step loss) and `dpworker --train`
+ * (one rank, TCP links to its peers).  docs/executor.md. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/dp_util.h"
+#include "worker/dp_exec.h"
+
+struct train_opts {
+	struct dp_exec_cfg cfg;
+	long steps;
+	int local;
+	char *peers; /* borrowed from argv */
+};
+
+enum { O_LOCAL = 256, O_TRAIN, O_ALGO, O_PP, O_MICRO, O_RANK, O_STEPS, O_SEED, O_PEERS, O_LAYERS };
+
+static const struct option train_opts_tab[] = {
+	{ "train-local", no_argument, NULL, O_LOCAL },
+	{ "train", no_argument, NULL, O_TRAIN },
+	{ "algo", required_argument, NULL, O_ALGO },
+	{ "pp", required_argument, NULL, O_PP },
+	{ "micro", required_argument, NULL, O_MICRO },
+	{ "rank", required_argument, NULL, O_RANK },
+	{ "steps", required_argument, NULL, O_STEPS },
+	{ "seed", required_argument, NULL, O_SEED },
+	{ "layers", required_argument, NULL, O_LAYERS },
+	{ "peers", required_argument, NULL, O_PEERS },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
+{
+	long v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	dp_model_cfg_default(&o->cfg.model);
+	o->cfg.algo = DP_SCHED_DUALPIPE;
+	o->cfg.pp = 2;
+	o->cfg.micro = 4;
+	o->steps = 30;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", train_opts_tab, NULL)) != -1) {
+		switch (c) {
+		case O_LOCAL:
+			o->local = 1;
+			break;
+		case O_TRAIN:
+			break;
+		case O_ALGO:
+			if (dp_sched_algo_parse(optarg, &o->cfg.algo, e))
+				return -EINVAL;
+			break;
+		case O_PP:
+			if (dp_parse_long(optarg, 1, 64, &v, "--pp", e))
+				return -EINVAL;
+			o->cfg.pp = (int)v;
+			break;
+		case O_MICRO:
+			if (dp_parse_long(optarg, 1, 4096, &v, "--micro", e))
+				return -EINVAL;
+			o->cfg.micro = (int)v;
+			break;
+		case O_RANK:
+			if (dp_parse_long(optarg, 0, 63, &v, "--rank", e))
+				return -EINVAL;
+			o->cfg.rank = (int)v;
+			break;
+		case O_STEPS:
+			if (dp_parse_long(optarg, 1, 1000000, &o->steps, "--steps", e))
+				return -EINVAL;
+			break;
+		case O_SEED:
+			if (dp_parse_long(optarg, 0, 0x7fffffffL, &v, "--seed", e))
+				return -EINVAL;
+			o->cfg.model.seed = (uint64_t)v;
+			break;
+		case O_LAYERS:
+			if (dp_parse_long(optarg, 1, 256, &v, "--layers", e))
+				return -EINVAL;
+			o->cfg.model.layers = (int)v;
+			break;
+		case O_PEERS:
+			o->peers = optarg;
+			break;
+		default:
+			return dp_err_set(e, EINVAL, "option '%s' is unknown or needs a value",
+					  argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return dp_err_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
+	if (o->cfg.rank >= o->cfg.pp)
+		return dp_err_set(e, EINVAL, "--rank %d needs --pp > %d", o->cfg.rank, o->cfg.rank);
+	if (!o->local && !o->peers && o->cfg.pp > 1)
+		return dp_err_set(e, EINVAL, "--train needs --peers host:port,... (one per rank)");
+	return 0;
+}
+
+/* One rank: run the steps, write each step's local loss share to @res_fd. */
+static int rank_main(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, long steps,
+		     int res_fd, FILE *err)
+{
+	struct dp_err e = { 0 };
+	struct dp_exec *ex = NULL;
+	int rc = dp_exec_new(cfg, links, &ex, &e);
+
+	for (long k = 0; !rc && k < steps; k++) {
+		double loss = 0;
+
+		rc = dp_exec_step(ex, k, &loss, &e);
+		if (rc)
+			break;
+		dp_exec_optimizer_step(ex);
+		if (write(res_fd, &loss, sizeof(loss)) != (ssize_t)sizeof(loss))
+			rc = dp_err_set(&e, EPIPE, "exec: cannot report the loss");
+	}
+	if (rc)
+		(void)fprintf(err, "dpworker: rank %d: error: %s\n", cfg->rank, e.msg);
+	dp_exec_free(ex);
+	return rc ? EX_SOFTWARE : EX_OK;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int train_local(const struct train_opts *o, FILE *out, FILE *err)
+{
+	int pp = o->cfg.pp, rc = EX_OK;
+	int(*sp)[2] = calloc((size_t)pp * (size_t)pp, sizeof(*sp)); /* sp[i*pp+j]: i's end to j */
+	int *res = calloc((size_t)pp, sizeof(int));
+	pid_t *pid = calloc((size_t)pp, sizeof(pid_t));
+	double t0 = now_s(), first = 0, last = 0;
+
+	if (!sp || !res || !pid) {
+		(void)fputs("dpworker: error: out of memory\n", err);
+		rc = EX_OSERR;
+		goto out;
+	}
+	for (int i = 0; i < pp * pp; i++)
+		sp[i][0] = sp[i][1] = -1;
+	for (int i = 0; i < pp; i++)
+		res[i] = -1;
+	for (int i = 0; i < pp; i++)
+		for (int j = i + 1; j < pp; j++) {
+			int fds[2];
+
+			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)) {
+				(void)fprintf(err, "dpworker: error: socketpair: %s\n",
+					      strerror(errno));
+				rc = EX_OSERR;
+				goto out;
+			}
+			sp[i * pp + j][0] = fds[0];
+			sp[j * pp + i][0] = fds[1];
+		}
+	(void)fflush(out);
+	(void)fflush(err);
+	for (int r = 0; r < pp; r++) {
+		int p[2];
+
+		if (pipe(p)) {
+			rc = EX_OSERR;
+			goto out;
+		}
+		pid[r] = fork();
+		if (pid[r] < 0) {
+			(void)close(p[0]);
+			(void)close(p[1]);
+			rc = EX_OSERR;
+			goto out;
+		}
+		if (pid[r] == 0) {
+			struct dp_pp_link **links = calloc((size_t)pp, sizeof(struct dp_pp_link *));
+			struct dp_exec_cfg cfg = o->cfg;
+			int code = EX_OSERR;
+
+			(void)close(p[0]);
+			for (int i = 0; i < r; i++)
+				(void)close(res[i]);
+			if (links) {
+				for (int i = 0; i < pp; i++)
+					for (int j = 0; j < pp; j++) {
+						int fd = sp[i * pp + j][0];
+
+						if (fd < 0)
+							continue;
+						if (i == r)
+							(void)dp_pp_link_fd(fd, &links[j], NULL);
+						else
+							(void)close(fd);
+					}
+				cfg.rank = r;
+				code = rank_main(&cfg, links, o->steps, p[1], err);
+				for (int i = 0; i < pp; i++)
+					dp_pp_link_close(links[i]);
+				free(links);
+			}
+			(void)fflush(err);
+			_exit(code);
+		}
+		(void)close(p[1]);
+		res[r] = p[0];
+	}
+	for (int i = 0; i < pp * pp; i++)
+		if (sp[i][0] >= 0) {
+			(void)close(sp[i][0]);
+			sp[i][0] = -1;
+		}
+	for (long k = 0; k < o->steps && rc == EX_OK; k++) {
+		double loss = 0;
+
+		for (int r = 0; r < pp; r++) {
+			double l;
+
+			if (read(res[r], &l, sizeof(l)) != (ssize_t)sizeof(l)) {
+				(void)fprintf(err, "dpworker: error: rank %d stopped at step %ld\n",
+					      r, k);
+				rc = EX_SOFTWARE;
+				break;
+			}
+			loss += l;
+		}
+		if (rc)
+			break;
+		if (k == 0)
+			first = loss;
+		last = loss;
+		(void)fprintf(out, "step %ld loss %.6f\n", k, loss);
+		(void)fflush(out);
+	}
+	if (rc == EX_OK)
+		(void)fprintf(out,
+			      "done: %s pp %d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
+			      dp_sched_algo_name(o->cfg.algo), pp, o->cfg.micro, o->steps,
+			      now_s() - t0, first, last);
+out:
+	for (int r = 0; pid && r < pp; r++) {
+		int st;
+
+		if (pid[r] <= 0)
+			continue;
+		if (rc)
+			(void)kill(pid[r], SIGTERM);
+		if (waitpid(pid[r], &st, 0) == pid[r] && rc == EX_OK &&
+		    (!WIFEXITED(st) || WEXITSTATUS(st)))
+			rc = WIFEXITED(st) ? WEXITSTATUS(st) : EX_SOFTWARE;
+	}
+	for (int i = 0; sp && i < pp * pp; i++)
+		if (sp[i][0] >= 0)
+			(void)close(sp[i][0]);
+	for (int r = 0; res && r < pp; r++)
+		if (res[r] >= 0)
+			(void)close(res[r]);
+	free(sp);
+	free(res);
+	free(pid);
+	return rc;
+}
+
+/* --peers h0:p0,h1:p1,...: one per rank */
+static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
+{
+	int pp = o->cfg.pp, n = 0, rc = EX_OK;
+	char *list = strdup(o->peers ? o->peers : "");
+	const char **hosts = calloc((size_t)pp, sizeof(const char *));
+	int *ports = calloc((size_t)pp, sizeof(int));
+	struct dp_pp_link **links = calloc((size_t)pp, sizeof(struct dp_pp_link *));
+	struct dp_err e = { 0 };
+	char *save = NULL;
+
+	if (!list || !hosts || !ports || !links) {
+		rc = EX_OSERR;
+		goto out;
+	}
+	for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		char *colon = strrchr(t, ':');
+		long port;
+
+		if (n == pp || !colon || dp_parse_long(colon + 1, 1, 65535, &port, "port", &e)) {
+			(void)fprintf(err, "dpworker: error: --peers needs %d host:port entries\n",
+				      pp);
+			rc = EX_USAGE;
+			goto out;
+		}
+		*colon = '\0';
+		hosts[n] = t;
+		ports[n++] = (int)port;
+	}
+	if (n != pp) {
+		(void)fprintf(err, "dpworker: error: --peers needs %d host:port entries\n", pp);
+		rc = EX_USAGE;
+		goto out;
+	}
+	if (dp_pp_link_tcp_mesh(pp, o->cfg.rank, hosts, ports, 60000, links, &e)) {
+		(void)fprintf(err, "dpworker: error: %s\n", e.msg);
+		rc = EX_UNAVAILABLE;
+		goto out;
+	}
+	{
+		struct dp_exec *ex = NULL;
+		struct dp_exec_cfg cfg = o->cfg;
+
+		if (dp_exec_new(&cfg, links, &ex, &e)) {
+			(void)fprintf(err, "dpworker: error: %s\n", e.msg);
+			rc = EX_SOFTWARE;
+			goto out;
+		}
+		for (long k = 0; k < o->steps; k++) {
+			double loss;
+
+			if (dp_exec_step(ex, k, &loss, &e)) {
+				(void)fprintf(err, "dpworker: rank %d: error: %s\n", cfg.rank,
+					      e.msg);
+				rc = EX_SOFTWARE;
+				break;
+			}
+			dp_exec_optimizer_step(ex);
+			(void)fprintf(out, "step %ld rank %d loss-share %.6f\n", k, cfg.rank, loss);
+			(void)fflush(out);
+		}
+		dp_exec_free(ex);
+	}
+out:
+	for (int i = 0; links && i < pp; i++)
+		dp_pp_link_close(links[i]);
+	free(links);
+	free(ports);
+	free(hosts);
+	free(list);
+	return rc;
+}
+
+int dp_worker_cmd_train(int argc, char **argv, FILE *out, FILE *err)
+{
+	struct train_opts o;
+	struct dp_err e = { 0 };
+
+	if (parse(argc, argv, &o, &e)) {
+		(void)fprintf(err, "dpworker: error: %s\n", e.msg);
+		return EX_USAGE;
+	}
+	return o.local ? train_local(&o, out, err) : train_tcp(&o, out, err);
+}
