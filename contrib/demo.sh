@@ -1,8 +1,9 @@
 #!/bin/bash
 # contrib/demo.sh BUILD_DIR - the `make demo` job: the best real run this
 # machine can do with what is built.  Checks the embedded recipe, plans it,
-# and (once the pieces exist) prints its DualPipe schedule, simulates it and
-# trains the small MoE model.
+# prints its DualPipe schedule and simulated timeline, then trains the small
+# MoE model with DualPipe across 4 processes (the pipeline executor, CPU
+# backend) and shows the loss falling.
 set -euo pipefail
 B=${1:-build}
 R=recipes/local-demo.yaml
@@ -15,5 +16,5 @@ echo "== dpctl schedule --algo dualpipe --pp 4 --micro 8 (the local recipe's sch
 "$B/dpctl" schedule --algo dualpipe --pp 4 --micro 8
 echo "== dpctl simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5"
 "$B/dpctl" simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5
-echo "== reference training of the small MoE model (single process, 4 stages)"
-"$B/dpworker" --train-reference --steps 40 --stages 4
+echo "== training the small MoE model with DualPipe: 4 pipeline ranks (processes), 8 micro-batches"
+"$B/dpworker" --train-local --algo dualpipe --pp 4 --micro 8 --steps 40

@@ -48,6 +48,8 @@ static const char usage[] =
 	"  --discover              print this node's topology (as 'dpctl topo discover') and exit\n"
 	"  --json                  with --discover: print JSON ({\"nodes\":[...]})\n"
 	"  --train-reference ...   train the model in one process (see docs/model.md)\n"
+	"  --train-local ...       train with a pipeline schedule, ranks forked here\n"
+	"  --train ... --peers L   run one pipeline rank over TCP (see docs/executor.md)\n"
 	"  -V, --version           print the version\n"
 	"  -h, --help              print this help\n"
 	"\n"
