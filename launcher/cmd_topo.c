@@ -214,21 +214,20 @@ static int print_report(struct dp_cli *cli, const struct dp_topo_report *r, int 
 	return r->nfail ? EX_DATAERR : EX_OK;
 }
 
-static int topo_main(struct dp_cli *cli, int argc, char **argv)
+/* The options of `topo`, accepted before and after the subcommand.  Returns
+ * -1 to go on, or the exit code to return (help printed, bad option). */
+static int parse_opts(struct dp_cli *cli, int argc, char **argv, const char *shortopts,
+		      const char **root)
 {
-	const char *root = NULL, *sub;
-	struct dp_topo **nodes = NULL;
-	int c, n = 0, rc;
+	int c;
 
-	optind = 0;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, shortopts, opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_JSON:
 			cli->json = 1;
 			break;
 		case OPT_ROOT:
-			root = optarg;
+			*root = optarg;
 			break;
 		case 'h':
 			return dp_cli_help(cli, &dp_cmd_topo);
@@ -236,6 +235,20 @@ static int topo_main(struct dp_cli *cli, int argc, char **argv)
 			return dp_cli_bad_option(cli, "topo", argc, argv);
 		}
 	}
+	return -1;
+}
+
+static int topo_main(struct dp_cli *cli, int argc, char **argv)
+{
+	const char *root = NULL, *sub;
+	struct dp_topo **nodes = NULL;
+	int n = 0, rc;
+
+	optind = 0;
+	opterr = 0;
+	rc = parse_opts(cli, argc, argv, "+h", &root);
+	if (rc >= 0)
+		return rc;
 	if (optind >= argc)
 		return dp_cli_usage_error(cli, "topo ",
 					  "missing subcommand (discover, show, validate)");
@@ -246,20 +259,9 @@ static int topo_main(struct dp_cli *cli, int argc, char **argv)
 		char **sub_argv = argv + optind - 1;
 
 		optind = 0;
-		while ((c = getopt_long(sub_argc, sub_argv, "h", opts, NULL)) != -1) {
-			switch (c) {
-			case OPT_JSON:
-				cli->json = 1;
-				break;
-			case OPT_ROOT:
-				root = optarg;
-				break;
-			case 'h':
-				return dp_cli_help(cli, &dp_cmd_topo);
-			default:
-				return dp_cli_bad_option(cli, "topo", sub_argc, sub_argv);
-			}
-		}
+		rc = parse_opts(cli, sub_argc, sub_argv, "h", &root);
+		if (rc >= 0)
+			return rc;
 		argc = sub_argc - optind;
 		argv = sub_argv + optind;
 	}
