@@ -1,10 +1,14 @@
 /* launcher/cmd_launch.c - `dpctl launch`.
  *
- * For now the run is given by --local N (N ranks of dpworker on this
- * machine, in its --fake-* test mode) so the whole path -- spawn, control
- * plane, rendezvous, heartbeats, failure handling, teardown -- runs end to
- * end.  The recipe-driven form will build the same struct dp_launch_spec
- * from a plan and reuse everything below build_spec().
+ * `dpctl launch RECIPE` trains: every rank gets its layout and the model in
+ * its environment (DP_PP_RANK, DP_SCHEDULE, DP_MODEL, ...), the controller
+ * hands the ranks each other's PP addresses, and the run's STEP and
+ * TIMELINE frames feed a train report (launcher/dp_train_report.h): the
+ * step losses as they complete, and at the end a summary and the merged
+ * Chrome trace in the run directory.  What the executor cannot run yet
+ * (ep > 1, dp > 1, ...) is refused up front naming the recipe key and line.
+ * --local N / --ssh HOSTS (and --fake-steps with a recipe) run dpworker's
+ * --fake-* test mode, so the launch path can be tested on its own.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,15 +17,23 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <limits.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <yaml.h>
 
+#include "common/dp_log.h"
 #include "common/dp_util.h"
 #include "launcher/cli_int.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/dp_launcher.h"
 #include "launcher/dp_plan.h"
+#include "launcher/dp_train_report.h"
+#include "launcher/ctl_proto.h"
 #include "common/dp_banned.h"
 
 enum {
@@ -47,6 +59,7 @@ enum {
 	OPT_SSH_IDENTITY,
 	OPT_KNOWN_HOSTS,
 	OPT_ACCEPT_NEW,
+	OPT_RUN_DIR,
 };
 
 static const struct option opts[] = {
@@ -71,6 +84,7 @@ static const struct option opts[] = {
 	{ "fake-hang", required_argument, NULL, OPT_FAKE_HANG },
 	{ "fake-absent", required_argument, NULL, OPT_FAKE_ABSENT },
 	{ "fake-spawn-child", no_argument, NULL, OPT_FAKE_CHILD },
+	{ "run-dir", required_argument, NULL, OPT_RUN_DIR },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -101,7 +115,27 @@ struct rank_args {
 	char num[6][24];
 	const char *env[MAX_ENV + 1];
 	char layout[12][48];
+	char model[384];
+	char ckpt_dir[PATH_MAX + 16];
+	char ckpt_every[48];
 };
+
+/* The model of a recipe as dpworker reads it (DP_MODEL; worker/train_ctl.c):
+ * a token may use max_nodes_per_token expert groups (the recipe's own
+ * reading of that key); sequences per micro-batch = batch / (micro * dp). */
+static void model_env(const struct dp_recipe *r, char *buf, size_t len)
+{
+	long seqs = r->train.batch / ((long)r->parallel.micro_batches * r->parallel.dp);
+
+	(void)snprintf(buf, len,
+		       "DP_MODEL=layers=%d,hidden=%d,ffn=%d,experts=%d,shared=%d,top_k=%d,"
+		       "groups=%d,topk_groups=%d,vocab=%d,seq_len=%d,seqs=%ld,lr=%.9g",
+		       r->model.layers, r->model.hidden, r->model.ffn_hidden, r->model.experts,
+		       r->model.shared_experts, r->model.top_k, r->model.groups,
+		       r->model.max_nodes_per_token > 0 ? r->model.max_nodes_per_token
+							: r->model.groups,
+		       r->model.vocab, r->model.seq_len, seqs > 0 ? seqs : 1, r->train.lr);
+}
 
 /* The environment a rank of a recipe run gets: its place in the layout, then
  * the recipe's env section.  Strings point into @ra or @r. */
@@ -128,6 +162,17 @@ static void build_env(const struct dp_recipe *r, char *const *renv, const struct
 	LAYOUT("DP_STEPS=%ld", r->train.steps);
 	LAYOUT("DP_SEED=%ld", r->train.seed);
 #undef LAYOUT
+	model_env(r, ra->model, sizeof(ra->model));
+	ra->env[k++] = ra->model;
+	if (r->train.checkpoint_dir) {
+		/* for the checkpoint code of the step loop */
+		(void)snprintf(ra->ckpt_dir, sizeof(ra->ckpt_dir), "DP_CKPT_DIR=%s",
+			       r->train.checkpoint_dir);
+		(void)snprintf(ra->ckpt_every, sizeof(ra->ckpt_every), "DP_CKPT_EVERY=%ld",
+			       r->train.checkpoint_every);
+		ra->env[k++] = ra->ckpt_dir;
+		ra->env[k++] = ra->ckpt_every;
+	}
 	for (size_t i = 0; i < r->n_env && k < MAX_ENV; i++)
 		ra->env[k++] = renv[i];
 	ra->env[k] = NULL;
@@ -306,8 +351,10 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec)
 	return EX_OK;
 }
 
+/* @train (a training run's "train" object, taken over; NULL if none) joins
+ * the --json result. */
 static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
-		  const struct dp_ctl_result *res)
+		  const struct dp_ctl_result *res, json_t *train)
 {
 	if (cli->json) {
 		json_t *o =
@@ -327,10 +374,16 @@ static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
 			(void)json_object_set_new(o, "host", json_string(res->failed_host));
 			(void)json_object_set_new(o, "tail", tail);
 		}
+		if (o && train)
+			(void)json_object_set_new(o, "train", train);
+		else
+			json_decref(train);
+		train = NULL;
 		(void)json_dumpf(o, cli->out, JSON_INDENT(2));
 		(void)fputc('\n', cli->out);
 		json_decref(o);
 	}
+	json_decref(train);
 	if (res->outcome == DP_CTL_OK) {
 		if (!cli->quiet && !cli->json)
 			(void)fprintf(
@@ -347,6 +400,262 @@ static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
 			(void)fprintf(cli->err, "    %s\n", res->tail[i]);
 	}
 	return res->exit_code ? res->exit_code : EX_SOFTWARE;
+}
+
+/* Line (1-based) of the dotted mapping key @dotted ("parallel.ep") in the
+ * YAML file @path, or 0 if it is not there (a default) or cannot be read. */
+static unsigned key_line(const char *path, const char *dotted)
+{
+	enum { DEPTH = 8 };
+	char keys[DEPTH][64];
+	int is_map[DEPTH], want_key[DEPTH], depth = -1, done = 0;
+	unsigned line = 0;
+	yaml_parser_t p;
+	yaml_event_t ev;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return 0;
+	if (!yaml_parser_initialize(&p)) {
+		(void)fclose(f);
+		return 0;
+	}
+	yaml_parser_set_input_file(&p, f);
+	while (!done && yaml_parser_parse(&p, &ev)) {
+		switch (ev.type) {
+		case YAML_MAPPING_START_EVENT:
+		case YAML_SEQUENCE_START_EVENT:
+			if (++depth >= DEPTH) {
+				done = 1;
+				break;
+			}
+			is_map[depth] = ev.type == YAML_MAPPING_START_EVENT;
+			want_key[depth] = 1;
+			break;
+		case YAML_MAPPING_END_EVENT:
+		case YAML_SEQUENCE_END_EVENT:
+			if (--depth >= 0 && is_map[depth])
+				want_key[depth] = 1;
+			break;
+		case YAML_SCALAR_EVENT:
+			if (depth < 0 || !is_map[depth])
+				break;
+			if (want_key[depth]) {
+				char full[DEPTH * 64] = "";
+				size_t off = 0;
+
+				(void)snprintf(keys[depth], sizeof(keys[depth]), "%s",
+					       (const char *)ev.data.scalar.value);
+				for (int i = 0; i <= depth && off < sizeof(full); i++) {
+					int n = snprintf(full + off, sizeof(full) - off, "%s%s",
+							 i ? "." : "", is_map[i] ? keys[i] : "");
+
+					off += n > 0 ? (size_t)n : 0;
+				}
+				if (strcmp(full, dotted) == 0) {
+					line = (unsigned)ev.start_mark.line + 1;
+					done = 1;
+				}
+				want_key[depth] = 0;
+			} else {
+				want_key[depth] = 1;
+			}
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = 1;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&p);
+	(void)fclose(f);
+	return line;
+}
+
+/* A recipe key the executor cannot run as it is: FILE:LINE: key 'k': why. */
+static int refuse_key(struct dp_cli *cli, const struct dp_recipe *r, const char *key,
+		      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int refuse_key(struct dp_cli *cli, const struct dp_recipe *r, const char *key,
+		      const char *fmt, ...)
+{
+	unsigned line = key_line(r->path, key);
+	char why[512], where[PATH_MAX + 32];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (line)
+		(void)snprintf(where, sizeof(where), "%s:%u", r->path, line);
+	else
+		(void)snprintf(where, sizeof(where), "%s", r->path);
+	return dp_cli_error(cli, EX_UNAVAILABLE, "%s: key '%s': %s", where, key, why);
+}
+
+/* What the CPU pipeline executor can train (worker/train_ctl.c): PP only,
+ * its model's shape, a schedule the algorithm accepts.  EX_OK or the code. */
+static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
+{
+	struct dp_sched_cfg sc = { .pp = r->parallel.pp, .micro = r->parallel.micro_batches };
+	struct dp_err e = { 0 };
+	int nstages;
+
+	if (r->parallel.ep != 1)
+		return refuse_key(cli, r, "parallel.ep",
+				  "ep %d: the pipeline executor runs ep 1 only (expert parallelism "
+				  "is not wired to the executor yet)",
+				  r->parallel.ep);
+	if (r->parallel.dp != 1)
+		return refuse_key(cli, r, "parallel.dp",
+				  "dp %d: the pipeline executor runs dp 1 only", r->parallel.dp);
+	if (r->train.backend != DP_RECIPE_BACKEND_CPU)
+		return refuse_key(cli, r, "train.backend",
+				  "'%s': only the cpu backend trains in this build",
+				  dp_recipe_backend_name(r->train.backend));
+	if (r->model.shared_experts != 1)
+		return refuse_key(cli, r, "model.shared_experts",
+				  "%d: the CPU model has exactly one shared expert",
+				  r->model.shared_experts);
+	if (r->model.dense_layers != 0)
+		return refuse_key(cli, r, "model.dense_layers",
+				  "%d: the CPU model has MoE layers only (0)",
+				  r->model.dense_layers);
+	sc.algo = r->parallel.schedule == DP_RECIPE_SCHED_DUALPIPE    ? DP_SCHED_DUALPIPE
+		  : r->parallel.schedule == DP_RECIPE_SCHED_DUALPIPEV ? DP_SCHED_DUALPIPEV
+		  : r->parallel.schedule == DP_RECIPE_SCHED_1F1B      ? DP_SCHED_1F1B
+								      : DP_SCHED_ZB1P;
+	if (dp_sched_check(&sc, &e))
+		return refuse_key(cli, r, "parallel.micro_batches", "%s", e.msg);
+	nstages = sc.algo == DP_SCHED_DUALPIPEV ? 2 * r->parallel.pp : r->parallel.pp;
+	if (nstages > r->model.layers + 1)
+		return refuse_key(cli, r, "model.layers",
+				  "%d layers cannot fill %d pipeline stages (need %d or more)",
+				  r->model.layers, nstages, nstages - 1);
+	return EX_OK;
+}
+
+static enum dp_sched_algo recipe_algo(const struct dp_recipe *r)
+{
+	switch (r->parallel.schedule) {
+	case DP_RECIPE_SCHED_DUALPIPEV:
+		return DP_SCHED_DUALPIPEV;
+	case DP_RECIPE_SCHED_1F1B:
+		return DP_SCHED_1F1B;
+	case DP_RECIPE_SCHED_ZB1P:
+		return DP_SCHED_ZB1P;
+	default:
+		return DP_SCHED_DUALPIPE;
+	}
+}
+
+/* ---- a training run ------------------------------------------------------------ */
+
+struct train_run {
+	struct dp_cli *cli;
+	struct dp_train_report *tr;
+	long steps, every;
+	FILE *out;
+	char run_dir[PATH_MAX];
+	char trace[PATH_MAX + 16];
+	int trace_ok;
+};
+
+/* Step losses as they complete: the first, every steps/20th, the last. */
+static void on_step(void *arg, uint64_t step, double loss, uint64_t tokens, double seconds)
+{
+	struct train_run *t = arg;
+
+	if (!t->out || t->cli->quiet)
+		return;
+	if (step == 0 || (long)step + 1 == t->steps || (long)step % t->every == 0) {
+		(void)fprintf(t->out, "step %llu loss %.6f (%.0f tokens/s)\n",
+			      (unsigned long long)step, loss,
+			      seconds > 0 ? (double)tokens / seconds : 0.0);
+		(void)fflush(t->out);
+	}
+}
+
+static int mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* --run-dir, or $TMPDIR/dpctl-runs/<recipe>-<UTC time>-<pid>. */
+static int make_run_dir(struct dp_cli *cli, const struct dp_recipe *r, const char *given,
+			struct train_run *t)
+{
+	const char *tmp = getenv("TMPDIR"), *base = strrchr(r->path, '/');
+	char stem[64], stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	int rc;
+
+	if (given) {
+		(void)snprintf(t->run_dir, sizeof(t->run_dir), "%s", given);
+	} else {
+		(void)snprintf(stem, sizeof(stem), "%s", base ? base + 1 : r->path);
+		stem[strcspn(stem, ".")] = '\0';
+		(void)gmtime_r(&now, &tm);
+		(void)strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+		(void)snprintf(t->run_dir, sizeof(t->run_dir), "%s/dpctl-runs/%s-%s-%ld",
+			       tmp && *tmp ? tmp : "/tmp", stem, stamp, (long)getpid());
+	}
+	rc = mkdir_p(t->run_dir);
+	if (rc)
+		return dp_cli_error(cli, EX_CANTCREAT,
+				    "launch: cannot create run directory '%s': %s", t->run_dir,
+				    strerror(-rc));
+	(void)snprintf(t->trace, sizeof(t->trace), "%s/trace.json", t->run_dir);
+	return EX_OK;
+}
+
+/* After the run: summary (human, or the "train" object of --json) and trace. */
+static json_t *train_finish(struct train_run *t)
+{
+	struct dp_err e = { 0 };
+	size_t n = dp_train_report_nsteps(t->tr);
+	json_t *o = NULL;
+
+	t->trace_ok = dp_train_report_write_trace(t->tr, t->trace, &e) == 0;
+	if (!t->trace_ok)
+		dp_log(DP_LOG_WARN, "launch", "no trace: %s", e.msg);
+	if (t->cli->json) {
+		json_t *losses = json_array();
+
+		for (size_t i = 0; i < n; i++)
+			(void)json_array_append_new(losses,
+						    json_real(dp_train_report_loss(t->tr, i)));
+		o = json_pack("{s:I, s:o, s:f, s:f, s:s, s:s?}", "steps", (json_int_t)n, "losses",
+			      losses, "tokens_per_s", dp_train_report_tokens_per_s(t->tr), "wall_s",
+			      dp_train_report_wall_s(t->tr), "run_dir", t->run_dir, "trace",
+			      t->trace_ok ? t->trace : NULL);
+	} else if (!t->cli->quiet) {
+		struct dp_buf b;
+
+		dp_buf_init(&b, 1 << 20);
+		if (dp_train_report_summary(t->tr, &b, &e) == 0)
+			(void)fputs(dp_buf_str(&b), t->cli->out);
+		dp_buf_release(&b);
+		if (t->trace_ok)
+			(void)fprintf(t->cli->out, "trace: %s\n", t->trace);
+	}
+	return o;
 }
 
 /* Fill the run from a recipe: hosts, ranks per host, ssh options, health
@@ -442,8 +751,10 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	struct dp_recipe *recipe = NULL;
 	struct dp_plan *plan = NULL;
 	char **renv = NULL;
+	const char *run_dir = NULL;
+	struct train_run trun = { 0 };
 	long port = 0, restarts = -1, per_host = 1, ssh_port = 0, nranks;
-	int c, rc, li = -1, nhosts = 0;
+	int c, rc, li = -1, nhosts = 0, training = 0;
 
 	optind = 0;
 	opterr = 0;
@@ -466,6 +777,9 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			continue;
 		case OPT_WORKER:
 			o.worker = optarg;
+			continue;
+		case OPT_RUN_DIR:
+			run_dir = optarg;
 			continue;
 		case OPT_SSH:
 			(void)snprintf(hostbuf, sizeof(hostbuf), "%s", optarg);
@@ -554,13 +868,11 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 				  &per_host, &lopts, &cfg);
 		if (rc)
 			goto out;
-		if (!o.fake_given && !o.dry_run) {
-			rc = dp_cli_error(
-				cli, EX_UNAVAILABLE,
-				"launch: dpworker cannot train from a recipe yet (the executor is "
-				"not wired to the control plane); --dry-run shows the run, "
-				"--fake-steps N exercises the launch path");
-			goto out;
+		if (!o.fake_given) {
+			rc = check_trainable(cli, recipe);
+			if (rc)
+				goto out;
+			training = !o.dry_run;
 		}
 	}
 	if ((o.nlocal > 0) == (nhosts > 0)) {
@@ -628,12 +940,35 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		}
 	}
 	cfg.out = cli->json ? cli->err : cli->out;
+	if (training) {
+		struct dp_train_report_cfg tc = { .nranks = (int)nranks,
+						  .algo = recipe_algo(recipe),
+						  .pp = recipe->parallel.pp,
+						  .micro = recipe->parallel.micro_batches,
+						  .on_step = on_step,
+						  .arg = &trun };
+
+		rc = make_run_dir(cli, recipe, run_dir, &trun);
+		if (rc)
+			goto out;
+		if (dp_train_report_new(&tc, &trun.tr, &err)) {
+			rc = dp_cli_error(cli, EX_OSERR, "%s", err.msg);
+			goto out;
+		}
+		trun.cli = cli;
+		trun.out = cfg.out;
+		trun.steps = recipe->train.steps;
+		trun.every = recipe->train.steps >= 20 ? recipe->train.steps / 20 : 1;
+		cfg.train = &dp_train_report_events;
+		cfg.train_arg = trun.tr;
+	}
 	rc = dp_ctl_run(&cfg, &spec, &res, &err);
 	if (rc < 0)
 		rc = dp_cli_error(cli, dp_cli_exit_code(rc), "%s", err.msg);
 	else
-		rc = report(cli, &spec, &res);
+		rc = report(cli, &spec, &res, training ? train_finish(&trun) : NULL);
 out:
+	dp_train_report_free(trun.tr);
 	free(ranks);
 	free(args);
 	for (size_t i = 0; renv && recipe && i < recipe->n_env; i++)
@@ -660,6 +995,9 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"from the recipe (options given here win) and every rank gets its layout in\n"
 		"its environment (DP_PP_RANK, DP_EP_RANK, DP_DP_RANK, DP_STAGES, ...) plus the\n"
 		"recipe's env section; --dry-run prints each rank's argv and environment.\n"
+		"A RECIPE run trains: step losses as they complete, then a summary (loss\n"
+		"first -> last, tokens/s, measured vs simulated bubble per rank) and the\n"
+		"merged op timeline in RUN-DIR/trace.json.\n"
 		"\n"
 		"Options:\n"
 		"  --local N             run N ranks on this machine (the local backend)\n"
@@ -678,10 +1016,12 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"                        with --ssh: the address that routes to the first host)\n"
 		"  --port P              controller port, 0 = any free port (0)\n"
 		"  --worker PATH         dpworker binary (default: $DPWORKER, next to dpctl, PATH)\n"
+		"  --run-dir DIR         where a training run writes trace.json (default:\n"
+		"                        $TMPDIR/dpctl-runs/RECIPE-TIME-PID, TMPDIR=/tmp)\n"
 		"  --dry-run             print what would be started, start nothing\n"
 		"  -h, --help            print this help\n"
 		"\n"
-		"Test aids (dpworker's fake mode; no training happens):\n"
+		"Test aids (dpworker's fake mode; no training happens, also with a RECIPE):\n"
 		"  --fake-steps N        steps each rank runs (20)\n"
 		"  --fake-step-ms MS     duration of one step (20)\n"
 		"  --fake-fail R:K[:C]   rank R exits with status C (3) at step K\n"

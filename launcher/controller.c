@@ -61,6 +61,8 @@ struct rank {
 	double nodone_at; /* exited 0, done not (yet) received */
 	char tail[DP_CTL_TAIL_LINES][256];
 	int ntail, tail_pos;
+	/* training runs: the PP endpoint and the ranks whose address it wants */
+	struct dp_ctl_endpoint *ep; /* NULL until ENDPOINT */
 };
 
 struct ctl {
@@ -350,6 +352,71 @@ static void do_accept(struct ctl *c)
 	}
 }
 
+/* ENDPOINT: accepted once, before ready, naming ranks of this run. */
+static const char *on_endpoint(struct ctl *c, int rank, const struct dp_ctl_endpoint *e, char *why,
+			       size_t whylen)
+{
+	struct rank *r = &c->ranks[rank];
+
+	if (r->ep || r->ready)
+		return "endpoint sent twice or after ready";
+	for (unsigned i = 0; i < e->nwant; i++)
+		if (e->want[i] >= c->spec->nranks || e->want[i] == (uint32_t)rank) {
+			(void)snprintf(why, whylen, "endpoint asks for rank %u (run has 0..%zu)",
+				       e->want[i], c->spec->nranks - 1);
+			return why;
+		}
+	r->ep = malloc(sizeof(*r->ep));
+	if (!r->ep)
+		return "out of memory";
+	*r->ep = *e;
+	dp_log(DP_LOG_INFO, "ctl", "rank %d accepts PP links on %s:%u", rank, e->addr, e->port);
+	return NULL;
+}
+
+/* Before START: every rank that sent an endpoint gets the addresses it asked
+ * for, DP_CTL_PEERS_MAX per frame.  0, or -1 with the run failed (a rank
+ * asked for one that has no endpoint). */
+static int send_peers(struct ctl *c)
+{
+	struct dp_ctl_msg *m = malloc(sizeof(*m));
+	int rc = 0;
+
+	if (!m) {
+		fail(c, DP_CTL_RENDEZVOUS, -1, EX_OSERR, "controller out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < c->spec->nranks && !rc; i++) {
+		struct rank *r = &c->ranks[i];
+
+		if (!r->ep || !r->conn)
+			continue;
+		memset(m, 0, sizeof(*m));
+		m->type = DP_CTL_PEERS;
+		for (unsigned k = 0; k < r->ep->nwant; k++) {
+			const struct rank *p = &c->ranks[r->ep->want[k]];
+			struct dp_ctl_peer *x = &m->u.peers.v[m->u.peers.n];
+
+			if (!p->ep) {
+				fail(c, DP_CTL_RENDEZVOUS, (int)i, EX_PROTOCOL,
+				     "rank %zu needs the address of rank %u, which sent none", i,
+				     r->ep->want[k]);
+				rc = -1;
+				break;
+			}
+			x->rank = r->ep->want[k];
+			x->port = p->ep->port;
+			(void)snprintf(x->addr, sizeof(x->addr), "%s", p->ep->addr);
+			if (++m->u.peers.n == DP_CTL_PEERS_MAX || k + 1 == r->ep->nwant) {
+				conn_send(r->conn, m);
+				m->u.peers.n = 0;
+			}
+		}
+	}
+	free(m);
+	return rc;
+}
+
 /* Handle one message; returns NULL if fine, else why the connection must close. */
 static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg *m, char *why,
 			  size_t whylen)
@@ -400,6 +467,25 @@ static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg
 		return NULL;
 	case DP_CTL_LOG:
 		print_line(c, k->rank, m->u.log.line);
+		return NULL;
+	case DP_CTL_ENDPOINT:
+		return on_endpoint(c, k->rank, &m->u.ep, why, whylen);
+	case DP_CTL_STEP:
+		/* a finished training step is progress, whatever the heartbeat says */
+		r->last_progress = now_s();
+		if (!r->has_step || m->u.step.step + 1 > r->step) {
+			r->step = m->u.step.step + 1;
+			r->has_step = 1;
+		}
+		if (r->step > c->res->max_step)
+			c->res->max_step = r->step;
+		if (c->cfg->train && c->cfg->train->step)
+			c->cfg->train->step(c->cfg->train_arg, k->rank, &m->u.step);
+		return NULL;
+	case DP_CTL_TIMELINE:
+		if (c->cfg->train && c->cfg->train->timeline)
+			c->cfg->train->timeline(c->cfg->train_arg, k->rank, r->spec->host,
+						&m->u.tl);
 		return NULL;
 	case DP_CTL_DONE:
 		r->done = 1;
@@ -625,7 +711,7 @@ static void check_timers(struct ctl *c, double t)
 
 		for (size_t i = 0; i < c->spec->nranks; i++)
 			nready += c->ranks[i].ready;
-		if (nready == c->spec->nranks) {
+		if (nready == c->spec->nranks && send_peers(c) == 0) {
 			struct dp_ctl_msg m = { .type = DP_CTL_START };
 
 			m.u.world_size = (uint32_t)c->spec->nranks;
@@ -830,6 +916,10 @@ static int run_once(struct ctl *c, struct dp_err *err)
 	rc = 0;
 out:
 	free(fds);
+	for (size_t i = 0; i < c->spec->nranks; i++) {
+		free(c->ranks[i].ep);
+		c->ranks[i].ep = NULL;
+	}
 	while (c->nconns)
 		conn_close(c, c->nconns - 1, NULL);
 	c->be->close(c->sess);

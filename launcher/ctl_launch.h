@@ -126,6 +126,16 @@ enum dp_ctl_outcome {
 #define DP_CTL_EXIT_HANG 124 /* exit code for a hang, as timeout(1) */
 
 struct dp_ctl_result;
+struct dp_ctl_step;
+struct dp_ctl_timeline;
+
+/* What a training run reports, called from the controller loop (optional). */
+struct dp_ctl_train_events {
+	/* A rank's STEP frame (launcher/ctl_proto.h). */
+	void (*step)(void *arg, int rank, const struct dp_ctl_step *s);
+	/* A rank's TIMELINE frame; @host is where the rank runs (spec host). */
+	void (*timeline)(void *arg, int rank, const char *host, const struct dp_ctl_timeline *t);
+};
 
 struct dp_ctl_cfg {
 	const char *backend;		     /* NULL: dp_launch_backend_pick(NULL) */
@@ -144,6 +154,8 @@ struct dp_ctl_cfg {
 	 * before it, so a restart loop that makes no progress stops. */
 	int (*restart_hook)(void *arg, const struct dp_ctl_result *r, int attempt);
 	void *hook_arg;
+	const struct dp_ctl_train_events *train; /* NULL: ignored */
+	void *train_arg;
 	FILE *out;	      /* rank output as "[host:rank] line"; NULL: discarded */
 	const char *line_fmt; /* prefix template, "%h" host, "%r" rank; NULL: "[%h:%r] " */
 };

@@ -26,6 +26,14 @@ const char *dp_ctl_type_name(int type)
 		return "log";
 	case DP_CTL_DONE:
 		return "done";
+	case DP_CTL_ENDPOINT:
+		return "endpoint";
+	case DP_CTL_STEP:
+		return "step";
+	case DP_CTL_TIMELINE:
+		return "timeline";
+	case DP_CTL_PEERS:
+		return "peers";
 	case DP_CTL_START:
 		return "start";
 	case DP_CTL_STOP:
@@ -102,6 +110,44 @@ static void put_str(struct wr *w, const char *s, size_t cap)
 	put_bytes(w, s, n);
 }
 
+static void encode_endpoint(struct wr *w, const struct dp_ctl_endpoint *e)
+{
+	if (!e->port || !e->addr[0] || e->nwant > DP_CTL_WANT_MAX) {
+		w->bad = 1;
+		return;
+	}
+	put_str(w, e->addr, sizeof(e->addr));
+	put_u16(w, e->port);
+	put_u16(w, e->nwant);
+	for (unsigned i = 0; i < e->nwant; i++)
+		put_u32(w, e->want[i]);
+}
+
+static void encode_timeline(struct wr *w, const struct dp_ctl_timeline *t)
+{
+	if (t->n > DP_CTL_TL_MAX || t->t1_ns < t->t0_ns) {
+		w->bad = 1;
+		return;
+	}
+	put_u64(w, t->step);
+	put_u64(w, t->t0_ns);
+	put_u64(w, t->t1_ns);
+	put_u16(w, t->n);
+	for (unsigned i = 0; i < t->n; i++) {
+		const struct dp_ctl_tl_op *o = &t->op[i];
+
+		if (o->kind > DP_CTL_TL_KIND_MAX || o->end_ns < o->start_ns)
+			w->bad = 1;
+		put_u8(w, o->kind);
+		put_u8(w, o->leg);
+		put_u8(w, o->leg2);
+		put_u32(w, (uint32_t)o->micro);
+		put_u32(w, (uint32_t)o->micro2);
+		put_u64(w, o->start_ns);
+		put_u64(w, o->end_ns);
+	}
+}
+
 int dp_ctl_encode(const struct dp_ctl_msg *m, struct dp_buf *out, struct dp_err *err)
 {
 	unsigned char frame[DP_CTL_HDR_LEN + DP_CTL_MAX_PAYLOAD];
@@ -140,6 +186,39 @@ int dp_ctl_encode(const struct dp_ctl_msg *m, struct dp_buf *out, struct dp_err 
 		break;
 	case DP_CTL_STOP:
 		put_str(&w, m->u.reason, sizeof(m->u.reason));
+		break;
+	case DP_CTL_ENDPOINT:
+		encode_endpoint(&w, &m->u.ep);
+		break;
+	case DP_CTL_PEERS:
+		if (m->u.peers.n == 0 || m->u.peers.n > DP_CTL_PEERS_MAX) {
+			w.bad = 1;
+			break;
+		}
+		put_u16(&w, m->u.peers.n);
+		for (unsigned i = 0; i < m->u.peers.n; i++) {
+			const struct dp_ctl_peer *p = &m->u.peers.v[i];
+
+			if (!p->port || !p->addr[0])
+				w.bad = 1;
+			put_u32(&w, p->rank);
+			put_str(&w, p->addr, sizeof(p->addr));
+			put_u16(&w, p->port);
+		}
+		break;
+	case DP_CTL_STEP:
+		if (isinf(m->u.step.loss_share) || !isfinite(m->u.step.seconds) ||
+		    m->u.step.seconds < 0)
+			w.bad = 1;
+		put_u64(&w, m->u.step.step);
+		put_f64(&w, m->u.step.loss_share);
+		put_u64(&w, m->u.step.tokens);
+		put_f64(&w, m->u.step.seconds);
+		put_u32(&w, m->u.step.peak_live);
+		put_u64(&w, m->u.step.mem_bytes);
+		break;
+	case DP_CTL_TIMELINE:
+		encode_timeline(&w, &m->u.tl);
 		break;
 	default:
 		return dp_err_set(err, EINVAL, "ctl: cannot encode unknown message type %d",
@@ -247,6 +326,66 @@ static void get_finite(struct rd *r, double *dst, const char *what)
 	*dst = d;
 }
 
+static void decode_endpoint(struct rd *r, struct dp_ctl_endpoint *e)
+{
+	get_str(r, e->addr, sizeof(e->addr), "address");
+	if (!r->fail && !e->addr[0])
+		r->fail = "address";
+	e->port = get_u16(r, "port");
+	if (!r->fail && !e->port)
+		r->fail = "port";
+	e->nwant = get_u16(r, "peer count");
+	if (!r->fail && e->nwant > DP_CTL_WANT_MAX)
+		r->fail = "peer count";
+	for (unsigned i = 0; !r->fail && i < e->nwant; i++)
+		e->want[i] = get_u32(r, "peer rank");
+}
+
+static void decode_peers(struct rd *r, struct dp_ctl_peers *p)
+{
+	p->n = get_u16(r, "peer count");
+	if (!r->fail && (p->n == 0 || p->n > DP_CTL_PEERS_MAX))
+		r->fail = "peer count";
+	for (unsigned i = 0; !r->fail && i < p->n; i++) {
+		struct dp_ctl_peer *x = &p->v[i];
+
+		x->rank = get_u32(r, "peer rank");
+		get_str(r, x->addr, sizeof(x->addr), "peer address");
+		if (!r->fail && !x->addr[0])
+			r->fail = "peer address";
+		x->port = get_u16(r, "peer port");
+		if (!r->fail && !x->port)
+			r->fail = "peer port";
+	}
+}
+
+static void decode_timeline(struct rd *r, struct dp_ctl_timeline *t)
+{
+	t->step = get_u64(r, "step");
+	t->t0_ns = get_u64(r, "start");
+	t->t1_ns = get_u64(r, "end");
+	if (!r->fail && t->t1_ns < t->t0_ns)
+		r->fail = "end";
+	t->n = get_u16(r, "op count");
+	if (!r->fail && t->n > DP_CTL_TL_MAX)
+		r->fail = "op count";
+	for (unsigned i = 0; !r->fail && i < t->n; i++) {
+		struct dp_ctl_tl_op *o = &t->op[i];
+
+		o->kind = get_u8(r, "op kind");
+		if (!r->fail && o->kind > DP_CTL_TL_KIND_MAX)
+			r->fail = "op kind";
+		o->leg = get_u8(r, "op leg");
+		o->leg2 = get_u8(r, "op leg");
+		o->micro = (int32_t)get_u32(r, "op micro-batch");
+		o->micro2 = (int32_t)get_u32(r, "op micro-batch");
+		o->start_ns = get_u64(r, "op start");
+		o->end_ns = get_u64(r, "op end");
+		if (!r->fail && o->end_ns < o->start_ns)
+			r->fail = "op end";
+	}
+}
+
 long dp_ctl_decode(const void *buf, size_t len, struct dp_ctl_msg *m, struct dp_err *err)
 {
 	const unsigned char *b = buf;
@@ -311,6 +450,25 @@ long dp_ctl_decode(const void *buf, size_t len, struct dp_ctl_msg *m, struct dp_
 		break;
 	case DP_CTL_STOP:
 		get_str(&r, tmp.u.reason, sizeof(tmp.u.reason), "reason");
+		break;
+	case DP_CTL_ENDPOINT:
+		decode_endpoint(&r, &tmp.u.ep);
+		break;
+	case DP_CTL_PEERS:
+		decode_peers(&r, &tmp.u.peers);
+		break;
+	case DP_CTL_STEP:
+		tmp.u.step.step = get_u64(&r, "step");
+		get_finite(&r, &tmp.u.step.loss_share, "loss");
+		tmp.u.step.tokens = get_u64(&r, "tokens");
+		tmp.u.step.seconds = get_f64(&r, "seconds");
+		if (!r.fail && !(tmp.u.step.seconds >= 0 && isfinite(tmp.u.step.seconds)))
+			r.fail = "seconds";
+		tmp.u.step.peak_live = get_u32(&r, "peak activations");
+		tmp.u.step.mem_bytes = get_u64(&r, "memory");
+		break;
+	case DP_CTL_TIMELINE:
+		decode_timeline(&r, &tmp.u.tl);
 		break;
 	}
 	if (r.fail)

@@ -15,7 +15,15 @@
  * payload must be consumed exactly: trailing bytes make the frame garbled.
  *
  * Worker -> controller: HELLO (first frame, carries the job token), READY,
- * HEARTBEAT, LOG, DONE.  Controller -> worker: START, STOP, DUMP_STACKS.
+ * HEARTBEAT, LOG, DONE; a training worker also sends ENDPOINT (its PP listen
+ * address and the ranks it needs to reach) before READY, STEP after every
+ * training step and TIMELINE (op start/end times of its last step) before
+ * DONE.  Controller -> worker: PEERS (the addresses a rank asked for, in as
+ * many frames as needed, before START), START, STOP, DUMP_STACKS.
+ *
+ * Versions: 1 had hello..dump-stacks; 2 added endpoint, step, timeline and
+ * peers.  Both ends refuse a frame of another version (one build runs both
+ * ends of a job), so a mixed installation fails at hello with a clear reason.
  *
  * The decoder never trusts the peer: any bad frame yields a negative errno
  * and a reason, and the connection must then be closed (there is no resync).
@@ -32,7 +40,7 @@
 #include "common/dp_err.h"
 
 #define DP_CTL_MAGIC	   0xD9C7u
-#define DP_CTL_VERSION	   1
+#define DP_CTL_VERSION	   2
 #define DP_CTL_HDR_LEN	   8
 #define DP_CTL_MAX_PAYLOAD 8192
 #define DP_CTL_TOKEN_LEN   32 /* raw bytes; hex in DP_JOB_TOKEN */
@@ -40,6 +48,10 @@
 #define DP_CTL_TOPO_MAX	   1024
 #define DP_CTL_LINE_MAX	   4096
 #define DP_CTL_REASON_MAX  256
+#define DP_CTL_ADDR_MAX	   64  /* a numeric IPv4/IPv6 address or a host name */
+#define DP_CTL_WANT_MAX	   512 /* ranks one ENDPOINT may ask for */
+#define DP_CTL_PEERS_MAX   100 /* peers in one PEERS frame (100 * 71 bytes fit) */
+#define DP_CTL_TL_MAX	   200 /* ops in one TIMELINE frame (200 * 27 bytes fit) */
 
 enum dp_ctl_type {
 	DP_CTL_HELLO = 1,
@@ -47,9 +59,13 @@ enum dp_ctl_type {
 	DP_CTL_HEARTBEAT = 3,
 	DP_CTL_LOG = 4,
 	DP_CTL_DONE = 5,
+	DP_CTL_ENDPOINT = 6, /* v2 */
+	DP_CTL_STEP = 7,     /* v2 */
+	DP_CTL_TIMELINE = 8, /* v2 */
 	DP_CTL_START = 16,
 	DP_CTL_STOP = 17,
 	DP_CTL_DUMP_STACKS = 18,
+	DP_CTL_PEERS = 19, /* v2 */
 };
 
 struct dp_ctl_hello {
@@ -67,6 +83,59 @@ struct dp_ctl_heartbeat {
 	uint64_t mem_bytes;
 };
 
+/* ENDPOINT: where this rank accepts PP links, and which ranks it will dial
+ * or accept (the controller answers with exactly those in PEERS). */
+struct dp_ctl_endpoint {
+	char addr[DP_CTL_ADDR_MAX]; /* non-empty */
+	uint16_t port;		    /* 1..65535 */
+	uint16_t nwant;		    /* 0..DP_CTL_WANT_MAX */
+	uint32_t want[DP_CTL_WANT_MAX];
+};
+
+/* One entry of PEERS. */
+struct dp_ctl_peer {
+	uint32_t rank;
+	uint16_t port; /* 1..65535 */
+	char addr[DP_CTL_ADDR_MAX];
+};
+
+struct dp_ctl_peers {
+	uint16_t n; /* 1..DP_CTL_PEERS_MAX */
+	struct dp_ctl_peer v[DP_CTL_PEERS_MAX];
+};
+
+/* STEP: what one rank did in training step @step (0-based).  Summing
+ * loss_share over all ranks gives the step loss (only ranks holding a head
+ * stage have a non-zero share); summing tokens gives the tokens trained
+ * (only ranks holding an embedding stage count them). */
+struct dp_ctl_step {
+	uint64_t step;
+	double loss_share; /* NaN allowed (diverged), not infinite */
+	uint64_t tokens;
+	double seconds;	    /* wall time of the step on this rank, finite, >= 0 */
+	uint32_t peak_live; /* most activation contexts alive at once */
+	uint64_t mem_bytes; /* peak resident memory */
+};
+
+/* One compute op of a TIMELINE: times in ns of CLOCK_MONOTONIC on the
+ * rank's host, end >= start. */
+#define DP_CTL_TL_KIND_MAX 4 /* kinds are enum dp_sched_kind F..FB (0..4) */
+struct dp_ctl_tl_op {
+	uint8_t kind; /* enum dp_sched_kind: F, B, I, W or FB (0..DP_CTL_TL_KIND_MAX) */
+	uint8_t leg, leg2;
+	int32_t micro, micro2;
+	uint64_t start_ns, end_ns;
+};
+
+/* TIMELINE: the compute ops of one step of one rank (a step with more ops
+ * than DP_CTL_TL_MAX comes in several frames with the same header). */
+struct dp_ctl_timeline {
+	uint64_t step;
+	uint64_t t0_ns, t1_ns; /* the step's start and end on this rank, t1 >= t0 */
+	uint16_t n;	       /* 0..DP_CTL_TL_MAX */
+	struct dp_ctl_tl_op op[DP_CTL_TL_MAX];
+};
+
 struct dp_ctl_log {
 	uint8_t stream; /* 1 = stdout, 2 = stderr */
 	char line[DP_CTL_LINE_MAX];
@@ -79,6 +148,10 @@ struct dp_ctl_msg {
 		struct dp_ctl_hello hello;
 		struct dp_ctl_heartbeat hb;
 		struct dp_ctl_log log;
+		struct dp_ctl_endpoint ep;
+		struct dp_ctl_peers peers;
+		struct dp_ctl_step step;
+		struct dp_ctl_timeline tl;
 		int32_t done_status;		/* DONE: exit status, 128+sig for a signal */
 		uint32_t world_size;		/* START */
 		char reason[DP_CTL_REASON_MAX]; /* STOP: why the controller stops the run */

@@ -15,6 +15,7 @@
 
 #include "common/dp_util.h"
 #include "worker/dp_exec.h"
+#include "worker/dp_worker.h"
 
 struct train_opts {
 	struct dp_exec_cfg cfg;
@@ -46,6 +47,9 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 
 	memset(o, 0, sizeof(*o));
 	dp_model_cfg_default(&o->cfg.model);
+	/* the model of a recipe run, as `dpctl launch` passes it to its ranks */
+	if (getenv("DP_MODEL") && dp_worker_model_parse(getenv("DP_MODEL"), &o->cfg.model, e))
+		return -EINVAL;
 	o->cfg.algo = DP_SCHED_DUALPIPE;
 	o->cfg.pp = 2;
 	o->cfg.micro = 4;

@@ -38,6 +38,8 @@ struct dp_ctl_client {
 	void (*on_dump)(void *arg);
 	void *arg;
 	struct dp_ctl_rx rx;
+	struct dp_ctl_peer *peers; /* from PEERS frames, guarded by lock */
+	size_t npeers, cappeers;
 };
 
 static double now_s(void)
@@ -73,6 +75,32 @@ static void set_flag(struct dp_ctl_client *c, int *flag)
 	*flag = 1;
 	(void)pthread_cond_broadcast(&c->cond);
 	(void)pthread_mutex_unlock(&c->lock);
+}
+
+static int add_peers(struct dp_ctl_client *c, const struct dp_ctl_peers *p)
+{
+	int rc = 0;
+
+	(void)pthread_mutex_lock(&c->lock);
+	if (c->npeers + p->n > c->cappeers) {
+		size_t cap = c->cappeers ? 2 * c->cappeers : 64;
+		struct dp_ctl_peer *v;
+
+		while (cap < c->npeers + p->n)
+			cap *= 2;
+		v = realloc(c->peers, cap * sizeof(*v));
+		if (!v) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		c->peers = v;
+		c->cappeers = cap;
+	}
+	memcpy(c->peers + c->npeers, p->v, p->n * sizeof(*p->v));
+	c->npeers += p->n;
+out:
+	(void)pthread_mutex_unlock(&c->lock);
+	return rc;
 }
 
 static void *client_thread(void *arg)
@@ -120,7 +148,13 @@ static void *client_thread(void *arg)
 			break;
 		}
 		while ((rc = dp_ctl_rx_next(&c->rx, m, NULL)) == 1) {
-			if (m->type == DP_CTL_START)
+			if (m->type == DP_CTL_PEERS) {
+				if (add_peers(c, &m->u.peers) != 0) {
+					set_flag(c, &c->lost);
+					rc = -ENOMEM;
+					break;
+				}
+			} else if (m->type == DP_CTL_START)
 				set_flag(c, &c->started);
 			else if (m->type == DP_CTL_STOP)
 				set_flag(c, &c->stopped);
@@ -339,6 +373,81 @@ int dp_ctl_client_done(struct dp_ctl_client *c, int status, struct dp_err *err)
 	return send_msg(c, &m, err);
 }
 
+int dp_ctl_client_endpoint(struct dp_ctl_client *c, const char *addr, int port,
+			   const uint32_t *want, size_t n, struct dp_err *err)
+{
+	struct dp_ctl_msg *m;
+	int rc;
+
+	if (n > DP_CTL_WANT_MAX || port < 1 || port > 65535 || !addr || !*addr ||
+	    strlen(addr) >= DP_CTL_ADDR_MAX)
+		return dp_err_set(err, EINVAL, "ctl: bad endpoint %s:%d (%zu peers)",
+				  addr ? addr : "?", port, n);
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return dp_err_set(err, ENOMEM, "ctl: out of memory");
+	m->type = DP_CTL_ENDPOINT;
+	(void)snprintf(m->u.ep.addr, sizeof(m->u.ep.addr), "%s", addr);
+	m->u.ep.port = (uint16_t)port;
+	m->u.ep.nwant = (uint16_t)n;
+	if (n)
+		memcpy(m->u.ep.want, want, n * sizeof(*want));
+	rc = send_msg(c, m, err);
+	free(m);
+	return rc;
+}
+
+int dp_ctl_client_peer(struct dp_ctl_client *c, uint32_t rank, char *addr, size_t len, int *port)
+{
+	int rc = -ENOENT;
+
+	(void)pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->npeers; i++)
+		if (c->peers[i].rank == rank) {
+			(void)snprintf(addr, len, "%s", c->peers[i].addr);
+			*port = c->peers[i].port;
+			rc = 0;
+			break;
+		}
+	(void)pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+int dp_ctl_client_step(struct dp_ctl_client *c, const struct dp_ctl_step *s, struct dp_err *err)
+{
+	struct dp_ctl_msg m = { .type = DP_CTL_STEP };
+
+	m.u.step = *s;
+	return send_msg(c, &m, err);
+}
+
+int dp_ctl_client_timeline(struct dp_ctl_client *c, const struct dp_ctl_timeline *t,
+			   struct dp_err *err)
+{
+	struct dp_ctl_msg *m = malloc(sizeof(*m));
+	int rc;
+
+	if (!m)
+		return dp_err_set(err, ENOMEM, "ctl: out of memory");
+	m->type = DP_CTL_TIMELINE;
+	m->u.tl = *t;
+	rc = send_msg(c, m, err);
+	free(m);
+	return rc;
+}
+
+int dp_ctl_client_local_addr(struct dp_ctl_client *c, char *addr, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int rc;
+
+	if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) != 0)
+		return -errno;
+	rc = getnameinfo((struct sockaddr *)&ss, sl, addr, (socklen_t)len, NULL, 0, NI_NUMERICHOST);
+	return rc ? -EINVAL : 0;
+}
+
 void dp_ctl_client_close(struct dp_ctl_client *c)
 {
 	if (!c)
@@ -356,5 +465,6 @@ void dp_ctl_client_close(struct dp_ctl_client *c)
 	(void)pthread_mutex_destroy(&c->wlock);
 	(void)pthread_mutex_destroy(&c->lock);
 	(void)pthread_cond_destroy(&c->cond);
+	free(c->peers);
 	free(c);
 }

@@ -104,6 +104,18 @@ int dp_exec_peak_live(const struct dp_exec *ex);
 /* The schedule being run (owned by @ex). */
 const struct dp_sched *dp_exec_sched(const struct dp_exec *ex);
 
+/* Timeline of the last dp_exec_step(): one entry per compute op (F, B, I,
+ * W, FB) in program order, times in seconds of CLOCK_MONOTONIC; @t0 and @t1
+ * (may be NULL) get the step's start and end (after the gradient sum).
+ * The array lives until the next step or dp_exec_free(); *n = 0 before
+ * the first step. */
+struct dp_exec_op_time {
+	struct dp_sched_op op;
+	double start, end;
+};
+const struct dp_exec_op_time *dp_exec_timeline(const struct dp_exec *ex, size_t *n, double *t0,
+					       double *t1);
+
 /* ---- local run ------------------------------------------------------- */
 
 /* `dpworker --train-local --algo A --pp N --micro M [--steps S] [--seed S]`

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "common/dp_err.h"
+#include "worker/dp_model.h"
 
 /* Run dpworker with @argc/@argv; data on @out, diagnostics on @err.
  * Returns a sysexits.h code (or the exit status a test mode asks for);
@@ -57,7 +58,51 @@ int dp_ctl_client_stopped(struct dp_ctl_client *c);
 /* Report the exit status. */
 int dp_ctl_client_done(struct dp_ctl_client *c, int status, struct dp_err *err);
 
+/* ---- training runs (protocol v2) ----
+ * A training worker sends its PP endpoint before ready, reports each step,
+ * and its last step's op timeline before done. */
+
+/* Send ENDPOINT: @addr:@port accepts this rank's PP links; @want (n ranks,
+ * borrowed) are the ranks whose addresses it needs.  0 or -errno. */
+int dp_ctl_client_endpoint(struct dp_ctl_client *c, const char *addr, int port,
+			   const uint32_t *want, size_t n, struct dp_err *err);
+
+/* After dp_ctl_client_wait_start(): the address the controller gave for
+ * @rank (one this rank asked for).  0 with @addr (@len bytes) and *port set,
+ * or -ENOENT. */
+int dp_ctl_client_peer(struct dp_ctl_client *c, uint32_t rank, char *addr, size_t len, int *port);
+
+/* Send STEP (see launcher/ctl_proto.h struct dp_ctl_step).  0 or -errno. */
+struct dp_ctl_step;
+int dp_ctl_client_step(struct dp_ctl_client *c, const struct dp_ctl_step *s, struct dp_err *err);
+
+/* Send a TIMELINE frame (at most DP_CTL_TL_MAX ops; split longer steps).
+ * 0 or -errno. */
+struct dp_ctl_timeline;
+int dp_ctl_client_timeline(struct dp_ctl_client *c, const struct dp_ctl_timeline *t,
+			   struct dp_err *err);
+
+/* The local address of the control connection: the one that reaches the
+ * controller, so the one to offer peers.  0 with @addr (@len bytes), -errno. */
+int dp_ctl_client_local_addr(struct dp_ctl_client *c, char *addr, size_t len);
+
 /* Stop the thread, close the connection, free.  NULL-safe. */
 void dp_ctl_client_close(struct dp_ctl_client *c);
+
+/* ---- a training rank under the controller (worker/train_ctl.c) ----------------
+ *
+ * The rank of a `dpctl launch RECIPE` run: layout and model from the
+ * environment (DP_PP_SIZE, DP_PP_RANK, DP_EP_SIZE, DP_DP_SIZE, DP_SCHEDULE,
+ * DP_MICRO_BATCHES, DP_STEPS, DP_SEED, DP_MODEL), PP peers through the
+ * controller, then the pipeline executor for DP_STEPS steps (docs/executor.md).
+ * @cfg says how to reach the controller (its token is also the PP links'
+ * shared secret).  Returns a sysexits.h code.
+ */
+int dp_worker_train_ctl(const struct dp_ctl_client_cfg *cfg, FILE *out, FILE *err);
+
+/* Apply DP_MODEL-style "key=value,..." to @cfg (keys: layers hidden ffn
+ * experts shared top_k groups topk_groups vocab seq_len seqs lr).  @cfg is
+ * changed only on success; -EINVAL with @err naming the item otherwise. */
+int dp_worker_model_parse(const char *spec, struct dp_model_cfg *cfg, struct dp_err *err);
 
 #endif

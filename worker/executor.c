@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "worker/dp_exec.h"
 
@@ -199,7 +200,18 @@ struct dp_exec {
 	int32_t *tokens, *targets;
 	long step;
 	double loss;
+	struct dp_exec_op_time *tl; /* [nops]: timeline of the last step */
+	size_t ntl;
+	double tl_t0, tl_t1;
 };
+
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static float **boxp(struct dp_exec *ex, int out, int kind, int leg, int m)
 {
@@ -284,6 +296,7 @@ void dp_exec_free(struct dp_exec *ex)
 	free(ex->tokens);
 	free(ex->targets);
 	free(ex->links);
+	free(ex->tl);
 	dp_sched_free(ex->sched);
 	free(ex);
 }
@@ -330,7 +343,10 @@ int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 	ex->live = calloc((size_t)ex->legs * ex->mpl, sizeof(struct dp_model_ctx *));
 	ex->tokens = calloc((size_t)ex->T, sizeof(*ex->tokens));
 	ex->targets = calloc((size_t)ex->T, sizeof(*ex->targets));
-	if (!ex->links || !ex->snd || !ex->box || !ex->live || !ex->tokens || !ex->targets) {
+	(void)dp_sched_ops(ex->sched, r, &nops);
+	ex->tl = calloc(nops + 1, sizeof(*ex->tl));
+	if (!ex->links || !ex->snd || !ex->box || !ex->live || !ex->tokens || !ex->targets ||
+	    !ex->tl) {
 		rc = dp_err_set(err, ENOMEM, "exec: out of memory");
 		goto fail;
 	}
@@ -708,11 +724,20 @@ int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err
 	ex->loss = 0;
 	ex->peak = ex->nlive;
 	ex->nposts = 0;
+	ex->ntl = 0;
+	ex->tl_t0 = mono_s();
 	for (int i = 0; i < ex->nch; i++)
 		dp_model_stage_zero_grad(ex->ch[i].st);
 	ops = dp_sched_ops(ex->sched, ex->cfg.rank, &nops);
 	for (size_t i = 0; i < nops && !rc; i++) {
+		int compute = ops[i].kind <= DP_SCHED_OP_FB;
+		double t = compute ? mono_s() : 0;
+
 		rc = run_op(ex, &ops[i], err);
+		if (compute)
+			ex->tl[ex->ntl++] = (struct dp_exec_op_time){ .op = ops[i],
+								      .start = t,
+								      .end = mono_s() };
 		if (rc) {
 			char s[64];
 
@@ -741,7 +766,19 @@ int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err
 	}
 	if (loss)
 		*loss = ex->loss;
+	ex->tl_t1 = mono_s();
 	return 0;
+}
+
+const struct dp_exec_op_time *dp_exec_timeline(const struct dp_exec *ex, size_t *n, double *t0,
+					       double *t1)
+{
+	*n = ex->ntl;
+	if (t0)
+		*t0 = ex->tl_t0;
+	if (t1)
+		*t1 = ex->tl_t1;
+	return ex->tl;
 }
 
 void dp_exec_optimizer_step(struct dp_exec *ex)

@@ -6,9 +6,10 @@
  * environment (never argv, where ps would show it) and removed from it at
  * once so that nothing the worker starts inherits it.
  *
- * Until the training engine lands, the only executor is the --fake-* test
- * mode: N timed steps with heartbeats, optionally failing or hanging at a
- * given step, so launcher tests can exercise every failure path.
+ * A recipe run (DP_SCHEDULE in the environment, set by `dpctl launch
+ * RECIPE`) trains: worker/train_ctl.c.  The --fake-* test mode runs N timed
+ * steps with heartbeats instead, optionally failing or hanging at a given
+ * step, so launcher tests can exercise every failure path.
  */
 #include <errno.h>
 #include <execinfo.h>
@@ -137,39 +138,73 @@ static void sleep_ms(long ms)
 
 /* ---- the fake run --------------------------------------------------------------- */
 
-static int fake_run(const struct wopts *o, FILE *out, FILE *err)
+/* The token (taken out of the environment at once) and the stack-dump handler. */
+static int join_setup(uint8_t token[DP_CTL_TOKEN_LEN], FILE *err)
 {
-	uint8_t token[DP_CTL_TOKEN_LEN];
 	const char *hex = getenv("DP_JOB_TOKEN");
-	struct dp_ctl_client_cfg cc = { 0 };
-	struct dp_ctl_client *c = NULL;
 	struct dp_err e = { 0 };
-	char topo[64];
-	int status = 0;
-	long step;
 
 	if (dp_ctl_token_from_hex(hex, token, &e) != 0) {
 		(void)fprintf(err, "dpworker: error: DP_JOB_TOKEN: %s\n", e.msg);
 		return EX_CONFIG;
 	}
 	(void)unsetenv("DP_JOB_TOKEN");
+	return 0;
+}
+
+static void install_dump_handler(void)
+{
+	/* backtrace() loads libgcc on first use: do it now, not in a handler */
+	void *warm[2];
+	struct sigaction sa = { .sa_handler = dump_handler };
+
+	(void)backtrace(warm, 2);
+	main_thread = pthread_self();
+	(void)sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	(void)sigaction(SIGUSR1, &sa, NULL);
+}
+
+/* A recipe run: train this rank under the controller. */
+static int train_run(const struct wopts *o, FILE *out, FILE *err)
+{
+	uint8_t token[DP_CTL_TOKEN_LEN];
+	struct dp_ctl_client_cfg cc = { 0 };
+	char topo[64];
+	int rc = join_setup(token, err);
+
+	if (rc)
+		return rc;
+	install_dump_handler();
+	(void)snprintf(topo, sizeof(topo), "cpus=%ld", sysconf(_SC_NPROCESSORS_ONLN));
+	cc.controller = o->controller;
+	cc.rank = (uint32_t)o->rank;
+	cc.token = token;
+	cc.topo = topo;
+	cc.heartbeat_s = o->heartbeat_s;
+	cc.on_dump_stacks = on_dump_stacks;
+	return dp_worker_train_ctl(&cc, out, err);
+}
+
+static int fake_run(const struct wopts *o, FILE *out, FILE *err)
+{
+	uint8_t token[DP_CTL_TOKEN_LEN];
+	struct dp_ctl_client_cfg cc = { 0 };
+	struct dp_ctl_client *c = NULL;
+	struct dp_err e = { 0 };
+	char topo[64];
+	int status = join_setup(token, err);
+	long step;
+
+	if (status)
+		return status;
 	if (o->no_connect) {
 		(void)fprintf(out, "rank %ld: test mode: not connecting\n", o->rank);
 		(void)fflush(out);
 		for (;;)
 			sleep_ms(1000); /* until the controller kills us */
 	}
-	{
-		/* backtrace() loads libgcc on first use: do it now, not in a handler */
-		void *warm[2];
-		struct sigaction sa = { .sa_handler = dump_handler };
-
-		(void)backtrace(warm, 2);
-		main_thread = pthread_self();
-		(void)sigemptyset(&sa.sa_mask);
-		sa.sa_flags = SA_RESTART;
-		(void)sigaction(SIGUSR1, &sa, NULL);
-	}
+	install_dump_handler();
 	(void)snprintf(topo, sizeof(topo), "cpus=%ld", sysconf(_SC_NPROCESSORS_ONLN));
 	cc.controller = o->controller;
 	cc.rank = (uint32_t)o->rank;
@@ -359,10 +394,12 @@ int dp_worker_main(int argc, char **argv, FILE *out, FILE *err)
 		return EX_USAGE;
 	}
 	if (o.fake_steps < 0 && !o.no_connect) {
-		(void)fputs("dpworker: error: no training engine in this build yet; only the "
-			    "--fake-steps test mode can run\n",
+		if (getenv("DP_SCHEDULE"))
+			return train_run(&o, out, err);
+		(void)fputs("dpworker: error: nothing to run: no recipe layout in the environment "
+			    "(DP_SCHEDULE, set by 'dpctl launch RECIPE') and no --fake-steps\n",
 			    err);
-		return EX_UNAVAILABLE;
+		return EX_USAGE;
 	}
 	return fake_run(&o, out, err);
 }

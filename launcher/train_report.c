@@ -1,0 +1,449 @@
+/* launcher/train_report.c - step losses, throughput, merged timeline and
+ * bubble of a training run, from the ranks' STEP and TIMELINE frames.
+ *
+ * Step loss: a rank's share for step k waits in a small ring of pending
+ * steps until every rank has sent k, then the shares are added in rank order
+ * starting from 0.0 -- exactly the sum `dpworker --train-local` prints, so
+ * the two agree bit for bit.  Ranks of one pipeline are never more than a
+ * step or two apart (every step ends with PP or gradient traffic between
+ * them), so a ring of RING steps is plenty; a step pushed out of the ring
+ * unfinished is counted as dropped, never mixed with another.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "launcher/ctl_proto.h"
+#include "launcher/dp_train_report.h"
+#include "common/dp_banned.h"
+
+#define RING 16
+
+struct pending {
+	int used;
+	uint64_t step;
+	int count;
+	double *share; /* [nranks] */
+	unsigned char *seen;
+	uint64_t tokens;
+	double seconds; /* slowest rank */
+};
+
+struct rank_tl {
+	int have;
+	uint64_t step, t0, t1;
+	char host[DP_CTL_HOST_MAX];
+	struct dp_ctl_tl_op *op;
+	size_t n, cap;
+};
+
+struct dp_train_report {
+	struct dp_train_report_cfg cfg;
+	struct pending ring[RING];
+	double *loss;
+	uint64_t tokens;
+	size_t nsteps, cap;
+	size_t dropped;
+	double t_start, t_end; /* controller clock */
+	struct rank_tl *tl;    /* [nranks] */
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int dp_train_report_new(const struct dp_train_report_cfg *cfg, struct dp_train_report **out,
+			struct dp_err *err)
+{
+	struct dp_train_report *tr;
+
+	if (cfg->nranks < 1)
+		return dp_err_set(err, EINVAL, "report: %d ranks", cfg->nranks);
+	tr = calloc(1, sizeof(*tr));
+	if (!tr)
+		return dp_err_set(err, ENOMEM, "report: out of memory");
+	tr->cfg = *cfg;
+	tr->tl = calloc((size_t)cfg->nranks, sizeof(*tr->tl));
+	if (!tr->tl)
+		goto nomem;
+	for (int i = 0; i < RING; i++) {
+		tr->ring[i].share = calloc((size_t)cfg->nranks, sizeof(double));
+		tr->ring[i].seen = calloc((size_t)cfg->nranks, 1);
+		if (!tr->ring[i].share || !tr->ring[i].seen)
+			goto nomem;
+	}
+	*out = tr;
+	return 0;
+nomem:
+	dp_train_report_free(tr);
+	return dp_err_set(err, ENOMEM, "report: out of memory");
+}
+
+void dp_train_report_free(struct dp_train_report *tr)
+{
+	if (!tr)
+		return;
+	for (int i = 0; i < RING; i++) {
+		free(tr->ring[i].share);
+		free(tr->ring[i].seen);
+	}
+	for (int i = 0; tr->tl && i < tr->cfg.nranks; i++)
+		free(tr->tl[i].op);
+	free(tr->tl);
+	free(tr->loss);
+	free(tr);
+}
+
+static void complete(struct dp_train_report *tr, struct pending *p)
+{
+	double loss = 0;
+
+	for (int r = 0; r < tr->cfg.nranks; r++)
+		loss += p->share[r];
+	if (tr->nsteps == tr->cap) {
+		size_t cap = tr->cap ? 2 * tr->cap : 256;
+		double *v = realloc(tr->loss, cap * sizeof(*v));
+
+		if (!v) {
+			tr->dropped++;
+			p->used = 0;
+			return;
+		}
+		tr->loss = v;
+		tr->cap = cap;
+	}
+	tr->loss[tr->nsteps++] = loss;
+	tr->tokens += p->tokens;
+	tr->t_end = now_s();
+	if (tr->nsteps == 1)
+		tr->t_start = tr->t_end - p->seconds;
+	p->used = 0;
+	if (tr->cfg.on_step)
+		tr->cfg.on_step(tr->cfg.arg, p->step, loss, p->tokens, p->seconds);
+}
+
+void dp_train_report_step(struct dp_train_report *tr, int rank, const struct dp_ctl_step *s)
+{
+	struct pending *p = &tr->ring[s->step % RING];
+
+	if (rank < 0 || rank >= tr->cfg.nranks)
+		return;
+	if (p->used && p->step != s->step) {
+		if (p->step > s->step)
+			return; /* a step long gone */
+		tr->dropped++;
+		p->used = 0;
+	}
+	if (!p->used) {
+		p->used = 1;
+		p->step = s->step;
+		p->count = 0;
+		p->tokens = 0;
+		p->seconds = 0;
+		memset(p->seen, 0, (size_t)tr->cfg.nranks);
+		memset(p->share, 0, (size_t)tr->cfg.nranks * sizeof(double));
+	}
+	if (p->seen[rank])
+		return;
+	p->seen[rank] = 1;
+	p->share[rank] = s->loss_share;
+	p->tokens += s->tokens;
+	if (s->seconds > p->seconds)
+		p->seconds = s->seconds;
+	if (++p->count == tr->cfg.nranks)
+		complete(tr, p);
+}
+
+void dp_train_report_timeline(struct dp_train_report *tr, int rank, const char *host,
+			      const struct dp_ctl_timeline *t)
+{
+	struct rank_tl *x;
+
+	if (rank < 0 || rank >= tr->cfg.nranks)
+		return;
+	x = &tr->tl[rank];
+	if (!x->have || x->step != t->step) {
+		x->have = 1;
+		x->step = t->step;
+		x->n = 0;
+	}
+	x->t0 = t->t0_ns;
+	x->t1 = t->t1_ns;
+	(void)snprintf(x->host, sizeof(x->host), "%s", host ? host : "?");
+	if (x->n + t->n > x->cap) {
+		size_t cap = x->cap ? 2 * x->cap : 64;
+		struct dp_ctl_tl_op *v;
+
+		while (cap < x->n + t->n)
+			cap *= 2;
+		v = realloc(x->op, cap * sizeof(*v));
+		if (!v)
+			return;
+		x->op = v;
+		x->cap = cap;
+	}
+	memcpy(x->op + x->n, t->op, t->n * sizeof(*t->op));
+	x->n += t->n;
+}
+
+static void ev_step(void *arg, int rank, const struct dp_ctl_step *s)
+{
+	dp_train_report_step(arg, rank, s);
+}
+
+static void ev_timeline(void *arg, int rank, const char *host, const struct dp_ctl_timeline *t)
+{
+	dp_train_report_timeline(arg, rank, host, t);
+}
+
+const struct dp_ctl_train_events dp_train_report_events = {
+	.step = ev_step,
+	.timeline = ev_timeline,
+};
+
+size_t dp_train_report_nsteps(const struct dp_train_report *tr)
+{
+	return tr->nsteps;
+}
+
+double dp_train_report_loss(const struct dp_train_report *tr, size_t i)
+{
+	return i < tr->nsteps ? tr->loss[i] : NAN;
+}
+
+double dp_train_report_wall_s(const struct dp_train_report *tr)
+{
+	return tr->nsteps ? tr->t_end - tr->t_start : 0;
+}
+
+double dp_train_report_tokens_per_s(const struct dp_train_report *tr)
+{
+	double w = dp_train_report_wall_s(tr);
+
+	return w > 0 ? (double)tr->tokens / w : 0;
+}
+
+/* ---- timeline ------------------------------------------------------------------ */
+
+static int all_timelines(const struct dp_train_report *tr)
+{
+	for (int r = 0; r < tr->cfg.nranks; r++)
+		if (!tr->tl[r].have)
+			return 0;
+	return 1;
+}
+
+/* One clock for all ranks when they all run on one host. */
+static int shared_clock(const struct dp_train_report *tr)
+{
+	for (int r = 1; r < tr->cfg.nranks; r++)
+		if (strcmp(tr->tl[r].host, tr->tl[0].host) != 0)
+			return 0;
+	return 1;
+}
+
+/* The time origin of rank @r's events (ns). */
+static uint64_t origin(const struct dp_train_report *tr, int r)
+{
+	uint64_t o = tr->tl[r].t0;
+
+	if (!shared_clock(tr))
+		return o;
+	for (int i = 0; i < tr->cfg.nranks; i++)
+		if (tr->tl[i].t0 < o)
+			o = tr->tl[i].t0;
+	return o;
+}
+
+int dp_train_report_bubbles(const struct dp_train_report *tr, struct dp_train_bubble *per_rank,
+			    struct dp_train_durations *d, struct dp_err *err)
+{
+	struct dp_sched_cfg sc = { .algo = tr->cfg.algo, .pp = tr->cfg.pp, .micro = tr->cfg.micro };
+	double sum[5] = { 0 }, span = 0;
+	long cnt[5] = { 0 };
+	struct dp_sched_times t;
+	struct dp_sched_sim sim;
+	struct dp_sched *s = NULL;
+	int rc;
+
+	if (!all_timelines(tr) || tr->cfg.nranks != tr->cfg.pp)
+		return dp_err_set(err, ENODATA, "report: no timeline from every pipeline rank");
+	for (int r = 0; r < tr->cfg.nranks; r++) {
+		const struct rank_tl *x = &tr->tl[r];
+		uint64_t o = origin(tr, r);
+		double busy = 0, end = 0;
+
+		for (size_t i = 0; i < x->n; i++) {
+			double dur = (double)(x->op[i].end_ns - x->op[i].start_ns) * 1e-9;
+
+			busy += dur;
+			sum[x->op[i].kind] += dur;
+			cnt[x->op[i].kind]++;
+			if ((double)(x->op[i].end_ns - o) * 1e-9 > end)
+				end = (double)(x->op[i].end_ns - o) * 1e-9;
+		}
+		per_rank[r].busy = busy;
+		if (end > span)
+			span = end;
+	}
+	for (int r = 0; r < tr->cfg.nranks; r++)
+		per_rank[r].bubble = span - per_rank[r].busy;
+	t.f = cnt[DP_SCHED_OP_F] ? sum[DP_SCHED_OP_F] / (double)cnt[DP_SCHED_OP_F] : 0;
+	t.w = cnt[DP_SCHED_OP_W] ? sum[DP_SCHED_OP_W] / (double)cnt[DP_SCHED_OP_W] : 0;
+	if (cnt[DP_SCHED_OP_B])
+		t.b = sum[DP_SCHED_OP_B] / (double)cnt[DP_SCHED_OP_B];
+	else
+		t.b = (cnt[DP_SCHED_OP_I] ? sum[DP_SCHED_OP_I] / (double)cnt[DP_SCHED_OP_I] : 0) +
+		      t.w;
+	if (t.b < t.w)
+		t.b = t.w;
+	t.fb = cnt[DP_SCHED_OP_FB] ? sum[DP_SCHED_OP_FB] / (double)cnt[DP_SCHED_OP_FB] : t.f + t.b;
+	if (d)
+		*d = (struct dp_train_durations){ .f = t.f, .b = t.b, .w = t.w, .fb = t.fb };
+	rc = dp_sched_build(&sc, &s, err);
+	if (rc)
+		return rc;
+	rc = dp_sched_simulate(s, &t, &sim, err);
+	if (!rc) {
+		for (int r = 0; r < tr->cfg.nranks && r < sim.nranks; r++)
+			per_rank[r].predicted = sim.makespan - sim.ranks[r].busy;
+		dp_sched_sim_release(&sim);
+	}
+	dp_sched_free(s);
+	return rc;
+}
+
+static json_t *trace_json(const struct dp_train_report *tr)
+{
+	json_t *root, *ev = json_array();
+	char pname[96];
+	int shared = shared_clock(tr);
+
+	(void)snprintf(pname, sizeof(pname), "dpctl run: %s pp=%d micro=%d (measured)",
+		       dp_sched_algo_name(tr->cfg.algo), tr->cfg.pp, tr->cfg.micro);
+	root = json_pack("{s:o, s:s, s:{s:s, s:I}}", "traceEvents", ev ? ev : json_array(),
+			 "displayTimeUnit", "ms", "otherData", "clock",
+			 shared ? "shared (one host)" : "per rank (step start = 0)", "step",
+			 (json_int_t)tr->tl[0].step);
+	if (!root || !ev)
+		goto fail;
+	if (json_array_append_new(ev, json_pack("{s:s, s:s, s:i, s:{s:s}}", "name", "process_name",
+						"ph", "M", "pid", 0, "args", "name", pname)))
+		goto fail;
+	for (int r = 0; r < tr->cfg.nranks; r++) {
+		const struct rank_tl *x = &tr->tl[r];
+		uint64_t o = origin(tr, r);
+		char tname[DP_CTL_HOST_MAX + 32];
+
+		(void)snprintf(tname, sizeof(tname), "rank %d (%s)", r, x->host);
+		if (json_array_append_new(ev, json_pack("{s:s, s:s, s:i, s:i, s:{s:s}}", "name",
+							"thread_name", "ph", "M", "pid", 0, "tid",
+							r, "args", "name", tname)))
+			goto fail;
+		for (size_t i = 0; i < x->n; i++) {
+			const struct dp_ctl_tl_op *p = &x->op[i];
+			struct dp_sched_op op = { .kind = p->kind,
+						  .leg = p->leg,
+						  .leg2 = p->leg2,
+						  .micro = p->micro,
+						  .micro2 = p->micro2,
+						  .peer = -1 };
+			static const char *const cat[] = { "F", "B", "I", "W", "FB" };
+			char name[64];
+
+			(void)dp_sched_op_str(&op, name, sizeof(name));
+			if (json_array_append_new(
+				    ev,
+				    json_pack("{s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:{s:i, s:i}}",
+					      "name", name, "cat", cat[p->kind], "ph", "X", "ts",
+					      (double)(p->start_ns - o) / 1e3, "dur",
+					      (double)(p->end_ns - p->start_ns) / 1e3, "pid", 0,
+					      "tid", r, "args", "leg", p->leg, "micro", p->micro)))
+				goto fail;
+		}
+	}
+	return root;
+fail:
+	json_decref(root);
+	return NULL;
+}
+
+int dp_train_report_write_trace(const struct dp_train_report *tr, const char *path,
+				struct dp_err *err)
+{
+	json_t *root;
+	char tmp[4096];
+	int rc = 0;
+
+	if (!all_timelines(tr))
+		return dp_err_set(err, ENODATA, "report: no timeline from every rank");
+	root = trace_json(tr);
+	if (!root)
+		return dp_err_set(err, ENOMEM, "report: out of memory");
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+		json_decref(root);
+		return dp_err_set(err, ENAMETOOLONG, "report: path '%s' is too long", path);
+	}
+	if (json_dump_file(root, tmp, JSON_COMPACT) != 0 || rename(tmp, path) != 0) {
+		int e = errno ? errno : EIO;
+
+		(void)unlink(tmp);
+		rc = dp_err_set(err, e, "report: cannot write '%s': %s", path, strerror(e));
+	}
+	json_decref(root);
+	return rc;
+}
+
+int dp_train_report_summary(const struct dp_train_report *tr, struct dp_buf *out,
+			    struct dp_err *err)
+{
+	struct dp_train_bubble *b = NULL;
+	struct dp_train_durations d;
+	struct dp_err be = { 0 };
+	int rc;
+
+	if (!tr->nsteps)
+		rc = dp_buf_addf(out, "training: no step completed\n");
+	else
+		rc = dp_buf_addf(out,
+				 "training: %s pp %d micro %d, %zu steps in %.2f s: loss %.4f -> "
+				 "%.4f, %.0f tokens/s\n",
+				 dp_sched_algo_name(tr->cfg.algo), tr->cfg.pp, tr->cfg.micro,
+				 tr->nsteps, dp_train_report_wall_s(tr), tr->loss[0],
+				 tr->loss[tr->nsteps - 1], dp_train_report_tokens_per_s(tr));
+	if (!rc && tr->dropped)
+		rc = dp_buf_addf(out, "training: %zu steps not reported by every rank\n",
+				 tr->dropped);
+	b = calloc((size_t)tr->cfg.nranks, sizeof(*b));
+	if (!b)
+		return dp_err_set(err, ENOMEM, "report: out of memory");
+	if (!rc && dp_train_report_bubbles(tr, b, &d, &be) == 0) {
+		rc = dp_buf_addf(out,
+				 "bubble of step %llu per rank, measured vs simulated for the "
+				 "measured F %.2f, B %.2f, W %.2f, F&B %.2f ms:\n",
+				 (unsigned long long)tr->tl[0].step, d.f * 1e3, d.b * 1e3,
+				 d.w * 1e3, d.fb * 1e3);
+		for (int r = 0; !rc && r < tr->cfg.nranks; r++)
+			rc = dp_buf_addf(out,
+					 "  rank %d: busy %.2f ms, bubble %.2f ms measured, %.2f "
+					 "ms simulated\n",
+					 r, b[r].busy * 1e3, b[r].bubble * 1e3,
+					 b[r].predicted * 1e3);
+	} else if (!rc) {
+		rc = dp_buf_addf(out, "bubble: not available (%s)\n", be.msg);
+	}
+	free(b);
+	if (rc)
+		return dp_err_set(err, -rc, "report: summary too large");
+	return 0;
+}

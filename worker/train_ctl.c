@@ -1,0 +1,497 @@
+/* worker/train_ctl.c - one training rank started by `dpctl launch RECIPE`:
+ * the layout and the model come from the environment (DP_PP_RANK,
+ * DP_PP_SIZE, DP_SCHEDULE, DP_MICRO_BATCHES, DP_STEPS, DP_SEED, DP_MODEL,
+ * ...), the PP peers from the controller.
+ *
+ * Start-up: listen for PP links on an ephemeral port of every interface,
+ * join the control plane (hello), report the endpoint -- the local address
+ * of the control connection, which is the one that routes towards the
+ * controller and so towards the other nodes -- with the global ranks this
+ * rank needs, say ready, and wait for start (the PEERS frames come just
+ * before it).  Then the TCP mesh: dial every lower PP peer, accept every
+ * higher one; each dialler first sends a 40-byte hello (magic, PP index, the
+ * job token), so a stray connection to the port is refused, not trained on.
+ *
+ * Training: dp_exec_step + Adam per step, a STEP frame after each (loss
+ * share, tokens embedded here, wall time, peak activations, peak RSS), the
+ * heartbeat updated with the same, and the op timeline of the last step in
+ * TIMELINE frames before done.  The controller asking to stop ends the loop
+ * between steps; a peer dying ends it inside a step (-ECONNRESET/-EPIPE),
+ * so a failed rank never leaves the others hanging on a socket.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/dp_util.h"
+#include "launcher/ctl_proto.h"
+#include "worker/dp_exec.h"
+#include "worker/dp_worker.h"
+#include "common/dp_banned.h"
+
+#define LINK_MAGIC	 0x4450504cu /* "DPPL" */
+#define MESH_TIMEOUT_S	 60.0
+#define HELLO_TIMEOUT_MS 5000
+
+struct link_hello {
+	uint32_t magic;
+	uint32_t pp; /* the dialler's PP index */
+	uint8_t token[DP_CTL_TOKEN_LEN];
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- configuration from the environment --------------------------------------- */
+
+static int env_long(const char *name, long lo, long hi, long dflt, long *v, struct dp_err *err)
+{
+	const char *s = getenv(name);
+
+	if (!s || !*s) {
+		if (dflt < lo)
+			return dp_err_set(err, EINVAL, "train: %s is not set", name);
+		*v = dflt;
+		return 0;
+	}
+	return dp_parse_long(s, lo, hi, v, name, err);
+}
+
+int dp_worker_model_parse(const char *spec, struct dp_model_cfg *cfg, struct dp_err *err)
+{
+	static const struct {
+		const char *key;
+		size_t off;
+		long lo, hi;
+	} keys[] = {
+#define K(k, f, lo, hi) { k, offsetof(struct dp_model_cfg, f), lo, hi }
+		K("layers", layers, 1, 4096),	    K("hidden", hidden, 1, 1 << 16),
+		K("ffn", ffn_hidden, 1, 1 << 16),   K("experts", experts, 1, 4096),
+		K("shared", shared_experts, 0, 64), K("top_k", top_k, 1, 4096),
+		K("groups", groups, 1, 4096),	    K("topk_groups", topk_groups, 1, 4096),
+		K("vocab", vocab, 2, 1 << 20),	    K("seq_len", seq_len, 1, 1 << 20),
+		K("seqs", seqs, 1, 1 << 20),
+#undef K
+	};
+	struct dp_model_cfg c = *cfg;
+	char *copy = strdup(spec), *save = NULL;
+	int rc = 0;
+
+	if (!copy)
+		return dp_err_set(err, ENOMEM, "train: out of memory");
+	for (char *kv = strtok_r(copy, ",", &save); kv && !rc; kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		size_t i;
+
+		if (!eq) {
+			rc = dp_err_set(err, EINVAL, "train: DP_MODEL item '%s' is not KEY=VALUE",
+					kv);
+			break;
+		}
+		*eq++ = '\0';
+		if (strcmp(kv, "lr") == 0) {
+			double d;
+
+			rc = dp_parse_double(eq, 1e-12, 10, &d, "DP_MODEL lr", err);
+			c.lr = (float)d;
+			continue;
+		}
+		for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			if (strcmp(kv, keys[i].key) == 0)
+				break;
+		if (i == sizeof(keys) / sizeof(keys[0])) {
+			rc = dp_err_set(err, EINVAL, "train: DP_MODEL has an unknown key '%s'", kv);
+			break;
+		}
+		{
+			long v;
+
+			rc = dp_parse_long(eq, keys[i].lo, keys[i].hi, &v, keys[i].key, err);
+			if (!rc)
+				*(int *)((char *)&c + keys[i].off) = (int)v;
+		}
+	}
+	free(copy);
+	if (rc)
+		return rc;
+	*cfg = c;
+	return 0;
+}
+
+struct layout {
+	struct dp_exec_cfg cfg;
+	long steps, ep, dp, ep_rank, dp_rank;
+};
+
+static int read_layout(struct layout *l, struct dp_err *err)
+{
+	const char *algo = getenv("DP_SCHEDULE"), *model = getenv("DP_MODEL");
+	long pp, rank, micro, seed;
+	int rc;
+
+	memset(l, 0, sizeof(*l));
+	dp_model_cfg_default(&l->cfg.model);
+	if ((rc = env_long("DP_PP_SIZE", 1, 64, -1, &pp, err)) ||
+	    (rc = env_long("DP_PP_RANK", 0, pp - 1, -1, &rank, err)) ||
+	    (rc = env_long("DP_EP_SIZE", 1, 4096, 1, &l->ep, err)) ||
+	    (rc = env_long("DP_DP_SIZE", 1, 4096, 1, &l->dp, err)) ||
+	    (rc = env_long("DP_EP_RANK", 0, l->ep - 1, 0, &l->ep_rank, err)) ||
+	    (rc = env_long("DP_DP_RANK", 0, l->dp - 1, 0, &l->dp_rank, err)) ||
+	    (rc = env_long("DP_MICRO_BATCHES", 1, 4096, -1, &micro, err)) ||
+	    (rc = env_long("DP_STEPS", 1, 100000000, -1, &l->steps, err)) ||
+	    (rc = env_long("DP_SEED", 0, 0x7fffffffL, 1, &seed, err)))
+		return rc;
+	if (l->ep != 1 || l->dp != 1)
+		return dp_err_set(err, EOPNOTSUPP,
+				  "train: the executor runs pipeline parallelism only (ep %ld, dp "
+				  "%ld; both must be 1)",
+				  l->ep, l->dp);
+	if (!algo)
+		return dp_err_set(err, EINVAL, "train: DP_SCHEDULE is not set");
+	if ((rc = dp_sched_algo_parse(algo, &l->cfg.algo, err)))
+		return rc;
+	if (model && (rc = dp_worker_model_parse(model, &l->cfg.model, err)))
+		return rc;
+	l->cfg.pp = (int)pp;
+	l->cfg.rank = (int)rank;
+	l->cfg.micro = (int)micro;
+	l->cfg.model.seed = (uint64_t)seed;
+	return 0;
+}
+
+/* Global rank of PP index @pp in this rank's pipeline (docs: dp_plan.h order). */
+static uint32_t global_rank(const struct layout *l, int pp)
+{
+	return (uint32_t)(((l->dp_rank * l->cfg.pp) + pp) * l->ep + l->ep_rank);
+}
+
+/* ---- the PP mesh ----------------------------------------------------------------- */
+
+static int listen_any(int *port, struct dp_err *err)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), e;
+
+	if (fd < 0)
+		return dp_err_set(err, errno, "train: socket failed: %s", strerror(errno));
+	sa.sin_addr.s_addr = htonl(INADDR_ANY);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 256) ||
+	    getsockname(fd, (struct sockaddr *)&sa, &sl)) {
+		e = errno;
+		(void)close(fd);
+		return dp_err_set(err, e, "train: cannot listen for PP links: %s", strerror(e));
+	}
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static void set_rcvtimeo(int fd, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+static int dial(const char *host, int port, double deadline, struct dp_err *err)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	char sport[16];
+	int rc, e = 0;
+
+	(void)snprintf(sport, sizeof(sport), "%d", port);
+	rc = getaddrinfo(host, sport, &hints, &ai);
+	if (rc)
+		return dp_err_set(err, EHOSTUNREACH, "train: cannot resolve peer '%s': %s", host,
+				  gai_strerror(rc));
+	for (;;) {
+		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd < 0) {
+			e = errno;
+			break;
+		}
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+			freeaddrinfo(ai);
+			return fd;
+		}
+		e = errno;
+		(void)close(fd);
+		if (now_s() > deadline)
+			break;
+		(void)usleep(50000);
+	}
+	freeaddrinfo(ai);
+	return dp_err_set(err, e ? e : ETIMEDOUT, "train: cannot connect to peer %s:%d: %s", host,
+			  port, strerror(e ? e : ETIMEDOUT));
+}
+
+static int read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = recv(fd, p, len, 0);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Links to every other PP index of this pipeline: dial the lower ones, accept
+ * the higher ones on @lfd.  links[pp] (pp entries) get the links. */
+static int build_mesh(const struct layout *l, struct dp_ctl_client *cc, int lfd,
+		      const uint8_t *token, struct dp_pp_link **links, struct dp_err *err)
+{
+	int pp = l->cfg.pp, me = l->cfg.rank, one = 1, rc = 0;
+	double deadline = now_s() + MESH_TIMEOUT_S;
+
+	for (int j = 0; j < me && !rc; j++) {
+		struct link_hello h = { .magic = LINK_MAGIC, .pp = (uint32_t)me };
+		char addr[DP_CTL_ADDR_MAX];
+		int port, fd;
+
+		memcpy(h.token, token, DP_CTL_TOKEN_LEN);
+		if (dp_ctl_client_peer(cc, global_rank(l, j), addr, sizeof(addr), &port))
+			return dp_err_set(err, EPROTO, "train: no address for PP peer %d", j);
+		fd = dial(addr, port, deadline, err);
+		if (fd < 0)
+			return fd;
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		rc = dp_pp_link_fd(fd, &links[j], err);
+		if (!rc)
+			rc = links[j]->ops->send(links[j], &h, sizeof(h), err);
+	}
+	for (int got = 0; !rc && got < pp - 1 - me;) {
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		struct link_hello h;
+		int fd, left = (int)((deadline - now_s()) * 1000);
+
+		if (dp_ctl_client_stopped(cc))
+			return dp_err_set(err, ECANCELED, "train: stopped while connecting peers");
+		if (left <= 0)
+			return dp_err_set(err, ETIMEDOUT,
+					  "train: PP peers did not connect within %.0f s",
+					  MESH_TIMEOUT_S);
+		if (poll(&p, 1, left < 200 ? left : 200) <= 0)
+			continue;
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		set_rcvtimeo(fd, HELLO_TIMEOUT_MS);
+		if (read_full(fd, &h, sizeof(h)) || h.magic != LINK_MAGIC ||
+		    !dp_ctl_token_equal(h.token, token) || h.pp <= (uint32_t)me ||
+		    h.pp >= (uint32_t)pp || links[h.pp]) {
+			/* not one of ours (or a duplicate): refuse it, keep waiting */
+			(void)close(fd);
+			continue;
+		}
+		set_rcvtimeo(fd, 0);
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		rc = dp_pp_link_fd(fd, &links[h.pp], err);
+		got++;
+	}
+	return rc;
+}
+
+/* ---- the run ----------------------------------------------------------------------- */
+
+static uint64_t peak_rss(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (uint64_t)ru.ru_maxrss * 1024u;
+}
+
+static uint64_t to_ns(double s)
+{
+	return s > 0 ? (uint64_t)llround(s * 1e9) : 0;
+}
+
+/* TIMELINE frames of the last step. */
+static int send_timeline(struct dp_ctl_client *cc, const struct dp_exec *ex, long step,
+			 struct dp_err *err)
+{
+	struct dp_ctl_timeline *t = calloc(1, sizeof(*t));
+	const struct dp_exec_op_time *v;
+	double t0, t1;
+	size_t n, i = 0;
+	int rc = 0;
+
+	if (!t)
+		return dp_err_set(err, ENOMEM, "train: out of memory");
+	v = dp_exec_timeline(ex, &n, &t0, &t1);
+	t->step = (uint64_t)step;
+	t->t0_ns = to_ns(t0);
+	t->t1_ns = to_ns(t1);
+	do {
+		t->n = 0;
+		for (; i < n && t->n < DP_CTL_TL_MAX; i++) {
+			struct dp_ctl_tl_op *o = &t->op[t->n++];
+
+			o->kind = v[i].op.kind;
+			o->leg = v[i].op.leg;
+			o->leg2 = v[i].op.leg2;
+			o->micro = v[i].op.micro;
+			o->micro2 = v[i].op.micro2;
+			o->start_ns = to_ns(v[i].start);
+			o->end_ns = to_ns(v[i].end);
+			if (o->end_ns < o->start_ns)
+				o->end_ns = o->start_ns;
+		}
+		rc = dp_ctl_client_timeline(cc, t, err);
+	} while (!rc && i < n);
+	free(t);
+	return rc;
+}
+
+/* Tokens this rank embeds per step: the micro-batches of its embedding chunks. */
+static uint64_t embedded_tokens(struct dp_exec *ex, const struct dp_model_cfg *m)
+{
+	uint64_t per =
+		(uint64_t)dp_sched_leg_micro(dp_exec_sched(ex)) * (uint64_t)dp_model_cfg_tokens(m);
+	uint64_t n = 0;
+
+	for (int i = 0; i < dp_exec_nchunks(ex); i++)
+		if (dp_model_stage_has_embed(dp_exec_chunk(ex, i, NULL)))
+			n += per;
+	return n;
+}
+
+static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_link **links,
+		 FILE *out, struct dp_err *err)
+{
+	struct dp_exec *ex = NULL;
+	struct dp_exec_cfg cfg = l->cfg;
+	uint64_t tokens, step_tokens;
+	int rc = dp_exec_new(&cfg, links, &ex, err);
+	long k;
+
+	if (rc)
+		return rc;
+	tokens = embedded_tokens(ex, &cfg.model);
+	step_tokens = (uint64_t)cfg.micro * (uint64_t)dp_model_cfg_tokens(&cfg.model);
+	for (k = 0; k < l->steps; k++) {
+		struct dp_ctl_step s = { .step = (uint64_t)k, .tokens = tokens };
+		double t0 = now_s(), loss = 0;
+
+		if (dp_ctl_client_stopped(cc)) {
+			rc = dp_err_set(err, ECANCELED,
+					"train: stopped by the controller at step %ld", k);
+			break;
+		}
+		rc = dp_exec_step(ex, k, &loss, err);
+		if (rc)
+			break;
+		dp_exec_optimizer_step(ex);
+		s.loss_share = loss;
+		s.seconds = now_s() - t0;
+		s.peak_live = (uint32_t)dp_exec_peak_live(ex);
+		s.mem_bytes = peak_rss();
+		dp_ctl_client_progress(cc, (uint64_t)k + 1, loss,
+				       s.seconds > 0 ? (double)step_tokens / s.seconds : NAN,
+				       s.mem_bytes);
+		rc = dp_ctl_client_step(cc, &s, err);
+		if (rc)
+			break;
+	}
+	if (!rc && k > 0)
+		rc = send_timeline(cc, ex, k - 1, err);
+	if (!rc) {
+		(void)fprintf(out, "rank %d: %ld steps done, peak %d activations, %.1f MiB\n",
+			      cfg.rank, k, dp_exec_peak_live(ex), (double)peak_rss() / 1048576.0);
+		(void)fflush(out);
+	}
+	dp_exec_free(ex);
+	return rc;
+}
+
+int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *err)
+{
+	struct dp_ctl_client *cc = NULL;
+	struct dp_pp_link **links = NULL;
+	uint32_t *want = NULL;
+	struct layout l;
+	struct dp_err e = { 0 };
+	char addr[DP_CTL_ADDR_MAX];
+	int lfd = -1, port = 0, status = EX_SOFTWARE, rc;
+	size_t nwant = 0;
+
+	rc = read_layout(&l, &e);
+	if (rc) {
+		(void)fprintf(err, "dpworker: error: rank %u: %s\n", ccfg->rank, e.msg);
+		return rc == -EOPNOTSUPP ? EX_UNAVAILABLE : EX_CONFIG;
+	}
+	links = calloc((size_t)l.cfg.pp, sizeof(*links));
+	want = calloc((size_t)l.cfg.pp, sizeof(*want));
+	if (!links || !want) {
+		(void)fprintf(err, "dpworker: error: out of memory\n");
+		status = EX_OSERR;
+		goto out;
+	}
+	for (int j = 0; j < l.cfg.pp; j++)
+		if (j != l.cfg.rank)
+			want[nwant++] = global_rank(&l, j);
+	lfd = listen_any(&port, &e);
+	if (lfd < 0 || dp_ctl_client_open(ccfg, &cc, &e) != 0 ||
+	    dp_ctl_client_local_addr(cc, addr, sizeof(addr)) != 0 ||
+	    dp_ctl_client_endpoint(cc, addr, port, want, nwant, &e) != 0 ||
+	    dp_ctl_client_ready(cc, &e) != 0 || dp_ctl_client_wait_start(cc, 0, &e) != 0) {
+		(void)fprintf(err, "dpworker: error: rank %u: %s\n", ccfg->rank,
+			      e.msg[0] ? e.msg : "cannot read the control connection's address");
+		status = EX_UNAVAILABLE;
+		goto out;
+	}
+	(void)fprintf(out, "rank %u: pid %ld, %s pp %d/%d micro %d, %ld steps, PP links on %s:%d\n",
+		      ccfg->rank, (long)getpid(), dp_sched_algo_name(l.cfg.algo), l.cfg.rank,
+		      l.cfg.pp, l.cfg.micro, l.steps, addr, port);
+	(void)fflush(out);
+	rc = build_mesh(&l, cc, lfd, ccfg->token, links, &e);
+	(void)close(lfd);
+	lfd = -1;
+	if (!rc)
+		rc = train(&l, cc, links, out, &e);
+	if (rc) {
+		(void)fprintf(err, "dpworker: error: rank %u: %s\n", ccfg->rank, e.msg);
+		status = rc == -ECANCELED ? EX_TEMPFAIL : EX_SOFTWARE;
+	} else {
+		status = EX_OK;
+	}
+	(void)fflush(out);
+	(void)fflush(err);
+	(void)dp_ctl_client_done(cc, status, NULL);
+out:
+	dp_ctl_client_close(cc);
+	for (int j = 0; links && j < l.cfg.pp; j++)
+		dp_pp_link_close(links[j]);
+	free(links);
+	free(want);
+	if (lfd >= 0)
+		(void)close(lfd);
+	return status;
+}
