@@ -1,0 +1,495 @@
+/* tests/unit/test_train_launch.c - `dpctl launch RECIPE` trains: the ranks
+ * find each other through the controller, the step losses the controller
+ * computes equal what `dpworker --train-local` prints for the same model,
+ * trace.json holds the ops of every rank, a rank killed mid-training takes
+ * the whole run down, what the executor cannot run is refused naming the
+ * recipe line, and the train report's arithmetic (tests of
+ * launcher/dp_train_report.h with made-up frames).
+ *
+ * Runs need dpworker ($DPWORKER, exported by `make check`) and skip
+ * without it; the kill test also needs $DPCTL.  Models are tiny and runs a
+ * few steps, so each takes well under a second on an idle machine. */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common/dp_log.h"
+#include "launcher/ctl_proto.h"
+#include "launcher/dp_train_report.h"
+#include "tests/unit/dp_test.h"
+
+static const char *worker_or_skip(void)
+{
+	const char *w = getenv("DPWORKER");
+
+	if (!w || !*w || access(w, X_OK) != 0)
+		skip();
+	return w;
+}
+
+static struct dp_test_run dpctl_run(const char *const *argv)
+{
+	struct dp_test_run r = dp_test_dpctl_list(argv);
+
+	dp_log_set_sink(NULL);
+	return r;
+}
+#define DPCTL(...) dpctl_run((const char *const[]){ __VA_ARGS__, NULL })
+
+/* A local recipe of @pp ranks; @extra is appended (more keys). */
+static char *recipe(int pp, const char *algo, int micro, int steps, const char *extra)
+{
+	char text[1024];
+
+	(void)snprintf(text, sizeof(text),
+		       "cluster: {hosts: localhost, launcher: local, gpus: %d}\n"
+		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
+		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
+		       "parallel: {pp: %d, schedule: %s, micro_batches: %d}\n"
+		       "train: {steps: %d, batch: %d, lr: 0.003, seed: 3}\n"
+		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
+		       "max_restarts: 0}\n%s",
+		       pp, pp, algo, micro, steps, 4 * micro, extra ? extra : "");
+	return dp_test_write_tmp(".yaml", text);
+}
+
+static char *tmpdir(void)
+{
+	char *d = strdup("/tmp/dp-train-XXXXXX");
+
+	assert_non_null(d);
+	assert_non_null(mkdtemp(d));
+	return d;
+}
+
+static void rm_rf(const char *dir)
+{
+	char cmd[512];
+
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	(void)!system(cmd);
+}
+
+/* The DP_MODEL a dry run gives rank 0. */
+static void dry_run_model(const char *path, char *model, size_t len)
+{
+	struct dp_test_run r = DPCTL("--json", "launch", "--dry-run", path);
+	json_t *o, *env;
+
+	assert_int_equal(r.rc, 0);
+	o = json_loads(r.out, 0, NULL);
+	assert_non_null(o);
+	env = json_object_get(json_array_get(json_object_get(o, "ranks"), 0), "env");
+	model[0] = '\0';
+	for (size_t k = 0; k < json_array_size(env); k++) {
+		const char *e = json_string_value(json_array_get(env, k));
+
+		if (strncmp(e, "DP_MODEL=", 9) == 0)
+			(void)snprintf(model, len, "%s", e);
+	}
+	assert_true(model[0]);
+	json_decref(o);
+	dp_test_run_free(&r);
+}
+
+/* `DP_MODEL=... dpworker --train-local ...`: the printed loss of each step. */
+static int train_local(const char *model, const char *algo, int pp, int micro, int steps,
+		       char lines[][32])
+{
+	char cmd[1024], line[256];
+	int n = 0;
+	FILE *p;
+
+	(void)snprintf(cmd, sizeof(cmd),
+		       "env '%s' '%s' --train-local --algo %s --pp %d --micro %d --steps %d "
+		       "--seed 3",
+		       model, getenv("DPWORKER"), algo, pp, micro, steps);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	while (fgets(line, sizeof(line), p)) {
+		char *loss = strstr(line, " loss ");
+
+		if (strncmp(line, "step ", 5) == 0 && loss && n < steps) {
+			loss[strcspn(loss, "\n")] = '\0';
+			(void)snprintf(lines[n++], 32, "%s", loss + 6);
+		}
+	}
+	assert_int_equal(pclose(p), 0);
+	return n;
+}
+
+/* Train through dpctl and compare every step loss with --train-local; check
+ * trace.json has ops from every rank. */
+static void trains_like_train_local(const char *algo, int pp, int micro)
+{
+	enum { STEPS = 4 };
+	char *path = recipe(pp, algo, micro, STEPS, NULL), *dir = tmpdir();
+	char model[512], want[STEPS][32], trace[600];
+	struct dp_test_run r;
+	json_t *o, *losses, *t, *ev;
+	int seen[8] = { 0 };
+
+	dry_run_model(path, model, sizeof(model));
+	assert_int_equal(train_local(model, algo, pp, micro, STEPS, want), STEPS);
+	r = DPCTL("--json", "launch", "--run-dir", dir, path);
+	if (r.rc != 0)
+		fail_msg("%s pp %d: rc %d\n%s\n%s", algo, pp, r.rc, r.err, r.out);
+	o = json_loads(r.out, 0, NULL);
+	assert_non_null(o);
+	losses = json_object_get(json_object_get(o, "train"), "losses");
+	assert_int_equal(json_array_size(losses), STEPS);
+	for (size_t k = 0; k < STEPS; k++) {
+		char got[32];
+
+		(void)snprintf(got, sizeof(got), "%.6f",
+			       json_real_value(json_array_get(losses, k)));
+		if (strcmp(got, want[k]) != 0)
+			fail_msg("%s pp %d step %zu: dpctl loss %s, --train-local %s", algo, pp, k,
+				 got, want[k]);
+	}
+	/* the loss falls */
+	assert_true(json_real_value(json_array_get(losses, STEPS - 1)) <
+		    json_real_value(json_array_get(losses, 0)));
+	(void)snprintf(trace, sizeof(trace), "%s/trace.json", dir);
+	assert_string_equal(
+		json_string_value(json_object_get(json_object_get(o, "train"), "trace")), trace);
+	t = json_load_file(trace, 0, NULL);
+	if (!t)
+		fail_msg("%s is not valid JSON", trace);
+	ev = json_object_get(t, "traceEvents");
+	for (size_t i = 0; i < json_array_size(ev); i++) {
+		json_t *e = json_array_get(ev, i);
+		int tid = (int)json_integer_value(json_object_get(e, "tid"));
+
+		if (strcmp(json_string_value(json_object_get(e, "ph")), "X") != 0)
+			continue;
+		assert_true(tid >= 0 && tid < pp);
+		assert_true(json_real_value(json_object_get(e, "dur")) >= 0);
+		seen[tid]++;
+	}
+	for (int i = 0; i < pp; i++)
+		if (seen[i] < micro) /* at least one F per micro-batch of its chunks */
+			fail_msg("%s pp %d: rank %d has %d ops in the trace", algo, pp, i, seen[i]);
+	json_decref(t);
+	json_decref(o);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+	rm_rf(dir);
+	free(dir);
+}
+
+static void dualpipe_pp2_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local("dualpipe", 2, 4);
+}
+
+static void dualpipe_pp4_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local("dualpipe", 4, 8);
+}
+
+static void zb1p_pp4_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local("zb1p", 4, 4);
+}
+
+static void human_output_has_summary(void **state)
+{
+	char *path, *dir;
+	struct dp_test_run r;
+
+	(void)state;
+	worker_or_skip();
+	path = recipe(2, "1f1b", 4, 3, NULL);
+	dir = tmpdir();
+	r = DPCTL("launch", "--run-dir", dir, path);
+	if (r.rc != 0)
+		fail_msg("rc %d\n%s\n%s", r.rc, r.err, r.out);
+	assert_non_null(strstr(r.out, "step 0 loss "));
+	assert_non_null(strstr(r.out, "training: 1f1b pp 2 micro 4, 3 steps in "));
+	assert_non_null(strstr(r.out, "  rank 1: busy "));
+	assert_non_null(strstr(r.out, "simulated"));
+	assert_non_null(strstr(r.out, "trace: "));
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+	rm_rf(dir);
+	free(dir);
+}
+
+static void unsupported_layout_names_the_line(void **state)
+{
+	char *path;
+	struct dp_test_run r;
+
+	(void)state;
+	path = dp_test_write_tmp(".yaml",
+				 "cluster: {hosts: localhost, gpus: 4}\n"
+				 "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
+				 "        top_k: 2}\n"
+				 "parallel:\n"
+				 "  pp: 2\n"
+				 "  ep: 2\n"
+				 "train: {steps: 3}\n");
+	r = DPCTL("launch", path);
+	assert_int_equal(r.rc, 69);
+	if (!strstr(r.err, ":6: key 'parallel.ep': ep 2"))
+		fail_msg("%s", r.err);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+	/* a model the CPU executor does not have */
+	path = dp_test_write_tmp(".yaml",
+				 "cluster: {hosts: localhost, gpus: 2}\n"
+				 "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 2,\n"
+				 "        top_k: 2}\n"
+				 "parallel: {pp: 2}\n");
+	r = DPCTL("launch", "--dry-run", path);
+	assert_int_equal(r.rc, 69);
+	if (!strstr(r.err, ":2: key 'model.shared_experts': 2"))
+		fail_msg("%s", r.err);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+	/* a backend this build does not train on */
+	path = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 2}\n"
+					  "model: {layers: 4, hidden: 32, experts: 8, "
+					  "shared_experts: 1, top_k: 2}\n"
+					  "parallel: {pp: 2}\n"
+					  "train:\n"
+					  "  steps: 3\n"
+					  "  backend: cuda\n");
+	r = DPCTL("launch", path);
+	assert_int_equal(r.rc, 69);
+	if (!strstr(r.err, ":6: key 'train.backend': 'cuda'"))
+		fail_msg("%s", r.err);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+}
+
+static double mono(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A rank SIGKILLed mid-training: the run fails with 137 naming that rank,
+ * and the other ranks are stopped (their pids are gone when dpctl exits). */
+static void killed_rank_tears_everything_down(void **state)
+{
+	const char *dpctl = getenv("DPCTL");
+	char *path, *dir, buf[65536];
+	size_t len = 0;
+	pid_t child, pids[2] = { 0, 0 };
+	int out[2], errp[2], st, killed = 0;
+	double deadline;
+
+	(void)state;
+	worker_or_skip();
+	if (!dpctl || access(dpctl, X_OK) != 0)
+		skip();
+	path = recipe(2, "dualpipe", 4, 100000, NULL);
+	dir = tmpdir();
+	assert_int_equal(pipe(out), 0);
+	assert_int_equal(pipe(errp), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		(void)dup2(out[1], 1);
+		(void)dup2(errp[1], 2);
+		(void)execl(dpctl, dpctl, "launch", "--run-dir", dir, "--grace-s", "2", path,
+			    (char *)NULL);
+		_exit(127);
+	}
+	(void)close(out[1]);
+	(void)close(errp[1]);
+	deadline = mono() + 60;
+	while (mono() < deadline) {
+		struct pollfd p = { .fd = out[0], .events = POLLIN };
+		ssize_t n;
+
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		n = read(out[0], buf + len, sizeof(buf) - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		buf[len] = '\0';
+		for (int r = 0; r < 2; r++) {
+			char needle[64], *at;
+
+			(void)snprintf(needle, sizeof(needle), "[localhost:%d] rank %d: pid ", r,
+				       r);
+			at = strstr(buf, needle);
+			if (at && !pids[r])
+				pids[r] = (pid_t)strtol(at + strlen(needle), NULL, 10);
+		}
+		if (!killed && pids[1] > 0 && strstr(buf, "\nstep 0 loss ")) {
+			assert_int_equal(kill(pids[1], SIGKILL), 0);
+			killed = 1;
+		}
+		if (len > sizeof(buf) - 4096)
+			len = 0; /* keep reading; what we need is already seen */
+	}
+	if (!killed)
+		(void)kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, &st, 0), child);
+	{
+		ssize_t n = read(errp[0], buf, sizeof(buf) - 1);
+
+		buf[n > 0 ? n : 0] = '\0';
+	}
+	(void)close(out[0]);
+	(void)close(errp[0]);
+	assert_true(killed);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) != 137 || !strstr(buf, "rank 1 on localhost") ||
+	    !strstr(buf, "killed by signal 9"))
+		fail_msg("exit %d:\n%s", WEXITSTATUS(st), buf);
+	/* rank 0 was stopped and reaped */
+	assert_int_equal(kill(pids[0], 0), -1);
+	assert_int_equal(errno, ESRCH);
+	(void)unlink(path);
+	free(path);
+	rm_rf(dir);
+	free(dir);
+}
+
+/* ---- the train report ------------------------------------------------------------ */
+
+static void report_sums_shares_in_rank_order(void **state)
+{
+	struct dp_train_report_cfg cfg = {
+		.nranks = 3, .algo = DP_SCHED_1F1B, .pp = 3, .micro = 3
+	};
+	struct dp_train_report *tr = NULL;
+	struct dp_ctl_step s = { .seconds = 0.5 };
+	double a = 1.0, b = 1e-16, c = -1.0;
+
+	(void)state;
+	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
+	/* step 1 arrives from rank 2 before step 0 is complete: both wait */
+	s.step = 0, s.loss_share = c, s.tokens = 0;
+	dp_train_report_step(tr, 2, &s);
+	s.step = 1, s.loss_share = 5;
+	dp_train_report_step(tr, 2, &s);
+	s.step = 0, s.loss_share = b, s.tokens = 64;
+	dp_train_report_step(tr, 1, &s);
+	dp_train_report_step(tr, 1, &s); /* a duplicate is ignored */
+	assert_int_equal(dp_train_report_nsteps(tr), 0);
+	s.loss_share = a, s.tokens = 64;
+	dp_train_report_step(tr, 0, &s);
+	assert_int_equal(dp_train_report_nsteps(tr), 1);
+	/* rank order (a + b) + c, not arrival order (c + b) + a */
+	assert_true(dp_train_report_loss(tr, 0) == (0.0 + a + b) + c);
+	assert_true(dp_train_report_loss(tr, 0) != (0.0 + c + b) + a);
+	assert_true(isnan(dp_train_report_loss(tr, 1)));
+	s.step = 1, s.loss_share = 0;
+	dp_train_report_step(tr, 0, &s);
+	dp_train_report_step(tr, 1, &s);
+	assert_int_equal(dp_train_report_nsteps(tr), 2);
+	assert_true(dp_train_report_loss(tr, 1) == 5.0);
+	dp_train_report_free(tr);
+}
+
+static void report_bubble_and_trace(void **state)
+{
+	struct dp_train_report_cfg cfg = {
+		.nranks = 2, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2
+	};
+	struct dp_train_report *tr = NULL;
+	struct dp_ctl_timeline *t = calloc(1, sizeof(*t));
+	struct dp_train_bubble b[2];
+	struct dp_train_durations d;
+	char *dir = tmpdir(), path[300];
+	json_t *j;
+	/* 1f1b pp 2 micro 2, F = 1 ms, B = 2 ms, rank 1 starts after rank 0's F0 */
+	static const struct {
+		int rank, kind, micro;
+		double start, end;
+	} ops[] = {
+		{ 0, DP_SCHED_OP_F, 0, 0, 1 }, { 0, DP_SCHED_OP_F, 1, 1, 2 },
+		{ 0, DP_SCHED_OP_B, 0, 4, 6 }, { 0, DP_SCHED_OP_B, 1, 7, 9 },
+		{ 1, DP_SCHED_OP_F, 0, 1, 2 }, { 1, DP_SCHED_OP_B, 0, 2, 4 },
+		{ 1, DP_SCHED_OP_F, 1, 4, 5 }, { 1, DP_SCHED_OP_B, 1, 5, 7 },
+	};
+
+	(void)state;
+	assert_non_null(t);
+	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
+	assert_int_equal(dp_train_report_bubbles(tr, b, &d, NULL), -ENODATA);
+	for (int r = 0; r < 2; r++) {
+		memset(t, 0, sizeof(*t));
+		t->step = 7;
+		t->t0_ns = 1000000000;
+		t->t1_ns = 1010000000;
+		for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+			struct dp_ctl_tl_op *o;
+
+			if (ops[i].rank != r)
+				continue;
+			o = &t->op[t->n++];
+			o->kind = (uint8_t)ops[i].kind;
+			o->micro = ops[i].micro;
+			o->micro2 = -1;
+			o->start_ns = t->t0_ns + (uint64_t)(ops[i].start * 1e6);
+			o->end_ns = t->t0_ns + (uint64_t)(ops[i].end * 1e6);
+		}
+		dp_train_report_timeline(tr, r, "localhost", t);
+	}
+	assert_int_equal(dp_train_report_bubbles(tr, b, &d, NULL), 0);
+	assert_true(fabs(d.f - 1e-3) < 1e-9 && fabs(d.b - 2e-3) < 1e-9);
+	/* both ranks busy 6 ms over a 9 ms span */
+	assert_true(fabs(b[0].busy - 6e-3) < 1e-9 && fabs(b[1].busy - 6e-3) < 1e-9);
+	assert_true(fabs(b[0].bubble - 3e-3) < 1e-9 && fabs(b[1].bubble - 3e-3) < 1e-9);
+	/* 1F1B pp 2: the simulator's makespan for F 1, B 2 is 9 as measured */
+	assert_true(fabs(b[0].predicted - 3e-3) < 1e-9);
+	(void)snprintf(path, sizeof(path), "%s/trace.json", dir);
+	assert_int_equal(dp_train_report_write_trace(tr, path, NULL), 0);
+	j = json_load_file(path, 0, NULL);
+	assert_non_null(j);
+	/* 2 thread names + 1 process name + 8 ops */
+	assert_int_equal(json_array_size(json_object_get(j, "traceEvents")), 11);
+	json_decref(j);
+	dp_train_report_free(tr);
+	free(t);
+	rm_rf(dir);
+	free(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(report_sums_shares_in_rank_order),
+		cmocka_unit_test(report_bubble_and_trace),
+		cmocka_unit_test(unsupported_layout_names_the_line),
+		cmocka_unit_test(dualpipe_pp2_matches_train_local),
+		cmocka_unit_test(dualpipe_pp4_matches_train_local),
+		cmocka_unit_test(zb1p_pp4_matches_train_local),
+		cmocka_unit_test(human_output_has_summary),
+		cmocka_unit_test(killed_rank_tears_everything_down),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
