@@ -45,6 +45,48 @@ static struct dp_ctl_msg sample(enum dp_ctl_type t)
 	case DP_CTL_STOP:
 		(void)snprintf(m.u.reason, sizeof(m.u.reason), "rank 3 failed");
 		break;
+	case DP_CTL_ENDPOINT:
+		(void)snprintf(m.u.ep.addr, sizeof(m.u.ep.addr), "10.254.7.2");
+		m.u.ep.port = 65535;
+		m.u.ep.nwant = 3;
+		m.u.ep.want[0] = 0;
+		m.u.ep.want[1] = 7;
+		m.u.ep.want[2] = 4000000000u;
+		break;
+	case DP_CTL_PEERS:
+		m.u.peers.n = 2;
+		m.u.peers.v[0] = (struct dp_ctl_peer){ .rank = 1, .port = 4242 };
+		(void)snprintf(m.u.peers.v[0].addr, sizeof(m.u.peers.v[0].addr), "127.0.0.1");
+		m.u.peers.v[1] = (struct dp_ctl_peer){ .rank = 9, .port = 1 };
+		(void)snprintf(m.u.peers.v[1].addr, sizeof(m.u.peers.v[1].addr), "fe80::1");
+		break;
+	case DP_CTL_STEP:
+		m.u.step.step = 299;
+		m.u.step.loss_share = 1.25;
+		m.u.step.tokens = 1024;
+		m.u.step.seconds = 0.0625;
+		m.u.step.peak_live = 5;
+		m.u.step.mem_bytes = 12345678;
+		break;
+	case DP_CTL_TIMELINE:
+		m.u.tl.step = 9;
+		m.u.tl.t0_ns = 1000;
+		m.u.tl.t1_ns = 9000;
+		m.u.tl.n = 2;
+		m.u.tl.op[0] = (struct dp_ctl_tl_op){ .kind = 0,
+						      .leg = 1,
+						      .micro = 3,
+						      .micro2 = -1,
+						      .start_ns = 1000,
+						      .end_ns = 2000 };
+		m.u.tl.op[1] = (struct dp_ctl_tl_op){ .kind = 4,
+						      .leg = 0,
+						      .leg2 = 1,
+						      .micro = 2,
+						      .micro2 = 0,
+						      .start_ns = 2000,
+						      .end_ns = 2000 };
+		break;
 	default:
 		break;
 	}
@@ -52,8 +94,9 @@ static struct dp_ctl_msg sample(enum dp_ctl_type t)
 }
 
 static const enum dp_ctl_type all_types[] = {
-	DP_CTL_HELLO, DP_CTL_READY, DP_CTL_HEARTBEAT, DP_CTL_LOG,
-	DP_CTL_DONE,  DP_CTL_START, DP_CTL_STOP,      DP_CTL_DUMP_STACKS,
+	DP_CTL_HELLO,	 DP_CTL_READY, DP_CTL_HEARTBEAT, DP_CTL_LOG,
+	DP_CTL_DONE,	 DP_CTL_START, DP_CTL_STOP,	 DP_CTL_DUMP_STACKS,
+	DP_CTL_ENDPOINT, DP_CTL_PEERS, DP_CTL_STEP,	 DP_CTL_TIMELINE,
 };
 
 static void every_type_round_trips(void **state)
@@ -223,6 +266,67 @@ static void garbled_payloads_are_refused(void **state)
 	dp_buf_release(&b);
 }
 
+/* The v2 frames: every count and range is checked against the payload. */
+static void garbled_v2_payloads_are_refused(void **state)
+{
+	struct dp_ctl_msg m;
+	struct dp_buf b;
+	size_t addr_end = DP_CTL_HDR_LEN + 2 + strlen("10.254.7.2");
+
+	(void)state;
+	/* endpoint: port 0 */
+	m = sample(DP_CTL_ENDPOINT);
+	encode(&m, &b);
+	b.data[addr_end] = 0;
+	b.data[addr_end + 1] = 0;
+	expect_error(&b, b.len, -EBADMSG, "'port'");
+	dp_buf_release(&b);
+	/* endpoint: more wanted ranks than the payload holds */
+	m = sample(DP_CTL_ENDPOINT);
+	encode(&m, &b);
+	b.data[addr_end + 3] = 4;
+	expect_error(&b, b.len, -EBADMSG, "'peer rank'");
+	/* ... and than the limit */
+	b.data[addr_end + 2] = 0xff;
+	expect_error(&b, b.len, -EBADMSG, "'peer count'");
+	dp_buf_release(&b);
+	/* endpoint: empty address */
+	m = sample(DP_CTL_ENDPOINT);
+	encode(&m, &b);
+	b.data[DP_CTL_HDR_LEN + 1] = 0;
+	expect_error(&b, b.len, -EBADMSG, "'address'");
+	dp_buf_release(&b);
+	/* peers: none, or more than fit a frame */
+	m = sample(DP_CTL_PEERS);
+	encode(&m, &b);
+	b.data[DP_CTL_HDR_LEN + 1] = 0;
+	expect_error(&b, b.len, -EBADMSG, "'peer count'");
+	b.data[DP_CTL_HDR_LEN + 1] = DP_CTL_PEERS_MAX + 1;
+	expect_error(&b, b.len, -EBADMSG, "'peer count'");
+	dp_buf_release(&b);
+	/* step: negative duration */
+	m = sample(DP_CTL_STEP);
+	encode(&m, &b);
+	b.data[DP_CTL_HDR_LEN + 24] |= 0x80;
+	expect_error(&b, b.len, -EBADMSG, "'seconds'");
+	dp_buf_release(&b);
+	/* timeline: end before start, bad op kind, op ending before it starts */
+	m = sample(DP_CTL_TIMELINE);
+	m.u.tl.t1_ns = 999;
+	dp_buf_init(&b, 1 << 16);
+	assert_int_equal(dp_ctl_encode(&m, &b, NULL), -EINVAL); /* the encoder refuses it too */
+	assert_int_equal(b.len, 0);
+	dp_buf_release(&b);
+	m.u.tl.t1_ns = 9000;
+	encode(&m, &b);
+	b.data[DP_CTL_HDR_LEN + 26] = 5;
+	expect_error(&b, b.len, -EBADMSG, "'op kind'");
+	b.data[DP_CTL_HDR_LEN + 26] = 0;
+	b.data[DP_CTL_HDR_LEN + 37] = 0x7f; /* op 0 starts long after it ends */
+	expect_error(&b, b.len, -EBADMSG, "'op end'");
+	dp_buf_release(&b);
+}
+
 static void encoder_refuses_bad_messages(void **state)
 {
 	struct dp_ctl_msg m = sample(DP_CTL_LOG);
@@ -310,6 +414,7 @@ int main(void)
 		cmocka_unit_test(every_type_round_trips),
 		cmocka_unit_test(heartbeat_nan_loss_is_allowed),
 		cmocka_unit_test(bad_magic_and_version_are_refused),
+		cmocka_unit_test(garbled_v2_payloads_are_refused),
 		cmocka_unit_test(oversized_frame_is_refused_from_header),
 		cmocka_unit_test(unknown_type_is_refused),
 		cmocka_unit_test(garbled_payloads_are_refused),

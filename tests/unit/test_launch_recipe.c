@@ -76,9 +76,10 @@ static void refuses_what_it_cannot_run(void **state)
 	char *bad;
 
 	(void)state;
-	r = dp_test_dpctl("launch", recipe_path("local-demo"));
+	/* a layout the executor does not run yet: the key and its line */
+	r = dp_test_dpctl("launch", recipe_path("netns-cluster"));
 	assert_int_equal(r.rc, 69);
-	assert_non_null(strstr(r.err, "dpworker cannot train from a recipe yet"));
+	assert_non_null(strstr(r.err, "netns-cluster.yaml:31: key 'parallel.ep': ep 2"));
 	dp_test_run_free(&r);
 	r = dp_test_dpctl("launch", "--dry-run", recipe_path("slurm"));
 	assert_int_equal(r.rc, 69);
@@ -101,7 +102,8 @@ static void refuses_what_it_cannot_run(void **state)
 static void runs_across_namespace_nodes_over_ssh(void **state)
 {
 	char cmd[512], st[256] = "", recipe[1024], kh[300], id[300];
-	struct dp_test_run r;
+	struct dp_test_run r, ssh_train;
+	json_t *o;
 	char *path;
 	FILE *p;
 	int id_num = 20 + (getpid() + 7) % 200, rc;
@@ -131,6 +133,25 @@ static void runs_across_namespace_nodes_over_ssh(void **state)
 	path = dp_test_write_tmp(".yaml", recipe);
 	r = dp_test_dpctl("launch", "--known-hosts", kh, "--fake-steps", "3", "--fake-step-ms", "5",
 			  path);
+	/* and a training run on the same nodes: PP links between namespaces */
+	{
+		char train[1200], *tpath;
+
+		(void)snprintf(train, sizeof(train),
+			       "cluster:\n  hosts: 10.254.%d.[1-2]\n  launcher: ssh\n  user: root\n"
+			       "  identity: %s\n  gpus: 2\n"
+			       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1, "
+			       "top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
+			       "parallel: {pp: 4, schedule: dualpipe, micro_batches: 8}\n"
+			       "train: {steps: 3, batch: 16}\n"
+			       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30}\n",
+			       id_num, id);
+		tpath = dp_test_write_tmp(".yaml", train);
+		ssh_train = dp_test_dpctl("--json", "launch", "--known-hosts", kh, "--run-dir", st,
+					  tpath);
+		(void)unlink(tpath);
+		free(tpath);
+	}
 	(void)snprintf(cmd, sizeof(cmd), "%s/tests/netns/netns-cluster.sh down %d", DP_SRCDIR,
 		       id_num);
 	(void)system(cmd);
@@ -147,6 +168,16 @@ static void runs_across_namespace_nodes_over_ssh(void **state)
 				fail_msg("missing '%s' in:\n%s", want, r.out);
 		}
 	dp_test_run_free(&r);
+	/* the ranks found each other across the nodes and trained 3 steps */
+	if (ssh_train.rc != 0)
+		fail_msg("training over ssh: rc %d: %s\n%s", ssh_train.rc, ssh_train.err,
+			 ssh_train.out);
+	o = json_loads(ssh_train.out, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(json_array_size(json_object_get(json_object_get(o, "train"), "losses")),
+			 3);
+	json_decref(o);
+	dp_test_run_free(&ssh_train);
 	(void)unlink(path);
 	free(path);
 }
