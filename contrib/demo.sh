@@ -2,11 +2,14 @@
 # contrib/demo.sh BUILD_DIR - the `make demo` job: the best real run this
 # machine can do with what is built.  Checks the embedded recipe, plans it,
 # prints its DualPipe schedule and simulated timeline, then trains the small
-# MoE model with DualPipe across 4 processes (the pipeline executor, CPU
-# backend) and shows the loss falling.
+# MoE model with `dpctl launch recipes/local-demo.yaml`: 4 dpworker ranks
+# joined through the controller, DualPipe, 300 steps, the loss falling, and
+# at the end a summary (loss first -> last, tokens/s, measured vs simulated
+# bubble per rank) and the path of the merged trace.json.
 set -euo pipefail
 B=${1:-build}
 R=recipes/local-demo.yaml
+RUN=${DEMO_RUN_DIR:-${TMPDIR:-/tmp}/dpctl-demo/run}
 "$B/dpctl" version
 echo "== dpctl recipe check $R"
 "$B/dpctl" recipe check "$R"
@@ -16,5 +19,6 @@ echo "== dpctl schedule --algo dualpipe --pp 4 --micro 8 (the local recipe's sch
 "$B/dpctl" schedule --algo dualpipe --pp 4 --micro 8
 echo "== dpctl simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5"
 "$B/dpctl" simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5
-echo "== training the small MoE model with DualPipe: 4 pipeline ranks (processes), 8 micro-batches"
-"$B/dpworker" --train-local --algo dualpipe --pp 4 --micro 8 --steps 40
+echo "== dpctl launch $R: the small MoE model, DualPipe over 4 ranks (processes), 8 micro-batches"
+DPWORKER="$B/dpworker" "$B/dpctl" launch --run-dir "$RUN" "$R"
+echo "== open $RUN/trace.json in chrome://tracing or https://ui.perfetto.dev"

@@ -7,7 +7,9 @@
  *
  * Each input is fed twice: as one buffer to dp_ctl_decode(), and byte-wise
  * through the dp_ctl_rx reassembly path.  Whatever decodes must re-encode to
- * the same bytes (the format has a single encoding per message).
+ * the same bytes (the format has a single encoding per message).  The seed
+ * tests/fuzz/seeds/ctl-v2-frames.bin holds one frame of each protocol v2
+ * type (endpoint, peers, start, step, timeline, done).
  */
 #include <stdint.h>
 #include <stdlib.h>
