@@ -45,6 +45,7 @@
 #define LINK_MAGIC	 0x4450504cu /* "DPPL" */
 #define MESH_TIMEOUT_S	 60.0
 #define HELLO_TIMEOUT_MS 5000
+#define PEER_LOSS_WAIT_S 3.0 /* < the controller's 5 s default grace */
 
 struct link_hello {
 	uint32_t magic;
@@ -476,9 +477,18 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 	lfd = -1;
 	if (!rc)
 		rc = train(&l, cc, links, out, &e);
+	if (rc == -ECONNRESET || rc == -EPIPE) {
+		/* a peer is gone: most likely it failed and we are its cascade.
+		 * Give the controller a moment to see that root cause and stop us
+		 * before we report a failure of our own that could be taken for it. */
+		double until = now_s() + PEER_LOSS_WAIT_S;
+
+		while (!dp_ctl_client_stopped(cc) && now_s() < until)
+			(void)usleep(20000);
+	}
 	if (rc) {
 		(void)fprintf(err, "dpworker: error: rank %u: %s\n", ccfg->rank, e.msg);
-		status = rc == -ECANCELED ? EX_TEMPFAIL : EX_SOFTWARE;
+		status = rc == -ECANCELED || dp_ctl_client_stopped(cc) ? EX_TEMPFAIL : EX_SOFTWARE;
 	} else {
 		status = EX_OK;
 	}
