@@ -408,7 +408,7 @@ int dp_train_report_summary(const struct dp_train_report *tr, struct dp_buf *out
 			    struct dp_err *err)
 {
 	struct dp_train_bubble *b = NULL;
-	struct dp_train_durations d;
+	struct dp_train_durations d = { 0 };
 	struct dp_err be = { 0 };
 	int rc;
 

@@ -145,7 +145,7 @@ struct layout {
 static int read_layout(struct layout *l, struct dp_err *err)
 {
 	const char *algo = getenv("DP_SCHEDULE"), *model = getenv("DP_MODEL");
-	long pp, rank, micro, seed;
+	long pp = 1, rank = 0, micro = 1, seed = 0;
 	int rc;
 
 	memset(l, 0, sizeof(*l));
@@ -207,7 +207,7 @@ static int listen_any(int *port, struct dp_err *err)
 
 static void set_rcvtimeo(int fd, int ms)
 {
-	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	struct timeval tv = { ms / 1000, (long)(ms % 1000) * 1000 };
 
 	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
@@ -448,7 +448,7 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		(void)fprintf(err, "dpworker: error: rank %u: %s\n", ccfg->rank, e.msg);
 		return rc == -EOPNOTSUPP ? EX_UNAVAILABLE : EX_CONFIG;
 	}
-	links = calloc((size_t)l.cfg.pp, sizeof(*links));
+	links = calloc((size_t)l.cfg.pp, sizeof(struct dp_pp_link *));
 	want = calloc((size_t)l.cfg.pp, sizeof(*want));
 	if (!links || !want) {
 		(void)fprintf(err, "dpworker: error: out of memory\n");

@@ -287,7 +287,7 @@ static void garbled_v2_payloads_are_refused(void **state)
 	b.data[addr_end + 3] = 4;
 	expect_error(&b, b.len, -EBADMSG, "'peer rank'");
 	/* ... and than the limit */
-	b.data[addr_end + 2] = 0xff;
+	((unsigned char *)b.data)[addr_end + 2] = 0xff;
 	expect_error(&b, b.len, -EBADMSG, "'peer count'");
 	dp_buf_release(&b);
 	/* endpoint: empty address */
@@ -307,7 +307,7 @@ static void garbled_v2_payloads_are_refused(void **state)
 	/* step: negative duration */
 	m = sample(DP_CTL_STEP);
 	encode(&m, &b);
-	b.data[DP_CTL_HDR_LEN + 24] |= 0x80;
+	((unsigned char *)b.data)[DP_CTL_HDR_LEN + 24] |= 0x80;
 	expect_error(&b, b.len, -EBADMSG, "'seconds'");
 	dp_buf_release(&b);
 	/* timeline: end before start, bad op kind, op ending before it starts */
