@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "common/dp_log.h"
+#include "launcher/ctl_launch.h"
 #include "launcher/ctl_proto.h"
 #include "launcher/dp_train_report.h"
 #include "tests/unit/dp_test.h"
@@ -378,6 +379,38 @@ static void killed_rank_tears_everything_down(void **state)
 	free(dir);
 }
 
+/* A training rank whose peer never offers an endpoint (here: a fake-mode
+ * rank) fails the rendezvous naming both, instead of waiting forever. */
+static void peer_without_endpoint_fails_rendezvous(void **state)
+{
+	const char *w = worker_or_skip();
+	const char *const train_argv[] = { w, NULL };
+	const char *const fake_argv[] = { w, "--fake-steps", "2", NULL };
+	const char *const env[] = { "DP_SCHEDULE=1f1b",	  "DP_PP_SIZE=2", "DP_PP_RANK=0",
+				    "DP_MICRO_BATCHES=2", "DP_STEPS=2",	  NULL };
+	struct dp_launch_rank ranks[2] = {
+		{ .rank = 0,
+		  .host = "localhost",
+		  .local_index = 0,
+		  .argv = train_argv,
+		  .env = env },
+		{ .rank = 1, .host = "localhost", .local_index = 1, .argv = fake_argv },
+	};
+	struct dp_launch_spec spec = { .ranks = ranks, .nranks = 2 };
+	struct dp_ctl_cfg cfg = {
+		.backend = "local", .rendezvous_s = 30, .heartbeat_s = 0.2, .grace_s = 2
+	};
+	struct dp_ctl_result res;
+	struct dp_err err = { 0 };
+
+	(void)state;
+	assert_int_equal(dp_ctl_run(&cfg, &spec, &res, &err), 0);
+	assert_int_equal(res.outcome, DP_CTL_RENDEZVOUS);
+	assert_int_equal(res.exit_code, 76);
+	if (!strstr(res.cause, "rank 0 needs the address of rank 1, which sent none"))
+		fail_msg("%s", res.cause);
+}
+
 /* ---- the train report ------------------------------------------------------------ */
 
 static void report_sums_shares_in_rank_order(void **state)
@@ -491,6 +524,7 @@ int main(void)
 		cmocka_unit_test(zb1p_pp4_matches_train_local),
 		cmocka_unit_test(human_output_has_summary),
 		cmocka_unit_test(killed_rank_tears_everything_down),
+		cmocka_unit_test(peer_without_endpoint_fails_rendezvous),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
