@@ -41,6 +41,8 @@ static const char usage[] =
 	"\n"
 	"One rank of a dpctl run.  Normally started by 'dpctl launch', not by hand.\n"
 	"The job token is read from DP_JOB_TOKEN (never from the command line).\n"
+	"Started for a recipe (DP_SCHEDULE, DP_PP_RANK, DP_MODEL, ... in the environment)\n"
+	"it trains its pipeline rank; see docs/executor.md.\n"
 	"\n"
 	"Options:\n"
 	"  --controller HOST:PORT  controller to connect to (default: $DP_CONTROLLER)\n"
