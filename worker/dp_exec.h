@@ -133,10 +133,13 @@ void dp_exec_coords(const struct dp_exec *ex, int *pp_rank, int *ep_rank, int *e
 int dp_exec_owns_expert(const struct dp_exec *ex, int e);
 
 /* Wall time spent in compute ops since dp_exec_new: F, full B, I, W and
- * F&B (count and seconds each), for the overlap benchmark. */
+ * F&B (count and seconds each), for the overlap benchmark; and how many
+ * compute steps ran while the other task's EP exchange was in flight
+ * (0 without overlap). */
 struct dp_exec_times {
 	long n_f, n_b, n_i, n_w, n_fb;
 	double f, b, i, w, fb;
+	long n_overlapped;
 };
 void dp_exec_times(const struct dp_exec *ex, struct dp_exec_times *out);
 

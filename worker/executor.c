@@ -913,6 +913,7 @@ static int run_tasks(struct dp_exec *ex, struct task *const *t, int n, struct dp
 				}
 		for (int k = n - 1; k >= 0 && !ran; k--)
 			if (k != busy && !task_done(t[k]) && !task_wants_comm(t[k])) {
+				ex->times.n_overlapped += busy >= 0;
 				rc = task_compute(ex, t[k], err);
 				if (rc)
 					goto out;
