@@ -572,19 +572,18 @@ static void missing_link_is_rejected(void **state)
 	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
 }
 
-static void train_local_prints_a_falling_loss(void **state)
+/* Run `dpworker --train-local` with @args; first and last step loss. */
+static void train_local_losses(char **args, int nargs, double *first, double *last)
 {
-	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2", "--micro",
-			 "4",	     "--steps",	      "12",	"--layers", "2" };
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *out = open_memstream(&buf, &len);
-	double first = -1, last = -1, l;
+	double l;
 	int rc;
 
-	(void)state;
 	assert_non_null(out);
-	rc = dp_worker_cmd_train((int)(sizeof(args) / sizeof(args[0])), args, out, stderr);
+	*first = *last = -1;
+	rc = dp_worker_cmd_train(nargs, args, out, stderr);
 	(void)fclose(out);
 	assert_int_equal(rc, 0);
 	for (char *p = buf; p && (p = strstr(p, "step ")); p++) {
@@ -597,13 +596,29 @@ static void train_local_prints_a_falling_loss(void **state)
 		l = strtod(q, &end);
 		if (end == q)
 			continue;
-		if (first < 0)
-			first = l;
-		last = l;
+		if (*first < 0)
+			*first = l;
+		*last = l;
 	}
+	free(buf);
+}
+
+static void train_local_prints_a_falling_loss(void **state)
+{
+	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2", "--micro",
+			 "4",	     "--steps",	      "12",	"--layers", "2" };
+	char *ep_args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp",
+			    "2",	"--micro",	 "4",	   "--steps",  "12",
+			    "--layers", "2",		 "--ep",   "2" };
+	double first, last;
+
+	(void)state;
+	train_local_losses(args, (int)(sizeof(args) / sizeof(args[0])), &first, &last);
 	assert_true(first > 2.0);
 	assert_true(last < first / 2);
-	free(buf);
+	train_local_losses(ep_args, (int)(sizeof(ep_args) / sizeof(ep_args[0])), &first, &last);
+	assert_true(first > 2.0);
+	assert_true(last < first / 2);
 }
 
 /* A free TCP port on 127.0.0.1 (bound to 0, then released). */
@@ -691,6 +706,88 @@ static void train_over_tcp_matches_reference(void **state)
 		assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
 		if (fabs(sum - loss) > 2e-6) /* printed with 6 decimals */
 			fail_msg("step %ld: tcp run %.6f, reference %.6f", k, sum, loss);
+	}
+	dp_model_ref_free(ref);
+	free(buf);
+}
+
+/* Two free TCP ports p, p+1 on 127.0.0.1 (the --train EP convention). */
+static int free_port_pair(void)
+{
+	for (int tries = 0; tries < 50; tries++) {
+		struct sockaddr_in sa = { .sin_family = AF_INET };
+		int p = free_port(), fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+		assert_true(fd >= 0);
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sa.sin_port = htons((uint16_t)(p + 1));
+		ok = p < 65535 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		(void)close(fd);
+		if (ok)
+			return p;
+	}
+	fail_msg("no two consecutive free ports");
+	return -1;
+}
+
+/* `dpworker --train --ep 2`: one pipeline stage of two EP ranks over tcp
+ * (PP links on the --peers ports, the all-to-all on port + 1). */
+static void train_over_tcp_with_ep_matches_reference(void **state)
+{
+	char peers[64], *buf = NULL, other[4096];
+	char *args[] = { "dpworker", "--train",	 "--algo", "1f1b",    "--pp",	 "1",
+			 "--ep",     "2",	 "--micro", "2",      "--steps", "3",
+			 "--layers", "2",	 "--rank",  "0",      "--peers", peers };
+	int nargs = (int)(sizeof(args) / sizeof(args[0])), p[2], st = 0, rc;
+	struct dp_model_cfg mc;
+	struct dp_model_ref *ref = NULL;
+	struct dp_err err = { 0 };
+	size_t len = 0, got = 0;
+	int p0 = free_port_pair(), p1;
+	FILE *out;
+	pid_t pid;
+
+	(void)state;
+	do
+		p1 = free_port_pair();
+	while (p1 >= p0 - 1 && p1 <= p0 + 1);
+	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", p0, p1);
+	assert_int_equal(pipe(p), 0);
+	(void)fflush(stdout);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		FILE *o;
+
+		(void)close(p[0]);
+		o = fdopen(p[1], "w");
+		args[15] = "1";
+		_exit(o ? dp_worker_cmd_train(nargs, args, o, stderr) | (fclose(o) ? 1 : 0) : 1);
+	}
+	(void)close(p[1]);
+	out = open_memstream(&buf, &len);
+	assert_non_null(out);
+	rc = dp_worker_cmd_train(nargs, args, out, stderr);
+	(void)fclose(out);
+	for (ssize_t n;
+	     got < sizeof(other) - 1 && (n = read(p[0], other + got, sizeof(other) - 1 - got)) > 0;)
+		got += (size_t)n;
+	other[got] = '\0';
+	(void)close(p[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(rc, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+	dp_model_cfg_default(&mc);
+	mc.layers = 2;
+	mc.micro_batches = 4; /* micro 2 on each of the 2 EP ranks */
+	assert_int_equal(dp_model_ref_new(&mc, 1, &ref, &err), 0);
+	for (long k = 0; k < 3; k++) {
+		double loss, sum = share_of_step(buf, k) + share_of_step(other, k);
+
+		assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
+		if (fabs(sum - loss) > 3e-6) /* printed with 6 decimals, regrouped sums */
+			fail_msg("step %ld: tcp ep run %.6f, reference %.6f", k, sum, loss);
 	}
 	dp_model_ref_free(ref);
 	free(buf);
@@ -799,6 +896,7 @@ int main(void)
 		cmocka_unit_test(ep_1f1b_and_others_match_reference),
 		cmocka_unit_test(ep_overlap_changes_no_number),
 		cmocka_unit_test(ep_bad_config_is_rejected),
+		cmocka_unit_test(train_over_tcp_with_ep_matches_reference),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
