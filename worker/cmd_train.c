@@ -198,7 +198,7 @@ static double now_s(void)
 
 static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 {
-	int pp = o->cfg.pp * o->cfg.ep, rc = EX_OK; /* pp: ranks */
+	int pp = o->cfg.pp * o->cfg.ep, rc = EX_OK;		    /* pp: ranks */
 	int(*sp)[2] = calloc((size_t)pp * (size_t)pp, sizeof(*sp)); /* sp[i*pp+j]: i's end to j */
 	int *res = calloc((size_t)pp, sizeof(int));
 	pid_t *pid = calloc((size_t)pp, sizeof(pid_t));
@@ -313,11 +313,12 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 		(void)fflush(out);
 	}
 	if (rc == EX_OK)
-		(void)fprintf(out,
-			      "done: %s pp %d%s%.0d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
-			      dp_sched_algo_name(o->cfg.algo), o->cfg.pp, o->cfg.ep > 1 ? " ep " : "",
-			      o->cfg.ep > 1 ? o->cfg.ep : 0, o->cfg.micro, o->steps, now_s() - t0,
-			      first, last);
+		(void)fprintf(
+			out,
+			"done: %s pp %d%s%.0d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
+			dp_sched_algo_name(o->cfg.algo), o->cfg.pp, o->cfg.ep > 1 ? " ep " : "",
+			o->cfg.ep > 1 ? o->cfg.ep : 0, o->cfg.micro, o->steps, now_s() - t0, first,
+			last);
 out:
 	for (int r = 0; pid && r < pp; r++) {
 		int st;

@@ -76,9 +76,9 @@ int dp_pp_link_tcp_mesh(int n, int rank, const char *const *hosts, const int *po
 
 struct dp_exec_cfg {
 	enum dp_sched_algo algo;
-	int pp;	   /* pipeline ranks */
-	int micro; /* micro-batches per step and EP rank (the schedule's micro) */
-	int rank;  /* this rank, 0..pp*ep-1 = pp_rank * ep + ep_rank */
+	int pp;			   /* pipeline ranks */
+	int micro;		   /* micro-batches per step and EP rank (the schedule's micro) */
+	int rank;		   /* this rank, 0..pp*ep-1 = pp_rank * ep + ep_rank */
 	struct dp_model_cfg model; /* micro_batches is overwritten with micro * ep */
 	/* expert parallelism; ep 0 or 1: none (every rank holds all experts) */
 	int ep; /* EP ranks per stage; divides model.experts */

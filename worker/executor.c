@@ -336,10 +336,10 @@ struct dp_exec {
 	int nranks;		    /* pp * ep */
 	int nch;
 	struct chunk ch[2];
-	struct dp_pp_link **links;  /* borrowed */
-	struct sender *snd;	    /* [nranks] */
-	struct commth ct;	    /* ep > 1 */
-	struct ep_layer **epl;	    /* [legs][mpl]: [layers of the chunk], ep > 1 */
+	struct dp_pp_link **links; /* borrowed */
+	struct sender *snd;	   /* [nranks] */
+	struct commth ct;	   /* ep > 1 */
+	struct ep_layer **epl;	   /* [legs][mpl]: [layers of the chunk], ep > 1 */
 	struct dp_exec_times times;
 	float **box;		    /* [2 (in/out)][2 kinds][legs][mpl] */
 	struct dp_model_ctx **live; /* [legs][mpl] */
@@ -677,16 +677,16 @@ struct task {
 	struct ep_layer *el; /* [layers of the chunk] */
 	int step, nsteps;
 	struct dp_model_io io;
-	float *xin;	  /* forward input (owned) */
-	const float *dy;  /* backward: output grad */
-	float *out;	  /* forward: y; backward: dx (owned until finish) */
+	float *xin;	 /* forward input (owned) */
+	const float *dy; /* backward: output grad */
+	float *out;	 /* forward: y; backward: dx (owned until finish) */
 	double loss;
-	float *pk, *pk2;  /* [T*K*H] packed rows out / back */
-	float *rx;	  /* received rows */
+	float *pk, *pk2;   /* [T*K*H] packed rows out / back */
+	float *rx;	   /* received rows */
 	float *lin, *lout; /* local expert rows in / out */
-	size_t cap;	  /* rows of rx (backward), lin, lout */
-	int32_t *idx;	  /* [T*K] expert of each packed row */
-	float *ones;	  /* [T*K] */
+	size_t cap;	   /* rows of rx (backward), lin, lout */
+	int32_t *idx;	   /* [T*K] expert of each packed row */
+	float *ones;	   /* [T*K] */
 	struct comm_job job;
 };
 
@@ -813,12 +813,13 @@ static int local_experts(struct dp_exec *ex, struct task *t, int layer, struct e
 		const size_t off = (size_t)el->loff[i] * H;
 
 		rc = t->fwd ? dp_model_expert_forward(st, t->ctx, layer, e, n, t->lin + off,
-						       t->lout + off, err)
-			    : dp_model_expert_backward_input(st, t->ctx, layer, e, n,
-							     t->lin + off, t->lout + off, err);
+						      t->lout + off, err)
+			    : dp_model_expert_backward_input(st, t->ctx, layer, e, n, t->lin + off,
+							     t->lout + off, err);
 	}
 	for (int k = 0; k < el->nrecv && !rc; k++)
-		memcpy(t->rx + (size_t)el->order[k] * H, t->lout + (size_t)k * H, H * sizeof(float));
+		memcpy(t->rx + (size_t)el->order[k] * H, t->lout + (size_t)k * H,
+		       H * sizeof(float));
 	return rc;
 }
 
@@ -837,8 +838,9 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 			rc = build_order(ex, el, err);
 		if (!rc)
 			rc = local_experts(ex, t, layer, el, err);
-		t->job = (struct comm_job){ .kind = JOB_COMBINE, .plan = &el->plan,
-					    .in = t->rx, .out = t->pk2 };
+		t->job = (struct comm_job){
+			.kind = JOB_COMBINE, .plan = &el->plan, .in = t->rx, .out = t->pk2
+		};
 	} else if (t->fwd) {
 		const int layer = first + li;
 
@@ -879,8 +881,9 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 			rc = dp_model_combine_backward(st, t->ctx, layer, t->pk, err);
 			if (!rc && grow(t, (size_t)el->nrecv, (size_t)ex->H, 1))
 				rc = dp_err_set(err, ENOMEM, "exec: out of memory");
-			t->job = (struct comm_job){ .kind = JOB_DISPATCH, .plan = &el->plan,
-						    .in = t->pk, .out = t->rx };
+			t->job = (struct comm_job){
+				.kind = JOB_DISPATCH, .plan = &el->plan, .in = t->pk, .out = t->rx
+			};
 		}
 	}
 	if (!rc)
@@ -985,10 +988,9 @@ static int fwd_finish(struct dp_exec *ex, struct task *t, int rc, struct dp_err 
 	t->out = NULL;
 	if (rc) {
 		free(y);
-		if (t->ctx) {
+		if (t->ctx && c) {
 			ctx_put(ex, c, t->ctx);
-			if (c)
-				epl_release(ex, leg * ex->mpl + m);
+			epl_release(ex, leg * ex->mpl + m);
 		}
 		return rc;
 	}
@@ -1357,9 +1359,10 @@ static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 {
 	float *mine[2] = { NULL, NULL }, *acc = NULL, *in = NULL;
 	size_t n[2] = { 0, 0 };
+	const int nch = ex->nch;
 	int rc = 0;
 
-	for (int c = 0; c < ex->nch && !rc; c++) {
+	for (int c = 0; c < nch && !rc; c++) {
 		n[c] = replicated(ex->ch[c].st, NULL, 0);
 		mine[c] = malloc(n[c] * sizeof(float) + 1);
 		if (!mine[c]) {
@@ -1368,7 +1371,9 @@ static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 		}
 		(void)replicated(ex->ch[c].st, mine[c], 0);
 		for (int j = 0; j < ex->ep && !rc; j++) {
-			struct msg_hdr h = { .magic = MSG_MAGIC, .kind = KIND_R, .leg = (uint8_t)c };
+			struct msg_hdr h = { .magic = MSG_MAGIC,
+					     .kind = KIND_R,
+					     .leg = (uint8_t)c };
 			float *copy;
 
 			if (j == ex->erank)
@@ -1384,7 +1389,7 @@ static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 			rc = sender_post(&ex->snd[ex->prank * ex->ep + j], &h, copy, err);
 		}
 	}
-	for (int c = 0; c < ex->nch && !rc; c++) {
+	for (int c = 0; c < nch && !rc; c++) {
 		free(acc);
 		free(in);
 		acc = malloc(n[c] * sizeof(float) + 1);
@@ -1401,6 +1406,8 @@ static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 					      n[c] * sizeof(float), err);
 				src = in;
 			}
+			if (!rc && !src) /* cannot happen: the first loop made them all */
+				rc = dp_err_set(err, ENOMEM, "exec: out of memory");
 			if (rc)
 				break;
 			if (j == 0)

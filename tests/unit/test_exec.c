@@ -246,7 +246,7 @@ static void run_pipeline(const struct tcase *tc, struct rank_res *res)
 			cc.timeout_ms = 20000;
 			cc.shm_name = shm[r / ep];
 			cc.shm_ring_bytes = 16384;
-			cc.addrs = ap + (r / ep) * ep; /* this EP group's ranks */
+			cc.addrs = ap + (ptrdiff_t)(r / ep) * ep; /* this EP group's ranks */
 			cc.listen_fd = lfd[r];
 			if (tc->two_hop) {
 				cc.nodes = 2;
@@ -607,9 +607,10 @@ static void train_local_prints_a_falling_loss(void **state)
 {
 	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2", "--micro",
 			 "4",	     "--steps",	      "12",	"--layers", "2" };
-	char *ep_args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp",
-			    "2",	"--micro",	 "4",	   "--steps",  "12",
-			    "--layers", "2",		 "--ep",   "2" };
+	char *ep_args[] = {
+		"dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2",	   "--micro",
+		"4",	    "--steps",	     "12",     "--layers", "2",	   "--ep", "2"
+	};
 	double first, last;
 
 	(void)state;
@@ -735,9 +736,9 @@ static int free_port_pair(void)
 static void train_over_tcp_with_ep_matches_reference(void **state)
 {
 	char peers[64], *buf = NULL, other[4096];
-	char *args[] = { "dpworker", "--train",	 "--algo", "1f1b",    "--pp",	 "1",
-			 "--ep",     "2",	 "--micro", "2",      "--steps", "3",
-			 "--layers", "2",	 "--rank",  "0",      "--peers", peers };
+	char *args[] = { "dpworker", "--train", "--algo",  "1f1b", "--pp",    "1",
+			 "--ep",     "2",	"--micro", "2",	   "--steps", "3",
+			 "--layers", "2",	"--rank",  "0",	   "--peers", peers };
 	int nargs = (int)(sizeof(args) / sizeof(args[0])), p[2], st = 0, rc;
 	struct dp_model_cfg mc;
 	struct dp_model_ref *ref = NULL;
@@ -795,9 +796,12 @@ static void train_over_tcp_with_ep_matches_reference(void **state)
 
 static void check_ep(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap)
 {
-	const struct tcase tc = {
-		.algo = algo, .pp = pp, .ep = ep, .micro = micro, .overlap = overlap, .transport = "shm"
-	};
+	const struct tcase tc = { .algo = algo,
+				  .pp = pp,
+				  .ep = ep,
+				  .micro = micro,
+				  .overlap = overlap,
+				  .transport = "shm" };
 
 	check_tcase(&tc);
 }
@@ -850,8 +854,10 @@ static void ep_overlap_changes_no_number(void **state)
 		assert_memory_equal(a[r].loss, b[r].loss, sizeof(a[r].loss));
 		assert_int_equal(a[r].nch, b[r].nch);
 		for (int c = 0; c < a[r].nch; c++) {
-			assert_memory_equal(a[r].ch[c].g, b[r].ch[c].g, a[r].ch[c].n * sizeof(float));
-			assert_memory_equal(a[r].ch[c].w, b[r].ch[c].w, a[r].ch[c].n * sizeof(float));
+			assert_memory_equal(a[r].ch[c].g, b[r].ch[c].g,
+					    a[r].ch[c].n * sizeof(float));
+			assert_memory_equal(a[r].ch[c].w, b[r].ch[c].w,
+					    a[r].ch[c].n * sizeof(float));
 		}
 	}
 	printf("# overlap: rank 0 ran %ld compute steps during exchanges, same bits\n",
