@@ -1362,63 +1362,58 @@ static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 	const int nch = ex->nch;
 	int rc = 0;
 
-	for (int c = 0; c < nch && !rc; c++) {
+	for (int c = 0; c < nch; c++) {
 		n[c] = replicated(ex->ch[c].st, NULL, 0);
 		mine[c] = malloc(n[c] * sizeof(float) + 1);
-		if (!mine[c]) {
-			rc = dp_err_set(err, ENOMEM, "exec: out of memory");
-			break;
-		}
+		if (!mine[c])
+			goto nomem;
 		(void)replicated(ex->ch[c].st, mine[c], 0);
-		for (int j = 0; j < ex->ep && !rc; j++) {
-			struct msg_hdr h = { .magic = MSG_MAGIC,
-					     .kind = KIND_R,
-					     .leg = (uint8_t)c };
+		for (int j = 0; j < ex->ep; j++) {
+			struct msg_hdr h = { .magic = MSG_MAGIC, .kind = KIND_R, .leg = (uint8_t)c };
 			float *copy;
 
 			if (j == ex->erank)
 				continue;
 			copy = malloc(n[c] * sizeof(float) + 1);
-			if (!copy) {
-				rc = dp_err_set(err, ENOMEM, "exec: out of memory");
-				break;
-			}
+			if (!copy)
+				goto nomem;
 			memcpy(copy, mine[c], n[c] * sizeof(float));
 			h.step = ex->step;
 			h.bytes = n[c] * sizeof(float);
 			rc = sender_post(&ex->snd[ex->prank * ex->ep + j], &h, copy, err);
+			if (rc)
+				goto out;
 		}
 	}
-	for (int c = 0; c < nch && !rc; c++) {
+	for (int c = 0; c < nch; c++) {
 		free(acc);
 		free(in);
 		acc = malloc(n[c] * sizeof(float) + 1);
 		in = malloc(n[c] * sizeof(float) + 1);
-		if (!acc || !in) {
-			rc = dp_err_set(err, ENOMEM, "exec: out of memory");
-			break;
-		}
-		for (int j = 0; j < ex->ep && !rc; j++) {
+		if (!acc || !in || !mine[c])
+			goto nomem;
+		for (int j = 0; j < ex->ep; j++) {
 			const float *src = mine[c];
 
 			if (j != ex->erank) {
 				rc = recv_msg(ex, ex->prank * ex->ep + j, KIND_R, c, 0, in,
 					      n[c] * sizeof(float), err);
+				if (rc)
+					goto out;
 				src = in;
 			}
-			if (!rc && !src) /* cannot happen: the first loop made them all */
-				rc = dp_err_set(err, ENOMEM, "exec: out of memory");
-			if (rc)
-				break;
 			if (j == 0)
 				memcpy(acc, src, n[c] * sizeof(float));
 			else
 				for (size_t i = 0; i < n[c]; i++)
 					acc[i] = acc[i] + src[i];
 		}
-		if (!rc)
-			(void)replicated(ex->ch[c].st, acc, 1);
+		(void)replicated(ex->ch[c].st, acc, 1);
 	}
+	goto out;
+nomem:
+	rc = dp_err_set(err, ENOMEM, "exec: out of memory");
+out:
 	free(acc);
 	free(in);
 	free(mine[0]);
