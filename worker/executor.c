@@ -1369,7 +1369,9 @@ static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 			goto nomem;
 		(void)replicated(ex->ch[c].st, mine[c], 0);
 		for (int j = 0; j < ex->ep; j++) {
-			struct msg_hdr h = { .magic = MSG_MAGIC, .kind = KIND_R, .leg = (uint8_t)c };
+			struct msg_hdr h = { .magic = MSG_MAGIC,
+					     .kind = KIND_R,
+					     .leg = (uint8_t)c };
 			float *copy;
 
 			if (j == ex->erank)
