@@ -502,7 +502,7 @@ static int open_ep(struct dp_exec *ex, struct dp_err *err)
 static int need_peer(struct dp_exec *ex, struct dp_pp_link *const *links, int peer,
 		     struct dp_err *err)
 {
-	if (peer == ex->cfg.rank || ex->snd[peer].started)
+	if (peer >= 0 && peer < ex->nranks && (peer == ex->cfg.rank || ex->snd[peer].started))
 		return 0;
 	if (peer < 0 || peer >= ex->nranks || !links || !links[peer])
 		return dp_err_set(err, EINVAL, "exec: rank %d needs a link to rank %d",
