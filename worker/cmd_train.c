@@ -5,7 +5,9 @@
  * docs/executor.md. */
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,7 @@ struct train_opts {
 	long steps;
 	int local;
 	int timing;  /* --timing: each rank prints its op times at the end */
+	double mbps; /* --ep-mbps: local EP groups on tcp, one rank per "node", paced */
 	char *peers; /* borrowed from argv */
 };
 
@@ -40,7 +43,8 @@ enum {
 	O_LAYERS,
 	O_EP,
 	O_NO_OVERLAP,
-	O_TIMING
+	O_TIMING,
+	O_EP_MBPS
 };
 
 static const struct option train_opts_tab[] = {
@@ -57,6 +61,7 @@ static const struct option train_opts_tab[] = {
 	{ "ep", required_argument, NULL, O_EP },
 	{ "no-overlap", no_argument, NULL, O_NO_OVERLAP },
 	{ "timing", no_argument, NULL, O_TIMING },
+	{ "ep-mbps", required_argument, NULL, O_EP_MBPS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -129,6 +134,10 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 		case O_TIMING:
 			o->timing = 1;
 			break;
+		case O_EP_MBPS:
+			if (dp_parse_double(optarg, 0.001, 1e6, &o->mbps, "--ep-mbps", e))
+				return -EINVAL;
+			break;
 		default:
 			return dp_err_set(e, EINVAL, "option '%s' is unknown or needs a value",
 					  argv[optind - 1]);
@@ -196,23 +205,52 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* --ep-mbps: a listening socket on 127.0.0.1 per rank for the a2a tcp
+ * transport, made before the fork.  0 or -errno. */
+static int ep_listeners(int n, int *lfd, char (*addr)[32])
+{
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_in a = { .sin_family = AF_INET };
+		socklen_t al = sizeof(a);
+
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		lfd[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (lfd[i] < 0 || bind(lfd[i], (struct sockaddr *)&a, sizeof(a)) ||
+		    listen(lfd[i], 64) || getsockname(lfd[i], (struct sockaddr *)&a, &al))
+			return -errno;
+		(void)snprintf(addr[i], sizeof(addr[i]), "127.0.0.1:%d", ntohs(a.sin_port));
+	}
+	return 0;
+}
+
 static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 {
 	int pp = o->cfg.pp * o->cfg.ep, rc = EX_OK;		    /* pp: ranks */
 	int(*sp)[2] = calloc((size_t)pp * (size_t)pp, sizeof(*sp)); /* sp[i*pp+j]: i's end to j */
 	int *res = calloc((size_t)pp, sizeof(int));
 	pid_t *pid = calloc((size_t)pp, sizeof(pid_t));
+	int *lfd = calloc((size_t)pp, sizeof(int));
+	char(*addr)[32] = calloc((size_t)pp, sizeof(*addr));
+	const char **ap = calloc((size_t)pp, sizeof(char *));
 	double t0 = now_s(), first = 0, last = 0;
 
-	if (!sp || !res || !pid) {
+	if (!sp || !res || !pid || !lfd || !addr || !ap) {
 		(void)fputs("dpworker: error: out of memory\n", err);
 		rc = EX_OSERR;
 		goto out;
 	}
 	for (int i = 0; i < pp * pp; i++)
 		sp[i][0] = sp[i][1] = -1;
-	for (int i = 0; i < pp; i++)
-		res[i] = -1;
+	for (int i = 0; i < pp; i++) {
+		res[i] = lfd[i] = -1;
+		ap[i] = addr[i];
+	}
+	if (o->mbps > 0 && ep_listeners(pp, lfd, addr)) {
+		(void)fprintf(err, "dpworker: error: cannot listen on 127.0.0.1: %s\n",
+			      strerror(errno));
+		rc = EX_OSERR;
+		goto out;
+	}
 	for (int i = 0; i < pp; i++)
 		for (int j = i + 1; j < pp; j++) {
 			int fds[2];
@@ -255,6 +293,17 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 			(void)snprintf(shm, sizeof(shm), "/dpworker-%d-%d", (int)getppid(),
 				       r / o->cfg.ep);
 			cc.shm_name = shm;
+			if (o->mbps > 0) { /* tcp, each EP rank its own paced "node" */
+				cc.transport = "tcp";
+				cc.addrs = ap + (ptrdiff_t)(r / o->cfg.ep) * o->cfg.ep;
+				cc.listen_fd = lfd[r];
+				cc.nodes = o->cfg.ep;
+				cc.ranks_per_node = 1;
+				cc.tcp_inter_mbps = o->mbps;
+				for (int i = 0; i < pp; i++)
+					if (i != r && lfd[i] >= 0)
+						(void)close(lfd[i]);
+			}
 			cfg.ep_comm = &cc;
 
 			(void)close(p[0]);
@@ -289,6 +338,11 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 		if (sp[i][0] >= 0) {
 			(void)close(sp[i][0]);
 			sp[i][0] = -1;
+		}
+	for (int i = 0; i < pp; i++)
+		if (lfd[i] >= 0) {
+			(void)close(lfd[i]);
+			lfd[i] = -1;
 		}
 	for (long k = 0; k < o->steps && rc == EX_OK; k++) {
 		double loss = 0;
@@ -343,6 +397,12 @@ out:
 		(void)snprintf(shm, sizeof(shm), "/dpworker-%d-%d", (int)getpid(), g);
 		(void)shm_unlink(shm); /* normally gone already */
 	}
+	for (int i = 0; lfd && i < pp; i++)
+		if (lfd[i] >= 0)
+			(void)close(lfd[i]);
+	free(lfd);
+	free(addr);
+	free(ap);
 	free(sp);
 	free(res);
 	free(pid);

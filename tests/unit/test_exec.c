@@ -622,6 +622,28 @@ static void train_local_prints_a_falling_loss(void **state)
 	assert_true(last < first / 2);
 }
 
+/* The EP fabric does not change a number: shm, and tcp with every EP rank
+ * its own paced "node" (--ep-mbps), print the same losses. */
+static void train_local_ep_fabrics_agree(void **state)
+{
+	char *shm[] = {
+		"dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2",	       "--ep",
+		"2",	    "--micro",	     "4",      "--steps",  "3",	   "--layers", "2"
+	};
+	char *tcp[] = {
+		"dpworker",  "--train-local", "--algo", "dualpipe", "--pp", "2",	"--ep",
+		"2",	     "--micro",	      "4",	"--steps",  "3",    "--layers", "2",
+		"--ep-mbps", "2000"
+	};
+	double f1, l1, f2, l2;
+
+	(void)state;
+	train_local_losses(shm, (int)(sizeof(shm) / sizeof(shm[0])), &f1, &l1);
+	train_local_losses(tcp, (int)(sizeof(tcp) / sizeof(tcp[0])), &f2, &l2);
+	assert_true(f1 > 2.0);
+	assert_true(f1 == f2 && l1 == l2);
+}
+
 /* A free TCP port on 127.0.0.1 (bound to 0, then released). */
 static int free_port(void)
 {
@@ -903,6 +925,7 @@ int main(void)
 		cmocka_unit_test(ep_overlap_changes_no_number),
 		cmocka_unit_test(ep_bad_config_is_rejected),
 		cmocka_unit_test(train_over_tcp_with_ep_matches_reference),
+		cmocka_unit_test(train_local_ep_fabrics_agree),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
