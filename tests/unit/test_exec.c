@@ -14,6 +14,12 @@
  *   1e-3 * max|w of the tensor| + 1e-5 (Adam divides by sqrt(v), so rounding
  *   in a near-zero gradient may move an element by up to lr per step); and
  *   both copies of a stage bit-identical.
+ * - EP (pp x ep ranks, EP groups on a2a shm or tcp): the replicated
+ *   tensors' gradients are summed over the EP ranks and each expert sums
+ *   rows of several ranks' micro-batches (regrouped sums): the DualPipe
+ *   tolerances above, against a reference of micro * ep micro-batches;
+ *   experts compared on their owner only (zero gradients elsewhere); the
+ *   EP replicas bit-identical; overlap on and off bit-identical.
  * Peak live activation contexts per rank: never above the simulator's
  * figure (in fact equal: both count, in program order, forwards whose
  * backward/W has not finished). */
