@@ -1,12 +1,17 @@
-/* worker/cmd_train.c - `dpworker --train-local` (fork the pp ranks of one
- * pipeline over socketpairs and print the step loss) and `dpworker --train`
- * (one rank, TCP links to its peers).  docs/executor.md. */
+/* worker/cmd_train.c - `dpworker --train-local` (fork the pp x ep ranks of
+ * one pipeline over socketpairs and print the step loss) and `dpworker
+ * --train` (one rank, TCP links to its peers).  With --ep the EP groups use
+ * the a2a shm transport (local) or tcp on each peer's port + 1.
+ * docs/executor.md. */
 #include <errno.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sysexits.h>
@@ -21,10 +26,27 @@ struct train_opts {
 	struct dp_exec_cfg cfg;
 	long steps;
 	int local;
+	int timing;  /* --timing: each rank prints its op times at the end */
+	double mbps; /* --ep-mbps: local EP groups on tcp, one rank per "node", paced */
 	char *peers; /* borrowed from argv */
 };
 
-enum { O_LOCAL = 256, O_TRAIN, O_ALGO, O_PP, O_MICRO, O_RANK, O_STEPS, O_SEED, O_PEERS, O_LAYERS };
+enum {
+	O_LOCAL = 256,
+	O_TRAIN,
+	O_ALGO,
+	O_PP,
+	O_MICRO,
+	O_RANK,
+	O_STEPS,
+	O_SEED,
+	O_PEERS,
+	O_LAYERS,
+	O_EP,
+	O_NO_OVERLAP,
+	O_TIMING,
+	O_EP_MBPS
+};
 
 static const struct option train_opts_tab[] = {
 	{ "train-local", no_argument, NULL, O_LOCAL },
@@ -37,6 +59,10 @@ static const struct option train_opts_tab[] = {
 	{ "seed", required_argument, NULL, O_SEED },
 	{ "layers", required_argument, NULL, O_LAYERS },
 	{ "peers", required_argument, NULL, O_PEERS },
+	{ "ep", required_argument, NULL, O_EP },
+	{ "no-overlap", no_argument, NULL, O_NO_OVERLAP },
+	{ "timing", no_argument, NULL, O_TIMING },
+	{ "ep-mbps", required_argument, NULL, O_EP_MBPS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -53,6 +79,8 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 	o->cfg.algo = DP_SCHED_DUALPIPE;
 	o->cfg.pp = 2;
 	o->cfg.micro = 4;
+	o->cfg.ep = 1;
+	o->cfg.overlap = 1;
 	o->steps = 30;
 	optind = 0;
 	opterr = 0;
@@ -78,7 +106,7 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 			o->cfg.micro = (int)v;
 			break;
 		case O_RANK:
-			if (dp_parse_long(optarg, 0, 63, &v, "--rank", e))
+			if (dp_parse_long(optarg, 0, 4095, &v, "--rank", e))
 				return -EINVAL;
 			o->cfg.rank = (int)v;
 			break;
@@ -99,6 +127,21 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 		case O_PEERS:
 			o->peers = optarg;
 			break;
+		case O_EP:
+			if (dp_parse_long(optarg, 1, 64, &v, "--ep", e))
+				return -EINVAL;
+			o->cfg.ep = (int)v;
+			break;
+		case O_NO_OVERLAP:
+			o->cfg.overlap = 0;
+			break;
+		case O_TIMING:
+			o->timing = 1;
+			break;
+		case O_EP_MBPS:
+			if (dp_parse_double(optarg, 0.001, 1e6, &o->mbps, "--ep-mbps", e))
+				return -EINVAL;
+			break;
 		default:
 			return dp_err_set(e, EINVAL, "option '%s' is unknown or needs a value",
 					  argv[optind - 1]);
@@ -106,16 +149,35 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 	}
 	if (optind < argc)
 		return dp_err_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
-	if (o->cfg.rank >= o->cfg.pp)
-		return dp_err_set(e, EINVAL, "--rank %d needs --pp > %d", o->cfg.rank, o->cfg.rank);
-	if (!o->local && !o->peers && o->cfg.pp > 1)
+	if (o->cfg.rank >= o->cfg.pp * o->cfg.ep)
+		return dp_err_set(e, EINVAL, "--rank %d needs --pp x --ep > %d", o->cfg.rank,
+				  o->cfg.rank);
+	if (!o->local && !o->peers && o->cfg.pp * o->cfg.ep > 1)
 		return dp_err_set(e, EINVAL, "--train needs --peers host:port,... (one per rank)");
 	return 0;
 }
 
+/* --timing: "rank r times: F n ms B n ms ... F&B n ms overlapped n" (mean
+ * milliseconds per op of each kind over the whole run). */
+static void print_times(const struct dp_exec *ex, int rank, FILE *out)
+{
+	struct dp_exec_times t;
+
+	dp_exec_times(ex, &t);
+	(void)fprintf(out,
+		      "rank %d times: F %ld %.3f B %ld %.3f I %ld %.3f W %ld %.3f F&B %ld %.3f "
+		      "overlapped %ld\n",
+		      rank, t.n_f, t.n_f ? 1e3 * t.f / (double)t.n_f : 0.0, t.n_b,
+		      t.n_b ? 1e3 * t.b / (double)t.n_b : 0.0, t.n_i,
+		      t.n_i ? 1e3 * t.i / (double)t.n_i : 0.0, t.n_w,
+		      t.n_w ? 1e3 * t.w / (double)t.n_w : 0.0, t.n_fb,
+		      t.n_fb ? 1e3 * t.fb / (double)t.n_fb : 0.0, t.n_overlapped);
+	(void)fflush(out);
+}
+
 /* One rank: run the steps, write each step's local loss share to @res_fd. */
 static int rank_main(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, long steps,
-		     int res_fd, FILE *err)
+		     int res_fd, FILE *err, FILE *times)
 {
 	struct dp_err e = { 0 };
 	struct dp_exec *ex = NULL;
@@ -133,6 +195,8 @@ static int rank_main(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, l
 	}
 	if (rc)
 		(void)fprintf(err, "dpworker: rank %d: error: %s\n", cfg->rank, e.msg);
+	else if (times)
+		print_times(ex, cfg->rank, times);
 	dp_exec_free(ex);
 	return rc ? EX_SOFTWARE : EX_OK;
 }
@@ -145,23 +209,52 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* --ep-mbps: a listening socket on 127.0.0.1 per rank for the a2a tcp
+ * transport, made before the fork.  0 or -errno. */
+static int ep_listeners(int n, int *lfd, char (*addr)[32])
+{
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_in a = { .sin_family = AF_INET };
+		socklen_t al = sizeof(a);
+
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		lfd[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (lfd[i] < 0 || bind(lfd[i], (struct sockaddr *)&a, sizeof(a)) ||
+		    listen(lfd[i], 64) || getsockname(lfd[i], (struct sockaddr *)&a, &al))
+			return -errno;
+		(void)snprintf(addr[i], sizeof(addr[i]), "127.0.0.1:%d", ntohs(a.sin_port));
+	}
+	return 0;
+}
+
 static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 {
-	int pp = o->cfg.pp, rc = EX_OK;
+	int pp = o->cfg.pp * o->cfg.ep, rc = EX_OK;		    /* pp: ranks */
 	int(*sp)[2] = calloc((size_t)pp * (size_t)pp, sizeof(*sp)); /* sp[i*pp+j]: i's end to j */
 	int *res = calloc((size_t)pp, sizeof(int));
 	pid_t *pid = calloc((size_t)pp, sizeof(pid_t));
+	int *lfd = calloc((size_t)pp, sizeof(int));
+	char(*addr)[32] = calloc((size_t)pp, sizeof(*addr));
+	const char **ap = calloc((size_t)pp, sizeof(char *));
 	double t0 = now_s(), first = 0, last = 0;
 
-	if (!sp || !res || !pid) {
+	if (!sp || !res || !pid || !lfd || !addr || !ap) {
 		(void)fputs("dpworker: error: out of memory\n", err);
 		rc = EX_OSERR;
 		goto out;
 	}
 	for (int i = 0; i < pp * pp; i++)
 		sp[i][0] = sp[i][1] = -1;
-	for (int i = 0; i < pp; i++)
-		res[i] = -1;
+	for (int i = 0; i < pp; i++) {
+		res[i] = lfd[i] = -1;
+		ap[i] = addr[i];
+	}
+	if (o->mbps > 0 && ep_listeners(pp, lfd, addr)) {
+		(void)fprintf(err, "dpworker: error: cannot listen on 127.0.0.1: %s\n",
+			      strerror(errno));
+		rc = EX_OSERR;
+		goto out;
+	}
 	for (int i = 0; i < pp; i++)
 		for (int j = i + 1; j < pp; j++) {
 			int fds[2];
@@ -194,7 +287,28 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 		if (pid[r] == 0) {
 			struct dp_pp_link **links = calloc((size_t)pp, sizeof(struct dp_pp_link *));
 			struct dp_exec_cfg cfg = o->cfg;
+			struct dp_a2a_comm_cfg cc;
+			char shm[64];
 			int code = EX_OSERR;
+
+			/* EP groups: shm, one segment per group */
+			dp_a2a_comm_cfg_init(&cc);
+			cc.transport = "shm";
+			(void)snprintf(shm, sizeof(shm), "/dpworker-%d-%d", (int)getppid(),
+				       r / o->cfg.ep);
+			cc.shm_name = shm;
+			if (o->mbps > 0) { /* tcp, each EP rank its own paced "node" */
+				cc.transport = "tcp";
+				cc.addrs = ap + (ptrdiff_t)(r / o->cfg.ep) * o->cfg.ep;
+				cc.listen_fd = lfd[r];
+				cc.nodes = o->cfg.ep;
+				cc.ranks_per_node = 1;
+				cc.tcp_inter_mbps = o->mbps;
+				for (int i = 0; i < pp; i++)
+					if (i != r && lfd[i] >= 0)
+						(void)close(lfd[i]);
+			}
+			cfg.ep_comm = &cc;
 
 			(void)close(p[0]);
 			for (int i = 0; i < r; i++)
@@ -212,7 +326,8 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 							(void)close(fd);
 					}
 				cfg.rank = r;
-				code = rank_main(&cfg, links, o->steps, p[1], err);
+				code = rank_main(&cfg, links, o->steps, p[1], err,
+						 o->timing ? out : NULL);
 				for (int i = 0; i < pp; i++)
 					dp_pp_link_close(links[i]);
 				free(links);
@@ -227,6 +342,11 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 		if (sp[i][0] >= 0) {
 			(void)close(sp[i][0]);
 			sp[i][0] = -1;
+		}
+	for (int i = 0; i < pp; i++)
+		if (lfd[i] >= 0) {
+			(void)close(lfd[i]);
+			lfd[i] = -1;
 		}
 	for (long k = 0; k < o->steps && rc == EX_OK; k++) {
 		double loss = 0;
@@ -251,10 +371,12 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 		(void)fflush(out);
 	}
 	if (rc == EX_OK)
-		(void)fprintf(out,
-			      "done: %s pp %d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
-			      dp_sched_algo_name(o->cfg.algo), pp, o->cfg.micro, o->steps,
-			      now_s() - t0, first, last);
+		(void)fprintf(
+			out,
+			"done: %s pp %d%s%.0d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
+			dp_sched_algo_name(o->cfg.algo), o->cfg.pp, o->cfg.ep > 1 ? " ep " : "",
+			o->cfg.ep > 1 ? o->cfg.ep : 0, o->cfg.micro, o->steps, now_s() - t0, first,
+			last);
 out:
 	for (int r = 0; pid && r < pp; r++) {
 		int st;
@@ -273,6 +395,18 @@ out:
 	for (int r = 0; res && r < pp; r++)
 		if (res[r] >= 0)
 			(void)close(res[r]);
+	for (int g = 0; o->cfg.ep > 1 && g < o->cfg.pp; g++) {
+		char shm[64];
+
+		(void)snprintf(shm, sizeof(shm), "/dpworker-%d-%d", (int)getpid(), g);
+		(void)shm_unlink(shm); /* normally gone already */
+	}
+	for (int i = 0; lfd && i < pp; i++)
+		if (lfd[i] >= 0)
+			(void)close(lfd[i]);
+	free(lfd);
+	free(addr);
+	free(ap);
 	free(sp);
 	free(res);
 	free(pid);
@@ -282,7 +416,7 @@ out:
 /* --peers h0:p0,h1:p1,...: one per rank */
 static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 {
-	int pp = o->cfg.pp, n = 0, rc = EX_OK;
+	int pp = o->cfg.pp * o->cfg.ep, n = 0, rc = EX_OK; /* pp: ranks */
 	char *list = strdup(o->peers ? o->peers : "");
 	const char **hosts = calloc((size_t)pp, sizeof(const char *));
 	int *ports = calloc((size_t)pp, sizeof(int));
@@ -321,7 +455,27 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 	{
 		struct dp_exec *ex = NULL;
 		struct dp_exec_cfg cfg = o->cfg;
+		struct dp_a2a_comm_cfg cc;
+		char addr[64][280];
+		const char *ap[64];
+		int g0 = cfg.rank / cfg.ep * cfg.ep;
 
+		/* the EP group's a2a on tcp: each rank's --peers port + 1 */
+		dp_a2a_comm_cfg_init(&cc);
+		cc.transport = "tcp";
+		for (int j = 0; j < cfg.ep; j++) {
+			int len = snprintf(addr[j], sizeof(addr[j]), "%s:%d", hosts[g0 + j],
+					   ports[g0 + j] + 1);
+
+			if (len < 0 || (size_t)len >= sizeof(addr[j])) {
+				(void)fprintf(err, "dpworker: error: host name too long\n");
+				rc = EX_USAGE;
+				goto out;
+			}
+			ap[j] = addr[j];
+		}
+		cc.addrs = ap;
+		cfg.ep_comm = &cc;
 		if (dp_exec_new(&cfg, links, &ex, &e)) {
 			(void)fprintf(err, "dpworker: error: %s\n", e.msg);
 			rc = EX_SOFTWARE;
@@ -340,6 +494,8 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 			(void)fprintf(out, "step %ld rank %d loss-share %.6f\n", k, cfg.rank, loss);
 			(void)fflush(out);
 		}
+		if (rc == EX_OK && o->timing)
+			print_times(ex, cfg.rank, out);
 		dp_exec_free(ex);
 	}
 out:

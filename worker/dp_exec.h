@@ -1,7 +1,18 @@
-/* worker/dp_exec.h - the pipeline executor of one rank (CPU backend, PP only):
+/* worker/dp_exec.h - the pipeline executor of one rank (CPU backend, PP x EP):
  * runs this rank's op list of a schedule from sched/ (F, B, I, W, F&B and the
  * RF/SF/RB/SB/WAIT comm tokens) on its model chunks for one training step.
  * docs/executor.md has the data flow and the correctness argument.
+ *
+ * Ranks: pp x ep, global rank = pp_rank * ep + ep_rank (launcher/dp_plan.h's
+ * order with dp = 1).  The ep ranks of a pipeline stage (an "EP group") run
+ * the same op list on different micro-batches (data parallel for attention,
+ * as DeepSeek-V3): EP rank j's micro-batch m of the schedule is global
+ * micro-batch j * micro + m of a step of micro * ep micro-batches.  The
+ * routed experts of each layer are split over the group (expert e on EP rank
+ * dp_model_expert_owner(), E / ep each); the MoE block sends each token's
+ * rows to the owner of its expert and back through a2a/ (dispatch/combine),
+ * on one communication thread per rank.  Gradients of everything but the
+ * routed experts are summed over the group (EP rank order) after the step.
  *
  *   struct dp_exec_cfg cfg = { .algo = DP_SCHED_DUALPIPE, .pp = 4, .micro = 8, .rank = r };
  *   dp_model_cfg_default(&cfg.model);
@@ -19,13 +30,15 @@
  * Sends are asynchronous: each link has a sender thread with a FIFO, so
  * compute goes on while tensors leave.
  *
- * Threads: an executor is used by one thread (plus its own sender threads).
+ * Threads: an executor is used by one thread (plus its own sender threads
+ * and, with ep > 1, its communication thread).
  */
 #ifndef DP_EXEC_H
 #define DP_EXEC_H
 
 #include <stddef.h>
 
+#include "a2a/dp_a2a.h"
 #include "common/dp_err.h"
 #include "sched/dp_sched.h"
 #include "worker/dp_model.h"
@@ -63,20 +76,38 @@ int dp_pp_link_tcp_mesh(int n, int rank, const char *const *hosts, const int *po
 
 struct dp_exec_cfg {
 	enum dp_sched_algo algo;
-	int pp;	   /* pipeline ranks */
-	int micro; /* micro-batches per step (sched meaning; = model.micro_batches) */
-	int rank;  /* this rank, 0..pp-1 */
-	struct dp_model_cfg model; /* micro_batches is overwritten with @micro */
+	int pp;			   /* pipeline ranks */
+	int micro;		   /* micro-batches per step and EP rank (the schedule's micro) */
+	int rank;		   /* this rank, 0..pp*ep-1 = pp_rank * ep + ep_rank */
+	struct dp_model_cfg model; /* micro_batches is overwritten with micro * ep */
+	/* expert parallelism; ep 0 or 1: none (every rank holds all experts) */
+	int ep; /* EP ranks per stage; divides model.experts */
+	/* ep > 1: how to reach the other ranks of this rank's EP group (borrowed
+	 * for dp_exec_new).  transport, nodes, ranks_per_node (nodes *
+	 * ranks_per_node == ep; both 0: one node), shm_name / addrs (ep entries,
+	 * the group's ranks in EP order) / listen_fd / loop, timeout_ms are used;
+	 * rank, experts and hidden are set by the executor.  Initialise it with
+	 * dp_a2a_comm_cfg_init(). */
+	const struct dp_a2a_comm_cfg *ep_comm;
+	enum dp_a2a_algo ep_algo; /* DP_A2A_NAIVE (0) or DP_A2A_TWO_HOP */
+	/* ep > 1, F&B ops: the four-component overlap (the backward chunk's
+	 * dispatch/combine on the communication thread while the forward chunk
+	 * computes, and the other way round).  Same numbers either way. */
+	int overlap;
 };
 
 struct dp_exec; /* opaque: dp_exec_new() creates, dp_exec_free() frees */
 
-/* Build the schedule (with comm tokens) and this rank's chunks: DualPipe
- * stage r (leg 0) and pp-1-r (leg 1) of pp stages, two copies with the
- * same init; DualPipeV stages r and 2pp-1-r of 2pp; 1F1B/ZB1P stage r of
- * pp.  @links has pp entries (borrowed, must outlive the executor): the
- * neighbours r-1 and r+1, and for DualPipe pp-1-r (gradient exchange).
- * 0, -EINVAL (bad config, missing link) or -ENOMEM with @err. */
+/* Build the schedule (with comm tokens) and this rank's chunks: with r the
+ * pp rank, DualPipe stage r (leg 0) and pp-1-r (leg 1) of pp stages, two
+ * copies with the same init; DualPipeV stages r and 2pp-1-r of 2pp;
+ * 1F1B/ZB1P stage r of pp.  @links has pp*ep entries, indexed by global
+ * rank (borrowed, must outlive the executor): the neighbours r-1 and r+1
+ * with the same ep rank, for DualPipe pp-1-r (gradient exchange), and with
+ * ep > 1 every other rank of the EP group (gradient all-reduce).  With
+ * ep > 1 this also opens the a2a communicator of the EP group, which is
+ * collective: every rank of the group must call dp_exec_new.
+ * 0, -EINVAL (bad config, missing link), -ENOMEM, or the a2a open error. */
 int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 		struct dp_exec **out, struct dp_err *err);
 void dp_exec_free(struct dp_exec *ex); /* NULL is a no-op; joins the sender threads */
@@ -84,13 +115,33 @@ void dp_exec_free(struct dp_exec *ex); /* NULL is a no-op; joins the sender thre
 /* One step: zero the gradients, run the ops of this rank for step @step
  * (data from dp_model_batch), then for DualPipe sum each stage's gradients
  * over its two copies (leg 0 copy + leg 1 copy, exchanged with rank
- * pp-1-r) into both copies.  *loss (may be NULL) gets the sum of the loss
+ * pp-1-r) into both copies, then with ep > 1 sum the gradients of every
+ * tensor but the routed experts over the EP group (EP rank 0 + 1 + ..., the
+ * same bits on every rank).  *loss (may be NULL) gets the sum of the loss
  * shares computed on this rank (0 if it holds no head); summing it over the
  * ranks gives the step loss.  0 or -errno with @err (-EPROTO: a peer sent
  * something else than the schedule says; -EPIPE/-ECONNRESET: link lost). */
 int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err);
-/* Adam on every chunk (after dp_exec_step). */
+/* Adam on every chunk (after dp_exec_step).  With ep > 1 the routed experts
+ * this rank does not own keep zero gradients (their values here are stale;
+ * their owner holds the real ones). */
 void dp_exec_optimizer_step(struct dp_exec *ex);
+
+/* Coordinates of this rank: pp rank (0..pp-1), ep rank (0..ep-1), ep (>= 1). */
+void dp_exec_coords(const struct dp_exec *ex, int *pp_rank, int *ep_rank, int *ep);
+/* Does this rank own routed expert @e (always, with ep 1)? */
+int dp_exec_owns_expert(const struct dp_exec *ex, int e);
+
+/* Wall time spent in compute ops since dp_exec_new: F, full B, I, W and
+ * F&B (count and seconds each), for the overlap benchmark; and how many
+ * compute steps ran while the other task's EP exchange was in flight
+ * (0 without overlap). */
+struct dp_exec_times {
+	long n_f, n_b, n_i, n_w, n_fb;
+	double f, b, i, w, fb;
+	long n_overlapped;
+};
+void dp_exec_times(const struct dp_exec *ex, struct dp_exec_times *out);
 
 /* Chunks of this rank (1 or 2), in leg order; the stage index of chunk @i
  * in the model cut used by the algorithm (pp stages, DualPipeV 2pp). */

@@ -1,10 +1,19 @@
 /* worker/executor.c - one pipeline rank running its schedule on the CPU
- * model (PP only).  The schedule is built with comm tokens: SF/SB hand a
+ * model.  The schedule is built with comm tokens: SF/SB hand a
  * computed tensor to the peer's sender thread at once (asynchronous send),
  * RF/RB are queued and WAIT receives them in posting order, checking each
  * header against the post.  Tensors in flight live in an inbox/outbox table
  * indexed by (kind, leg, micro-batch), so a missing or duplicate tensor is
- * an error instead of a silent mixup. */
+ * an error instead of a silent mixup.
+ *
+ * With ep > 1 a forward or backward runs as a "task": a list of steps that
+ * alternate compute (on this thread) and an a2a exchange with the EP group
+ * (on the communication thread): per layer attention, dispatch, expert MLP,
+ * combine.  An F&B op runs its two tasks interleaved so one's exchange
+ * progresses while the other computes.  Every EP rank of a group runs the
+ * same op list and makes the same interleaving decisions (they depend on
+ * the layer counts only), so the collectives line up. */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -16,7 +25,7 @@
 
 #define MSG_MAGIC 0x44505050u /* "DPPP" */
 
-enum { KIND_F = 0, KIND_B = 1, KIND_G = 2 };
+enum { KIND_F = 0, KIND_B = 1, KIND_G = 2, KIND_R = 3 };
 
 struct msg_hdr {
 	uint32_t magic;
@@ -170,7 +179,142 @@ static int sender_flush(struct sender *s, struct dp_err *err)
 	return rc;
 }
 
+/* ---- EP communication thread: one a2a job at a time ---------------------- */
+
+enum { JOB_PLAN_DISPATCH = 1, JOB_DISPATCH, JOB_COMBINE };
+
+struct comm_job {
+	int kind;
+	struct dp_a2a_plan **plan; /* PLAN_DISPATCH builds it; others use *plan */
+	int n;			   /* rows of this rank (T*K), one expert each */
+	const int32_t *idx;	   /* PLAN_DISPATCH: expert of each row */
+	const float *w;		   /* PLAN_DISPATCH: 1.0 each (rows come back as is) */
+	const float *in;	   /* dispatch: [n][H]; combine: [nrecv][H] */
+	float **rx;		   /* PLAN_DISPATCH: received rows, (re)allocated here */
+	float *out;		   /* DISPATCH: [nrecv][H]; COMBINE: [n][H] */
+};
+
+struct commth {
+	struct dp_a2a_comm *comm;
+	enum dp_a2a_algo algo;
+	size_t H;
+	pthread_t th;
+	int started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	const struct comm_job *job;
+	int state; /* 0 idle, 1 submitted, 2 done */
+	int stop, rc;
+	struct dp_err err;
+};
+
+static int run_job(struct commth *ct, const struct comm_job *j, struct dp_err *err)
+{
+	int rc;
+
+	switch (j->kind) {
+	case JOB_PLAN_DISPATCH: {
+		size_t n;
+
+		rc = dp_a2a_plan_build(ct->comm, ct->algo, j->n, 1, j->idx, j->w, j->plan, err);
+		if (rc)
+			return rc;
+		n = (size_t)dp_a2a_plan_recv_count(*j->plan);
+		free(*j->rx);
+		*j->rx = malloc((n ? n : 1) * ct->H * sizeof(float));
+		if (!*j->rx)
+			return dp_err_set(err, ENOMEM, "exec: out of memory");
+		rc = dp_a2a_dispatch_issue(*j->plan, j->in, *j->rx, err);
+		return rc ? rc : dp_a2a_dispatch_wait(*j->plan, err);
+	}
+	case JOB_DISPATCH:
+		rc = dp_a2a_dispatch_issue(*j->plan, j->in, j->out, err);
+		return rc ? rc : dp_a2a_dispatch_wait(*j->plan, err);
+	default:
+		rc = dp_a2a_combine_issue(*j->plan, j->in, j->out, err);
+		return rc ? rc : dp_a2a_combine_wait(*j->plan, err);
+	}
+}
+
+static void *comm_main(void *arg)
+{
+	struct commth *ct = arg;
+
+	(void)pthread_mutex_lock(&ct->mu);
+	for (;;) {
+		struct dp_err e = { 0 };
+		int rc;
+
+		while (ct->state != 1 && !ct->stop)
+			(void)pthread_cond_wait(&ct->cv, &ct->mu);
+		if (ct->state != 1)
+			break;
+		(void)pthread_mutex_unlock(&ct->mu);
+		rc = run_job(ct, ct->job, &e);
+		if (rc)
+			(void)dp_err_prefix(&e, "ep exchange");
+		(void)pthread_mutex_lock(&ct->mu);
+		ct->rc = rc;
+		ct->err = e;
+		ct->state = 2;
+		(void)pthread_cond_broadcast(&ct->cv);
+	}
+	(void)pthread_mutex_unlock(&ct->mu);
+	return NULL;
+}
+
+/* Hand @j (borrowed until comm_wait) to the communication thread. */
+static void comm_submit(struct commth *ct, const struct comm_job *j)
+{
+	(void)pthread_mutex_lock(&ct->mu);
+	assert(ct->state == 0);
+	ct->job = j;
+	ct->state = 1;
+	(void)pthread_cond_broadcast(&ct->cv);
+	(void)pthread_mutex_unlock(&ct->mu);
+}
+
+static int comm_wait(struct commth *ct, struct dp_err *err)
+{
+	int rc;
+
+	(void)pthread_mutex_lock(&ct->mu);
+	while (ct->state == 1)
+		(void)pthread_cond_wait(&ct->cv, &ct->mu);
+	ct->state = 0;
+	rc = ct->rc;
+	if (rc && err)
+		*err = ct->err;
+	(void)pthread_mutex_unlock(&ct->mu);
+	return rc;
+}
+
+static void comm_stop(struct commth *ct)
+{
+	if (ct->started) {
+		(void)pthread_mutex_lock(&ct->mu);
+		ct->stop = 1;
+		(void)pthread_cond_broadcast(&ct->cv);
+		(void)pthread_mutex_unlock(&ct->mu);
+		(void)pthread_join(ct->th, NULL);
+		(void)pthread_cond_destroy(&ct->cv);
+		(void)pthread_mutex_destroy(&ct->mu);
+		ct->started = 0;
+	}
+	dp_a2a_comm_close(ct->comm);
+	ct->comm = NULL;
+}
+
 /* ---- executor ------------------------------------------------------------ */
+
+/* The a2a plan of one (micro-batch, layer), kept from its forward to the end
+ * of its backward-for-input, and where each received row goes. */
+struct ep_layer {
+	struct dp_a2a_plan *plan;
+	int nrecv;
+	int *order; /* [nrecv]: received row of local packed row k */
+	int *loff;  /* [experts/ep + 1]: local expert i has packed rows loff[i].. */
+};
 
 struct chunk {
 	struct dp_model_stage *st;
@@ -188,10 +332,15 @@ struct dp_exec {
 	struct dp_exec_cfg cfg;
 	struct dp_sched *sched;
 	int nstages, legs, mpl, T, H;
+	int ep, prank, erank, nloc; /* nloc: experts per EP rank */
+	int nranks;		    /* pp * ep */
 	int nch;
 	struct chunk ch[2];
-	struct dp_pp_link **links;  /* borrowed */
-	struct sender *snd;	    /* [pp] */
+	struct dp_pp_link **links; /* borrowed */
+	struct sender *snd;	   /* [nranks] */
+	struct commth ct;	   /* ep > 1 */
+	struct ep_layer **epl;	   /* [legs][mpl]: [layers of the chunk], ep > 1 */
+	struct dp_exec_times times;
 	float **box;		    /* [2 (in/out)][2 kinds][legs][mpl] */
 	struct dp_model_ctx **live; /* [legs][mpl] */
 	struct post *posts;
@@ -220,7 +369,7 @@ static float **boxp(struct dp_exec *ex, int out, int kind, int leg, int m)
 
 static const char *kind_name(int kind)
 {
-	return kind == KIND_F ? "F" : kind == KIND_B ? "B" : "G";
+	return kind == KIND_F ? "F" : kind == KIND_B ? "B" : kind == KIND_G ? "G" : "R";
 }
 
 static int new_chunk(struct dp_exec *ex, int stage, struct chunk *c, struct dp_err *err)
@@ -264,6 +413,24 @@ static void ctx_put(struct dp_exec *ex, struct chunk *c, struct dp_model_ctx *ct
 		dp_model_ctx_free(ctx);
 }
 
+/* Free the a2a plans of live slot @i (after its backward-for-input). */
+static void epl_release(struct dp_exec *ex, int i)
+{
+	struct ep_layer *el = ex->epl[i];
+	int count;
+
+	if (!el)
+		return;
+	count = dp_model_stage_count(ex->ch[i / ex->mpl].st);
+	for (int l = 0; l < count; l++) {
+		dp_a2a_plan_free(el[l].plan);
+		free(el[l].order);
+		free(el[l].loff);
+	}
+	free(el);
+	ex->epl[i] = NULL;
+}
+
 void dp_exec_free(struct dp_exec *ex)
 {
 	size_t nbox;
@@ -271,10 +438,16 @@ void dp_exec_free(struct dp_exec *ex)
 	if (!ex)
 		return;
 	if (ex->snd) {
-		for (int i = 0; i < ex->cfg.pp; i++)
+		for (int i = 0; i < ex->nranks; i++)
 			sender_stop(&ex->snd[i]);
 		free(ex->snd);
 	}
+	if (ex->epl) {
+		for (int i = 0; i < ex->legs * ex->mpl; i++)
+			epl_release(ex, i);
+		free(ex->epl);
+	}
+	comm_stop(&ex->ct);
 	if (ex->live) {
 		for (int i = 0; i < ex->legs * ex->mpl; i++)
 			dp_model_ctx_free(ex->live[i]);
@@ -301,6 +474,55 @@ void dp_exec_free(struct dp_exec *ex)
 	free(ex);
 }
 
+static int open_ep(struct dp_exec *ex, struct dp_err *err)
+{
+	struct dp_a2a_comm_cfg cc;
+	struct commth *ct = &ex->ct;
+	int rc;
+
+	if (!ex->cfg.ep_comm)
+		return dp_err_set(err, EINVAL, "exec: ep %d needs an a2a configuration", ex->ep);
+	cc = *ex->cfg.ep_comm;
+	cc.rank = ex->erank;
+	cc.experts = ex->cfg.model.experts;
+	cc.hidden = ex->H;
+	if (!cc.nodes && !cc.ranks_per_node) {
+		cc.nodes = 1;
+		cc.ranks_per_node = ex->ep;
+	}
+	if (cc.nodes * cc.ranks_per_node != ex->ep)
+		return dp_err_set(err, EINVAL, "exec: a2a shape %d x %d is not ep %d", cc.nodes,
+				  cc.ranks_per_node, ex->ep);
+	rc = dp_a2a_comm_open(&cc, &ct->comm, err);
+	if (rc)
+		return dp_err_prefix(err, "exec: rank %d: ep group", ex->cfg.rank);
+	ct->algo = ex->cfg.ep_algo;
+	ct->H = (size_t)ex->H;
+	(void)pthread_mutex_init(&ct->mu, NULL);
+	(void)pthread_cond_init(&ct->cv, NULL);
+	if (pthread_create(&ct->th, NULL, comm_main, ct)) {
+		(void)pthread_cond_destroy(&ct->cv);
+		(void)pthread_mutex_destroy(&ct->mu);
+		return dp_err_set(err, EAGAIN, "exec: cannot start the communication thread");
+	}
+	ct->started = 1;
+	return 0;
+}
+
+/* Start a sender to global rank @peer unless there is one; -EINVAL if
+ * there is no link to it. */
+static int need_peer(struct dp_exec *ex, struct dp_pp_link *const *links, int peer,
+		     struct dp_err *err)
+{
+	if (peer >= 0 && peer < ex->nranks && (peer == ex->cfg.rank || ex->snd[peer].started))
+		return 0;
+	if (peer < 0 || peer >= ex->nranks || !links || !links[peer])
+		return dp_err_set(err, EINVAL, "exec: rank %d needs a link to rank %d",
+				  ex->cfg.rank, peer);
+	ex->links[peer] = links[peer];
+	return sender_start(&ex->snd[peer], links[peer], err);
+}
+
 int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 		struct dp_exec **out, struct dp_err *err)
 {
@@ -310,18 +532,32 @@ int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 	struct dp_exec *ex;
 	const struct dp_sched_op *ops;
 	size_t nops;
-	int rc, r = cfg->rank, pp = cfg->pp;
+	int rc, pp = cfg->pp, ep = cfg->ep > 1 ? cfg->ep : 1, r;
 
-	if (pp < 1 || r < 0 || r >= pp)
-		return dp_err_set(err, EINVAL, "exec: rank %d out of range for pp %d", r, pp);
+	if (pp < 1 || pp > 4096 || ep > 4096 || cfg->rank < 0 || cfg->rank >= pp * ep)
+		return dp_err_set(err, EINVAL, "exec: rank %d out of range for pp %d x ep %d",
+				  cfg->rank, pp, ep);
+	if (cfg->micro < 1 || cfg->micro > (1 << 20) / ep)
+		return dp_err_set(err, EINVAL, "exec: micro %d out of range", cfg->micro);
 	ex = calloc(1, sizeof(*ex));
 	if (!ex)
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	ex->cfg = *cfg;
-	ex->cfg.model.micro_batches = cfg->micro;
+	ex->cfg.ep = ep;
+	ex->ep = ep;
+	ex->nranks = pp * ep;
+	ex->prank = r = cfg->rank / ep;
+	ex->erank = cfg->rank % ep;
+	ex->cfg.model.micro_batches = cfg->micro * ep;
 	rc = dp_model_cfg_check(&ex->cfg.model, err);
 	if (rc)
 		goto fail;
+	if (ex->cfg.model.experts % ep) {
+		rc = dp_err_set(err, EINVAL, "exec: %d experts do not split over ep %d",
+				ex->cfg.model.experts, ep);
+		goto fail;
+	}
+	ex->nloc = ex->cfg.model.experts / ep;
 	rc = dp_sched_build(&sc, &ex->sched, err);
 	if (rc)
 		goto fail;
@@ -337,16 +573,17 @@ int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 		goto fail;
 	}
 	ex->nch = ex->legs;
-	ex->links = calloc((size_t)pp, sizeof(struct dp_pp_link *));
-	ex->snd = calloc((size_t)pp, sizeof(*ex->snd));
+	ex->links = calloc((size_t)ex->nranks, sizeof(struct dp_pp_link *));
+	ex->snd = calloc((size_t)ex->nranks, sizeof(*ex->snd));
 	ex->box = calloc((size_t)4 * ex->legs * ex->mpl, sizeof(float *));
 	ex->live = calloc((size_t)ex->legs * ex->mpl, sizeof(struct dp_model_ctx *));
+	ex->epl = calloc((size_t)ex->legs * ex->mpl, sizeof(struct ep_layer *));
 	ex->tokens = calloc((size_t)ex->T, sizeof(*ex->tokens));
 	ex->targets = calloc((size_t)ex->T, sizeof(*ex->targets));
 	(void)dp_sched_ops(ex->sched, r, &nops);
 	ex->tl = calloc(nops + 1, sizeof(*ex->tl));
-	if (!ex->links || !ex->snd || !ex->box || !ex->live || !ex->tokens || !ex->targets ||
-	    !ex->tl) {
+	if (!ex->links || !ex->snd || !ex->box || !ex->live || !ex->epl || !ex->tokens ||
+	    !ex->targets || !ex->tl) {
 		rc = dp_err_set(err, ENOMEM, "exec: out of memory");
 		goto fail;
 	}
@@ -356,25 +593,21 @@ int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 			       &ex->ch[1], err);
 	if (rc)
 		goto fail;
-	/* the peers this rank talks to: the schedule's comm tokens, plus the
-	 * DualPipe mirror rank for the gradient exchange */
+	/* the peers this rank talks to: the schedule's comm tokens (same ep
+	 * rank), the DualPipe mirror rank for the gradient exchange, and the
+	 * rest of the EP group for the gradient all-reduce */
 	ops = dp_sched_ops(ex->sched, r, &nops);
-	for (size_t i = 0; i <= nops; i++) {
-		int peer =
-			i < nops ? ops[i].peer : (cfg->algo == DP_SCHED_DUALPIPE ? pp - 1 - r : -1);
-
-		if (peer < 0 || peer == r || ex->snd[peer].started)
-			continue;
-		if (peer >= pp || !links || !links[peer]) {
-			rc = dp_err_set(err, EINVAL, "exec: rank %d needs a link to rank %d", r,
-					peer);
-			goto fail;
-		}
-		ex->links[peer] = links[peer];
-		rc = sender_start(&ex->snd[peer], links[peer], err);
-		if (rc)
-			goto fail;
-	}
+	for (size_t i = 0; i < nops && !rc; i++)
+		if (ops[i].peer >= 0)
+			rc = need_peer(ex, links, ops[i].peer * ep + ex->erank, err);
+	if (!rc && cfg->algo == DP_SCHED_DUALPIPE)
+		rc = need_peer(ex, links, (pp - 1 - r) * ep + ex->erank, err);
+	for (int j = 0; j < ep && !rc; j++)
+		rc = need_peer(ex, links, r * ep + j, err);
+	if (!rc && ep > 1)
+		rc = open_ep(ex, err);
+	if (rc)
+		goto fail;
 	*out = ex;
 	return 0;
 fail:
@@ -382,15 +615,18 @@ fail:
 	return rc;
 }
 
+/* The micro-batch of the whole step (micro * ep of them) that (leg, m)
+ * of this rank is: EP rank j takes j * micro .. j * micro + micro - 1. */
 static int global_mb(const struct dp_exec *ex, int leg, int m)
 {
-	return ex->cfg.algo == DP_SCHED_DUALPIPE ? leg * ex->mpl + m : m;
+	return ex->erank * ex->cfg.micro +
+	       (ex->cfg.algo == DP_SCHED_DUALPIPE ? leg * ex->mpl + m : m);
 }
 
 /* DualPipeV's last rank hands leg 0's output to its own leg 1 chunk. */
 static int local_handover(const struct dp_exec *ex)
 {
-	return ex->cfg.algo == DP_SCHED_DUALPIPEV && ex->cfg.rank == ex->cfg.pp - 1;
+	return ex->cfg.algo == DP_SCHED_DUALPIPEV && ex->prank == ex->cfg.pp - 1;
 }
 
 static int check_leg(const struct dp_exec *ex, int leg, int m, struct dp_err *err)
@@ -433,50 +669,348 @@ static float *tensor_alloc(const struct dp_exec *ex)
 	return malloc((size_t)ex->T * (size_t)ex->H * sizeof(float));
 }
 
-static int op_forward(struct dp_exec *ex, int leg, int m, struct dp_err *err)
+/* ---- tasks: one forward or backward of a chunk, step by step (ep > 1) ----
+ *
+ * Steps alternate compute (even) and exchange (odd); per layer li of the
+ * chunk (forward: layers ascending, backward: descending):
+ *   4li   forward: combine of the previous layer, attention, gate, routing,
+ *                  shared expert, pack rows by expert;
+ *         backward: attention backward of the previous layer, combine
+ *                  backward (packed output grads)
+ *   4li+1 dispatch (forward: the plan is built first, with the layouts)
+ *   4li+2 expert MLPs of the experts this rank owns, on the rows received
+ *   4li+3 combine: the rows go back to their sources, unweighted
+ *   4L    forward: last combine and forward_end; backward: last attention
+ *         backward, backward_end (and the weight gradients for a full B). */
+
+struct task {
+	int fwd, full; /* forward; backward: full (B) or input only (I) */
+	int leg, m;
+	struct chunk *c;
+	struct dp_model_ctx *ctx;
+	struct ep_layer *el; /* [layers of the chunk] */
+	int step, nsteps;
+	struct dp_model_io io;
+	float *xin;	 /* forward input (owned) */
+	const float *dy; /* backward: output grad */
+	float *out;	 /* forward: y; backward: dx (owned until finish) */
+	double loss;
+	float *pk, *pk2;   /* [T*K*H] packed rows out / back */
+	float *rx;	   /* received rows */
+	float *lin, *lout; /* local expert rows in / out */
+	size_t cap;	   /* rows of rx (backward), lin, lout */
+	int32_t *idx;	   /* [T*K] expert of each packed row */
+	float *ones;	   /* [T*K] */
+	struct comm_job job;
+};
+
+static void task_release(struct task *t)
+{
+	free(t->pk);
+	free(t->pk2);
+	free(t->rx);
+	free(t->lin);
+	free(t->lout);
+	free(t->idx);
+	free(t->ones);
+	t->pk = t->pk2 = t->rx = t->lin = t->lout = t->ones = NULL;
+	t->idx = NULL;
+}
+
+static int task_init(struct dp_exec *ex, struct task *t, struct dp_err *err)
+{
+	const size_t rows = (size_t)ex->T * (size_t)ex->cfg.model.top_k;
+	int count = dp_model_stage_count(t->c->st), slot = t->leg * ex->mpl + t->m;
+
+	t->step = 0;
+	t->nsteps = 4 * count + 1;
+	if (t->fwd && !ex->epl[slot] && count)
+		ex->epl[slot] = calloc((size_t)count, sizeof(struct ep_layer));
+	t->el = ex->epl[slot];
+	t->pk = malloc(rows * (size_t)ex->H * sizeof(float));
+	t->pk2 = malloc(rows * (size_t)ex->H * sizeof(float));
+	t->idx = malloc(rows * sizeof(int32_t));
+	t->ones = malloc(rows * sizeof(float));
+	if ((count && !t->el) || !t->pk || !t->pk2 || !t->idx || !t->ones)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	for (size_t i = 0; i < rows; i++)
+		t->ones[i] = 1.0f;
+	return 0;
+}
+
+static int task_done(const struct task *t)
+{
+	return t->step >= t->nsteps;
+}
+
+static int task_wants_comm(const struct task *t)
+{
+	return !task_done(t) && (t->step & 1);
+}
+
+static int grow(struct task *t, size_t rows, size_t H, int with_rx)
+{
+	float *a, *b, *c = NULL;
+
+	if (rows <= t->cap)
+		return 0;
+	a = realloc(t->lin, rows * H * sizeof(float));
+	if (a)
+		t->lin = a;
+	b = realloc(t->lout, rows * H * sizeof(float));
+	if (b)
+		t->lout = b;
+	if (with_rx) {
+		c = realloc(t->rx, rows * H * sizeof(float));
+		if (c)
+			t->rx = c;
+	}
+	if (!a || !b || (with_rx && !c))
+		return -ENOMEM;
+	t->cap = rows;
+	return 0;
+}
+
+/* After the forward dispatch: where each received row goes.  Rows arrive
+ * ordered by (source rank, source row); local expert i takes its rows in
+ * that order. */
+static int build_order(struct dp_exec *ex, struct ep_layer *el, struct dp_err *err)
+{
+	const struct dp_a2a_recv *rv = dp_a2a_plan_recv(el->plan);
+	int n = dp_a2a_plan_recv_count(el->plan), e0 = ex->erank * ex->nloc;
+
+	el->nrecv = n;
+	el->order = malloc((size_t)(n ? n : 1) * sizeof(int));
+	el->loff = calloc((size_t)ex->nloc + 1, sizeof(int));
+	if (!el->order || !el->loff)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	for (int i = 0; i < n; i++) {
+		int e = rv[i].expert[0] - e0;
+
+		if (rv[i].nslots != 1 || rv[i].slot != i || e < 0 || e >= ex->nloc)
+			return dp_err_set(err, EPROTO, "exec: rank %d got a row for expert %d",
+					  ex->cfg.rank, rv[i].expert[0]);
+		el->loff[e + 1]++;
+	}
+	for (int e = 0; e < ex->nloc; e++)
+		el->loff[e + 1] += el->loff[e];
+	{
+		int *fill = calloc((size_t)ex->nloc, sizeof(int));
+
+		if (!fill)
+			return dp_err_set(err, ENOMEM, "exec: out of memory");
+		for (int i = 0; i < n; i++) {
+			int e = rv[i].expert[0] - e0;
+
+			el->order[el->loff[e] + fill[e]++] = i;
+		}
+		free(fill);
+	}
+	return 0;
+}
+
+/* The expert MLPs this rank owns on the rows in t->rx (forward or
+ * backward-for-input), results back into received-row order in t->rx. */
+static int local_experts(struct dp_exec *ex, struct task *t, int layer, struct ep_layer *el,
+			 struct dp_err *err)
+{
+	struct dp_model_stage *st = t->c->st;
+	const size_t H = (size_t)ex->H;
+	int rc = 0;
+
+	if (grow(t, (size_t)el->nrecv, H, 0))
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	for (int k = 0; k < el->nrecv; k++)
+		memcpy(t->lin + (size_t)k * H, t->rx + (size_t)el->order[k] * H, H * sizeof(float));
+	for (int i = 0; i < ex->nloc && !rc; i++) {
+		const int e = ex->erank * ex->nloc + i, n = el->loff[i + 1] - el->loff[i];
+		const size_t off = (size_t)el->loff[i] * H;
+
+		rc = t->fwd ? dp_model_expert_forward(st, t->ctx, layer, e, n, t->lin + off,
+						      t->lout + off, err)
+			    : dp_model_expert_backward_input(st, t->ctx, layer, e, n, t->lin + off,
+							     t->lout + off, err);
+	}
+	for (int k = 0; k < el->nrecv && !rc; k++)
+		memcpy(t->rx + (size_t)el->order[k] * H, t->lout + (size_t)k * H,
+		       H * sizeof(float));
+	return rc;
+}
+
+static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
+{
+	struct dp_model_stage *st = t->c->st;
+	const int first = dp_model_stage_first(st), count = dp_model_stage_count(st);
+	const int li = t->step / 4, nrows = ex->T * ex->cfg.model.top_k;
+	int rc = 0;
+
+	if (t->step % 4 == 2) {
+		int layer = t->fwd ? first + li : first + count - 1 - li;
+		struct ep_layer *el = &t->el[layer - first];
+
+		if (t->fwd)
+			rc = build_order(ex, el, err);
+		if (!rc)
+			rc = local_experts(ex, t, layer, el, err);
+		t->job = (struct comm_job){
+			.kind = JOB_COMBINE, .plan = &el->plan, .in = t->rx, .out = t->pk2
+		};
+	} else if (t->fwd) {
+		const int layer = first + li;
+
+		rc = li == 0 ? dp_model_forward_begin(st, t->ctx, &t->io, err)
+			     : dp_model_combine_forward(st, t->ctx, layer - 1, t->pk2, err);
+		if (!rc && li == count)
+			rc = dp_model_forward_end(st, t->ctx, t->out, &t->loss, err);
+		else if (!rc)
+			rc = dp_model_attn_forward(st, t->ctx, layer, err);
+		if (!rc && li < count) {
+			const struct dp_model_route *r = dp_model_ctx_route(t->ctx, layer);
+
+			rc = dp_model_dispatch(st, t->ctx, layer, t->pk, err);
+			for (int e = 0; e < r->experts; e++)
+				for (int i = r->offset[e]; i < r->offset[e + 1]; i++)
+					t->idx[i] = e;
+			t->job = (struct comm_job){ .kind = JOB_PLAN_DISPATCH,
+						    .plan = &t->el[li].plan,
+						    .n = nrows,
+						    .idx = t->idx,
+						    .w = t->ones,
+						    .in = t->pk,
+						    .rx = &t->rx };
+			t->cap = 0; /* rx is reallocated by the exchange */
+		}
+	} else {
+		const int layer = first + count - 1 - li;
+
+		rc = li == 0 ? dp_model_backward_begin(st, t->ctx, t->dy, err)
+			     : dp_model_attn_backward(st, t->ctx, layer + 1, t->pk2, err);
+		if (!rc && li == count) {
+			rc = dp_model_backward_end(st, t->ctx, t->out, err);
+			if (!rc && t->full)
+				rc = dp_model_backward_weight(st, t->ctx, err);
+		} else if (!rc) {
+			struct ep_layer *el = &t->el[layer - first];
+
+			rc = dp_model_combine_backward(st, t->ctx, layer, t->pk, err);
+			if (!rc && grow(t, (size_t)el->nrecv, (size_t)ex->H, 1))
+				rc = dp_err_set(err, ENOMEM, "exec: out of memory");
+			t->job = (struct comm_job){
+				.kind = JOB_DISPATCH, .plan = &el->plan, .in = t->pk, .out = t->rx
+			};
+		}
+	}
+	if (!rc)
+		t->step++;
+	return rc;
+}
+
+/* Run @n tasks (1, or 2 for an F&B: forward first, backward second) to the
+ * end.  One exchange is in flight at a time.  While one task's exchange
+ * runs, the other task computes; with one task left, they alternate.  The
+ * backward goes first when both could (so the forward's attention overlaps
+ * the backward's dispatch). */
+static int run_tasks(struct dp_exec *ex, struct task *const *t, int n, struct dp_err *err)
+{
+	int busy = -1, rc = 0;
+
+	for (;;) {
+		int left = 0, ran = 0;
+
+		for (int k = 0; k < n; k++)
+			left += !task_done(t[k]);
+		if (!left)
+			break;
+		if (busy < 0)
+			for (int k = n - 1; k >= 0; k--)
+				if (task_wants_comm(t[k])) {
+					comm_submit(&ex->ct, &t[k]->job);
+					busy = k;
+					break;
+				}
+		for (int k = n - 1; k >= 0 && !ran; k--)
+			if (k != busy && !task_done(t[k]) && !task_wants_comm(t[k])) {
+				ex->times.n_overlapped += busy >= 0;
+				rc = task_compute(ex, t[k], err);
+				if (rc)
+					goto out;
+				ran = 1;
+			}
+		if (!ran && busy >= 0) {
+			rc = comm_wait(&ex->ct, err);
+			if (rc) {
+				busy = -1;
+				goto out;
+			}
+			t[busy]->step++;
+			busy = -1;
+		}
+	}
+out:
+	if (busy >= 0)
+		(void)comm_wait(&ex->ct, NULL);
+	return rc;
+}
+
+/* ---- F and B ops ------------------------------------------------------------ */
+
+static int fwd_prepare(struct dp_exec *ex, int leg, int m, struct task *t, struct dp_err *err)
 {
 	struct chunk *c;
-	struct dp_model_io io = { 0 };
-	struct dp_model_ctx *ctx = NULL;
-	float *x = NULL, *y = NULL;
-	double loss = 0;
 	int rc = check_leg(ex, leg, m, err);
 
+	memset(t, 0, sizeof(*t));
+	t->fwd = 1;
+	t->leg = leg;
+	t->m = m;
 	if (rc)
 		return rc;
-	c = &ex->ch[leg];
+	c = t->c = &ex->ch[leg];
 	if (ex->live[leg * ex->mpl + m])
 		return dp_err_set(err, EPROTO, "exec: F%d %d twice", leg, m);
 	if (c->embed || c->head)
 		dp_model_batch(&ex->cfg.model, ex->step, global_mb(ex, leg, m), ex->tokens,
 			       ex->targets);
 	if (c->embed) {
-		io.tokens = ex->tokens;
+		t->io.tokens = ex->tokens;
 	} else {
-		rc = take_box(ex, 0, KIND_F, leg, m, &x, err);
+		rc = take_box(ex, 0, KIND_F, leg, m, &t->xin, err);
 		if (rc)
 			return rc;
-		io.x = x;
+		t->io.x = t->xin;
 	}
 	if (c->head)
-		io.targets = ex->targets;
-	else if (!(y = tensor_alloc(ex)))
-		rc = dp_err_set(err, ENOMEM, "exec: out of memory");
-	if (!rc)
-		rc = ctx_get(ex, c, &ctx, err);
-	if (!rc) {
-		rc = dp_model_forward(c->st, ctx, &io, y, &loss, err);
-		if (rc)
-			ctx_put(ex, c, ctx);
-	}
-	free(x);
+		t->io.targets = ex->targets;
+	else if (!(t->out = tensor_alloc(ex)))
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	rc = ctx_get(ex, c, &t->ctx, err);
+	if (!rc && ex->ep > 1)
+		rc = task_init(ex, t, err);
+	return rc;
+}
+
+/* Hand the forward's results on (or clean up after @rc). */
+static int fwd_finish(struct dp_exec *ex, struct task *t, int rc, struct dp_err *err)
+{
+	const int leg = t->leg, m = t->m;
+	struct chunk *c = t->c;
+	float *y = t->out;
+
+	task_release(t);
+	free(t->xin);
+	t->xin = NULL;
+	t->out = NULL;
 	if (rc) {
 		free(y);
+		if (t->ctx && c) {
+			ctx_put(ex, c, t->ctx);
+			epl_release(ex, leg * ex->mpl + m);
+		}
 		return rc;
 	}
-	ex->live[leg * ex->mpl + m] = ctx;
+	ex->live[leg * ex->mpl + m] = t->ctx;
 	if (c->head) {
-		ex->loss += loss;
+		ex->loss += t->loss;
 		return 0;
 	}
 	if (leg == 0 && local_handover(ex))
@@ -484,44 +1018,116 @@ static int op_forward(struct dp_exec *ex, int leg, int m, struct dp_err *err)
 	return put_box(ex, 1, KIND_F, leg, m, y, err);
 }
 
-/* mode: 0 full backward, 1 backward for input (I) */
-static int op_backward(struct dp_exec *ex, int leg, int m, int mode, struct dp_err *err)
+static int bwd_prepare(struct dp_exec *ex, int leg, int m, int full, struct task *t,
+		       struct dp_err *err)
 {
-	struct chunk *c;
-	struct dp_model_ctx *ctx;
-	float *dy = NULL, *dx = NULL;
+	float *dy = NULL;
 	int rc = check_leg(ex, leg, m, err);
 
+	memset(t, 0, sizeof(*t));
+	t->full = full;
+	t->leg = leg;
+	t->m = m;
 	if (rc)
 		return rc;
-	c = &ex->ch[leg];
-	ctx = ex->live[leg * ex->mpl + m];
-	if (!ctx)
+	t->c = &ex->ch[leg];
+	t->ctx = ex->live[leg * ex->mpl + m];
+	if (!t->ctx)
 		return dp_err_set(err, EPROTO, "exec: backward of %d %d before its F", leg, m);
-	if (!c->head) {
+	if (!t->c->head) {
 		rc = take_box(ex, 0, KIND_B, leg, m, &dy, err);
 		if (rc)
 			return rc;
+		t->dy = dy;
 	}
-	if (!c->embed && !(dx = tensor_alloc(ex)))
-		rc = dp_err_set(err, ENOMEM, "exec: out of memory");
-	if (!rc)
-		rc = mode ? dp_model_backward_input(c->st, ctx, dy, dx, err)
-			  : dp_model_backward(c->st, ctx, dy, dx, err);
-	free(dy);
-	if (rc) {
+	if (!t->c->embed && !(t->out = tensor_alloc(ex)))
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	return ex->ep > 1 ? task_init(ex, t, err) : 0;
+}
+
+static int bwd_finish(struct dp_exec *ex, struct task *t, int rc, struct dp_err *err)
+{
+	const int leg = t->leg, m = t->m;
+	struct chunk *c = t->c;
+	float *dx = t->out;
+
+	task_release(t);
+	free((void *)t->dy);
+	t->dy = NULL;
+	t->out = NULL;
+	if (rc || !c) {
 		free(dx);
 		return rc;
 	}
-	if (!mode) {
+	epl_release(ex, leg * ex->mpl + m);
+	if (t->full) {
 		ex->live[leg * ex->mpl + m] = NULL;
-		ctx_put(ex, c, ctx);
+		ctx_put(ex, c, t->ctx);
 	}
 	if (c->embed)
 		return 0;
 	if (leg == 1 && local_handover(ex))
 		return put_box(ex, 0, KIND_B, 0, m, dx, err);
 	return put_box(ex, 1, KIND_B, leg, m, dx, err);
+}
+
+/* The compute of one prepared task, all in one go (ep 1: the whole-stage
+ * calls; ep > 1: the task's steps with blocking exchanges). */
+static int run_one(struct dp_exec *ex, struct task *t, struct dp_err *err)
+{
+	struct dp_model_stage *st = t->c->st;
+
+	if (ex->ep > 1)
+		return run_tasks(ex, &t, 1, err);
+	if (t->fwd)
+		return dp_model_forward(st, t->ctx, &t->io, t->out, &t->loss, err);
+	return t->full ? dp_model_backward(st, t->ctx, t->dy, t->out, err)
+		       : dp_model_backward_input(st, t->ctx, t->dy, t->out, err);
+}
+
+static int op_forward(struct dp_exec *ex, int leg, int m, struct dp_err *err)
+{
+	struct task t;
+	int rc = fwd_prepare(ex, leg, m, &t, err);
+
+	if (!rc)
+		rc = run_one(ex, &t, err);
+	return fwd_finish(ex, &t, rc, err);
+}
+
+static int op_backward(struct dp_exec *ex, int leg, int m, int full, struct dp_err *err)
+{
+	struct task t;
+	int rc = bwd_prepare(ex, leg, m, full, &t, err);
+
+	if (!rc)
+		rc = run_one(ex, &t, err);
+	return bwd_finish(ex, &t, rc, err);
+}
+
+/* F&B: the forward of (leg, m) and the full backward of (leg2, m2).  With
+ * EP and overlap, the two tasks interleave (run_tasks); otherwise the
+ * forward runs, then the backward.  The PP sends of the surrounding SF/SB
+ * tokens progress on the sender threads meanwhile either way. */
+static int op_fb(struct dp_exec *ex, int leg, int m, int leg2, int m2, struct dp_err *err)
+{
+	struct task f, b;
+	struct task *both[2] = { &f, &b };
+	int rc, rc2;
+
+	if (ex->ep == 1 || !ex->cfg.overlap) {
+		rc = op_forward(ex, leg, m, err);
+		return rc ? rc : op_backward(ex, leg2, m2, 1, err);
+	}
+	rc = fwd_prepare(ex, leg, m, &f, err);
+	rc2 = bwd_prepare(ex, leg2, m2, 1, &b, rc ? NULL : err);
+	if (!rc && !rc2)
+		rc = run_tasks(ex, both, 2, err);
+	else if (!rc)
+		rc = rc2;
+	rc2 = fwd_finish(ex, &f, rc, err);
+	rc2 = bwd_finish(ex, &b, rc ? rc : rc2, rc ? NULL : err);
+	return rc ? rc : rc2;
 }
 
 static int op_weight(struct dp_exec *ex, int leg, int m, struct dp_err *err)
@@ -550,7 +1156,7 @@ static int op_send(struct dp_exec *ex, int kind, int leg, int m, int peer, struc
 
 	if (rc)
 		return rc;
-	if (peer < 0 || peer >= ex->cfg.pp || !ex->snd[peer].started)
+	if (peer < 0 || peer >= ex->nranks || !ex->snd[peer].started)
 		return dp_err_set(err, EPROTO, "exec: send to unknown peer %d", peer);
 	rc = take_box(ex, 1, kind, leg, m, &buf, err);
 	if (rc)
@@ -567,7 +1173,7 @@ static int op_post_recv(struct dp_exec *ex, int kind, int leg, int m, int peer, 
 
 	if (rc)
 		return rc;
-	if (peer < 0 || peer >= ex->cfg.pp || !ex->links[peer])
+	if (peer < 0 || peer >= ex->nranks || !ex->links[peer])
 		return dp_err_set(err, EPROTO, "exec: receive from unknown peer %d", peer);
 	if (ex->nposts == ex->cap_posts) {
 		size_t cap = ex->cap_posts ? 2 * ex->cap_posts : 16;
@@ -631,32 +1237,56 @@ static int op_wait(struct dp_exec *ex, struct dp_err *err)
 	return 0;
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static int run_op(struct dp_exec *ex, const struct dp_sched_op *op, struct dp_err *err)
 {
+	/* schedule peers are pp ranks: the one with the same ep rank */
+	const int peer = op->peer >= 0 ? op->peer * ex->ep + ex->erank : -1;
+	struct dp_exec_times *tm = &ex->times;
+	double t0 = now_s();
 	int rc;
 
 	switch (op->kind) {
 	case DP_SCHED_OP_F:
-		return op_forward(ex, op->leg, op->micro, err);
-	case DP_SCHED_OP_B:
-		return op_backward(ex, op->leg, op->micro, 0, err);
-	case DP_SCHED_OP_I:
-		return op_backward(ex, op->leg, op->micro, 1, err);
-	case DP_SCHED_OP_W:
-		return op_weight(ex, op->leg, op->micro, err);
-	case DP_SCHED_OP_FB:
-		/* the sends of the backward's neighbours progress on the
-		 * sender threads while this thread computes */
 		rc = op_forward(ex, op->leg, op->micro, err);
-		return rc ? rc : op_backward(ex, op->leg2, op->micro2, 0, err);
+		tm->f += now_s() - t0;
+		tm->n_f++;
+		return rc;
+	case DP_SCHED_OP_B:
+		rc = op_backward(ex, op->leg, op->micro, 1, err);
+		tm->b += now_s() - t0;
+		tm->n_b++;
+		return rc;
+	case DP_SCHED_OP_I:
+		rc = op_backward(ex, op->leg, op->micro, 0, err);
+		tm->i += now_s() - t0;
+		tm->n_i++;
+		return rc;
+	case DP_SCHED_OP_W:
+		rc = op_weight(ex, op->leg, op->micro, err);
+		tm->w += now_s() - t0;
+		tm->n_w++;
+		return rc;
+	case DP_SCHED_OP_FB:
+		rc = op_fb(ex, op->leg, op->micro, op->leg2, op->micro2, err);
+		tm->fb += now_s() - t0;
+		tm->n_fb++;
+		return rc;
 	case DP_SCHED_OP_RF:
-		return op_post_recv(ex, KIND_F, op->leg, op->micro, op->peer, err);
+		return op_post_recv(ex, KIND_F, op->leg, op->micro, peer, err);
 	case DP_SCHED_OP_RB:
-		return op_post_recv(ex, KIND_B, op->leg, op->micro, op->peer, err);
+		return op_post_recv(ex, KIND_B, op->leg, op->micro, peer, err);
 	case DP_SCHED_OP_SF:
-		return op_send(ex, KIND_F, op->leg, op->micro, op->peer, err);
+		return op_send(ex, KIND_F, op->leg, op->micro, peer, err);
 	case DP_SCHED_OP_SB:
-		return op_send(ex, KIND_B, op->leg, op->micro, op->peer, err);
+		return op_send(ex, KIND_B, op->leg, op->micro, peer, err);
 	case DP_SCHED_OP_WAIT:
 		return op_wait(ex, err);
 	default:
@@ -669,7 +1299,7 @@ static int run_op(struct dp_exec *ex, const struct dp_sched_op *op, struct dp_er
 static int reduce_copies(struct dp_exec *ex, struct dp_err *err)
 {
 	struct dp_model_flat f0, f1;
-	int peer = ex->cfg.pp - 1 - ex->cfg.rank, rc;
+	int peer = (ex->cfg.pp - 1 - ex->prank) * ex->ep + ex->erank, rc;
 	struct msg_hdr h = { .magic = MSG_MAGIC, .kind = KIND_G };
 	float *peer0 = NULL, *peer1 = NULL;
 	size_t b0, b1;
@@ -714,6 +1344,99 @@ out:
 	return rc;
 }
 
+/* Gradient elements of chunk @c summed over the EP group: every tensor but
+ * the routed experts.  Packs them into @buf (NULL: count only) or, with
+ * @back, unpacks @buf into the gradients.  Returns the count. */
+static size_t replicated(struct dp_model_stage *st, float *buf, int back)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < dp_model_stage_ntensors(st); i++) {
+		struct dp_model_tensor t;
+
+		if (dp_model_stage_tensor(st, i, &t) || t.expert >= 0)
+			continue;
+		if (buf && back)
+			memcpy(t.g, buf + n, t.n * sizeof(float));
+		else if (buf)
+			memcpy(buf + n, t.g, t.n * sizeof(float));
+		n += t.n;
+	}
+	return n;
+}
+
+/* EP all-reduce: each chunk's replicated gradients become the sum over the
+ * EP ranks of the group, added in EP rank order (0 + 1 + 2 ...) on every
+ * rank, so the replicas stay bit-identical.  All sends are queued before
+ * the first receive (no deadlock on socket buffers). */
+static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
+{
+	float *mine[2] = { NULL, NULL }, *acc = NULL, *in = NULL;
+	size_t n[2] = { 0, 0 };
+	const int nch = ex->nch;
+	int rc = 0;
+
+	for (int c = 0; c < nch; c++) {
+		n[c] = replicated(ex->ch[c].st, NULL, 0);
+		mine[c] = malloc(n[c] * sizeof(float) + 1);
+		if (!mine[c])
+			goto nomem;
+		(void)replicated(ex->ch[c].st, mine[c], 0);
+		for (int j = 0; j < ex->ep; j++) {
+			struct msg_hdr h = { .magic = MSG_MAGIC,
+					     .kind = KIND_R,
+					     .leg = (uint8_t)c };
+			float *copy;
+
+			if (j == ex->erank)
+				continue;
+			copy = malloc(n[c] * sizeof(float) + 1);
+			if (!copy)
+				goto nomem;
+			memcpy(copy, mine[c], n[c] * sizeof(float));
+			h.step = ex->step;
+			h.bytes = n[c] * sizeof(float);
+			rc = sender_post(&ex->snd[ex->prank * ex->ep + j], &h, copy, err);
+			if (rc)
+				goto out;
+		}
+	}
+	for (int c = 0; c < nch; c++) {
+		free(acc);
+		free(in);
+		acc = malloc(n[c] * sizeof(float) + 1);
+		in = malloc(n[c] * sizeof(float) + 1);
+		if (!acc || !in || !mine[c])
+			goto nomem;
+		for (int j = 0; j < ex->ep; j++) {
+			const float *src = mine[c];
+
+			if (j != ex->erank) {
+				rc = recv_msg(ex, ex->prank * ex->ep + j, KIND_R, c, 0, in,
+					      n[c] * sizeof(float), err);
+				if (rc)
+					goto out;
+				src = in;
+			}
+			if (j == 0)
+				memcpy(acc, src, n[c] * sizeof(float));
+			else
+				for (size_t i = 0; i < n[c]; i++)
+					acc[i] = acc[i] + src[i];
+		}
+		(void)replicated(ex->ch[c].st, acc, 1);
+	}
+	goto out;
+nomem:
+	rc = dp_err_set(err, ENOMEM, "exec: out of memory");
+out:
+	free(acc);
+	free(in);
+	free(mine[0]);
+	free(mine[1]);
+	return rc;
+}
+
 int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err)
 {
 	const struct dp_sched_op *ops;
@@ -728,7 +1451,7 @@ int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err
 	ex->tl_t0 = mono_s();
 	for (int i = 0; i < ex->nch; i++)
 		dp_model_stage_zero_grad(ex->ch[i].st);
-	ops = dp_sched_ops(ex->sched, ex->cfg.rank, &nops);
+	ops = dp_sched_ops(ex->sched, ex->prank, &nops);
 	for (size_t i = 0; i < nops && !rc; i++) {
 		int compute = ops[i].kind <= DP_SCHED_OP_FB;
 		double t = compute ? mono_s() : 0;
@@ -759,7 +1482,12 @@ int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err
 		if (rc)
 			return rc;
 	}
-	for (int i = 0; i < ex->cfg.pp; i++) {
+	if (ex->ep > 1) {
+		rc = reduce_ep(ex, err);
+		if (rc)
+			return rc;
+	}
+	for (int i = 0; i < ex->nranks; i++) {
 		rc = sender_flush(&ex->snd[i], err);
 		if (rc)
 			return rc;
@@ -814,4 +1542,24 @@ int dp_exec_peak_live(const struct dp_exec *ex)
 const struct dp_sched *dp_exec_sched(const struct dp_exec *ex)
 {
 	return ex->sched;
+}
+
+void dp_exec_coords(const struct dp_exec *ex, int *pp_rank, int *ep_rank, int *ep)
+{
+	if (pp_rank)
+		*pp_rank = ex->prank;
+	if (ep_rank)
+		*ep_rank = ex->erank;
+	if (ep)
+		*ep = ex->ep;
+}
+
+int dp_exec_owns_expert(const struct dp_exec *ex, int e)
+{
+	return dp_model_expert_owner(&ex->cfg.model, ex->ep, e) == ex->erank;
+}
+
+void dp_exec_times(const struct dp_exec *ex, struct dp_exec_times *out)
+{
+	*out = ex->times;
 }

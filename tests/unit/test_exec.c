@@ -14,6 +14,12 @@
  *   1e-3 * max|w of the tensor| + 1e-5 (Adam divides by sqrt(v), so rounding
  *   in a near-zero gradient may move an element by up to lr per step); and
  *   both copies of a stage bit-identical.
+ * - EP (pp x ep ranks, EP groups on a2a shm or tcp): the replicated
+ *   tensors' gradients are summed over the EP ranks and each expert sums
+ *   rows of several ranks' micro-batches (regrouped sums): the DualPipe
+ *   tolerances above, against a reference of micro * ep micro-batches;
+ *   experts compared on their owner only (zero gradients elsewhere); the
+ *   EP replicas bit-identical; overlap on and off bit-identical.
  * Peak live activation contexts per rank: never above the simulator's
  * figure (in fact equal: both count, in program order, forwards whose
  * backward/W has not finished). */
@@ -24,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +41,7 @@
 
 #define STEPS	  3
 #define MAX_PP	  4
+#define MAX_RANKS 8 /* pp x ep */
 #define MAX_CHUNK 2
 
 struct chunk_res {
@@ -47,7 +55,18 @@ struct rank_res {
 	double loss[STEPS];
 	int peak;
 	int nch;
+	long overlapped;
 	struct chunk_res ch[MAX_CHUNK];
+};
+
+/* One pipeline run: schedule, sizes, and with ep > 1 how the EP group
+ * talks (shm or tcp, naive or two-hop over 2 "nodes") and the overlap. */
+struct tcase {
+	enum dp_sched_algo algo;
+	int pp, ep, micro;
+	int overlap;
+	const char *transport; /* ep > 1: "shm" or "tcp" */
+	int two_hop;	       /* tcp: two nodes x ep/2 ranks, two-hop */
 };
 
 static void test_cfg(struct dp_model_cfg *m)
@@ -102,6 +121,7 @@ static int rank_child(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, 
 {
 	struct dp_err err = { 0 };
 	struct dp_exec *ex = NULL;
+	struct dp_exec_times tm;
 	struct rank_res r = { 0 };
 	int rc = dp_exec_new(cfg, links, &ex, &err);
 
@@ -127,6 +147,8 @@ static int rank_child(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, 
 			}
 		dp_exec_optimizer_step(ex);
 	}
+	dp_exec_times(ex, &tm);
+	r.overlapped = tm.n_overlapped;
 	if (write_all(fd, &r, sizeof(r)))
 		goto fail;
 	for (int c = 0; c < r.nch; c++) {
@@ -141,20 +163,49 @@ static int rank_child(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, 
 	return 0;
 fail:
 	(void)fprintf(stderr, "rank %d: %s\n", cfg->rank, err.msg);
+	dp_exec_free(ex);
 	return 1;
 }
 
-/* Fork the pp ranks of (@algo, @pp, @micro) and collect their results. */
-static void run_pipeline(enum dp_sched_algo algo, int pp, int micro, struct rank_res *res)
+/* tcp: a listening socket on 127.0.0.1 per rank, made before the fork. */
+static void make_listeners(int n, int *lfds, char (*addrs)[32])
 {
-	int sp[MAX_PP][MAX_PP], rfd[MAX_PP];
-	pid_t pid[MAX_PP];
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_in a = { .sin_family = AF_INET };
+		socklen_t al = sizeof(a);
 
-	for (int i = 0; i < pp; i++)
-		for (int j = 0; j < pp; j++)
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		lfds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		assert_true(lfds[i] >= 0);
+		assert_int_equal(bind(lfds[i], (struct sockaddr *)&a, sizeof(a)), 0);
+		assert_int_equal(listen(lfds[i], 64), 0);
+		assert_int_equal(getsockname(lfds[i], (struct sockaddr *)&a, &al), 0);
+		(void)snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.1:%d", ntohs(a.sin_port));
+	}
+}
+
+/* Fork the pp x ep ranks of @tc and collect their results. */
+static void run_pipeline(const struct tcase *tc, struct rank_res *res)
+{
+	const int pp = tc->pp, ep = tc->ep > 1 ? tc->ep : 1, n = pp * ep;
+	int sp[MAX_RANKS][MAX_RANKS], rfd[MAX_RANKS], lfd[MAX_RANKS];
+	char addrs[MAX_RANKS][32], shm[MAX_PP][64];
+	const char *ap[MAX_RANKS];
+	pid_t pid[MAX_RANKS];
+
+	assert_true(n <= MAX_RANKS && pp <= MAX_PP);
+	for (int i = 0; i < n; i++) {
+		lfd[i] = -1;
+		ap[i] = addrs[i];
+		for (int j = 0; j < n; j++)
 			sp[i][j] = -1;
-	for (int i = 0; i < pp; i++)
-		for (int j = i + 1; j < pp; j++) {
+	}
+	for (int r = 0; r < pp; r++)
+		(void)snprintf(shm[r], sizeof(shm[r]), "/dp-exec-test-%d-%d", (int)getpid(), r);
+	if (ep > 1 && tc->transport && strcmp(tc->transport, "tcp") == 0)
+		make_listeners(n, lfd, addrs);
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++) {
 			int fds[2];
 
 			assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
@@ -163,24 +214,30 @@ static void run_pipeline(enum dp_sched_algo algo, int pp, int micro, struct rank
 		}
 	(void)fflush(stdout);
 	(void)fflush(stderr);
-	for (int r = 0; r < pp; r++) {
+	for (int r = 0; r < n; r++) {
 		int p[2];
 
 		assert_int_equal(pipe(p), 0);
 		pid[r] = fork();
 		assert_true(pid[r] >= 0);
 		if (pid[r] == 0) {
-			struct dp_pp_link *links[MAX_PP] = { NULL };
-			struct dp_exec_cfg cfg = {
-				.algo = algo, .pp = pp, .micro = micro, .rank = r
-			};
+			struct dp_pp_link *links[MAX_RANKS] = { NULL };
+			struct dp_exec_cfg cfg = { .algo = tc->algo,
+						   .pp = pp,
+						   .micro = tc->micro,
+						   .rank = r,
+						   .ep = ep,
+						   .overlap = tc->overlap };
+			struct dp_a2a_comm_cfg cc;
 			int code;
 
 			(void)close(p[0]);
 			for (int i = 0; i < r; i++)
 				(void)close(rfd[i]);
-			for (int i = 0; i < pp; i++)
-				for (int j = 0; j < pp; j++) {
+			for (int i = 0; i < n; i++) {
+				if (i != r && lfd[i] >= 0)
+					(void)close(lfd[i]);
+				for (int j = 0; j < n; j++) {
 					if (sp[i][j] < 0)
 						continue;
 					if (i == r)
@@ -188,20 +245,37 @@ static void run_pipeline(enum dp_sched_algo algo, int pp, int micro, struct rank
 					else
 						(void)close(sp[i][j]);
 				}
+			}
 			test_cfg(&cfg.model);
+			dp_a2a_comm_cfg_init(&cc);
+			cc.transport = tc->transport;
+			cc.timeout_ms = 20000;
+			cc.shm_name = shm[r / ep];
+			cc.shm_ring_bytes = 16384;
+			cc.addrs = ap + (ptrdiff_t)(r / ep) * ep; /* this EP group's ranks */
+			cc.listen_fd = lfd[r];
+			if (tc->two_hop) {
+				cc.nodes = 2;
+				cc.ranks_per_node = ep / 2;
+				cfg.ep_algo = DP_A2A_TWO_HOP;
+			}
+			cfg.ep_comm = &cc;
 			code = rank_child(&cfg, links, p[1]);
-			for (int i = 0; i < pp; i++)
+			for (int i = 0; i < n; i++)
 				dp_pp_link_close(links[i]);
 			_exit(code);
 		}
 		(void)close(p[1]);
 		rfd[r] = p[0];
 	}
-	for (int i = 0; i < pp; i++)
-		for (int j = 0; j < pp; j++)
+	for (int i = 0; i < n; i++) {
+		if (lfd[i] >= 0)
+			(void)close(lfd[i]);
+		for (int j = 0; j < n; j++)
 			if (sp[i][j] >= 0)
 				(void)close(sp[i][j]);
-	for (int r = 0; r < pp; r++) {
+	}
+	for (int r = 0; r < n; r++) {
 		struct rank_res *x = &res[r];
 		int ok = read_all(rfd[r], x, sizeof(*x)) == 0, st = 0;
 
@@ -212,21 +286,28 @@ static void run_pipeline(enum dp_sched_algo algo, int pp, int micro, struct rank
 			     !read_all(rfd[r], x->ch[c].g, x->ch[c].n * sizeof(float)) &&
 			     !read_all(rfd[r], x->ch[c].w, x->ch[c].n * sizeof(float));
 		}
+		if (!ok)
+			x->nch = 0;
 		(void)close(rfd[r]);
 		if (!ok)
-			for (int q = 0; q < pp; q++)
+			for (int q = 0; q < n; q++)
 				(void)kill(pid[q], SIGKILL);
 		assert_int_equal(waitpid(pid[r], &st, 0), pid[r]);
-		if (!ok)
-			fail_msg("rank %d of %s pp %d micro %d failed (status %d)", r,
-				 dp_sched_algo_name(algo), pp, micro, st);
+		if (!ok) {
+			for (int q = 0; q < pp; q++)
+				(void)shm_unlink(shm[q]);
+			fail_msg("rank %d of %s pp %d ep %d micro %d failed (status %d)", r,
+				 dp_sched_algo_name(tc->algo), pp, ep, tc->micro, st);
+		}
 		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
+	for (int q = 0; q < pp; q++)
+		(void)shm_unlink(shm[q]); /* rank 0 of each group did; in case */
 }
 
-static void free_res(struct rank_res *res, int pp)
+static void free_res(struct rank_res *res, int n)
 {
-	for (int r = 0; r < pp; r++)
+	for (int r = 0; r < n; r++)
 		for (int c = 0; c < res[r].nch; c++) {
 			free(res[r].ch[c].g);
 			free(res[r].ch[c].w);
@@ -234,10 +315,14 @@ static void free_res(struct rank_res *res, int pp)
 }
 
 /* Compare flat array @a with the stage's flat @b tensor by tensor; 0 tol
- * means bit-identical.  Returns the worst |a-b| / max|b of the tensor|. */
+ * means bit-identical.  With @ep > 1, routed experts that EP rank @erank
+ * does not own are not compared: with @zero_others they must be 0 (their
+ * gradients), else they are skipped (stale values).  Returns the worst
+ * |a-b| / max|b of the tensor|. */
 static double compare_flat(struct dp_model_stage *st, const float *a, const float *b, double rel,
-			   double abs_tol, const char *what)
+			   double abs_tol, const char *what, int ep, int erank, int zero_others)
 {
+	const struct dp_model_cfg *mc = dp_model_stage_cfg(st);
 	size_t off = 0;
 	double worst = 0;
 
@@ -246,6 +331,14 @@ static double compare_flat(struct dp_model_stage *st, const float *a, const floa
 		double mx = 0;
 
 		assert_int_equal(dp_model_stage_tensor(st, i, &t), 0);
+		if (ep > 1 && t.expert >= 0 && dp_model_expert_owner(mc, ep, t.expert) != erank) {
+			for (size_t k = 0; zero_others && k < t.n; k++)
+				if (a[off + k] != 0.0f)
+					fail_msg("%s: %s[%zu] = %g on a rank that does not own it",
+						 what, t.name, k, a[off + k]);
+			off += t.n;
+			continue;
+		}
 		for (size_t k = 0; k < t.n; k++)
 			mx = fmax(mx, fabs((double)b[off + k]));
 		for (size_t k = 0; k < t.n; k++) {
@@ -263,43 +356,66 @@ static double compare_flat(struct dp_model_stage *st, const float *a, const floa
 	return worst;
 }
 
-static void check_case(enum dp_sched_algo algo, int pp, int micro)
+/* Replicated tensors (all but the routed experts) of two chunks holding the
+ * same stage must be bit-identical. */
+static void same_replicas(struct dp_model_stage *st, const float *a, const float *b,
+			  const char *what)
 {
+	size_t off = 0;
+
+	for (int i = 0; i < dp_model_stage_ntensors(st); i++) {
+		struct dp_model_tensor t;
+
+		assert_int_equal(dp_model_stage_tensor(st, i, &t), 0);
+		if (t.expert < 0 && memcmp(a + off, b + off, t.n * sizeof(float)) != 0)
+			fail_msg("%s: replicas of %s differ", what, t.name);
+		off += t.n;
+	}
+}
+
+static void check_tcase(const struct tcase *tc)
+{
+	const int pp = tc->pp, ep = tc->ep > 1 ? tc->ep : 1, n = pp * ep, micro = tc->micro;
+	const enum dp_sched_algo algo = tc->algo;
 	struct dp_sched_cfg sc = { .algo = algo, .pp = pp, .micro = micro };
 	struct dp_sched_times tm = { .f = 1, .b = 2, .w = 1, .fb = 2.5 };
-	struct rank_res res[MAX_PP];
+	struct rank_res res[MAX_RANKS];
 	struct dp_model_cfg mc;
 	struct dp_model_ref *ref = NULL;
 	struct dp_sched *s = NULL;
 	struct dp_sched_sim sim;
 	struct dp_err err = { 0 };
 	int dual = algo == DP_SCHED_DUALPIPE, nstages = algo == DP_SCHED_DUALPIPEV ? 2 * pp : pp;
-	double g_rel = dual ? 1e-4 : 0, g_abs = dual ? 1e-6 : 0;
-	double w_rel = dual ? 1e-3 : 0, w_abs = dual ? 1e-5 : 0;
+	/* regrouped sums: DualPipe's two copies, and EP (all-reduce over the
+	 * group, expert rows from several ranks' micro-batches) */
+	int regroup = dual || ep > 1;
+	double g_rel = regroup ? 1e-4 : 0, g_abs = regroup ? 1e-6 : 0;
+	double w_rel = regroup ? 1e-3 : 0, w_abs = regroup ? 1e-5 : 0;
 	double worst_g = 0, worst_w = 0, loss;
-	char what[128];
+	char what[160];
 
 	memset(res, 0, sizeof(res));
-	run_pipeline(algo, pp, micro, res);
+	run_pipeline(tc, res);
 
-	/* peak activations against the simulator */
+	/* peak activations against the simulator (every EP rank of a stage
+	 * runs the pp rank's op list) */
 	assert_int_equal(dp_sched_build(&sc, &s, &err), 0);
 	assert_int_equal(dp_sched_simulate(s, &tm, &sim, &err), 0);
-	for (int r = 0; r < pp; r++) {
-		if (res[r].peak > sim.ranks[r].peak_activations)
+	for (int r = 0; r < n; r++) {
+		if (res[r].peak > sim.ranks[r / ep].peak_activations)
 			fail_msg("%s pp %d micro %d rank %d: peak %d > simulated %d",
 				 dp_sched_algo_name(algo), pp, micro, r, res[r].peak,
-				 sim.ranks[r].peak_activations);
-		assert_int_equal(res[r].peak, sim.ranks[r].peak_activations);
+				 sim.ranks[r / ep].peak_activations);
+		assert_int_equal(res[r].peak, sim.ranks[r / ep].peak_activations);
 	}
 	if (dual)
 		assert_int_equal(res[0].peak, pp + 1);
 	dp_sched_sim_release(&sim);
 	dp_sched_free(s);
 
-	/* the reference: same model, micro-batches 0..micro-1 in order */
+	/* the reference: same model, micro-batches 0..micro*ep-1 in order */
 	test_cfg(&mc);
-	mc.micro_batches = micro;
+	mc.micro_batches = micro * ep;
 	assert_int_equal(dp_model_ref_new(&mc, nstages, &ref, &err), 0);
 	assert_int_equal(dp_model_ref_grads(ref, 0, 0, &loss, &err), 0);
 	for (int k = 0; k < STEPS; k++) {
@@ -307,13 +423,13 @@ static void check_case(enum dp_sched_algo algo, int pp, int micro)
 
 		if (k > 0)
 			assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
-		for (int r = 0; r < pp; r++)
+		for (int r = 0; r < n; r++)
 			sum += res[r].loss[k];
-		if (dual ? fabs(sum - loss) > (k ? 1e-6 : 1e-9) * fabs(loss) : sum != loss)
-			fail_msg("%s pp %d micro %d step %d: loss %.12g, reference %.12g",
-				 dp_sched_algo_name(algo), pp, micro, k, sum, loss);
+		if (regroup ? fabs(sum - loss) > (k ? 1e-6 : 1e-9) * fabs(loss) : sum != loss)
+			fail_msg("%s pp %d ep %d micro %d step %d: loss %.12g, reference %.12g",
+				 dp_sched_algo_name(algo), pp, ep, micro, k, sum, loss);
 		if (k == 0) {
-			for (int r = 0; r < pp; r++)
+			for (int r = 0; r < n; r++)
 				for (int c = 0; c < res[r].nch; c++) {
 					struct dp_model_stage *st =
 						dp_model_ref_stage(ref, res[r].ch[c].stage);
@@ -321,39 +437,59 @@ static void check_case(enum dp_sched_algo algo, int pp, int micro)
 
 					dp_model_stage_flat(st, &f);
 					assert_int_equal(f.n, res[r].ch[c].n);
-					(void)snprintf(what, sizeof(what), "%s pp %d rank %d grad",
-						       dp_sched_algo_name(algo), pp, r);
-					worst_g =
-						fmax(worst_g, compare_flat(st, res[r].ch[c].g, f.g,
-									   g_rel, g_abs, what));
+					(void)snprintf(what, sizeof(what),
+						       "%s pp %d ep %d rank %d grad",
+						       dp_sched_algo_name(algo), pp, ep, r);
+					worst_g = fmax(worst_g,
+						       compare_flat(st, res[r].ch[c].g, f.g, g_rel,
+								    g_abs, what, ep, r % ep, 1));
 				}
 			for (int i = 0; i < nstages; i++)
 				dp_model_stage_step(dp_model_ref_stage(ref, i));
 		}
 	}
-	for (int r = 0; r < pp; r++)
+	for (int r = 0; r < n; r++)
 		for (int c = 0; c < res[r].nch; c++) {
 			struct dp_model_stage *st = dp_model_ref_stage(ref, res[r].ch[c].stage);
 			struct dp_model_flat f;
 
 			dp_model_stage_flat(st, &f);
-			(void)snprintf(what, sizeof(what), "%s pp %d rank %d params",
-				       dp_sched_algo_name(algo), pp, r);
-			worst_w = fmax(worst_w,
-				       compare_flat(st, res[r].ch[c].w, f.w, w_rel, w_abs, what));
+			(void)snprintf(what, sizeof(what), "%s pp %d ep %d rank %d params",
+				       dp_sched_algo_name(algo), pp, ep, r);
+			worst_w = fmax(worst_w, compare_flat(st, res[r].ch[c].w, f.w, w_rel, w_abs,
+							     what, ep, r % ep, 0));
+			/* the EP replicas of the stage: bit-identical */
+			if (r % ep) {
+				(void)snprintf(what, sizeof(what), "%s pp %d ep %d rank %d",
+					       dp_sched_algo_name(algo), pp, ep, r);
+				same_replicas(st, res[r].ch[c].w, res[r - r % ep].ch[c].w, what);
+				same_replicas(st, res[r].ch[c].g, res[r - r % ep].ch[c].g, what);
+			}
 		}
 	if (dual) /* both copies of stage s: rank s chunk 0, rank pp-1-s chunk 1 */
-		for (int r = 0; r < pp; r++) {
-			const struct chunk_res *a = &res[r].ch[0], *b = &res[pp - 1 - r].ch[1];
+		for (int r = 0; r < n; r++) {
+			const struct chunk_res *a = &res[r].ch[0];
+			const struct chunk_res *b = &res[(pp - 1 - r / ep) * ep + r % ep].ch[1];
 
 			assert_int_equal(a->stage, b->stage);
 			assert_memory_equal(a->w, b->w, a->n * sizeof(float));
 		}
-	printf("# %-9s pp %d micro %2d: loss %.6f, worst grad diff %.2g, params %.2g of max, "
-	       "peak rank 0 %d\n",
-	       dp_sched_algo_name(algo), pp, micro, loss, worst_g, worst_w, res[0].peak);
+	for (int r = 0; r < n; r++)
+		if (!tc->overlap || ep == 1)
+			assert_int_equal(res[r].overlapped, 0);
+	printf("# %-9s pp %d ep %d micro %2d%s%s: loss %.6f, worst grad diff %.2g, params %.2g of "
+	       "max, peak rank 0 %d\n",
+	       dp_sched_algo_name(algo), pp, ep, micro, ep > 1 ? " " : "",
+	       ep > 1 ? tc->transport : "", loss, worst_g, worst_w, res[0].peak);
 	dp_model_ref_free(ref);
-	free_res(res, pp);
+	free_res(res, n);
+}
+
+static void check_case(enum dp_sched_algo algo, int pp, int micro)
+{
+	const struct tcase tc = { .algo = algo, .pp = pp, .ep = 1, .micro = micro };
+
+	check_tcase(&tc);
 }
 
 static void dualpipe_matches_reference(void **state)
@@ -442,19 +578,18 @@ static void missing_link_is_rejected(void **state)
 	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
 }
 
-static void train_local_prints_a_falling_loss(void **state)
+/* Run `dpworker --train-local` with @args; first and last step loss. */
+static void train_local_losses(char **args, int nargs, double *first, double *last)
 {
-	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2", "--micro",
-			 "4",	     "--steps",	      "12",	"--layers", "2" };
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *out = open_memstream(&buf, &len);
-	double first = -1, last = -1, l;
+	double l;
 	int rc;
 
-	(void)state;
 	assert_non_null(out);
-	rc = dp_worker_cmd_train((int)(sizeof(args) / sizeof(args[0])), args, out, stderr);
+	*first = *last = -1;
+	rc = dp_worker_cmd_train(nargs, args, out, stderr);
 	(void)fclose(out);
 	assert_int_equal(rc, 0);
 	for (char *p = buf; p && (p = strstr(p, "step ")); p++) {
@@ -467,13 +602,52 @@ static void train_local_prints_a_falling_loss(void **state)
 		l = strtod(q, &end);
 		if (end == q)
 			continue;
-		if (first < 0)
-			first = l;
-		last = l;
+		if (*first < 0)
+			*first = l;
+		*last = l;
 	}
+	free(buf);
+}
+
+static void train_local_prints_a_falling_loss(void **state)
+{
+	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2", "--micro",
+			 "4",	     "--steps",	      "12",	"--layers", "2" };
+	char *ep_args[] = {
+		"dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2",	   "--micro",
+		"4",	    "--steps",	     "12",     "--layers", "2",	   "--ep", "2"
+	};
+	double first, last;
+
+	(void)state;
+	train_local_losses(args, (int)(sizeof(args) / sizeof(args[0])), &first, &last);
 	assert_true(first > 2.0);
 	assert_true(last < first / 2);
-	free(buf);
+	train_local_losses(ep_args, (int)(sizeof(ep_args) / sizeof(ep_args[0])), &first, &last);
+	assert_true(first > 2.0);
+	assert_true(last < first / 2);
+}
+
+/* The EP fabric does not change a number: shm, and tcp with every EP rank
+ * its own paced "node" (--ep-mbps), print the same losses. */
+static void train_local_ep_fabrics_agree(void **state)
+{
+	char *shm[] = {
+		"dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2",	       "--ep",
+		"2",	    "--micro",	     "4",      "--steps",  "3",	   "--layers", "2"
+	};
+	char *tcp[] = {
+		"dpworker",  "--train-local", "--algo", "dualpipe", "--pp", "2",	"--ep",
+		"2",	     "--micro",	      "4",	"--steps",  "3",    "--layers", "2",
+		"--ep-mbps", "2000"
+	};
+	double f1, l1, f2, l2;
+
+	(void)state;
+	train_local_losses(shm, (int)(sizeof(shm) / sizeof(shm[0])), &f1, &l1);
+	train_local_losses(tcp, (int)(sizeof(tcp) / sizeof(tcp[0])), &f2, &l2);
+	assert_true(f1 > 2.0);
+	assert_true(f1 == f2 && l1 == l2);
 }
 
 /* A free TCP port on 127.0.0.1 (bound to 0, then released). */
@@ -566,6 +740,182 @@ static void train_over_tcp_matches_reference(void **state)
 	free(buf);
 }
 
+/* Two free TCP ports p, p+1 on 127.0.0.1 (the --train EP convention). */
+static int free_port_pair(void)
+{
+	for (int tries = 0; tries < 50; tries++) {
+		struct sockaddr_in sa = { .sin_family = AF_INET };
+		int p = free_port(), fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+
+		assert_true(fd >= 0);
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		sa.sin_port = htons((uint16_t)(p + 1));
+		ok = p < 65535 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		(void)close(fd);
+		if (ok)
+			return p;
+	}
+	fail_msg("no two consecutive free ports");
+	return -1;
+}
+
+/* `dpworker --train --ep 2`: one pipeline stage of two EP ranks over tcp
+ * (PP links on the --peers ports, the all-to-all on port + 1). */
+static void train_over_tcp_with_ep_matches_reference(void **state)
+{
+	char peers[64], *buf = NULL, other[4096];
+	char *args[] = { "dpworker", "--train", "--algo",  "1f1b", "--pp",    "1",
+			 "--ep",     "2",	"--micro", "2",	   "--steps", "3",
+			 "--layers", "2",	"--rank",  "0",	   "--peers", peers };
+	int nargs = (int)(sizeof(args) / sizeof(args[0])), p[2], st = 0, rc;
+	struct dp_model_cfg mc;
+	struct dp_model_ref *ref = NULL;
+	struct dp_err err = { 0 };
+	size_t len = 0, got = 0;
+	int p0 = free_port_pair(), p1;
+	FILE *out;
+	pid_t pid;
+
+	(void)state;
+	do
+		p1 = free_port_pair();
+	while (p1 >= p0 - 1 && p1 <= p0 + 1);
+	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", p0, p1);
+	assert_int_equal(pipe(p), 0);
+	(void)fflush(stdout);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		FILE *o;
+
+		(void)close(p[0]);
+		o = fdopen(p[1], "w");
+		args[15] = "1";
+		_exit(o ? dp_worker_cmd_train(nargs, args, o, stderr) | (fclose(o) ? 1 : 0) : 1);
+	}
+	(void)close(p[1]);
+	out = open_memstream(&buf, &len);
+	assert_non_null(out);
+	rc = dp_worker_cmd_train(nargs, args, out, stderr);
+	(void)fclose(out);
+	for (ssize_t n;
+	     got < sizeof(other) - 1 && (n = read(p[0], other + got, sizeof(other) - 1 - got)) > 0;)
+		got += (size_t)n;
+	other[got] = '\0';
+	(void)close(p[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_int_equal(rc, 0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+	dp_model_cfg_default(&mc);
+	mc.layers = 2;
+	mc.micro_batches = 4; /* micro 2 on each of the 2 EP ranks */
+	assert_int_equal(dp_model_ref_new(&mc, 1, &ref, &err), 0);
+	for (long k = 0; k < 3; k++) {
+		double loss, sum = share_of_step(buf, k) + share_of_step(other, k);
+
+		assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
+		if (fabs(sum - loss) > 3e-6) /* printed with 6 decimals, regrouped sums */
+			fail_msg("step %ld: tcp ep run %.6f, reference %.6f", k, sum, loss);
+	}
+	dp_model_ref_free(ref);
+	free(buf);
+}
+
+static void check_ep(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap)
+{
+	const struct tcase tc = { .algo = algo,
+				  .pp = pp,
+				  .ep = ep,
+				  .micro = micro,
+				  .overlap = overlap,
+				  .transport = "shm" };
+
+	check_tcase(&tc);
+}
+
+/* EP 2: each stage's experts split over 2 ranks, forked over shm. */
+static void ep_dualpipe_matches_reference(void **state)
+{
+	(void)state;
+	check_ep(DP_SCHED_DUALPIPE, 2, 2, 4, 0);
+	check_ep(DP_SCHED_DUALPIPE, 2, 2, 6, 1);
+	check_ep(DP_SCHED_DUALPIPE, 4, 2, 8, 1);
+}
+
+static void ep_1f1b_and_others_match_reference(void **state)
+{
+	const struct tcase tcp = { .algo = DP_SCHED_1F1B,
+				   .pp = 2,
+				   .ep = 2,
+				   .micro = 4,
+				   .transport = "tcp",
+				   .two_hop = 1 };
+
+	(void)state;
+	check_ep(DP_SCHED_1F1B, 2, 2, 4, 0);
+	check_ep(DP_SCHED_1F1B, 4, 2, 6, 0);
+	check_ep(DP_SCHED_ZB1P, 2, 2, 4, 0);
+	check_ep(DP_SCHED_DUALPIPEV, 2, 2, 4, 1);
+	check_tcase(&tcp); /* two "nodes" of one rank, two-hop over tcp */
+}
+
+/* The four-component overlap moves no number: overlapped and plain runs
+ * give bit-identical losses, gradients and parameters, and the overlapped
+ * run really computed while exchanges were in flight. */
+static void ep_overlap_changes_no_number(void **state)
+{
+	struct tcase tc = {
+		.algo = DP_SCHED_DUALPIPE, .pp = 2, .ep = 2, .micro = 6, .transport = "shm"
+	};
+	struct rank_res a[MAX_RANKS], b[MAX_RANKS];
+
+	(void)state;
+	memset(a, 0, sizeof(a));
+	memset(b, 0, sizeof(b));
+	run_pipeline(&tc, a);
+	tc.overlap = 1;
+	run_pipeline(&tc, b);
+	for (int r = 0; r < 4; r++) {
+		assert_int_equal(a[r].overlapped, 0);
+		assert_true(b[r].overlapped > 0);
+		assert_memory_equal(a[r].loss, b[r].loss, sizeof(a[r].loss));
+		assert_int_equal(a[r].nch, b[r].nch);
+		for (int c = 0; c < a[r].nch; c++) {
+			assert_memory_equal(a[r].ch[c].g, b[r].ch[c].g,
+					    a[r].ch[c].n * sizeof(float));
+			assert_memory_equal(a[r].ch[c].w, b[r].ch[c].w,
+					    a[r].ch[c].n * sizeof(float));
+		}
+	}
+	printf("# overlap: rank 0 ran %ld compute steps during exchanges, same bits\n",
+	       b[0].overlapped);
+	free_res(a, 4);
+	free_res(b, 4);
+}
+
+static void ep_bad_config_is_rejected(void **state)
+{
+	struct dp_exec_cfg cfg = { .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2, .rank = 1, .ep = 3 };
+	struct dp_pp_link *links[6] = { NULL };
+	struct dp_err err = { 0 };
+	struct dp_exec *ex = NULL;
+
+	(void)state;
+	test_cfg(&cfg.model);
+	/* 4 experts do not split over 3 ranks */
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "do not split over ep 3"));
+	cfg.ep = 2;
+	cfg.rank = 4; /* only 4 ranks */
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "out of range for pp 2 x ep 2"));
+	cfg.rank = 1; /* needs links to its pipeline neighbour 3 */
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "needs a link to rank 3"));
+	assert_null(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -576,6 +926,12 @@ int main(void)
 		cmocka_unit_test(missing_link_is_rejected),
 		cmocka_unit_test(train_local_prints_a_falling_loss),
 		cmocka_unit_test(train_over_tcp_matches_reference),
+		cmocka_unit_test(ep_dualpipe_matches_reference),
+		cmocka_unit_test(ep_1f1b_and_others_match_reference),
+		cmocka_unit_test(ep_overlap_changes_no_number),
+		cmocka_unit_test(ep_bad_config_is_rejected),
+		cmocka_unit_test(train_over_tcp_with_ep_matches_reference),
+		cmocka_unit_test(train_local_ep_fabrics_agree),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
