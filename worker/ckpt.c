@@ -31,6 +31,14 @@
 #define DEFAULT_WAIT   60000
 #define CHUNK_REC_HEAD 24 /* stage i32, reserved i32, adam step i64, n u64 */
 
+/* dp_err_set() whose result the static analyser can see is negative
+ * (@code is a constant or a saved errno: evaluated twice). */
+static int neg_code(int code)
+{
+	return code > 0 ? -code : -EIO;
+}
+#define ck_err(err, code, ...) ((void)dp_err_set(err, code, __VA_ARGS__), neg_code(code))
+
 /* ---- CRC32C ----------------------------------------------------------- */
 
 static uint32_t crc_table[256];
@@ -115,10 +123,9 @@ static int fp_compare(const int64_t *have, const int64_t *want, struct dp_err *e
 			continue;
 		fp_value_str(i, have[i], a, sizeof(a));
 		fp_value_str(i, want[i], b, sizeof(b));
-		return dp_err_set(
-			err, ESTALE,
-			"different configuration: %s is %s in the checkpoint, %s in this run",
-			i == 14 ? "lr" : fp_names[i], a, b);
+		return ck_err(err, ESTALE,
+			      "different configuration: %s is %s in the checkpoint, %s in this run",
+			      i == 14 ? "lr" : fp_names[i], a, b);
 	}
 	return 0;
 }
@@ -176,7 +183,7 @@ static void hdr_encode(const struct hdr *h, unsigned char *b)
 	put32(b + 32, h->nchunks);
 	put32(b + 36, FP_N);
 	for (int i = 0; i < FP_N; i++)
-		put64(b + 40 + 8 * i, (uint64_t)h->fp[i]);
+		put64(b + 40 + (size_t)8 * i, (uint64_t)h->fp[i]);
 	put64(b + 168, h->payload_bytes);
 	put32(b + 176, h->payload_crc);
 	put32(b + 180, dp_ckpt_crc32c(0, b, 180));
@@ -184,25 +191,26 @@ static void hdr_encode(const struct hdr *h, unsigned char *b)
 
 static int hdr_decode(const unsigned char *b, size_t len, struct hdr *h, struct dp_err *err)
 {
+	memset(h, 0, sizeof(*h));
 	if (len < HDR_BYTES)
-		return dp_err_set(err, EBADMSG, "truncated: %zu bytes, the header alone is %d", len,
-				  HDR_BYTES);
+		return ck_err(err, EBADMSG, "truncated: %zu bytes, the header alone is %d", len,
+			      HDR_BYTES);
 	if (memcmp(b, MAGIC, 8) != 0)
-		return dp_err_set(err, EBADMSG, "not a checkpoint file (bad magic)");
+		return ck_err(err, EBADMSG, "not a checkpoint file (bad magic)");
 	if (get32(b + 180) != dp_ckpt_crc32c(0, b, 180))
-		return dp_err_set(err, EBADMSG, "header checksum mismatch");
+		return ck_err(err, EBADMSG, "header checksum mismatch");
 	h->version = get32(b + 8);
 	if (h->version != DP_CKPT_VERSION)
-		return dp_err_set(err, ESTALE, "format version %u, this build reads %d", h->version,
-				  DP_CKPT_VERSION);
+		return ck_err(err, ESTALE, "format version %u, this build reads %d", h->version,
+			      DP_CKPT_VERSION);
 	if (get32(b + 36) != FP_N)
-		return dp_err_set(err, EBADMSG, "bad header (fingerprint size)");
+		return ck_err(err, EBADMSG, "bad header (fingerprint size)");
 	h->rank = get32(b + 12);
 	h->nranks = get32(b + 16);
 	h->step = (int64_t)get64(b + 24);
 	h->nchunks = get32(b + 32);
 	for (int i = 0; i < FP_N; i++)
-		h->fp[i] = (int64_t)get64(b + 40 + 8 * i);
+		h->fp[i] = (int64_t)get64(b + 40 + (size_t)8 * i);
 	h->payload_bytes = get64(b + 168);
 	h->payload_crc = get32(b + 176);
 	return 0;
@@ -234,12 +242,12 @@ static int fsync_dir(const char *dir, struct dp_err *err)
 	if (fd < 0) {
 		int e = errno;
 
-		return dp_err_set(err, e, "ckpt: cannot open '%s': %s", dir, strerror(e));
+		return ck_err(err, e, "ckpt: cannot open '%s': %s", dir, strerror(e));
 	}
 	if (fsync(fd)) {
 		int e = errno;
 
-		rc = dp_err_set(err, e, "ckpt: cannot fsync '%s': %s", dir, strerror(e));
+		rc = ck_err(err, e, "ckpt: cannot fsync '%s': %s", dir, strerror(e));
 	}
 	(void)close(fd);
 	return rc;
@@ -252,7 +260,7 @@ static int make_dirs(const char *path, struct dp_err *err)
 	size_t len = strlen(path);
 
 	if (len == 0 || len >= sizeof(buf))
-		return dp_err_set(err, ENAMETOOLONG, "ckpt: bad directory name '%s'", path);
+		return ck_err(err, ENAMETOOLONG, "ckpt: bad directory name '%s'", path);
 	memcpy(buf, path, len + 1);
 	for (size_t i = 1; i <= len; i++) {
 		if (buf[i] != '/' && buf[i] != '\0')
@@ -274,7 +282,7 @@ static int make_dirs(const char *path, struct dp_err *err)
 		} else if (errno != EEXIST) {
 			int e = errno;
 
-			return dp_err_set(err, e, "ckpt: cannot create '%s': %s", buf, strerror(e));
+			return ck_err(err, e, "ckpt: cannot create '%s': %s", buf, strerror(e));
 		}
 		buf[i] = i < len ? '/' : '\0';
 	}
@@ -297,34 +305,33 @@ static int atomic_write(const char *dir, const char *name, const struct piece *p
 
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name) >= sizeof(tmp) ||
 	    (size_t)snprintf(dst, sizeof(dst), "%s/%s", dir, name) >= sizeof(dst))
-		return dp_err_set(err, ENAMETOOLONG, "ckpt: path too long in '%s'", dir);
+		return ck_err(err, ENAMETOOLONG, "ckpt: path too long in '%s'", dir);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
 	if (fd < 0) {
 		e = errno;
-		return dp_err_set(err, e, "ckpt: cannot create '%s': %s", tmp, strerror(e));
+		return ck_err(err, e, "ckpt: cannot create '%s': %s", tmp, strerror(e));
 	}
 	for (int i = 0; i < n && !rc; i++)
 		rc = write_all(fd, pieces[i].p, pieces[i].len);
 	if (rc) {
-		rc = dp_err_set(err, -rc, "ckpt: cannot write '%s': %s", tmp, strerror(-rc));
+		rc = ck_err(err, -rc, "ckpt: cannot write '%s': %s", tmp, strerror(-rc));
 		goto fail;
 	}
 	if (fsync(fd)) {
 		e = errno;
-		rc = dp_err_set(err, e, "ckpt: cannot fsync '%s': %s", tmp, strerror(e));
+		rc = ck_err(err, e, "ckpt: cannot fsync '%s': %s", tmp, strerror(e));
 		goto fail;
 	}
 	if (close(fd)) {
 		e = errno;
 		fd = -1;
-		rc = dp_err_set(err, e, "ckpt: cannot close '%s': %s", tmp, strerror(e));
+		rc = ck_err(err, e, "ckpt: cannot close '%s': %s", tmp, strerror(e));
 		goto fail;
 	}
 	fd = -1;
 	if (rename(tmp, dst)) {
 		e = errno;
-		rc = dp_err_set(err, e, "ckpt: cannot rename '%s' to '%s': %s", tmp, dst,
-				strerror(e));
+		rc = ck_err(err, e, "ckpt: cannot rename '%s' to '%s': %s", tmp, dst, strerror(e));
 		goto fail;
 	}
 	return fsync_dir(dir, err);
@@ -346,15 +353,15 @@ static int slurp(const char *path, unsigned char **buf, size_t *len, struct dp_e
 	if (fd < 0) {
 		int e = errno;
 
-		return dp_err_set(err, e, "cannot open '%s': %s", path, strerror(e));
+		return ck_err(err, e, "cannot open '%s': %s", path, strerror(e));
 	}
 	if (fstat(fd, &sb) || sb.st_size < 0) {
-		rc = dp_err_set(err, EIO, "cannot stat '%s'", path);
+		rc = ck_err(err, EIO, "cannot stat '%s'", path);
 		goto out;
 	}
-	b = malloc((size_t)sb.st_size + 1);
+	b = calloc(1, (size_t)sb.st_size + 1);
 	if (!b) {
-		rc = dp_err_set(err, ENOMEM, "out of memory reading '%s'", path);
+		rc = ck_err(err, ENOMEM, "out of memory reading '%s'", path);
 		goto out;
 	}
 	while (got < (size_t)sb.st_size) {
@@ -363,7 +370,7 @@ static int slurp(const char *path, unsigned char **buf, size_t *len, struct dp_e
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			rc = dp_err_set(err, EIO, "cannot read '%s'", path);
+			rc = ck_err(err, EIO, "cannot read '%s'", path);
 			goto out;
 		}
 		got += (size_t)n;
@@ -380,14 +387,14 @@ out:
 int dp_ckpt_step_path(const char *dir, long step, char *buf, size_t size, struct dp_err *err)
 {
 	if ((size_t)snprintf(buf, size, "%s/step-%08ld", dir, step) >= size)
-		return dp_err_set(err, ENAMETOOLONG, "ckpt: path too long in '%s'", dir);
+		return ck_err(err, ENAMETOOLONG, "ckpt: path too long in '%s'", dir);
 	return 0;
 }
 
 static int rank_path(const char *sdir, int rank, char *buf, size_t size, struct dp_err *err)
 {
 	if ((size_t)snprintf(buf, size, "%s/rank-%04d.bin", sdir, rank) >= size)
-		return dp_err_set(err, ENAMETOOLONG, "ckpt: path too long in '%s'", sdir);
+		return ck_err(err, ENAMETOOLONG, "ckpt: path too long in '%s'", sdir);
 	return 0;
 }
 
@@ -403,19 +410,19 @@ static int check_rank_buf(const unsigned char *b, size_t len, int rank, long ste
 	if (rc)
 		return rc;
 	if (len - HDR_BYTES != h->payload_bytes)
-		return dp_err_set(err, EBADMSG, "truncated: %zu payload bytes, header says %llu",
-				  len - HDR_BYTES, (unsigned long long)h->payload_bytes);
+		return ck_err(err, EBADMSG, "truncated: %zu payload bytes, header says %llu",
+			      len - HDR_BYTES, (unsigned long long)h->payload_bytes);
 	if (dp_ckpt_crc32c(0, b + HDR_BYTES, len - HDR_BYTES) != h->payload_crc)
-		return dp_err_set(err, EBADMSG, "payload checksum mismatch");
+		return ck_err(err, EBADMSG, "payload checksum mismatch");
 	fingerprint(xc, want);
 	rc = fp_compare(h->fp, want, err);
 	if (rc)
 		return rc;
 	if (h->rank != (uint32_t)rank || h->nranks != (uint32_t)xc->pp || h->step != step)
-		return dp_err_set(err, EBADMSG,
-				  "header says rank %u of %u, step %lld; expected rank %d of %d, "
-				  "step %ld",
-				  h->rank, h->nranks, (long long)h->step, rank, xc->pp, step);
+		return ck_err(err, EBADMSG,
+			      "header says rank %u of %u, step %lld; expected rank %d of %d, "
+			      "step %ld",
+			      h->rank, h->nranks, (long long)h->step, rank, xc->pp, step);
 	return 0;
 }
 
@@ -432,7 +439,7 @@ static int write_rank_file(const char *sdir, const struct dp_exec_cfg *xc, struc
 	uint32_t crc = 0;
 
 	if (nch < 1 || nch > 2)
-		return dp_err_set(err, EINVAL, "ckpt: executor has %d chunks", nch);
+		return ck_err(err, EINVAL, "ckpt: executor has %d chunks", nch);
 	h.rank = (uint32_t)xc->rank;
 	h.nranks = (uint32_t)xc->pp;
 	h.step = step;
@@ -494,7 +501,7 @@ static int write_manifest(const char *sdir, const struct dp_exec_cfg *xc, long s
 	files = json_array();
 	conf = json_object();
 	if (!files || !conf) {
-		rc = dp_err_set(err, ENOMEM, "ckpt: out of memory");
+		rc = ck_err(err, ENOMEM, "ckpt: out of memory");
 		goto out;
 	}
 	for (int r = 0; r < xc->pp; r++) {
@@ -520,11 +527,10 @@ static int write_manifest(const char *sdir, const struct dp_exec_cfg *xc, long s
 			if (!rc)
 				break;
 			if (now_ms() >= deadline) {
-				rc = dp_err_set(
-					err, ETIMEDOUT,
-					"ckpt: no valid file of rank %d in '%s' after %d ms "
-					"(%s): no manifest written",
-					r, sdir, wait_ms > 0 ? wait_ms : DEFAULT_WAIT, e.msg);
+				rc = ck_err(err, ETIMEDOUT,
+					    "ckpt: no valid file of rank %d in '%s' after %d ms "
+					    "(%s): no manifest written",
+					    r, sdir, wait_ms > 0 ? wait_ms : DEFAULT_WAIT, e.msg);
 				goto out;
 			}
 			sleep_ms(delay);
@@ -541,7 +547,7 @@ static int write_manifest(const char *sdir, const struct dp_exec_cfg *xc, long s
 			ent = json_pack("{s:s, s:i, s:I, s:s}", "name", name, "rank", r, "bytes",
 					(json_int_t)len, "crc32c", crcs);
 			if (!ent || json_array_append_new(files, ent)) {
-				rc = dp_err_set(err, ENOMEM, "ckpt: out of memory");
+				rc = ck_err(err, ENOMEM, "ckpt: out of memory");
 				goto out;
 			}
 		}
@@ -551,7 +557,7 @@ static int write_manifest(const char *sdir, const struct dp_exec_cfg *xc, long s
 				   : json_integer((json_int_t)fp[i]);
 
 		if (!v || json_object_set_new(conf, fp_names[i], v)) {
-			rc = dp_err_set(err, ENOMEM, "ckpt: out of memory");
+			rc = ck_err(err, ENOMEM, "ckpt: out of memory");
 			goto out;
 		}
 	}
@@ -560,12 +566,12 @@ static int write_manifest(const char *sdir, const struct dp_exec_cfg *xc, long s
 			 conf, "files", files);
 	conf = files = NULL; /* stolen by "o", also on failure */
 	if (!root) {
-		rc = dp_err_set(err, ENOMEM, "ckpt: out of memory");
+		rc = ck_err(err, ENOMEM, "ckpt: out of memory");
 		goto out;
 	}
 	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	if (!text) {
-		rc = dp_err_set(err, ENOMEM, "ckpt: out of memory");
+		rc = ck_err(err, ENOMEM, "ckpt: out of memory");
 		goto out;
 	}
 	{
@@ -589,9 +595,9 @@ int dp_ckpt_save(const char *dir, const struct dp_exec_cfg *xc, struct dp_exec *
 	int rc;
 
 	if (!dir || !*dir)
-		return dp_err_set(err, EINVAL, "ckpt: no directory");
+		return ck_err(err, EINVAL, "ckpt: no directory");
 	if (step < 0)
-		return dp_err_set(err, EINVAL, "ckpt: bad step %ld", step);
+		return ck_err(err, EINVAL, "ckpt: bad step %ld", step);
 	rc = dp_ckpt_step_path(dir, step, sdir, sizeof(sdir), err);
 	if (!rc)
 		rc = make_dirs(sdir, err);
@@ -643,26 +649,24 @@ static int manifest_check(const char *sdir, long step, const struct dp_exec_cfg 
 
 	(void)snprintf(mpath, sizeof(mpath), "%s/%s", sdir, MANIFEST);
 	if (access(mpath, F_OK))
-		return dp_err_set(err, ENOENT, "incomplete: no %s", MANIFEST);
+		return ck_err(err, ENOENT, "incomplete: no %s", MANIFEST);
 	root = json_load_file(mpath, 0, &je);
 	if (!root)
-		return dp_err_set(err, EBADMSG, "corrupt %s: %s (line %d)", MANIFEST, je.text,
-				  je.line);
+		return ck_err(err, EBADMSG, "corrupt %s: %s (line %d)", MANIFEST, je.text, je.line);
 	if (!json_is_object(root) || !json_is_string(json_object_get(root, "format")) ||
 	    strcmp(json_string_value(json_object_get(root, "format")), FORMAT_NAME) != 0) {
-		rc = dp_err_set(err, EBADMSG, "%s is not a checkpoint manifest", MANIFEST);
+		rc = ck_err(err, EBADMSG, "%s is not a checkpoint manifest", MANIFEST);
 		goto out;
 	}
 	if (json_integer_value(json_object_get(root, "version")) != DP_CKPT_VERSION) {
-		rc = dp_err_set(err, ESTALE, "%s: format version %lld, this build reads %d",
-				MANIFEST,
-				(long long)json_integer_value(json_object_get(root, "version")),
-				DP_CKPT_VERSION);
+		rc = ck_err(err, ESTALE, "%s: format version %lld, this build reads %d", MANIFEST,
+			    (long long)json_integer_value(json_object_get(root, "version")),
+			    DP_CKPT_VERSION);
 		goto out;
 	}
 	if (json_integer_value(json_object_get(root, "step")) != step) {
-		rc = dp_err_set(err, EBADMSG, "%s names step %lld", MANIFEST,
-				(long long)json_integer_value(json_object_get(root, "step")));
+		rc = ck_err(err, EBADMSG, "%s names step %lld", MANIFEST,
+			    (long long)json_integer_value(json_object_get(root, "step")));
 		goto out;
 	}
 	conf = json_object_get(root, "config");
@@ -688,7 +692,7 @@ static int manifest_check(const char *sdir, long step, const struct dp_exec_cfg 
 	files = json_object_get(root, "files");
 	if (json_integer_value(json_object_get(root, "nranks")) != xc->pp ||
 	    !json_is_array(files) || json_array_size(files) != (size_t)xc->pp) {
-		rc = dp_err_set(err, EBADMSG, "%s does not list %d rank files", MANIFEST, xc->pp);
+		rc = ck_err(err, EBADMSG, "%s does not list %d rank files", MANIFEST, xc->pp);
 		goto out;
 	}
 	for (int r = 0; r < xc->pp; r++) {
@@ -703,7 +707,7 @@ static int manifest_check(const char *sdir, long step, const struct dp_exec_cfg 
 
 		(void)snprintf(want_name, sizeof(want_name), "rank-%04d.bin", r);
 		if (!name || !crcs || strcmp(name, want_name) != 0) {
-			rc = dp_err_set(err, EBADMSG, "%s: bad entry %d", MANIFEST, r);
+			rc = ck_err(err, EBADMSG, "%s: bad entry %d", MANIFEST, r);
 			goto out;
 		}
 		rc = rank_path(sdir, r, path, sizeof(path), err);
@@ -711,17 +715,16 @@ static int manifest_check(const char *sdir, long step, const struct dp_exec_cfg 
 			goto out;
 		rc = slurp(path, &b, &len, err);
 		if (rc == -ENOENT)
-			rc = dp_err_set(err, ENOENT, "missing %s", name);
+			rc = ck_err(err, ENOENT, "missing %s", name);
 		if (rc)
 			goto out;
 		(void)snprintf(got, sizeof(got), "%08x", dp_ckpt_crc32c(0, b, len));
 		if ((json_int_t)len != bytes)
-			rc = dp_err_set(err, EBADMSG, "%s: %zu bytes, manifest says %lld", name,
-					len, (long long)bytes);
+			rc = ck_err(err, EBADMSG, "%s: %zu bytes, manifest says %lld", name, len,
+				    (long long)bytes);
 		else if (strcmp(got, crcs) != 0)
-			rc = dp_err_set(err, EBADMSG,
-					"%s: checksum mismatch (crc32c %s, manifest %s)", name, got,
-					crcs);
+			rc = ck_err(err, EBADMSG, "%s: checksum mismatch (crc32c %s, manifest %s)",
+				    name, got, crcs);
 		else if (check_rank_buf(b, len, r, step, xc, &h, err))
 			rc = dp_err_prefix(err, "%s", name);
 		free(b);
@@ -765,7 +768,7 @@ static int list_steps(const char *dir, long **out, size_t *n, struct dp_err *err
 	if (!d) {
 		int e = errno;
 
-		return dp_err_set(err, e, "ckpt: cannot open '%s': %s", dir, strerror(e));
+		return ck_err(err, e, "ckpt: cannot open '%s': %s", dir, strerror(e));
 	}
 	while ((de = readdir(d))) {
 		const char *s = de->d_name;
@@ -783,7 +786,7 @@ static int list_steps(const char *dir, long **out, size_t *n, struct dp_err *err
 			long *ns = realloc(steps, nc * sizeof(long));
 
 			if (!ns) {
-				rc = dp_err_set(err, ENOMEM, "ckpt: out of memory");
+				rc = ck_err(err, ENOMEM, "ckpt: out of memory");
 				goto out;
 			}
 			steps = ns;
@@ -809,11 +812,11 @@ int dp_ckpt_latest(const char *dir, const struct dp_exec_cfg *xc, long *step, st
 	int rc;
 
 	if (!dir || !*dir)
-		return dp_err_set(err, ENOENT, "ckpt: no directory");
+		return ck_err(err, ENOENT, "ckpt: no directory");
 	rc = list_steps(dir, &steps, &n, err);
 	if (rc)
 		return rc;
-	rc = dp_err_set(err, ENOENT, "ckpt: no complete checkpoint in '%s'", dir);
+	rc = ck_err(err, ENOENT, "ckpt: no complete checkpoint in '%s'", dir);
 	for (size_t i = 0; i < n; i++) {
 		struct dp_err e = { 0 };
 
@@ -831,10 +834,53 @@ int dp_ckpt_latest(const char *dir, const struct dp_exec_cfg *xc, long *step, st
 		break;
 	}
 	if (rc == -ENOENT && n)
-		(void)dp_err_set(err, ENOENT, "ckpt: no complete checkpoint in '%s' (%zu skipped)",
-				 dir, n);
+		(void)ck_err(err, ENOENT, "ckpt: no complete checkpoint in '%s' (%zu skipped)", dir,
+			     n);
 	free(steps);
 	return rc;
+}
+
+/* The chunk records of a rank file in @b (after the header) against the
+ * chunks of @ex; with @apply, copy them in (only after a pass without). */
+static int parse_chunks(struct dp_exec *ex, const unsigned char *b, size_t len, int apply,
+			struct dp_err *err)
+{
+	int nch = dp_exec_nchunks(ex);
+	size_t off = HDR_BYTES;
+
+	for (int c = 0; c < nch; c++) {
+		struct dp_model_flat f;
+		int stage = 0;
+		struct dp_model_stage *st = dp_exec_chunk(ex, c, &stage);
+		uint64_t n;
+		size_t bytes;
+
+		dp_model_stage_flat(st, &f);
+		if (len - off < CHUNK_REC_HEAD)
+			return ck_err(err, EBADMSG, "chunk %d: record truncated", c);
+		n = get64(b + off + 16);
+		if ((int)get32(b + off) != stage || n != f.n)
+			return ck_err(err, ESTALE,
+				      "chunk %d: stage %d with %llu values, this rank has "
+				      "stage %d with %zu",
+				      c, (int)get32(b + off), (unsigned long long)n, stage, f.n);
+		bytes = f.n * sizeof(float);
+		if ((len - off - CHUNK_REC_HEAD) / 3 < bytes)
+			return ck_err(err, EBADMSG, "chunk %d: values truncated", c);
+		if (apply) {
+			const unsigned char *p = b + off + CHUNK_REC_HEAD;
+
+			*f.adam_step = (long)get64(b + off + 8);
+			memcpy(f.w, p, bytes);
+			memcpy(f.m, p + bytes, bytes);
+			memcpy(f.v, p + 2 * bytes, bytes);
+			dp_model_stage_zero_grad(st);
+		}
+		off += CHUNK_REC_HEAD + 3 * bytes;
+	}
+	if (off != len)
+		return ck_err(err, EBADMSG, "%zu bytes after the last chunk", len - off);
+	return 0;
 }
 
 int dp_ckpt_load(const char *dir, long step, const struct dp_exec_cfg *xc, struct dp_exec *ex,
@@ -842,9 +888,9 @@ int dp_ckpt_load(const char *dir, long step, const struct dp_exec_cfg *xc, struc
 {
 	char sdir[4096], path[4200];
 	unsigned char *b = NULL;
-	size_t len = 0, off = HDR_BYTES;
+	size_t len = 0;
 	struct hdr h;
-	int rc, nch = dp_exec_nchunks(ex);
+	int rc;
 
 	rc = dp_ckpt_step_path(dir, step, sdir, sizeof(sdir), err);
 	if (!rc)
@@ -855,47 +901,19 @@ int dp_ckpt_load(const char *dir, long step, const struct dp_exec_cfg *xc, struc
 	if (rc)
 		return dp_err_prefix(err, "ckpt");
 	rc = check_rank_buf(b, len, xc->rank, step, xc, &h, err);
-	if (!rc && h.nchunks != (uint32_t)nch)
-		rc = dp_err_set(err, ESTALE, "%u chunks, this rank has %d", h.nchunks, nch);
-	/* validate every record before touching the model */
-	for (int pass = 0; pass < 2 && !rc; pass++) {
-		off = HDR_BYTES;
-		for (int c = 0; c < nch && !rc; c++) {
-			struct dp_model_flat f;
-			int stage = 0;
-			struct dp_model_stage *st = dp_exec_chunk(ex, c, &stage);
-			uint64_t n;
-
-			dp_model_stage_flat(st, &f);
-			if (len - off < CHUNK_REC_HEAD) {
-				rc = dp_err_set(err, EBADMSG, "chunk %d: record truncated", c);
-				break;
-			}
-			n = get64(b + off + 16);
-			if ((int)get32(b + off) != stage || n != f.n ||
-			    (len - off - CHUNK_REC_HEAD) / (3 * sizeof(float)) < n) {
-				rc = dp_err_set(
-					err, ESTALE,
-					"chunk %d: stage %d with %llu values, this rank has "
-					"stage %d with %zu",
-					c, (int)get32(b + off), (unsigned long long)n, stage, f.n);
-				break;
-			}
-			if (pass == 1) {
-				const unsigned char *p = b + off + CHUNK_REC_HEAD;
-				size_t bytes = f.n * sizeof(float);
-
-				*f.adam_step = (long)get64(b + off + 8);
-				memcpy(f.w, p, bytes);
-				memcpy(f.m, p + bytes, bytes);
-				memcpy(f.v, p + 2 * bytes, bytes);
-				dp_model_stage_zero_grad(st);
-			}
-			off += CHUNK_REC_HEAD + 3 * (size_t)n * sizeof(float);
-		}
-		if (!rc && pass == 0 && off != len)
-			rc = dp_err_set(err, EBADMSG, "%zu bytes after the last chunk", len - off);
+	if (rc)
+		goto out;
+	if (h.nchunks != (uint32_t)dp_exec_nchunks(ex)) {
+		rc = ck_err(err, ESTALE, "%u chunks, this rank has %d", h.nchunks,
+			    dp_exec_nchunks(ex));
+		goto out;
 	}
+	/* every record is checked before the model is touched */
+	rc = parse_chunks(ex, b, len, 0, err);
+	if (rc)
+		goto out;
+	rc = parse_chunks(ex, b, len, 1, err);
+out:
 	free(b);
 	if (rc)
 		return dp_err_prefix(err, "ckpt: '%s'", path);
@@ -959,8 +977,8 @@ int dp_ckpt_cfg_env(struct dp_ckpt_cfg *cc, struct dp_err *err)
 		}
 	}
 	if ((!cc->dir || !*cc->dir) && (cc->every > 0 || cc->resume))
-		return dp_err_set(err, EINVAL,
-				  "checkpoint interval or resume given without a directory "
-				  "(--ckpt-dir or DP_CKPT_DIR)");
+		return ck_err(err, EINVAL,
+			      "checkpoint interval or resume given without a directory "
+			      "(--ckpt-dir or DP_CKPT_DIR)");
 	return 0;
 }

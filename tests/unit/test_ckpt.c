@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,6 +339,14 @@ static void crc32c_known_values(void **state)
 	assert_int_equal(dp_ckpt_crc32c(dp_ckpt_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
 }
 
+static uint64_t bits(double x)
+{
+	uint64_t u;
+
+	memcpy(&u, &x, sizeof(u));
+	return u;
+}
+
 /* Uninterrupted 6 steps vs 3 steps, stop, resume to 6. */
 static void check_resume(enum dp_sched_algo algo, int pp, int micro)
 {
@@ -358,7 +367,7 @@ static void check_resume(enum dp_sched_algo algo, int pp, int micro)
 	run_train(&xc, &cb, 6, &start, lc);
 	assert_int_equal(start, 3);
 	for (int k = 3; k < 6; k++)
-		if (memcmp(&la[k], &lc[k], sizeof(double)) != 0)
+		if (bits(la[k]) != bits(lc[k]))
 			fail_msg("%s pp %d micro %d step %d: loss %.17g after resume, %.17g "
 				 "uninterrupted",
 				 dp_sched_algo_name(algo), pp, micro, k, lc[k], la[k]);
@@ -803,9 +812,12 @@ static char *step_lines(const char *text, long from)
 	while (*p) {
 		const char *nl = strchr(p, '\n');
 		size_t len = nl ? (size_t)(nl - p + 1) : strlen(p);
-		long k;
+		char *end = NULL;
+		long k = -1;
 
-		if (sscanf(p, "step %ld loss", &k) == 1 && k >= from)
+		if (strncmp(p, "step ", 5) == 0)
+			k = strtol(p + 5, &end, 10);
+		if (end && strncmp(end, " loss", 5) == 0 && k >= from)
 			(void)strncat(res, p, len);
 		p += len;
 	}
