@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -911,6 +912,131 @@ static void train_local_options(void **state)
 	free(d);
 }
 
+/* A free TCP port on 127.0.0.1 (bound to 0, then released). */
+static int free_port(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	(void)close(fd);
+	return port;
+}
+
+/* Both ranks of `dpworker --train --pp 2 ... --steps @steps [--resume]`
+ * over TCP on 127.0.0.1, rank 1 forked; the checkpoint directory and
+ * interval come from DP_CKPT_DIR / DP_CKPT_EVERY.  out[r]: rank r's stdout,
+ * err0: rank 0's stderr (caller frees). */
+static void tcp_pair(const char *steps, int resume, char **out, char **err0)
+{
+	char peers[64], buf[8192];
+	char *args[] = { "dpworker", "--train", "--algo",   "1f1b",	   "--pp",   "2",
+			 "--layers", "2",	"--steps",  (char *)steps, "--rank", "0",
+			 "--peers",  peers,	"--resume", NULL };
+	int nargs = resume ? 15 : 14, p[2], st = 0, rc;
+	size_t lo = 0, le = 0, got = 0;
+	FILE *o, *e;
+	pid_t pid;
+
+	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", free_port(), free_port());
+	assert_int_equal(pipe(p), 0);
+	(void)fflush(stdout);
+	(void)fflush(stderr);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		(void)close(p[0]);
+		o = fdopen(p[1], "w");
+		args[11] = "1";
+		_exit(o ? dp_worker_cmd_train(nargs, args, o, stderr) | (fclose(o) ? 1 : 0) : 1);
+	}
+	(void)close(p[1]);
+	o = open_memstream(&out[0], &lo);
+	e = open_memstream(err0, &le);
+	assert_non_null(o);
+	assert_non_null(e);
+	rc = dp_worker_cmd_train(nargs, args, o, e);
+	assert_int_equal(fclose(o), 0);
+	assert_int_equal(fclose(e), 0);
+	for (ssize_t n;
+	     got < sizeof(buf) - 1 && (n = read(p[0], buf + got, sizeof(buf) - 1 - got)) > 0;)
+		got += (size_t)n;
+	buf[got] = '\0';
+	(void)close(p[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	if (rc != 0)
+		fail_msg("rank 0 exit %d: %s", rc, *err0);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	out[1] = strdup(buf);
+	assert_non_null(out[1]);
+}
+
+/* The "step k rank r loss-share x" lines of @text for k >= @from. */
+static char *share_lines(const char *text, long from)
+{
+	char *res = calloc(1, strlen(text) + 1);
+	const char *p = text;
+
+	assert_non_null(res);
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t len = nl ? (size_t)(nl - p + 1) : strlen(p);
+		char *end = NULL;
+		long k = -1;
+
+		if (strncmp(p, "step ", 5) == 0)
+			k = strtol(p + 5, &end, 10);
+		if (end && strncmp(end, " rank ", 6) == 0 && k >= from)
+			(void)strncat(res, p, len);
+		p += len;
+	}
+	return res;
+}
+
+/* `dpworker --train` over TCP: stop after step 2, resume to 4: the loss
+ * shares of steps 2 and 3 are those of an uninterrupted run. */
+static void train_tcp_resume(void **state)
+{
+	char *d = make_tmpdir(), *full[2], *part[2], *res[2], *e0;
+
+	(void)state;
+	tcp_pair("4", 0, full, &e0);
+	free(e0);
+	assert_int_equal(setenv("DP_CKPT_EVERY", "2", 1), 0);
+	assert_int_equal(setenv("DP_CKPT_DIR", d, 1), 0);
+	tcp_pair("2", 0, part, &e0);
+	free(e0);
+	tcp_pair("4", 1, res, &e0);
+	assert_int_equal(unsetenv("DP_CKPT_DIR"), 0);
+	assert_int_equal(unsetenv("DP_CKPT_EVERY"), 0);
+	assert_non_null(strstr(e0, "rank 0: starting at step 2"));
+	for (int r = 0; r < 2; r++) {
+		char *a = share_lines(full[r], 2), *b = share_lines(res[r], 0);
+
+		assert_non_null(strstr(a, "step 3 rank"));
+		assert_string_equal(a, b);
+		free(a);
+		free(b);
+		free(full[r]);
+		free(part[r]);
+		free(res[r]);
+	}
+	free(e0);
+	{
+		char names[512];
+
+		list_dir(d, names, sizeof(names));
+		assert_string_equal(names, "step-00000002 step-00000004");
+	}
+	rm_rf(d);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -926,6 +1052,7 @@ int main(void)
 		cmocka_unit_test(crash_before_rename_leaves_nothing_visible),
 		cmocka_unit_test(maybe_save_and_env),
 		cmocka_unit_test(train_local_options),
+		cmocka_unit_test(train_tcp_resume),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
