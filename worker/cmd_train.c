@@ -1,7 +1,8 @@
 /* worker/cmd_train.c - `dpworker --train-local` (fork the pp x ep ranks of
  * one pipeline over socketpairs and print the step loss) and `dpworker
  * --train` (one rank, TCP links to its peers).  With --ep the EP groups use
- * the a2a shm transport (local) or tcp on each peer's port + 1.
+ * the a2a shm transport (local) or tcp on each peer's port + 1.  Checkpoints:
+ * --ckpt-dir, --ckpt-every, --resume or DP_CKPT_DIR/DP_CKPT_EVERY/DP_CKPT_RESUME.
  * docs/executor.md. */
 #include <errno.h>
 #include <getopt.h>
@@ -18,7 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/dp_log.h"
 #include "common/dp_util.h"
+#include "worker/dp_ckpt.h"
 #include "worker/dp_exec.h"
 #include "worker/dp_worker.h"
 
@@ -28,8 +31,36 @@ struct train_opts {
 	int local;
 	int timing;  /* --timing: each rank prints its op times at the end */
 	double mbps; /* --ep-mbps: local EP groups on tcp, one rank per "node", paced */
+	int help;
 	char *peers; /* borrowed from argv */
+	struct dp_ckpt_cfg ck;
 };
+
+static const char train_usage[] =
+	"usage: dpworker --train-local [options]\n"
+	"       dpworker --train --rank R --peers h0:p0,h1:p1,... [options]\n"
+	"\n"
+	"Train the demo MoE model with a pipeline schedule (docs/executor.md).\n"
+	"\n"
+	"Options:\n"
+	"  --algo A          dualpipe (default), dualpipev, 1f1b, zb1p\n"
+	"  --pp N            pipeline ranks (default 2)\n"
+	"  --ep N            expert-parallel ranks per stage (default 1)\n"
+	"  --micro M         micro-batches per step (default 4)\n"
+	"  --steps S         train until S steps are done (default 30)\n"
+	"  --seed S          parameters and data (default 1)\n"
+	"  --layers L        MoE layers of the model (default 4)\n"
+	"  --rank R          --train: this rank\n"
+	"  --peers LIST      --train: every rank's host:port, rank order\n"
+	"  --no-overlap      no F&B overlap of compute and all-to-all\n"
+	"  --timing          each rank prints its mean op times at the end\n"
+	"  --ep-mbps M       --train-local: EP all-to-all over tcp paced to M Mbit/s\n"
+	"  --ckpt-dir DIR    write checkpoints to DIR/step-N/ (default: $DP_CKPT_DIR)\n"
+	"  --ckpt-every N    a checkpoint every N steps, and one after the last\n"
+	"                    (default: $DP_CKPT_EVERY, else only after the last)\n"
+	"  --resume          continue from the newest complete checkpoint in DIR\n"
+	"                    (or start at step 0 if there is none; $DP_CKPT_RESUME=1)\n"
+	"  -h, --help        print this help\n";
 
 enum {
 	O_LOCAL = 256,
@@ -45,7 +76,10 @@ enum {
 	O_EP,
 	O_NO_OVERLAP,
 	O_TIMING,
-	O_EP_MBPS
+	O_EP_MBPS,
+	O_CKPT_DIR,
+	O_CKPT_EVERY,
+	O_RESUME,
 };
 
 static const struct option train_opts_tab[] = {
@@ -63,6 +97,10 @@ static const struct option train_opts_tab[] = {
 	{ "no-overlap", no_argument, NULL, O_NO_OVERLAP },
 	{ "timing", no_argument, NULL, O_TIMING },
 	{ "ep-mbps", required_argument, NULL, O_EP_MBPS },
+	{ "ckpt-dir", required_argument, NULL, O_CKPT_DIR },
+	{ "ckpt-every", required_argument, NULL, O_CKPT_EVERY },
+	{ "resume", no_argument, NULL, O_RESUME },
+	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -82,6 +120,7 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 	o->cfg.ep = 1;
 	o->cfg.overlap = 1;
 	o->steps = 30;
+	o->ck.every = -1;
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", train_opts_tab, NULL)) != -1) {
@@ -142,6 +181,19 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 			if (dp_parse_double(optarg, 0.001, 1e6, &o->mbps, "--ep-mbps", e))
 				return -EINVAL;
 			break;
+		case O_CKPT_DIR:
+			o->ck.dir = optarg;
+			break;
+		case O_CKPT_EVERY:
+			if (dp_parse_long(optarg, 0, 1000000000L, &o->ck.every, "--ckpt-every", e))
+				return -EINVAL;
+			break;
+		case O_RESUME:
+			o->ck.resume = 1;
+			break;
+		case 'h':
+			o->help = 1;
+			return 0;
 		default:
 			return dp_err_set(e, EINVAL, "option '%s' is unknown or needs a value",
 					  argv[optind - 1]);
@@ -149,6 +201,8 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 	}
 	if (optind < argc)
 		return dp_err_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
+	if (dp_ckpt_cfg_env(&o->ck, e))
+		return -EINVAL;
 	if (o->cfg.rank >= o->cfg.pp * o->cfg.ep)
 		return dp_err_set(e, EINVAL, "--rank %d needs --pp x --ep > %d", o->cfg.rank,
 				  o->cfg.rank);
@@ -175,22 +229,30 @@ static void print_times(const struct dp_exec *ex, int rank, FILE *out)
 	(void)fflush(out);
 }
 
-/* One rank: run the steps, write each step's local loss share to @res_fd. */
-static int rank_main(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, long steps,
-		     int res_fd, FILE *err, FILE *times)
+/* One rank of the local run: load checkpoint @start if > 0 (the parent
+ * chose it), run steps @start.. @steps - 1 with checkpoints as @ck says,
+ * and write each step's local loss share to @res_fd. */
+static int rank_main(const struct dp_exec_cfg *cfg, struct dp_pp_link **links,
+		     const struct dp_ckpt_cfg *ck, long start, long steps, int res_fd, FILE *err,
+		     FILE *times)
 {
 	struct dp_err e = { 0 };
 	struct dp_exec *ex = NULL;
 	int rc = dp_exec_new(cfg, links, &ex, &e);
 
-	for (long k = 0; !rc && k < steps; k++) {
+	if (!rc && start > 0)
+		rc = dp_ckpt_load(ck->dir, start, cfg, ex, &e);
+	for (long k = start; !rc && k < steps; k++) {
 		double loss = 0;
 
 		rc = dp_exec_step(ex, k, &loss, &e);
 		if (rc)
 			break;
 		dp_exec_optimizer_step(ex);
-		if (write(res_fd, &loss, sizeof(loss)) != (ssize_t)sizeof(loss))
+		rc = dp_ckpt_maybe_save(ck, cfg, ex, k + 1, steps, &e);
+		if (rc > 0)
+			rc = 0;
+		if (!rc && write(res_fd, &loss, sizeof(loss)) != (ssize_t)sizeof(loss))
 			rc = dp_err_set(&e, EPIPE, "exec: cannot report the loss");
 	}
 	if (rc)
@@ -227,6 +289,30 @@ static int ep_listeners(int n, int *lfd, char (*addr)[32])
 	return 0;
 }
 
+/* --resume: the step to start at (0 if no complete checkpoint), saying so
+ * on @err; -1 on an error other than "none there". */
+static long resume_step(const struct train_opts *o, FILE *err)
+{
+	struct dp_err e = { 0 };
+	long step = 0;
+	int rc;
+
+	if (!o->ck.resume)
+		return 0;
+	rc = dp_ckpt_latest(o->ck.dir, &o->cfg, &step, &e);
+	if (rc == -ENOENT) {
+		(void)fprintf(err, "dpworker: %s: starting at step 0\n", e.msg);
+		return 0;
+	}
+	if (rc) {
+		(void)fprintf(err, "dpworker: error: %s\n", e.msg);
+		return -1;
+	}
+	(void)fprintf(err, "dpworker: resuming at step %ld from '%s/step-%08ld'\n", step, o->ck.dir,
+		      step);
+	return step;
+}
+
 static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 {
 	int pp = o->cfg.pp * o->cfg.ep, rc = EX_OK;		    /* pp: ranks */
@@ -237,6 +323,7 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 	char(*addr)[32] = calloc((size_t)pp, sizeof(*addr));
 	const char **ap = calloc((size_t)pp, sizeof(char *));
 	double t0 = now_s(), first = 0, last = 0;
+	long start = 0;
 
 	if (!sp || !res || !pid || !lfd || !addr || !ap) {
 		(void)fputs("dpworker: error: out of memory\n", err);
@@ -253,6 +340,17 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 		(void)fprintf(err, "dpworker: error: cannot listen on 127.0.0.1: %s\n",
 			      strerror(errno));
 		rc = EX_OSERR;
+		goto out;
+	}
+	start = resume_step(o, err);
+	if (start < 0) {
+		rc = EX_IOERR;
+		goto out;
+	}
+	if (start >= o->steps) {
+		(void)fprintf(err,
+			      "dpworker: step %ld already done (--steps %ld): nothing to run\n",
+			      start, o->steps);
 		goto out;
 	}
 	for (int i = 0; i < pp; i++)
@@ -326,7 +424,7 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 							(void)close(fd);
 					}
 				cfg.rank = r;
-				code = rank_main(&cfg, links, o->steps, p[1], err,
+				code = rank_main(&cfg, links, &o->ck, start, o->steps, p[1], err,
 						 o->timing ? out : NULL);
 				for (int i = 0; i < pp; i++)
 					dp_pp_link_close(links[i]);
@@ -348,7 +446,7 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 			(void)close(lfd[i]);
 			lfd[i] = -1;
 		}
-	for (long k = 0; k < o->steps && rc == EX_OK; k++) {
+	for (long k = start; k < o->steps && rc == EX_OK; k++) {
 		double loss = 0;
 
 		for (int r = 0; r < pp; r++) {
@@ -364,7 +462,7 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 		}
 		if (rc)
 			break;
-		if (k == 0)
+		if (k == start)
 			first = loss;
 		last = loss;
 		(void)fprintf(out, "step %ld loss %.6f\n", k, loss);
@@ -375,7 +473,7 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 			out,
 			"done: %s pp %d%s%.0d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
 			dp_sched_algo_name(o->cfg.algo), o->cfg.pp, o->cfg.ep > 1 ? " ep " : "",
-			o->cfg.ep > 1 ? o->cfg.ep : 0, o->cfg.micro, o->steps, now_s() - t0, first,
+			o->cfg.ep > 1 ? o->cfg.ep : 0, o->cfg.micro, o->steps - start, now_s() - t0, first,
 			last);
 out:
 	for (int r = 0; pid && r < pp; r++) {
@@ -456,6 +554,7 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 		struct dp_exec *ex = NULL;
 		struct dp_exec_cfg cfg = o->cfg;
 		struct dp_a2a_comm_cfg cc;
+		long start = 0;
 		char addr[64][280];
 		const char *ap[64];
 		int g0 = cfg.rank / cfg.ep * cfg.ep;
@@ -481,7 +580,19 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 			rc = EX_SOFTWARE;
 			goto out;
 		}
-		for (long k = 0; k < o->steps; k++) {
+		/* every rank scans the same DIR and so picks the same step; if
+		 * one did not, its first message would carry another step and
+		 * the peer would stop with -EPROTO naming both */
+		if (dp_ckpt_resume(&o->ck, &cfg, ex, &start, &e)) {
+			(void)fprintf(err, "dpworker: rank %d: error: %s\n", cfg.rank, e.msg);
+			dp_exec_free(ex);
+			rc = EX_IOERR;
+			goto out;
+		}
+		if (o->ck.resume)
+			(void)fprintf(err, "dpworker: rank %d: starting at step %ld\n", cfg.rank,
+				      start);
+		for (long k = start; k < o->steps; k++) {
 			double loss;
 
 			if (dp_exec_step(ex, k, &loss, &e)) {
@@ -491,6 +602,12 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 				break;
 			}
 			dp_exec_optimizer_step(ex);
+			if (dp_ckpt_maybe_save(&o->ck, &cfg, ex, k + 1, o->steps, &e) < 0) {
+				(void)fprintf(err, "dpworker: rank %d: error: %s\n", cfg.rank,
+					      e.msg);
+				rc = EX_IOERR;
+				break;
+			}
 			(void)fprintf(out, "step %ld rank %d loss-share %.6f\n", k, cfg.rank, loss);
 			(void)fflush(out);
 		}
@@ -512,10 +629,21 @@ int dp_worker_cmd_train(int argc, char **argv, FILE *out, FILE *err)
 {
 	struct train_opts o;
 	struct dp_err e = { 0 };
+	int rc;
 
 	if (parse(argc, argv, &o, &e)) {
 		(void)fprintf(err, "dpworker: error: %s\n", e.msg);
 		return EX_USAGE;
 	}
-	return o.local ? train_local(&o, out, err) : train_tcp(&o, out, err);
+	if (o.help) {
+		(void)fputs(train_usage, out);
+		return EX_OK;
+	}
+	/* checkpoint warnings (a skipped checkpoint and why) go to @err;
+	 * DP_LOG=ckpt:info also shows each checkpoint written */
+	dp_log_set_sink(err);
+	(void)dp_log_configure(getenv("DP_LOG"), NULL);
+	rc = o.local ? train_local(&o, out, err) : train_tcp(&o, out, err);
+	dp_log_set_sink(NULL);
+	return rc;
 }
