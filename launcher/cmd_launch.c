@@ -22,6 +22,8 @@
 #include "launcher/ctl_launch.h"
 #include "launcher/dp_launcher.h"
 #include "launcher/dp_plan.h"
+#include "launcher/dp_preflight.h"
+#include "launcher/dp_progress.h"
 #include "common/dp_banned.h"
 
 enum {
@@ -47,6 +49,13 @@ enum {
 	OPT_SSH_IDENTITY,
 	OPT_KNOWN_HOSTS,
 	OPT_ACCEPT_NEW,
+	/* pre-flight and run output (health) */
+	OPT_PREFLIGHT,
+	OPT_MIN_DISK,
+	OPT_MAX_CLOCK,
+	OPT_RUN_DIR,
+	OPT_PREFIX,
+	OPT_PROGRESS_S,
 };
 
 static const struct option opts[] = {
@@ -72,6 +81,12 @@ static const struct option opts[] = {
 	{ "fake-absent", required_argument, NULL, OPT_FAKE_ABSENT },
 	{ "fake-spawn-child", no_argument, NULL, OPT_FAKE_CHILD },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "preflight", required_argument, NULL, OPT_PREFLIGHT },
+	{ "min-free-disk-gb", required_argument, NULL, OPT_MIN_DISK },
+	{ "max-clock-offset-s", required_argument, NULL, OPT_MAX_CLOCK },
+	{ "run-dir", required_argument, NULL, OPT_RUN_DIR },
+	{ "prefix", required_argument, NULL, OPT_PREFIX },
+	{ "progress-s", required_argument, NULL, OPT_PROGRESS_S },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -309,28 +324,7 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec)
 static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
 		  const struct dp_ctl_result *res)
 {
-	if (cli->json) {
-		json_t *o =
-			json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:I, s:i}", "outcome",
-				  dp_ctl_outcome_name(res->outcome), "exit_code", res->exit_code,
-				  "ranks", (int)spec->nranks, "attempts", res->attempts, "ready_s",
-				  res->ready_s, "run_s", res->run_s, "max_step",
-				  (json_int_t)res->max_step, "refused", res->refused);
-
-		if (o && res->outcome != DP_CTL_OK) {
-			json_t *tail = json_array();
-
-			for (int i = 0; i < res->ntail; i++)
-				(void)json_array_append_new(tail, json_string(res->tail[i]));
-			(void)json_object_set_new(o, "cause", json_string(res->cause));
-			(void)json_object_set_new(o, "rank", json_integer(res->failed_rank));
-			(void)json_object_set_new(o, "host", json_string(res->failed_host));
-			(void)json_object_set_new(o, "tail", tail);
-		}
-		(void)json_dumpf(o, cli->out, JSON_INDENT(2));
-		(void)fputc('\n', cli->out);
-		json_decref(o);
-	}
+	/* with --json the event stream (ending in "done") is the report */
 	if (res->outcome == DP_CTL_OK) {
 		if (!cli->quiet && !cli->json)
 			(void)fprintf(
@@ -340,6 +334,11 @@ static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
 		return EX_OK;
 	}
 	(void)dp_cli_error(cli, res->exit_code, "root cause: %s", res->cause);
+	/* pre-flight: one line per failing node */
+	for (int i = 0; i < res->npf_lines; i++)
+		(void)fprintf(cli->err, "  pre-flight failed: %s\n", res->pf_lines[i]);
+	if (res->npf_bad > res->npf_lines)
+		(void)fprintf(cli->err, "  ... and %d more nodes\n", res->npf_bad - res->npf_lines);
 	if (res->ntail) {
 		(void)fprintf(cli->err, "  last output of rank %d on %s:\n", res->failed_rank,
 			      res->failed_host);
@@ -355,7 +354,8 @@ static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
 static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts *o,
 			struct dp_recipe **recipe, struct dp_plan **plan, char ***renv,
 			const char **hosts, int *nhosts, long *per_host,
-			struct dp_launch_opts *lopts, struct dp_ctl_cfg *cfg)
+			struct dp_launch_opts *lopts, struct dp_ctl_cfg *cfg,
+			struct dp_preflight_plan *pf)
 {
 	struct dp_recipe *r;
 	struct dp_err e = { 0 };
@@ -418,6 +418,15 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 	if (cfg->hang_timeout_s <= 0)
 		cfg->hang_timeout_s = r->health.hang_timeout_s;
 	cfg->max_restarts = r->health.max_restarts;
+	pf->checks = dp_preflight_from_recipe(r->health.preflight);
+	if (pf->min_disk_gb < 0)
+		pf->min_disk_gb = r->health.min_free_disk_gb;
+	if (pf->max_clock_s < 0)
+		pf->max_clock_s = r->health.max_clock_offset_s;
+	pf->nics = r->cluster.nics;
+	pf->need_gpu = r->train.backend == DP_RECIPE_BACKEND_CUDA;
+	pf->checkpoint_dir = r->train.checkpoint_dir;
+	cfg->total_steps = (uint64_t)r->train.steps;
 	return EX_OK;
 }
 
@@ -444,6 +453,14 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	char **renv = NULL;
 	long port = 0, restarts = -1, per_host = 1, ssh_port = 0, nranks;
 	int c, rc, li = -1, nhosts = 0;
+	/* pre-flight and run output (health) */
+	struct dp_preflight_plan pf = { .min_disk_gb = -1, .max_clock_s = -1,
+					.version = DP_VERSION };
+	struct dp_progress_cfg pcfg = { 0 };
+	struct dp_progress *prog = NULL;
+	unsigned cli_checks = 0;
+	int pf_given = 0;
+	char prefix[256];
 
 	optind = 0;
 	opterr = 0;
@@ -466,6 +483,32 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			continue;
 		case OPT_WORKER:
 			o.worker = optarg;
+			continue;
+		case OPT_PREFLIGHT:
+			if (dp_preflight_parse(optarg, &cli_checks, &err) != 0)
+				return dp_cli_usage_error(cli, "launch ", "--preflight: %s",
+							  err.msg);
+			pf_given = 1;
+			continue;
+		case OPT_MIN_DISK:
+			d = &pf.min_disk_gb;
+			break;
+		case OPT_MAX_CLOCK:
+			d = &pf.max_clock_s;
+			break;
+		case OPT_PROGRESS_S:
+			d = &pcfg.interval_s;
+			break;
+		case OPT_RUN_DIR:
+			pcfg.run_dir = optarg;
+			continue;
+		case OPT_PREFIX:
+			/* the prefix and the line are separated by one space */
+			if (snprintf(prefix, sizeof(prefix), "%s%s", optarg,
+				     *optarg && optarg[strlen(optarg) - 1] != ' ' ? " " : "") >=
+			    (int)sizeof(prefix))
+				return dp_cli_usage_error(cli, "launch ", "--prefix is too long");
+			cfg.line_fmt = prefix;
 			continue;
 		case OPT_SSH:
 			(void)snprintf(hostbuf, sizeof(hostbuf), "%s", optarg);
@@ -536,7 +579,8 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			return dp_cli_bad_option(cli, "launch", argc, argv);
 		}
 		(void)snprintf(name, sizeof(name), "--%s", li >= 0 ? opts[li].name : "?");
-		if (d && dp_parse_double(optarg, 0.001, 86400, d, name, &err) != 0)
+		if (d && dp_parse_double(optarg, d == &pf.min_disk_gb ? 0 : 0.001,
+					 d == &pf.min_disk_gb ? 1e9 : 86400, d, name, &err) != 0)
 			return dp_cli_usage_error(cli, "launch ", "%s", err.msg);
 		if (l && dp_parse_long(optarg, lo, hi, l, name, &err) != 0)
 			return dp_cli_usage_error(cli, "launch ", "%s", err.msg);
@@ -551,7 +595,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 						  "give a RECIPE or --local/--ssh, not both");
 		o.recipe_mode = 1;
 		rc = recipe_setup(cli, argv[optind], &o, &recipe, &plan, &renv, hosts, &nhosts,
-				  &per_host, &lopts, &cfg);
+				  &per_host, &lopts, &cfg, &pf);
 		if (rc)
 			goto out;
 		if (!o.fake_given && !o.dry_run) {
@@ -628,7 +672,30 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		}
 	}
 	cfg.out = cli->json ? cli->err : cli->out;
+	/* pre-flight gate and run output; --preflight wins over the recipe */
+	if (pf_given)
+		pf.checks = cli_checks;
+	if (pf.min_disk_gb < 0)
+		pf.min_disk_gb = DP_PF_DEFAULT_MIN_DISK_GB;
+	if (pf.max_clock_s < 0)
+		pf.max_clock_s = DP_PF_DEFAULT_MAX_CLOCK_S;
+	if (pf.checks)
+		cfg.preflight = &pf;
+	if (o.fake_given || !o.recipe_mode)
+		cfg.total_steps = (uint64_t)o.fake_steps;
+	pcfg.json = cli->json ? cli->out : NULL;
+	pcfg.status = cli->json || cli->quiet ? NULL : cli->err;
+	pcfg.tty = pcfg.status && isatty(fileno(cli->err));
+	pcfg.color = pcfg.tty && cli->color && !getenv("NO_COLOR");
+	if (dp_progress_new(&pcfg, &prog, &err) != 0) {
+		rc = dp_cli_error(cli, dp_cli_exit_code(-err.code), "%s", err.msg);
+		goto out;
+	}
+	cfg.on_event = dp_progress_event;
+	cfg.on_line = dp_progress_line;
+	cfg.event_arg = prog;
 	rc = dp_ctl_run(&cfg, &spec, &res, &err);
+	dp_progress_free(prog);
 	if (rc < 0)
 		rc = dp_cli_error(cli, dp_cli_exit_code(rc), "%s", err.msg);
 	else

@@ -121,11 +121,43 @@ enum dp_ctl_outcome {
 	DP_CTL_RANK_LOST,    /* connection lost (or protocol violation) without an exit */
 	DP_CTL_RANK_HANG,    /* no heartbeat progress for hang_timeout_s */
 	DP_CTL_RANK_NODONE,  /* exited 0 without reporting done */
+	DP_CTL_PREFLIGHT_FAILED, /* a node failed the pre-flight gate; nothing started */
 };
 
-#define DP_CTL_EXIT_HANG 124 /* exit code for a hang, as timeout(1) */
+#define DP_CTL_EXIT_HANG      124 /* exit code for a hang, as timeout(1) */
+#define DP_CTL_EXIT_PREFLIGHT 78  /* EX_CONFIG: a node failed the pre-flight gate */
 
 struct dp_ctl_result;
+struct dp_preflight_plan;
+
+/* ---- run events (progress, --json stream, events.jsonl) ----
+ * Reported through dp_ctl_cfg.on_event from the controller's thread; every
+ * pointer lives for the call only. */
+enum dp_ctl_event_type {
+	DP_CTL_EV_START,     /* an attempt starts: nranks, attempt */
+	DP_CTL_EV_PREFLIGHT, /* one rank's node report judged: rank, host, ok, msg */
+	DP_CTL_EV_READY,     /* rank said ready: rank, host */
+	DP_CTL_EV_RUNNING,   /* every rank ready, START sent */
+	DP_CTL_EV_PROGRESS,  /* the slowest rank's step advanced: step, loss, tokens_per_s */
+	DP_CTL_EV_FAILURE,   /* the root cause: rank, host, msg, res */
+	DP_CTL_EV_RESTART,   /* a new attempt follows: attempt, msg (the cause) */
+	DP_CTL_EV_DONE,	     /* the run is over: res */
+};
+
+struct dp_ctl_event {
+	enum dp_ctl_event_type type;
+	double t;    /* seconds since dp_ctl_run() started */
+	int attempt; /* 1-based */
+	size_t nranks;
+	int rank;	  /* -1 if not about one rank */
+	const char *host; /* NULL if not about one rank */
+	int ok;		  /* PREFLIGHT: passed */
+	uint64_t step, total_steps; /* PROGRESS; total 0 if unknown */
+	double loss, tokens_per_s;  /* PROGRESS: mean loss, summed tokens/s (NaN unknown) */
+	const char *msg;	    /* PREFLIGHT reason/notes, FAILURE/RESTART cause */
+	const struct dp_ctl_result *res; /* FAILURE, DONE */
+};
+/* ---- end of run events ---- */
 
 struct dp_ctl_cfg {
 	const char *backend;		     /* NULL: dp_launch_backend_pick(NULL) */
@@ -145,7 +177,16 @@ struct dp_ctl_cfg {
 	int (*restart_hook)(void *arg, const struct dp_ctl_result *r, int attempt);
 	void *hook_arg;
 	FILE *out;	      /* rank output as "[host:rank] line"; NULL: discarded */
-	const char *line_fmt; /* prefix template, "%h" host, "%r" rank; NULL: "[%h:%r] " */
+	/* prefix template: "%h" or "{host}" the host, "%r" or "{rank}" the rank;
+	 * NULL: "[%h:%r] " */
+	const char *line_fmt;
+	/* ---- pre-flight, events (health) ---- */
+	const struct dp_preflight_plan *preflight; /* NULL or no checks: no gate */
+	uint64_t total_steps;			   /* for progress events; 0 unknown */
+	void (*on_event)(void *arg, const struct dp_ctl_event *ev); /* NULL: none */
+	/* every rank output line as received (stream 1/2), before printing */
+	void (*on_line)(void *arg, int rank, const char *host, int stream, const char *line);
+	void *event_arg;
 };
 
 #define DP_CTL_TAIL_LINES 5
@@ -163,6 +204,11 @@ struct dp_ctl_result {
 	uint64_t max_step; /* highest step any rank reported */
 	double ready_s;	   /* seconds from first spawn to all ranks ready, -1 if never */
 	double run_s;	   /* seconds from first spawn to the end */
+	/* pre-flight failures, one line per failing node: "HOST: reason" */
+#define DP_CTL_PF_LINES 16
+	char pf_lines[DP_CTL_PF_LINES][384];
+	int npf_lines; /* lines kept */
+	int npf_bad;   /* failing nodes (may exceed npf_lines) */
 };
 
 /* Run @spec to completion.  Returns 0 when the controller did its job -- the

@@ -16,6 +16,10 @@
  *
  * Worker -> controller: HELLO (first frame, carries the job token), READY,
  * HEARTBEAT, LOG, DONE.  Controller -> worker: START, STOP, DUMP_STACKS.
+ * Pre-flight (only when the run has health.preflight checks): the controller
+ * answers a HELLO with PREFLIGHT_PROBE, the worker replies PREFLIGHT with
+ * its node report (launcher/dp_preflight.h); START is only sent once every
+ * report passed.
  *
  * The decoder never trusts the peer: any bad frame yields a negative errno
  * and a reason, and the connection must then be closed (there is no resync).
@@ -50,6 +54,10 @@ enum dp_ctl_type {
 	DP_CTL_START = 16,
 	DP_CTL_STOP = 17,
 	DP_CTL_DUMP_STACKS = 18,
+	/* ---- pre-flight gate (health.preflight) ---- */
+	DP_CTL_PREFLIGHT = 32,	     /* worker -> controller: struct dp_ctl_preflight */
+	DP_CTL_PREFLIGHT_PROBE = 33, /* controller -> worker: send your report now */
+	/* ---- end of pre-flight ---- */
 };
 
 struct dp_ctl_hello {
@@ -72,6 +80,26 @@ struct dp_ctl_log {
 	char line[DP_CTL_LINE_MAX];
 };
 
+/* ---- pre-flight gate (health.preflight) ------------------------------------
+ * A worker's node report.  Payload order: checks u32, gpus i32, nics i32,
+ * disk_free u64, clock f64 (finite), then the strings version, disk_path,
+ * topo, error. */
+#define DP_CTL_VERSION_MAX 64
+#define DP_CTL_PF_STR_MAX  256
+
+struct dp_ctl_preflight {
+	uint32_t checks;	/* DP_PF_* bits the worker gathered */
+	int32_t gpus;		/* GPUs seen, -1 if not gathered */
+	int32_t nics;		/* usable RDMA NICs seen, -1 if not gathered */
+	uint64_t disk_free;	/* bytes free at disk_path (unprivileged user) */
+	double clock;		/* CLOCK_REALTIME seconds when the report was sent */
+	char version[DP_CTL_VERSION_MAX]; /* dpworker version string */
+	char disk_path[DP_CTL_PF_STR_MAX]; /* where free space was measured */
+	char topo[DP_CTL_PF_STR_MAX];	   /* first topology problem, "" if none */
+	char error[DP_CTL_PF_STR_MAX];	   /* what could not be gathered, "" if all */
+};
+/* ---- end of pre-flight ---- */
+
 /* One decoded message.  Only the member matching @type is meaningful. */
 struct dp_ctl_msg {
 	enum dp_ctl_type type;
@@ -82,6 +110,8 @@ struct dp_ctl_msg {
 		int32_t done_status;		/* DONE: exit status, 128+sig for a signal */
 		uint32_t world_size;		/* START */
 		char reason[DP_CTL_REASON_MAX]; /* STOP: why the controller stops the run */
+		struct dp_ctl_preflight pf;	/* PREFLIGHT */
+		double probe_clock; /* PREFLIGHT_PROBE: controller CLOCK_REALTIME (finite) */
 	} u;
 };
 

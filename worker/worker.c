@@ -25,6 +25,7 @@
 #include "common/dp_buf.h"
 #include "common/dp_util.h"
 #include "launcher/ctl_proto.h"
+#include "launcher/dp_preflight.h"
 #include "topo/dp_topo.h"
 #include "worker/dp_exec.h"
 #include "worker/dp_model.h"
@@ -143,6 +144,7 @@ static int fake_run(const struct wopts *o, FILE *out, FILE *err)
 	const char *hex = getenv("DP_JOB_TOKEN");
 	struct dp_ctl_client_cfg cc = { 0 };
 	struct dp_ctl_client *c = NULL;
+	struct dp_ctl_preflight pf;
 	struct dp_err e = { 0 };
 	char topo[64];
 	int status = 0;
@@ -177,6 +179,20 @@ static int fake_run(const struct wopts *o, FILE *out, FILE *err)
 	cc.topo = topo;
 	cc.heartbeat_s = o->heartbeat_s;
 	cc.on_dump_stacks = on_dump_stacks;
+	/* pre-flight: the controller lists the checks in DP_PREFLIGHT */
+	{
+		const char *pfl = getenv("DP_PREFLIGHT");
+		unsigned checks = 0;
+
+		if (pfl && dp_preflight_parse(pfl, &checks, &e) != 0) {
+			(void)fprintf(err, "dpworker: error: DP_PREFLIGHT: %s\n", e.msg);
+			return EX_CONFIG;
+		}
+		if (pfl) {
+			dp_preflight_gather(checks, getenv("DP_CHECKPOINT_DIR"), &pf);
+			cc.preflight = &pf;
+		}
+	}
 	if (dp_ctl_client_open(&cc, &c, &e) != 0 || dp_ctl_client_ready(c, &e) != 0 ||
 	    dp_ctl_client_wait_start(c, 0, &e) != 0) {
 		(void)fprintf(err, "dpworker: error: rank %ld: %s\n", o->rank, e.msg);
