@@ -76,6 +76,24 @@ int dp_preflight_judge(const struct dp_preflight_plan *p, int ranks, const struc
 /* Fill the topology part of @r (gpus, nics, topo) from @t for @checks. */
 void dp_preflight_summarize(const struct dp_topo *t, unsigned checks, struct dp_ctl_preflight *r);
 
+/* `dpctl topo validate RECIPE`: nodes collected over ssh, judged together. */
+struct dp_preflight_node {
+	const char *host;	     /* borrowed */
+	const struct dp_topo *topo;  /* NULL: not collected (see error); borrowed */
+	const char *error;	     /* why topo is NULL */
+	/* results */
+	int ok;
+	int gpus, nics; /* -1 if not collected */
+	char why[512];	/* failure reasons, or notes ("skipped: no GPU") */
+};
+
+/* Judge @n nodes against @p (GPU/NIC/topology checks of p->checks; @ranks
+ * ranks per node) and against each other: a node whose GPU count, GPU model
+ * or usable NIC count differs from the most common one fails as
+ * heterogeneous.  Fills the result fields; returns the number that failed. */
+int dp_preflight_nodes_judge(const struct dp_preflight_plan *p, int ranks,
+			     struct dp_preflight_node *nodes, int n);
+
 /* Worker side: measure this node for @checks into *out (clock left 0: the
  * client stamps it when sending).  @ckpt_dir NULL: ".".  A check that cannot
  * be made is described in out->error; never fails otherwise.

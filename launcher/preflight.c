@@ -200,3 +200,90 @@ void dp_preflight_summarize(const struct dp_topo *t, unsigned checks, struct dp_
 		dp_topo_report_release(&rep);
 	}
 }
+
+/* ---- topo validate RECIPE ---------------------------------------------------- */
+
+struct sig {
+	int gpus, nics;
+	char model[DP_TOPO_NAME_LEN];
+};
+
+static void node_sig(const struct dp_preflight_node *x, struct sig *s)
+{
+	const struct dp_topo_gpu *g = x->topo ? dp_topo_gpu(x->topo, 0) : NULL;
+
+	s->gpus = x->gpus;
+	s->nics = x->nics;
+	(void)snprintf(s->model, sizeof(s->model), "%s", g ? g->model : "");
+}
+
+static int sig_equal(const struct sig *a, const struct sig *b)
+{
+	return a->gpus == b->gpus && a->nics == b->nics && strcmp(a->model, b->model) == 0;
+}
+
+int dp_preflight_nodes_judge(const struct dp_preflight_plan *p, int ranks,
+			     struct dp_preflight_node *nodes, int n)
+{
+	int nbad = 0, ref = -1, refcount = 0;
+
+	for (int i = 0; i < n; i++) {
+		struct dp_preflight_node *x = &nodes[i];
+		struct dp_ctl_preflight r;
+
+		memset(&r, 0, sizeof(r));
+		x->gpus = x->nics = -1;
+		if (!x->topo) {
+			(void)snprintf(x->why, sizeof(x->why), "%s",
+				       x->error ? x->error : "no topology");
+			x->ok = 0;
+			continue;
+		}
+		dp_preflight_summarize(x->topo, p->checks, &r);
+		x->gpus = r.gpus;
+		x->nics = r.nics;
+		x->ok = !dp_preflight_judge(p, ranks, &r, 0, 0, x->why, sizeof(x->why));
+	}
+	/* the most common signature is the reference (ties: the first node) */
+	for (int i = 0; i < n; i++) {
+		struct sig a, b;
+		int count = 0;
+
+		if (!nodes[i].topo)
+			continue;
+		node_sig(&nodes[i], &a);
+		for (int j = 0; j < n; j++) {
+			if (!nodes[j].topo)
+				continue;
+			node_sig(&nodes[j], &b);
+			count += sig_equal(&a, &b);
+		}
+		if (count > refcount)
+			ref = i, refcount = count;
+	}
+	for (int i = 0; i < n; i++) {
+		struct dp_preflight_node *x = &nodes[i];
+		struct sig a, b;
+		struct out o = { x->why, sizeof(x->why), 0 };
+
+		if (ref >= 0 && x->topo) {
+			node_sig(x, &a);
+			node_sig(&nodes[ref], &b);
+			if (!sig_equal(&a, &b)) {
+				if (x->ok)
+					x->why[0] = '\0';
+				o.off = strlen(x->why);
+				say(&o,
+				    "differs from the other nodes: %d GPU%s %s, %d NIC%s (%s has %d "
+				    "GPU%s %s, %d NIC%s)",
+				    a.gpus, a.gpus == 1 ? "" : "s", a.model[0] ? a.model : "-", a.nics,
+				    a.nics == 1 ? "" : "s", nodes[ref].host, b.gpus,
+				    b.gpus == 1 ? "" : "s", b.model[0] ? b.model : "-", b.nics,
+				    b.nics == 1 ? "" : "s");
+				x->ok = 0;
+			}
+		}
+		nbad += !x->ok;
+	}
+	return nbad;
+}
