@@ -454,7 +454,8 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	long port = 0, restarts = -1, per_host = 1, ssh_port = 0, nranks;
 	int c, rc, li = -1, nhosts = 0;
 	/* pre-flight and run output (health) */
-	struct dp_preflight_plan pf = { .min_disk_gb = -1, .max_clock_s = -1,
+	struct dp_preflight_plan pf = { .min_disk_gb = -1,
+					.max_clock_s = -1,
 					.version = DP_VERSION };
 	struct dp_progress_cfg pcfg = { 0 };
 	struct dp_progress *prog = NULL;

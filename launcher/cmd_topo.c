@@ -306,7 +306,7 @@ static int parse_opts(struct dp_cli *cli, int argc, char **argv, const char *sho
 #define DISCOVER_CAP (16u << 20)
 
 struct collect {
-	struct dp_buf *out;   /* stdout per host */
+	struct dp_buf *out;    /* stdout per host */
 	char (*last_err)[256]; /* last stderr line per host */
 };
 
@@ -353,10 +353,10 @@ static int print_nodes_report(struct dp_cli *cli, const struct dp_preflight_node
 		char *txt;
 
 		for (int i = 0; arr && i < n; i++)
-			(void)json_array_append_new(
-				arr, json_pack("{s:s,s:b,s:i,s:i,s:s}", "host", x[i].host, "ok",
-					       x[i].ok, "gpus", x[i].gpus, "nics", x[i].nics,
-					       "detail", x[i].why));
+			(void)json_array_append_new(arr, json_pack("{s:s,s:b,s:i,s:i,s:s}", "host",
+								   x[i].host, "ok", x[i].ok, "gpus",
+								   x[i].gpus, "nics", x[i].nics,
+								   "detail", x[i].why));
 		(void)json_object_set_new(o, "nodes", arr);
 		(void)json_object_set_new(o, "failed", json_integer(nbad));
 		txt = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -367,8 +367,8 @@ static int print_nodes_report(struct dp_cli *cli, const struct dp_preflight_node
 		free(txt);
 	} else {
 		for (int i = 0; i < n; i++)
-			(void)fprintf(cli->out, "%-24s %-4s %s\n", x[i].host, x[i].ok ? "ok" : "FAIL",
-				      x[i].why);
+			(void)fprintf(cli->out, "%-24s %-4s %s\n", x[i].host,
+				      x[i].ok ? "ok" : "FAIL", x[i].why);
 		(void)fprintf(cli->out, "validate: %d node%s, %d failed\n", n, n == 1 ? "" : "s",
 			      nbad);
 	}
@@ -383,8 +383,8 @@ static int validate_recipe(struct dp_cli *cli, const char *path, const struct re
 	struct dp_topo **topos = NULL;
 	struct dp_ssh_job *jobs = NULL;
 	struct collect col = { 0 };
-	char (*cmds)[PATH_MAX + 64] = NULL;
-	char (*errs)[512] = NULL;
+	char(*cmds)[PATH_MAX + 64] = NULL;
+	char(*errs)[512] = NULL;
 	char wbuf[PATH_MAX], hostname[256];
 	struct dp_err e = { 0 };
 	int rc, n = 0, nbad, unreachable = 0;
@@ -396,7 +396,7 @@ static int validate_recipe(struct dp_cli *cli, const char *path, const struct re
 	plan.nics = r->cluster.nics;
 	plan.need_gpu = r->train.backend == DP_RECIPE_BACKEND_CUDA;
 	n = r->cluster.launcher == DP_RECIPE_LAUNCH_SSH ? (int)dp_hostlist_count(r->cluster.hosts)
-							 : 1;
+							: 1;
 	x = calloc((size_t)n, sizeof(*x));
 	topos = calloc((size_t)n, sizeof(*topos)); /* NOLINT(bugprone-sizeof-expression) */
 	errs = calloc((size_t)n, sizeof(*errs));
@@ -419,9 +419,10 @@ static int validate_recipe(struct dp_cli *cli, const char *path, const struct re
 		const char *w = worker_path(ro->worker, wbuf, sizeof(wbuf));
 
 		if (r->cluster.known_hosts == DP_RECIPE_KH_OFF) {
-			rc = dp_cli_error(cli, EX_UNAVAILABLE,
-					  "%s: cluster.known_hosts 'off' is refused; use accept-new",
-					  r->path);
+			rc = dp_cli_error(
+				cli, EX_UNAVAILABLE,
+				"%s: cluster.known_hosts 'off' is refused; use accept-new",
+				r->path);
 			goto out;
 		}
 		jobs = calloc((size_t)n, sizeof(*jobs));
@@ -442,7 +443,8 @@ static int validate_recipe(struct dp_cli *cli, const char *path, const struct re
 				size_t len = strlen(cmds[i]);
 
 				if (snprintf(cmds[i] + len, sizeof(cmds[i]) - len,
-					     " --discover --json") >= (int)(sizeof(cmds[i]) - len)) {
+					     " --discover --json") >=
+				    (int)(sizeof(cmds[i]) - len)) {
 					rc = dp_cli_error(cli, EX_USAGE,
 							  "topo: worker path too long");
 					goto out;
@@ -457,9 +459,10 @@ static int validate_recipe(struct dp_cli *cli, const char *path, const struct re
 		so.port = ro->port ? (int)ro->port : r->cluster.port;
 		so.identity = ro->identity ? ro->identity : r->cluster.identity;
 		so.known_hosts = ro->known_hosts;
-		so.hostkey_policy = ro->accept_new || r->cluster.known_hosts == DP_RECIPE_KH_ACCEPT_NEW
-					    ? DP_SSH_HOSTKEY_ACCEPT_NEW
-					    : DP_SSH_HOSTKEY_STRICT;
+		so.hostkey_policy =
+			ro->accept_new || r->cluster.known_hosts == DP_RECIPE_KH_ACCEPT_NEW
+				? DP_SSH_HOSTKEY_ACCEPT_NEW
+				: DP_SSH_HOSTKEY_STRICT;
 		so.connect_timeout_ms = (int)(r->cluster.connect_timeout_s * 1000);
 		so.use_agent = 1;
 		rc = dp_ssh_run(&so, jobs, n, collect_line, &col,
@@ -481,10 +484,10 @@ static int validate_recipe(struct dp_cli *cli, const char *path, const struct re
 					       jobs[i].exit_status, col.last_err[i][0] ? ": " : "",
 					       col.last_err[i]);
 			} else if (dp_topo_import_mem(jobs[i].host, "dpctl-json",
-						      dp_buf_str(&col.out[i]),
-						      col.out[i].len, &topos[i], &ie) != 0) {
-				(void)snprintf(errs[i], sizeof(errs[i]), "bad discovery output: %.400s",
-					       ie.msg);
+						      dp_buf_str(&col.out[i]), col.out[i].len,
+						      &topos[i], &ie) != 0) {
+				(void)snprintf(errs[i], sizeof(errs[i]),
+					       "bad discovery output: %.400s", ie.msg);
 			} else {
 				x[i].topo = topos[i];
 				continue;
@@ -551,7 +554,8 @@ static int topo_main(struct dp_cli *cli, int argc, char **argv)
 	} else if (argc == 1 &&
 		   (dp_str_endswith(argv[0], ".yaml") || dp_str_endswith(argv[0], ".yml"))) {
 		if (root)
-			return dp_cli_usage_error(cli, "topo ", "give a RECIPE or --root, not both");
+			return dp_cli_usage_error(cli, "topo ",
+						  "give a RECIPE or --root, not both");
 		return validate_recipe(cli, argv[0], &ro);
 	} else if (ro.given) {
 		return dp_cli_usage_error(cli, "topo ",

@@ -94,7 +94,7 @@ struct ctl {
 	/* events (health) */
 	double t0;	    /* dp_ctl_run() start */
 	int attempt;	    /* 1-based */
-	uint64_t progress; /* last step reported in a progress event */
+	uint64_t progress;  /* last step reported in a progress event */
 	unsigned pf_checks; /* pre-flight checks of this run, 0: no gate */
 };
 
@@ -239,7 +239,9 @@ static void fail(struct ctl *c, enum dp_ctl_outcome o, int rank, int code, const
 	}
 	dp_log(DP_LOG_INFO, "ctl", "root cause: %s", res->cause);
 	{
-		struct dp_ctl_event ev = { .type = DP_CTL_EV_FAILURE, .rank = rank, .msg = res->cause };
+		struct dp_ctl_event ev = { .type = DP_CTL_EV_FAILURE,
+					   .rank = rank,
+					   .msg = res->cause };
 
 		ev.host = rank >= 0 ? c->ranks[rank].spec->host : NULL;
 		ev.res = res;
@@ -420,9 +422,8 @@ static void on_preflight(struct ctl *c, int rank, const struct dp_ctl_preflight 
 				     r->pf_sent, wall_s(), r->pf_why, sizeof(r->pf_why));
 
 	r->pf_state = bad ? PF_FAIL : PF_PASS;
-	dp_log(DP_LOG_INFO, "ctl", "rank %d on %s: pre-flight %s%s%s", rank,
-	       r->spec->host, bad ? "failed: " : "passed", !bad && r->pf_why[0] ? ": " : "",
-	       r->pf_why);
+	dp_log(DP_LOG_INFO, "ctl", "rank %d on %s: pre-flight %s%s%s", rank, r->spec->host,
+	       bad ? "failed: " : "passed", !bad && r->pf_why[0] ? ": " : "", r->pf_why);
 	emit_rank(c, DP_CTL_EV_PREFLIGHT, rank, !bad, r->pf_why);
 }
 
@@ -715,8 +716,8 @@ static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 		(void)snprintf(e_pf, sizeof(e_pf), "DP_PREFLIGHT=");
 		(void)dp_preflight_format(c->pf_checks, e_pf + 13, sizeof(e_pf) - 13);
 		extra[6] = e_pf;
-		if (ck && snprintf(e_ck, sizeof(e_ck), "DP_CHECKPOINT_DIR=%s", ck) <
-				  (int)sizeof(e_ck))
+		if (ck &&
+		    snprintf(e_ck, sizeof(e_ck), "DP_CHECKPOINT_DIR=%s", ck) < (int)sizeof(e_ck))
 			extra[7] = e_ck;
 	}
 
@@ -832,7 +833,7 @@ static void check_timers(struct ctl *c, double t)
 					continue;
 				n = snprintf(list + off, sizeof(list) - off, "%s%zu (%s%s)",
 					     off ? ", " : "", i, r->spec->host,
-					     !r->hello   ? ""
+					     !r->hello	? ""
 					     : r->ready ? ", no pre-flight report"
 							: ", connected, not ready");
 				if (n > 0)

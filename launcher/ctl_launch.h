@@ -121,11 +121,15 @@ enum dp_ctl_outcome {
 	DP_CTL_RANK_LOST,    /* connection lost (or protocol violation) without an exit */
 	DP_CTL_RANK_HANG,    /* no heartbeat progress for hang_timeout_s */
 	DP_CTL_RANK_NODONE,  /* exited 0 without reporting done */
-	DP_CTL_PREFLIGHT_FAILED, /* a node failed the pre-flight gate; nothing started */
+
+	/* a node failed the pre-flight gate; nothing started */
+	DP_CTL_PREFLIGHT_FAILED,
 };
 
-#define DP_CTL_EXIT_HANG      124 /* exit code for a hang, as timeout(1) */
-#define DP_CTL_EXIT_PREFLIGHT 78  /* EX_CONFIG: a node failed the pre-flight gate */
+#define DP_CTL_EXIT_HANG 124 /* exit code for a hang, as timeout(1) */
+
+/* exit code when a node fails the pre-flight gate (EX_CONFIG) */
+#define DP_CTL_EXIT_PREFLIGHT 78
 
 struct dp_ctl_result;
 struct dp_preflight_plan;
@@ -149,12 +153,12 @@ struct dp_ctl_event {
 	double t;    /* seconds since dp_ctl_run() started */
 	int attempt; /* 1-based */
 	size_t nranks;
-	int rank;	  /* -1 if not about one rank */
-	const char *host; /* NULL if not about one rank */
-	int ok;		  /* PREFLIGHT: passed */
-	uint64_t step, total_steps; /* PROGRESS; total 0 if unknown */
-	double loss, tokens_per_s;  /* PROGRESS: mean loss, summed tokens/s (NaN unknown) */
-	const char *msg;	    /* PREFLIGHT reason/notes, FAILURE/RESTART cause */
+	int rank;			 /* -1 if not about one rank */
+	const char *host;		 /* NULL if not about one rank */
+	int ok;				 /* PREFLIGHT: passed */
+	uint64_t step, total_steps;	 /* PROGRESS; total 0 if unknown */
+	double loss, tokens_per_s;	 /* PROGRESS: mean loss, summed tokens/s (NaN unknown) */
+	const char *msg;		 /* PREFLIGHT reason/notes, FAILURE/RESTART cause */
 	const struct dp_ctl_result *res; /* FAILURE, DONE */
 };
 /* ---- end of run events ---- */
@@ -177,10 +181,8 @@ struct dp_ctl_cfg {
 	int (*restart_hook)(void *arg, const struct dp_ctl_result *r, int attempt);
 	void *hook_arg;
 	FILE *out;	      /* rank output as "[host:rank] line"; NULL: discarded */
-	/* prefix template: "%h" or "{host}" the host, "%r" or "{rank}" the rank;
-	 * NULL: "[%h:%r] " */
-	const char *line_fmt;
-	/* ---- pre-flight, events (health) ---- */
+	const char *line_fmt; /* prefix template, "%h" host, "%r" rank; NULL: "[%h:%r] " */
+	/* ---- pre-flight, events (health); line_fmt also takes {host}, {rank} ---- */
 	const struct dp_preflight_plan *preflight; /* NULL or no checks: no gate */
 	uint64_t total_steps;			   /* for progress events; 0 unknown */
 	void (*on_event)(void *arg, const struct dp_ctl_event *ev); /* NULL: none */
@@ -204,7 +206,8 @@ struct dp_ctl_result {
 	uint64_t max_step; /* highest step any rank reported */
 	double ready_s;	   /* seconds from first spawn to all ranks ready, -1 if never */
 	double run_s;	   /* seconds from first spawn to the end */
-	/* pre-flight failures, one line per failing node: "HOST: reason" */
+
+	/* pre-flight failures, one line per failing node: "HOST (rank R): reason" */
 #define DP_CTL_PF_LINES 16
 	char pf_lines[DP_CTL_PF_LINES][384];
 	int npf_lines; /* lines kept */

@@ -57,7 +57,7 @@ enum dp_ctl_type {
 	/* ---- pre-flight gate (health.preflight) ---- */
 	DP_CTL_PREFLIGHT = 32,	     /* worker -> controller: struct dp_ctl_preflight */
 	DP_CTL_PREFLIGHT_PROBE = 33, /* controller -> worker: send your report now */
-	/* ---- end of pre-flight ---- */
+				     /* ---- end of pre-flight ---- */
 };
 
 struct dp_ctl_hello {
@@ -88,12 +88,12 @@ struct dp_ctl_log {
 #define DP_CTL_PF_STR_MAX  256
 
 struct dp_ctl_preflight {
-	uint32_t checks;	/* DP_PF_* bits the worker gathered */
-	int32_t gpus;		/* GPUs seen, -1 if not gathered */
-	int32_t nics;		/* usable RDMA NICs seen, -1 if not gathered */
-	uint64_t disk_free;	/* bytes free at disk_path (unprivileged user) */
-	double clock;		/* CLOCK_REALTIME seconds when the report was sent */
-	char version[DP_CTL_VERSION_MAX]; /* dpworker version string */
+	uint32_t checks;		   /* DP_PF_* bits the worker gathered */
+	int32_t gpus;			   /* GPUs seen, -1 if not gathered */
+	int32_t nics;			   /* usable RDMA NICs seen, -1 if not gathered */
+	uint64_t disk_free;		   /* bytes free at disk_path (unprivileged user) */
+	double clock;			   /* CLOCK_REALTIME seconds when the report was sent */
+	char version[DP_CTL_VERSION_MAX];  /* dpworker version string */
 	char disk_path[DP_CTL_PF_STR_MAX]; /* where free space was measured */
 	char topo[DP_CTL_PF_STR_MAX];	   /* first topology problem, "" if none */
 	char error[DP_CTL_PF_STR_MAX];	   /* what could not be gathered, "" if all */

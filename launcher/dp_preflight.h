@@ -38,8 +38,8 @@ enum {
 };
 #define DP_PF_ALL 0x3fu
 
-#define DP_PF_DEFAULT_MIN_DISK_GB   1.0
-#define DP_PF_DEFAULT_MAX_CLOCK_S   1.0
+#define DP_PF_DEFAULT_MIN_DISK_GB    1.0
+#define DP_PF_DEFAULT_MAX_CLOCK_S    1.0
 #define DP_PF_DEFAULT_CHECKPOINT_DIR "."
 
 /* "gpus,disk,clock" -> bits.  "" and "none" are 0, "all" every check.
@@ -55,12 +55,12 @@ unsigned dp_preflight_from_recipe(unsigned recipe_bits);
 
 /* What the controller expects of every node. */
 struct dp_preflight_plan {
-	unsigned checks;	   /* DP_PF_* */
-	int nics;		   /* usable RDMA NICs per node; 0: any */
-	int need_gpu;		   /* a node without GPUs fails (cuda) rather than skips */
-	double min_disk_gb;	   /* free GB needed at the checkpoint dir */
-	double max_clock_s;	   /* |offset| allowed */
-	const char *version;	   /* expected version; NULL: no check */
+	unsigned checks;	    /* DP_PF_* */
+	int nics;		    /* usable RDMA NICs per node; 0: any */
+	int need_gpu;		    /* a node without GPUs fails (cuda) rather than skips */
+	double min_disk_gb;	    /* free GB needed at the checkpoint dir */
+	double max_clock_s;	    /* |offset| allowed */
+	const char *version;	    /* expected version; NULL: no check */
 	const char *checkpoint_dir; /* passed to workers; NULL: "." */
 };
 
@@ -70,17 +70,18 @@ struct dp_preflight_plan {
  * t_sent = t_recv when unknown).  Returns 0 if the node passes, 1 if not,
  * with every failed check in @why ("2 GPUs, the plan puts 4 ranks here;
  * ...").  On a pass @why holds notes ("skipped: no GPU") or "". */
-int dp_preflight_judge(const struct dp_preflight_plan *p, int ranks, const struct dp_ctl_preflight *r,
-		       double t_sent, double t_recv, char *why, size_t len);
+int dp_preflight_judge(const struct dp_preflight_plan *p, int ranks,
+		       const struct dp_ctl_preflight *r, double t_sent, double t_recv, char *why,
+		       size_t len);
 
 /* Fill the topology part of @r (gpus, nics, topo) from @t for @checks. */
 void dp_preflight_summarize(const struct dp_topo *t, unsigned checks, struct dp_ctl_preflight *r);
 
 /* `dpctl topo validate RECIPE`: nodes collected over ssh, judged together. */
 struct dp_preflight_node {
-	const char *host;	     /* borrowed */
-	const struct dp_topo *topo;  /* NULL: not collected (see error); borrowed */
-	const char *error;	     /* why topo is NULL */
+	const char *host;	    /* borrowed */
+	const struct dp_topo *topo; /* NULL: not collected (see error); borrowed */
+	const char *error;	    /* why topo is NULL */
 	/* results */
 	int ok;
 	int gpus, nics; /* -1 if not collected */

@@ -78,16 +78,16 @@ int dp_preflight_format(unsigned checks, char *buf, size_t len)
 	return 0;
 }
 
-unsigned dp_preflight_from_recipe(unsigned rb)
+unsigned dp_preflight_from_recipe(unsigned recipe_bits)
 {
 	unsigned b = 0;
 
-	b |= rb & DP_RECIPE_PREFLIGHT_GPUS ? DP_PF_GPUS : 0;
-	b |= rb & DP_RECIPE_PREFLIGHT_NICS ? DP_PF_NICS : 0;
-	b |= rb & DP_RECIPE_PREFLIGHT_TOPOLOGY ? DP_PF_TOPOLOGY : 0;
-	b |= rb & DP_RECIPE_PREFLIGHT_DISK ? DP_PF_DISK : 0;
-	b |= rb & DP_RECIPE_PREFLIGHT_CLOCK ? DP_PF_CLOCK : 0;
-	b |= rb & DP_RECIPE_PREFLIGHT_VERSION ? DP_PF_VERSION : 0;
+	b |= recipe_bits & DP_RECIPE_PREFLIGHT_GPUS ? DP_PF_GPUS : 0;
+	b |= recipe_bits & DP_RECIPE_PREFLIGHT_NICS ? DP_PF_NICS : 0;
+	b |= recipe_bits & DP_RECIPE_PREFLIGHT_TOPOLOGY ? DP_PF_TOPOLOGY : 0;
+	b |= recipe_bits & DP_RECIPE_PREFLIGHT_DISK ? DP_PF_DISK : 0;
+	b |= recipe_bits & DP_RECIPE_PREFLIGHT_CLOCK ? DP_PF_CLOCK : 0;
+	b |= recipe_bits & DP_RECIPE_PREFLIGHT_VERSION ? DP_PF_VERSION : 0;
 	return b;
 }
 
@@ -120,8 +120,9 @@ static void say(struct out *o, const char *fmt, ...)
 		o->off += (size_t)n < o->len - o->off ? (size_t)n : o->len - o->off - 1;
 }
 
-int dp_preflight_judge(const struct dp_preflight_plan *p, int ranks, const struct dp_ctl_preflight *r,
-		       double t_sent, double t_recv, char *why, size_t len)
+int dp_preflight_judge(const struct dp_preflight_plan *p, int ranks,
+		       const struct dp_ctl_preflight *r, double t_sent, double t_recv, char *why,
+		       size_t len)
 {
 	struct out bad = { why, len, 0 };
 	char notes[256];
@@ -276,8 +277,8 @@ int dp_preflight_nodes_judge(const struct dp_preflight_plan *p, int ranks,
 				say(&o,
 				    "differs from the other nodes: %d GPU%s %s, %d NIC%s (%s has %d "
 				    "GPU%s %s, %d NIC%s)",
-				    a.gpus, a.gpus == 1 ? "" : "s", a.model[0] ? a.model : "-", a.nics,
-				    a.nics == 1 ? "" : "s", nodes[ref].host, b.gpus,
+				    a.gpus, a.gpus == 1 ? "" : "s", a.model[0] ? a.model : "-",
+				    a.nics, a.nics == 1 ? "" : "s", nodes[ref].host, b.gpus,
 				    b.gpus == 1 ? "" : "s", b.model[0] ? b.model : "-", b.nics,
 				    b.nics == 1 ? "" : "s");
 				x->ok = 0;

@@ -263,11 +263,13 @@ void dp_progress_line(void *arg, int rank, const char *host, int stream, const c
 		return;
 	if ((size_t)rank >= p->nlogs) {
 		size_t n = (size_t)rank + 1 > 2 * p->nlogs ? (size_t)rank + 1 : 2 * p->nlogs;
-		FILE **nl = realloc(p->logs, n * sizeof(*nl));
+		FILE **nl = realloc(p->logs,
+				    n * sizeof(FILE *)); /* NOLINT(bugprone-sizeof-expression) */
 
 		if (!nl)
 			return;
-		memset(nl + p->nlogs, 0, (n - p->nlogs) * sizeof(*nl));
+		memset(nl + p->nlogs, 0,
+		       (n - p->nlogs) * sizeof(FILE *)); /* NOLINT(bugprone-sizeof-expression) */
 		p->logs = nl;
 		p->nlogs = n;
 	}
@@ -280,8 +282,9 @@ void dp_progress_line(void *arg, int rank, const char *host, int stream, const c
 		p->logs[rank] = fopen(path, "ae");
 		if (!p->logs[rank]) {
 			if (!p->log_failed && p->cfg.status)
-				(void)fprintf(p->cfg.status, "dpctl: warning: cannot write '%s': %s\n",
-					      path, strerror(errno));
+				(void)fprintf(p->cfg.status,
+					      "dpctl: warning: cannot write '%s': %s\n", path,
+					      strerror(errno));
 			p->log_failed = 1;
 			return;
 		}
@@ -314,8 +317,7 @@ static int mkdir_p(const char *dir, struct dp_err *err)
 	}
 }
 
-int dp_progress_new(const struct dp_progress_cfg *cfg, struct dp_progress **out,
-		    struct dp_err *err)
+int dp_progress_new(const struct dp_progress_cfg *cfg, struct dp_progress **out, struct dp_err *err)
 {
 	struct dp_progress *p = calloc(1, sizeof(*p));
 	size_t n;

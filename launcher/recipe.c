@@ -527,9 +527,9 @@ static const char *const known_hosts_names[] = { "strict", "accept-new", "off", 
 static const char *const schedule_names[] = { "dualpipe", "dualpipev", "1f1b", "zb1p", NULL };
 static const char *const backend_names[] = { "cpu", "cuda", NULL };
 /* bit i of health.preflight is preflight_names[i] */
-static const char *const preflight_names[] = {
-	"ssh", "gpus", "nics", "ports", "disk", "clock", "topology", "version", NULL
-};
+static const char *const preflight_names[] = { "ssh", "gpus", "nics", "ports", "disk", "clock",
+					       /* pre-flight gate (launcher/dp_preflight.h) */
+					       "topology", "version", NULL };
 
 static const struct field cluster_fields[] = {
 	{ .name = "hosts", .type = F_HOSTS, .off = OFF(cluster.hosts), .req = 1 },

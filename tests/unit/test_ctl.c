@@ -66,9 +66,8 @@ static struct dp_ctl_msg sample(enum dp_ctl_type t)
 }
 
 static const enum dp_ctl_type all_types[] = {
-	DP_CTL_HELLO, DP_CTL_READY, DP_CTL_HEARTBEAT, DP_CTL_LOG,
-	DP_CTL_DONE,  DP_CTL_START, DP_CTL_STOP,      DP_CTL_DUMP_STACKS,
-	DP_CTL_PREFLIGHT, DP_CTL_PREFLIGHT_PROBE,
+	DP_CTL_HELLO, DP_CTL_READY, DP_CTL_HEARTBEAT,	DP_CTL_LOG,	  DP_CTL_DONE,
+	DP_CTL_START, DP_CTL_STOP,  DP_CTL_DUMP_STACKS, DP_CTL_PREFLIGHT, DP_CTL_PREFLIGHT_PROBE,
 };
 
 static void every_type_round_trips(void **state)
@@ -233,7 +232,7 @@ static void garbled_payloads_are_refused(void **state)
 	/* pre-flight: a GPU count below -1 ("unknown") */
 	m = sample(DP_CTL_PREFLIGHT);
 	encode(&m, &b);
-	b.data[DP_CTL_HDR_LEN + 4] = 0xff; /* gpus = -16777208 */
+	b.data[DP_CTL_HDR_LEN + 4] = (char)-1; /* gpus = 0xff000008 */
 	expect_error(&b, b.len, -EBADMSG, "'gpus'");
 	dp_buf_release(&b);
 

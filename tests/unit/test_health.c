@@ -609,8 +609,8 @@ static void json_stream_reports_failure_and_restart(void **state)
 	(void)state;
 	(void)worker_or_skip();
 	r = DPCTL("--json", "launch", "--local", "2", "--fake-steps", "50", "--fake-step-ms", "10",
-		  "--fake-fail", "1:3:7", "--max-restarts", "1", "--grace-s", "1",
-		  "--heartbeat-s", "0.05");
+		  "--fake-fail", "1:3:7", "--max-restarts", "1", "--grace-s", "1", "--heartbeat-s",
+		  "0.05");
 	assert_int_equal(r.rc, 7);
 	arr = events_of(r.out);
 	n = json_array_size(arr);

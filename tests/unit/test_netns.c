@@ -194,10 +194,11 @@ static void topo_validate_recipe_collects_every_node(void **state)
 	dp_test_run_free(&r);
 
 	/* node 3 sees two GPUs (a sysfs fixture): it differs from the others */
-	(void)snprintf(wrapper, sizeof(wrapper),
-		       "#!/bin/sh\ncase \"$(ip -o -4 addr show dev eth0)\" in\n"
-		       "*\" %s/\"*) export DP_SYSFS_ROOT=%s/sysfs/twogpu ;;\nesac\nexec %s \"$@\"\n",
-		       nodes[2], FIXTURES, worker);
+	(void)snprintf(
+		wrapper, sizeof(wrapper),
+		"#!/bin/sh\ncase \"$(ip -o -4 addr show dev eth0)\" in\n"
+		"*\" %s/\"*) export DP_SYSFS_ROOT=%s/sysfs/twogpu ;;\nesac\nexec %s \"$@\"\n",
+		nodes[2], FIXTURES, worker);
 	wpath = dp_test_write_tmp(".sh", wrapper);
 	assert_int_equal(chmod(wpath, 0755), 0);
 	r = dp_test_dpctl("--json", "topo", "validate", "--known-hosts", kh, "--worker", wpath,
@@ -213,12 +214,13 @@ static void topo_validate_recipe_collects_every_node(void **state)
 		for (int i = 0; i < NNODES; i++) {
 			json_t *n = json_array_get(arr, (size_t)i);
 
-			assert_string_equal(json_string_value(json_object_get(n, "host")), nodes[i]);
+			assert_string_equal(json_string_value(json_object_get(n, "host")),
+					    nodes[i]);
 			assert_int_equal(json_is_true(json_object_get(n, "ok")), i != 2);
 		}
-		assert_non_null(strstr(json_string_value(json_object_get(
-					       json_array_get(arr, 2), "detail")),
-				       "differs from the other nodes: 2 GPUs"));
+		assert_non_null(
+			strstr(json_string_value(json_object_get(json_array_get(arr, 2), "detail")),
+			       "differs from the other nodes: 2 GPUs"));
 		json_decref(o);
 	}
 	dp_test_run_free(&r);
