@@ -243,12 +243,76 @@ static void topo_validate_recipe_collects_every_node(void **state)
 	free(recipe);
 }
 
+/* dpworker processes left in the cluster's namespaces. */
+static int workers_left(void)
+{
+	char cmd[256], line[64];
+	int n = 0;
+	FILE *p;
+
+	(void)snprintf(cmd, sizeof(cmd),
+		       "for i in 1 2 3 4; do ip netns pids dp%dn$i; done 2>/dev/null | "
+		       "while read p; do cat /proc/$p/comm 2>/dev/null; done",
+		       cluster_id);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	while (fgets(line, sizeof(line), p))
+		n += strncmp(line, "dpworker", 8) == 0;
+	(void)pclose(p);
+	return n;
+}
+
+static void launch_preflight_names_the_failing_node(void **state)
+{
+	const char *worker = getenv("DPWORKER");
+	char kh[300], id[300], hosts[200], wrapper[600], *wpath;
+	struct dp_test_run r;
+
+	(void)state;
+	if (!up || !worker || access(worker, X_OK) != 0)
+		skip();
+	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", state_dir);
+	(void)snprintf(id, sizeof(id), "%s/id", state_dir);
+	(void)snprintf(hosts, sizeof(hosts), "%s,%s,%s,%s", nodes[0], nodes[1], nodes[2], nodes[3]);
+	/* node 2 (the third) sees a two-GPU machine; 3 ranks per node do not fit */
+	(void)snprintf(
+		wrapper, sizeof(wrapper),
+		"#!/bin/sh\ncase \"$(ip -o -4 addr show dev eth0)\" in\n"
+		"*\" %s/\"*) export DP_SYSFS_ROOT=%s/sysfs/twogpu ;;\nesac\nexec %s \"$@\"\n",
+		nodes[2], FIXTURES, worker);
+	wpath = dp_test_write_tmp(".sh", wrapper);
+	assert_int_equal(chmod(wpath, 0755), 0);
+	r = dp_test_dpctl("launch", "--ssh", hosts, "--per-host", "3", "--known-hosts", kh,
+			  "--ssh-identity", id, "--worker", wpath, "--fake-steps", "20",
+			  "--fake-step-ms", "10", "--preflight", "gpus,clock,version", "--grace-s",
+			  "2", "--rendezvous-s", "30");
+	if (r.rc != 78)
+		fail_msg("rc %d\nout: %s\nerr: %s", r.rc, r.out, r.err);
+	{
+		char want[200];
+
+		(void)snprintf(
+			want, sizeof(want),
+			"  pre-flight failed: %s (rank 6): 2 GPUs, the plan puts 3 ranks here\n",
+			nodes[2]);
+		assert_non_null(strstr(r.err, want));
+		assert_non_null(strstr(r.err, "pre-flight failed on 1 of 4 nodes"));
+	}
+	assert_null(strstr(r.out, "step 1/")); /* nothing trained */
+	dp_test_run_free(&r);
+	(void)unlink(wpath);
+	free(wpath);
+	/* every rank on every node is gone */
+	assert_int_equal(workers_left(), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(each_node_is_its_own_host),
 		cmocka_unit_test(nodes_reach_each_other_over_the_bridge),
 		cmocka_unit_test(topo_validate_recipe_collects_every_node),
+		cmocka_unit_test(launch_preflight_names_the_failing_node),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
