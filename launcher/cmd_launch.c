@@ -34,6 +34,8 @@
 #include "launcher/dp_plan.h"
 #include "launcher/dp_train_report.h"
 #include "launcher/ctl_proto.h"
+#include "launcher/dp_preflight.h"
+#include "launcher/dp_progress.h"
 #include "common/dp_banned.h"
 
 enum {
@@ -59,7 +61,13 @@ enum {
 	OPT_SSH_IDENTITY,
 	OPT_KNOWN_HOSTS,
 	OPT_ACCEPT_NEW,
+	/* pre-flight and run output (health) */
+	OPT_PREFLIGHT,
+	OPT_MIN_DISK,
+	OPT_MAX_CLOCK,
 	OPT_RUN_DIR,
+	OPT_PREFIX,
+	OPT_PROGRESS_S,
 };
 
 static const struct option opts[] = {
@@ -84,8 +92,13 @@ static const struct option opts[] = {
 	{ "fake-hang", required_argument, NULL, OPT_FAKE_HANG },
 	{ "fake-absent", required_argument, NULL, OPT_FAKE_ABSENT },
 	{ "fake-spawn-child", no_argument, NULL, OPT_FAKE_CHILD },
-	{ "run-dir", required_argument, NULL, OPT_RUN_DIR },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "preflight", required_argument, NULL, OPT_PREFLIGHT },
+	{ "min-free-disk-gb", required_argument, NULL, OPT_MIN_DISK },
+	{ "max-clock-offset-s", required_argument, NULL, OPT_MAX_CLOCK },
+	{ "run-dir", required_argument, NULL, OPT_RUN_DIR },
+	{ "prefix", required_argument, NULL, OPT_PREFIX },
+	{ "progress-s", required_argument, NULL, OPT_PROGRESS_S },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -351,37 +364,23 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec)
 	return EX_OK;
 }
 
-/* @train (a training run's "train" object, taken over; NULL if none) joins
- * the --json result. */
+/* @train (a training run's "train" object, taken over; NULL if none) is
+ * the last line of the --json event stream. */
 static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
 		  const struct dp_ctl_result *res, json_t *train)
 {
-	if (cli->json) {
-		json_t *o =
-			json_pack("{s:s, s:i, s:i, s:i, s:f, s:f, s:I, s:i}", "outcome",
-				  dp_ctl_outcome_name(res->outcome), "exit_code", res->exit_code,
-				  "ranks", (int)spec->nranks, "attempts", res->attempts, "ready_s",
-				  res->ready_s, "run_s", res->run_s, "max_step",
-				  (json_int_t)res->max_step, "refused", res->refused);
+	/* with --json the event stream (ending in "done") is the report; a
+	 * training run adds one "train" event after it */
+	(void)spec;
+	if (cli->json && train) {
+		json_t *ev = json_pack("{s:s}", "event", "train");
 
-		if (o && res->outcome != DP_CTL_OK) {
-			json_t *tail = json_array();
-
-			for (int i = 0; i < res->ntail; i++)
-				(void)json_array_append_new(tail, json_string(res->tail[i]));
-			(void)json_object_set_new(o, "cause", json_string(res->cause));
-			(void)json_object_set_new(o, "rank", json_integer(res->failed_rank));
-			(void)json_object_set_new(o, "host", json_string(res->failed_host));
-			(void)json_object_set_new(o, "tail", tail);
+		if (ev && json_object_update(ev, train) == 0) {
+			(void)json_dumpf(ev, cli->out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+			(void)fputc('\n', cli->out);
+			(void)fflush(cli->out);
 		}
-		if (o && train)
-			(void)json_object_set_new(o, "train", train);
-		else
-			json_decref(train);
-		train = NULL;
-		(void)json_dumpf(o, cli->out, JSON_INDENT(2));
-		(void)fputc('\n', cli->out);
-		json_decref(o);
+		json_decref(ev);
 	}
 	json_decref(train);
 	if (res->outcome == DP_CTL_OK) {
@@ -393,6 +392,11 @@ static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
 		return EX_OK;
 	}
 	(void)dp_cli_error(cli, res->exit_code, "root cause: %s", res->cause);
+	/* pre-flight: one line per failing node */
+	for (int i = 0; i < res->npf_lines; i++)
+		(void)fprintf(cli->err, "  pre-flight failed: %s\n", res->pf_lines[i]);
+	if (res->npf_bad > res->npf_lines)
+		(void)fprintf(cli->err, "  ... and %d more nodes\n", res->npf_bad - res->npf_lines);
 	if (res->ntail) {
 		(void)fprintf(cli->err, "  last output of rank %d on %s:\n", res->failed_rank,
 			      res->failed_host);
@@ -664,7 +668,8 @@ static json_t *train_finish(struct train_run *t)
 static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts *o,
 			struct dp_recipe **recipe, struct dp_plan **plan, char ***renv,
 			const char **hosts, int *nhosts, long *per_host,
-			struct dp_launch_opts *lopts, struct dp_ctl_cfg *cfg)
+			struct dp_launch_opts *lopts, struct dp_ctl_cfg *cfg,
+			struct dp_preflight_plan *pf)
 {
 	struct dp_recipe *r;
 	struct dp_err e = { 0 };
@@ -727,6 +732,15 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 	if (cfg->hang_timeout_s <= 0)
 		cfg->hang_timeout_s = r->health.hang_timeout_s;
 	cfg->max_restarts = r->health.max_restarts;
+	pf->checks = dp_preflight_from_recipe(r->health.preflight);
+	if (pf->min_disk_gb < 0)
+		pf->min_disk_gb = r->health.min_free_disk_gb;
+	if (pf->max_clock_s < 0)
+		pf->max_clock_s = r->health.max_clock_offset_s;
+	pf->nics = r->cluster.nics;
+	pf->need_gpu = r->train.backend == DP_RECIPE_BACKEND_CUDA;
+	pf->checkpoint_dir = r->train.checkpoint_dir;
+	cfg->total_steps = (uint64_t)r->train.steps;
 	return EX_OK;
 }
 
@@ -755,6 +769,15 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	struct train_run trun = { 0 };
 	long port = 0, restarts = -1, per_host = 1, ssh_port = 0, nranks;
 	int c, rc, li = -1, nhosts = 0, training = 0;
+	/* pre-flight and run output (health) */
+	struct dp_preflight_plan pf = { .min_disk_gb = -1,
+					.max_clock_s = -1,
+					.version = DP_VERSION };
+	struct dp_progress_cfg pcfg = { 0 };
+	struct dp_progress *prog = NULL;
+	unsigned cli_checks = 0;
+	int pf_given = 0;
+	char prefix[256];
 
 	optind = 0;
 	opterr = 0;
@@ -778,8 +801,31 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		case OPT_WORKER:
 			o.worker = optarg;
 			continue;
+		case OPT_PREFLIGHT:
+			if (dp_preflight_parse(optarg, &cli_checks, &err) != 0)
+				return dp_cli_usage_error(cli, "launch ", "--preflight: %s",
+							  err.msg);
+			pf_given = 1;
+			continue;
+		case OPT_MIN_DISK:
+			d = &pf.min_disk_gb;
+			break;
+		case OPT_MAX_CLOCK:
+			d = &pf.max_clock_s;
+			break;
+		case OPT_PROGRESS_S:
+			d = &pcfg.interval_s;
+			break;
 		case OPT_RUN_DIR:
 			run_dir = optarg;
+			continue;
+		case OPT_PREFIX:
+			/* the prefix and the line are separated by one space */
+			if (snprintf(prefix, sizeof(prefix), "%s%s", optarg,
+				     *optarg && optarg[strlen(optarg) - 1] != ' ' ? " " : "") >=
+			    (int)sizeof(prefix))
+				return dp_cli_usage_error(cli, "launch ", "--prefix is too long");
+			cfg.line_fmt = prefix;
 			continue;
 		case OPT_SSH:
 			(void)snprintf(hostbuf, sizeof(hostbuf), "%s", optarg);
@@ -850,7 +896,8 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			return dp_cli_bad_option(cli, "launch", argc, argv);
 		}
 		(void)snprintf(name, sizeof(name), "--%s", li >= 0 ? opts[li].name : "?");
-		if (d && dp_parse_double(optarg, 0.001, 86400, d, name, &err) != 0)
+		if (d && dp_parse_double(optarg, d == &pf.min_disk_gb ? 0 : 0.001,
+					 d == &pf.min_disk_gb ? 1e9 : 86400, d, name, &err) != 0)
 			return dp_cli_usage_error(cli, "launch ", "%s", err.msg);
 		if (l && dp_parse_long(optarg, lo, hi, l, name, &err) != 0)
 			return dp_cli_usage_error(cli, "launch ", "%s", err.msg);
@@ -865,7 +912,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 						  "give a RECIPE or --local/--ssh, not both");
 		o.recipe_mode = 1;
 		rc = recipe_setup(cli, argv[optind], &o, &recipe, &plan, &renv, hosts, &nhosts,
-				  &per_host, &lopts, &cfg);
+				  &per_host, &lopts, &cfg, &pf);
 		if (rc)
 			goto out;
 		if (!o.fake_given) {
@@ -962,7 +1009,35 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		cfg.train = &dp_train_report_events;
 		cfg.train_arg = trun.tr;
 	}
+	/* pre-flight gate and run output; --preflight wins over the recipe */
+	if (pf_given)
+		pf.checks = cli_checks;
+	if (pf.min_disk_gb < 0)
+		pf.min_disk_gb = DP_PF_DEFAULT_MIN_DISK_GB;
+	if (pf.max_clock_s < 0)
+		pf.max_clock_s = DP_PF_DEFAULT_MAX_CLOCK_S;
+	if (pf.checks)
+		cfg.preflight = &pf;
+	if (o.fake_given || !o.recipe_mode)
+		cfg.total_steps = (uint64_t)o.fake_steps;
+	else if (recipe)
+		cfg.total_steps = (uint64_t)recipe->train.steps;
+	/* logs and events go to the run dir: the given one, or a training
+	 * run's (always made) */
+	pcfg.run_dir = training ? trun.run_dir : run_dir;
+	pcfg.json = cli->json ? cli->out : NULL;
+	pcfg.status = cli->json || cli->quiet ? NULL : cli->err;
+	pcfg.tty = pcfg.status && isatty(fileno(cli->err));
+	pcfg.color = pcfg.tty && cli->color && !getenv("NO_COLOR");
+	if (dp_progress_new(&pcfg, &prog, &err) != 0) {
+		rc = dp_cli_error(cli, dp_cli_exit_code(-err.code), "%s", err.msg);
+		goto out;
+	}
+	cfg.on_event = dp_progress_event;
+	cfg.on_line = dp_progress_line;
+	cfg.event_arg = prog;
 	rc = dp_ctl_run(&cfg, &spec, &res, &err);
+	dp_progress_free(prog);
 	if (rc < 0)
 		rc = dp_cli_error(cli, dp_cli_exit_code(rc), "%s", err.msg);
 	else
@@ -990,7 +1065,8 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"\n"
 		"Start dpworker ranks, hold the rendezvous, watch heartbeats, and on the first\n"
 		"failure stop every rank and report the root cause.  Exits with the failing\n"
-		"rank's status (128+N for signal N, 124 for a hang, 69 for a failed rendezvous).\n"
+		"rank's status (128+N for signal N, 124 for a hang, 69 for a failed rendezvous,\n"
+		"78 when a node fails the pre-flight gate: then nothing has started training).\n"
 		"With a RECIPE, hosts, ranks per host, ssh settings and health timeouts come\n"
 		"from the recipe (options given here win) and every rank gets its layout in\n"
 		"its environment (DP_PP_RANK, DP_EP_RANK, DP_DP_RANK, DP_STAGES, ...) plus the\n"
@@ -1016,9 +1092,23 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"                        with --ssh: the address that routes to the first host)\n"
 		"  --port P              controller port, 0 = any free port (0)\n"
 		"  --worker PATH         dpworker binary (default: $DPWORKER, next to dpctl, PATH)\n"
-		"  --run-dir DIR         where a training run writes trace.json (default:\n"
-		"                        $TMPDIR/dpctl-runs/RECIPE-TIME-PID, TMPDIR=/tmp)\n"
 		"  --dry-run             print what would be started, start nothing\n"
+		"\n"
+		"Pre-flight gate and output:\n"
+		"  --preflight CHECKS    checks every node passes before the run starts: a comma\n"
+		"                        list of gpus, nics, topology, disk, clock, version, or\n"
+		"                        all or none (default: the recipe's health.preflight;\n"
+		"                        none without a recipe)\n"
+		"  --min-free-disk-gb GB 'disk': free GB needed at the checkpoint dir (1)\n"
+		"  --max-clock-offset-s S  'clock': largest clock offset accepted (1)\n"
+		"  --run-dir DIR         write DIR/logs/rank-NNNN.log (each rank's output),\n"
+		"                        DIR/events.jsonl (the run's events) and, training,\n"
+		"                        DIR/trace.json (a training run always has one:\n"
+		"                        $TMPDIR/dpctl-runs/RECIPE-TIME-PID, TMPDIR=/tmp)\n"
+		"  --prefix TEMPLATE     prefix of rank lines; {host} and {rank} are replaced\n"
+		"                        ('[{host}:{rank}]')\n"
+		"  --progress-s S        not on a terminal: a progress line every 10% of the\n"
+		"                        steps and at least every S seconds (10)\n"
 		"  -h, --help            print this help\n"
 		"\n"
 		"Test aids (dpworker's fake mode; no training happens, also with a RECIPE):\n"

@@ -29,6 +29,7 @@
 #include "common/dp_log.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/ctl_proto.h"
+#include "launcher/dp_preflight.h"
 #include "common/dp_banned.h"
 
 #define MAX_PENDING	256 /* unauthenticated connections held at once; more wait in the backlog */
@@ -63,7 +64,14 @@ struct rank {
 	int ntail, tail_pos;
 	/* training runs: the PP endpoint and the ranks whose address it wants */
 	struct dp_ctl_endpoint *ep; /* NULL until ENDPOINT */
+	/* pre-flight and progress (health) */
+	int pf_state;	/* PF_* */
+	double pf_sent; /* CLOCK_REALTIME when the probe went out */
+	char pf_why[256];
+	double loss, tps; /* from the last heartbeat */
 };
+
+enum { PF_NONE, PF_PROBED, PF_PASS, PF_FAIL };
 
 struct ctl {
 	const struct dp_ctl_cfg *cfg;
@@ -85,6 +93,11 @@ struct ctl {
 	double t_spawn, rdv_deadline, dump_deadline, kill_deadline;
 	/* cfg with defaults applied */
 	double rendezvous_s, heartbeat_s, hang_s, grace_s, dump_s;
+	/* events (health) */
+	double t0;	    /* dp_ctl_run() start */
+	int attempt;	    /* 1-based */
+	uint64_t progress;  /* last step reported in a progress event */
+	unsigned pf_checks; /* pre-flight checks of this run, 0: no gate */
 };
 
 static double now_s(void)
@@ -93,6 +106,34 @@ static double now_s(void)
 
 	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double wall_s(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Report an event; @ev has type and the event's own fields set. */
+static void emit(struct ctl *c, struct dp_ctl_event *ev)
+{
+	if (!c->cfg->on_event)
+		return;
+	ev->t = now_s() - c->t0;
+	ev->attempt = c->attempt;
+	ev->nranks = c->spec->nranks;
+	ev->total_steps = c->cfg->total_steps;
+	c->cfg->on_event(c->cfg->event_arg, ev);
+}
+
+static void emit_rank(struct ctl *c, enum dp_ctl_event_type type, int rank, int ok, const char *msg)
+{
+	struct dp_ctl_event ev = { .type = type, .rank = rank, .ok = ok, .msg = msg };
+
+	ev.host = rank >= 0 ? c->ranks[rank].spec->host : NULL;
+	emit(c, &ev);
 }
 
 const char *dp_ctl_outcome_name(enum dp_ctl_outcome o)
@@ -114,6 +155,8 @@ const char *dp_ctl_outcome_name(enum dp_ctl_outcome o)
 		return "rank-hang";
 	case DP_CTL_RANK_NODONE:
 		return "rank-no-done";
+	case DP_CTL_PREFLIGHT_FAILED:
+		return "preflight";
 	}
 	return "unknown";
 }
@@ -128,21 +171,23 @@ static void remember(struct rank *r, const char *line)
 		r->ntail++;
 }
 
-static void print_line(struct ctl *c, int rank, const char *line)
+static void print_line(struct ctl *c, int rank, int stream, const char *line)
 {
 	const char *fmt = c->cfg->line_fmt ? c->cfg->line_fmt : "[%h:%r] ";
 	FILE *f = c->cfg->out;
 
 	remember(&c->ranks[rank], line);
+	if (c->cfg->on_line)
+		c->cfg->on_line(c->cfg->event_arg, rank, c->ranks[rank].spec->host, stream, line);
 	if (!f)
 		return;
 	for (const char *p = fmt; *p; p++) {
-		if (p[0] == '%' && p[1] == 'h') {
+		if ((p[0] == '%' && p[1] == 'h') || strncmp(p, "{host}", 6) == 0) {
 			(void)fputs(c->ranks[rank].spec->host, f);
-			p++;
-		} else if (p[0] == '%' && p[1] == 'r') {
+			p += p[0] == '%' ? 1 : 5;
+		} else if ((p[0] == '%' && p[1] == 'r') || strncmp(p, "{rank}", 6) == 0) {
 			(void)fprintf(f, "%d", rank);
-			p++;
+			p += p[0] == '%' ? 1 : 5;
 		} else {
 			(void)fputc(*p, f);
 		}
@@ -195,6 +240,15 @@ static void fail(struct ctl *c, enum dp_ctl_outcome o, int rank, int code, const
 		res->ntail = r->ntail;
 	}
 	dp_log(DP_LOG_INFO, "ctl", "root cause: %s", res->cause);
+	{
+		struct dp_ctl_event ev = { .type = DP_CTL_EV_FAILURE,
+					   .rank = rank,
+					   .msg = res->cause };
+
+		ev.host = rank >= 0 ? c->ranks[rank].spec->host : NULL;
+		ev.res = res;
+		emit(c, &ev);
+	}
 }
 
 static void step_note(const struct rank *r, char *buf, size_t len)
@@ -417,6 +471,93 @@ static int send_peers(struct ctl *c)
 	return rc;
 }
 
+/* ---- pre-flight and progress (health) ----------------------------------------- */
+
+static int ranks_on_host(const struct ctl *c, const char *host)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < c->spec->nranks; i++)
+		n += strcmp(c->spec->ranks[i].host, host) == 0;
+	return n;
+}
+
+static void on_preflight(struct ctl *c, int rank, const struct dp_ctl_preflight *pf)
+{
+	struct rank *r = &c->ranks[rank];
+	int bad = dp_preflight_judge(c->cfg->preflight, ranks_on_host(c, r->spec->host), pf,
+				     r->pf_sent, wall_s(), r->pf_why, sizeof(r->pf_why));
+
+	r->pf_state = bad ? PF_FAIL : PF_PASS;
+	dp_log(DP_LOG_INFO, "ctl", "rank %d on %s: pre-flight %s%s%s", rank, r->spec->host,
+	       bad ? "failed: " : "passed", !bad && r->pf_why[0] ? ": " : "", r->pf_why);
+	emit_rank(c, DP_CTL_EV_PREFLIGHT, rank, !bad, r->pf_why);
+}
+
+/* Record the pre-flight failure as the root cause: one line per failing
+ * node (its first failing rank), in rank order. */
+static void fail_preflight(struct ctl *c)
+{
+	struct dp_ctl_result *res = c->res;
+	size_t nhosts = 0;
+	int first = -1;
+
+	res->npf_lines = res->npf_bad = 0;
+	for (size_t i = 0; i < c->spec->nranks; i++) {
+		const struct rank *r = &c->ranks[i];
+		int seen = 0, listed = 0;
+
+		/* a node's ranks report alike: one line for its first failing rank */
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(c->ranks[j].spec->host, r->spec->host) != 0)
+				continue;
+			seen = 1;
+			listed |= c->ranks[j].pf_state == PF_FAIL;
+		}
+		nhosts += !seen;
+		if (r->pf_state != PF_FAIL || listed)
+			continue;
+		if (first < 0)
+			first = (int)i;
+		if (res->npf_lines < DP_CTL_PF_LINES)
+			(void)snprintf(res->pf_lines[res->npf_lines++], sizeof(res->pf_lines[0]),
+				       "%s (rank %zu): %s", r->spec->host, i, r->pf_why);
+		res->npf_bad++;
+	}
+	fail(c, DP_CTL_PREFLIGHT_FAILED, first, DP_CTL_EXIT_PREFLIGHT,
+	     "pre-flight failed on %d of %zu node%s: %s", res->npf_bad, nhosts,
+	     nhosts == 1 ? "" : "s", res->npf_lines ? res->pf_lines[0] : "?");
+}
+
+/* Progress: the step every rank has reached, mean loss, summed tokens/s. */
+static void progress(struct ctl *c)
+{
+	struct dp_ctl_event ev = { .type = DP_CTL_EV_PROGRESS, .rank = -1 };
+	uint64_t step = UINT64_MAX;
+	double loss = 0, tps = 0;
+	int nloss = 0, ntps = 0;
+
+	for (size_t i = 0; i < c->spec->nranks; i++) {
+		const struct rank *r = &c->ranks[i];
+
+		if (!r->has_step)
+			return;
+		if (r->step < step)
+			step = r->step;
+		if (isfinite(r->loss))
+			loss += r->loss, nloss++;
+		if (isfinite(r->tps))
+			tps += r->tps, ntps++;
+	}
+	if (step <= c->progress)
+		return;
+	c->progress = step;
+	ev.step = step;
+	ev.loss = nloss ? loss / nloss : NAN;
+	ev.tokens_per_s = ntps ? tps : NAN;
+	emit(c, &ev);
+}
+
 /* Handle one message; returns NULL if fine, else why the connection must close. */
 static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg *m, char *why,
 			  size_t whylen)
@@ -448,14 +589,30 @@ static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg
 		k->rank = (int)h->rank;
 		dp_log(DP_LOG_INFO, "ctl", "rank %u connected from %s (host %s, pid %u, %s)",
 		       h->rank, k->peer, h->host, h->pid, h->topo);
+		if (c->pf_checks) {
+			struct dp_ctl_msg probe = { .type = DP_CTL_PREFLIGHT_PROBE };
+
+			r->pf_sent = wall_s();
+			probe.u.probe_clock = r->pf_sent;
+			r->pf_state = PF_PROBED;
+			conn_send(k, &probe);
+		}
 		return NULL;
 	}
 	r = &c->ranks[k->rank];
 	switch (m->type) {
 	case DP_CTL_READY:
 		r->ready = 1;
+		emit_rank(c, DP_CTL_EV_READY, k->rank, 1, NULL);
+		return NULL;
+	case DP_CTL_PREFLIGHT:
+		if (r->pf_state != PF_PROBED)
+			return "pre-flight report that was not asked for";
+		on_preflight(c, k->rank, &m->u.pf);
 		return NULL;
 	case DP_CTL_HEARTBEAT:
+		r->loss = m->u.hb.loss;
+		r->tps = m->u.hb.tokens_per_s;
 		r->last_hb = now_s();
 		if (!r->has_step || m->u.hb.step > r->step) {
 			r->last_progress = r->last_hb;
@@ -464,9 +621,10 @@ static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg
 		}
 		if (r->step > c->res->max_step)
 			c->res->max_step = r->step;
+		progress(c);
 		return NULL;
 	case DP_CTL_LOG:
-		print_line(c, k->rank, m->u.log.line);
+		print_line(c, k->rank, m->u.log.stream, m->u.log.line);
 		return NULL;
 	case DP_CTL_ENDPOINT:
 		return on_endpoint(c, k->rank, &m->u.ep, why, whylen);
@@ -558,8 +716,7 @@ static int spawn_code(int e)
 
 static void ev_output(void *arg, int rank, int stream, const char *line)
 {
-	(void)stream;
-	print_line(arg, rank, line);
+	print_line(arg, rank, stream, line);
 }
 
 static void ev_exited(void *arg, int rank, int status)
@@ -634,9 +791,21 @@ static int listen_on(struct ctl *c, struct dp_err *err)
 static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 {
 	char tokhex[2 * DP_CTL_TOKEN_LEN + 1], e_tok[128], e_ctl[160], e_rank[32], e_world[32],
-		e_local[32], e_hb[48];
-	const char *extra[] = { e_tok, e_ctl, e_rank, e_world, e_local, e_hb, NULL };
+		e_local[32], e_hb[48], e_pf[128], e_ck[4096];
+	const char *extra[] = { e_tok, e_ctl, e_rank, e_world, e_local, e_hb, NULL, NULL, NULL };
 	int rc;
+
+	/* pre-flight: which checks to gather, where the checkpoints go */
+	if (c->pf_checks) {
+		const char *ck = c->cfg->preflight->checkpoint_dir;
+
+		(void)snprintf(e_pf, sizeof(e_pf), "DP_PREFLIGHT=");
+		(void)dp_preflight_format(c->pf_checks, e_pf + 13, sizeof(e_pf) - 13);
+		extra[6] = e_pf;
+		if (ck &&
+		    snprintf(e_ck, sizeof(e_ck), "DP_CHECKPOINT_DIR=%s", ck) < (int)sizeof(e_ck))
+			extra[7] = e_ck;
+	}
 
 	(void)dp_ctl_token_to_hex(c->token, tokhex, sizeof(tokhex));
 	(void)snprintf(e_tok, sizeof(e_tok), "DP_JOB_TOKEN=%s", tokhex);
@@ -709,9 +878,18 @@ static void check_timers(struct ctl *c, double t)
 	if (c->phase == PH_RENDEZVOUS && !c->failed) {
 		size_t nready = 0;
 
-		for (size_t i = 0; i < c->spec->nranks; i++)
+		size_t npf = 0, npf_bad = 0;
+
+		for (size_t i = 0; i < c->spec->nranks; i++) {
 			nready += c->ranks[i].ready;
-		if (nready == c->spec->nranks && send_peers(c) == 0) {
+			npf += c->ranks[i].pf_state >= PF_PASS;
+			npf_bad += c->ranks[i].pf_state == PF_FAIL;
+		}
+		/* the gate: every report in and nothing failed, or stop here */
+		if (c->pf_checks && npf_bad && (npf == c->spec->nranks || t > c->rdv_deadline)) {
+			fail_preflight(c);
+		} else if (nready == c->spec->nranks && (!c->pf_checks || npf == c->spec->nranks) &&
+			   send_peers(c) == 0) {
 			struct dp_ctl_msg m = { .type = DP_CTL_START };
 
 			m.u.world_size = (uint32_t)c->spec->nranks;
@@ -722,6 +900,7 @@ static void check_timers(struct ctl *c, double t)
 				c->ranks[i].last_progress = t;
 			dp_log(DP_LOG_INFO, "ctl", "all %zu ranks ready after %.3f s: started",
 			       c->spec->nranks, c->res->ready_s);
+			emit_rank(c, DP_CTL_EV_RUNNING, -1, 1, NULL);
 		} else if (t > c->rdv_deadline) {
 			char list[700];
 			size_t off = 0, missing = 0;
@@ -732,7 +911,7 @@ static void check_timers(struct ctl *c, double t)
 				const struct rank *r = &c->ranks[i];
 				int n;
 
-				if (r->ready)
+				if (r->ready && (!c->pf_checks || r->pf_state >= PF_PASS))
 					continue;
 				if (first < 0)
 					first = (int)i;
@@ -741,7 +920,9 @@ static void check_timers(struct ctl *c, double t)
 					continue;
 				n = snprintf(list + off, sizeof(list) - off, "%s%zu (%s%s)",
 					     off ? ", " : "", i, r->spec->host,
-					     r->hello ? ", connected, not ready" : "");
+					     !r->hello	? ""
+					     : r->ready ? ", no pre-flight report"
+							: ", connected, not ready");
 				if (n > 0)
 					off += (size_t)n < sizeof(list) - off
 						       ? (size_t)n
@@ -813,6 +994,7 @@ static int run_once(struct ctl *c, struct dp_err *err)
 
 	c->phase = PH_RENDEZVOUS;
 	c->failed = c->killed = 0;
+	c->progress = 0;
 	c->pending_rank = -1;
 	memset(c->ranks, 0, c->spec->nranks * sizeof(*c->ranks));
 	for (size_t i = 0; i < c->spec->nranks; i++)
@@ -833,6 +1015,11 @@ static int run_once(struct ctl *c, struct dp_err *err)
 	}
 	c->t_spawn = now_s();
 	c->rdv_deadline = c->t_spawn + c->rendezvous_s;
+	{
+		struct dp_ctl_event ev = { .type = DP_CTL_EV_START, .rank = -1 };
+
+		emit(c, &ev);
+	}
 	{
 		struct dp_err serr = { 0 };
 		int bad = -1;
@@ -955,6 +1142,8 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 	c.hang_s = dflt(cfg->hang_timeout_s, 30);
 	c.grace_s = cfg->grace_s > 0 ? cfg->grace_s : 5;
 	c.dump_s = dflt(cfg->dump_wait_s, 1);
+	c.t0 = now_s();
+	c.pf_checks = cfg->preflight ? cfg->preflight->checks & DP_PF_ALL : 0;
 	c.be = dp_launch_backend_pick(cfg->backend, err);
 	if (!c.be)
 		return -ENODEV;
@@ -968,13 +1157,14 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 		double t0 = now_s();
 
 		res->attempts = attempt + 1;
+		c.attempt = attempt + 1;
 		res->max_step = 0;
 		rc = run_once(&c, err);
 		res->run_s += now_s() - t0;
 		if (rc || !c.failed)
 			break;
-		if (attempt >= cfg->max_restarts)
-			break;
+		if (attempt >= cfg->max_restarts || res->outcome == DP_CTL_PREFLIGHT_FAILED)
+			break; /* a node failing pre-flight fails it again */
 		if (cfg->restart_hook ? !cfg->restart_hook(cfg->hook_arg, res, attempt + 1)
 				      : attempt > 0 && res->max_step <= prev_step) {
 			dp_log(DP_LOG_WARN, "ctl", "not restarting after attempt %d", attempt + 1);
@@ -983,11 +1173,23 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 		prev_step = res->max_step;
 		dp_log(DP_LOG_WARN, "ctl", "restart %d of %d after: %s", attempt + 1,
 		       cfg->max_restarts, res->cause);
+		{
+			struct dp_ctl_event ev = { .type = DP_CTL_EV_RESTART, .rank = -1 };
+
+			ev.msg = res->cause;
+			c.attempt = attempt + 2;
+			emit(&c, &ev);
+		}
 		res->outcome = DP_CTL_OK;
 		res->exit_code = 0;
 		res->failed_rank = -1;
 		res->cause[0] = '\0';
 		res->ready_s = -1;
+	}
+	if (!rc) {
+		struct dp_ctl_event ev = { .type = DP_CTL_EV_DONE, .rank = -1, .res = res };
+
+		emit(&c, &ev);
 	}
 out:
 	if (c.lfd >= 0)

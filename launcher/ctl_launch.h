@@ -121,9 +121,15 @@ enum dp_ctl_outcome {
 	DP_CTL_RANK_LOST,    /* connection lost (or protocol violation) without an exit */
 	DP_CTL_RANK_HANG,    /* no heartbeat progress for hang_timeout_s */
 	DP_CTL_RANK_NODONE,  /* exited 0 without reporting done */
+
+	/* a node failed the pre-flight gate; nothing started */
+	DP_CTL_PREFLIGHT_FAILED,
 };
 
 #define DP_CTL_EXIT_HANG 124 /* exit code for a hang, as timeout(1) */
+
+/* exit code when a node fails the pre-flight gate (EX_CONFIG) */
+#define DP_CTL_EXIT_PREFLIGHT 78
 
 struct dp_ctl_result;
 struct dp_ctl_step;
@@ -136,6 +142,36 @@ struct dp_ctl_train_events {
 	/* A rank's TIMELINE frame; @host is where the rank runs (spec host). */
 	void (*timeline)(void *arg, int rank, const char *host, const struct dp_ctl_timeline *t);
 };
+struct dp_preflight_plan;
+
+/* ---- run events (progress, --json stream, events.jsonl) ----
+ * Reported through dp_ctl_cfg.on_event from the controller's thread; every
+ * pointer lives for the call only. */
+enum dp_ctl_event_type {
+	DP_CTL_EV_START,     /* an attempt starts: nranks, attempt */
+	DP_CTL_EV_PREFLIGHT, /* one rank's node report judged: rank, host, ok, msg */
+	DP_CTL_EV_READY,     /* rank said ready: rank, host */
+	DP_CTL_EV_RUNNING,   /* every rank ready, START sent */
+	DP_CTL_EV_PROGRESS,  /* the slowest rank's step advanced: step, loss, tokens_per_s */
+	DP_CTL_EV_FAILURE,   /* the root cause: rank, host, msg, res */
+	DP_CTL_EV_RESTART,   /* a new attempt follows: attempt, msg (the cause) */
+	DP_CTL_EV_DONE,	     /* the run is over: res */
+};
+
+struct dp_ctl_event {
+	enum dp_ctl_event_type type;
+	double t;    /* seconds since dp_ctl_run() started */
+	int attempt; /* 1-based */
+	size_t nranks;
+	int rank;			 /* -1 if not about one rank */
+	const char *host;		 /* NULL if not about one rank */
+	int ok;				 /* PREFLIGHT: passed */
+	uint64_t step, total_steps;	 /* PROGRESS; total 0 if unknown */
+	double loss, tokens_per_s;	 /* PROGRESS: mean loss, summed tokens/s (NaN unknown) */
+	const char *msg;		 /* PREFLIGHT reason/notes, FAILURE/RESTART cause */
+	const struct dp_ctl_result *res; /* FAILURE, DONE */
+};
+/* ---- end of run events ---- */
 
 struct dp_ctl_cfg {
 	const char *backend;		     /* NULL: dp_launch_backend_pick(NULL) */
@@ -158,6 +194,13 @@ struct dp_ctl_cfg {
 	void *train_arg;
 	FILE *out;	      /* rank output as "[host:rank] line"; NULL: discarded */
 	const char *line_fmt; /* prefix template, "%h" host, "%r" rank; NULL: "[%h:%r] " */
+	/* ---- pre-flight, events (health); line_fmt also takes {host}, {rank} ---- */
+	const struct dp_preflight_plan *preflight; /* NULL or no checks: no gate */
+	uint64_t total_steps;			   /* for progress events; 0 unknown */
+	void (*on_event)(void *arg, const struct dp_ctl_event *ev); /* NULL: none */
+	/* every rank output line as received (stream 1/2), before printing */
+	void (*on_line)(void *arg, int rank, const char *host, int stream, const char *line);
+	void *event_arg;
 };
 
 #define DP_CTL_TAIL_LINES 5
@@ -175,6 +218,12 @@ struct dp_ctl_result {
 	uint64_t max_step; /* highest step any rank reported */
 	double ready_s;	   /* seconds from first spawn to all ranks ready, -1 if never */
 	double run_s;	   /* seconds from first spawn to the end */
+
+	/* pre-flight failures, one line per failing node: "HOST (rank R): reason" */
+#define DP_CTL_PF_LINES 16
+	char pf_lines[DP_CTL_PF_LINES][384];
+	int npf_lines; /* lines kept */
+	int npf_bad;   /* failing nodes (may exceed npf_lines) */
 };
 
 /* Run @spec to completion.  Returns 0 when the controller did its job -- the

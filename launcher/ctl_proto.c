@@ -40,6 +40,10 @@ const char *dp_ctl_type_name(int type)
 		return "stop";
 	case DP_CTL_DUMP_STACKS:
 		return "dump-stacks";
+	case DP_CTL_PREFLIGHT:
+		return "preflight";
+	case DP_CTL_PREFLIGHT_PROBE:
+		return "preflight-probe";
 	default:
 		return "unknown";
 	}
@@ -220,6 +224,25 @@ int dp_ctl_encode(const struct dp_ctl_msg *m, struct dp_buf *out, struct dp_err 
 	case DP_CTL_TIMELINE:
 		encode_timeline(&w, &m->u.tl);
 		break;
+	/* ---- pre-flight ---- */
+	case DP_CTL_PREFLIGHT:
+		if (!isfinite(m->u.pf.clock))
+			w.bad = 1;
+		put_u32(&w, m->u.pf.checks);
+		put_u32(&w, (uint32_t)m->u.pf.gpus);
+		put_u32(&w, (uint32_t)m->u.pf.nics);
+		put_u64(&w, m->u.pf.disk_free);
+		put_f64(&w, m->u.pf.clock);
+		put_str(&w, m->u.pf.version, sizeof(m->u.pf.version));
+		put_str(&w, m->u.pf.disk_path, sizeof(m->u.pf.disk_path));
+		put_str(&w, m->u.pf.topo, sizeof(m->u.pf.topo));
+		put_str(&w, m->u.pf.error, sizeof(m->u.pf.error));
+		break;
+	case DP_CTL_PREFLIGHT_PROBE:
+		if (!isfinite(m->u.probe_clock))
+			w.bad = 1;
+		put_f64(&w, m->u.probe_clock);
+		break;
 	default:
 		return dp_err_set(err, EINVAL, "ctl: cannot encode unknown message type %d",
 				  (int)m->type);
@@ -386,6 +409,16 @@ static void decode_timeline(struct rd *r, struct dp_ctl_timeline *t)
 	}
 }
 
+/* A wall-clock time: NaN and infinities are both refused. */
+static void get_clock(struct rd *r, double *dst, const char *what)
+{
+	double d = get_f64(r, what);
+
+	if (!r->fail && !isfinite(d))
+		r->fail = what;
+	*dst = d;
+}
+
 long dp_ctl_decode(const void *buf, size_t len, struct dp_ctl_msg *m, struct dp_err *err)
 {
 	const unsigned char *b = buf;
@@ -469,6 +502,23 @@ long dp_ctl_decode(const void *buf, size_t len, struct dp_ctl_msg *m, struct dp_
 		break;
 	case DP_CTL_TIMELINE:
 		decode_timeline(&r, &tmp.u.tl);
+		break;
+	/* ---- pre-flight ---- */
+	case DP_CTL_PREFLIGHT:
+		tmp.u.pf.checks = get_u32(&r, "checks");
+		tmp.u.pf.gpus = (int32_t)get_u32(&r, "gpus");
+		tmp.u.pf.nics = (int32_t)get_u32(&r, "nics");
+		if (!r.fail && (tmp.u.pf.gpus < -1 || tmp.u.pf.nics < -1))
+			r.fail = tmp.u.pf.gpus < -1 ? "gpus" : "nics";
+		tmp.u.pf.disk_free = get_u64(&r, "disk free");
+		get_clock(&r, &tmp.u.pf.clock, "clock");
+		get_str(&r, tmp.u.pf.version, sizeof(tmp.u.pf.version), "version");
+		get_str(&r, tmp.u.pf.disk_path, sizeof(tmp.u.pf.disk_path), "disk path");
+		get_str(&r, tmp.u.pf.topo, sizeof(tmp.u.pf.topo), "topology");
+		get_str(&r, tmp.u.pf.error, sizeof(tmp.u.pf.error), "error");
+		break;
+	case DP_CTL_PREFLIGHT_PROBE:
+		get_clock(&r, &tmp.u.probe_clock, "clock");
 		break;
 	}
 	if (r.fail)

@@ -21,8 +21,13 @@
  * DONE.  Controller -> worker: PEERS (the addresses a rank asked for, in as
  * many frames as needed, before START), START, STOP, DUMP_STACKS.
  *
- * Versions: 1 had hello..dump-stacks; 2 added endpoint, step, timeline and
- * peers.  Both ends refuse a frame of another version (one build runs both
+ * Pre-flight (only when the run has health.preflight checks): the controller
+ * answers a HELLO with PREFLIGHT_PROBE, the worker replies PREFLIGHT with
+ * its node report (launcher/dp_preflight.h); START is only sent once every
+ * report passed.
+ *
+ * Versions: 1 had hello..dump-stacks; 2 added endpoint, step, timeline,
+ * peers, preflight and preflight-probe.  Both ends refuse a frame of another version (one build runs both
  * ends of a job), so a mixed installation fails at hello with a clear reason.
  *
  * The decoder never trusts the peer: any bad frame yields a negative errno
@@ -66,6 +71,10 @@ enum dp_ctl_type {
 	DP_CTL_STOP = 17,
 	DP_CTL_DUMP_STACKS = 18,
 	DP_CTL_PEERS = 19, /* v2 */
+	/* ---- pre-flight gate (health.preflight) ---- */
+	DP_CTL_PREFLIGHT = 32,	     /* worker -> controller: struct dp_ctl_preflight */
+	DP_CTL_PREFLIGHT_PROBE = 33, /* controller -> worker: send your report now */
+				     /* ---- end of pre-flight ---- */
 };
 
 struct dp_ctl_hello {
@@ -141,6 +150,26 @@ struct dp_ctl_log {
 	char line[DP_CTL_LINE_MAX];
 };
 
+/* ---- pre-flight gate (health.preflight) ------------------------------------
+ * A worker's node report.  Payload order: checks u32, gpus i32, nics i32,
+ * disk_free u64, clock f64 (finite), then the strings version, disk_path,
+ * topo, error. */
+#define DP_CTL_VERSION_MAX 64
+#define DP_CTL_PF_STR_MAX  256
+
+struct dp_ctl_preflight {
+	uint32_t checks;		   /* DP_PF_* bits the worker gathered */
+	int32_t gpus;			   /* GPUs seen, -1 if not gathered */
+	int32_t nics;			   /* usable RDMA NICs seen, -1 if not gathered */
+	uint64_t disk_free;		   /* bytes free at disk_path (unprivileged user) */
+	double clock;			   /* CLOCK_REALTIME seconds when the report was sent */
+	char version[DP_CTL_VERSION_MAX];  /* dpworker version string */
+	char disk_path[DP_CTL_PF_STR_MAX]; /* where free space was measured */
+	char topo[DP_CTL_PF_STR_MAX];	   /* first topology problem, "" if none */
+	char error[DP_CTL_PF_STR_MAX];	   /* what could not be gathered, "" if all */
+};
+/* ---- end of pre-flight ---- */
+
 /* One decoded message.  Only the member matching @type is meaningful. */
 struct dp_ctl_msg {
 	enum dp_ctl_type type;
@@ -155,6 +184,8 @@ struct dp_ctl_msg {
 		int32_t done_status;		/* DONE: exit status, 128+sig for a signal */
 		uint32_t world_size;		/* START */
 		char reason[DP_CTL_REASON_MAX]; /* STOP: why the controller stops the run */
+		struct dp_ctl_preflight pf;	/* PREFLIGHT */
+		double probe_clock; /* PREFLIGHT_PROBE: controller CLOCK_REALTIME (finite) */
 	} u;
 };
 

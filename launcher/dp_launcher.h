@@ -67,6 +67,10 @@ enum dp_recipe_preflight {
 	DP_RECIPE_PREFLIGHT_PORTS = 1u << 3, /* "ports": rendezvous ports are free */
 	DP_RECIPE_PREFLIGHT_DISK = 1u << 4,  /* "disk": checkpoint dir is writable */
 	DP_RECIPE_PREFLIGHT_CLOCK = 1u << 5, /* "clock": host clocks agree */
+
+	/* pre-flight gate (launcher/dp_preflight.h) */
+	DP_RECIPE_PREFLIGHT_TOPOLOGY = 1u << 6, /* "topology": rails, ports, NVLink */
+	DP_RECIPE_PREFLIGHT_VERSION = 1u << 7,	/* "version": dpworker = dpctl version */
 };
 
 /* Names of the enum values above, as written in recipes ("ssh", "dualpipe",
@@ -138,6 +142,10 @@ struct dp_recipe {
 		double rendezvous_s;   /* all workers must join within; default 60 */
 		int max_restarts;      /* default 3 */
 		unsigned preflight;    /* DP_RECIPE_PREFLIGHT_* bits; default ssh|gpus|ports */
+
+		/* pre-flight thresholds */
+		double min_free_disk_gb;   /* "disk" check threshold; default 1 */
+		double max_clock_offset_s; /* "clock" check limit; default 1 */
 	} health;
 
 	struct dp_recipe_env *env; /* passed to every worker, in file order */

@@ -527,9 +527,9 @@ static const char *const known_hosts_names[] = { "strict", "accept-new", "off", 
 static const char *const schedule_names[] = { "dualpipe", "dualpipev", "1f1b", "zb1p", NULL };
 static const char *const backend_names[] = { "cpu", "cuda", NULL };
 /* bit i of health.preflight is preflight_names[i] */
-static const char *const preflight_names[] = {
-	"ssh", "gpus", "nics", "ports", "disk", "clock", NULL
-};
+static const char *const preflight_names[] = { "ssh", "gpus", "nics", "ports", "disk", "clock",
+					       /* pre-flight gate (launcher/dp_preflight.h) */
+					       "topology", "version", NULL };
 
 static const struct field cluster_fields[] = {
 	{ .name = "hosts", .type = F_HOSTS, .off = OFF(cluster.hosts), .req = 1 },
@@ -595,6 +595,8 @@ static const struct field health_fields[] = {
 	  .type = F_PREFLIGHT,
 	  .off = OFF(health.preflight),
 	  .names = preflight_names },
+	DBL("min_free_disk_gb", health.min_free_disk_gb, 0, 1e9),
+	DBL("max_clock_offset_s", health.max_clock_offset_s, 0, 86400),
 	{ 0 },
 };
 
@@ -1481,6 +1483,8 @@ static int set_defaults(struct dp_recipe *r, const char *name)
 	r->health.max_restarts = 3;
 	r->health.preflight =
 		DP_RECIPE_PREFLIGHT_SSH | DP_RECIPE_PREFLIGHT_GPUS | DP_RECIPE_PREFLIGHT_PORTS;
+	r->health.min_free_disk_gb = 1;
+	r->health.max_clock_offset_s = 1;
 	r->metrics.interval_s = 10;
 	return 0;
 }

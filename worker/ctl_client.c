@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "launcher/ctl_proto.h"
+#include "launcher/dp_preflight.h"
 #include "worker/dp_worker.h"
 #include "common/dp_banned.h"
 
@@ -40,6 +41,7 @@ struct dp_ctl_client {
 	struct dp_ctl_rx rx;
 	struct dp_ctl_peer *peers; /* from PEERS frames, guarded by lock */
 	size_t npeers, cappeers;
+	struct dp_ctl_preflight pf; /* pre-flight report, answered on a probe */
 };
 
 static double now_s(void)
@@ -103,6 +105,21 @@ out:
 	return rc;
 }
 
+/* Pre-flight: stamp the clock as late as possible, then send the report. */
+static void answer_probe(struct dp_ctl_client *c)
+{
+	struct dp_ctl_msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return;
+	m->type = DP_CTL_PREFLIGHT;
+	m->u.pf = c->pf;
+	dp_preflight_stamp(&m->u.pf);
+	if (send_msg(c, m, NULL) != 0)
+		set_flag(c, &c->lost);
+	free(m);
+}
+
 static void *client_thread(void *arg)
 {
 	struct dp_ctl_client *c = arg;
@@ -160,6 +177,8 @@ static void *client_thread(void *arg)
 				set_flag(c, &c->stopped);
 			else if (m->type == DP_CTL_DUMP_STACKS && c->on_dump)
 				c->on_dump(c->arg);
+			else if (m->type == DP_CTL_PREFLIGHT_PROBE)
+				answer_probe(c);
 		}
 		if (rc < 0) {
 			set_flag(c, &c->lost);
@@ -232,6 +251,12 @@ int dp_ctl_client_open(const struct dp_ctl_client_cfg *cfg, struct dp_ctl_client
 	c->hb.loss = NAN;
 	c->hb.tokens_per_s = NAN;
 	c->on_dump = cfg->on_dump_stacks;
+	if (cfg->preflight) {
+		c->pf = *cfg->preflight;
+	} else {
+		c->pf.gpus = c->pf.nics = -1;
+		(void)snprintf(c->pf.error, sizeof(c->pf.error), "the worker gathered no report");
+	}
 	c->arg = cfg->arg;
 	dp_ctl_rx_init(&c->rx);
 	(void)pthread_mutex_init(&c->wlock, NULL);

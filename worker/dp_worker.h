@@ -8,6 +8,7 @@
 
 #include "common/dp_err.h"
 #include "worker/dp_model.h"
+#include "launcher/ctl_proto.h"
 
 /* Run dpworker with @argc/@argv; data on @out, diagnostics on @err.
  * Returns a sysexits.h code (or the exit status a test mode asks for);
@@ -33,6 +34,9 @@ struct dp_ctl_client_cfg {
 	/* Called from the client thread when the controller asks for stack dumps. */
 	void (*on_dump_stacks)(void *arg);
 	void *arg;
+	/* pre-flight: the node report sent (clock stamped) when the controller
+	 * probes; copied.  NULL: a probe is answered with an empty report. */
+	const struct dp_ctl_preflight *preflight;
 };
 
 /* Connect and send hello.  0, or -errno (-ECONNREFUSED, -ETIMEDOUT, ...). */

@@ -26,6 +26,7 @@
 #include "common/dp_buf.h"
 #include "common/dp_util.h"
 #include "launcher/ctl_proto.h"
+#include "launcher/dp_preflight.h"
 #include "topo/dp_topo.h"
 #include "worker/dp_exec.h"
 #include "worker/dp_model.h"
@@ -171,11 +172,31 @@ static void install_dump_handler(void)
 	(void)sigaction(SIGUSR1, &sa, NULL);
 }
 
+/* Pre-flight: the controller lists the checks in DP_PREFLIGHT; gather this
+ * node's report into @pf and point @cc at it.  0 or EX_CONFIG. */
+static int preflight_setup(struct dp_ctl_client_cfg *cc, struct dp_ctl_preflight *pf, FILE *err)
+{
+	const char *pfl = getenv("DP_PREFLIGHT");
+	unsigned checks = 0;
+	struct dp_err e = { 0 };
+
+	if (!pfl)
+		return 0;
+	if (dp_preflight_parse(pfl, &checks, &e) != 0) {
+		(void)fprintf(err, "dpworker: error: DP_PREFLIGHT: %s\n", e.msg);
+		return EX_CONFIG;
+	}
+	dp_preflight_gather(checks, getenv("DP_CHECKPOINT_DIR"), pf);
+	cc->preflight = pf;
+	return 0;
+}
+
 /* A recipe run: train this rank under the controller. */
 static int train_run(const struct wopts *o, FILE *out, FILE *err)
 {
 	uint8_t token[DP_CTL_TOKEN_LEN];
 	struct dp_ctl_client_cfg cc = { 0 };
+	struct dp_ctl_preflight pf;
 	char topo[64];
 	int rc = join_setup(token, err);
 
@@ -189,6 +210,9 @@ static int train_run(const struct wopts *o, FILE *out, FILE *err)
 	cc.topo = topo;
 	cc.heartbeat_s = o->heartbeat_s;
 	cc.on_dump_stacks = on_dump_stacks;
+	rc = preflight_setup(&cc, &pf, err);
+	if (rc)
+		return rc;
 	return dp_worker_train_ctl(&cc, out, err);
 }
 
@@ -197,6 +221,7 @@ static int fake_run(const struct wopts *o, FILE *out, FILE *err)
 	uint8_t token[DP_CTL_TOKEN_LEN];
 	struct dp_ctl_client_cfg cc = { 0 };
 	struct dp_ctl_client *c = NULL;
+	struct dp_ctl_preflight pf;
 	struct dp_err e = { 0 };
 	char topo[64];
 	int status = join_setup(token, err);
@@ -218,6 +243,9 @@ static int fake_run(const struct wopts *o, FILE *out, FILE *err)
 	cc.topo = topo;
 	cc.heartbeat_s = o->heartbeat_s;
 	cc.on_dump_stacks = on_dump_stacks;
+	status = preflight_setup(&cc, &pf, err);
+	if (status)
+		return status;
 	if (dp_ctl_client_open(&cc, &c, &e) != 0 || dp_ctl_client_ready(c, &e) != 0 ||
 	    dp_ctl_client_wait_start(c, 0, &e) != 0) {
 		(void)fprintf(err, "dpworker: error: rank %ld: %s\n", o->rank, e.msg);

@@ -87,6 +87,20 @@ static struct dp_ctl_msg sample(enum dp_ctl_type t)
 						      .start_ns = 2000,
 						      .end_ns = 2000 };
 		break;
+	/* pre-flight */
+	case DP_CTL_PREFLIGHT:
+		m.u.pf.checks = 0x3f;
+		m.u.pf.gpus = 8;
+		m.u.pf.nics = -1;
+		m.u.pf.disk_free = 0xfedcba9876ULL;
+		m.u.pf.clock = 1790000000.125;
+		(void)snprintf(m.u.pf.version, sizeof(m.u.pf.version), "0.1.0-rc1");
+		(void)snprintf(m.u.pf.disk_path, sizeof(m.u.pf.disk_path), "/ckpt/run 1");
+		(void)snprintf(m.u.pf.topo, sizeof(m.u.pf.topo), "rail: GPU3 has no NIC");
+		break;
+	case DP_CTL_PREFLIGHT_PROBE:
+		m.u.probe_clock = 1790000000.5;
+		break;
 	default:
 		break;
 	}
@@ -97,6 +111,7 @@ static const enum dp_ctl_type all_types[] = {
 	DP_CTL_HELLO,	 DP_CTL_READY, DP_CTL_HEARTBEAT, DP_CTL_LOG,
 	DP_CTL_DONE,	 DP_CTL_START, DP_CTL_STOP,	 DP_CTL_DUMP_STACKS,
 	DP_CTL_ENDPOINT, DP_CTL_PEERS, DP_CTL_STEP,	 DP_CTL_TIMELINE,
+	DP_CTL_PREFLIGHT, DP_CTL_PREFLIGHT_PROBE,
 };
 
 static void every_type_round_trips(void **state)
@@ -258,6 +273,27 @@ static void garbled_payloads_are_refused(void **state)
 	expect_error(&b, b.len, -EBADMSG, "'status'");
 	dp_buf_release(&b);
 
+	/* pre-flight: a GPU count below -1 ("unknown") */
+	m = sample(DP_CTL_PREFLIGHT);
+	encode(&m, &b);
+	b.data[DP_CTL_HDR_LEN + 4] = (char)-1; /* gpus = 0xff000008 */
+	expect_error(&b, b.len, -EBADMSG, "'gpus'");
+	dp_buf_release(&b);
+
+	/* pre-flight: a report cut inside its last string */
+	m = sample(DP_CTL_PREFLIGHT);
+	encode(&m, &b);
+	set_plen(&b, (uint32_t)(b.len - DP_CTL_HDR_LEN - 1));
+	expect_error(&b, b.len - 1, -EBADMSG, "'error'");
+	dp_buf_release(&b);
+
+	/* pre-flight: a NaN clock (NaN is "unknown" for a loss, not a time) */
+	m = sample(DP_CTL_PREFLIGHT_PROBE);
+	encode(&m, &b);
+	memset(b.data + DP_CTL_HDR_LEN, 0xff, 8);
+	expect_error(&b, b.len, -EBADMSG, "'clock'");
+	dp_buf_release(&b);
+
 	/* infinite tokens/s */
 	m = sample(DP_CTL_HEARTBEAT);
 	m.u.hb.tokens_per_s = INFINITY;
@@ -338,6 +374,9 @@ static void encoder_refuses_bad_messages(void **state)
 	memset(m.u.log.line, 'x', sizeof(m.u.log.line)); /* no NUL: too long */
 	assert_int_equal(dp_ctl_encode(&m, &b, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "overlong"));
+	m = sample(DP_CTL_PREFLIGHT);
+	m.u.pf.clock = NAN; /* the sender must stamp a real time */
+	assert_int_equal(dp_ctl_encode(&m, &b, &err), -EINVAL);
 	m.type = (enum dp_ctl_type)77;
 	assert_int_equal(dp_ctl_encode(&m, &b, &err), -EINVAL);
 	assert_int_equal(b.len, 0);

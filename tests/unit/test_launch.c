@@ -600,8 +600,10 @@ static void dpctl_launch_ok_and_json(void **state)
 	r = DPCTL("--json", "launch", "--local", "2", "--fake-steps", "3", "--fake-step-ms", "5",
 		  "--heartbeat-s", "0.05");
 	assert_int_equal(r.rc, 0);
-	assert_non_null(strstr(r.out, "\"outcome\": \"ok\""));
-	assert_non_null(strstr(r.out, "\"ranks\": 2"));
+	/* the event stream ends with "done", which carries the summary */
+	assert_non_null(strstr(r.out, "{\"event\":\"done\""));
+	assert_non_null(strstr(r.out, "\"outcome\":\"ok\""));
+	assert_non_null(strstr(r.out, "\"ranks\":2}\n"));
 	dp_test_run_free(&r);
 }
 

@@ -237,6 +237,8 @@ static void defaults_fill_every_optional_key(void **state)
 	assert_int_equal(r->health.max_restarts, 3);
 	assert_int_equal(r->health.preflight, DP_RECIPE_PREFLIGHT_SSH | DP_RECIPE_PREFLIGHT_GPUS |
 						      DP_RECIPE_PREFLIGHT_PORTS);
+	assert_true(r->health.min_free_disk_gb == 1);
+	assert_true(r->health.max_clock_offset_s == 1);
 	assert_int_equal(r->n_env, 0);
 	assert_int_equal(r->notify.n_webhooks, 0);
 	assert_null(r->metrics.push_url);
@@ -336,7 +338,7 @@ static void bad_enums_list_allowed_values(void **state)
 		"dualpipev, 1f1b, zb1p\n"
 		"15:12: error: key 'train.backend': 'rocm' is not one of cpu, cuda\n"
 		"17:26: error: key 'health.preflight[2]': 'network' is not one of ssh, gpus, nics, "
-		"ports, disk, clock\n"
+		"ports, disk, clock, topology, version\n"
 		"17:35: error: key 'health.preflight[3]': check 'ssh' is listed more than once\n");
 }
 

@@ -30,6 +30,17 @@
 #include "launcher/dp_train_report.h"
 #include "tests/unit/dp_test.h"
 
+/* The "train" event line of a `dpctl --json launch` event stream. */
+static json_t *train_event(const char *out)
+{
+	const char *p = strstr(out, "{\"event\":\"train\"");
+	json_t *o = p ? json_loads(p, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+
+	if (!o)
+		fail_msg("no train event in:\n%s", out);
+	return o;
+}
+
 static const char *worker_or_skip(void)
 {
 	const char *w = getenv("DPWORKER");
@@ -146,9 +157,8 @@ static void trains_like_train_local(const char *algo, int pp, int micro)
 	r = DPCTL("--json", "launch", "--run-dir", dir, path);
 	if (r.rc != 0)
 		fail_msg("%s pp %d: rc %d\n%s\n%s", algo, pp, r.rc, r.err, r.out);
-	o = json_loads(r.out, 0, NULL);
-	assert_non_null(o);
-	losses = json_object_get(json_object_get(o, "train"), "losses");
+	o = train_event(r.out);
+	losses = json_object_get(o, "losses");
 	assert_int_equal(json_array_size(losses), STEPS);
 	for (size_t k = 0; k < STEPS; k++) {
 		char got[32];
@@ -164,7 +174,7 @@ static void trains_like_train_local(const char *algo, int pp, int micro)
 		    json_real_value(json_array_get(losses, 0)));
 	(void)snprintf(trace, sizeof(trace), "%s/trace.json", dir);
 	assert_string_equal(
-		json_string_value(json_object_get(json_object_get(o, "train"), "trace")), trace);
+		json_string_value(json_object_get(o, "trace")), trace);
 	t = json_load_file(trace, 0, NULL);
 	if (!t)
 		fail_msg("%s is not valid JSON", trace);
