@@ -112,6 +112,13 @@ struct dp_recipe {
 		int max_nodes_per_token; /* default min(groups, nodes) */
 		int vocab;		 /* vocabulary size; default 32000 */
 		int seq_len;		 /* tokens per sequence; default 2048 */
+		int redundant_experts;	 /* extra physical expert slots per MoE layer (EPLB); 0 */
+		/* model.expert_loads: the JSON file (`dpctl eplb --loads` format), relative
+		 * paths resolved against the recipe's directory; NULL (default): none.  When
+		 * set, the loads were read and checked at load time: expert_load is
+		 * [layers - dense_layers][experts] row-major. */
+		char *expert_loads;
+		float *expert_load;
 	} model;
 
 	struct {
