@@ -23,36 +23,6 @@ static const struct option opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-static enum dp_plan_pairing pairing_of(enum dp_recipe_schedule s)
-{
-	switch (s) {
-	case DP_RECIPE_SCHED_DUALPIPE:
-		return DP_PLAN_DUALPIPE;
-	case DP_RECIPE_SCHED_DUALPIPEV:
-		return DP_PLAN_DUALPIPEV;
-	default:
-		return DP_PLAN_SINGLE;
-	}
-}
-
-/* Build the layout of a loaded recipe. */
-int dp_plan_from_recipe(const struct dp_recipe *r, struct dp_plan **out, struct dp_err *err)
-{
-	struct dp_plan_cfg cfg = {
-		.nodes = (int)dp_hostlist_count(r->cluster.hosts),
-		.gpus_per_node = r->cluster.gpus,
-		.pp = r->parallel.pp,
-		.ep = r->parallel.ep,
-		.dp = r->parallel.dp,
-		.pairing = pairing_of(r->parallel.schedule),
-	};
-	int rc = dp_plan_build(&cfg, out, err);
-
-	if (rc)
-		return dp_err_prefix(err, "%s", r->path);
-	return 0;
-}
-
 #define MAX_TOPO_FILES 16
 
 /* Per local GPU index: what a rank on that GPU binds to (from --topology). */
