@@ -335,6 +335,7 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 			lopts->ssh_identity = r->cluster.identity;
 		lopts->ssh_user = r->cluster.user;
 		lopts->ssh_port = r->cluster.port;
+		lopts->relay_width = r->cluster.relay_width; /* 0: flat (or $DP_SSH_RELAY_WIDTH) */
 		if (r->cluster.known_hosts == DP_RECIPE_KH_ACCEPT_NEW)
 			lopts->accept_new = 1;
 		else if (r->cluster.known_hosts == DP_RECIPE_KH_OFF)

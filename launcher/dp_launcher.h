@@ -96,6 +96,7 @@ struct dp_recipe {
 		int gpus;				/* workers (GPUs) per node; default 1 */
 		int nics;		  /* NICs per node hint; 0 (default): detect */
 		double connect_timeout_s; /* ssh connect window; default 10 */
+		int relay_width;	  /* ssh relay tree width; 0 (default): flat */
 	} cluster;
 
 	struct {

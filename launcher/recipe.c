@@ -542,6 +542,7 @@ static const struct field cluster_fields[] = {
 	INT("gpus", cluster.gpus, 1, 1024),
 	INT("nics", cluster.nics, 0, 1024),
 	DBL("connect_timeout_s", cluster.connect_timeout_s, 0, 3600),
+	INT("relay_width", cluster.relay_width, 0, 4096),
 	{ 0 },
 };
 
