@@ -77,9 +77,10 @@ struct chan {
 	int relay;	   /* a relay channel (rank -1): runs `WORKER --relay` for sub[] */
 	struct chan **sub; /* relay: the ranks it starts */
 	size_t nsub;
-	struct chan *via; /* a delegated rank: its relay channel */
-	json_t *spec;	  /* rank, host, local, argv, env, extra (no token) */
-	char *token;	  /* the job token, for a relay's input */
+	struct chan *via;  /* a delegated rank: its relay channel */
+	json_t *spec;	   /* rank, host, local, argv, env, extra (no token) */
+	char errline[256]; /* relay: its last stderr line, for the failure message */
+	char *token;	   /* the job token, for a relay's input */
 };
 
 struct ssh_session {
@@ -494,6 +495,8 @@ static void relay_line(struct ssh_session *ss, struct chan *c, int j, const char
 
 	if (j == 1 || !strchr("OXF", line[0]) || line[1] != ' ') {
 		dp_log(DP_LOG_INFO, "launch", "relay on %s: %s", c->h->name, line);
+		if (j == 1)
+			(void)snprintf(c->errline, sizeof(c->errline), "%s", line);
 		return;
 	}
 	rank = strtol(line + 2, &end, 10);
@@ -590,11 +593,11 @@ static void finish(struct ssh_session *ss, struct chan *c)
 	(void)libssh2_channel_free(c->ch);
 	c->ch = NULL;
 	if (c->relay) {
-		char msg[300];
+		char msg[512];
 
 		/* ranks it never reported on are lost with it */
-		(void)snprintf(msg, sizeof(msg), "ssh: the relay on '%s' ended (status %d)",
-			       c->h->name, status);
+		(void)snprintf(msg, sizeof(msg), "ssh: the relay on '%s' ended (status %d)%s%.200s",
+			       c->h->name, status, c->errline[0] ? ": " : "", c->errline);
 		chan_fail(ss, c, EPIPE, msg);
 		return;
 	}
