@@ -120,7 +120,7 @@ static int read_commands(int fd, struct dp_buf *pend, struct dp_launch_session *
 	while ((n = read(fd, chunk, sizeof(chunk))) > 0)
 		if (dp_buf_add(pend, chunk, (size_t)n))
 			return 1; /* a flood of commands: treat as a broken parent */
-	for (char *nl; (nl = memchr(pend->data, '\n', pend->len)) != NULL;) {
+	for (char *nl; pend->len && (nl = memchr(pend->data, '\n', pend->len)) != NULL;) {
 		char *end;
 		long rank;
 
