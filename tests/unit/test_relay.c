@@ -173,6 +173,33 @@ static void failure_behind_a_relay_stops_everything(void **state)
 	wait_no_leftovers();
 }
 
+/* A rank behind a relay stops making progress: the hang is found, and the
+ * stop (TERM, then KILL) goes down the tree to every rank and to the
+ * children they left behind. */
+static void hang_behind_a_relay_stops_everything(void **state)
+{
+	char id[300], kh[300], want[128];
+	struct dp_test_run r;
+
+	(void)state;
+	if (!up)
+		skip();
+	(void)setenv("DP_SSH_RELAY_WIDTH", "2", 1);
+	(void)snprintf(id, sizeof(id), "%s/id", state_dir);
+	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", state_dir);
+	r = dp_test_dpctl("launch", "--ssh", hosts, "--per-host", "2", "--ssh-identity", id,
+			  "--known-hosts", kh, "--worker", getenv("DPWORKER"), "--fake-steps",
+			  "100000", "--fake-step-ms", "20", "--fake-hang", "9:3",
+			  "--fake-spawn-child", "--heartbeat-s", "0.2", "--hang-timeout-s", "3",
+			  "--grace-s", "1");
+	assert_int_equal(r.rc, 124);
+	(void)snprintf(want, sizeof(want), "rank 9 on 10.254.%d.5", cluster_id);
+	if (!strstr(r.err, "root cause: ") || !strstr(r.err, want))
+		fail_msg("no root cause naming '%s': %s", want, r.err);
+	dp_test_run_free(&r);
+	wait_no_leftovers();
+}
+
 /* A relayed node whose sshd is down: the launch fails naming that node. */
 static void unreachable_node_behind_a_relay_is_named(void **state)
 {
@@ -203,6 +230,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(two_relays_start_twelve_ranks),
 		cmocka_unit_test(failure_behind_a_relay_stops_everything),
+		cmocka_unit_test(hang_behind_a_relay_stops_everything),
 		cmocka_unit_test(unreachable_node_behind_a_relay_is_named),
 	};
 
