@@ -120,98 +120,13 @@ struct launch_opts {
 	int dry_run;
 };
 
-#define MAX_ENV 64
-
-/* Per-rank argv and environment storage. */
+/* Per-rank argv and environment storage.  The environment of a recipe rank
+ * comes from dp_plan_env_build(), which `dpctl plan` shows too. */
 struct rank_args {
 	const char *argv[MAX_ARGS];
 	char num[6][24];
-	const char *env[MAX_ENV + 1];
-	char layout[12][48];
-	char model[384];
-	char ckpt_dir[PATH_MAX + 16];
-	char ckpt_every[48];
+	struct dp_plan_env env;
 };
-
-/* The model of a recipe as dpworker reads it (DP_MODEL; worker/train_ctl.c):
- * a token may use max_nodes_per_token expert groups (the recipe's own
- * reading of that key); sequences per micro-batch = batch / (micro * dp). */
-static void model_env(const struct dp_recipe *r, char *buf, size_t len)
-{
-	long seqs = r->train.batch / ((long)r->parallel.micro_batches * r->parallel.dp);
-
-	(void)snprintf(buf, len,
-		       "DP_MODEL=layers=%d,hidden=%d,ffn=%d,experts=%d,shared=%d,top_k=%d,"
-		       "groups=%d,topk_groups=%d,vocab=%d,seq_len=%d,seqs=%ld,lr=%.9g",
-		       r->model.layers, r->model.hidden, r->model.ffn_hidden, r->model.experts,
-		       r->model.shared_experts, r->model.top_k, r->model.groups,
-		       r->model.max_nodes_per_token > 0 ? r->model.max_nodes_per_token
-							: r->model.groups,
-		       r->model.vocab, r->model.seq_len, seqs > 0 ? seqs : 1, r->train.lr);
-}
-
-/* The environment a rank of a recipe run gets: its place in the layout, then
- * the recipe's env section.  Strings point into @ra or @r. */
-static void build_env(const struct dp_recipe *r, char *const *renv, const struct dp_plan_rank *x,
-		      struct rank_args *ra)
-{
-	int k = 0, n = 0;
-
-#define LAYOUT(...)                                                                                \
-	((void)snprintf(ra->layout[n], sizeof(ra->layout[n]), __VA_ARGS__),                        \
-	 ra->env[k++] = ra->layout[n++])
-	LAYOUT("DP_PP_RANK=%d", x->pp);
-	LAYOUT("DP_EP_RANK=%d", x->ep);
-	LAYOUT("DP_DP_RANK=%d", x->dp);
-	if (x->nstages == 2)
-		LAYOUT("DP_STAGES=%d,%d", x->stage[0], x->stage[1]);
-	else
-		LAYOUT("DP_STAGES=%d", x->stage[0]);
-	LAYOUT("DP_PP_SIZE=%d", r->parallel.pp);
-	LAYOUT("DP_EP_SIZE=%d", r->parallel.ep);
-	LAYOUT("DP_DP_SIZE=%d", r->parallel.dp);
-	LAYOUT("DP_SCHEDULE=%s", dp_recipe_schedule_name(r->parallel.schedule));
-	LAYOUT("DP_MICRO_BATCHES=%d", r->parallel.micro_batches);
-	LAYOUT("DP_STEPS=%ld", r->train.steps);
-	LAYOUT("DP_SEED=%ld", r->train.seed);
-#undef LAYOUT
-	model_env(r, ra->model, sizeof(ra->model));
-	ra->env[k++] = ra->model;
-	if (r->train.checkpoint_dir) {
-		/* for the checkpoint code of the step loop */
-		(void)snprintf(ra->ckpt_dir, sizeof(ra->ckpt_dir), "DP_CKPT_DIR=%s",
-			       r->train.checkpoint_dir);
-		(void)snprintf(ra->ckpt_every, sizeof(ra->ckpt_every), "DP_CKPT_EVERY=%ld",
-			       r->train.checkpoint_every);
-		ra->env[k++] = ra->ckpt_dir;
-		ra->env[k++] = ra->ckpt_every;
-	}
-	for (size_t i = 0; i < r->n_env && k < MAX_ENV; i++)
-		ra->env[k++] = renv[i];
-	ra->env[k] = NULL;
-}
-
-static const char *find_worker(char *buf, size_t len)
-{
-	const char *env = getenv("DPWORKER");
-	ssize_t n;
-	char *slash;
-
-	if (env && *env)
-		return env;
-	/* next to dpctl itself */
-	n = readlink("/proc/self/exe", buf, len - 1);
-	if (n > 0) {
-		buf[n] = '\0';
-		slash = strrchr(buf, '/');
-		if (slash && (size_t)(slash - buf) + sizeof("/dpworker") <= len) {
-			(void)snprintf(slash, len - (size_t)(slash - buf), "/dpworker");
-			if (access(buf, X_OK) == 0)
-				return buf;
-		}
-	}
-	return "dpworker"; /* from PATH */
-}
 
 static void build_args(const struct launch_opts *o, long rank, struct rank_args *ra)
 {
@@ -681,17 +596,9 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 	r = *recipe;
 	if (dp_plan_from_recipe(r, plan, &e))
 		return dp_cli_error(cli, EX_DATAERR, "%s", e.msg);
-	*renv = calloc(r->n_env + 1, sizeof(char *));
+	*renv = dp_plan_recipe_env(r, &e);
 	if (!*renv)
 		return dp_cli_error(cli, EX_OSERR, "launch: out of memory");
-	for (size_t i = 0; i < r->n_env; i++) {
-		size_t len = strlen(r->env[i].name) + strlen(r->env[i].value) + 2;
-
-		(*renv)[i] = malloc(len);
-		if (!(*renv)[i])
-			return dp_cli_error(cli, EX_OSERR, "launch: out of memory");
-		(void)snprintf((*renv)[i], len, "%s=%s", r->env[i].name, r->env[i].value);
-	}
 	n = dp_hostlist_count(r->cluster.hosts);
 	switch (r->cluster.launcher) {
 	case DP_RECIPE_LAUNCH_LOCAL:
@@ -711,6 +618,7 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 			lopts->ssh_identity = r->cluster.identity;
 		lopts->ssh_user = r->cluster.user;
 		lopts->ssh_port = r->cluster.port;
+		lopts->relay_width = r->cluster.relay_width; /* 0: flat (or $DP_SSH_RELAY_WIDTH) */
 		if (r->cluster.known_hosts == DP_RECIPE_KH_ACCEPT_NEW)
 			lopts->accept_new = 1;
 		else if (r->cluster.known_hosts == DP_RECIPE_KH_OFF)
@@ -915,11 +823,12 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 				  &per_host, &lopts, &cfg, &pf);
 		if (rc)
 			goto out;
-		if (!o.fake_given) {
+		/* --dry-run shows any plan; a real run must be trainable */
+		if (!o.fake_given && !o.dry_run) {
 			rc = check_trainable(cli, recipe);
 			if (rc)
 				goto out;
-			training = !o.dry_run;
+			training = 1;
 		}
 	}
 	if ((o.nlocal > 0) == (nhosts > 0)) {
@@ -942,7 +851,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	if (restarts >= 0)
 		cfg.max_restarts = (int)restarts;
 	if (!o.worker)
-		o.worker = find_worker(wbuf, sizeof(wbuf));
+		o.worker = dp_plan_worker_path(wbuf, sizeof(wbuf));
 
 	ranks = calloc((size_t)nranks, sizeof(*ranks));
 	args = calloc((size_t)nranks, sizeof(*args));
@@ -957,8 +866,8 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		ranks[i].local_index = (int)(nhosts ? i % per_host : i);
 		ranks[i].argv = args[i].argv;
 		if (plan) {
-			build_env(recipe, renv, &plan->ranks[i], &args[i]);
-			ranks[i].env = args[i].env;
+			dp_plan_env_build(recipe, renv, &plan->ranks[i], &args[i].env);
+			ranks[i].env = args[i].env.v;
 		}
 	}
 	spec.ranks = ranks;
@@ -1046,9 +955,7 @@ out:
 	dp_train_report_free(trun.tr);
 	free(ranks);
 	free(args);
-	for (size_t i = 0; renv && recipe && i < recipe->n_env; i++)
-		free(renv[i]);
-	free(renv);
+	dp_plan_strv_free(renv);
 	dp_plan_free(plan);
 	dp_recipe_free(recipe);
 	return rc;

@@ -75,7 +75,23 @@ struct dp_launch_opts {
 	int accept_new;		  /* add unknown host keys (a changed key is still refused) */
 	int no_agent;		  /* do not try ssh-agent */
 	int max_handshakes;	  /* sessions connecting/authenticating at once; 0: 32 */
+	/* ssh relay tree (docs/launch.md): with more hosts than this, the
+	 * controller connects to relay_width first-level hosts only, and each
+	 * runs `WORKER --relay` to start its share of the rest the same way.
+	 * 0: $DP_SSH_RELAY_WIDTH, else flat (one session per host). */
+	int relay_width;
+	const char *ssh_identity_pem; /* private key text (a relay's, from stdin); NULL: none */
 };
+
+/* The relay end of the ssh relay tree: `dpworker --relay` calls it.  Reads
+ * one JSON line from @in_fd (the hosts and ranks of its subtree, the job
+ * token, the ssh identity and known_hosts text: none of it on a command
+ * line), starts them with the ssh backend, and writes what happens to @out
+ * as lines "O RANK STREAM TEXT", "X RANK STATUS", "F RANK ERRNO MESSAGE".
+ * Further input lines "TERM RANK" / "KILL RANK" (RANK -1: all) signal ranks;
+ * end of input stops the subtree (SIGTERM, SIGKILL after the grace period).
+ * Returns 0 when every rank is done, else an exit code (messages on @log). */
+int dp_launch_relay_main(int in_fd, FILE *out, FILE *log);
 
 struct dp_launch_backend {
 	const char *name;

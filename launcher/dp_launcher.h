@@ -100,6 +100,7 @@ struct dp_recipe {
 		int gpus;				/* workers (GPUs) per node; default 1 */
 		int nics;		  /* NICs per node hint; 0 (default): detect */
 		double connect_timeout_s; /* ssh connect window; default 10 */
+		int relay_width;	  /* ssh relay tree width; 0 (default): flat */
 	} cluster;
 
 	struct {
@@ -116,6 +117,13 @@ struct dp_recipe {
 		int max_nodes_per_token; /* default min(groups, nodes) */
 		int vocab;		 /* vocabulary size; default 32000 */
 		int seq_len;		 /* tokens per sequence; default 2048 */
+		int redundant_experts;	 /* extra physical expert slots per MoE layer (EPLB); 0 */
+		/* model.expert_loads: the JSON file (`dpctl eplb --loads` format), relative
+		 * paths resolved against the recipe's directory; NULL (default): none.  When
+		 * set, the loads were read and checked at load time: expert_load is
+		 * [layers - dense_layers][experts] row-major. */
+		char *expert_loads;
+		float *expert_load;
 	} model;
 
 	struct {

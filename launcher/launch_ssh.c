@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <libssh2.h>
 #include <netdb.h>
 #include <pwd.h>
@@ -43,8 +44,10 @@
 #define SSH_LINE_MAX 4096
 #define CMD_MAX	     ((size_t)256 * 1024)
 
-enum hstate { H_WAIT, H_CONNECT, H_HANDSHAKE, H_AGENT, H_KEYFILE, H_READY, H_FAILED };
-enum cstate { C_WAIT, C_OPEN, C_EXEC, C_RUN, C_CLOSE, C_DONE };
+/* H_RELAYED: a relay of the tree starts this host's ranks (never connected here) */
+enum hstate { H_WAIT, H_CONNECT, H_HANDSHAKE, H_AGENT, H_KEYFILE, H_READY, H_FAILED, H_RELAYED };
+/* C_RELAYED: handed to the relay channel c->via, which reports for it */
+enum cstate { C_WAIT, C_OPEN, C_EXEC, C_RUN, C_CLOSE, C_DONE, C_RELAYED };
 
 struct host {
 	char *name;
@@ -70,6 +73,14 @@ struct chan {
 	struct dp_buf in; /* bytes still to write to the remote stdin: token, TERM/KILL */
 	int eof_sent;
 	struct lines io[2];
+	/* relay tree (relay_width > 0) */
+	int relay;	   /* a relay channel (rank -1): runs `WORKER --relay` for sub[] */
+	struct chan **sub; /* relay: the ranks it starts */
+	size_t nsub;
+	struct chan *via;  /* a delegated rank: its relay channel */
+	json_t *spec;	   /* rank, host, local, argv, env, extra (no token) */
+	char errline[256]; /* relay: its last stderr line, for the failure message */
+	char *token;	   /* the job token, for a relay's input */
 };
 
 struct ssh_session {
@@ -85,6 +96,7 @@ struct ssh_session {
 	size_t nchans;
 	const struct dp_launch_events *ev; /* valid during dispatch() */
 	void *arg;
+	int tree_built; /* the relay tree is decided at the first dispatch() */
 };
 
 static int ssh_probe(int *priority)
@@ -113,6 +125,13 @@ static int ssh_open(const struct dp_launch_opts *opts, struct dp_launch_session 
 		ss->o.ssh_port = 22;
 	if (ss->o.max_handshakes <= 0)
 		ss->o.max_handshakes = 32;
+	if (ss->o.relay_width <= 0 && getenv("DP_SSH_RELAY_WIDTH")) {
+		long w = 0;
+
+		if (dp_parse_long(getenv("DP_SSH_RELAY_WIDTH"), 0, 4096, &w, "DP_SSH_RELAY_WIDTH",
+				  NULL) == 0)
+			ss->o.relay_width = (int)w;
+	}
 	if (!home && pw)
 		home = pw->pw_dir;
 	if (!home)
@@ -155,6 +174,27 @@ static int add_quoted(struct dp_buf *b, const char *w)
 	return rc ? rc : dp_buf_add(b, "'", 1);
 }
 
+/* What a relay needs to start rank @r itself (kept only with relay_width). */
+static int make_spec(const struct dp_launch_rank *r, const char *const *extra, const char *token,
+		     struct chan *c, struct dp_err *err)
+{
+	json_t *argv = json_array(), *env = json_array(), *ex = json_array();
+
+	for (const char *const *a = r->argv; argv && *a; a++)
+		(void)json_array_append_new(argv, json_string(*a));
+	for (const char *const *e = r->env; env && e && *e; e++)
+		(void)json_array_append_new(env, json_string(*e));
+	for (const char *const *e = extra; ex && e && *e; e++)
+		if (strncmp(*e, "DP_JOB_TOKEN=", 13) != 0)
+			(void)json_array_append_new(ex, json_string(*e));
+	c->spec = json_pack("{s:i, s:s, s:i, s:o, s:o, s:o}", "rank", r->rank, "host", r->host,
+			    "local", r->local_index, "argv", argv, "env", env, "extra", ex);
+	c->token = strdup(token ? token : "");
+	if (!c->spec || !c->token)
+		return dp_err_set(err, ENOMEM, "ssh: out of memory");
+	return 0;
+}
+
 static int build_cmd(const struct ssh_session *ss, const struct dp_launch_rank *r,
 		     const char *const *extra, struct chan *c, struct dp_err *err)
 {
@@ -194,6 +234,8 @@ static int build_cmd(const struct ssh_session *ss, const struct dp_launch_rank *
 		return dp_err_set(err, -rc, "ssh: command for rank %d is too long", r->rank);
 	}
 	c->cmd = dp_buf_detach(&b, NULL);
+	if (ss->o.relay_width > 0)
+		return make_spec(r, extra, token, c, err);
 	return 0;
 }
 
@@ -235,6 +277,9 @@ static int ssh_spawn(struct dp_launch_session *s, const struct dp_launch_rank *r
 	rc = build_cmd(ss, r, env_extra, c, err);
 	if (rc) {
 		dp_buf_release(&c->in);
+		free(c->cmd);
+		json_decref(c->spec);
+		free(c->token);
 		free(c);
 		return rc;
 	}
@@ -246,6 +291,30 @@ static int ssh_spawn(struct dp_launch_session *s, const struct dp_launch_rank *r
 
 static void host_fail(struct ssh_session *ss, struct host *h, int e, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+
+/* @c cannot start: its rank fails, or for a relay channel every rank it
+ * carries, naming the relay host and the rank's own host. */
+static void chan_fail(struct ssh_session *ss, struct chan *c, int e, const char *msg)
+{
+	c->st = C_DONE;
+	if (!c->relay) {
+		if (ss->ev && ss->ev->spawn_failed)
+			ss->ev->spawn_failed(ss->arg, c->rank, e, msg);
+		return;
+	}
+	for (size_t i = 0; i < c->nsub; i++) {
+		struct chan *x = c->sub[i];
+		char m[700];
+
+		if (x->st == C_DONE)
+			continue;
+		x->st = C_DONE;
+		(void)snprintf(m, sizeof(m), "%s (the relay for rank %d on '%s')", msg, x->rank,
+			       x->h->name);
+		if (ss->ev && ss->ev->spawn_failed)
+			ss->ev->spawn_failed(ss->arg, x->rank, e, m);
+	}
+}
 
 /* Every rank of @h that has not started fails with the reason. */
 static void host_fail(struct ssh_session *ss, struct host *h, int e, const char *fmt, ...)
@@ -263,9 +332,7 @@ static void host_fail(struct ssh_session *ss, struct host *h, int e, const char 
 
 		if (c->h != h || c->st == C_DONE)
 			continue;
-		c->st = C_DONE;
-		if (ss->ev && ss->ev->spawn_failed)
-			ss->ev->spawn_failed(ss->arg, c->rank, e, msg);
+		chan_fail(ss, c, e, msg);
 	}
 }
 
@@ -373,16 +440,25 @@ static void host_step(struct ssh_session *ss, struct host *h)
 			if (libssh2_agent_get_identity(h->agent, &h->ident, h->ident) != 0)
 				h->st = H_KEYFILE; /* agent exhausted: identity files */
 			break;
-		case H_KEYFILE:
-			if (h->key_idx >= ss->nkeys) {
+		case H_KEYFILE: {
+			/* a key given as text (a relay's) comes before the key files */
+			int pem = ss->o.ssh_identity_pem != NULL, k = h->key_idx - pem;
+
+			if (k >= ss->nkeys) {
 				host_fail(ss, h, EACCES,
 					  "ssh: authentication as '%s' on '%s' failed", ss->user,
 					  h->name);
 				return;
 			}
-			rc = libssh2_userauth_publickey_fromfile_ex(
-				h->s, ss->user, (unsigned)strlen(ss->user), NULL,
-				ss->keys[h->key_idx], NULL);
+			if (pem && k < 0)
+				rc = libssh2_userauth_publickey_frommemory(
+					h->s, ss->user, strlen(ss->user), NULL, 0,
+					ss->o.ssh_identity_pem, strlen(ss->o.ssh_identity_pem),
+					NULL);
+			else
+				rc = libssh2_userauth_publickey_fromfile_ex(
+					h->s, ss->user, (unsigned)strlen(ss->user), NULL,
+					ss->keys[k], NULL);
 			if (rc == LIBSSH2_ERROR_EAGAIN)
 				return;
 			if (rc == 0)
@@ -390,6 +466,7 @@ static void host_step(struct ssh_session *ss, struct host *h)
 			else
 				h->key_idx++;
 			break;
+		}
 		default:
 			return;
 		}
@@ -398,12 +475,62 @@ static void host_step(struct ssh_session *ss, struct host *h)
 
 /* ---- channels ------------------------------------------------------------------------ */
 
+static struct chan *relay_sub(const struct chan *c, long rank)
+{
+	for (size_t i = 0; i < c->nsub; i++)
+		if (c->sub[i]->rank == rank)
+			return c->sub[i];
+	return NULL;
+}
+
+/* One line from a relay: "O RANK STREAM TEXT", "X RANK STATUS" or "F RANK
+ * ERRNO MESSAGE" on stdout (dp_launch_relay_main), anything on stderr is
+ * the relay's own log. */
+static void relay_line(struct ssh_session *ss, struct chan *c, int j, const char *line)
+{
+	const struct dp_launch_events *ev = ss->ev;
+	char *end;
+	long rank, a;
+	struct chan *x;
+
+	if (j == 1 || !strchr("OXF", line[0]) || line[1] != ' ') {
+		dp_log(DP_LOG_INFO, "launch", "relay on %s: %s", c->h->name, line);
+		if (j == 1)
+			(void)snprintf(c->errline, sizeof(c->errline), "%s", line);
+		return;
+	}
+	rank = strtol(line + 2, &end, 10);
+	x = *end == ' ' ? relay_sub(c, rank) : NULL;
+	if (!x || x->st == C_DONE) {
+		dp_log(DP_LOG_WARN, "launch", "relay on %s: unexpected line '%.80s'", c->h->name,
+		       line);
+		return;
+	}
+	a = strtol(end + 1, &end, 10);
+	if (line[0] == 'O') {
+		if (ev && ev->output)
+			ev->output(ss->arg, x->rank, a == 2 ? 2 : 1, *end == ' ' ? end + 1 : "");
+	} else if (line[0] == 'X') {
+		x->st = C_DONE;
+		if (ev && ev->exited)
+			ev->exited(ss->arg, x->rank, (int)a);
+	} else {
+		x->st = C_DONE;
+		if (ev && ev->spawn_failed)
+			ev->spawn_failed(ss->arg, x->rank, a > 0 ? (int)a : EIO,
+					 *end == ' ' ? end + 1
+						     : "ssh: the relay could not start it");
+	}
+}
+
 static void emit(struct ssh_session *ss, struct chan *c, int j)
 {
 	struct lines *l = &c->io[j];
 
 	l->buf[l->len] = '\0';
-	if (ss->ev && ss->ev->output)
+	if (c->relay)
+		relay_line(ss, c, j, l->buf);
+	else if (ss->ev && ss->ev->output)
 		ss->ev->output(ss->arg, c->rank, j + 1, l->buf);
 	l->len = 0;
 }
@@ -465,6 +592,15 @@ static void finish(struct ssh_session *ss, struct chan *c)
 			emit(ss, c, j);
 	(void)libssh2_channel_free(c->ch);
 	c->ch = NULL;
+	if (c->relay) {
+		char msg[512];
+
+		/* ranks it never reported on are lost with it */
+		(void)snprintf(msg, sizeof(msg), "ssh: the relay on '%s' ended (status %d)%s%.200s",
+			       c->h->name, status, c->errline[0] ? ": " : "", c->errline);
+		chan_fail(ss, c, EPIPE, msg);
+		return;
+	}
 	c->st = C_DONE;
 	if (ss->ev && ss->ev->exited)
 		ss->ev->exited(ss->arg, c->rank, status);
@@ -500,10 +636,7 @@ static void chan_step(struct ssh_session *ss, struct chan *c)
 			if (rc) {
 				(void)libssh2_channel_free(c->ch);
 				c->ch = NULL;
-				c->st = C_DONE;
-				if (ss->ev && ss->ev->spawn_failed)
-					ss->ev->spawn_failed(ss->arg, c->rank, EIO,
-							     "ssh: remote exec refused");
+				chan_fail(ss, c, EIO, "ssh: remote exec refused");
 				return;
 			}
 			dp_log(DP_LOG_DEBUG, "ssh", "rank %d started on %s", c->rank, c->h->name);
@@ -534,6 +667,146 @@ static void chan_step(struct ssh_session *ss, struct chan *c)
 			finish(ss, c);
 			return;
 		default:
+			return;
+		}
+	}
+}
+
+/* ---- relay tree ------------------------------------------------------------------------ */
+
+/* A small file's text (caller frees), or NULL. */
+static char *read_text(const char *path, size_t cap)
+{
+	struct dp_buf b;
+	char chunk[4096];
+	size_t n;
+	FILE *f = fopen(path, "rb");
+
+	if (!f)
+		return NULL;
+	dp_buf_init(&b, cap);
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		if (dp_buf_add(&b, chunk, n)) {
+			dp_buf_release(&b);
+			(void)fclose(f);
+			return NULL;
+		}
+	(void)fclose(f);
+	if (!b.len) {
+		dp_buf_release(&b);
+		return NULL;
+	}
+	return dp_buf_detach(&b, NULL);
+}
+
+/* Hosts [lo, hi) become one subtree: a relay channel on hosts[lo] starts the
+ * ranks of hosts[lo+1 .. hi) (recursively, with the same width), and the
+ * ranks of hosts[lo] itself stay on their own channels as before. */
+static int make_relay(struct ssh_session *ss, size_t lo, size_t hi)
+{
+	struct host *head = ss->hosts[lo];
+	struct chan *r = calloc(1, sizeof(*r));
+	json_t *ranks = json_array(), *o = NULL;
+	struct dp_buf cmd;
+	char *ident = NULL, *kh = NULL, *line = NULL;
+	const char *worker = NULL;
+	void *p;
+	int rc = -ENOMEM;
+
+	if (!r || !ranks)
+		goto out;
+	r->rank = -1;
+	r->relay = 1;
+	r->h = head;
+	dp_buf_init(&r->in, (size_t)1 << 30);
+	for (size_t i = 0; i < ss->nchans; i++) {
+		struct chan *c = ss->chans[i];
+		int inside = 0;
+
+		for (size_t k = lo + 1; k < hi && !inside; k++)
+			inside = c->h == ss->hosts[k];
+		if (!inside || c->st != C_WAIT || c->relay)
+			continue;
+		p = realloc(r->sub, (r->nsub + 1) * sizeof(struct chan *));
+		if (!p)
+			goto out;
+		r->sub = p;
+		if (json_array_append(ranks, c->spec))
+			goto out;
+		r->sub[r->nsub++] = c;
+		if (!worker)
+			worker = json_string_value(
+				json_array_get(json_object_get(c->spec, "argv"), 0));
+	}
+	if (!r->nsub) {
+		rc = 0;
+		goto out;
+	}
+	for (int k = 0; !ss->o.ssh_identity_pem && !ident && k < ss->nkeys; k++)
+		ident = read_text(ss->keys[k], 1 << 20);
+	kh = read_text(ss->known_hosts, 64u << 20);
+	o = json_pack("{s:i, s:i, s:s, s:b, s:f, s:i, s:s?, s:s?, s:s, s:O}", "width",
+		      ss->o.relay_width, "port", ss->o.ssh_port, "user", ss->user, "accept_new",
+		      ss->o.accept_new, "grace_s", ss->o.grace_s, "max_handshakes",
+		      ss->o.max_handshakes, "identity",
+		      ss->o.ssh_identity_pem ? ss->o.ssh_identity_pem : ident, "known_hosts", kh,
+		      "token", r->sub[0]->token, "ranks", ranks);
+	line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	dp_buf_init(&cmd, CMD_MAX);
+	if (!line || dp_buf_adds(&r->in, line) || dp_buf_adds(&r->in, "\n") ||
+	    add_quoted(&cmd, worker ? worker : "dpworker") || add_quoted(&cmd, "--relay")) {
+		dp_buf_release(&cmd);
+		goto out;
+	}
+	r->cmd = dp_buf_detach(&cmd, NULL);
+	p = realloc(ss->chans, (ss->nchans + 1) * sizeof(struct chan *));
+	if (!p)
+		goto out;
+	ss->chans = p;
+	ss->chans[ss->nchans++] = r;
+	for (size_t i = 0; i < r->nsub; i++) {
+		r->sub[i]->st = C_RELAYED;
+		r->sub[i]->via = r;
+	}
+	for (size_t k = lo + 1; k < hi; k++)
+		ss->hosts[k]->st = H_RELAYED;
+	dp_log(DP_LOG_INFO, "launch", "relay on %s starts %zu ranks on %zu hosts", head->name,
+	       r->nsub, hi - lo - 1);
+	r = NULL;
+	rc = 0;
+out:
+	if (r) {
+		dp_buf_release(&r->in);
+		free(r->cmd);
+		free(r->sub);
+		free(r);
+	}
+	free(line);
+	json_decref(o);
+	json_decref(ranks);
+	if (ident) {
+		explicit_bzero(ident, strlen(ident));
+		free(ident);
+	}
+	free(kh);
+	return rc;
+}
+
+/* With more hosts than relay_width, split them into relay_width contiguous
+ * groups; each group's first host runs a relay for the others.  On ENOMEM
+ * the remaining groups simply stay flat. */
+static void build_tree(struct ssh_session *ss)
+{
+	size_t n = ss->nhosts, k = ss->o.relay_width > 0 ? (size_t)ss->o.relay_width : 0;
+
+	ss->tree_built = 1;
+	if (k == 0 || n <= k)
+		return;
+	for (size_t g = 0; g < k; g++) {
+		size_t lo = g * n / k, hi = (g + 1) * n / k;
+
+		if (hi - lo >= 2 && make_relay(ss, lo, hi) != 0) {
+			dp_log(DP_LOG_WARN, "launch", "relay tree: out of memory, going flat");
 			return;
 		}
 	}
@@ -572,6 +845,8 @@ static int ssh_dispatch(struct dp_launch_session *s, const struct pollfd *fds, i
 	(void)n;
 	ss->ev = ev;
 	ss->arg = arg;
+	if (!ss->tree_built)
+		build_tree(ss);
 	for (size_t i = 0; i < ss->nhosts; i++) {
 		enum hstate st = ss->hosts[i]->st;
 
@@ -605,8 +880,24 @@ static int ssh_signal(struct dp_launch_session *s, int rank, int sig)
 	for (size_t i = 0; i < ss->nchans; i++) {
 		struct chan *c = ss->chans[i];
 
+		if (c->relay) {
+			if (rank >= 0 || c->st == C_DONE)
+				continue;
+			if (c->st == C_RUN || c->st == C_CLOSE || c->st == C_WAIT ||
+			    c->st == C_OPEN || c->st == C_EXEC)
+				/* after the relay's input line, whenever it starts */
+				(void)dp_buf_adds(&c->in,
+						  sig == SIGKILL ? "KILL -1\n" : "TERM -1\n");
+			continue;
+		}
 		if (rank >= 0 && c->rank != rank)
 			continue;
+		if (c->st == C_RELAYED) {
+			if (rank >= 0)
+				(void)dp_buf_addf(&c->via->in, "%s %d\n",
+						  sig == SIGKILL ? "KILL" : "TERM", c->rank);
+			continue;
+		}
 		if (c->st == C_RUN || c->st == C_CLOSE) {
 			(void)dp_buf_adds(&c->in, sig == SIGKILL ? "KILL\n" : "TERM\n");
 			continue;
@@ -628,7 +919,7 @@ static int ssh_running(struct dp_launch_session *s)
 	int k = 0;
 
 	for (size_t i = 0; i < ss->nchans; i++)
-		k += ss->chans[i]->st != C_DONE;
+		k += !ss->chans[i]->relay && ss->chans[i]->st != C_DONE;
 	return k;
 }
 
@@ -655,6 +946,9 @@ static void ssh_close(struct dp_launch_session *s)
 		}
 		dp_buf_release(&c->in);
 		free(c->cmd);
+		json_decref(c->spec);
+		free(c->token);
+		free(c->sub);
 		free(c);
 	}
 	for (size_t i = 0; i < ss->nhosts; i++) {

@@ -26,6 +26,7 @@
 #include "common/dp_buf.h"
 #include "common/dp_hostlist.h"
 #include "common/dp_util.h"
+#include "a2a/dp_eplb.h"
 #include "launcher/dp_launcher.h"
 #include "common/dp_banned.h"
 
@@ -541,6 +542,7 @@ static const struct field cluster_fields[] = {
 	INT("gpus", cluster.gpus, 1, 1024),
 	INT("nics", cluster.nics, 0, 1024),
 	DBL("connect_timeout_s", cluster.connect_timeout_s, 0, 3600),
+	INT("relay_width", cluster.relay_width, 0, 4096),
 	{ 0 },
 };
 
@@ -558,6 +560,8 @@ static const struct field model_fields[] = {
 	INT("max_nodes_per_token", model.max_nodes_per_token, 1, 1 << 16),
 	INT("vocab", model.vocab, 2, 1 << 24),
 	INT("seq_len", model.seq_len, 1, 1 << 24),
+	INT("redundant_experts", model.redundant_experts, 0, 1 << 16),
+	STR("expert_loads", model.expert_loads),
 	{ 0 },
 };
 
@@ -1312,6 +1316,8 @@ __attribute__((format(printf, 4, 5))) static void cerr(struct ctx *c, size_t off
 	free(msg);
 }
 
+static void check_experts(struct ctx *c, int experts_ok, int ep_ok, int layers_ok);
+
 static void check_consistency(struct ctx *c)
 {
 	struct dp_recipe *r = c->r;
@@ -1450,6 +1456,65 @@ static void check_consistency(struct ctx *c)
 	    !r->train.checkpoint_dir && ok(c, OFF(train.checkpoint_dir)))
 		cerr(c, OFF(train.checkpoint_every), "train.checkpoint.every",
 		     "needs train.checkpoint.dir");
+	check_experts(c, experts_ok, ep_ok, layers_ok);
+}
+
+/* model.redundant_experts and model.expert_loads (EPLB in `dpctl plan`): the
+ * slots must split evenly over the EP ranks, and the loads file is resolved
+ * against the recipe's directory, read, and checked against the model shape
+ * here, so that `recipe check` reports it at the key like any other error. */
+static void check_experts(struct ctx *c, int experts_ok, int ep_ok, int layers_ok)
+{
+	struct dp_recipe *r = c->r;
+	const char *rel = r->model.expert_loads, *slash = strrchr(c->file, '/');
+	struct dp_err e = { 0 };
+	float *w = NULL;
+	int rows = 0, cols = 0, moe;
+	char *path;
+
+	if (given(c, OFF(model.redundant_experts)) && ok(c, OFF(model.redundant_experts)) &&
+	    experts_ok && ep_ok && (r->model.experts + r->model.redundant_experts) % r->parallel.ep)
+		cerr(c, OFF(model.redundant_experts), "model.redundant_experts",
+		     "experts + redundant_experts = %d must be a multiple of parallel.ep = %d "
+		     "(every EP rank holds the same number of expert slots)",
+		     r->model.experts + r->model.redundant_experts, r->parallel.ep);
+	if (!rel || !ok(c, OFF(model.expert_loads)))
+		return;
+	if (rel[0] != '/' && slash) {
+		if (asprintf(&path, "%.*s/%s", (int)(slash - c->file), c->file, rel) < 0)
+			path = NULL;
+	} else {
+		path = strdup(rel);
+	}
+	if (!path) {
+		c->nomem = 1;
+		return;
+	}
+	free(r->model.expert_loads);
+	r->model.expert_loads = path;
+	if (dp_eplb_loads_read(path, &w, &rows, &cols, &e) != 0) {
+		if (e.code == ENOMEM)
+			c->nomem = 1;
+		else
+			cerr(c, OFF(model.expert_loads), "model.expert_loads", "%s",
+			     strncmp(e.msg, "eplb: ", 6) == 0 ? e.msg + 6 : e.msg);
+		return;
+	}
+	moe = r->model.layers - r->model.dense_layers;
+	if (layers_ok && ok(c, OFF(model.dense_layers)) && rows != moe)
+		cerr(c, OFF(model.expert_loads), "model.expert_loads",
+		     "'%s' has %d rows but the model has %d MoE layers (layers %d - dense_layers "
+		     "%d): give one row of loads per MoE layer",
+		     path, rows, moe, r->model.layers, r->model.dense_layers);
+	else if (experts_ok && cols != r->model.experts)
+		cerr(c, OFF(model.expert_loads), "model.expert_loads",
+		     "'%s' has %d loads per layer but model.experts is %d", path, cols,
+		     r->model.experts);
+	else if (layers_ok && experts_ok && ok(c, OFF(model.dense_layers))) {
+		r->model.expert_load = w;
+		w = NULL;
+	}
+	free(w);
 }
 
 /* ---- load ----------------------------------------------------------------- */
@@ -1503,6 +1568,8 @@ void dp_recipe_free(struct dp_recipe *r)
 	free(r->cluster.user);
 	free(r->cluster.identity);
 	free(r->model.name);
+	free(r->model.expert_loads);
+	free(r->model.expert_load);
 	free(r->train.checkpoint_dir);
 	for (size_t i = 0; i < r->n_env; i++) {
 		free(r->env[i].name);

@@ -297,7 +297,8 @@ static void unknown_keys_suggest(void **state)
 		     "3:3: error: key 'cluster.gpu': unknown key (did you mean 'gpus'?)\n"
 		     "9:3: error: key 'model.frobnicate': unknown key (known keys: name, layers, "
 		     "dense_layers, hidden, heads, ffn_hidden, experts, shared_experts, top_k, "
-		     "groups, max_nodes_per_token, vocab, seq_len)\n"
+		     "groups, max_nodes_per_token, vocab, seq_len, redundant_experts, "
+		     "expert_loads)\n"
 		     "11:7: error: key 'parallel.pp': pp*ep*dp = 4*1*1 = 4 but the cluster has 1 "
 		     "GPU (1 host x 1 per node)\n");
 }

@@ -273,7 +273,7 @@ static void unsupported_layout_names_the_line(void **state)
 				 "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 2,\n"
 				 "        top_k: 2}\n"
 				 "parallel: {pp: 2}\n");
-	r = DPCTL("launch", "--dry-run", path);
+	r = DPCTL("launch", path);
 	assert_int_equal(r.rc, 69);
 	if (!strstr(r.err, ":2: key 'model.shared_experts': 2"))
 		fail_msg("%s", r.err);

@@ -1,0 +1,238 @@
+/* tests/unit/test_relay.c - the ssh relay tree (launcher/relay.c) on a
+ * 6-node namespace cluster (tests/netns/netns-cluster.sh) with width 2: the
+ * controller connects to 2 nodes, each of which runs `dpworker --relay` for
+ * 2 more.  Skipped without root/namespaces/sshd, or when $DPWORKER is not
+ * set (make check sets it). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tests/unit/dp_test.h"
+
+#define NNODES 6
+
+static int cluster_id;
+static char state_dir[128];
+static char hosts[NNODES * 20];
+static int up;
+
+static int setup(void **state)
+{
+	char cmd[512];
+	FILE *p;
+	int rc;
+
+	(void)state;
+	if (!getenv("DPWORKER"))
+		return 0;
+	cluster_id = 20 + (getpid() + 101) % 200;
+	(void)snprintf(cmd, sizeof(cmd), "%s/tests/netns/netns-cluster.sh up %d %d 2>/dev/null",
+		       DP_SRCDIR, cluster_id, NNODES);
+	p = popen(cmd, "r");
+	if (!p)
+		return 0;
+	while (fgets(state_dir, sizeof(state_dir), p))
+		;
+	rc = pclose(p);
+	if (!WIFEXITED(rc) || WEXITSTATUS(rc) != 0)
+		return 0; /* 77: no namespaces here, the tests skip */
+	state_dir[strcspn(state_dir, "\n")] = '\0';
+	for (int i = 1; i <= NNODES; i++) {
+		size_t len = strlen(hosts);
+
+		(void)snprintf(hosts + len, sizeof(hosts) - len, "%s10.254.%d.%d", i > 1 ? "," : "",
+			       cluster_id, i);
+	}
+	(void)setenv("DP_LOG", "launch:info", 1);
+	up = 1;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[512];
+
+	(void)state;
+	if (!up)
+		return 0;
+	(void)snprintf(cmd, sizeof(cmd), "%s/tests/netns/netns-cluster.sh down %d", DP_SRCDIR,
+		       cluster_id);
+	(void)system(cmd);
+	return 0;
+}
+
+/* --ssh runs get the width from the environment (recipe runs from
+ * cluster.relay_width); the relays get it through their input. */
+static struct dp_test_run launch(const char *steps, const char *fail)
+{
+	char id[300], kh[300];
+
+	(void)setenv("DP_SSH_RELAY_WIDTH", "2", 1);
+
+	(void)snprintf(id, sizeof(id), "%s/id", state_dir);
+	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", state_dir);
+	if (fail)
+		return dp_test_dpctl("launch", "--ssh", hosts, "--per-host", "2", "--ssh-identity",
+				     id, "--known-hosts", kh, "--worker", getenv("DPWORKER"),
+				     "--fake-steps", steps, "--fake-step-ms", "20", "--fake-fail",
+				     fail, "--grace-s", "2");
+	return dp_test_dpctl("launch", "--ssh", hosts, "--per-host", "2", "--ssh-identity", id,
+			     "--known-hosts", kh, "--worker", getenv("DPWORKER"), "--fake-steps",
+			     steps, "--fake-step-ms", "5");
+}
+
+/* dpworker processes (relays included) left in the cluster's namespaces. */
+static int leftovers(void)
+{
+	char cmd[512], line[64];
+	int n = 0;
+	FILE *p;
+
+	(void)snprintf(cmd, sizeof(cmd),
+		       "for i in $(seq 1 %d); do ip netns pids dp%dn$i; done | "
+		       "xargs -r ps -o comm= -p 2>/dev/null | grep -c dpworker",
+		       NNODES, cluster_id);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	if (fgets(line, sizeof(line), p))
+		n = (int)strtol(line, NULL, 10);
+	(void)pclose(p);
+	return n;
+}
+
+static void wait_no_leftovers(void)
+{
+	for (int i = 0; i < 100 && leftovers(); i++)
+		(void)usleep(100 * 1000);
+	assert_int_equal(leftovers(), 0);
+}
+
+static void two_relays_start_twelve_ranks(void **state)
+{
+	struct dp_test_run r;
+	char want[128], text[1024], kh[300], *recipe;
+
+	(void)state;
+	if (!up)
+		skip();
+	/* from a recipe: cluster.relay_width */
+	(void)unsetenv("DP_SSH_RELAY_WIDTH");
+	(void)snprintf(text, sizeof(text),
+		       "cluster:\n  hosts: 10.254.%d.[1-%d]\n  launcher: ssh\n  user: root\n"
+		       "  identity: %s/id\n  gpus: 2\n  relay_width: 2\n"
+		       "model: {layers: 4, hidden: 32, experts: 4, top_k: 2}\n"
+		       "parallel: {pp: 4, dp: 3, schedule: 1f1b}\n"
+		       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30}\n",
+		       cluster_id, NNODES, state_dir);
+	recipe = dp_test_write_tmp(".yaml", text);
+	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", state_dir);
+	r = dp_test_dpctl("launch", "--known-hosts", kh, "--fake-steps", "3", "--fake-step-ms", "5",
+			  recipe);
+	(void)unlink(recipe);
+	free(recipe);
+	if (r.rc != 0)
+		fail_msg("rc %d: %s\n%s", r.rc, r.err, r.out);
+	/* hosts 1-3 and 4-6 are the two subtrees: 1 and 4 relay for the others */
+	(void)snprintf(want, sizeof(want), "relay on 10.254.%d.1 starts 4 ranks on 2 hosts",
+		       cluster_id);
+	assert_non_null(strstr(r.err, want));
+	(void)snprintf(want, sizeof(want), "relay on 10.254.%d.4 starts 4 ranks on 2 hosts",
+		       cluster_id);
+	assert_non_null(strstr(r.err, want));
+	for (int n = 1; n <= NNODES; n++)
+		for (int k = 0; k < 2; k++) {
+			(void)snprintf(want, sizeof(want), "[10.254.%d.%d:%d] step 3/3", cluster_id,
+				       n, (n - 1) * 2 + k);
+			if (!strstr(r.out, want))
+				fail_msg("missing '%s' in:\n%s", want, r.out);
+		}
+	assert_non_null(strstr(r.err, "12 ranks done"));
+	dp_test_run_free(&r);
+	wait_no_leftovers();
+}
+
+/* A rank on a relayed node fails: its exit code comes back up the tree, the
+ * root cause names it and its host, and every rank everywhere is stopped. */
+static void failure_behind_a_relay_stops_everything(void **state)
+{
+	struct dp_test_run r;
+	char want[128];
+
+	(void)state;
+	if (!up)
+		skip();
+	r = launch("500", "9:5:7");
+	assert_int_equal(r.rc, 7);
+	(void)snprintf(want, sizeof(want), "rank 9 on 10.254.%d.5", cluster_id);
+	if (!strstr(r.err, "root cause: ") || !strstr(r.err, want))
+		fail_msg("no root cause naming '%s': %s", want, r.err);
+	dp_test_run_free(&r);
+	wait_no_leftovers();
+}
+
+/* A rank behind a relay stops making progress: the hang is found, and the
+ * stop (TERM, then KILL) goes down the tree to every rank and to the
+ * children they left behind. */
+static void hang_behind_a_relay_stops_everything(void **state)
+{
+	char id[300], kh[300], want[128];
+	struct dp_test_run r;
+
+	(void)state;
+	if (!up)
+		skip();
+	(void)setenv("DP_SSH_RELAY_WIDTH", "2", 1);
+	(void)snprintf(id, sizeof(id), "%s/id", state_dir);
+	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", state_dir);
+	r = dp_test_dpctl("launch", "--ssh", hosts, "--per-host", "2", "--ssh-identity", id,
+			  "--known-hosts", kh, "--worker", getenv("DPWORKER"), "--fake-steps",
+			  "100000", "--fake-step-ms", "20", "--fake-hang", "9:3",
+			  "--fake-spawn-child", "--heartbeat-s", "0.2", "--hang-timeout-s", "3",
+			  "--grace-s", "1");
+	assert_int_equal(r.rc, 124);
+	(void)snprintf(want, sizeof(want), "rank 9 on 10.254.%d.5", cluster_id);
+	if (!strstr(r.err, "root cause: ") || !strstr(r.err, want))
+		fail_msg("no root cause naming '%s': %s", want, r.err);
+	dp_test_run_free(&r);
+	wait_no_leftovers();
+}
+
+/* A relayed node whose sshd is down: the launch fails naming that node. */
+static void unreachable_node_behind_a_relay_is_named(void **state)
+{
+	char pidf[300], want[128];
+	struct dp_test_run r;
+	char *pid;
+
+	(void)state;
+	if (!up)
+		skip();
+	(void)snprintf(pidf, sizeof(pidf), "%s/sshd-5.pid", state_dir);
+	pid = dp_test_slurp(pidf);
+	assert_int_equal(kill((pid_t)strtol(pid, NULL, 10), SIGTERM), 0);
+	free(pid);
+	(void)usleep(300 * 1000);
+	r = launch("500", NULL);
+	assert_int_not_equal(r.rc, 0);
+	(void)snprintf(want, sizeof(want), "root cause: ssh: cannot connect to '10.254.%d.5'",
+		       cluster_id);
+	if (!strstr(r.err, want))
+		fail_msg("want '%s' in: %s", want, r.err);
+	dp_test_run_free(&r);
+	wait_no_leftovers();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(two_relays_start_twelve_ranks),
+		cmocka_unit_test(failure_behind_a_relay_stops_everything),
+		cmocka_unit_test(hang_behind_a_relay_stops_everything),
+		cmocka_unit_test(unreachable_node_behind_a_relay_is_named),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
