@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "a2a/dp_a2a.h"
 #include "common/dp_err.h"
@@ -38,6 +39,14 @@ struct dp_a2a_transport {
 	 * *buf is malloc'd (caller frees; NULL when len is 0). */
 	int (*recv)(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
 		    struct dp_err *err);
+	/* The next message from whichever of @peers[0..n-1] has one complete
+	 * first (earlier entries win when several have), which must carry
+	 * @tags[i] (-EPROTO otherwise); *which = its index i.  Bounded by the
+	 * endpoint's timeout.  Transports that cannot wait on several peers use
+	 * dp_a2a_recv_any_first (blocks on @peers[0]): callers must list peers
+	 * so that waiting on the first one cannot deadlock. */
+	int (*recv_any)(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			int *which, void **buf, size_t *len, struct dp_err *err);
 	/* optional: wait until every queued send has left this rank */
 	int (*flush)(struct dp_a2a_ep *ep, struct dp_err *err);
 	/* optional: one-sided copy into @peer's registered window at @off */
@@ -62,6 +71,9 @@ struct dp_a2a_comm {
 };
 
 int dp_a2a_no_flush(struct dp_a2a_ep *ep, struct dp_err *err);
+/* recv_any for transports without a multi-peer wait: recv from @peers[0]. */
+int dp_a2a_recv_any_first(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			  int *which, void **buf, size_t *len, struct dp_err *err);
 int dp_a2a_no_put(struct dp_a2a_ep *ep, int peer, size_t off, const void *src, size_t len,
 		  struct dp_err *err);
 
@@ -88,7 +100,17 @@ struct dp_a2a_stream_ops {
 	void (*wait)(struct dp_a2a_stream *s, int ms);
 	/* 0 alive or unknown, -ECONNRESET: the peer process is gone */
 	int (*peer_alive)(struct dp_a2a_stream *s, int peer);
+	/* Optional (NULL: the engine tries every peer, then wait()s).  Wait up
+	 * to @ms for any peer to become readable, or writable if it has frames
+	 * queued (dp_a2a_stream_wants_write); set ready[peer] to a mask of
+	 * DP_A2A_READY_IN / _OUT; return the number of ready peers (0: none). */
+	int (*poll)(struct dp_a2a_stream *s, int ms, unsigned char *ready);
+	/* Optional (NULL: write_some on the first piece): gather write. */
+	ssize_t (*writev_some)(struct dp_a2a_stream *s, int peer, const struct iovec *iov, int n);
 };
+
+#define DP_A2A_READY_IN	 1
+#define DP_A2A_READY_OUT 2
 
 struct dp_a2a_squeue; /* private to stream.c */
 
@@ -110,6 +132,8 @@ int dp_a2a_stream_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void 
 		       struct dp_err *err);
 int dp_a2a_stream_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
 		       struct dp_err *err);
+int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			   int *which, void **buf, size_t *len, struct dp_err *err);
 int dp_a2a_stream_flush(struct dp_a2a_ep *ep, struct dp_err *err);
 
 /* Monotonic milliseconds. */

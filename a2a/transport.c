@@ -45,6 +45,19 @@ int dp_a2a_no_flush(struct dp_a2a_ep *ep, struct dp_err *err)
 	return -EOPNOTSUPP;
 }
 
+int dp_a2a_recv_any_first(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			  int *which, void **buf, size_t *len, struct dp_err *err)
+{
+	int rc;
+
+	if (n < 1)
+		return dp_err_set(err, EINVAL, "a2a: recv from no peer");
+	rc = ep->tp->recv(ep, peers[0], tags[0], buf, len, err);
+	if (!rc)
+		*which = 0;
+	return rc;
+}
+
 int dp_a2a_no_put(struct dp_a2a_ep *ep, int peer, size_t off, const void *src, size_t len,
 		  struct dp_err *err)
 {

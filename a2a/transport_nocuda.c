@@ -52,6 +52,7 @@ const struct dp_a2a_transport dp_a2a_cuda = {
 	.open = nc_open,
 	.send = nc_send,
 	.recv = nc_recv,
+	.recv_any = dp_a2a_recv_any_first,
 	.flush = dp_a2a_no_flush,
 	.put = dp_a2a_no_put,
 	.close = nc_close,

@@ -52,6 +52,7 @@ const struct dp_a2a_transport dp_a2a_verbs = {
 	.open = nv_open,
 	.send = nv_send,
 	.recv = nv_recv,
+	.recv_any = dp_a2a_recv_any_first,
 	.flush = dp_a2a_no_flush,
 	.put = dp_a2a_no_put,
 	.close = nv_close,

@@ -32,6 +32,7 @@ struct tcp_ep {
 	int *fds;
 	int lfd;
 	struct pollfd *pfd;
+	int *map; /* pfd index -> peer */
 	double bytes_per_us; /* inter-node pacing, 0: off */
 	double tokens;	     /* bytes we may send to other nodes now */
 	double burst;	     /* bucket size: 64 KiB or 2 ms worth */
@@ -101,9 +102,10 @@ static ssize_t tcp_read_some(struct dp_a2a_stream *s, int peer, void *buf, size_
 	return -errno;
 }
 
-static void tcp_wait(struct dp_a2a_stream *s, int ms)
+/* Fill e->pfd for every connected peer; map[k] = peer of pfd[k]. */
+static nfds_t build_pfd(struct tcp_ep *e, int *ms)
 {
-	struct tcp_ep *e = (struct tcp_ep *)s;
+	struct dp_a2a_stream *s = &e->s;
 	nfds_t n = 0;
 
 	for (int i = 0; i < s->ep.world; i++) {
@@ -114,13 +116,74 @@ static void tcp_wait(struct dp_a2a_stream *s, int ms)
 		if (dp_a2a_stream_wants_write(s, i)) {
 			if (pace_allow(e, i))
 				e->pfd[n].events |= POLLOUT;
-			else if (ms > 1)
-				ms = 1; /* paced: come back when tokens refill */
+			else if (*ms > 1)
+				*ms = 1; /* paced: come back when tokens refill */
 		}
 		e->pfd[n].revents = 0;
+		e->map[n] = i;
 		n++;
 	}
+	return n;
+}
+
+static void tcp_wait(struct dp_a2a_stream *s, int ms)
+{
+	struct tcp_ep *e = (struct tcp_ep *)s;
+	nfds_t n = build_pfd(e, &ms);
+
 	(void)poll(e->pfd, n, ms);
+}
+
+static int tcp_poll(struct dp_a2a_stream *s, int ms, unsigned char *ready)
+{
+	struct tcp_ep *e = (struct tcp_ep *)s;
+	nfds_t n = build_pfd(e, &ms);
+	int got = poll(e->pfd, n, ms), cnt = 0;
+
+	memset(ready, 0, (size_t)s->ep.world);
+	for (nfds_t k = 0; got > 0 && k < n; k++) {
+		short r = e->pfd[k].revents;
+		unsigned char m = 0;
+
+		if (r & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
+			m |= DP_A2A_READY_IN; /* the read finds EOF or the error */
+		if (r & POLLOUT)
+			m |= DP_A2A_READY_OUT;
+		ready[e->map[k]] = m;
+		cnt += m != 0;
+	}
+	return cnt;
+}
+
+static ssize_t tcp_writev_some(struct dp_a2a_stream *s, int peer, const struct iovec *iov, int n)
+{
+	struct tcp_ep *e = (struct tcp_ep *)s;
+	size_t allow = pace_allow(e, peer), total = 0;
+	struct msghdr mh = { 0 };
+	struct iovec cut[64];
+	int k = 0;
+	ssize_t w;
+
+	/* cut the gather list at the pacing allowance */
+	for (; k < n && k < (int)DP_ARRAY_SIZE(cut) && total < allow; k++) {
+		cut[k] = iov[k];
+		if (cut[k].iov_len > allow - total)
+			cut[k].iov_len = allow - total;
+		total += cut[k].iov_len;
+	}
+	if (!total)
+		return 0;
+	mh.msg_iov = cut;
+	mh.msg_iovlen = (size_t)k;
+	w = sendmsg(e->fds[peer], &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w >= 0) {
+		if (e->bytes_per_us > 0 && remote(e, peer))
+			e->tokens -= (double)w;
+		return w;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return 0;
+	return errno == EPIPE ? -ECONNRESET : -errno;
 }
 
 static int tcp_peer_alive(struct dp_a2a_stream *s, int peer)
@@ -135,6 +198,8 @@ static const struct dp_a2a_stream_ops tcp_stream_ops = {
 	.read_some = tcp_read_some,
 	.wait = tcp_wait,
 	.peer_alive = tcp_peer_alive,
+	.poll = tcp_poll,
+	.writev_some = tcp_writev_some,
 };
 
 /* Split "host:port" (the last colon; "[v6]:port" allowed) and resolve. */
@@ -169,11 +234,17 @@ static int resolve(const char *addr, int passive, struct addrinfo **res, struct 
 	return 0;
 }
 
-static void tune(int fd)
+static void tune(int fd, int remote_peer)
 {
 	int one = 1;
+	const char *v = getenv("DP_A2A_TCP_SNDBUF");
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (remote_peer && v) {
+		int b = (int)strtol(v, NULL, 0);
+		if (b > 0)
+			(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &b, sizeof(b));
+	}
 }
 
 static int set_nonblock(int fd)
@@ -285,7 +356,7 @@ static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct d
 		rc = connect_to(cfg->addrs[j], deadline, &e->fds[j], err);
 		if (rc)
 			return rc;
-		tune(e->fds[j]);
+		tune(e->fds[j], j / e->s.ep.rpn != me / e->s.ep.rpn);
 		rc = io_full(e->fds[j], &h, sizeof(h), 1, deadline);
 		if (rc)
 			return dp_err_set(err, -rc, "a2a: tcp: hello to rank %d: %s", j,
@@ -314,7 +385,7 @@ static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct d
 			return dp_err_set(err, EPROTO, "a2a: tcp: rank %d: bad hello from a peer",
 					  me);
 		}
-		tune(fd);
+		tune(fd, (int)in.rank / e->s.ep.rpn != me / e->s.ep.rpn);
 		e->fds[in.rank] = fd;
 	}
 	for (int j = 0; j < world; j++)
@@ -337,6 +408,7 @@ static void tcp_close_ep(struct dp_a2a_ep *ep)
 		(void)close(e->lfd);
 	free(e->fds);
 	free(e->pfd);
+	free(e->map);
 	dp_a2a_stream_release(&e->s);
 	free(e);
 }
@@ -368,7 +440,8 @@ static int tcp_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out
 	for (int i = 0; e->fds && i < world; i++)
 		e->fds[i] = -1;
 	e->pfd = calloc((size_t)world, sizeof(*e->pfd));
-	if (!e->fds || !e->pfd) {
+	e->map = calloc((size_t)world, sizeof(*e->map));
+	if (!e->fds || !e->pfd || !e->map) {
 		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
 		goto fail;
 	}
@@ -403,6 +476,7 @@ const struct dp_a2a_transport dp_a2a_tcp = {
 	.open = tcp_open_ep,
 	.send = dp_a2a_stream_send,
 	.recv = dp_a2a_stream_recv,
+	.recv_any = dp_a2a_stream_recv_any,
 	.flush = dp_a2a_stream_flush,
 	.put = dp_a2a_no_put,
 	.close = tcp_close_ep,

@@ -447,6 +447,7 @@ const struct dp_a2a_transport dp_a2a_verbs = {
 	.open = verbs_open_ep,
 	.send = dp_a2a_stream_send,
 	.recv = dp_a2a_stream_recv,
+	.recv_any = dp_a2a_stream_recv_any,
 	.flush = dp_a2a_stream_flush,
 	.put = dp_a2a_no_put,
 	.close = verbs_close_ep,
