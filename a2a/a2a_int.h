@@ -15,6 +15,7 @@
 /* Every message is a frame: this header, then len payload bytes. */
 #define DP_A2A_FRAME_MAGIC 0x44504132u /* "DPA2" */
 #define DP_A2A_FRAME_MAX   (1ull << 34)
+#define DP_A2A_CHUNK_DEF   (128u << 10) /* default two-hop chunk, bytes */
 
 struct dp_a2a_frame_hdr {
 	uint32_t magic;
@@ -67,7 +68,8 @@ struct dp_a2a_comm {
 	struct dp_a2a_ep *ep;
 	int rank, nodes, rpn, world;
 	int experts, epr, hidden;
-	int busy; /* an issue is in flight */
+	int chunk_rows; /* two-hop pipelining: tokens per chunk, >= 1 */
+	int busy;	/* an issue is in flight */
 };
 
 int dp_a2a_no_flush(struct dp_a2a_ep *ep, struct dp_err *err);
