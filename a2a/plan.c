@@ -1104,6 +1104,9 @@ static int arrived(struct dp_a2a_plan *p, struct pipe *w, int q, int a, int cnt,
 	for (int pos = a; pos < a + cnt; pos++) {
 		int n = o->idx[pos], cc = o->row[pos] / p->C, rc;
 
+		if (w->need[p->coff[n] + cc] <= 0)
+			return dp_err_set(err, EPROTO, "a2a: rank %d sent row %d twice", o->peer,
+					  pos);
 		if (--w->need[p->coff[n] + cc])
 			continue;
 		rc = emit(p, w, n, cc, err);
@@ -1121,7 +1124,8 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	size_t hb = (size_t)H * sizeof(float);
 	struct pipe w = { 0 };
 	int *peers = calloc((size_t)(N + R), sizeof(int)), *ent = calloc((size_t)(N + R), sizeof(int));
-	int *rem = calloc((size_t)(N + R), sizeof(int)), *got = calloc((size_t)R, sizeof(int));
+	int *rem = calloc((size_t)(N + R), sizeof(int));
+	int *clo = calloc((size_t)(N * R), sizeof(int)), *chi = calloc((size_t)(N * R), sizeof(int));
 	uint32_t *tags = calloc((size_t)(N + R), sizeof(uint32_t));
 	float *part = malloc((size_t)C * hb);
 
@@ -1131,7 +1135,7 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	w.need = malloc(((size_t)p->coff[N] + 1) * sizeof(int));
 	w.tneed = malloc(((size_t)p->T + 1) * sizeof(int));
 	w.rows = calloc((size_t)C, sizeof(*w.rows));
-	if (!peers || !ent || !rem || !got || !tags || !part || !w.stage || !w.buf1 || !w.acc ||
+	if (!peers || !ent || !rem || !clo || !chi || !tags || !part || !w.stage || !w.buf1 || !w.acc ||
 	    !w.need || !w.tneed || !w.rows) {
 		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
 		goto out;
@@ -1149,38 +1153,58 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	for (int t = 0; t < p->T; t++) /* routed nowhere */
 		if (!w.tneed[t])
 			memset(p->out + (size_t)t * H, 0, hb);
-	for (int i = 0; i < R; i++)
-		if (p->in2[i].n > maxn)
-			maxn = p->in2[i].n;
-	/* 1. this rank's experts, chunk by chunk to each relay (k order) */
-	for (int c0 = 0; c0 < maxn; c0 += C)
-		for (int k = 1; k <= R; k++) {
-			int i = (li + k) % R; /* own relay last */
-			const struct chan *ch = &p->in2[i];
-			int cnt = ch->n - c0 < C ? ch->n - c0 : C;
-			float *dst = i == li ? w.stage[li] + (size_t)c0 * H : part;
+	/* in2 channel i holds source node n's tokens at [clo, chi)[i * N + n] */
+	for (int i = 0; i < R; i++) {
+		const struct chan *ch = &p->in2[i];
 
-			if (cnt <= 0)
-				continue;
-			for (int j = 0; j < cnt; j++) {
-				const struct dp_a2a_recv *r = &p->recv[ch->idx[c0 + j]];
-				float *d = dst + (size_t)j * H;
+		for (int n = 0; n < N; n++)
+			clo[i * N + n] = chi[i * N + n] = 0;
+		for (int pos = ch->n - 1; pos >= 0; pos--) {
+			int n = p->recv[ch->idx[pos]].src_rank / R;
 
-				memset(d, 0, hb);
-				for (int sl = 0; sl < r->nslots; sl++) {
-					const float *y = p->y + (size_t)(r->slot + sl) * H;
-
-					for (int h = 0; h < H; h++)
-						d[h] += r->weight[sl] * y[h];
-				}
-				w.rows[j] = d;
-			}
-			rc = i == li ? arrived(p, &w, li, c0, cnt, err)
-				     : send_rows(p, ch->peer, TAG_C2, w.rows, cnt,
-						 &p->st.combine_inter, &p->st.combine_intra, err);
-			if (rc)
-				goto out;
+			if (!chi[i * N + n])
+				chi[i * N + n] = pos + 1;
+			clo[i * N + n] = pos;
 		}
+		for (int n = 0; n < N; n++)
+			if (chi[i * N + n] - clo[i * N + n] > maxn)
+				maxn = chi[i * N + n] - clo[i * N + n];
+	}
+	/* 1. this rank's experts, in rounds of one chunk per (source node,
+	 * relay); node X starts with node X + 1, so that the relays of
+	 * different nodes send back to different nodes at the same time */
+	for (int c0 = 0; c0 < maxn; c0 += C)
+		for (int kn = 1; kn <= N; kn++)
+			for (int k = 1; k <= R; k++) {
+				int n = (node + kn) % N, i = (li + k) % R;
+				const struct chan *ch = &p->in2[i];
+				int a = clo[i * N + n] + c0, cnt = chi[i * N + n] - a;
+				float *dst = i == li ? w.stage[li] + (size_t)a * H : part;
+
+				if (cnt <= 0)
+					continue;
+				if (cnt > C)
+					cnt = C;
+				for (int j = 0; j < cnt; j++) {
+					const struct dp_a2a_recv *r = &p->recv[ch->idx[a + j]];
+					float *d = dst + (size_t)j * H;
+
+					memset(d, 0, hb);
+					for (int sl = 0; sl < r->nslots; sl++) {
+						const float *y = p->y + (size_t)(r->slot + sl) * H;
+
+						for (int h = 0; h < H; h++)
+							d[h] += r->weight[sl] * y[h];
+					}
+					w.rows[j] = d;
+				}
+				rc = i == li ? arrived(p, &w, li, a, cnt, err)
+					     : send_fwd(p, ch->peer, TAG_C2, a, w.rows, cnt,
+							&p->st.combine_inter, &p->st.combine_intra,
+							err);
+				if (rc)
+					goto out;
+			}
 	for (int q = 0; q < R; q++)
 		if (q != li) {
 			rem[q] = p->out2[q].n;
@@ -1209,15 +1233,15 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 			goto out;
 		e = ent[which];
 		if (e < R) {
-			int a = got[e], cnt = rem[e] < C ? rem[e] : C;
+			int a = 0, cnt = 0;
 
-			if (len != (size_t)cnt * hb || !b) {
-				(void)dp_err_set(err, EPROTO, "a2a: bad chunk from rank %d",
-						 p->out2[e].peer);
-				rc = -EPROTO;
-			} else {
-				memcpy(w.stage[e] + (size_t)a * H, b, len);
-				got[e] += cnt;
+			rc = check_fwd(p, &p->out2[e], b, len, &a, &cnt, err);
+			if (!rc && cnt > rem[e])
+				rc = dp_err_set(err, EPROTO, "a2a: rank %d sent too many rows",
+						p->out2[e].peer);
+			if (!rc) {
+				memcpy(w.stage[e] + (size_t)a * H,
+				       (const char *)b + sizeof(struct fwd_hdr), (size_t)cnt * hb);
 				rem[e] -= cnt;
 				pending -= cnt;
 				rc = arrived(p, &w, e, a, cnt, err);
@@ -1248,7 +1272,8 @@ out:
 	free(peers);
 	free(ent);
 	free(rem);
-	free(got);
+	free(clo);
+	free(chi);
 	free(tags);
 	return rc;
 }
