@@ -138,8 +138,9 @@ int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_
 			   int *which, void **buf, size_t *len, struct dp_err *err);
 int dp_a2a_stream_flush(struct dp_a2a_ep *ep, struct dp_err *err);
 
-/* Monotonic milliseconds. */
+/* Monotonic milliseconds, microseconds. */
 int64_t dp_a2a_now_ms(void);
+int64_t dp_a2a_now_us(void);
 
 /* Kernels (a2a_kernels.cu with CUDA; -ENOSYS without).  Device pointers. */
 int dp_a2a_cuda_pack(const float *x, const int32_t *rows, int n, int hidden, float *out,

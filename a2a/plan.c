@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "a2a/a2a_int.h"
+#include "common/dp_log.h"
 #include "common/dp_banned.h"
 
 enum {
@@ -926,7 +927,8 @@ static int dispatch_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 {
 	struct dp_a2a_comm *c = p->c;
 	int N = c->nodes, R = c->rpn, node = c->rank / R, li = c->rank % R, H = c->hidden;
-	int C = p->C, pending = 0, rc = 0;
+	int C = p->C, pending = 0, rc = 0, nmsg = 0;
+	int64_t t0 = dp_a2a_now_us(), t1, t2, twait = 0;
 	size_t hb = (size_t)H * sizeof(float);
 	struct pipe w = { 0 };
 	int *peers = calloc((size_t)(N + R), sizeof(int)), *ent = calloc((size_t)(N + R), sizeof(int));
@@ -975,6 +977,7 @@ static int dispatch_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 			rem[N + i] = p->in2[i].n;
 			pending += rem[N + i];
 		}
+	t1 = dp_a2a_now_us();
 	/* 3. whatever lands first: forward first-hop chunks, place final rows */
 	while (pending > 0) {
 		int k = 0, which = 0, e;
@@ -988,7 +991,10 @@ static int dispatch_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 			tags[k] = e2 < N ? TAG_D1 : TAG_D2;
 			ent[k++] = e2;
 		}
+		t2 = dp_a2a_now_us();
 		rc = c->ep->tp->recv_any(c->ep, peers, tags, k, &which, &b, &len, err);
+		twait += dp_a2a_now_us() - t2;
+		nmsg++;
 		if (rc)
 			goto out;
 		e = ent[which];
@@ -1030,6 +1036,10 @@ static int dispatch_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 		if (rc)
 			goto out;
 	}
+	dp_log(DP_LOG_DEBUG, "a2a",
+	       "rank %d dispatch: queue %.1f ms, then %d messages in %.1f ms (%.1f ms waiting)",
+	       c->rank, (double)(t1 - t0) / 1e3, nmsg, (double)(dp_a2a_now_us() - t1) / 1e3,
+	       (double)twait / 1e3);
 out:
 	pipe_release(&w, p);
 	free(peers);
@@ -1120,7 +1130,8 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 {
 	struct dp_a2a_comm *c = p->c;
 	int N = c->nodes, R = c->rpn, node = c->rank / R, li = c->rank % R, H = c->hidden;
-	int C = p->C, pending = 0, rc = 0, maxn = 0;
+	int C = p->C, pending = 0, rc = 0, maxn = 0, nmsg = 0;
+	int64_t t0 = dp_a2a_now_us(), t1, t2, twait = 0;
 	size_t hb = (size_t)H * sizeof(float);
 	struct pipe w = { 0 };
 	int *peers = calloc((size_t)(N + R), sizeof(int)), *ent = calloc((size_t)(N + R), sizeof(int));
@@ -1215,6 +1226,7 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 			rem[R + i] = p->out1[i].n;
 			pending += rem[R + i];
 		}
+	t1 = dp_a2a_now_us();
 	/* 2. partials into the relay, sums back at the source */
 	while (pending > 0) {
 		int k = 0, which = 0, e;
@@ -1228,7 +1240,10 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 			tags[k] = e2 < R ? TAG_C2 : TAG_C1;
 			ent[k++] = e2;
 		}
+		t2 = dp_a2a_now_us();
 		rc = c->ep->tp->recv_any(c->ep, peers, tags, k, &which, &b, &len, err);
+		twait += dp_a2a_now_us() - t2;
+		nmsg++;
 		if (rc)
 			goto out;
 		e = ent[which];
@@ -1266,6 +1281,10 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 		if (rc)
 			goto out;
 	}
+	dp_log(DP_LOG_DEBUG, "a2a",
+	       "rank %d combine: queue %.1f ms, then %d messages in %.1f ms (%.1f ms waiting)",
+	       c->rank, (double)(t1 - t0) / 1e3, nmsg, (double)(dp_a2a_now_us() - t1) / 1e3,
+	       (double)twait / 1e3);
 out:
 	pipe_release(&w, p);
 	free(part);
@@ -1290,9 +1309,13 @@ static void *op_thread(void *arg)
 		rc = two ? combine_two_hop(p, &p->err) : do_combine(p, &p->err);
 	/* what is still queued here would only move on our next call */
 	if (!rc) {
+		int64_t t0 = dp_a2a_now_us();
+
 		rc = p->c->ep->tp->flush(p->c->ep, &p->err);
 		if (rc == -EOPNOTSUPP)
 			rc = 0;
+		dp_log(DP_LOG_DEBUG, "a2a", "rank %d %s: flush %.1f ms", p->c->rank,
+		       p->op == 1 ? "dispatch" : "combine", (double)(dp_a2a_now_us() - t0) / 1e3);
 	}
 	p->rc = rc;
 	return NULL;

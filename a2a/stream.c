@@ -50,6 +50,14 @@ int64_t dp_a2a_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t dp_a2a_now_us(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int dp_a2a_stream_wants_write(const struct dp_a2a_stream *s, int peer)
 {
 	return s->q->p[peer].out_head != NULL;
