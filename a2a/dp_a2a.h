@@ -107,6 +107,10 @@ struct dp_a2a_comm_cfg {
 	 * (a token bucket, like one NIC per rank), to make the inter-node
 	 * fabric the bottleneck on a single machine; 0: unpaced */
 	double tcp_inter_mbps;
+	/* tcp: 1: the ranks of a node talk through shm rings (segment
+	 * "<shm_name>-n<node>", shm_ring_bytes each) instead of sockets, as
+	 * NVLink next to IB; needs shm_name.  0: sockets for every pair */
+	int tcp_local_shm;
 	/* shm: segment name ("/dp-a2a-x"); every rank of the job passes the
 	 * same name; rank 0 unlinks it on close.  ring_bytes per pair, 0: 1 MiB */
 	const char *shm_name;

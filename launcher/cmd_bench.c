@@ -36,7 +36,9 @@ enum {
 	O_JSON,
 	O_NODE,
 	O_PEERS,
-	O_COUNTS
+	O_COUNTS,
+	O_INTRA,
+	O_CHUNK
 };
 
 static const struct option opts[] = {
@@ -55,6 +57,8 @@ static const struct option opts[] = {
 	{ "node", required_argument, NULL, O_NODE },
 	{ "peers", required_argument, NULL, O_PEERS },
 	{ "counts", required_argument, NULL, O_COUNTS },
+	{ "intra-node", required_argument, NULL, O_INTRA },
+	{ "chunk-bytes", required_argument, NULL, O_CHUNK },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -66,6 +70,8 @@ struct bcfg {
 	long node;	    /* -1: every node here; else only this node's ranks */
 	const char *peers;  /* "host:port,..." one per rank, or NULL: loopback */
 	const char *counts; /* file for the per-pair token counts, or NULL */
+	int intra_shm;	    /* tcp: shm rings between the ranks of a node */
+	long chunk;	    /* two-hop chunk bytes, 0: the library default */
 };
 
 #define MAX_ITERS 50
@@ -205,6 +211,8 @@ static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lf
 	cfg.listen_fd = lfd;
 	cfg.shm_name = shm;
 	cfg.tcp_inter_mbps = b->mbps;
+	cfg.tcp_local_shm = b->intra_shm && strcmp(b->tp, "tcp") == 0;
+	cfg.chunk_bytes = (size_t)b->chunk;
 	rc = dp_a2a_comm_open(&cfg, &c, &err);
 	if (rc)
 		goto out;
@@ -342,6 +350,15 @@ static int parse_opts(struct dp_cli *cli, int argc, char **argv, struct bcfg *b,
 		case O_COUNTS:
 			b->counts = optarg;
 			break;
+		case O_INTRA:
+			if (strcmp(optarg, "shm") != 0 && strcmp(optarg, "tcp") != 0)
+				return dp_cli_usage_error(cli, "bench",
+							  "--intra-node must be shm or tcp");
+			b->intra_shm = strcmp(optarg, "shm") == 0;
+			break;
+		case O_CHUNK:
+			rc = dp_parse_long(optarg, 1, 1L << 30, &b->chunk, "--chunk-bytes", &err);
+			break;
 		default:
 			return dp_cli_bad_option(cli, "bench", argc, argv);
 		}
@@ -388,7 +405,7 @@ static int parse_peers(struct dp_cli *cli, const char *list, int world, const ch
 
 static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 {
-	struct bcfg b = { 2, 4, 1024, 1024, 256, 8, 4, 8, 3, 0, "tcp", -1, NULL, NULL };
+	struct bcfg b = { 2, 4, 1024, 1024, 256, 8, 4, 8, 3, 0, "tcp", -1, NULL, NULL, 1, 0 };
 	int json = cli->json, world, rc, failed = 0, r0, r1;
 	struct bres *res;
 	const char **addrs;
@@ -534,10 +551,11 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 	} else {
 		(void)fprintf(
 			cli->out,
-			"a2a: %s, %ld nodes x %ld ranks, %ld tokens/rank, hidden %ld (%llu B/token), "
+			"a2a: %s%s, %ld nodes x %ld ranks, %ld tokens/rank, hidden %ld (%llu B/token), "
 			"%ld experts, %ld groups, top-%ld, <= %ld nodes/token, inter-node %s%g Mbit/s, "
 			"%ld iters\n",
-			b.tp, b.nodes, b.rpn, b.tokens, b.hidden, (unsigned long long)tb, b.experts,
+			b.tp, b.intra_shm && strcmp(b.tp, "tcp") == 0 ? " (shm inside a node)" : "",
+			b.nodes, b.rpn, b.tokens, b.hidden, (unsigned long long)tb, b.experts,
 			b.groups, b.topk, b.maxn, b.mbps > 0 ? "" : "unpaced ", b.mbps, b.iters);
 		if (b.node >= 0)
 			(void)fprintf(cli->out,
@@ -615,6 +633,8 @@ const struct dp_cli_cmd dp_cmd_bench = {
 		 "  --topk K           experts per token (default 8)\n"
 		 "  --iters I          timed iterations after one warm-up (default 3)\n"
 		 "  --transport NAME   tcp (default) or shm\n"
+		 "  --intra-node KIND  tcp: shm (default) or tcp between the ranks of a node\n"
+		 "  --chunk-bytes B    two-hop pipelining chunk (default: the library's, 128 KiB)\n"
 		 "  --inter-mbps X     pace each rank's inter-node bytes to X Mbit/s (tcp)\n"
 		 "  --node I           run only node I's ranks (0-based; needs --peers)\n"
 		 "  --peers LIST       host:port of every rank, comma-separated (tcp)\n"
