@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -80,6 +81,7 @@ struct bres {
 	int rc;
 	char msg[DP_ERR_MSG_MAX];
 	double disp_ms[2][MAX_ITERS], comb_ms[2][MAX_ITERS];
+	double cpu_ms[2]; /* this rank's CPU time in dispatch + combine, all iterations */
 	struct dp_a2a_stats st[2];
 	uint64_t pairs_node, pairs_rank;
 };
@@ -88,6 +90,17 @@ static uint32_t lcg(uint32_t *s)
 {
 	*s = *s * 1664525u + 1013904223u;
 	return *s >> 8;
+}
+
+/* CPU time of this process (user + system), ms. */
+static double cpu_now_ms(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru))
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
 }
 
 static double now_ms(void)
@@ -231,15 +244,17 @@ static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lf
 			if (!rx || !y)
 				rc = -ENOMEM;
 			for (int it = -1; it < (int)b->iters && !rc; it++) { /* -1: warm-up */
-				double t0, t1, t2;
+				double t0, t1, t2, u0, u1, u2;
 
 				rc = barrier(c, &err);
 				t0 = now_ms();
+				u0 = cpu_now_ms();
 				if (!rc)
 					rc = dp_a2a_dispatch_issue(p, x, rx, &err);
 				if (!rc)
 					rc = dp_a2a_dispatch_wait(p, &err);
 				t1 = now_ms();
+				u1 = cpu_now_ms();
 				/* "experts": identity, so y = x for every slot */
 				for (int i = 0; i < n && !rc; i++)
 					for (int s = 0; s < r[i].nslots; s++)
@@ -248,6 +263,7 @@ static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lf
 				if (!rc)
 					rc = barrier(c, &err);
 				t2 = now_ms();
+				u2 = cpu_now_ms();
 				if (!rc)
 					rc = dp_a2a_combine_issue(p, y, out, &err);
 				if (!rc)
@@ -255,6 +271,7 @@ static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lf
 				if (it >= 0) {
 					res->disp_ms[a][it] = t1 - t0;
 					res->comb_ms[a][it] = now_ms() - t2;
+					res->cpu_ms[a] += (u1 - u0) + (cpu_now_ms() - u2);
 				}
 			}
 			if (!rc) {
@@ -411,7 +428,7 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 	const char **addrs;
 	int *lfds;
 	pid_t *pids;
-	double disp[2] = { 0, 0 }, comb[2] = { 0, 0 };
+	double disp[2] = { 0, 0 }, comb[2] = { 0, 0 }, cpu[2] = { 0, 0 };
 	uint64_t inter[2] = { 0, 0 }, intra[2] = { 0, 0 }, pn = 0, pr = 0, tb;
 	static const char *const names[2] = { "naive", "two-hop" };
 
@@ -522,6 +539,7 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 		for (int i = r0; i < r1; i++) {
 			inter[a] += res[i].st[a].dispatch_inter;
 			intra[a] += res[i].st[a].dispatch_intra;
+			cpu[a] += res[i].cpu_ms[a] / (double)b.iters;
 		}
 	}
 	for (int i = r0; i < r1; i++) {
@@ -541,9 +559,9 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 		for (int a = 0; a < 2; a++)
 			(void)fprintf(cli->out,
 				      "\"%s\":{\"dispatch_ms\":%.3f,\"combine_ms\":%.3f,"
-				      "\"inter_bytes\":%llu,\"intra_bytes\":%llu},",
+				      "\"inter_bytes\":%llu,\"intra_bytes\":%llu,\"cpu_ms\":%.3f},",
 				      a ? "two_hop" : "naive", disp[a], comb[a],
-				      (unsigned long long)inter[a], (unsigned long long)intra[a]);
+				      (unsigned long long)inter[a], (unsigned long long)intra[a], cpu[a]);
 		(void)fprintf(cli->out, "\"inter_bytes_ratio\":%.3f,\"time_ratio\":%.3f}\n",
 			      inter[1] ? (double)inter[0] / (double)inter[1] : 0.0,
 			      disp[1] + comb[1] > 0 ? (disp[0] + comb[0]) / (disp[1] + comb[1])
@@ -561,13 +579,15 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 			(void)fprintf(cli->out,
 				      "node %ld: ranks %d..%d only (times: slowest of them)\n",
 				      b.node, r0, r1 - 1);
-		(void)fprintf(cli->out, "%-8s %12s %12s %14s %14s %12s\n", "algo", "dispatch_ms",
-			      "combine_ms", "inter_MB", "intra_MB", "disp_GB/s");
+		(void)fprintf(cli->out, "%-8s %12s %12s %14s %14s %12s %10s\n", "algo",
+			      "dispatch_ms", "combine_ms", "inter_MB", "intra_MB", "disp_GB/s",
+			      "cpu_ms");
 		for (int a = 0; a < 2; a++)
 			(void)fprintf(
-				cli->out, "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f\n", names[a],
+				cli->out, "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f %10.1f\n", names[a],
 				disp[a], comb[a], (double)inter[a] / 1e6, (double)intra[a] / 1e6,
-				disp[a] > 0 ? (double)(inter[a] + intra[a]) / 1e6 / disp[a] : 0.0);
+				disp[a] > 0 ? (double)(inter[a] + intra[a]) / 1e6 / disp[a] : 0.0,
+				cpu[a]);
 		(void)fprintf(
 			cli->out,
 			"formula: two-hop %llu (token, remote node) x %llu B = %.2f MB; naive %llu "
