@@ -36,6 +36,11 @@ struct dp_a2a_transport {
 	/* Queue one message for @peer (may be this rank); @buf is copied. */
 	int (*send)(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *buf, size_t len,
 		    struct dp_err *err);
+	/* send, taking @buf (malloc'd, or NULL when @len is 0) instead of
+	 * copying it: freed by the transport, also on error.  Transports that
+	 * would copy anyway use dp_a2a_send_take_copy. */
+	int (*send_take)(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			 struct dp_err *err);
 	/* Next message from @peer, which must carry @tag (-EPROTO otherwise).
 	 * *buf is malloc'd (caller frees; NULL when len is 0). */
 	int (*recv)(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
@@ -73,6 +78,9 @@ struct dp_a2a_comm {
 };
 
 int dp_a2a_no_flush(struct dp_a2a_ep *ep, struct dp_err *err);
+/* send_take as send + free. */
+int dp_a2a_send_take_copy(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			  struct dp_err *err);
 /* recv_any for transports without a multi-peer wait: recv from @peers[0]. */
 int dp_a2a_recv_any_first(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
 			  int *which, void **buf, size_t *len, struct dp_err *err);
@@ -132,6 +140,8 @@ int dp_a2a_stream_init(struct dp_a2a_stream *s, struct dp_err *err);
 void dp_a2a_stream_release(struct dp_a2a_stream *s);
 int dp_a2a_stream_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *buf, size_t len,
 		       struct dp_err *err);
+int dp_a2a_stream_send_take(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			    struct dp_err *err);
 int dp_a2a_stream_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
 		       struct dp_err *err);
 int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,

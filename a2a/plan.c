@@ -594,18 +594,16 @@ static int send_rows(struct dp_a2a_plan *p, int peer, uint32_t tag, const float 
 		     uint64_t *inter, uint64_t *intra, struct dp_err *err)
 {
 	size_t hb = (size_t)p->c->hidden * sizeof(float);
-	char *buf = calloc((size_t)n * hb + 1, 1);
-	int rc;
+	char *buf = n ? malloc((size_t)n * hb) : NULL;
 
-	if (!buf)
+	if (n && !buf)
 		return dp_err_set(err, ENOMEM, "a2a: out of memory");
 	for (int j = 0; j < n; j++) {
 		assert(rows[j]);
 		memcpy(buf + (size_t)j * hb, rows[j], hb);
 	}
-	rc = send_counted(p, peer, tag, buf, (size_t)n * hb, inter, intra, err);
-	free(buf);
-	return rc;
+	count_bytes(p, peer, (size_t)n * hb, inter, intra);
+	return p->c->ep->tp->send_take(p->c->ep, peer, tag, buf, (size_t)n * hb, err);
 }
 
 static int max_rows(const struct chan *ch, int n)
@@ -851,7 +849,6 @@ static int send_fwd(struct dp_a2a_plan *p, int peer, uint32_t tag, int start,
 	size_t hb = (size_t)p->c->hidden * sizeof(float), len = sizeof(struct fwd_hdr) + n * hb;
 	struct fwd_hdr h = { (uint32_t)start, (uint32_t)n };
 	char *buf = malloc(len);
-	int rc;
 
 	if (!buf)
 		return dp_err_set(err, ENOMEM, "a2a: out of memory");
@@ -859,9 +856,7 @@ static int send_fwd(struct dp_a2a_plan *p, int peer, uint32_t tag, int start,
 	for (int j = 0; j < n; j++)
 		memcpy(buf + sizeof(h) + (size_t)j * hb, rows[j], hb);
 	count_bytes(p, peer, (size_t)n * hb, inter, intra);
-	rc = p->c->ep->tp->send(p->c->ep, peer, tag, buf, len, err);
-	free(buf);
-	return rc;
+	return p->c->ep->tp->send_take(p->c->ep, peer, tag, buf, len, err);
 }
 
 /* Check a positioned message against channel @ch; rows start at *data. */

@@ -301,32 +301,34 @@ static int peer_error(struct dp_a2a_stream *s, int peer, int e, struct dp_err *e
 	return dp_err_set(err, -e, "a2a: %s: rank %d: %s", s->what, peer, strerror(-e));
 }
 
-int dp_a2a_stream_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *buf, size_t len,
-		       struct dp_err *err)
+/* Queue @data (owned from here on, freed on error) for @peer. */
+static int queue(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *data, size_t len,
+		 struct dp_err *err)
 {
 	struct dp_a2a_stream *s = dp_container_of_stream(ep);
 	struct peerq *q;
 	struct msg *m;
 
-	if (peer < 0 || peer >= ep->world)
+	if (peer < 0 || peer >= ep->world) {
+		free(data);
 		return dp_err_set(err, EINVAL, "a2a: bad peer %d", peer);
+	}
 	q = &s->q->p[peer];
-	if (q->err && peer != ep->rank)
+	if (q->err && peer != ep->rank) {
+		free(data);
 		return peer_error(s, peer, q->err, err);
+	}
 	m = calloc(1, sizeof(*m));
-	if (!m)
+	if (!m) {
+		free(data);
 		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	}
 	m->hdr.magic = DP_A2A_FRAME_MAGIC;
 	m->hdr.tag = tag;
 	m->hdr.len = len;
-	if (len) {
-		m->data = malloc(len);
-		if (!m->data) {
-			free(m);
-			return dp_err_set(err, ENOMEM, "a2a: out of memory");
-		}
-		memcpy(m->data, buf, len);
-	}
+	m->data = len ? data : NULL;
+	if (!len)
+		free(data);
 	if (peer == ep->rank) {
 		m->off = sizeof(m->hdr) + len;
 		push(&q->in_head, &q->in_tail, m);
@@ -335,6 +337,26 @@ int dp_a2a_stream_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void 
 	push(&q->out_head, &q->out_tail, m);
 	(void)pump(s, peer, 1, 0); /* start moving bytes now */
 	return 0;
+}
+
+int dp_a2a_stream_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *buf, size_t len,
+		       struct dp_err *err)
+{
+	void *copy = NULL;
+
+	if (len) {
+		copy = malloc(len);
+		if (!copy)
+			return dp_err_set(err, ENOMEM, "a2a: out of memory");
+		memcpy(copy, buf, len);
+	}
+	return queue(ep, peer, tag, copy, len, err);
+}
+
+int dp_a2a_stream_send_take(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			    struct dp_err *err)
+{
+	return queue(ep, peer, tag, buf, len, err);
 }
 
 /* Take the first complete message of @q; -EPROTO if it is not @tag. */

@@ -45,6 +45,15 @@ int dp_a2a_no_flush(struct dp_a2a_ep *ep, struct dp_err *err)
 	return -EOPNOTSUPP;
 }
 
+int dp_a2a_send_take_copy(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			  struct dp_err *err)
+{
+	int rc = ep->tp->send(ep, peer, tag, buf, len, err);
+
+	free(buf);
+	return rc;
+}
+
 int dp_a2a_recv_any_first(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
 			  int *which, void **buf, size_t *len, struct dp_err *err)
 {

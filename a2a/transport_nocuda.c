@@ -51,6 +51,7 @@ const struct dp_a2a_transport dp_a2a_cuda = {
 	.probe = nc_probe,
 	.open = nc_open,
 	.send = nc_send,
+	.send_take = dp_a2a_send_take_copy,
 	.recv = nc_recv,
 	.recv_any = dp_a2a_recv_any_first,
 	.flush = dp_a2a_no_flush,

@@ -446,6 +446,7 @@ const struct dp_a2a_transport dp_a2a_verbs = {
 	.probe = verbs_probe,
 	.open = verbs_open_ep,
 	.send = dp_a2a_stream_send,
+	.send_take = dp_a2a_stream_send_take,
 	.recv = dp_a2a_stream_recv,
 	.recv_any = dp_a2a_stream_recv_any,
 	.flush = dp_a2a_stream_flush,
