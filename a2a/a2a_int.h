@@ -153,8 +153,8 @@ int dp_a2a_stream_flush(struct dp_a2a_ep *ep, struct dp_err *err);
  * datagrams on *bell_fd (owned by the endpoint; poll it for POLLIN, then
  * dp_a2a_shm_drain_bell and try every ring).  Use its raw stream ops
  * (write_some / read_some / peer_alive), not its queues. */
-int dp_a2a_shm_open_polled(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out,
-			   int *bell_fd, struct dp_err *err);
+int dp_a2a_shm_open_polled(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out, int *bell_fd,
+			   struct dp_err *err);
 void dp_a2a_shm_drain_bell(struct dp_a2a_ep *ep);
 
 /* Monotonic milliseconds, microseconds. */

@@ -926,7 +926,8 @@ static int dispatch_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	int64_t t0 = dp_a2a_now_us(), t1, t2, twait = 0;
 	size_t hb = (size_t)H * sizeof(float);
 	struct pipe w = { 0 };
-	int *peers = calloc((size_t)(N + R), sizeof(int)), *ent = calloc((size_t)(N + R), sizeof(int));
+	int *peers = calloc((size_t)(N + R), sizeof(int)),
+	    *ent = calloc((size_t)(N + R), sizeof(int));
 	int *rem = calloc((size_t)(N + R), sizeof(int)), *got = calloc((size_t)N, sizeof(int));
 	uint32_t *tags = calloc((size_t)(N + R), sizeof(uint32_t));
 
@@ -1016,13 +1017,15 @@ static int dispatch_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 				int r = ch->idx[start + j];
 
 				if (w.filled[r] || cnt > rem[e]) {
-					rc = dp_err_set(err, EPROTO, "a2a: rank %d sent row %d twice",
-							ch->peer, start + j);
+					rc = dp_err_set(err, EPROTO,
+							"a2a: rank %d sent row %d twice", ch->peer,
+							start + j);
 					break;
 				}
 				w.filled[r] = 1;
 				memcpy(p->rx + (size_t)r * H,
-				       (const char *)b + sizeof(struct fwd_hdr) + (size_t)j * hb, hb);
+				       (const char *)b + sizeof(struct fwd_hdr) + (size_t)j * hb,
+				       hb);
 			}
 			rem[e] -= cnt;
 			pending -= cnt;
@@ -1101,8 +1104,7 @@ static int emit(struct dp_a2a_plan *p, struct pipe *w, int n, int cc, struct dp_
 }
 
 /* Combine, relay: partial rows [a, a + cnt) of out2 channel @q are in. */
-static int arrived(struct dp_a2a_plan *p, struct pipe *w, int q, int a, int cnt,
-		   struct dp_err *err)
+static int arrived(struct dp_a2a_plan *p, struct pipe *w, int q, int a, int cnt, struct dp_err *err)
 {
 	const struct chan *o = &p->out2[q];
 
@@ -1129,9 +1131,11 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	int64_t t0 = dp_a2a_now_us(), t1, t2, twait = 0;
 	size_t hb = (size_t)H * sizeof(float);
 	struct pipe w = { 0 };
-	int *peers = calloc((size_t)(N + R), sizeof(int)), *ent = calloc((size_t)(N + R), sizeof(int));
+	int *peers = calloc((size_t)(N + R), sizeof(int)),
+	    *ent = calloc((size_t)(N + R), sizeof(int));
 	int *rem = calloc((size_t)(N + R), sizeof(int));
-	int *clo = calloc((size_t)(N * R), sizeof(int)), *chi = calloc((size_t)(N * R), sizeof(int));
+	int *clo = calloc((size_t)(N * R), sizeof(int)),
+	    *chi = calloc((size_t)(N * R), sizeof(int));
 	uint32_t *tags = calloc((size_t)(N + R), sizeof(uint32_t));
 	float *part = malloc((size_t)C * hb);
 
@@ -1141,8 +1145,8 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	w.need = malloc(((size_t)p->coff[N] + 1) * sizeof(int));
 	w.tneed = malloc(((size_t)p->T + 1) * sizeof(int));
 	w.rows = calloc((size_t)C, sizeof(*w.rows));
-	if (!peers || !ent || !rem || !clo || !chi || !tags || !part || !w.stage || !w.buf1 || !w.acc ||
-	    !w.need || !w.tneed || !w.rows) {
+	if (!peers || !ent || !rem || !clo || !chi || !tags || !part || !w.stage || !w.buf1 ||
+	    !w.acc || !w.need || !w.tneed || !w.rows) {
 		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
 		goto out;
 	}

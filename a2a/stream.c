@@ -168,9 +168,9 @@ static ssize_t pump_out(struct dp_a2a_stream *s, int peer)
 
 	while (q->out_head) {
 		int n = gather_out(q, iov, s->ops->writev_some ? (int)DP_ARRAY_SIZE(iov) : 1);
-		ssize_t w = s->ops->writev_some ? s->ops->writev_some(s, peer, iov, n)
-						: s->ops->write_some(s, peer, iov[0].iov_base,
-								     iov[0].iov_len);
+		ssize_t w = s->ops->writev_some
+				    ? s->ops->writev_some(s, peer, iov, n)
+				    : s->ops->write_some(s, peer, iov[0].iov_base, iov[0].iov_len);
 
 		if (w < 0)
 			return w;
@@ -285,7 +285,8 @@ static ssize_t progress(struct dp_a2a_stream *s, int ms)
 		unsigned char r = s->q->ready[i];
 
 		if (r)
-			total += pump(s, i, (r & DP_A2A_READY_OUT) != 0, (r & DP_A2A_READY_IN) != 0);
+			total +=
+				pump(s, i, (r & DP_A2A_READY_OUT) != 0, (r & DP_A2A_READY_IN) != 0);
 	}
 	return total;
 }
@@ -420,8 +421,8 @@ int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_
 			if (left <= 0)
 				return dp_err_set(
 					err, ETIMEDOUT,
-					"a2a: %s: timed out after %d ms waiting for rank %d", s->what,
-					ep->timeout_ms, peers[0]);
+					"a2a: %s: timed out after %d ms waiting for rank %d",
+					s->what, ep->timeout_ms, peers[0]);
 		}
 		idle = progress(s, idle ? (left < 50 ? (int)left : 50) : 0) == 0;
 	}

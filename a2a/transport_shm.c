@@ -82,7 +82,7 @@ struct shm_ep {
 	struct shm_rank *ranks;
 	char *rings;
 	uint32_t seen_bell;
-	int bell_fd;		      /* polled doorbells: our socket, else -1 */
+	int bell_fd;		       /* polled doorbells: our socket, else -1 */
 	struct sockaddr_un *bell_addr; /* per rank */
 	socklen_t bell_len;
 };
@@ -373,8 +373,8 @@ static int shm_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out
 	return shm_open_any(cfg, 0, out, err);
 }
 
-int dp_a2a_shm_open_polled(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out,
-			   int *bell_fd, struct dp_err *err)
+int dp_a2a_shm_open_polled(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out, int *bell_fd,
+			   struct dp_err *err)
 {
 	int rc = shm_open_any(cfg, 1, out, err);
 

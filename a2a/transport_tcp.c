@@ -43,7 +43,7 @@ struct tcp_ep {
 	int *fds;
 	int lfd;
 	struct pollfd *pfd;
-	int *map; /* pfd index -> peer */
+	int *map;		 /* pfd index -> peer */
 	struct dp_a2a_ep *local; /* shm rings to this node's ranks, or NULL */
 	struct dp_a2a_stream *ls;
 	int bell_fd;

@@ -561,7 +561,8 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 				      "\"%s\":{\"dispatch_ms\":%.3f,\"combine_ms\":%.3f,"
 				      "\"inter_bytes\":%llu,\"intra_bytes\":%llu,\"cpu_ms\":%.3f},",
 				      a ? "two_hop" : "naive", disp[a], comb[a],
-				      (unsigned long long)inter[a], (unsigned long long)intra[a], cpu[a]);
+				      (unsigned long long)inter[a], (unsigned long long)intra[a],
+				      cpu[a]);
 		(void)fprintf(cli->out, "\"inter_bytes_ratio\":%.3f,\"time_ratio\":%.3f}\n",
 			      inter[1] ? (double)inter[0] / (double)inter[1] : 0.0,
 			      disp[1] + comb[1] > 0 ? (disp[0] + comb[0]) / (disp[1] + comb[1])
@@ -583,11 +584,12 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 			      "dispatch_ms", "combine_ms", "inter_MB", "intra_MB", "disp_GB/s",
 			      "cpu_ms");
 		for (int a = 0; a < 2; a++)
-			(void)fprintf(
-				cli->out, "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f %10.1f\n", names[a],
-				disp[a], comb[a], (double)inter[a] / 1e6, (double)intra[a] / 1e6,
-				disp[a] > 0 ? (double)(inter[a] + intra[a]) / 1e6 / disp[a] : 0.0,
-				cpu[a]);
+			(void)fprintf(cli->out, "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f %10.1f\n",
+				      names[a], disp[a], comb[a], (double)inter[a] / 1e6,
+				      (double)intra[a] / 1e6,
+				      disp[a] > 0 ? (double)(inter[a] + intra[a]) / 1e6 / disp[a]
+						  : 0.0,
+				      cpu[a]);
 		(void)fprintf(
 			cli->out,
 			"formula: two-hop %llu (token, remote node) x %llu B = %.2f MB; naive %llu "

@@ -578,13 +578,13 @@ static void chunk_rows_from_bytes(void **state)
 		const char *env;
 		int rows;
 	} cases[] = {
-		{ 1, NULL, 1 },		     /* less than a token */
-		{ 48, NULL, 1 },	     /* a token and a half (32 B tokens) */
-		{ 95, NULL, 2 },	     /* rounds down */
-		{ 96, NULL, 3 },	     /* exact */
-		{ 0, "64", 2 },		     /* $DP_A2A_CHUNK_BYTES */
-		{ 0, "junk", 4096 },	     /* ignored: the 128 KiB default */
-		{ 0, NULL, 4096 },	     /* 128 KiB / 32 B */
+		{ 1, NULL, 1 },		       /* less than a token */
+		{ 48, NULL, 1 },	       /* a token and a half (32 B tokens) */
+		{ 95, NULL, 2 },	       /* rounds down */
+		{ 96, NULL, 3 },	       /* exact */
+		{ 0, "64", 2 },		       /* $DP_A2A_CHUNK_BYTES */
+		{ 0, "junk", 4096 },	       /* ignored: the 128 KiB default */
+		{ 0, NULL, 4096 },	       /* 128 KiB / 32 B */
 		{ SIZE_MAX, NULL, INT32_MAX }, /* one chunk per channel */
 	};
 
