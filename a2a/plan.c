@@ -853,8 +853,10 @@ static int send_fwd(struct dp_a2a_plan *p, int peer, uint32_t tag, int start,
 	if (!buf)
 		return dp_err_set(err, ENOMEM, "a2a: out of memory");
 	memcpy(buf, &h, sizeof(h));
-	for (int j = 0; j < n; j++)
+	for (int j = 0; j < n; j++) {
+		assert(rows[j]);
 		memcpy(buf + sizeof(h) + (size_t)j * hb, rows[j], hb);
+	}
 	count_bytes(p, peer, (size_t)n * hb, inter, intra);
 	return p->c->ep->tp->send_take(p->c->ep, peer, tag, buf, len, err);
 }
@@ -926,10 +928,11 @@ static int dispatch_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	int64_t t0 = dp_a2a_now_us(), t1, t2, twait = 0;
 	size_t hb = (size_t)H * sizeof(float);
 	struct pipe w = { 0 };
-	int *peers = calloc((size_t)(N + R), sizeof(int)),
-	    *ent = calloc((size_t)(N + R), sizeof(int));
-	int *rem = calloc((size_t)(N + R), sizeof(int)), *got = calloc((size_t)N, sizeof(int));
-	uint32_t *tags = calloc((size_t)(N + R), sizeof(uint32_t));
+	int *peers = calloc(((size_t)N + (size_t)R), sizeof(int)),
+	    *ent = calloc(((size_t)N + (size_t)R), sizeof(int));
+	int *rem = calloc(((size_t)N + (size_t)R), sizeof(int)),
+	    *got = calloc((size_t)N, sizeof(int));
+	uint32_t *tags = calloc(((size_t)N + (size_t)R), sizeof(uint32_t));
 
 	w.rows = calloc((size_t)C, sizeof(*w.rows));
 	w.filled = calloc((size_t)p->nrecv + 1, 1);
@@ -1066,6 +1069,7 @@ static void landed(struct dp_a2a_plan *p, struct pipe *w, int i, int a, int cnt)
 
 			if (pos < 0)
 				continue;
+			assert(w->buf1[n]);
 			s = w->buf1[n] + (size_t)pos * H;
 			for (int h = 0; h < H; h++)
 				d[h] += s[h];
@@ -1084,6 +1088,7 @@ static int emit(struct dp_a2a_plan *p, struct pipe *w, int n, int cc, struct dp_
 	for (int q = 0; q < c->rpn; q++) { /* local rank order */
 		int a = lower_row(p, q, n, c0), b = lower_row(p, q, n, c0 + cnt);
 
+		assert(a == b || w->stage[q]);
 		for (int pos = a; pos < b; pos++) {
 			float *d = w->acc + (size_t)(p->out2[q].row[pos] - c0) * H;
 			const float *s = w->stage[q] + (size_t)pos * H;
@@ -1131,12 +1136,12 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	int64_t t0 = dp_a2a_now_us(), t1, t2, twait = 0;
 	size_t hb = (size_t)H * sizeof(float);
 	struct pipe w = { 0 };
-	int *peers = calloc((size_t)(N + R), sizeof(int)),
-	    *ent = calloc((size_t)(N + R), sizeof(int));
-	int *rem = calloc((size_t)(N + R), sizeof(int));
-	int *clo = calloc((size_t)(N * R), sizeof(int)),
-	    *chi = calloc((size_t)(N * R), sizeof(int));
-	uint32_t *tags = calloc((size_t)(N + R), sizeof(uint32_t));
+	int *peers = calloc(((size_t)N + (size_t)R), sizeof(int)),
+	    *ent = calloc(((size_t)N + (size_t)R), sizeof(int));
+	int *rem = calloc(((size_t)N + (size_t)R), sizeof(int));
+	int *clo = calloc(((size_t)N * (size_t)R), sizeof(int)),
+	    *chi = calloc(((size_t)N * (size_t)R), sizeof(int));
+	uint32_t *tags = calloc(((size_t)N + (size_t)R), sizeof(uint32_t));
 	float *part = malloc((size_t)C * hb);
 
 	w.stage = calloc((size_t)R, sizeof(*w.stage));
