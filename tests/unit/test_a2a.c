@@ -966,6 +966,8 @@ static void bench_command_runs_and_checks_formula(void **state)
 					     "--topk", "4", "--iters", "1", "--json");
 
 	(void)state;
+	if (r.rc)
+		print_message("dpctl bench a2a: %s\n", r.err ? r.err : "");
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.out, "\"inter_bytes_ratio\":"));
 	assert_non_null(strstr(r.out, "\"two_hop\":{"));
