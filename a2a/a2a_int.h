@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "a2a/dp_a2a.h"
 #include "common/dp_err.h"
@@ -14,6 +15,7 @@
 /* Every message is a frame: this header, then len payload bytes. */
 #define DP_A2A_FRAME_MAGIC 0x44504132u /* "DPA2" */
 #define DP_A2A_FRAME_MAX   (1ull << 34)
+#define DP_A2A_CHUNK_DEF   (128u << 10) /* default two-hop chunk, bytes */
 
 struct dp_a2a_frame_hdr {
 	uint32_t magic;
@@ -34,10 +36,23 @@ struct dp_a2a_transport {
 	/* Queue one message for @peer (may be this rank); @buf is copied. */
 	int (*send)(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *buf, size_t len,
 		    struct dp_err *err);
+	/* send, taking @buf (malloc'd, or NULL when @len is 0) instead of
+	 * copying it: freed by the transport, also on error.  Transports that
+	 * would copy anyway use dp_a2a_send_take_copy. */
+	int (*send_take)(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			 struct dp_err *err);
 	/* Next message from @peer, which must carry @tag (-EPROTO otherwise).
 	 * *buf is malloc'd (caller frees; NULL when len is 0). */
 	int (*recv)(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
 		    struct dp_err *err);
+	/* The next message from whichever of @peers[0..n-1] has one complete
+	 * first (earlier entries win when several have), which must carry
+	 * @tags[i] (-EPROTO otherwise); *which = its index i.  Bounded by the
+	 * endpoint's timeout.  Transports that cannot wait on several peers use
+	 * dp_a2a_recv_any_first (blocks on @peers[0]): callers must list peers
+	 * so that waiting on the first one cannot deadlock. */
+	int (*recv_any)(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			int *which, void **buf, size_t *len, struct dp_err *err);
 	/* optional: wait until every queued send has left this rank */
 	int (*flush)(struct dp_a2a_ep *ep, struct dp_err *err);
 	/* optional: one-sided copy into @peer's registered window at @off */
@@ -58,10 +73,17 @@ struct dp_a2a_comm {
 	struct dp_a2a_ep *ep;
 	int rank, nodes, rpn, world;
 	int experts, epr, hidden;
-	int busy; /* an issue is in flight */
+	int chunk_rows; /* two-hop pipelining: tokens per chunk, >= 1 */
+	int busy;	/* an issue is in flight */
 };
 
 int dp_a2a_no_flush(struct dp_a2a_ep *ep, struct dp_err *err);
+/* send_take as send + free. */
+int dp_a2a_send_take_copy(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			  struct dp_err *err);
+/* recv_any for transports without a multi-peer wait: recv from @peers[0]. */
+int dp_a2a_recv_any_first(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			  int *which, void **buf, size_t *len, struct dp_err *err);
 int dp_a2a_no_put(struct dp_a2a_ep *ep, int peer, size_t off, const void *src, size_t len,
 		  struct dp_err *err);
 
@@ -88,7 +110,17 @@ struct dp_a2a_stream_ops {
 	void (*wait)(struct dp_a2a_stream *s, int ms);
 	/* 0 alive or unknown, -ECONNRESET: the peer process is gone */
 	int (*peer_alive)(struct dp_a2a_stream *s, int peer);
+	/* Optional (NULL: the engine tries every peer, then wait()s).  Wait up
+	 * to @ms for any peer to become readable, or writable if it has frames
+	 * queued (dp_a2a_stream_wants_write); set ready[peer] to a mask of
+	 * DP_A2A_READY_IN / _OUT; return the number of ready peers (0: none). */
+	int (*poll)(struct dp_a2a_stream *s, int ms, unsigned char *ready);
+	/* Optional (NULL: write_some on the first piece): gather write. */
+	ssize_t (*writev_some)(struct dp_a2a_stream *s, int peer, const struct iovec *iov, int n);
 };
+
+#define DP_A2A_READY_IN	 1
+#define DP_A2A_READY_OUT 2
 
 struct dp_a2a_squeue; /* private to stream.c */
 
@@ -108,12 +140,26 @@ int dp_a2a_stream_init(struct dp_a2a_stream *s, struct dp_err *err);
 void dp_a2a_stream_release(struct dp_a2a_stream *s);
 int dp_a2a_stream_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *buf, size_t len,
 		       struct dp_err *err);
+int dp_a2a_stream_send_take(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			    struct dp_err *err);
 int dp_a2a_stream_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
 		       struct dp_err *err);
+int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			   int *which, void **buf, size_t *len, struct dp_err *err);
 int dp_a2a_stream_flush(struct dp_a2a_ep *ep, struct dp_err *err);
 
-/* Monotonic milliseconds. */
+/* The shm rings among the ranks of one node for the tcp transport: a shm
+ * endpoint for @cfg (nodes 1, rank = local index) whose doorbells are
+ * datagrams on *bell_fd (owned by the endpoint; poll it for POLLIN, then
+ * dp_a2a_shm_drain_bell and try every ring).  Use its raw stream ops
+ * (write_some / read_some / peer_alive), not its queues. */
+int dp_a2a_shm_open_polled(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out, int *bell_fd,
+			   struct dp_err *err);
+void dp_a2a_shm_drain_bell(struct dp_a2a_ep *ep);
+
+/* Monotonic milliseconds, microseconds. */
 int64_t dp_a2a_now_ms(void);
+int64_t dp_a2a_now_us(void);
 
 /* Kernels (a2a_kernels.cu with CUDA; -ENOSYS without).  Device pointers. */
 int dp_a2a_cuda_pack(const float *x, const int32_t *rows, int n, int hidden, float *out,

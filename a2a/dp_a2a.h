@@ -29,7 +29,11 @@
  *       DP_A2A_TWO_HOP a token crosses nodes at most once per target node,
  *                      to the rank with the same local index there, which
  *                      forwards it inside the node; combine sums inside the
- *                      node first, then crosses once (DeepEP).
+ *                      node first, then crosses once (DeepEP).  Both hops
+ *                      are pipelined: data moves in chunks of whole tokens
+ *                      (cfg.chunk_bytes) and a relay forwards (dispatch) or
+ *                      sends back (combine) each chunk as soon as it is
+ *                      complete, while later chunks are still crossing.
  *     Received tokens on a rank are ordered by (source rank, source token);
  *     each carries its local experts in k order ("slots").  Dispatch output
  *     is bit-identical between the algorithms.  Combine sums, in this fixed
@@ -40,7 +44,9 @@
  *
  * Threads: a comm and its plans are used by one thread at a time, and at
  * most one issue/wait pair is in flight per comm.  Memory passed to an
- * issue call is borrowed until the matching wait returns.
+ * issue call is borrowed until the matching wait returns; wait returns once
+ * this rank's part is done and its outgoing data has left this process
+ * (transport flush).
  */
 #ifndef DP_A2A_H
 #define DP_A2A_H
@@ -87,6 +93,11 @@ struct dp_a2a_comm_cfg {
 	int experts;	/* divisible by nodes * ranks_per_node */
 	int hidden;	/* floats per token */
 	int timeout_ms; /* bound on every blocking wait; 0: 30000 */
+	/* two-hop pipelining: payload moves in chunks of this many bytes,
+	 * rounded down to whole tokens (at least one token per chunk); a relay
+	 * forwards each chunk as soon as it lands.  0: $DP_A2A_CHUNK_BYTES,
+	 * else 128 KiB.  SIZE_MAX: one chunk per channel (no pipelining). */
+	size_t chunk_bytes;
 	/* tcp: addrs[world] "host:port"; listen_fd >= 0 is an already
 	 * listening socket for this rank (taken over: closed by the comm).
 	 * Set listen_fd to -1 otherwise (0 is a valid descriptor). */
@@ -96,6 +107,10 @@ struct dp_a2a_comm_cfg {
 	 * (a token bucket, like one NIC per rank), to make the inter-node
 	 * fabric the bottleneck on a single machine; 0: unpaced */
 	double tcp_inter_mbps;
+	/* tcp: 1: the ranks of a node talk through shm rings (segment
+	 * "<shm_name>-n<node>", shm_ring_bytes each) instead of sockets, as
+	 * NVLink next to IB; needs shm_name.  0: sockets for every pair */
+	int tcp_local_shm;
 	/* shm: segment name ("/dp-a2a-x"); every rank of the job passes the
 	 * same name; rank 0 unlinks it on close.  ring_bytes per pair, 0: 1 MiB */
 	const char *shm_name;

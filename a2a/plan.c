@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "a2a/a2a_int.h"
+#include "common/dp_log.h"
 #include "common/dp_banned.h"
 
 enum {
@@ -53,6 +54,14 @@ struct dp_a2a_plan {
 	struct dp_a2a_recv *recv;
 	int nrecv, nslots;
 	struct dp_a2a_stats st;
+	/* two-hop pipelining (pipe_build): C tokens per chunk; out2 channel q
+	 * holds in1 channel n's rows at positions [lo2, hi2)[q * nodes + n]
+	 * (sorted by row); chunk c of in1 channel n is chunk coff[n] + c, and
+	 * cneed[] counts the out2 rows (contributions) that fall in each;
+	 * tneed[t] = out1 channels holding token t, tpos[t * nodes + i] its row
+	 * in out1 channel i or -1 */
+	int C;
+	int *lo2, *hi2, *coff, *cneed, *tneed, *tpos;
 	/* the op in flight */
 	pthread_t th;
 	int op; /* 0 none, 1 dispatch, 2 combine */
@@ -113,6 +122,12 @@ void dp_a2a_plan_free(struct dp_a2a_plan *p)
 	free_chans(p->out2, p->nout2);
 	free_chans(p->in2, p->nin2);
 	free(p->recv);
+	free(p->lo2);
+	free(p->hi2);
+	free(p->coff);
+	free(p->cneed);
+	free(p->tneed);
+	free(p->tpos);
 	free(p->idx);
 	free(p->w);
 	free(p);
@@ -427,6 +442,56 @@ out:
 	return rc;
 }
 
+/* Two-hop pipelining tables (see struct dp_a2a_plan). */
+static int pipe_build(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	const struct dp_a2a_comm *c = p->c;
+	int N = c->nodes, R = c->rpn, C = c->chunk_rows > 0 ? c->chunk_rows : 1, nch = 0;
+	size_t T = (size_t)p->T;
+
+	p->C = C;
+	p->lo2 = calloc((size_t)N * (size_t)R, sizeof(int));
+	p->hi2 = calloc((size_t)N * (size_t)R, sizeof(int));
+	p->coff = calloc((size_t)N + 1, sizeof(int));
+	p->tneed = calloc(T + 1, sizeof(int));
+	p->tpos = malloc((T * (size_t)N + 1) * sizeof(int));
+	if (!p->lo2 || !p->hi2 || !p->coff || !p->tneed || !p->tpos)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	for (int n = 0; n < N; n++) {
+		p->coff[n] = nch;
+		nch += (p->in1[n].n + C - 1) / C;
+	}
+	p->coff[N] = nch;
+	p->cneed = calloc((size_t)nch + 1, sizeof(int));
+	if (!p->cneed)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	for (int q = 0; q < R; q++) {
+		const struct chan *o = &p->out2[q];
+		int *lo = p->lo2 + (size_t)q * N, *hi = p->hi2 + (size_t)q * N;
+
+		/* rows are in (in1 channel, row) order: one run per channel */
+		for (int pos = 0; pos < o->n; pos++)
+			hi[o->idx[pos]]++;
+		for (int n = 0, at = 0; n < N; n++) {
+			lo[n] = at;
+			at += hi[n];
+			hi[n] = at;
+		}
+		for (int pos = 0; pos < o->n; pos++)
+			p->cneed[p->coff[o->idx[pos]] + o->row[pos] / C]++;
+	}
+	for (size_t i = 0; i < T * (size_t)N; i++)
+		p->tpos[i] = -1;
+	for (int i = 0; i < p->nout1; i++)
+		for (int j = 0; j < p->out1[i].n; j++) {
+			int t = p->out1[i].idx[j];
+
+			p->tpos[(size_t)t * N + i] = j;
+			p->tneed[t]++;
+		}
+	return 0;
+}
+
 int dp_a2a_plan_build(struct dp_a2a_comm *c, enum dp_a2a_algo algo, int ntokens, int topk,
 		      const int32_t *idx, const float *w, struct dp_a2a_plan **out,
 		      struct dp_err *err)
@@ -465,6 +530,8 @@ int dp_a2a_plan_build(struct dp_a2a_comm *c, enum dp_a2a_algo algo, int ntokens,
 		rc = build_relay(p, err);
 	if (!rc)
 		rc = build_in2(p, err);
+	if (!rc && algo == DP_A2A_TWO_HOP)
+		rc = pipe_build(p, err);
 	if (rc)
 		goto fail;
 	*out = p;
@@ -527,18 +594,16 @@ static int send_rows(struct dp_a2a_plan *p, int peer, uint32_t tag, const float 
 		     uint64_t *inter, uint64_t *intra, struct dp_err *err)
 {
 	size_t hb = (size_t)p->c->hidden * sizeof(float);
-	char *buf = calloc((size_t)n * hb + 1, 1);
-	int rc;
+	char *buf = n ? malloc((size_t)n * hb) : NULL;
 
-	if (!buf)
+	if (n && !buf)
 		return dp_err_set(err, ENOMEM, "a2a: out of memory");
 	for (int j = 0; j < n; j++) {
 		assert(rows[j]);
 		memcpy(buf + (size_t)j * hb, rows[j], hb);
 	}
-	rc = send_counted(p, peer, tag, buf, (size_t)n * hb, inter, intra, err);
-	free(buf);
-	return rc;
+	count_bytes(p, peer, (size_t)n * hb, inter, intra);
+	return p->c->ep->tp->send_take(p->c->ep, peer, tag, buf, (size_t)n * hb, err);
 }
 
 static int max_rows(const struct chan *ch, int n)
@@ -715,11 +780,548 @@ out:
 	return rc;
 }
 
+/* ---- two-hop, pipelined ----------------------------------------------------
+ * Dispatch: the source queues every chunk of C tokens for every remote node
+ * at once; a relay takes whichever first-hop chunk lands first (recv_any)
+ * and forwards its rows to the ranks of its node right away, each forwarded
+ * piece headed by its position in the relay -> target layout, so targets
+ * place pieces in any order.  Combine: a target sends its partial sums to
+ * the relays in chunks; a relay adds a chunk of a source's rows once every
+ * contribution to it is in (in local rank order, as the unpipelined sum did)
+ * and sends it back with its position; the source sums a token over nodes
+ * in node order once every node's part is in.  A rank's own node goes
+ * through memory, not messages.  Peers are listed first-hop first, so the
+ * recv_any fallback (block on the first) cannot deadlock: first-hop data is
+ * all queued before anyone waits. */
+
+struct fwd_hdr {
+	uint32_t start; /* row position in the channel's layout */
+	uint32_t count;
+};
+
+struct pipe {
+	float **stage; /* combine, relay: out2 channel q's partial rows */
+	float **buf1;  /* combine, source: rows from out1 channel i */
+	float *acc;    /* combine, relay: one chunk being summed */
+	int *need;     /* combine: contributions missing per chunk */
+	int *tneed;    /* combine: node parts missing per token */
+	const float **rows;
+	unsigned char *filled; /* dispatch: received token rows seen */
+};
+
+static void pipe_release(struct pipe *w, const struct dp_a2a_plan *p)
+{
+	for (int q = 0; w->stage && q < p->c->rpn; q++)
+		free(w->stage[q]);
+	for (int i = 0; w->buf1 && i < p->nout1; i++)
+		free(w->buf1[i]);
+	free(w->stage);
+	free(w->buf1);
+	free(w->acc);
+	free(w->need);
+	free(w->tneed);
+	free((void *)w->rows);
+	free(w->filled);
+}
+
+/* First position in [lo, hi) of out2 channel @q whose in1 row is >= @v. */
+static int lower_row(const struct dp_a2a_plan *p, int q, int n, int v)
+{
+	const struct chan *o = &p->out2[q];
+	int lo = p->lo2[(size_t)q * p->c->nodes + n], hi = p->hi2[(size_t)q * p->c->nodes + n];
+
+	while (lo < hi) {
+		int mid = lo + (hi - lo) / 2;
+
+		if (o->row[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Send @n rows headed by their @start position (rows bytes are counted). */
+static int send_fwd(struct dp_a2a_plan *p, int peer, uint32_t tag, int start,
+		    const float *const *rows, int n, uint64_t *inter, uint64_t *intra,
+		    struct dp_err *err)
+{
+	size_t hb = (size_t)p->c->hidden * sizeof(float), len = sizeof(struct fwd_hdr) + n * hb;
+	struct fwd_hdr h = { (uint32_t)start, (uint32_t)n };
+	char *buf = malloc(len);
+
+	if (!buf)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	memcpy(buf, &h, sizeof(h));
+	for (int j = 0; j < n; j++) {
+		assert(rows[j]);
+		memcpy(buf + sizeof(h) + (size_t)j * hb, rows[j], hb);
+	}
+	count_bytes(p, peer, (size_t)n * hb, inter, intra);
+	return p->c->ep->tp->send_take(p->c->ep, peer, tag, buf, len, err);
+}
+
+/* Check a positioned message against channel @ch; rows start at *data. */
+static int check_fwd(const struct dp_a2a_plan *p, const struct chan *ch, const void *b, size_t len,
+		     int *start, int *count, struct dp_err *err)
+{
+	size_t hb = (size_t)p->c->hidden * sizeof(float);
+	struct fwd_hdr h;
+
+	if (len < sizeof(h) || !b)
+		goto bad;
+	memcpy(&h, b, sizeof(h));
+	if (h.count < 1 || h.start >= (uint32_t)ch->n || h.count > (uint32_t)ch->n - h.start ||
+	    len != sizeof(h) + (size_t)h.count * hb)
+		goto bad;
+	*start = (int)h.start;
+	*count = (int)h.count;
+	return 0;
+bad:
+	(void)dp_err_set(err, EPROTO, "a2a: bad chunk from rank %d", ch->peer);
+	return -EPROTO;
+}
+
+/* Relay: forward rows [c0, c0 + cnt) of in1 channel @n (at @chunk, or this
+ * rank's own tokens when NULL) to the ranks of this node. */
+static int forward_chunk(struct dp_a2a_plan *p, struct pipe *w, int n, int c0, int cnt,
+			 const float *chunk, struct dp_err *err)
+{
+	const struct dp_a2a_comm *c = p->c;
+	int H = c->hidden, node = c->rank / c->rpn, li = c->rank % c->rpn;
+	size_t hb = (size_t)H * sizeof(float);
+
+	for (int q = 0; q < c->rpn; q++) {
+		const struct chan *o = &p->out2[q];
+		int a = lower_row(p, q, n, c0), b = lower_row(p, q, n, c0 + cnt), rc;
+
+		for (int pos = a; pos < b; pos++) {
+			int j = o->row[pos];
+
+			w->rows[pos - a] = chunk ? chunk + (size_t)(j - c0) * H
+						 : p->x + (size_t)p->out1[node].idx[j] * H;
+		}
+		if (a == b)
+			continue;
+		if (q == li) { /* this rank is the target: the layouts match */
+			for (int pos = a; pos < b; pos++) {
+				int r = p->in2[li].idx[pos];
+
+				memcpy(p->rx + (size_t)r * H, w->rows[pos - a], hb);
+				w->filled[r] = 1;
+			}
+			continue;
+		}
+		rc = send_fwd(p, o->peer, TAG_D2, a, w->rows, b - a, &p->st.dispatch_inter,
+			      &p->st.dispatch_intra, err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int dispatch_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	struct dp_a2a_comm *c = p->c;
+	int N = c->nodes, R = c->rpn, node = c->rank / R, li = c->rank % R, H = c->hidden;
+	int C = p->C, pending = 0, rc = 0, nmsg = 0;
+	int64_t t0 = dp_a2a_now_us(), t1, t2, twait = 0;
+	size_t hb = (size_t)H * sizeof(float);
+	struct pipe w = { 0 };
+	int *peers = calloc(((size_t)N + (size_t)R), sizeof(int)),
+	    *ent = calloc(((size_t)N + (size_t)R), sizeof(int));
+	int *rem = calloc(((size_t)N + (size_t)R), sizeof(int)),
+	    *got = calloc((size_t)N, sizeof(int));
+	uint32_t *tags = calloc(((size_t)N + (size_t)R), sizeof(uint32_t));
+
+	w.rows = calloc((size_t)C, sizeof(*w.rows));
+	w.filled = calloc((size_t)p->nrecv + 1, 1);
+	if (!peers || !ent || !rem || !got || !tags || !w.rows || !w.filled) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto out;
+	}
+	/* 1. first hop: every chunk for every other node, queued now */
+	for (int c0 = 0, any = 1; any; c0 += C) {
+		any = 0;
+		for (int k = 1; k < N; k++) {
+			const struct chan *ch = &p->out1[(node + k) % N];
+			int cnt = ch->n - c0 < C ? ch->n - c0 : C;
+
+			if (cnt <= 0)
+				continue;
+			any = 1;
+			for (int j = 0; j < cnt; j++)
+				w.rows[j] = p->x + (size_t)ch->idx[c0 + j] * H;
+			rc = send_rows(p, ch->peer, TAG_D1, w.rows, cnt, &p->st.dispatch_inter,
+				       &p->st.dispatch_intra, err);
+			if (rc)
+				goto out;
+		}
+	}
+	/* 2. this node's own tokens need no first hop */
+	for (int c0 = 0; c0 < p->in1[node].n; c0 += C) {
+		int cnt = p->in1[node].n - c0 < C ? p->in1[node].n - c0 : C;
+
+		rc = forward_chunk(p, &w, node, c0, cnt, NULL, err);
+		if (rc)
+			goto out;
+	}
+	for (int n = 0; n < N; n++)
+		if (n != node) {
+			rem[n] = (p->in1[n].n + C - 1) / C;
+			pending += rem[n];
+		}
+	for (int i = 0; i < R; i++)
+		if (i != li) {
+			rem[N + i] = p->in2[i].n;
+			pending += rem[N + i];
+		}
+	t1 = dp_a2a_now_us();
+	/* 3. whatever lands first: forward first-hop chunks, place final rows */
+	while (pending > 0) {
+		int k = 0, which = 0, e;
+		void *b = NULL;
+		size_t len = 0;
+
+		for (int e2 = 0; e2 < N + R; e2++) {
+			if (!rem[e2])
+				continue;
+			peers[k] = e2 < N ? p->in1[e2].peer : p->in2[e2 - N].peer;
+			tags[k] = e2 < N ? TAG_D1 : TAG_D2;
+			ent[k++] = e2;
+		}
+		t2 = dp_a2a_now_us();
+		rc = c->ep->tp->recv_any(c->ep, peers, tags, k, &which, &b, &len, err);
+		twait += dp_a2a_now_us() - t2;
+		nmsg++;
+		if (rc)
+			goto out;
+		e = ent[which];
+		if (e < N) {
+			int c0 = got[e] * C, cnt = p->in1[e].n - c0 < C ? p->in1[e].n - c0 : C;
+
+			if (len != (size_t)cnt * hb || !b) {
+				free(b);
+				(void)dp_err_set(err, EPROTO, "a2a: bad chunk from rank %d",
+						 p->in1[e].peer);
+				rc = -EPROTO;
+				goto out;
+			}
+			rc = forward_chunk(p, &w, e, c0, cnt, b, err);
+			got[e]++;
+			rem[e]--;
+			pending--;
+		} else {
+			const struct chan *ch = &p->in2[e - N];
+			int start = 0, cnt = 0;
+
+			rc = check_fwd(p, ch, b, len, &start, &cnt, err);
+			for (int j = 0; !rc && j < cnt; j++) {
+				int r = ch->idx[start + j];
+
+				if (w.filled[r] || cnt > rem[e]) {
+					rc = dp_err_set(err, EPROTO,
+							"a2a: rank %d sent row %d twice", ch->peer,
+							start + j);
+					break;
+				}
+				w.filled[r] = 1;
+				memcpy(p->rx + (size_t)r * H,
+				       (const char *)b + sizeof(struct fwd_hdr) + (size_t)j * hb,
+				       hb);
+			}
+			rem[e] -= cnt;
+			pending -= cnt;
+		}
+		free(b);
+		if (rc)
+			goto out;
+	}
+	dp_log(DP_LOG_DEBUG, "a2a",
+	       "rank %d dispatch: queue %.1f ms, then %d messages in %.1f ms (%.1f ms waiting)",
+	       c->rank, (double)(t1 - t0) / 1e3, nmsg, (double)(dp_a2a_now_us() - t1) / 1e3,
+	       (double)twait / 1e3);
+out:
+	pipe_release(&w, p);
+	free(peers);
+	free(ent);
+	free(rem);
+	free(got);
+	free(tags);
+	return rc;
+}
+
+/* Combine, source: node parts of out1 channel @i rows [a, a + cnt) are in. */
+static void landed(struct dp_a2a_plan *p, struct pipe *w, int i, int a, int cnt)
+{
+	int N = p->c->nodes, H = p->c->hidden;
+
+	for (int j = a; j < a + cnt; j++) {
+		int t = p->out1[i].idx[j];
+		float *d = p->out + (size_t)t * H;
+
+		if (--w->tneed[t])
+			continue;
+		memset(d, 0, (size_t)H * sizeof(float));
+		for (int n = 0; n < N; n++) { /* node order */
+			int pos = p->tpos[(size_t)t * N + n];
+			const float *s;
+
+			if (pos < 0)
+				continue;
+			assert(w->buf1[n]);
+			s = w->buf1[n] + (size_t)pos * H;
+			for (int h = 0; h < H; h++)
+				d[h] += s[h];
+		}
+	}
+}
+
+/* Combine, relay: chunk @cc of in1 channel @n has all its contributions. */
+static int emit(struct dp_a2a_plan *p, struct pipe *w, int n, int cc, struct dp_err *err)
+{
+	const struct dp_a2a_comm *c = p->c;
+	int H = c->hidden, C = p->C, node = c->rank / c->rpn, c0 = cc * C;
+	int cnt = p->in1[n].n - c0 < C ? p->in1[n].n - c0 : C;
+
+	memset(w->acc, 0, (size_t)cnt * H * sizeof(float));
+	for (int q = 0; q < c->rpn; q++) { /* local rank order */
+		int a = lower_row(p, q, n, c0), b = lower_row(p, q, n, c0 + cnt);
+
+		assert(a == b || w->stage[q]);
+		for (int pos = a; pos < b; pos++) {
+			float *d = w->acc + (size_t)(p->out2[q].row[pos] - c0) * H;
+			const float *s = w->stage[q] + (size_t)pos * H;
+
+			for (int h = 0; h < H; h++)
+				d[h] += s[h];
+		}
+	}
+	if (n == node) {
+		memcpy(w->buf1[node] + (size_t)c0 * H, w->acc, (size_t)cnt * H * sizeof(float));
+		landed(p, w, node, c0, cnt);
+		return 0;
+	}
+	for (int j = 0; j < cnt; j++)
+		w->rows[j] = w->acc + (size_t)j * H;
+	return send_fwd(p, p->in1[n].peer, TAG_C1, c0, w->rows, cnt, &p->st.combine_inter,
+			&p->st.combine_intra, err);
+}
+
+/* Combine, relay: partial rows [a, a + cnt) of out2 channel @q are in. */
+static int arrived(struct dp_a2a_plan *p, struct pipe *w, int q, int a, int cnt, struct dp_err *err)
+{
+	const struct chan *o = &p->out2[q];
+
+	for (int pos = a; pos < a + cnt; pos++) {
+		int n = o->idx[pos], cc = o->row[pos] / p->C, rc;
+
+		if (w->need[p->coff[n] + cc] <= 0)
+			return dp_err_set(err, EPROTO, "a2a: rank %d sent row %d twice", o->peer,
+					  pos);
+		if (--w->need[p->coff[n] + cc])
+			continue;
+		rc = emit(p, w, n, cc, err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
+{
+	struct dp_a2a_comm *c = p->c;
+	int N = c->nodes, R = c->rpn, node = c->rank / R, li = c->rank % R, H = c->hidden;
+	int C = p->C, pending = 0, rc = 0, maxn = 0, nmsg = 0;
+	int64_t t0 = dp_a2a_now_us(), t1, t2, twait = 0;
+	size_t hb = (size_t)H * sizeof(float);
+	struct pipe w = { 0 };
+	int *peers = calloc(((size_t)N + (size_t)R), sizeof(int)),
+	    *ent = calloc(((size_t)N + (size_t)R), sizeof(int));
+	int *rem = calloc(((size_t)N + (size_t)R), sizeof(int));
+	int *clo = calloc(((size_t)N * (size_t)R), sizeof(int)),
+	    *chi = calloc(((size_t)N * (size_t)R), sizeof(int));
+	uint32_t *tags = calloc(((size_t)N + (size_t)R), sizeof(uint32_t));
+	float *part = malloc((size_t)C * hb);
+
+	w.stage = calloc((size_t)R, sizeof(*w.stage));
+	w.buf1 = calloc((size_t)N, sizeof(*w.buf1));
+	w.acc = malloc((size_t)C * hb);
+	w.need = malloc(((size_t)p->coff[N] + 1) * sizeof(int));
+	w.tneed = malloc(((size_t)p->T + 1) * sizeof(int));
+	w.rows = calloc((size_t)C, sizeof(*w.rows));
+	if (!peers || !ent || !rem || !clo || !chi || !tags || !part || !w.stage || !w.buf1 ||
+	    !w.acc || !w.need || !w.tneed || !w.rows) {
+		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+		goto out;
+	}
+	for (int q = 0; q < R && !rc; q++)
+		if (!(w.stage[q] = malloc((size_t)(p->out2[q].n + 1) * hb)))
+			rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+	for (int i = 0; i < N && !rc; i++)
+		if (!(w.buf1[i] = malloc((size_t)(p->out1[i].n + 1) * hb)))
+			rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
+	if (rc)
+		goto out;
+	memcpy(w.need, p->cneed, (size_t)p->coff[N] * sizeof(int));
+	memcpy(w.tneed, p->tneed, (size_t)p->T * sizeof(int));
+	for (int t = 0; t < p->T; t++) /* routed nowhere */
+		if (!w.tneed[t])
+			memset(p->out + (size_t)t * H, 0, hb);
+	/* in2 channel i holds source node n's tokens at [clo, chi)[i * N + n] */
+	for (int i = 0; i < R; i++) {
+		const struct chan *ch = &p->in2[i];
+
+		for (int n = 0; n < N; n++)
+			clo[i * N + n] = chi[i * N + n] = 0;
+		for (int pos = ch->n - 1; pos >= 0; pos--) {
+			int n = p->recv[ch->idx[pos]].src_rank / R;
+
+			if (!chi[i * N + n])
+				chi[i * N + n] = pos + 1;
+			clo[i * N + n] = pos;
+		}
+		for (int n = 0; n < N; n++)
+			if (chi[i * N + n] - clo[i * N + n] > maxn)
+				maxn = chi[i * N + n] - clo[i * N + n];
+	}
+	/* 1. this rank's experts, in rounds of one chunk per (source node,
+	 * relay); node X starts with node X + 1, so that the relays of
+	 * different nodes send back to different nodes at the same time */
+	for (int c0 = 0; c0 < maxn; c0 += C)
+		for (int kn = 1; kn <= N; kn++)
+			for (int k = 1; k <= R; k++) {
+				int n = (node + kn) % N, i = (li + k) % R;
+				const struct chan *ch = &p->in2[i];
+				int a = clo[i * N + n] + c0, cnt = chi[i * N + n] - a;
+				float *dst = i == li ? w.stage[li] + (size_t)a * H : part;
+
+				if (cnt <= 0)
+					continue;
+				if (cnt > C)
+					cnt = C;
+				for (int j = 0; j < cnt; j++) {
+					const struct dp_a2a_recv *r = &p->recv[ch->idx[a + j]];
+					float *d = dst + (size_t)j * H;
+
+					memset(d, 0, hb);
+					for (int sl = 0; sl < r->nslots; sl++) {
+						const float *y = p->y + (size_t)(r->slot + sl) * H;
+
+						for (int h = 0; h < H; h++)
+							d[h] += r->weight[sl] * y[h];
+					}
+					w.rows[j] = d;
+				}
+				rc = i == li ? arrived(p, &w, li, a, cnt, err)
+					     : send_fwd(p, ch->peer, TAG_C2, a, w.rows, cnt,
+							&p->st.combine_inter, &p->st.combine_intra,
+							err);
+				if (rc)
+					goto out;
+			}
+	for (int q = 0; q < R; q++)
+		if (q != li) {
+			rem[q] = p->out2[q].n;
+			pending += rem[q];
+		}
+	for (int i = 0; i < N; i++)
+		if (i != node) {
+			rem[R + i] = p->out1[i].n;
+			pending += rem[R + i];
+		}
+	t1 = dp_a2a_now_us();
+	/* 2. partials into the relay, sums back at the source */
+	while (pending > 0) {
+		int k = 0, which = 0, e;
+		void *b = NULL;
+		size_t len = 0;
+
+		for (int e2 = 0; e2 < N + R; e2++) {
+			if (!rem[e2])
+				continue;
+			peers[k] = e2 < R ? p->out2[e2].peer : p->out1[e2 - R].peer;
+			tags[k] = e2 < R ? TAG_C2 : TAG_C1;
+			ent[k++] = e2;
+		}
+		t2 = dp_a2a_now_us();
+		rc = c->ep->tp->recv_any(c->ep, peers, tags, k, &which, &b, &len, err);
+		twait += dp_a2a_now_us() - t2;
+		nmsg++;
+		if (rc)
+			goto out;
+		e = ent[which];
+		if (e < R) {
+			int a = 0, cnt = 0;
+
+			rc = check_fwd(p, &p->out2[e], b, len, &a, &cnt, err);
+			if (!rc && cnt > rem[e])
+				rc = dp_err_set(err, EPROTO, "a2a: rank %d sent too many rows",
+						p->out2[e].peer);
+			if (!rc) {
+				memcpy(w.stage[e] + (size_t)a * H,
+				       (const char *)b + sizeof(struct fwd_hdr), (size_t)cnt * hb);
+				rem[e] -= cnt;
+				pending -= cnt;
+				rc = arrived(p, &w, e, a, cnt, err);
+			}
+		} else {
+			const struct chan *ch = &p->out1[e - R];
+			int start = 0, cnt = 0;
+
+			rc = check_fwd(p, ch, b, len, &start, &cnt, err);
+			if (!rc && cnt > rem[e])
+				rc = dp_err_set(err, EPROTO, "a2a: rank %d sent too many rows",
+						ch->peer);
+			if (!rc) {
+				memcpy(w.buf1[e - R] + (size_t)start * H,
+				       (const char *)b + sizeof(struct fwd_hdr), (size_t)cnt * hb);
+				rem[e] -= cnt;
+				pending -= cnt;
+				landed(p, &w, e - R, start, cnt);
+			}
+		}
+		free(b);
+		if (rc)
+			goto out;
+	}
+	dp_log(DP_LOG_DEBUG, "a2a",
+	       "rank %d combine: queue %.1f ms, then %d messages in %.1f ms (%.1f ms waiting)",
+	       c->rank, (double)(t1 - t0) / 1e3, nmsg, (double)(dp_a2a_now_us() - t1) / 1e3,
+	       (double)twait / 1e3);
+out:
+	pipe_release(&w, p);
+	free(part);
+	free(peers);
+	free(ent);
+	free(rem);
+	free(clo);
+	free(chi);
+	free(tags);
+	return rc;
+}
+
 static void *op_thread(void *arg)
 {
 	struct dp_a2a_plan *p = arg;
 
-	p->rc = p->op == 1 ? do_dispatch(p, &p->err) : do_combine(p, &p->err);
+	int two = p->algo == DP_A2A_TWO_HOP, rc;
+
+	if (p->op == 1)
+		rc = two ? dispatch_two_hop(p, &p->err) : do_dispatch(p, &p->err);
+	else
+		rc = two ? combine_two_hop(p, &p->err) : do_combine(p, &p->err);
+	/* what is still queued here would only move on our next call */
+	if (!rc) {
+		int64_t t0 = dp_a2a_now_us();
+
+		rc = p->c->ep->tp->flush(p->c->ep, &p->err);
+		if (rc == -EOPNOTSUPP)
+			rc = 0;
+		dp_log(DP_LOG_DEBUG, "a2a", "rank %d %s: flush %.1f ms", p->c->rank,
+		       p->op == 1 ? "dispatch" : "combine", (double)(dp_a2a_now_us() - t0) / 1e3);
+	}
+	p->rc = rc;
 	return NULL;
 }
 

@@ -45,6 +45,28 @@ int dp_a2a_no_flush(struct dp_a2a_ep *ep, struct dp_err *err)
 	return -EOPNOTSUPP;
 }
 
+int dp_a2a_send_take_copy(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			  struct dp_err *err)
+{
+	int rc = ep->tp->send(ep, peer, tag, buf, len, err);
+
+	free(buf);
+	return rc;
+}
+
+int dp_a2a_recv_any_first(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			  int *which, void **buf, size_t *len, struct dp_err *err)
+{
+	int rc;
+
+	if (n < 1)
+		return dp_err_set(err, EINVAL, "a2a: recv from no peer");
+	rc = ep->tp->recv(ep, peers[0], tags[0], buf, len, err);
+	if (!rc)
+		*which = 0;
+	return rc;
+}
+
 int dp_a2a_no_put(struct dp_a2a_ep *ep, int peer, size_t off, const void *src, size_t len,
 		  struct dp_err *err)
 {
@@ -135,6 +157,27 @@ void dp_a2a_comm_cfg_init(struct dp_a2a_comm_cfg *cfg)
 	cfg->cuda_device = -1;
 }
 
+/* Tokens per pipelining chunk: cfg > $DP_A2A_CHUNK_BYTES > 128 KiB. */
+static int chunk_rows(const struct dp_a2a_comm_cfg *c)
+{
+	size_t bytes = c->chunk_bytes, tb = (size_t)c->hidden * sizeof(float), rows;
+	const char *env = getenv("DP_A2A_CHUNK_BYTES");
+
+	if (!bytes && env && *env) {
+		char *end = NULL;
+		unsigned long long v = strtoull(env, &end, 10);
+
+		if (end && *end == '\0' && v > 0)
+			bytes = (size_t)v;
+	}
+	if (!bytes)
+		bytes = DP_A2A_CHUNK_DEF;
+	rows = bytes / tb;
+	if (rows < 1)
+		rows = 1;
+	return rows > INT32_MAX ? INT32_MAX : (int)rows;
+}
+
 int dp_a2a_comm_open(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_comm **out,
 		     struct dp_err *err)
 {
@@ -180,6 +223,7 @@ int dp_a2a_comm_open(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_comm **out
 	comm->experts = c.experts;
 	comm->epr = c.experts / world;
 	comm->hidden = c.hidden;
+	comm->chunk_rows = chunk_rows(&c);
 	dp_log(DP_LOG_DEBUG, "a2a", "rank %d/%d open on '%s'", c.rank, world, t->name);
 	*out = comm;
 	return 0;

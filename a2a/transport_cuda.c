@@ -196,12 +196,28 @@ static int cuda_send(struct dp_a2a_ep *ep, int peer, uint32_t tag, const void *b
 	return e->ctl->tp->send(e->ctl, peer, tag, buf, len, err);
 }
 
+static int cuda_send_take(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *buf, size_t len,
+			  struct dp_err *err)
+{
+	struct cuda_ep *e = cuda_of(ep);
+
+	return e->ctl->tp->send_take(e->ctl, peer, tag, buf, len, err);
+}
+
 static int cuda_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,
 		     struct dp_err *err)
 {
 	struct cuda_ep *e = cuda_of(ep);
 
 	return e->ctl->tp->recv(e->ctl, peer, tag, buf, len, err);
+}
+
+static int cuda_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			 int *which, void **buf, size_t *len, struct dp_err *err)
+{
+	struct cuda_ep *e = cuda_of(ep);
+
+	return e->ctl->tp->recv_any(e->ctl, peers, tags, n, which, buf, len, err);
 }
 
 static int cuda_flush(struct dp_a2a_ep *ep, struct dp_err *err)
@@ -244,7 +260,9 @@ const struct dp_a2a_transport dp_a2a_cuda = {
 	.probe = cuda_probe,
 	.open = cuda_open_ep,
 	.send = cuda_send,
+	.send_take = cuda_send_take,
 	.recv = cuda_recv,
+	.recv_any = cuda_recv_any,
 	.flush = cuda_flush,
 	.put = cuda_put,
 	.close = cuda_close_ep,

@@ -11,7 +11,12 @@
  * with nothing to do sleeps on its own bell with futex(FUTEX_WAIT).  A
  * rank holds its process-shared robust mutex while open, so a peer that
  * dies is seen as EOWNERDEAD (the kernel releases robust locks at exit,
- * before the process is even reaped). */
+ * before the process is even reaped).
+ *
+ * The tcp transport reuses these rings between the ranks of a node
+ * (dp_a2a_shm_open_polled): there the doorbell is a datagram to the
+ * reader's abstract unix socket instead of a futex, so that a rank can
+ * sleep in one poll() over its sockets and its rings. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -21,7 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,7 +82,23 @@ struct shm_ep {
 	struct shm_rank *ranks;
 	char *rings;
 	uint32_t seen_bell;
+	int bell_fd;		       /* polled doorbells: our socket, else -1 */
+	struct sockaddr_un *bell_addr; /* per rank */
+	socklen_t bell_len;
 };
+
+/* Abstract socket name of @rank's doorbell for segment @name. */
+static socklen_t bell_name(struct sockaddr_un *a, const char *name, int rank)
+{
+	int n;
+
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	n = snprintf(a->sun_path + 1, sizeof(a->sun_path) - 1, "dp-a2a-bell%s-%d", name, rank);
+	if (n < 0 || (size_t)n >= sizeof(a->sun_path) - 1)
+		return 0;
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+}
 
 static size_t ring_stride(size_t ring_bytes)
 {
@@ -104,6 +127,12 @@ static void ring_bell(struct shm_ep *e, int rank)
 {
 	_Atomic uint32_t *b = &e->ranks[rank].bell;
 
+	if (e->bell_fd >= 0) {
+		/* a full bell queue already holds a wake-up: ignore EAGAIN */
+		(void)sendto(e->bell_fd, "", 1, MSG_DONTWAIT | MSG_NOSIGNAL,
+			     (const struct sockaddr *)&e->bell_addr[rank], e->bell_len);
+		return;
+	}
 	atomic_fetch_add_explicit(b, 1, memory_order_release);
 	(void)syscall(SYS_futex, (uint32_t *)b, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
@@ -244,8 +273,29 @@ static int shm_common_open(struct shm_ep *e, const struct dp_a2a_comm_cfg *cfg,
 	return dp_a2a_stream_init(&e->s, err);
 }
 
-static int shm_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out,
-		       struct dp_err *err)
+/* Polled doorbells: bind our abstract socket, name everyone's. */
+static int bells_open(struct shm_ep *e, int world, int rank, struct dp_err *err)
+{
+	e->bell_addr = calloc((size_t)world, sizeof(*e->bell_addr));
+	if (!e->bell_addr)
+		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	for (int i = 0; i < world; i++) {
+		e->bell_len = bell_name(&e->bell_addr[i], e->name, i);
+		if (!e->bell_len)
+			return dp_err_set(err, ENAMETOOLONG, "a2a: shm: name '%s' is too long",
+					  e->name);
+	}
+	e->bell_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (e->bell_fd < 0)
+		return dp_err_set(err, errno, "a2a: shm: socket: %s", strerror(errno));
+	if (bind(e->bell_fd, (const struct sockaddr *)&e->bell_addr[rank], e->bell_len))
+		return dp_err_set(err, errno, "a2a: shm: cannot bind the doorbell of '%s': %s",
+				  e->name, strerror(errno));
+	return 0;
+}
+
+static int shm_open_any(const struct dp_a2a_comm_cfg *cfg, int polled, struct dp_a2a_ep **out,
+			struct dp_err *err)
 {
 	int world = cfg->nodes * cfg->ranks_per_node;
 	struct shm_ep *e;
@@ -257,6 +307,7 @@ static int shm_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	e->bell_fd = -1;
 	(void)snprintf(e->name, sizeof(e->name), "%s", cfg->shm_name);
 	e->ring_bytes = cfg->shm_ring_bytes ? cfg->shm_ring_bytes : SHM_RING_DEF;
 	if (e->ring_bytes < SHM_RING_MIN)
@@ -265,6 +316,11 @@ static int shm_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out
 	rc = shm_common_open(e, cfg, &dp_a2a_shm, err);
 	if (rc)
 		goto err_free;
+	if (polled) {
+		rc = bells_open(e, world, cfg->rank, err);
+		if (rc)
+			goto err_stream;
+	}
 	fd = shm_open(e->name, O_CREAT | O_RDWR | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = dp_err_set(err, errno, "a2a: shm: cannot open '%s': %s", e->name,
@@ -304,8 +360,36 @@ err_fd:
 err_stream:
 	dp_a2a_stream_release(&e->s);
 err_free:
+	if (e->bell_fd >= 0)
+		(void)close(e->bell_fd);
+	free(e->bell_addr);
 	free(e);
 	return rc;
+}
+
+static int shm_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out,
+		       struct dp_err *err)
+{
+	return shm_open_any(cfg, 0, out, err);
+}
+
+int dp_a2a_shm_open_polled(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out, int *bell_fd,
+			   struct dp_err *err)
+{
+	int rc = shm_open_any(cfg, 1, out, err);
+
+	if (!rc)
+		*bell_fd = ((struct shm_ep *)dp_container_of_stream(*out))->bell_fd;
+	return rc;
+}
+
+void dp_a2a_shm_drain_bell(struct dp_a2a_ep *ep)
+{
+	struct shm_ep *e = (struct shm_ep *)dp_container_of_stream(ep);
+	char b[64];
+
+	while (e->bell_fd >= 0 && recv(e->bell_fd, b, sizeof(b), MSG_DONTWAIT) > 0)
+		;
 }
 
 static int loop_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out,
@@ -321,6 +405,7 @@ static int loop_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **ou
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return dp_err_set(err, ENOMEM, "a2a: out of memory");
+	e->bell_fd = -1;
 	e->mem = cfg->loop->mem;
 	e->size = cfg->loop->size;
 	e->ring_bytes = cfg->loop->ring_bytes;
@@ -356,6 +441,9 @@ static void shm_close_ep(struct dp_a2a_ep *ep)
 		(void)munmap(e->mem, e->size);
 	if (e->unlink)
 		(void)shm_unlink(e->name);
+	if (e->bell_fd >= 0)
+		(void)close(e->bell_fd);
+	free(e->bell_addr);
 	dp_a2a_stream_release(&e->s);
 	free(e);
 }
@@ -413,7 +501,9 @@ const struct dp_a2a_transport dp_a2a_shm = {
 	.probe = shm_probe,
 	.open = shm_open_ep,
 	.send = dp_a2a_stream_send,
+	.send_take = dp_a2a_stream_send_take,
 	.recv = dp_a2a_stream_recv,
+	.recv_any = dp_a2a_stream_recv_any,
 	.flush = dp_a2a_stream_flush,
 	.put = dp_a2a_no_put,
 	.close = shm_close_ep,
@@ -424,7 +514,9 @@ const struct dp_a2a_transport dp_a2a_loop_tp = {
 	.probe = loop_probe,
 	.open = loop_open_ep,
 	.send = dp_a2a_stream_send,
+	.send_take = dp_a2a_stream_send_take,
 	.recv = dp_a2a_stream_recv,
+	.recv_any = dp_a2a_stream_recv_any,
 	.flush = dp_a2a_stream_flush,
 	.put = dp_a2a_no_put,
 	.close = shm_close_ep,

@@ -3,13 +3,24 @@
  * network namespaces.  One non-blocking TCP connection per pair of ranks
  * (rank i connects to every j < i and accepts every j > i), a hello that
  * names the connecting rank, then length-prefixed frames (a2a_int.h) driven
- * by the stream engine in stream.c. */
+ * by the stream engine in stream.c.
+ *
+ * With cfg.tcp_local_shm the ranks of a node skip the sockets between them
+ * and use shm rings instead (dp_a2a_shm_open_polled, segment
+ * "<shm_name>-n<node>"), the CPU stand-in for NVLink next to tcp's IB: one
+ * poll() covers the sockets and the rings' doorbell socket.
+ *
+ * Sockets: TCP_NODELAY (frames are written whole by gather writes, so
+ * Nagle only delays the tail); SO_SNDBUF / SO_RCVBUF to other nodes from
+ * $DP_A2A_TCP_SNDBUF / $DP_A2A_TCP_RCVBUF when set (bytes), else the
+ * kernel's autotuning. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -32,6 +43,10 @@ struct tcp_ep {
 	int *fds;
 	int lfd;
 	struct pollfd *pfd;
+	int *map;		 /* pfd index -> peer */
+	struct dp_a2a_ep *local; /* shm rings to this node's ranks, or NULL */
+	struct dp_a2a_stream *ls;
+	int bell_fd;
 	double bytes_per_us; /* inter-node pacing, 0: off */
 	double tokens;	     /* bytes we may send to other nodes now */
 	double burst;	     /* bucket size: 64 KiB or 2 ms worth */
@@ -49,6 +64,12 @@ static int64_t now_us(void)
 static int remote(const struct tcp_ep *e, int peer)
 {
 	return peer / e->s.ep.rpn != e->s.ep.rank / e->s.ep.rpn;
+}
+
+/* Through the shm rings? */
+static int on_ring(const struct tcp_ep *e, int peer)
+{
+	return e->local && !remote(e, peer);
 }
 
 /* Bytes we may write to @peer now (SIZE_MAX when unpaced). */
@@ -69,9 +90,12 @@ static size_t pace_allow(struct tcp_ep *e, int peer)
 static ssize_t tcp_write_some(struct dp_a2a_stream *s, int peer, const void *buf, size_t n)
 {
 	struct tcp_ep *e = (struct tcp_ep *)s;
-	size_t allow = pace_allow(e, peer);
+	size_t allow;
 	ssize_t w;
 
+	if (on_ring(e, peer))
+		return e->ls->ops->write_some(e->ls, peer % s->ep.rpn, buf, n);
+	allow = pace_allow(e, peer);
 	if (n > allow)
 		n = allow;
 	if (!n)
@@ -90,7 +114,11 @@ static ssize_t tcp_write_some(struct dp_a2a_stream *s, int peer, const void *buf
 static ssize_t tcp_read_some(struct dp_a2a_stream *s, int peer, void *buf, size_t n)
 {
 	struct tcp_ep *e = (struct tcp_ep *)s;
-	ssize_t r = recv(e->fds[peer], buf, n, MSG_DONTWAIT);
+	ssize_t r;
+
+	if (on_ring(e, peer))
+		return e->ls->ops->read_some(e->ls, peer % s->ep.rpn, buf, n);
+	r = recv(e->fds[peer], buf, n, MSG_DONTWAIT);
 
 	if (r > 0)
 		return r;
@@ -101,9 +129,10 @@ static ssize_t tcp_read_some(struct dp_a2a_stream *s, int peer, void *buf, size_
 	return -errno;
 }
 
-static void tcp_wait(struct dp_a2a_stream *s, int ms)
+/* Fill e->pfd for every connected peer; map[k] = peer of pfd[k]. */
+static nfds_t build_pfd(struct tcp_ep *e, int *ms)
 {
-	struct tcp_ep *e = (struct tcp_ep *)s;
+	struct dp_a2a_stream *s = &e->s;
 	nfds_t n = 0;
 
 	for (int i = 0; i < s->ep.world; i++) {
@@ -114,19 +143,116 @@ static void tcp_wait(struct dp_a2a_stream *s, int ms)
 		if (dp_a2a_stream_wants_write(s, i)) {
 			if (pace_allow(e, i))
 				e->pfd[n].events |= POLLOUT;
-			else if (ms > 1)
-				ms = 1; /* paced: come back when tokens refill */
+			else if (*ms > 1)
+				*ms = 1; /* paced: come back when tokens refill */
 		}
 		e->pfd[n].revents = 0;
+		e->map[n] = i;
 		n++;
 	}
+	if (e->bell_fd >= 0) {
+		e->pfd[n].fd = e->bell_fd;
+		e->pfd[n].events = POLLIN;
+		e->pfd[n].revents = 0;
+		e->map[n] = -1;
+		n++;
+	}
+	return n;
+}
+
+static void tcp_wait(struct dp_a2a_stream *s, int ms)
+{
+	struct tcp_ep *e = (struct tcp_ep *)s;
+	nfds_t n = build_pfd(e, &ms);
+
 	(void)poll(e->pfd, n, ms);
+}
+
+static int tcp_poll(struct dp_a2a_stream *s, int ms, unsigned char *ready)
+{
+	struct tcp_ep *e = (struct tcp_ep *)s;
+	nfds_t n = build_pfd(e, &ms);
+	int got = poll(e->pfd, n, ms), cnt = 0;
+
+	memset(ready, 0, (size_t)s->ep.world);
+	if (e->local) {
+		/* a doorbell only says "some ring moved": try them all (cheap) */
+		if (got > 0 && (e->pfd[n - 1].revents & POLLIN))
+			dp_a2a_shm_drain_bell(e->local);
+		for (int i = 0; i < s->ep.world; i++)
+			if (on_ring(e, i) && i != s->ep.rank) {
+				ready[i] = DP_A2A_READY_IN |
+					   (dp_a2a_stream_wants_write(s, i) ? DP_A2A_READY_OUT : 0);
+				cnt++;
+			}
+	}
+	for (nfds_t k = 0; got > 0 && k < n; k++) {
+		short r = e->pfd[k].revents;
+		unsigned char m = 0;
+
+		if (e->map[k] < 0)
+			continue;
+		if (r & (POLLIN | POLLHUP | POLLERR | POLLNVAL))
+			m |= DP_A2A_READY_IN; /* the read finds EOF or the error */
+		if (r & POLLOUT)
+			m |= DP_A2A_READY_OUT;
+		ready[e->map[k]] = m;
+		cnt += m != 0;
+	}
+	return cnt;
+}
+
+static ssize_t tcp_writev_some(struct dp_a2a_stream *s, int peer, const struct iovec *iov, int n)
+{
+	struct tcp_ep *e = (struct tcp_ep *)s;
+	size_t allow = pace_allow(e, peer), total = 0;
+	struct msghdr mh = { 0 };
+	struct iovec cut[64];
+	int k = 0;
+	ssize_t w;
+
+	if (on_ring(e, peer)) {
+		ssize_t done = 0;
+
+		for (; k < n; k++) {
+			w = e->ls->ops->write_some(e->ls, peer % s->ep.rpn, iov[k].iov_base,
+						   iov[k].iov_len);
+			if (w < 0)
+				return done ? done : w;
+			done += w;
+			if ((size_t)w < iov[k].iov_len)
+				break;
+		}
+		return done;
+	}
+	/* cut the gather list at the pacing allowance */
+	for (; k < n && k < (int)DP_ARRAY_SIZE(cut) && total < allow; k++) {
+		cut[k] = iov[k];
+		if (cut[k].iov_len > allow - total)
+			cut[k].iov_len = allow - total;
+		total += cut[k].iov_len;
+	}
+	if (!total)
+		return 0;
+	mh.msg_iov = cut;
+	mh.msg_iovlen = (size_t)k;
+	w = sendmsg(e->fds[peer], &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w >= 0) {
+		if (e->bytes_per_us > 0 && remote(e, peer))
+			e->tokens -= (double)w;
+		return w;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return 0;
+	return errno == EPIPE ? -ECONNRESET : -errno;
 }
 
 static int tcp_peer_alive(struct dp_a2a_stream *s, int peer)
 {
-	(void)s;
-	(void)peer;
+	struct tcp_ep *e = (struct tcp_ep *)s;
+
+	if (on_ring(e, peer))
+		return e->ls->ops->peer_alive(e->ls, peer % s->ep.rpn);
 	return 0; /* a dead peer shows up as EOF on its socket */
 }
 
@@ -135,6 +261,8 @@ static const struct dp_a2a_stream_ops tcp_stream_ops = {
 	.read_some = tcp_read_some,
 	.wait = tcp_wait,
 	.peer_alive = tcp_peer_alive,
+	.poll = tcp_poll,
+	.writev_some = tcp_writev_some,
 };
 
 /* Split "host:port" (the last colon; "[v6]:port" allowed) and resolve. */
@@ -169,11 +297,28 @@ static int resolve(const char *addr, int passive, struct addrinfo **res, struct 
 	return 0;
 }
 
-static void tune(int fd)
+/* Socket buffer size from @env (bytes), or 0: leave it to the kernel. */
+static int env_bytes(const char *env)
 {
-	int one = 1;
+	const char *v = getenv(env);
+	char *end = NULL;
+	long b;
+
+	if (!v || !*v)
+		return 0;
+	b = strtol(v, &end, 10);
+	return end && *end == '\0' && b > 0 && b <= (1L << 30) ? (int)b : 0;
+}
+
+static void tune(int fd, int remote_peer)
+{
+	int one = 1, snd = env_bytes("DP_A2A_TCP_SNDBUF"), rcv = env_bytes("DP_A2A_TCP_RCVBUF");
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (remote_peer && snd)
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
+	if (remote_peer && rcv)
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
 }
 
 static int set_nonblock(int fd)
@@ -281,17 +426,23 @@ static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct d
 	struct hello h = { HELLO_MAGIC, (uint32_t)me, (uint32_t)world };
 	int rc;
 
+	int expect = 0;
+
 	for (int j = 0; j < me; j++) {
+		if (on_ring(e, j))
+			continue;
 		rc = connect_to(cfg->addrs[j], deadline, &e->fds[j], err);
 		if (rc)
 			return rc;
-		tune(e->fds[j]);
+		tune(e->fds[j], j / e->s.ep.rpn != me / e->s.ep.rpn);
 		rc = io_full(e->fds[j], &h, sizeof(h), 1, deadline);
 		if (rc)
 			return dp_err_set(err, -rc, "a2a: tcp: hello to rank %d: %s", j,
 					  strerror(-rc));
 	}
-	for (int n = me + 1; n < world; n++) {
+	for (int j = me + 1; j < world; j++)
+		expect += !on_ring(e, j);
+	for (int n = 0; n < expect; n++) {
 		struct pollfd p = { e->lfd, POLLIN, 0 };
 		int64_t left = deadline - dp_a2a_now_ms();
 		struct hello in = { 0 };
@@ -300,8 +451,8 @@ static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct d
 		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
 			return dp_err_set(
 				err, ETIMEDOUT,
-				"a2a: tcp: rank %d: only %d of %d peers connected in %d ms", me,
-				n - me - 1, world - me - 1, cfg->timeout_ms);
+				"a2a: tcp: rank %d: only %d of %d peers connected in %d ms", me, n,
+				expect, cfg->timeout_ms);
 		fd = accept4(e->lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0) {
 			n--;
@@ -309,17 +460,42 @@ static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct d
 		}
 		rc = io_full(fd, &in, sizeof(in), 0, deadline);
 		if (rc || in.magic != HELLO_MAGIC || in.world != (uint32_t)world ||
-		    in.rank <= (uint32_t)me || in.rank >= (uint32_t)world || e->fds[in.rank] >= 0) {
+		    in.rank <= (uint32_t)me || in.rank >= (uint32_t)world || e->fds[in.rank] >= 0 ||
+		    on_ring(e, (int)in.rank)) {
 			(void)close(fd);
 			return dp_err_set(err, EPROTO, "a2a: tcp: rank %d: bad hello from a peer",
 					  me);
 		}
-		tune(fd);
+		tune(fd, (int)in.rank / e->s.ep.rpn != me / e->s.ep.rpn);
 		e->fds[in.rank] = fd;
 	}
 	for (int j = 0; j < world; j++)
 		if (e->fds[j] >= 0 && set_nonblock(e->fds[j]))
 			return dp_err_set(err, errno, "a2a: tcp: fcntl: %s", strerror(errno));
+	return 0;
+}
+
+/* This node's shm rings (tcp_local_shm). */
+static int open_rings(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct dp_err *err)
+{
+	struct dp_a2a_comm_cfg lc = *cfg;
+	char name[200];
+	int n;
+
+	if (!cfg->shm_name || cfg->shm_name[0] != '/')
+		return dp_err_set(err, EINVAL, "a2a: tcp: tcp_local_shm needs a shm_name");
+	n = snprintf(name, sizeof(name), "%s-n%d", cfg->shm_name, cfg->rank / cfg->ranks_per_node);
+	if (n < 0 || (size_t)n >= sizeof(name))
+		return dp_err_set(err, ENAMETOOLONG, "a2a: tcp: shm name '%s' is too long",
+				  cfg->shm_name);
+	lc.shm_name = name;
+	lc.nodes = 1;
+	lc.rank = cfg->rank % cfg->ranks_per_node;
+	n = dp_a2a_shm_open_polled(&lc, &e->local, &e->bell_fd, err);
+	if (n)
+		return n;
+	e->local->tp = &dp_a2a_shm;
+	e->ls = dp_container_of_stream(e->local);
 	return 0;
 }
 
@@ -335,8 +511,11 @@ static void tcp_close_ep(struct dp_a2a_ep *ep)
 			(void)close(e->fds[i]);
 	if (e->lfd >= 0)
 		(void)close(e->lfd);
+	if (e->local)
+		e->local->tp->close(e->local);
 	free(e->fds);
 	free(e->pfd);
+	free(e->map);
 	dp_a2a_stream_release(&e->s);
 	free(e);
 }
@@ -367,14 +546,21 @@ static int tcp_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out
 	e->fds = malloc((size_t)world * sizeof(*e->fds));
 	for (int i = 0; e->fds && i < world; i++)
 		e->fds[i] = -1;
-	e->pfd = calloc((size_t)world, sizeof(*e->pfd));
-	if (!e->fds || !e->pfd) {
+	e->bell_fd = -1;
+	e->pfd = calloc((size_t)world + 1, sizeof(*e->pfd));
+	e->map = calloc((size_t)world + 1, sizeof(*e->map));
+	if (!e->fds || !e->pfd || !e->map) {
 		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
 		goto fail;
 	}
 	rc = dp_a2a_stream_init(&e->s, err);
 	if (rc)
 		goto fail;
+	if (cfg->tcp_local_shm && cfg->ranks_per_node > 1) {
+		rc = open_rings(e, cfg, err);
+		if (rc)
+			goto fail;
+	}
 	if (e->lfd < 0 && cfg->rank < world - 1) {
 		rc = listen_on(cfg->addrs[cfg->rank], &e->lfd, err);
 		if (rc)
@@ -402,7 +588,9 @@ const struct dp_a2a_transport dp_a2a_tcp = {
 	.probe = tcp_probe,
 	.open = tcp_open_ep,
 	.send = dp_a2a_stream_send,
+	.send_take = dp_a2a_stream_send_take,
 	.recv = dp_a2a_stream_recv,
+	.recv_any = dp_a2a_stream_recv_any,
 	.flush = dp_a2a_stream_flush,
 	.put = dp_a2a_no_put,
 	.close = tcp_close_ep,

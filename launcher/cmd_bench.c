@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -36,7 +37,9 @@ enum {
 	O_JSON,
 	O_NODE,
 	O_PEERS,
-	O_COUNTS
+	O_COUNTS,
+	O_INTRA,
+	O_CHUNK
 };
 
 static const struct option opts[] = {
@@ -55,6 +58,8 @@ static const struct option opts[] = {
 	{ "node", required_argument, NULL, O_NODE },
 	{ "peers", required_argument, NULL, O_PEERS },
 	{ "counts", required_argument, NULL, O_COUNTS },
+	{ "intra-node", required_argument, NULL, O_INTRA },
+	{ "chunk-bytes", required_argument, NULL, O_CHUNK },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -66,6 +71,8 @@ struct bcfg {
 	long node;	    /* -1: every node here; else only this node's ranks */
 	const char *peers;  /* "host:port,..." one per rank, or NULL: loopback */
 	const char *counts; /* file for the per-pair token counts, or NULL */
+	int intra_shm;	    /* tcp: shm rings between the ranks of a node */
+	long chunk;	    /* two-hop chunk bytes, 0: the library default */
 };
 
 #define MAX_ITERS 50
@@ -74,6 +81,7 @@ struct bres {
 	int rc;
 	char msg[DP_ERR_MSG_MAX];
 	double disp_ms[2][MAX_ITERS], comb_ms[2][MAX_ITERS];
+	double cpu_ms[2]; /* this rank's CPU time in dispatch + combine, all iterations */
 	struct dp_a2a_stats st[2];
 	uint64_t pairs_node, pairs_rank;
 };
@@ -82,6 +90,17 @@ static uint32_t lcg(uint32_t *s)
 {
 	*s = *s * 1664525u + 1013904223u;
 	return *s >> 8;
+}
+
+/* CPU time of this process (user + system), ms. */
+static double cpu_now_ms(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru))
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
 }
 
 static double now_ms(void)
@@ -205,6 +224,8 @@ static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lf
 	cfg.listen_fd = lfd;
 	cfg.shm_name = shm;
 	cfg.tcp_inter_mbps = b->mbps;
+	cfg.tcp_local_shm = b->intra_shm && strcmp(b->tp, "tcp") == 0;
+	cfg.chunk_bytes = (size_t)b->chunk;
 	rc = dp_a2a_comm_open(&cfg, &c, &err);
 	if (rc)
 		goto out;
@@ -223,15 +244,17 @@ static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lf
 			if (!rx || !y)
 				rc = -ENOMEM;
 			for (int it = -1; it < (int)b->iters && !rc; it++) { /* -1: warm-up */
-				double t0, t1, t2;
+				double t0, t1, t2, u0, u1, u2;
 
 				rc = barrier(c, &err);
 				t0 = now_ms();
+				u0 = cpu_now_ms();
 				if (!rc)
 					rc = dp_a2a_dispatch_issue(p, x, rx, &err);
 				if (!rc)
 					rc = dp_a2a_dispatch_wait(p, &err);
 				t1 = now_ms();
+				u1 = cpu_now_ms();
 				/* "experts": identity, so y = x for every slot */
 				for (int i = 0; i < n && !rc; i++)
 					for (int s = 0; s < r[i].nslots; s++)
@@ -240,6 +263,7 @@ static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lf
 				if (!rc)
 					rc = barrier(c, &err);
 				t2 = now_ms();
+				u2 = cpu_now_ms();
 				if (!rc)
 					rc = dp_a2a_combine_issue(p, y, out, &err);
 				if (!rc)
@@ -247,6 +271,7 @@ static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lf
 				if (it >= 0) {
 					res->disp_ms[a][it] = t1 - t0;
 					res->comb_ms[a][it] = now_ms() - t2;
+					res->cpu_ms[a] += (u1 - u0) + (cpu_now_ms() - u2);
 				}
 			}
 			if (!rc) {
@@ -342,6 +367,15 @@ static int parse_opts(struct dp_cli *cli, int argc, char **argv, struct bcfg *b,
 		case O_COUNTS:
 			b->counts = optarg;
 			break;
+		case O_INTRA:
+			if (strcmp(optarg, "shm") != 0 && strcmp(optarg, "tcp") != 0)
+				return dp_cli_usage_error(cli, "bench",
+							  "--intra-node must be shm or tcp");
+			b->intra_shm = strcmp(optarg, "shm") == 0;
+			break;
+		case O_CHUNK:
+			rc = dp_parse_long(optarg, 1, 1L << 30, &b->chunk, "--chunk-bytes", &err);
+			break;
 		default:
 			return dp_cli_bad_option(cli, "bench", argc, argv);
 		}
@@ -388,13 +422,13 @@ static int parse_peers(struct dp_cli *cli, const char *list, int world, const ch
 
 static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 {
-	struct bcfg b = { 2, 4, 1024, 1024, 256, 8, 4, 8, 3, 0, "tcp", -1, NULL, NULL };
+	struct bcfg b = { 2, 4, 1024, 1024, 256, 8, 4, 8, 3, 0, "tcp", -1, NULL, NULL, 1, 0 };
 	int json = cli->json, world, rc, failed = 0, r0, r1;
 	struct bres *res;
 	const char **addrs;
 	int *lfds;
 	pid_t *pids;
-	double disp[2] = { 0, 0 }, comb[2] = { 0, 0 };
+	double disp[2] = { 0, 0 }, comb[2] = { 0, 0 }, cpu[2] = { 0, 0 };
 	uint64_t inter[2] = { 0, 0 }, intra[2] = { 0, 0 }, pn = 0, pr = 0, tb;
 	static const char *const names[2] = { "naive", "two-hop" };
 
@@ -505,6 +539,7 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 		for (int i = r0; i < r1; i++) {
 			inter[a] += res[i].st[a].dispatch_inter;
 			intra[a] += res[i].st[a].dispatch_intra;
+			cpu[a] += res[i].cpu_ms[a] / (double)b.iters;
 		}
 	}
 	for (int i = r0; i < r1; i++) {
@@ -524,9 +559,10 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 		for (int a = 0; a < 2; a++)
 			(void)fprintf(cli->out,
 				      "\"%s\":{\"dispatch_ms\":%.3f,\"combine_ms\":%.3f,"
-				      "\"inter_bytes\":%llu,\"intra_bytes\":%llu},",
+				      "\"inter_bytes\":%llu,\"intra_bytes\":%llu,\"cpu_ms\":%.3f},",
 				      a ? "two_hop" : "naive", disp[a], comb[a],
-				      (unsigned long long)inter[a], (unsigned long long)intra[a]);
+				      (unsigned long long)inter[a], (unsigned long long)intra[a],
+				      cpu[a]);
 		(void)fprintf(cli->out, "\"inter_bytes_ratio\":%.3f,\"time_ratio\":%.3f}\n",
 			      inter[1] ? (double)inter[0] / (double)inter[1] : 0.0,
 			      disp[1] + comb[1] > 0 ? (disp[0] + comb[0]) / (disp[1] + comb[1])
@@ -534,22 +570,26 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 	} else {
 		(void)fprintf(
 			cli->out,
-			"a2a: %s, %ld nodes x %ld ranks, %ld tokens/rank, hidden %ld (%llu B/token), "
+			"a2a: %s%s, %ld nodes x %ld ranks, %ld tokens/rank, hidden %ld (%llu B/token), "
 			"%ld experts, %ld groups, top-%ld, <= %ld nodes/token, inter-node %s%g Mbit/s, "
 			"%ld iters\n",
-			b.tp, b.nodes, b.rpn, b.tokens, b.hidden, (unsigned long long)tb, b.experts,
+			b.tp, b.intra_shm && strcmp(b.tp, "tcp") == 0 ? " (shm inside a node)" : "",
+			b.nodes, b.rpn, b.tokens, b.hidden, (unsigned long long)tb, b.experts,
 			b.groups, b.topk, b.maxn, b.mbps > 0 ? "" : "unpaced ", b.mbps, b.iters);
 		if (b.node >= 0)
 			(void)fprintf(cli->out,
 				      "node %ld: ranks %d..%d only (times: slowest of them)\n",
 				      b.node, r0, r1 - 1);
-		(void)fprintf(cli->out, "%-8s %12s %12s %14s %14s %12s\n", "algo", "dispatch_ms",
-			      "combine_ms", "inter_MB", "intra_MB", "disp_GB/s");
+		(void)fprintf(cli->out, "%-8s %12s %12s %14s %14s %12s %10s\n", "algo",
+			      "dispatch_ms", "combine_ms", "inter_MB", "intra_MB", "disp_GB/s",
+			      "cpu_ms");
 		for (int a = 0; a < 2; a++)
-			(void)fprintf(
-				cli->out, "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f\n", names[a],
-				disp[a], comb[a], (double)inter[a] / 1e6, (double)intra[a] / 1e6,
-				disp[a] > 0 ? (double)(inter[a] + intra[a]) / 1e6 / disp[a] : 0.0);
+			(void)fprintf(cli->out, "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f %10.1f\n",
+				      names[a], disp[a], comb[a], (double)inter[a] / 1e6,
+				      (double)intra[a] / 1e6,
+				      disp[a] > 0 ? (double)(inter[a] + intra[a]) / 1e6 / disp[a]
+						  : 0.0,
+				      cpu[a]);
 		(void)fprintf(
 			cli->out,
 			"formula: two-hop %llu (token, remote node) x %llu B = %.2f MB; naive %llu "
@@ -615,6 +655,8 @@ const struct dp_cli_cmd dp_cmd_bench = {
 		 "  --topk K           experts per token (default 8)\n"
 		 "  --iters I          timed iterations after one warm-up (default 3)\n"
 		 "  --transport NAME   tcp (default) or shm\n"
+		 "  --intra-node KIND  tcp: shm (default) or tcp between the ranks of a node\n"
+		 "  --chunk-bytes B    two-hop pipelining chunk (default: the library's, 128 KiB)\n"
 		 "  --inter-mbps X     pace each rank's inter-node bytes to X Mbit/s (tcp)\n"
 		 "  --node I           run only node I's ranks (0-based; needs --peers)\n"
 		 "  --peers LIST       host:port of every rank, comma-separated (tcp)\n"

@@ -13,7 +13,11 @@
 #     `bench a2a --node I --peers ...` per namespace and mpirun starts its
 #     ranks there (plm_rsh_agent = `ip netns exec`), so both cross the same
 #     shaped links.  Skipped (exit 0, message) without root, namespaces or
-#     Open MPI; everything is torn down on exit.
+#     Open MPI; everything is torn down on exit.  The tbf burst is
+#     A2A_NETNS_BURST (default: 256kb from 1 Gbit/s up, else 64kb: a 64 kB
+#     burst holds one 1 Gbit/s TCP stream to ~88% of the rate here).
+# A2A_LOCAL=0 skips part 1.  dpctl's ranks of a node talk through shm rings
+# (--intra-node shm, as MPI's vader); A2A_INTRA=tcp puts them on sockets.
 # Prints per phase time, algorithm bandwidth and inter-node bytes, the ratio
 # MPI/two-hop time and achieved/shaped capacity.  dpctl fails if its bytes
 # differ from the (token, remote node) / (token, remote rank) formula.
@@ -22,9 +26,9 @@ DPCTL=${DPCTL:-build/dpctl}
 B=$(dirname "$DPCTL")
 NODES=${A2A_NODES:-2} RPN=${A2A_RPN:-4} TOKENS=${A2A_TOKENS:-512} ITERS=${A2A_ITERS:-3}
 NN=${A2A_NETNS_NODES:-4} NRPN=${A2A_NETNS_RPN:-4} RATE=${A2A_NETNS_RATE:-1gbit}
-NTOKENS=${A2A_NETNS_TOKENS:-256}
+NTOKENS=${A2A_NETNS_TOKENS:-256} INTRA=${A2A_INTRA:-shm}
 common=(--hidden "${A2A_HIDDEN:-1024}" --experts 256 --groups 8 --max-nodes 4 --topk 8
-	--iters "$ITERS")
+	--iters "$ITERS" --intra-node "$INTRA")
 tmp=$(mktemp -d /tmp/dp-a2a-bench.XXXXXX)
 nsid=""
 cleanup() {
@@ -66,6 +70,7 @@ else
 	echo "a2a: no mpicc/mpirun (apt-get install libopenmpi-dev openmpi-bin): MPI_Alltoallv skipped"
 fi
 
+if [ "${A2A_LOCAL:-1}" = 1 ]; then
 echo "-- local, unpaced loopback (MPI_Alltoallv: shared memory)"
 "$DPCTL" bench a2a --nodes "$NODES" --ranks-per-node "$RPN" --tokens "$TOKENS" "${common[@]}" \
 	--counts "$tmp/counts" | tee "$tmp/local"
@@ -78,6 +83,7 @@ echo "-- local, dpctl's inter-node bytes paced to ${A2A_MBPS:-1000} Mbit/s per r
 "$DPCTL" bench a2a --nodes "$NODES" --ranks-per-node "$RPN" --tokens "$TOKENS" "${common[@]}" \
 	--inter-mbps "${A2A_MBPS:-1000}" | tee "$tmp/paced"
 summary "$tmp/paced" "${A2A_MBPS:-1000}" $((NODES * RPN))
+fi
 
 echo "-- netns cluster: $NN nodes x $NRPN ranks, node links shaped to $RATE by tc"
 case "$RATE" in
@@ -85,6 +91,9 @@ case "$RATE" in
 *mbit) mbit=${RATE%mbit} ;;
 *) echo "a2a: A2A_NETNS_RATE must be Ngbit or Nmbit" >&2 && exit 64 ;;
 esac
+burst=${A2A_NETNS_BURST:-64kb}
+[ -z "${A2A_NETNS_BURST:-}" ] && [ "$mbit" -ge 1000 ] && burst=256kb
+echo "   (tbf burst $burst latency 50ms; load average $(cut -d' ' -f1-3 /proc/loadavg) at start)"
 id=$((150 + $$ % 90))
 free=0
 for _ in $(seq 1 90); do # an ID no other cluster on this machine uses (up would reset it)
@@ -99,7 +108,7 @@ if [ $free = 0 ]; then
 	exit 0
 fi
 set +e
-timeout 60 tests/netns/netns-cluster.sh up "$id" "$NN" "$RATE" >/dev/null
+NETNS_TC_BURST=$burst timeout 60 tests/netns/netns-cluster.sh up "$id" "$NN" "$RATE" >/dev/null
 up=$?
 set -e
 nsid=$id # cleanup takes down whatever up made, even half of it
@@ -133,14 +142,14 @@ head -1 "$tmp/node0"
 awk '$1 == "naive" || $1 == "two-hop" {
 		if ($2 > d[$1]) d[$1] = $2
 		if ($3 > c[$1]) c[$1] = $3
-		i[$1] += $4; s[$1] += $5; seen[$1] = 1
+		i[$1] += $4; s[$1] += $5; u[$1] += $7; seen[$1] = 1
 	}
 	END {
-		printf "%-8s %12s %12s %14s %14s %12s\n", "algo", "dispatch_ms", "combine_ms", "inter_MB", "intra_MB", "disp_GB/s"
+		printf "%-8s %12s %12s %14s %14s %12s %10s\n", "algo", "dispatch_ms", "combine_ms", "inter_MB", "intra_MB", "disp_GB/s", "cpu_ms"
 		split("naive two-hop", o, " ")
 		for (k = 1; k <= 2; k++) {
 			a = o[k]
-			printf "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f\n", a, d[a], c[a], i[a], s[a], (d[a] > 0 ? (i[a] + s[a]) / d[a] : 0)
+			printf "%-8s %12.2f %12.2f %14.2f %14.2f %12.3f %10.1f\n", a, d[a], c[a], i[a], s[a], (d[a] > 0 ? (i[a] + s[a]) / d[a] : 0), u[a]
 		}
 	}' "$tmp"/node* | tee "$tmp/netns"
 if [ $have_mpi = 1 ]; then

@@ -7,6 +7,9 @@
 #                                        RATE (e.g. 200mbit) shapes every node link
 #   netns-cluster.sh down ID
 #
+# The shaping is `tc tbf rate RATE burst $NETNS_TC_BURST latency
+# $NETNS_TC_LATENCY` (defaults 64kb and 50ms) on both ends of each link.
+#
 # `up` prints the state directory, which holds: nodes (one IP per line),
 # id (client key), known_hosts, and the sshd logs.  The controller side (the
 # root namespace) is 10.254.ID.254.  Needs root, iproute2 and openssh-server;
@@ -17,6 +20,8 @@ cmd=${1:?usage: up|down ID [N] [RATE]}
 id=${2:?ID}
 n=${3:-3}
 rate=${4:-}
+burst=${NETNS_TC_BURST:-64kb}
+latency=${NETNS_TC_LATENCY:-50ms}
 st=/tmp/dpnetns-$id
 br=dpbr$id
 SSHD=/usr/sbin/sshd
@@ -86,8 +91,9 @@ for i in $(seq 1 "$n"); do
 	if [ -n "$rate" ]; then
 		# shape both directions of the node's link: egress in the node and
 		# egress towards it on the host side
-		ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst 64kb latency 50ms
-		tc qdisc add dev "dp${id}h$i" root tbf rate "$rate" burst 64kb latency 50ms
+		ip netns exec "$ns" tc qdisc add dev eth0 root tbf rate "$rate" burst "$burst" \
+			latency "$latency"
+		tc qdisc add dev "dp${id}h$i" root tbf rate "$rate" burst "$burst" latency "$latency"
 	fi
 	cat >"$st/sshd-$i.conf" <<EOC
 Port 22

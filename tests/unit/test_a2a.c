@@ -1,7 +1,9 @@
 /* tests/unit/test_a2a.c - routing, the transport table, and naive versus
- * two-hop dispatch/combine on loop (threads), shm and tcp (forked
- * processes on 127.0.0.1), plus the error paths (dead peer, garbled frame,
- * silent peer) which must end in errors, not hangs. */
+ * two-hop dispatch/combine on loop (threads), shm, tcp and tcp with shm
+ * rings inside a node ("tcp+shm": forked processes on 127.0.0.1), with the
+ * two-hop pipeline cut into chunks of one token, a chunk size that splits a
+ * token, two tokens, and one chunk per channel; plus the error paths (dead
+ * peer, garbled frame, silent peer) which must end in errors, not hangs. */
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -244,7 +246,8 @@ out:
 
 struct world {
 	const struct scen *sc;
-	const char *transport;
+	const char *transport; /* a name, or "tcp+shm": tcp with tcp_local_shm */
+	size_t chunk_bytes;    /* 0: the default */
 	struct dp_a2a_loop *loop;
 	char shm_name[64];
 	const char **addrs;
@@ -285,6 +288,11 @@ static void fill_cfg(struct world *wd, int rank, struct dp_a2a_comm_cfg *cfg)
 {
 	dp_a2a_comm_cfg_init(cfg);
 	cfg->transport = wd->transport;
+	if (strcmp(wd->transport, "tcp+shm") == 0) {
+		cfg->transport = "tcp";
+		cfg->tcp_local_shm = 1;
+	}
+	cfg->chunk_bytes = wd->chunk_bytes;
 	cfg->rank = rank;
 	cfg->nodes = wd->sc->nodes;
 	cfg->ranks_per_node = wd->sc->rpn;
@@ -399,10 +407,10 @@ static int reap(pid_t *pids, int n, int secs)
 	return bad ? -1 : 0;
 }
 
-static void run_world(const struct scen *sc, const char *transport)
+static void run_world_chunk(const struct scen *sc, const char *transport, size_t chunk_bytes)
 {
 	int world = sc->nodes * sc->rpn;
-	struct world wd = { .sc = sc, .transport = transport };
+	struct world wd = { .sc = sc, .transport = transport, .chunk_bytes = chunk_bytes };
 	uint64_t pn = 0, pr = 0, ci2 = 0, cin = 0;
 	size_t rsz = sizeof(struct result) * (size_t)world;
 
@@ -466,6 +474,12 @@ static void run_world(const struct scen *sc, const char *transport)
 		free(wd.ctl_lfds);
 		free(wd.ctl_addrs);
 		(void)shm_unlink(wd.shm_name);
+		for (int n = 0; n < sc->nodes; n++) { /* tcp+shm, after a failure */
+			char nm[80];
+
+			(void)snprintf(nm, sizeof(nm), "%s-n%d", wd.shm_name, n);
+			(void)shm_unlink(nm);
+		}
 	}
 	for (int i = 0; i < world; i++) {
 		if (wd.res[i].rc)
@@ -481,6 +495,11 @@ static void run_world(const struct scen *sc, const char *transport)
 	assert_true(cin == pr * (uint64_t)sc->hidden * sizeof(float));
 	assert_true(pn <= pr);
 	(void)munmap(wd.res, rsz);
+}
+
+static void run_world(const struct scen *sc, const char *transport)
+{
+	run_world_chunk(sc, transport, 0);
 }
 
 static const struct scen scens[] = {
@@ -517,6 +536,81 @@ static void tcp_two_hop_matches_naive(void **state)
 {
 	(void)state;
 	for_each_scen("tcp");
+}
+
+/* Chunk sizes in bytes for @sc: one token, a token and a half (splits a
+ * token: rounds down to one), two tokens and a bit, and the default. */
+static void chunk_sizes(const struct scen *sc, size_t out[4])
+{
+	size_t tb = (size_t)sc->hidden * sizeof(float);
+
+	out[0] = 1;
+	out[1] = tb + tb / 2;
+	out[2] = 3 * tb - 1;
+	out[3] = 0;
+}
+
+static void loop_chunk_boundaries_match_naive(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof(scens) / sizeof(scens[0]); i++) {
+		size_t cb[4];
+
+		chunk_sizes(&scens[i], cb);
+		for (int j = 0; j < 3; j++)
+			run_world_chunk(&scens[i], "loop", cb[j]);
+	}
+}
+
+static void tcp_shm_two_hop_matches_naive(void **state)
+{
+	(void)state;
+	/* tcp across nodes, shm rings inside them; one-token chunks on every
+	 * other scenario */
+	for (size_t i = 0; i < sizeof(scens) / sizeof(scens[0]); i++)
+		run_world_chunk(&scens[i], "tcp+shm", i % 2 ? 1 : 0);
+}
+
+static void chunk_rows_from_bytes(void **state)
+{
+	static const struct {
+		size_t bytes;
+		const char *env;
+		int rows;
+	} cases[] = {
+		{ 1, NULL, 1 },		       /* less than a token */
+		{ 48, NULL, 1 },	       /* a token and a half (32 B tokens) */
+		{ 95, NULL, 2 },	       /* rounds down */
+		{ 96, NULL, 3 },	       /* exact */
+		{ 0, "64", 2 },		       /* $DP_A2A_CHUNK_BYTES */
+		{ 0, "junk", 4096 },	       /* ignored: the 128 KiB default */
+		{ 0, NULL, 4096 },	       /* 128 KiB / 32 B */
+		{ SIZE_MAX, NULL, INT32_MAX }, /* one chunk per channel */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dp_a2a_loop *l = NULL;
+		struct dp_a2a_comm_cfg cfg;
+		struct dp_a2a_comm *c = NULL;
+
+		if (cases[i].env)
+			assert_int_equal(setenv("DP_A2A_CHUNK_BYTES", cases[i].env, 1), 0);
+		assert_int_equal(dp_a2a_loop_new(1, 4096, &l, NULL), 0);
+		dp_a2a_comm_cfg_init(&cfg);
+		cfg.transport = "loop";
+		cfg.nodes = 1;
+		cfg.ranks_per_node = 1;
+		cfg.experts = 4;
+		cfg.hidden = 8; /* 32 B per token */
+		cfg.loop = l;
+		cfg.chunk_bytes = cases[i].bytes;
+		assert_int_equal(dp_a2a_comm_open(&cfg, &c, NULL), 0);
+		assert_int_equal(c->chunk_rows, cases[i].rows);
+		dp_a2a_comm_close(c);
+		dp_a2a_loop_free(l);
+		assert_int_equal(unsetenv("DP_A2A_CHUNK_BYTES"), 0);
+	}
 }
 
 /* ---- routing -------------------------------------------------------------- */
@@ -638,6 +732,8 @@ static void transport_table_contract(void **state)
 		assert_non_null(all[i]->open);
 		assert_non_null(all[i]->send);
 		assert_non_null(all[i]->recv);
+		assert_non_null(all[i]->recv_any);
+		assert_non_null(all[i]->send_take);
 		assert_non_null(all[i]->flush);
 		assert_non_null(all[i]->put);
 		assert_non_null(all[i]->close);
@@ -806,6 +902,18 @@ static void shm_peer_death_is_an_error(void **state)
 	rank0_sees("shm", child_dies, -ECONNRESET, "rank 1");
 }
 
+static void tcp_shm_peer_death_is_an_error(void **state)
+{
+	(void)state;
+	rank0_sees("tcp+shm", child_dies, -ECONNRESET, "rank 1");
+}
+
+static void tcp_shm_garbled_frame_is_an_error(void **state)
+{
+	(void)state;
+	rank0_sees("tcp+shm", child_garbles, -EPROTO, "garbled frame from rank 1");
+}
+
 static void tcp_garbled_frame_is_an_error(void **state)
 {
 	(void)state;
@@ -858,6 +966,8 @@ static void bench_command_runs_and_checks_formula(void **state)
 					     "--topk", "4", "--iters", "1", "--json");
 
 	(void)state;
+	if (r.rc)
+		print_message("dpctl bench a2a: %s\n", r.err ? r.err : "");
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.out, "\"inter_bytes_ratio\":"));
 	assert_non_null(strstr(r.out, "\"two_hop\":{"));
@@ -881,6 +991,11 @@ int main(void)
 		cmocka_unit_test(loop_two_hop_matches_naive),
 		cmocka_unit_test(shm_two_hop_matches_naive),
 		cmocka_unit_test(tcp_two_hop_matches_naive),
+		cmocka_unit_test(loop_chunk_boundaries_match_naive),
+		cmocka_unit_test(tcp_shm_two_hop_matches_naive),
+		cmocka_unit_test(chunk_rows_from_bytes),
+		cmocka_unit_test(tcp_shm_peer_death_is_an_error),
+		cmocka_unit_test(tcp_shm_garbled_frame_is_an_error),
 		cmocka_unit_test(tcp_peer_death_is_an_error),
 		cmocka_unit_test(shm_peer_death_is_an_error),
 		cmocka_unit_test(tcp_garbled_frame_is_an_error),
