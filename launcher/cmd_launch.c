@@ -479,13 +479,62 @@ struct train_run {
 	char run_dir[PATH_MAX];
 	char trace[PATH_MAX + 16];
 	int trace_ok;
+	/* progress: the controller's heartbeat-based progress events carry
+	 * per-rank loss shares, so a training run reports each completed step
+	 * (exact loss, step tokens/s) from the train report instead */
+	struct dp_progress *prog;
+	double t0;   /* CLOCK_MONOTONIC of the controller's t = 0 */
+	int attempt; /* of the last event */
+	size_t nranks;
+	uint64_t total;
 };
+
+static double mono_now(void)
+{
+	struct timespec ts;
+
+	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void train_event(void *arg, const struct dp_ctl_event *ev)
+{
+	struct train_run *t = arg;
+
+	t->t0 = mono_now() - ev->t;
+	t->attempt = ev->attempt;
+	if (ev->nranks)
+		t->nranks = ev->nranks;
+	if (ev->type != DP_CTL_EV_PROGRESS)
+		dp_progress_event(t->prog, ev);
+}
+
+static void train_line(void *arg, int rank, const char *host, int stream, const char *line)
+{
+	struct train_run *t = arg;
+
+	dp_progress_line(t->prog, rank, host, stream, line);
+}
 
 /* Step losses as they complete: the first, every steps/20th, the last. */
 static void on_step(void *arg, uint64_t step, double loss, uint64_t tokens, double seconds)
 {
 	struct train_run *t = arg;
 
+	if (t->prog) {
+		struct dp_ctl_event ev = { .type = DP_CTL_EV_PROGRESS,
+					   .t = mono_now() - t->t0,
+					   .attempt = t->attempt,
+					   .nranks = t->nranks,
+					   .rank = -1,
+					   .step = step + 1,
+					   .total_steps = t->total,
+					   .loss = loss,
+					   .tokens_per_s = seconds > 0 ? (double)tokens / seconds
+								       : NAN };
+
+		dp_progress_event(t->prog, &ev);
+	}
 	if (!t->out || t->cli->quiet)
 		return;
 	if (step == 0 || (long)step + 1 == t->steps || (long)step % t->every == 0) {
@@ -945,6 +994,13 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	cfg.on_event = dp_progress_event;
 	cfg.on_line = dp_progress_line;
 	cfg.event_arg = prog;
+	if (training) {
+		trun.prog = prog;
+		trun.total = cfg.total_steps;
+		cfg.on_event = train_event;
+		cfg.on_line = train_line;
+		cfg.event_arg = &trun;
+	}
 	rc = dp_ctl_run(&cfg, &spec, &res, &err);
 	dp_progress_free(prog);
 	if (rc < 0)
