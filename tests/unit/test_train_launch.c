@@ -239,6 +239,18 @@ static void human_output_has_summary(void **state)
 	assert_non_null(strstr(r.out, "  rank 1: busy "));
 	assert_non_null(strstr(r.out, "simulated"));
 	assert_non_null(strstr(r.out, "trace: "));
+	/* the progress line (stderr, not a terminal) shows the step's loss --
+	 * the sum of the ranks' shares -- not a per-rank figure */
+	{
+		const char *p = strstr(r.out, "step 2 loss ");
+		char want[128];
+
+		assert_non_null(p);
+		(void)snprintf(want, sizeof(want), "progress: step 3/3 (100%%)  loss %.4g ",
+			       strtod(p + strlen("step 2 loss "), NULL));
+		if (!strstr(r.err, want))
+			fail_msg("no '%s' in:\n%s", want, r.err);
+	}
 	dp_test_run_free(&r);
 	(void)unlink(path);
 	free(path);
