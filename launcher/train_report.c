@@ -419,16 +419,16 @@ int dp_train_report_summary(const struct dp_train_report *tr, struct dp_buf *out
 	if (!tr->nsteps)
 		rc = dp_buf_addf(out, "training: no step completed\n");
 	else
-		rc = dp_buf_addf(out,
-				 "training: %s pp %d%s%.0d micro %d, %zu steps in %.2f s: loss %.4f "
-				 "-> %.4f, %.0f tokens/s\n",
-				 dp_sched_algo_name(tr->cfg.algo), tr->cfg.pp,
-				 tr->cfg.nranks > tr->cfg.pp ? " ep " : "",
-				 tr->cfg.nranks > tr->cfg.pp && tr->cfg.pp > 0
-					 ? tr->cfg.nranks / tr->cfg.pp
-					 : 0,
-				 tr->cfg.micro, tr->nsteps, dp_train_report_wall_s(tr), tr->loss[0],
-				 tr->loss[tr->nsteps - 1], dp_train_report_tokens_per_s(tr));
+		rc = dp_buf_addf(
+			out,
+			"training: %s pp %d%s%.0d micro %d, %zu steps in %.2f s: loss %.4f "
+			"-> %.4f, %.0f tokens/s\n",
+			dp_sched_algo_name(tr->cfg.algo), tr->cfg.pp,
+			tr->cfg.nranks > tr->cfg.pp ? " ep " : "",
+			tr->cfg.nranks > tr->cfg.pp && tr->cfg.pp > 0 ? tr->cfg.nranks / tr->cfg.pp
+								      : 0,
+			tr->cfg.micro, tr->nsteps, dp_train_report_wall_s(tr), tr->loss[0],
+			tr->loss[tr->nsteps - 1], dp_train_report_tokens_per_s(tr));
 	if (!rc && tr->dropped)
 		rc = dp_buf_addf(out, "training: %zu steps not reported by every rank\n",
 				 tr->dropped);

@@ -179,10 +179,11 @@ static int read_layout(struct layout *l, struct dp_err *err)
 		return rc;
 	if (l->dp != 1)
 		return dp_err_set(err, EOPNOTSUPP,
-				  "train: the executor runs pp x ep only (dp %ld must be 1)", l->dp);
+				  "train: the executor runs pp x ep only (dp %ld must be 1)",
+				  l->dp);
 	if (pp * l->ep > 4096)
-		return dp_err_set(err, EINVAL, "train: pp %ld x ep %ld is more than 4096 ranks",
-				  pp, l->ep);
+		return dp_err_set(err, EINVAL, "train: pp %ld x ep %ld is more than 4096 ranks", pp,
+				  l->ep);
 	if (!algo)
 		return dp_err_set(err, EINVAL, "train: DP_SCHEDULE is not set");
 	if ((rc = dp_sched_algo_parse(algo, &l->cfg.algo, err)))
@@ -362,9 +363,9 @@ static int build_mesh(const struct layout *l, struct dp_ctl_client *cc, int lfd,
  * learn theirs: addrs[j] (ep entries, EP order) gets "host:port" of EP rank
  * j, the host being the address PEERS gave for it (@self for this rank).
  * Every rank sends first, then reads: 8 bytes never block a socket. */
-static int ep_exchange(const struct layout *l, struct dp_ctl_client *cc,
-		       struct dp_pp_link **links, const char *self, int port,
-		       char (*addrs)[DP_CTL_ADDR_MAX + 8], struct dp_err *err)
+static int ep_exchange(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_link **links,
+		       const char *self, int port, char (*addrs)[DP_CTL_ADDR_MAX + 8],
+		       struct dp_err *err)
 {
 	int ep = (int)l->ep, me = l->cfg.rank, g0 = me / ep * ep, rc = 0;
 	struct ep_hello h = { EP_MAGIC, (uint32_t)port };
@@ -384,10 +385,9 @@ static int ep_exchange(const struct layout *l, struct dp_ctl_client *cc,
 			if (rc)
 				break;
 			if (in.magic != EP_MAGIC || in.port == 0 || in.port > 65535)
-				return dp_err_set(err, EPROTO,
-						  "train: rank %d sent a bad EP hello", j);
-			if (dp_ctl_client_peer(cc, global_rank(l, j), host, sizeof(host),
-					       &pport))
+				return dp_err_set(err, EPROTO, "train: rank %d sent a bad EP hello",
+						  j);
+			if (dp_ctl_client_peer(cc, global_rank(l, j), host, sizeof(host), &pport))
 				return dp_err_set(err, EPROTO,
 						  "train: no address for EP peer rank %d", j);
 			len = snprintf(addrs[j - g0], sizeof(addrs[0]), "%s:%u", host, in.port);
@@ -543,7 +543,8 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		if (linked(&l, l.cfg.rank, j))
 			want[nwant++] = global_rank(&l, j);
 	lfd = listen_any("PP links", &port, &e);
-	if (lfd >= 0 && l.ep > 1 && (a2a_lfd = listen_any("the EP all-to-all", &a2a_port, &e)) < 0) {
+	if (lfd >= 0 && l.ep > 1 &&
+	    (a2a_lfd = listen_any("the EP all-to-all", &a2a_port, &e)) < 0) {
 		(void)close(lfd);
 		lfd = -1;
 	}

@@ -178,8 +178,7 @@ static void trains_like_train_local_ep(const char *algo, int pp, int ep, int mic
 	assert_true(json_real_value(json_array_get(losses, STEPS - 1)) <
 		    json_real_value(json_array_get(losses, 0)));
 	(void)snprintf(trace, sizeof(trace), "%s/trace.json", dir);
-	assert_string_equal(
-		json_string_value(json_object_get(o, "trace")), trace);
+	assert_string_equal(json_string_value(json_object_get(o, "trace")), trace);
 	t = json_load_file(trace, 0, NULL);
 	if (!t)
 		fail_msg("%s is not valid JSON", trace);
