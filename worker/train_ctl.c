@@ -184,6 +184,9 @@ static int read_layout(struct layout *l, struct dp_err *err)
 	if (pp * l->ep > 4096)
 		return dp_err_set(err, EINVAL, "train: pp %ld x ep %ld is more than 4096 ranks", pp,
 				  l->ep);
+	if (pp - 1 + l->ep - 1 > DP_CTL_WANT_MAX) /* the peers one ENDPOINT may ask for */
+		return dp_err_set(err, EINVAL, "train: pp %ld + ep %ld - 2 peers is more than %d",
+				  pp, l->ep, DP_CTL_WANT_MAX);
 	if (!algo)
 		return dp_err_set(err, EINVAL, "train: DP_SCHEDULE is not set");
 	if ((rc = dp_sched_algo_parse(algo, &l->cfg.algo, err)))
