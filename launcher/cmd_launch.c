@@ -435,6 +435,10 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 		return refuse_key(cli, r, "parallel.ep",
 				  "pp %d x ep %d is more than the executor's 4096 ranks",
 				  r->parallel.pp, r->parallel.ep);
+	if (r->parallel.pp - 1 + r->parallel.ep - 1 > DP_CTL_WANT_MAX)
+		return refuse_key(cli, r, "parallel.ep",
+				  "pp %d + ep %d: a rank would need more than %d peers",
+				  r->parallel.pp, r->parallel.ep, DP_CTL_WANT_MAX);
 	if (r->parallel.dp != 1)
 		return refuse_key(cli, r, "parallel.dp",
 				  "dp %d: the pipeline executor runs dp 1 only", r->parallel.dp);

@@ -294,6 +294,21 @@ static void unsupported_layout_names_the_line(void **state)
 	dp_test_run_free(&r);
 	(void)unlink(path);
 	free(path);
+	/* an EP group wider than the peers one rank may ask the controller for */
+	path = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 600}\n"
+					  "model: {layers: 4, hidden: 32, experts: 600, "
+					  "shared_experts: 1, top_k: 2, groups: 4}\n"
+					  "parallel:\n"
+					  "  pp: 1\n"
+					  "  ep: 600\n"
+					  "  schedule: 1f1b\n");
+	r = DPCTL("launch", path);
+	assert_int_equal(r.rc, 69);
+	if (!strstr(r.err, ":6: key 'parallel.ep': pp 1 + ep 600"))
+		fail_msg("%s", r.err);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
 	/* a model the CPU executor does not have */
 	path = dp_test_write_tmp(".yaml",
 				 "cluster: {hosts: localhost, gpus: 2}\n"
