@@ -304,7 +304,7 @@ static void unsupported_layout_names_the_line(void **state)
 					  "  schedule: 1f1b\n");
 	r = DPCTL("launch", path);
 	assert_int_equal(r.rc, 69);
-	if (!strstr(r.err, ":6: key 'parallel.ep': pp 1 + ep 600"))
+	if (!strstr(r.err, ":5: key 'parallel.ep': pp 1 + ep 600"))
 		fail_msg("%s", r.err);
 	dp_test_run_free(&r);
 	(void)unlink(path);
