@@ -413,7 +413,7 @@ static int refuse_key(struct dp_cli *cli, const struct dp_recipe *r, const char 
 	return dp_cli_error(cli, EX_UNAVAILABLE, "%s: key '%s': %s", where, key, why);
 }
 
-/* What the CPU pipeline executor can train (worker/train_ctl.c): PP only,
+/* What the CPU pipeline executor can train (worker/train_ctl.c): pp x ep, dp 1,
  * its model's shape, a schedule the algorithm accepts.  EX_OK or the code. */
 static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 {
@@ -421,11 +421,24 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 	struct dp_err e = { 0 };
 	int nstages;
 
-	if (r->parallel.ep != 1)
+	/* ep > 1 trains: the recipe check already wants experts % ep == 0, the
+	 * executor needs it too (E / ep routed experts per EP rank) */
+	if (r->model.experts % r->parallel.ep != 0)
 		return refuse_key(cli, r, "parallel.ep",
-				  "ep %d: the pipeline executor runs ep 1 only (expert parallelism "
-				  "is not wired to the executor yet)",
-				  r->parallel.ep);
+				  "ep %d: the %d routed experts do not split over the EP ranks",
+				  r->parallel.ep, r->model.experts);
+	if ((long)r->parallel.micro_batches * r->parallel.ep > (1L << 20))
+		return refuse_key(cli, r, "parallel.ep",
+				  "ep %d x %d micro-batches is more than the executor's %ld",
+				  r->parallel.ep, r->parallel.micro_batches, 1L << 20);
+	if ((long)r->parallel.pp * r->parallel.ep > 4096)
+		return refuse_key(cli, r, "parallel.ep",
+				  "pp %d x ep %d is more than the executor's 4096 ranks",
+				  r->parallel.pp, r->parallel.ep);
+	if (r->parallel.pp - 1 + r->parallel.ep - 1 > DP_CTL_WANT_MAX)
+		return refuse_key(cli, r, "parallel.ep",
+				  "pp %d + ep %d: a rank would need more than %d peers",
+				  r->parallel.pp, r->parallel.ep, DP_CTL_WANT_MAX);
 	if (r->parallel.dp != 1)
 		return refuse_key(cli, r, "parallel.dp",
 				  "dp %d: the pipeline executor runs dp 1 only", r->parallel.dp);

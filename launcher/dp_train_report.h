@@ -30,7 +30,8 @@
 struct dp_train_report; /* opaque: _new() creates, _free() frees */
 
 struct dp_train_report_cfg {
-	int nranks; /* ranks that report (every rank of the run) */
+	int nranks; /* ranks that report (every rank of the run): pp x ep, rank order
+		     * pp_rank * ep + ep_rank */
 	enum dp_sched_algo algo;
 	int pp, micro; /* the schedule, for the simulated bubble */
 	/* Called when every rank has reported step @step (0-based), in step
@@ -63,7 +64,8 @@ double dp_train_report_wall_s(const struct dp_train_report *tr);
 
 /* Per-rank bubble of the last timeline (rank @r): measured (the longest
  * rank's span minus this rank's busy time) and simulated (the simulator's
- * makespan minus busy for the measured mean durations), in seconds.  0, or
+ * makespan minus busy for the measured mean durations; with ep > 1 an EP
+ * rank gets its pp rank's figure), in seconds.  0, or
  * -ENODATA (no timeline from every rank) / -EPROTO (cannot simulate). */
 struct dp_train_bubble {
 	double busy, bubble, predicted;

@@ -276,7 +276,9 @@ int dp_train_report_bubbles(const struct dp_train_report *tr, struct dp_train_bu
 	struct dp_sched *s = NULL;
 	int rc;
 
-	if (!all_timelines(tr) || tr->cfg.nranks != tr->cfg.pp)
+	/* pp x ep ranks (rank = pp_rank * ep + ep_rank): the ep ranks of a
+	 * stage run the same op list, so each is set against its pp rank */
+	if (!all_timelines(tr) || tr->cfg.pp < 1 || tr->cfg.nranks % tr->cfg.pp != 0)
 		return dp_err_set(err, ENODATA, "report: no timeline from every pipeline rank");
 	for (int r = 0; r < tr->cfg.nranks; r++) {
 		const struct rank_tl *x = &tr->tl[r];
@@ -315,8 +317,10 @@ int dp_train_report_bubbles(const struct dp_train_report *tr, struct dp_train_bu
 		return rc;
 	rc = dp_sched_simulate(s, &t, &sim, err);
 	if (!rc) {
-		for (int r = 0; r < tr->cfg.nranks && r < sim.nranks; r++)
-			per_rank[r].predicted = sim.makespan - sim.ranks[r].busy;
+		int ep = tr->cfg.nranks / tr->cfg.pp;
+
+		for (int r = 0; r < tr->cfg.nranks && r / ep < sim.nranks; r++)
+			per_rank[r].predicted = sim.makespan - sim.ranks[r / ep].busy;
 		dp_sched_sim_release(&sim);
 	}
 	dp_sched_free(s);
@@ -415,12 +419,16 @@ int dp_train_report_summary(const struct dp_train_report *tr, struct dp_buf *out
 	if (!tr->nsteps)
 		rc = dp_buf_addf(out, "training: no step completed\n");
 	else
-		rc = dp_buf_addf(out,
-				 "training: %s pp %d micro %d, %zu steps in %.2f s: loss %.4f -> "
-				 "%.4f, %.0f tokens/s\n",
-				 dp_sched_algo_name(tr->cfg.algo), tr->cfg.pp, tr->cfg.micro,
-				 tr->nsteps, dp_train_report_wall_s(tr), tr->loss[0],
-				 tr->loss[tr->nsteps - 1], dp_train_report_tokens_per_s(tr));
+		rc = dp_buf_addf(
+			out,
+			"training: %s pp %d%s%.0d micro %d, %zu steps in %.2f s: loss %.4f "
+			"-> %.4f, %.0f tokens/s\n",
+			dp_sched_algo_name(tr->cfg.algo), tr->cfg.pp,
+			tr->cfg.nranks > tr->cfg.pp ? " ep " : "",
+			tr->cfg.nranks > tr->cfg.pp && tr->cfg.pp > 0 ? tr->cfg.nranks / tr->cfg.pp
+								      : 0,
+			tr->cfg.micro, tr->nsteps, dp_train_report_wall_s(tr), tr->loss[0],
+			tr->loss[tr->nsteps - 1], dp_train_report_tokens_per_s(tr));
 	if (!rc && tr->dropped)
 		rc = dp_buf_addf(out, "training: %zu steps not reported by every rank\n",
 				 tr->dropped);

@@ -8,9 +8,19 @@
  * of the control connection, which is the one that routes towards the
  * controller and so towards the other nodes -- with the global ranks this
  * rank needs, say ready, and wait for start (the PEERS frames come just
- * before it).  Then the TCP mesh: dial every lower PP peer, accept every
- * higher one; each dialler first sends a 40-byte hello (magic, PP index, the
- * job token), so a stray connection to the port is refused, not trained on.
+ * before it).  Then the TCP mesh over the pp x ep ranks of the pipeline
+ * (global rank = pp_rank * ep + ep_rank with dp 1): a link between two
+ * ranks of the same PP stage (an EP group, for the gradient all-reduce) or
+ * the same EP rank (the pipeline proper); dial every lower peer, accept
+ * every higher one; each dialler first sends a 40-byte hello (magic, its
+ * rank, the job token), so a stray connection to the port is refused, not
+ * trained on.
+ *
+ * With ep > 1 each rank also listens on a second ephemeral port for the EP
+ * group's a2a tcp transport (the listening socket goes to the a2a comm as
+ * listen_fd) and tells its EP peers that port over the fresh, authenticated
+ * PP links (an 8-byte EP hello); the host is the peer's PP address from
+ * PEERS.  So the control protocol carries one port per rank, as before.
  *
  * Training: dp_exec_step + Adam per step, a STEP frame after each (loss
  * share, tokens embedded here, wall time, peak activations, peak RSS), the
@@ -43,14 +53,21 @@
 #include "common/dp_banned.h"
 
 #define LINK_MAGIC	 0x4450504cu /* "DPPL" */
+#define EP_MAGIC	 0x44504541u /* "DPEA" */
 #define MESH_TIMEOUT_S	 60.0
 #define HELLO_TIMEOUT_MS 5000
 #define PEER_LOSS_WAIT_S 3.0 /* < the controller's 5 s default grace */
 
 struct link_hello {
 	uint32_t magic;
-	uint32_t pp; /* the dialler's PP index */
+	uint32_t rank; /* the dialler's rank in the pipeline, pp_rank * ep + ep_rank */
 	uint8_t token[DP_CTL_TOKEN_LEN];
+};
+
+/* Sent on every EP-group link after the mesh: where this rank's a2a listens. */
+struct ep_hello {
+	uint32_t magic;
+	uint32_t port;
 };
 
 static double now_s(void)
@@ -160,11 +177,16 @@ static int read_layout(struct layout *l, struct dp_err *err)
 	    (rc = env_long("DP_STEPS", 1, 100000000, -1, &l->steps, err)) ||
 	    (rc = env_long("DP_SEED", 0, 0x7fffffffL, 1, &seed, err)))
 		return rc;
-	if (l->ep != 1 || l->dp != 1)
+	if (l->dp != 1)
 		return dp_err_set(err, EOPNOTSUPP,
-				  "train: the executor runs pipeline parallelism only (ep %ld, dp "
-				  "%ld; both must be 1)",
-				  l->ep, l->dp);
+				  "train: the executor runs pp x ep only (dp %ld must be 1)",
+				  l->dp);
+	if (pp * l->ep > 4096)
+		return dp_err_set(err, EINVAL, "train: pp %ld x ep %ld is more than 4096 ranks", pp,
+				  l->ep);
+	if (pp - 1 + l->ep - 1 > DP_CTL_WANT_MAX) /* the peers one ENDPOINT may ask for */
+		return dp_err_set(err, EINVAL, "train: pp %ld + ep %ld - 2 peers is more than %d",
+				  pp, l->ep, DP_CTL_WANT_MAX);
 	if (!algo)
 		return dp_err_set(err, EINVAL, "train: DP_SCHEDULE is not set");
 	if ((rc = dp_sched_algo_parse(algo, &l->cfg.algo, err)))
@@ -172,21 +194,39 @@ static int read_layout(struct layout *l, struct dp_err *err)
 	if (model && (rc = dp_worker_model_parse(model, &l->cfg.model, err)))
 		return rc;
 	l->cfg.pp = (int)pp;
-	l->cfg.rank = (int)rank;
+	l->cfg.ep = (int)l->ep;
+	l->cfg.rank = (int)(rank * l->ep + l->ep_rank);
 	l->cfg.micro = (int)micro;
 	l->cfg.model.seed = (uint64_t)seed;
 	return 0;
 }
 
-/* Global rank of PP index @pp in this rank's pipeline (docs: dp_plan.h order). */
-static uint32_t global_rank(const struct layout *l, int pp)
+/* Global rank of rank @i (pp_rank * ep + ep_rank) of this rank's pipeline
+ * (docs: dp_plan.h order). */
+static uint32_t global_rank(const struct layout *l, int i)
 {
-	return (uint32_t)(((l->dp_rank * l->cfg.pp) + pp) * l->ep + l->ep_rank);
+	return (uint32_t)(l->dp_rank * l->cfg.pp * l->ep + i);
+}
+
+/* Ranks of the pipeline: pp x ep. */
+static int nranks(const struct layout *l)
+{
+	return l->cfg.pp * (int)l->ep;
+}
+
+/* Do pipeline ranks @i and @j share a link?  Same EP rank (PP neighbours and
+ * the DualPipe mirror) or same PP stage (the EP group).  Symmetric, so both
+ * ends agree on who dials whom. */
+static int linked(const struct layout *l, int i, int j)
+{
+	int ep = (int)l->ep;
+
+	return i != j && (i % ep == j % ep || i / ep == j / ep);
 }
 
 /* ---- the PP mesh ----------------------------------------------------------------- */
 
-static int listen_any(int *port, struct dp_err *err)
+static int listen_any(const char *what, int *port, struct dp_err *err)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	socklen_t sl = sizeof(sa);
@@ -199,7 +239,7 @@ static int listen_any(int *port, struct dp_err *err)
 	    getsockname(fd, (struct sockaddr *)&sa, &sl)) {
 		e = errno;
 		(void)close(fd);
-		return dp_err_set(err, e, "train: cannot listen for PP links: %s", strerror(e));
+		return dp_err_set(err, e, "train: cannot listen for %s: %s", what, strerror(e));
 	}
 	*port = ntohs(sa.sin_port);
 	return fd;
@@ -262,22 +302,26 @@ static int read_full(int fd, void *buf, size_t len)
 	return 0;
 }
 
-/* Links to every other PP index of this pipeline: dial the lower ones, accept
- * the higher ones on @lfd.  links[pp] (pp entries) get the links. */
+/* Links to every linked() rank of this pipeline: dial the lower ones, accept
+ * the higher ones on @lfd.  links[i] (pp x ep entries) get the links. */
 static int build_mesh(const struct layout *l, struct dp_ctl_client *cc, int lfd,
 		      const uint8_t *token, struct dp_pp_link **links, struct dp_err *err)
 {
-	int pp = l->cfg.pp, me = l->cfg.rank, one = 1, rc = 0;
+	int n = nranks(l), me = l->cfg.rank, one = 1, rc = 0, higher = 0;
 	double deadline = now_s() + MESH_TIMEOUT_S;
 
+	for (int j = me + 1; j < n; j++)
+		higher += linked(l, me, j);
 	for (int j = 0; j < me && !rc; j++) {
-		struct link_hello h = { .magic = LINK_MAGIC, .pp = (uint32_t)me };
+		struct link_hello h = { .magic = LINK_MAGIC, .rank = (uint32_t)me };
 		char addr[DP_CTL_ADDR_MAX];
 		int port, fd;
 
+		if (!linked(l, me, j))
+			continue;
 		memcpy(h.token, token, DP_CTL_TOKEN_LEN);
 		if (dp_ctl_client_peer(cc, global_rank(l, j), addr, sizeof(addr), &port))
-			return dp_err_set(err, EPROTO, "train: no address for PP peer %d", j);
+			return dp_err_set(err, EPROTO, "train: no address for peer rank %d", j);
 		fd = dial(addr, port, deadline, err);
 		if (fd < 0)
 			return fd;
@@ -286,7 +330,7 @@ static int build_mesh(const struct layout *l, struct dp_ctl_client *cc, int lfd,
 		if (!rc)
 			rc = links[j]->ops->send(links[j], &h, sizeof(h), err);
 	}
-	for (int got = 0; !rc && got < pp - 1 - me;) {
+	for (int got = 0; !rc && got < higher;) {
 		struct pollfd p = { .fd = lfd, .events = POLLIN };
 		struct link_hello h;
 		int fd, left = (int)((deadline - now_s()) * 1000);
@@ -304,16 +348,55 @@ static int build_mesh(const struct layout *l, struct dp_ctl_client *cc, int lfd,
 			continue;
 		set_rcvtimeo(fd, HELLO_TIMEOUT_MS);
 		if (read_full(fd, &h, sizeof(h)) || h.magic != LINK_MAGIC ||
-		    !dp_ctl_token_equal(h.token, token) || h.pp <= (uint32_t)me ||
-		    h.pp >= (uint32_t)pp || links[h.pp]) {
+		    !dp_ctl_token_equal(h.token, token) || h.rank <= (uint32_t)me ||
+		    h.rank >= (uint32_t)n || !linked(l, me, (int)h.rank) || links[h.rank]) {
 			/* not one of ours (or a duplicate): refuse it, keep waiting */
 			(void)close(fd);
 			continue;
 		}
 		set_rcvtimeo(fd, 0);
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		rc = dp_pp_link_fd(fd, &links[h.pp], err);
+		rc = dp_pp_link_fd(fd, &links[h.rank], err);
 		got++;
+	}
+	return rc;
+}
+
+/* ep > 1: tell the EP group where this rank's a2a listens (@port) and
+ * learn theirs: addrs[j] (ep entries, EP order) gets "host:port" of EP rank
+ * j, the host being the address PEERS gave for it (@self for this rank).
+ * Every rank sends first, then reads: 8 bytes never block a socket. */
+static int ep_exchange(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_link **links,
+		       const char *self, int port, char (*addrs)[DP_CTL_ADDR_MAX + 8],
+		       struct dp_err *err)
+{
+	int ep = (int)l->ep, me = l->cfg.rank, g0 = me / ep * ep, rc = 0;
+	struct ep_hello h = { EP_MAGIC, (uint32_t)port };
+
+	for (int j = g0; j < g0 + ep && !rc; j++)
+		if (j != me)
+			rc = links[j]->ops->send(links[j], &h, sizeof(h), err);
+	for (int j = g0; j < g0 + ep && !rc; j++) {
+		struct ep_hello in = { 0 };
+		char host[DP_CTL_ADDR_MAX];
+		int pport, len;
+
+		if (j == me) {
+			len = snprintf(addrs[j - g0], sizeof(addrs[0]), "%s:%d", self, port);
+		} else {
+			rc = links[j]->ops->recv(links[j], &in, sizeof(in), err);
+			if (rc)
+				break;
+			if (in.magic != EP_MAGIC || in.port == 0 || in.port > 65535)
+				return dp_err_set(err, EPROTO, "train: rank %d sent a bad EP hello",
+						  j);
+			if (dp_ctl_client_peer(cc, global_rank(l, j), host, sizeof(host), &pport))
+				return dp_err_set(err, EPROTO,
+						  "train: no address for EP peer rank %d", j);
+			len = snprintf(addrs[j - g0], sizeof(addrs[0]), "%s:%u", host, in.port);
+		}
+		if (len < 0 || (size_t)len >= sizeof(addrs[0]))
+			return dp_err_set(err, ENAMETOOLONG, "train: EP address too long");
 	}
 	return rc;
 }
@@ -439,8 +522,10 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 	uint32_t *want = NULL;
 	struct layout l;
 	struct dp_err e = { 0 };
-	char addr[DP_CTL_ADDR_MAX];
-	int lfd = -1, port = 0, status = EX_SOFTWARE, rc;
+	struct dp_a2a_comm_cfg a2a;
+	char addr[DP_CTL_ADDR_MAX], (*ep_addr)[DP_CTL_ADDR_MAX + 8] = NULL;
+	const char **ep_ap = NULL;
+	int lfd = -1, port = 0, a2a_lfd = -1, a2a_port = 0, status = EX_SOFTWARE, rc;
 	size_t nwant = 0;
 
 	rc = read_layout(&l, &e);
@@ -448,17 +533,24 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		(void)fprintf(err, "dpworker: error: rank %u: %s\n", ccfg->rank, e.msg);
 		return rc == -EOPNOTSUPP ? EX_UNAVAILABLE : EX_CONFIG;
 	}
-	links = calloc((size_t)l.cfg.pp, sizeof(struct dp_pp_link *));
-	want = calloc((size_t)l.cfg.pp, sizeof(*want));
-	if (!links || !want) {
+	links = calloc((size_t)nranks(&l), sizeof(struct dp_pp_link *));
+	want = calloc((size_t)nranks(&l), sizeof(*want));
+	ep_addr = calloc((size_t)l.ep, sizeof(*ep_addr));
+	ep_ap = calloc((size_t)l.ep, sizeof(*ep_ap));
+	if (!links || !want || !ep_addr || !ep_ap) {
 		(void)fprintf(err, "dpworker: error: out of memory\n");
 		status = EX_OSERR;
 		goto out;
 	}
-	for (int j = 0; j < l.cfg.pp; j++)
-		if (j != l.cfg.rank)
+	for (int j = 0; j < nranks(&l); j++)
+		if (linked(&l, l.cfg.rank, j))
 			want[nwant++] = global_rank(&l, j);
-	lfd = listen_any(&port, &e);
+	lfd = listen_any("PP links", &port, &e);
+	if (lfd >= 0 && l.ep > 1 &&
+	    (a2a_lfd = listen_any("the EP all-to-all", &a2a_port, &e)) < 0) {
+		(void)close(lfd);
+		lfd = -1;
+	}
 	if (lfd < 0 || dp_ctl_client_open(ccfg, &cc, &e) != 0 ||
 	    dp_ctl_client_local_addr(cc, addr, sizeof(addr)) != 0 ||
 	    dp_ctl_client_endpoint(cc, addr, port, want, nwant, &e) != 0 ||
@@ -468,13 +560,30 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		status = EX_UNAVAILABLE;
 		goto out;
 	}
-	(void)fprintf(out, "rank %u: pid %ld, %s pp %d/%d micro %d, %ld steps, PP links on %s:%d\n",
-		      ccfg->rank, (long)getpid(), dp_sched_algo_name(l.cfg.algo), l.cfg.rank,
-		      l.cfg.pp, l.cfg.micro, l.steps, addr, port);
+	(void)fprintf(out,
+		      "rank %u: pid %ld, %s pp %d/%d ep %ld/%ld micro %d, %ld steps, PP links on "
+		      "%s:%d\n",
+		      ccfg->rank, (long)getpid(), dp_sched_algo_name(l.cfg.algo),
+		      l.cfg.rank / (int)l.ep, l.cfg.pp, l.ep_rank, l.ep, l.cfg.micro, l.steps, addr,
+		      port);
 	(void)fflush(out);
 	rc = build_mesh(&l, cc, lfd, ccfg->token, links, &e);
 	(void)close(lfd);
 	lfd = -1;
+	if (!rc && l.ep > 1) {
+		/* the EP group's a2a on tcp; the comm takes a2a_lfd over */
+		rc = ep_exchange(&l, cc, links, addr, a2a_port, ep_addr, &e);
+		dp_a2a_comm_cfg_init(&a2a);
+		a2a.transport = "tcp";
+		for (long j = 0; j < l.ep; j++)
+			ep_ap[j] = ep_addr[j];
+		a2a.addrs = ep_ap;
+		if (!rc) {
+			a2a.listen_fd = a2a_lfd;
+			a2a_lfd = -1;
+		}
+		l.cfg.ep_comm = &a2a;
+	}
 	if (!rc)
 		rc = train(&l, cc, links, out, &e);
 	if (rc == -ECONNRESET || rc == -EPIPE) {
@@ -497,11 +606,15 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 	(void)dp_ctl_client_done(cc, status, NULL);
 out:
 	dp_ctl_client_close(cc);
-	for (int j = 0; links && j < l.cfg.pp; j++)
+	for (int j = 0; links && j < nranks(&l); j++)
 		dp_pp_link_close(links[j]);
 	free(links);
 	free(want);
+	free(ep_addr);
+	free(ep_ap);
 	if (lfd >= 0)
 		(void)close(lfd);
+	if (a2a_lfd >= 0)
+		(void)close(a2a_lfd);
 	return status;
 }

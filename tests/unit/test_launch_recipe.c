@@ -87,11 +87,17 @@ static void refuses_what_it_cannot_run(void **state)
 	char *bad;
 
 	(void)state;
-	/* a layout the executor does not run yet: the key and its line */
-	r = dp_test_dpctl("launch", recipe_path("netns-cluster"));
+	/* a layout the executor does not run yet (dp > 1): the key and its line */
+	bad = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 4}\n"
+					 "model: {layers: 4, hidden: 32, experts: 8, top_k: 2}\n"
+					 "parallel:\n  pp: 2\n  ep: 1\n  dp: 2\n");
+	r = dp_test_dpctl("launch", bad);
 	assert_int_equal(r.rc, 69);
-	assert_non_null(strstr(r.err, "netns-cluster.yaml:31: key 'parallel.ep': ep 2"));
+	if (!strstr(r.err, ":6: key 'parallel.dp': dp 2"))
+		fail_msg("%s", r.err);
 	dp_test_run_free(&r);
+	(void)unlink(bad);
+	free(bad);
 	r = dp_test_dpctl("launch", "--dry-run", recipe_path("slurm"));
 	assert_int_equal(r.rc, 69);
 	assert_non_null(strstr(r.err, "the slurm launcher is not available"));
@@ -113,7 +119,7 @@ static void refuses_what_it_cannot_run(void **state)
 static void runs_across_namespace_nodes_over_ssh(void **state)
 {
 	char cmd[512], st[256] = "", recipe[1024], kh[300], id[300];
-	struct dp_test_run r, ssh_train;
+	struct dp_test_run r, ssh_train, ssh_ep;
 	json_t *o;
 	char *path;
 	FILE *p;
@@ -162,6 +168,22 @@ static void runs_across_namespace_nodes_over_ssh(void **state)
 					  tpath);
 		(void)unlink(tpath);
 		free(tpath);
+		/* pp 2 x ep 2: each EP group on one node (a2a over tcp inside it),
+		 * the PP links between the nodes */
+		(void)snprintf(train, sizeof(train),
+			       "cluster:\n  hosts: 10.254.%d.[1-2]\n  launcher: ssh\n  user: root\n"
+			       "  identity: %s\n  gpus: 2\n"
+			       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1, "
+			       "top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
+			       "parallel: {pp: 2, ep: 2, schedule: dualpipe, micro_batches: 4}\n"
+			       "train: {steps: 3, batch: 16}\n"
+			       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30}\n",
+			       id_num, id);
+		tpath = dp_test_write_tmp(".yaml", train);
+		ssh_ep = dp_test_dpctl("--json", "launch", "--known-hosts", kh, "--run-dir", st,
+				       tpath);
+		(void)unlink(tpath);
+		free(tpath);
 	}
 	(void)snprintf(cmd, sizeof(cmd), "%s/tests/netns/netns-cluster.sh down %d", DP_SRCDIR,
 		       id_num);
@@ -187,6 +209,15 @@ static void runs_across_namespace_nodes_over_ssh(void **state)
 	assert_int_equal(json_array_size(json_object_get(o, "losses")), 3);
 	json_decref(o);
 	dp_test_run_free(&ssh_train);
+	if (ssh_ep.rc != 0)
+		fail_msg("pp 2 x ep 2 over ssh: rc %d: %s\n%s", ssh_ep.rc, ssh_ep.err, ssh_ep.out);
+	o = train_event(ssh_ep.out);
+	assert_int_equal(json_array_size(json_object_get(o, "losses")), 3);
+	/* the loss falls */
+	assert_true(json_real_value(json_array_get(json_object_get(o, "losses"), 2)) <
+		    json_real_value(json_array_get(json_object_get(o, "losses"), 0)));
+	json_decref(o);
+	dp_test_run_free(&ssh_ep);
 	(void)unlink(path);
 	free(path);
 }

@@ -59,8 +59,8 @@ static struct dp_test_run dpctl_run(const char *const *argv)
 }
 #define DPCTL(...) dpctl_run((const char *const[]){ __VA_ARGS__, NULL })
 
-/* A local recipe of @pp ranks; @extra is appended (more keys). */
-static char *recipe(int pp, const char *algo, int micro, int steps, const char *extra)
+/* A local recipe of @pp x @ep ranks; @extra is appended (more keys). */
+static char *recipe_ep(int pp, int ep, const char *algo, int micro, int steps, const char *extra)
 {
 	char text[1024];
 
@@ -68,12 +68,17 @@ static char *recipe(int pp, const char *algo, int micro, int steps, const char *
 		       "cluster: {hosts: localhost, launcher: local, gpus: %d}\n"
 		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
 		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
-		       "parallel: {pp: %d, schedule: %s, micro_batches: %d}\n"
+		       "parallel: {pp: %d, ep: %d, schedule: %s, micro_batches: %d}\n"
 		       "train: {steps: %d, batch: %d, lr: 0.003, seed: 3}\n"
 		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
 		       "max_restarts: 0}\n%s",
-		       pp, pp, algo, micro, steps, 4 * micro, extra ? extra : "");
+		       pp * ep, pp, ep, algo, micro, steps, 4 * micro, extra ? extra : "");
 	return dp_test_write_tmp(".yaml", text);
+}
+
+static char *recipe(int pp, const char *algo, int micro, int steps, const char *extra)
+{
+	return recipe_ep(pp, 1, algo, micro, steps, extra);
 }
 
 static char *tmpdir(void)
@@ -116,7 +121,7 @@ static void dry_run_model(const char *path, char *model, size_t len)
 }
 
 /* `DP_MODEL=... dpworker --train-local ...`: the printed loss of each step. */
-static int train_local(const char *model, const char *algo, int pp, int micro, int steps,
+static int train_local(const char *model, const char *algo, int pp, int ep, int micro, int steps,
 		       char lines[][32])
 {
 	char cmd[1024], line[256];
@@ -124,9 +129,9 @@ static int train_local(const char *model, const char *algo, int pp, int micro, i
 	FILE *p;
 
 	(void)snprintf(cmd, sizeof(cmd),
-		       "env '%s' '%s' --train-local --algo %s --pp %d --micro %d --steps %d "
-		       "--seed 3",
-		       model, getenv("DPWORKER"), algo, pp, micro, steps);
+		       "env '%s' '%s' --train-local --algo %s --pp %d --ep %d --micro %d "
+		       "--steps %d --seed 3",
+		       model, getenv("DPWORKER"), algo, pp, ep, micro, steps);
 	p = popen(cmd, "r");
 	assert_non_null(p);
 	while (fgets(line, sizeof(line), p)) {
@@ -143,20 +148,20 @@ static int train_local(const char *model, const char *algo, int pp, int micro, i
 
 /* Train through dpctl and compare every step loss with --train-local; check
  * trace.json has ops from every rank. */
-static void trains_like_train_local(const char *algo, int pp, int micro)
+static void trains_like_train_local_ep(const char *algo, int pp, int ep, int micro)
 {
 	enum { STEPS = 4 };
-	char *path = recipe(pp, algo, micro, STEPS, NULL), *dir = tmpdir();
+	char *path = recipe_ep(pp, ep, algo, micro, STEPS, NULL), *dir = tmpdir();
 	char model[512], want[STEPS][32], trace[600];
 	struct dp_test_run r;
 	json_t *o, *losses, *t, *ev;
 	int seen[8] = { 0 };
 
 	dry_run_model(path, model, sizeof(model));
-	assert_int_equal(train_local(model, algo, pp, micro, STEPS, want), STEPS);
+	assert_int_equal(train_local(model, algo, pp, ep, micro, STEPS, want), STEPS);
 	r = DPCTL("--json", "launch", "--run-dir", dir, path);
 	if (r.rc != 0)
-		fail_msg("%s pp %d: rc %d\n%s\n%s", algo, pp, r.rc, r.err, r.out);
+		fail_msg("%s pp %d ep %d: rc %d\n%s\n%s", algo, pp, ep, r.rc, r.err, r.out);
 	o = train_event(r.out);
 	losses = json_object_get(o, "losses");
 	assert_int_equal(json_array_size(losses), STEPS);
@@ -166,15 +171,14 @@ static void trains_like_train_local(const char *algo, int pp, int micro)
 		(void)snprintf(got, sizeof(got), "%.6f",
 			       json_real_value(json_array_get(losses, k)));
 		if (strcmp(got, want[k]) != 0)
-			fail_msg("%s pp %d step %zu: dpctl loss %s, --train-local %s", algo, pp, k,
-				 got, want[k]);
+			fail_msg("%s pp %d ep %d step %zu: dpctl loss %s, --train-local %s", algo,
+				 pp, ep, k, got, want[k]);
 	}
 	/* the loss falls */
 	assert_true(json_real_value(json_array_get(losses, STEPS - 1)) <
 		    json_real_value(json_array_get(losses, 0)));
 	(void)snprintf(trace, sizeof(trace), "%s/trace.json", dir);
-	assert_string_equal(
-		json_string_value(json_object_get(o, "trace")), trace);
+	assert_string_equal(json_string_value(json_object_get(o, "trace")), trace);
 	t = json_load_file(trace, 0, NULL);
 	if (!t)
 		fail_msg("%s is not valid JSON", trace);
@@ -185,13 +189,14 @@ static void trains_like_train_local(const char *algo, int pp, int micro)
 
 		if (strcmp(json_string_value(json_object_get(e, "ph")), "X") != 0)
 			continue;
-		assert_true(tid >= 0 && tid < pp);
+		assert_true(tid >= 0 && tid < pp * ep);
 		assert_true(json_real_value(json_object_get(e, "dur")) >= 0);
 		seen[tid]++;
 	}
-	for (int i = 0; i < pp; i++)
+	for (int i = 0; i < pp * ep; i++)
 		if (seen[i] < micro) /* at least one F per micro-batch of its chunks */
-			fail_msg("%s pp %d: rank %d has %d ops in the trace", algo, pp, i, seen[i]);
+			fail_msg("%s pp %d ep %d: rank %d has %d ops in the trace", algo, pp, ep, i,
+				 seen[i]);
 	json_decref(t);
 	json_decref(o);
 	dp_test_run_free(&r);
@@ -199,6 +204,11 @@ static void trains_like_train_local(const char *algo, int pp, int micro)
 	free(path);
 	rm_rf(dir);
 	free(dir);
+}
+
+static void trains_like_train_local(const char *algo, int pp, int micro)
+{
+	trains_like_train_local_ep(algo, pp, 1, micro);
 }
 
 static void dualpipe_pp2_matches_train_local(void **state)
@@ -220,6 +230,23 @@ static void zb1p_pp4_matches_train_local(void **state)
 	(void)state;
 	worker_or_skip();
 	trains_like_train_local("zb1p", 4, 4);
+}
+
+/* Expert parallelism through the controller: 4 ranks, the EP groups' a2a
+ * on tcp between ports the ranks learnt from each other (--train-local
+ * runs them on shm: the same numbers). */
+static void dualpipe_pp2_ep2_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local_ep("dualpipe", 2, 2, 4);
+}
+
+static void onef1b_pp2_ep2_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local_ep("1f1b", 2, 2, 4);
 }
 
 static void human_output_has_summary(void **state)
@@ -270,11 +297,26 @@ static void unsupported_layout_names_the_line(void **state)
 				 "        top_k: 2}\n"
 				 "parallel:\n"
 				 "  pp: 2\n"
-				 "  ep: 2\n"
+				 "  dp: 2\n"
 				 "train: {steps: 3}\n");
 	r = DPCTL("launch", path);
 	assert_int_equal(r.rc, 69);
-	if (!strstr(r.err, ":6: key 'parallel.ep': ep 2"))
+	if (!strstr(r.err, ":6: key 'parallel.dp': dp 2"))
+		fail_msg("%s", r.err);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+	/* an EP group wider than the peers one rank may ask the controller for */
+	path = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 600}\n"
+					  "model: {layers: 4, hidden: 32, experts: 600, "
+					  "shared_experts: 1, top_k: 2, groups: 4}\n"
+					  "parallel:\n"
+					  "  pp: 1\n"
+					  "  ep: 600\n"
+					  "  schedule: 1f1b\n");
+	r = DPCTL("launch", path);
+	assert_int_equal(r.rc, 69);
+	if (!strstr(r.err, ":5: key 'parallel.ep': pp 1 + ep 600"))
 		fail_msg("%s", r.err);
 	dp_test_run_free(&r);
 	(void)unlink(path);
@@ -544,6 +586,8 @@ int main(void)
 		cmocka_unit_test(dualpipe_pp2_matches_train_local),
 		cmocka_unit_test(dualpipe_pp4_matches_train_local),
 		cmocka_unit_test(zb1p_pp4_matches_train_local),
+		cmocka_unit_test(dualpipe_pp2_ep2_matches_train_local),
+		cmocka_unit_test(onef1b_pp2_ep2_matches_train_local),
 		cmocka_unit_test(human_output_has_summary),
 		cmocka_unit_test(killed_rank_tears_everything_down),
 		cmocka_unit_test(peer_without_endpoint_fails_rendezvous),
