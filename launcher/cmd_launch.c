@@ -543,8 +543,8 @@ static void on_step(void *arg, uint64_t step, double loss, uint64_t tokens, doub
 					   .step = step + 1,
 					   .total_steps = t->total,
 					   .loss = loss,
-					   .tokens_per_s = seconds > 0 ? (double)tokens / seconds
-								       : NAN };
+					   .tokens_per_s =
+						   seconds > 0 ? (double)tokens / seconds : NAN };
 
 		dp_progress_event(t->prog, &ev);
 	}

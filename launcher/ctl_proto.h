@@ -27,8 +27,8 @@
  * report passed.
  *
  * Versions: 1 had hello..dump-stacks; 2 added endpoint, step, timeline,
- * peers, preflight and preflight-probe.  Both ends refuse a frame of another version (one build runs both
- * ends of a job), so a mixed installation fails at hello with a clear reason.
+ * peers, preflight and preflight-probe.  Both ends refuse a frame of another version (one build
+ * runs both ends of a job), so a mixed installation fails at hello with a clear reason.
  *
  * The decoder never trusts the peer: any bad frame yields a negative errno
  * and a reason, and the connection must then be closed (there is no resync).

@@ -570,8 +570,8 @@ static int write_manifest(const char *sdir, const struct dp_exec_cfg *xc, long s
 		}
 	}
 	root = json_pack("{s:s, s:i, s:I, s:i, s:o, s:o}", "format", FORMAT_NAME, "version",
-			 DP_CKPT_VERSION, "step", (json_int_t)step, "nranks", nranks_of(xc), "config",
-			 conf, "files", files);
+			 DP_CKPT_VERSION, "step", (json_int_t)step, "nranks", nranks_of(xc),
+			 "config", conf, "files", files);
 	conf = files = NULL; /* stolen by "o", also on failure */
 	if (!root) {
 		rc = ck_err(err, ENOMEM, "ckpt: out of memory");
@@ -700,7 +700,8 @@ static int manifest_check(const char *sdir, long step, const struct dp_exec_cfg 
 	files = json_object_get(root, "files");
 	if (json_integer_value(json_object_get(root, "nranks")) != nranks_of(xc) ||
 	    !json_is_array(files) || json_array_size(files) != (size_t)nranks_of(xc)) {
-		rc = ck_err(err, EBADMSG, "%s does not list %d rank files", MANIFEST, nranks_of(xc));
+		rc = ck_err(err, EBADMSG, "%s does not list %d rank files", MANIFEST,
+			    nranks_of(xc));
 		goto out;
 	}
 	for (int r = 0; r < nranks_of(xc); r++) {

@@ -473,8 +473,8 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 			out,
 			"done: %s pp %d%s%.0d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
 			dp_sched_algo_name(o->cfg.algo), o->cfg.pp, o->cfg.ep > 1 ? " ep " : "",
-			o->cfg.ep > 1 ? o->cfg.ep : 0, o->cfg.micro, o->steps - start, now_s() - t0, first,
-			last);
+			o->cfg.ep > 1 ? o->cfg.ep : 0, o->cfg.micro, o->steps - start, now_s() - t0,
+			first, last);
 out:
 	for (int r = 0; pid && r < pp; r++) {
 		int st;

@@ -852,7 +852,8 @@ static void train_local_ep_resume(void **state)
 	free(a);
 	free(b);
 	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "1", "--steps",
-					   "1", "--layers", "2", "--ckpt-dir", d, "--resume", NULL });
+					   "1", "--layers", "2", "--ckpt-dir", d, "--resume",
+					   NULL });
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.err, "ep is 2 in the checkpoint, 1 in this run"));
 	cmd_free(&r);
