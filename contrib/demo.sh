@@ -2,8 +2,10 @@
 # contrib/demo.sh BUILD_DIR - the `make demo` job: the best real run this
 # machine can do with what is built.  Checks the embedded recipe, plans it,
 # prints its DualPipe schedule and simulated timeline, then trains the small
-# MoE model with `dpctl launch recipes/local-demo.yaml`: 4 dpworker ranks
-# joined through the controller, DualPipe, 300 steps, the loss falling, and
+# MoE model with `dpctl launch recipes/local-demo.yaml`: 8 dpworker ranks
+# (DualPipe pp 4 x expert-parallel 2: the MoE all-to-all between the two EP
+# ranks of each stage) joined through the controller, 300 steps, the loss
+# falling, and
 # at the end a summary (loss first -> last, tokens/s, measured vs simulated
 # bubble per rank) and the path of the merged trace.json.
 set -euo pipefail
@@ -19,6 +21,6 @@ echo "== dpctl schedule --algo dualpipe --pp 4 --micro 8 (the local recipe's sch
 "$B/dpctl" schedule --algo dualpipe --pp 4 --micro 8
 echo "== dpctl simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5"
 "$B/dpctl" simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5
-echo "== dpctl launch $R: the small MoE model, DualPipe over 4 ranks (processes), 8 micro-batches"
+echo "== dpctl launch $R: the small MoE model, DualPipe pp 4 x EP 2 (8 processes), 8 micro-batches"
 DPWORKER="$B/dpworker" "$B/dpctl" launch --run-dir "$RUN" "$R"
 echo "== open $RUN/trace.json in chrome://tracing or https://ui.perfetto.dev"

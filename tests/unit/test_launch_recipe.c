@@ -43,15 +43,16 @@ static void dry_run_shows_layout_environment(void **state)
 	if (!o)
 		fail_msg("bad JSON: %s\n%s", je.text, r.out);
 	ranks = json_object_get(o, "ranks");
-	assert_int_equal(json_array_size(ranks), 4);
-	for (size_t i = 0; i < 4; i++) {
+	assert_int_equal(json_array_size(ranks), 8);
+	for (size_t i = 0; i < 8; i++) {
 		json_t *x = json_array_get(ranks, i), *env = json_object_get(x, "env");
 		char want[32];
 		int found = 0, omp = 0;
 
 		/* a recipe run passes no test-mode flags: the layout is in the environment */
 		assert_int_equal(json_array_size(json_object_get(x, "argv")), 1);
-		(void)snprintf(want, sizeof(want), "DP_STAGES=%zu,%zu", i, 3 - i);
+		/* pp 4 x ep 2: rank i is pp rank i / 2 */
+		(void)snprintf(want, sizeof(want), "DP_STAGES=%zu,%zu", i / 2, 3 - i / 2);
 		for (size_t k = 0; k < json_array_size(env); k++) {
 			const char *e = json_string_value(json_array_get(env, k));
 
@@ -77,7 +78,7 @@ static void runs_a_local_recipe(void **state)
 	if (r.rc != 0)
 		fail_msg("rc %d: %s", r.rc, r.err);
 	assert_non_null(strstr(r.out, "[localhost:3] step 3/3"));
-	assert_non_null(strstr(r.err, "4 ranks done"));
+	assert_non_null(strstr(r.err, "8 ranks done"));
 	dp_test_run_free(&r);
 }
 

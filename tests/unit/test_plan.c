@@ -135,9 +135,10 @@ static void cli_table_shows_stage_pairs(void **state)
 	(void)snprintf(path, sizeof(path), "%s/recipes/local-demo.yaml", DP_SRCDIR);
 	r = dp_test_dpctl("plan", path);
 	assert_int_equal(r.rc, 0);
-	/* rank 1 of a 4-stage DualPipe holds stages 1 and 2 */
-	assert_non_null(
-		strstr(r.out, "\nlocalhost               1      1   0    1       1,2    0"));
+	/* rank 2 (pp rank 1, ep rank 0) of a 4-stage DualPipe x ep 2 holds
+	 * stages 1 and 2 and the first half of the experts */
+	assert_non_null(strstr(
+		r.out, "\nlocalhost               2      2   0    1       1,2    0       0-3"));
 	dp_test_run_free(&r);
 }
 
@@ -200,13 +201,18 @@ static void cli_binds_ranks_from_topology(void **state)
 	json_decref(o);
 	dp_test_run_free(&r);
 	/* a topology that does not match cluster.gpus is a data error */
-	(void)snprintf(topo, sizeof(topo), "%s/recipes/local-demo.yaml", DP_SRCDIR);
 	{
-		char t2[512];
+		char t2[512],
+			*four = dp_test_write_tmp(
+				".yaml", "cluster: {hosts: localhost, gpus: 4}\n"
+					 "model: {layers: 4, hidden: 32, experts: 8, top_k: 2}\n"
+					 "parallel: {pp: 4}\n");
 
 		(void)snprintf(t2, sizeof(t2), "%s/topologies/azure-ndv4-a100-topo.xml",
 			       SHARED_DIR);
-		r = dp_test_dpctl("plan", "--topology", t2, topo);
+		r = dp_test_dpctl("plan", "--topology", t2, four);
+		(void)unlink(four);
+		free(four);
 	}
 	assert_int_equal(r.rc, 65);
 	assert_non_null(strstr(r.err, "the topology has 8 GPUs per node but"));

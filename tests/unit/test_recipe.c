@@ -105,8 +105,9 @@ static void local_demo_loads(void **state)
 	assert_int_equal(dp_hostlist_count(r->cluster.hosts), 1);
 	assert_string_equal(dp_hostlist_get(r->cluster.hosts, 0), "localhost");
 	assert_int_equal(r->cluster.launcher, DP_RECIPE_LAUNCH_LOCAL);
-	assert_int_equal(dp_recipe_world_size(r), 4);
+	assert_int_equal(dp_recipe_world_size(r), 8);
 	assert_int_equal(r->parallel.pp, 4);
+	assert_int_equal(r->parallel.ep, 2);
 	assert_int_equal(r->parallel.schedule, DP_RECIPE_SCHED_DUALPIPE);
 	assert_int_equal(r->parallel.micro_batches, 8);
 	assert_int_equal(r->train.backend, DP_RECIPE_BACKEND_CPU);
