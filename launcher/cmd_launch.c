@@ -8,6 +8,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -22,6 +24,7 @@
 #include "launcher/ctl_launch.h"
 #include "launcher/dp_launcher.h"
 #include "launcher/dp_plan.h"
+#include "launcher/dp_slurm.h"
 #include "common/dp_banned.h"
 
 enum {
@@ -47,6 +50,9 @@ enum {
 	OPT_SSH_IDENTITY,
 	OPT_KNOWN_HOSTS,
 	OPT_ACCEPT_NEW,
+	OPT_SUBMIT,
+	OPT_TIME,
+	OPT_PARTITION,
 };
 
 static const struct option opts[] = {
@@ -72,6 +78,9 @@ static const struct option opts[] = {
 	{ "fake-absent", required_argument, NULL, OPT_FAKE_ABSENT },
 	{ "fake-spawn-child", no_argument, NULL, OPT_FAKE_CHILD },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "submit", no_argument, NULL, OPT_SUBMIT },
+	{ "time", required_argument, NULL, OPT_TIME },
+	{ "partition", required_argument, NULL, OPT_PARTITION },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -91,6 +100,11 @@ struct launch_opts {
 	long absent_rank;
 	int spawn_child;
 	int dry_run;
+	/* slurm */
+	int slurm;		    /* the recipe says launcher: slurm */
+	int submit;		    /* --submit */
+	const char *time, *partition; /* --time, --partition for the batch job */
+	struct dp_hostlist *alloc;  /* the allocation's nodes ($SLURM_JOB_NODELIST) */
 };
 
 #define MAX_ENV 64
@@ -349,6 +363,192 @@ static int report(struct dp_cli *cli, const struct dp_launch_spec *spec,
 	return res->exit_code ? res->exit_code : EX_SOFTWARE;
 }
 
+/* launcher: slurm.  With --submit nothing about the allocation is needed
+ * yet; otherwise the nodes are the first hosts-count nodes of
+ * $SLURM_JOB_NODELIST (the recipe's host names only give the count). */
+static int slurm_setup(struct dp_cli *cli, const struct dp_recipe *r, struct launch_opts *o,
+		       const char **hosts, int *nhosts, long *per_host,
+		       struct dp_launch_opts *lopts)
+{
+	size_t n = dp_hostlist_count(r->cluster.hosts), have;
+	const char *job = getenv("SLURM_JOB_ID"), *nl = getenv("SLURM_JOB_NODELIST");
+	const struct dp_hostlist *use = r->cluster.hosts;
+	struct dp_err e = { 0 };
+
+	o->slurm = 1;
+	*per_host = r->cluster.gpus;
+	if (n > MAX_HOSTS)
+		return dp_cli_error(cli, EX_UNAVAILABLE,
+				    "launch: %zu hosts; this build launches at most %d", n,
+				    MAX_HOSTS);
+	if (r->train.backend == DP_RECIPE_BACKEND_CUDA) {
+		/* one GPU per task, the one closest to the task's CPUs */
+		lopts->slurm_gpus_per_task = 1;
+		lopts->slurm_gpu_bind = "closest";
+	}
+	if (!o->submit && job && *job) {
+		if (!nl || !*nl)
+			return dp_cli_error(cli, EX_UNAVAILABLE,
+					    "launch: SLURM_JOB_ID is set but SLURM_JOB_NODELIST "
+					    "is not");
+		if (dp_hostlist_expand(nl, &o->alloc, &e))
+			return dp_cli_error(cli, EX_DATAERR, "launch: SLURM_JOB_NODELIST: %s",
+					    e.msg);
+		have = dp_hostlist_count(o->alloc);
+		if (have < n)
+			return dp_cli_error(cli, EX_UNAVAILABLE,
+					    "launch: %s wants %zu nodes; the allocation has %zu (%s)",
+					    r->path, n, have, nl);
+		use = o->alloc;
+	} else if (!o->submit && !o->dry_run) {
+		return dp_cli_error(cli, EX_UNAVAILABLE,
+				    "launch: %s uses the slurm launcher but this is not a Slurm "
+				    "allocation (SLURM_JOB_ID is not set); use --submit, or run "
+				    "inside salloc/sbatch",
+				    r->path);
+	}
+	for (size_t i = 0; i < n; i++)
+		hosts[i] = dp_hostlist_get(use, i);
+	*nhosts = (int)n;
+	return EX_OK;
+}
+
+/* The address workers on other nodes dial: the source address of the
+ * default route (a connected UDP socket to a TEST-NET-1 address: nothing is
+ * sent, no DNS lookup -- node names may not resolve quickly everywhere),
+ * else the first non-loopback IPv4 address. */
+static int slurm_bind_addr(char *buf, size_t len)
+{
+	struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(9) }, me;
+	socklen_t sl = sizeof(me);
+	struct ifaddrs *ifa, *i;
+	int rc = -EHOSTUNREACH, fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	(void)inet_pton(AF_INET, "192.0.2.1", &dst.sin_addr);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&dst, sizeof(dst)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&me, &sl) == 0 &&
+	    inet_ntop(AF_INET, &me.sin_addr, buf, (socklen_t)len))
+		rc = 0;
+	if (fd >= 0)
+		(void)close(fd);
+	if (rc == 0)
+		return 0;
+	if (getifaddrs(&ifa) != 0)
+		return -errno;
+	for (i = ifa; i && rc; i = i->ifa_next) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)(void *)i->ifa_addr;
+
+		if (!sin || sin->sin_family != AF_INET || !(i->ifa_flags & IFF_UP) ||
+		    (i->ifa_flags & IFF_LOOPBACK))
+			continue;
+		if (inet_ntop(AF_INET, &sin->sin_addr, buf, (socklen_t)len))
+			rc = 0;
+	}
+	freeifaddrs(ifa);
+	return rc;
+}
+
+/* Does option @arg (a "--name" or "--name=value" word) take the next word? */
+static int takes_next(const char *arg, int *skip)
+{
+	static const char *const ours[] = { "submit", "time", "partition", "dry-run", NULL };
+	const char *name = arg + 2, *eq = strchr(name, '=');
+	size_t l = eq ? (size_t)(eq - name) : strlen(name);
+
+	*skip = 0;
+	for (int i = 0; ours[i]; i++)
+		if (strlen(ours[i]) == l && strncmp(ours[i], name, l) == 0)
+			*skip = 1;
+	for (const struct option *op = opts; op->name; op++)
+		if (strlen(op->name) == l && strncmp(op->name, name, l) == 0)
+			return op->has_arg == required_argument && !eq;
+	return 0;
+}
+
+/* --submit: write the batch script that runs this same launch inside the
+ * allocation, then print it (--dry-run) or give it to sbatch. */
+static int slurm_submit(struct dp_cli *cli, const struct dp_recipe *r, const struct launch_opts *o,
+			int argc, char **argv, int recipe_idx)
+{
+	const char **av = calloc((size_t)argc + 4, sizeof(*av));
+	char self[PATH_MAX], rpath[PATH_MAX], jobid[64];
+	const char *dpctl = getenv("DPCTL");
+	struct dp_slurm_job job = { 0 };
+	struct dp_err e = { 0 };
+	struct dp_buf script;
+	int k = 0, rc;
+	ssize_t n;
+
+	dp_buf_init(&script, 1 << 20);
+	if (!av) {
+		rc = dp_cli_error(cli, EX_OSERR, "launch: out of memory");
+		goto out;
+	}
+	if (!dpctl || !*dpctl) {
+		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n <= 0) {
+			rc = dp_cli_error(cli, EX_OSERR, "launch: cannot find dpctl itself");
+			goto out;
+		}
+		self[n] = '\0';
+		dpctl = self;
+	}
+	av[k++] = dpctl;
+	av[k++] = "launch";
+	/* the same options, minus the ones that only concern submitting */
+	for (int i = 1; i < recipe_idx; i++) {
+		int skip = 0, next = 0;
+
+		if (strncmp(argv[i], "--", 2) == 0)
+			next = takes_next(argv[i], &skip);
+		if (skip) {
+			i += next;
+			continue;
+		}
+		av[k++] = argv[i];
+		if (next && i + 1 < recipe_idx)
+			av[k++] = argv[++i];
+	}
+	if (strstr(argv[recipe_idx], "://") || !realpath(argv[recipe_idx], rpath))
+		av[k++] = argv[recipe_idx];
+	else
+		av[k++] = rpath;
+	av[k] = NULL;
+	job.job_name = r->model.name;
+	job.nodes = (int)dp_hostlist_count(r->cluster.hosts);
+	job.ntasks_per_node = r->cluster.gpus;
+	job.gpus_per_node = r->train.backend == DP_RECIPE_BACKEND_CUDA ? r->cluster.gpus : 0;
+	job.time = o->time;
+	job.partition = o->partition;
+	job.argv = av;
+	if (dp_slurm_sbatch_script(&job, &script, &e)) {
+		rc = dp_cli_error(cli, EX_DATAERR, "%s", e.msg);
+		goto out;
+	}
+	if (o->dry_run) {
+		(void)fputs(dp_buf_str(&script), cli->out);
+		rc = EX_OK;
+		goto out;
+	}
+	if (dp_slurm_submit(getenv("DP_SBATCH"), dp_buf_str(&script), jobid, sizeof(jobid),
+			    &e)) {
+		rc = dp_cli_error(cli, e.code == ENOENT ? EX_UNAVAILABLE : EX_SOFTWARE, "%s",
+				  e.msg);
+		goto out;
+	}
+	if (cli->json)
+		(void)fprintf(cli->out, "{\"job_id\": \"%s\"}\n", jobid);
+	else
+		(void)fprintf(cli->out, "%s\n", jobid);
+	if (!cli->quiet && !cli->json)
+		(void)fprintf(cli->err, "dpctl: launch: submitted batch job %s\n", jobid);
+	rc = EX_OK;
+out:
+	dp_buf_release(&script);
+	free(av);
+	return rc;
+}
+
 /* Fill the run from a recipe: hosts, ranks per host, ssh options, health
  * timeouts (options given on the command line win), the layout and the
  * recipe's environment as "NAME=value" strings.  Returns an exit code. */
@@ -407,9 +607,10 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 				r->path);
 		break;
 	default:
-		return dp_cli_error(cli, EX_UNAVAILABLE,
-				    "%s: the slurm launcher is not available in this build yet",
-				    r->path);
+		code = slurm_setup(cli, r, o, hosts, nhosts, per_host, lopts);
+		if (code)
+			return code;
+		break;
 	}
 	if (cfg->rendezvous_s <= 0)
 		cfg->rendezvous_s = r->health.rendezvous_s;
@@ -457,6 +658,15 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			return dp_cli_help(cli, &dp_cmd_launch);
 		case OPT_DRY_RUN:
 			o.dry_run = 1;
+			continue;
+		case OPT_SUBMIT:
+			o.submit = 1;
+			continue;
+		case OPT_TIME:
+			o.time = optarg;
+			continue;
+		case OPT_PARTITION:
+			o.partition = optarg;
 			continue;
 		case OPT_FAKE_CHILD:
 			o.spawn_child = 1;
@@ -562,6 +772,18 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 				"--fake-steps N exercises the launch path");
 			goto out;
 		}
+		if (o.submit && !o.slurm) {
+			rc = dp_cli_usage_error(cli, "launch ",
+						"--submit needs a recipe with launcher: slurm");
+			goto out;
+		}
+		if (o.submit) {
+			rc = slurm_submit(cli, recipe, &o, argc, argv, optind);
+			goto out;
+		}
+	} else if (o.submit) {
+		rc = dp_cli_usage_error(cli, "launch ", "--submit needs a RECIPE");
+		goto out;
 	}
 	if ((o.nlocal > 0) == (nhosts > 0)) {
 		rc = dp_cli_usage_error(cli, "launch ",
@@ -610,8 +832,19 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			     : print_dry_run(cli, &spec);
 		goto out;
 	}
-	cfg.backend = nhosts ? "ssh" : "local";
-	if (nhosts) {
+	cfg.backend = o.slurm ? "slurm" : nhosts ? "ssh" : "local";
+	if (o.slurm) {
+		cfg.launch = &lopts;
+		if (!cfg.bind_addr) {
+			if (slurm_bind_addr(bindbuf, sizeof(bindbuf)) != 0) {
+				rc = dp_cli_error(cli, EX_UNAVAILABLE,
+						  "launch: no address for the workers to reach "
+						  "this node; say --bind ADDR");
+				goto out;
+			}
+			cfg.bind_addr = bindbuf;
+		}
+	} else if (nhosts) {
 		if (ssh_port)
 			lopts.ssh_port = (int)ssh_port;
 		else if (!lopts.ssh_port)
@@ -641,6 +874,7 @@ out:
 	free(renv);
 	dp_plan_free(plan);
 	dp_recipe_free(recipe);
+	dp_hostlist_free(o.alloc);
 	return rc;
 }
 
@@ -679,6 +913,11 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"  --port P              controller port, 0 = any free port (0)\n"
 		"  --worker PATH         dpworker binary (default: $DPWORKER, next to dpctl, PATH)\n"
 		"  --dry-run             print what would be started, start nothing\n"
+		"  --submit              (launcher: slurm) submit a batch job that runs this\n"
+		"                        launch inside the allocation; prints the job id\n"
+		"                        (--dry-run: print the batch script)\n"
+		"  --time T              batch job time limit for --submit (sbatch --time)\n"
+		"  --partition P         batch job partition for --submit\n"
 		"  -h, --help            print this help\n"
 		"\n"
 		"Test aids (dpworker's fake mode; no training happens):\n"

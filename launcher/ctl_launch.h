@@ -75,6 +75,11 @@ struct dp_launch_opts {
 	int accept_new;		  /* add unknown host keys (a changed key is still refused) */
 	int no_agent;		  /* do not try ssh-agent */
 	int max_handshakes;	  /* sessions connecting/authenticating at once; 0: 32 */
+	/* slurm backend; all optional, borrowed for the session's life */
+	const char *srun;	     /* srun program; NULL: "srun" from PATH */
+	const char *slurm_cpu_bind;  /* srun --cpu-bind; NULL: not given */
+	const char *slurm_gpu_bind;  /* srun --gpu-bind; NULL: not given */
+	int slurm_gpus_per_task;     /* > 0: srun --gpus-per-task */
 };
 
 struct dp_launch_backend {
@@ -101,7 +106,7 @@ struct dp_launch_backend {
 	void (*close)(struct dp_launch_session *s);
 };
 
-extern const struct dp_launch_backend dp_launch_local, dp_launch_ssh;
+extern const struct dp_launch_backend dp_launch_local, dp_launch_ssh, dp_launch_slurm;
 
 /* The compiled-in backends, NULL-terminated, best first. */
 extern const struct dp_launch_backend *const dp_launch_backends[];
