@@ -15,6 +15,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <limits.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,6 +25,8 @@
 #include "launcher/cli_int.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/dp_launcher.h"
+#include "launcher/dp_metrics.h"
+#include "launcher/dp_notify.h"
 #include "launcher/dp_plan.h"
 #include "launcher/dp_slurm.h"
 #include "common/dp_banned.h"
@@ -53,6 +57,7 @@ enum {
 	OPT_SUBMIT,
 	OPT_TIME,
 	OPT_PARTITION,
+	OPT_RUN_DIR,
 };
 
 static const struct option opts[] = {
@@ -81,6 +86,7 @@ static const struct option opts[] = {
 	{ "submit", no_argument, NULL, OPT_SUBMIT },
 	{ "time", required_argument, NULL, OPT_TIME },
 	{ "partition", required_argument, NULL, OPT_PARTITION },
+	{ "run-dir", required_argument, NULL, OPT_RUN_DIR },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -622,6 +628,66 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 	return EX_OK;
 }
 
+/* --run-dir, notify.webhooks, metrics.*: the run id, the directory, the
+ * notifier and the metrics object for the controller.  Failures here are
+ * warnings: reporting never stops a run. */
+static void reporting_setup(struct dp_cli *cli, const struct dp_recipe *r, struct dp_ctl_cfg *cfg,
+			    char *run_id, size_t idlen, struct dp_notify **n, struct dp_metrics **m)
+{
+	struct dp_err e = { 0 };
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (cfg->run_dir) {
+		const char *base = strrchr(cfg->run_dir, '/');
+
+		(void)snprintf(run_id, idlen, "%s", base && base[1] ? base + 1 : cfg->run_dir);
+		if (mkdir(cfg->run_dir, 0755) != 0 && errno != EEXIST)
+			(void)fprintf(cli->err, "dpctl: warning: cannot create '%s': %s\n",
+				      cfg->run_dir, strerror(errno));
+	} else {
+		(void)gmtime_r(&now, &tm);
+		(void)snprintf(run_id, idlen, "%s-%04d%02d%02dT%02d%02d%02dZ-%ld",
+			       r && r->model.name ? "run" : "local", tm.tm_year + 1900,
+			       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+			       (long)getpid());
+	}
+	cfg->run_id = run_id;
+	cfg->recipe = r ? r->path : NULL;
+	if (r && r->notify.n_webhooks) {
+		struct dp_notify_cfg nc = { .urls = (const char *const *)r->notify.webhooks,
+					    .n_urls = r->notify.n_webhooks };
+
+		if (dp_notify_new(&nc, n, &e))
+			(void)fprintf(cli->err, "dpctl: warning: %s\n", e.msg);
+		cfg->notify = *n;
+	}
+	if (cfg->run_dir || (r && r->metrics.push_url)) {
+		struct dp_metrics_cfg mc = { .run_id = run_id,
+					     .run_dir = cfg->run_dir,
+					     .push_url = r ? r->metrics.push_url : NULL,
+					     .interval_s = r ? r->metrics.interval_s : 0 };
+
+		if (dp_metrics_new(&mc, m, &e))
+			(void)fprintf(cli->err, "dpctl: warning: %s\n", e.msg);
+		cfg->metrics = *m;
+	}
+}
+
+/* After the run: the last webhooks and the final metrics, bounded. */
+static void reporting_finish(struct dp_cli *cli, struct dp_notify *n, struct dp_metrics *m)
+{
+	struct dp_err e = { 0 };
+
+	/* what is still pending after 3 s is dropped (and logged) by dp_notify_free() */
+	if (n)
+		(void)dp_notify_flush(n, 3000);
+	if (m && dp_metrics_flush(m, 5000, &e) != 0)
+		(void)fprintf(cli->err, "dpctl: warning: %s\n", e.msg);
+	dp_notify_free(n);
+	dp_metrics_free(m);
+}
+
 static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 {
 	struct launch_opts o = { .nlocal = 0,
@@ -667,6 +733,9 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			continue;
 		case OPT_PARTITION:
 			o.partition = optarg;
+			continue;
+		case OPT_RUN_DIR:
+			cfg.run_dir = optarg;
 			continue;
 		case OPT_FAKE_CHILD:
 			o.spawn_child = 1;
@@ -861,7 +930,15 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		}
 	}
 	cfg.out = cli->json ? cli->err : cli->out;
-	rc = dp_ctl_run(&cfg, &spec, &res, &err);
+	{
+		struct dp_notify *notify = NULL;
+		struct dp_metrics *metrics = NULL;
+		char run_id[256];
+
+		reporting_setup(cli, recipe, &cfg, run_id, sizeof(run_id), &notify, &metrics);
+		rc = dp_ctl_run(&cfg, &spec, &res, &err);
+		reporting_finish(cli, notify, metrics);
+	}
 	if (rc < 0)
 		rc = dp_cli_error(cli, dp_cli_exit_code(rc), "%s", err.msg);
 	else
@@ -918,6 +995,8 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"                        (--dry-run: print the batch script)\n"
 		"  --time T              batch job time limit for --submit (sbatch --time)\n"
 		"  --partition P         batch job partition for --submit\n"
+		"  --run-dir DIR         write events.jsonl and metrics.prom there (for\n"
+		"                        dpctl report); created if missing\n"
 		"  -h, --help            print this help\n"
 		"\n"
 		"Test aids (dpworker's fake mode; no training happens):\n"

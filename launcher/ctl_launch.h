@@ -151,6 +151,17 @@ struct dp_ctl_cfg {
 	void *hook_arg;
 	FILE *out;	      /* rank output as "[host:rank] line"; NULL: discarded */
 	const char *line_fmt; /* prefix template, "%h" host, "%r" rank; NULL: "[%h:%r] " */
+	/* Run reporting; all optional and borrowed.  With run_dir the controller
+	 * appends one JSON object per line to RUN_DIR/events.jsonl (start,
+	 * connected, ready, step, failure, restart, complete; docs/launch.md).
+	 * notify gets start/failure/restart/complete posts, metrics the ranks'
+	 * step time, tokens/s, loss and heartbeat lag; both are driven from the
+	 * loop (the caller flushes and frees them after dp_ctl_run()). */
+	const char *run_dir;
+	const char *run_id; /* webhook/metrics run id; NULL: "run" */
+	const char *recipe; /* recipe path or URL for webhook payloads; NULL: none */
+	struct dp_notify *notify;
+	struct dp_metrics *metrics;
 };
 
 #define DP_CTL_TAIL_LINES 5
