@@ -3,7 +3,8 @@
 # batch job on the private two-node Slurm cluster (tests/slurm/slurm-cluster.sh)
 # and starts dpworker (fake mode) with srun; a failing rank is torn down with
 # its exit code and root cause; `dpctl launch --submit` runs a job to the end.
-# Skips where Slurm, root or namespaces are missing.
+# contrib/slurm/dpctl-healthcheck drains and resumes a real node.  Skips
+# where Slurm, root or namespaces are missing.
 set -u
 cd "$(dirname "$0")/../.."
 . tests/cli/tap.sh
@@ -11,12 +12,12 @@ DPCTL=$(realpath "${DPCTL:-build/dpctl}")
 DPWORKER=$(realpath "${DPWORKER:-build/dpworker}")
 RECIPE=$PWD/tests/fixtures/recipes/slurm-2node.yaml
 id=$((200 + $$ % 50))
-plan 13
+plan 15
 trap 'tests/slurm/slurm-cluster.sh down $id >/dev/null 2>&1' EXIT
 st=$(timeout 90 tests/slurm/slurm-cluster.sh up $id 2 2>/tmp/slurm-up-$id.log)
 rc=$?
 if [ $rc -eq 77 ]; then
-	for i in $(seq 1 13); do skip_test "slurm cluster: $(tail -1 /tmp/slurm-up-$id.log)"; done
+	for i in $(seq 1 15); do skip_test "slurm cluster: $(tail -1 /tmp/slurm-up-$id.log)"; done
 	rm -f /tmp/slurm-up-$id.log
 	exit 0
 fi
@@ -79,4 +80,12 @@ out=$(cd "$st" && env -u SLURM_JOB_ID "$DPCTL" -q launch --submit --time 00:05:0
 	--heartbeat-s 0.2 "$RECIPE")
 ok "--submit prints the job id" grep -qx '[0-9][0-9]*' <<<"$out"
 is "the submitted job runs to completion" "$(wait_job "$out"):$(grep -c 'step 3/3' "$st/slurm-$out.out" 2>/dev/null)" "COMPLETED 0:0:4"
+
+# 4. the health check wrapper with the real scontrol
+hc() { DPCTL=$DPCTL DP_SYSFS_ROOT=$PWD/tests/fixtures/sysfs/$1 DP_HC_NODE=dpn2 contrib/slurm/dpctl-healthcheck 2>/dev/null; }
+hc gpud-h100
+is "healthcheck: a failing node is drained with the reason" "$?:$(sinfo -h -R -n dpn2 -o '%E')" \
+	"1:dpctl: topo validate: gpus: no GPU found"
+hc twogpu
+is "healthcheck: the node is resumed when it passes" "$?:$(sinfo -h -N -n dpn2 -o '%T' | tr -d '*')" "0:idle"
 done_testing
