@@ -107,10 +107,10 @@ struct launch_opts {
 	int spawn_child;
 	int dry_run;
 	/* slurm */
-	int slurm;		    /* the recipe says launcher: slurm */
-	int submit;		    /* --submit */
+	int slurm;		      /* the recipe says launcher: slurm */
+	int submit;		      /* --submit */
 	const char *time, *partition; /* --time, --partition for the batch job */
-	struct dp_hostlist *alloc;  /* the allocation's nodes ($SLURM_JOB_NODELIST) */
+	struct dp_hostlist *alloc;    /* the allocation's nodes ($SLURM_JOB_NODELIST) */
 };
 
 #define MAX_ENV 64
@@ -402,9 +402,10 @@ static int slurm_setup(struct dp_cli *cli, const struct dp_recipe *r, struct lau
 					    e.msg);
 		have = dp_hostlist_count(o->alloc);
 		if (have < n)
-			return dp_cli_error(cli, EX_UNAVAILABLE,
-					    "launch: %s wants %zu nodes; the allocation has %zu (%s)",
-					    r->path, n, have, nl);
+			return dp_cli_error(
+				cli, EX_UNAVAILABLE,
+				"launch: %s wants %zu nodes; the allocation has %zu (%s)", r->path,
+				n, have, nl);
 		use = o->alloc;
 	} else if (!o->submit && !o->dry_run) {
 		return dp_cli_error(cli, EX_UNAVAILABLE,
@@ -536,8 +537,7 @@ static int slurm_submit(struct dp_cli *cli, const struct dp_recipe *r, const str
 		rc = EX_OK;
 		goto out;
 	}
-	if (dp_slurm_submit(getenv("DP_SBATCH"), dp_buf_str(&script), jobid, sizeof(jobid),
-			    &e)) {
+	if (dp_slurm_submit(getenv("DP_SBATCH"), dp_buf_str(&script), jobid, sizeof(jobid), &e)) {
 		rc = dp_cli_error(cli, e.code == ENOENT ? EX_UNAVAILABLE : EX_SOFTWARE, "%s",
 				  e.msg);
 		goto out;

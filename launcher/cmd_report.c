@@ -25,13 +25,13 @@
 #include "launcher/cli_int.h"
 #include "common/dp_banned.h"
 
-#define MAX_FILE     (256L << 20) /* inputs larger than this are skipped */
-#define MAX_RECTS    20000	  /* timeline rectangles drawn at most */
-#define MAX_LANES    512
-#define MAX_POINTS   4000
-#define MAX_HEALTH   500
-#define CHART_W	     900
-#define CHART_H	     260
+#define MAX_FILE   (256L << 20) /* inputs larger than this are skipped */
+#define MAX_RECTS  20000	/* timeline rectangles drawn at most */
+#define MAX_LANES  512
+#define MAX_POINTS 4000
+#define MAX_HEALTH 500
+#define CHART_W	   900
+#define CHART_H	   260
 
 static const struct option opts[] = {
 	{ "output", required_argument, NULL, 'o' },
@@ -201,8 +201,8 @@ static void load_trace(struct report *r, const char *dir)
 		const char *name = json_string_value(json_object_get(ev, "name"));
 		int l;
 
-		if (!ph || !(strcmp(ph, "X") == 0 || (strcmp(ph, "M") == 0 && name &&
-						       strcmp(name, "thread_name") == 0)))
+		if (!ph || !(strcmp(ph, "X") == 0 ||
+			     (strcmp(ph, "M") == 0 && name && strcmp(name, "thread_name") == 0)))
 			continue;
 		l = lane_of(r, num(ev, "pid", 0), num(ev, "tid", 0));
 		if (l < 0)
@@ -212,7 +212,8 @@ static void load_trace(struct report *r, const char *dir)
 				json_object_get(json_object_get(ev, "args"), "name"));
 
 			if (tn)
-				(void)snprintf(r->lanes[l].name, sizeof(r->lanes[l].name), "%s", tn);
+				(void)snprintf(r->lanes[l].name, sizeof(r->lanes[l].name), "%s",
+					       tn);
 			continue;
 		}
 		if (strcmp(ph, "X") == 0) {
@@ -237,7 +238,6 @@ static void load_events(struct report *r, const char *dir)
 {
 	char path[4096], *line = NULL;
 	size_t cap = 0;
-	ssize_t n;
 	FILE *f;
 
 	(void)snprintf(path, sizeof(path), "%s/events.jsonl", dir);
@@ -246,7 +246,7 @@ static void load_events(struct report *r, const char *dir)
 		return;
 	r->have_events = 1;
 	r->health = json_array();
-	while ((n = getline(&line, &cap, f)) > 0) {
+	while (getline(&line, &cap, f) > 0) {
 		json_error_t je;
 		json_t *o = json_loads(line, 0, &je);
 		const char *ev = o ? json_string_value(json_object_get(o, "event")) : NULL;
@@ -263,7 +263,7 @@ static void load_events(struct report *r, const char *dir)
 
 			if (step > r->max_step)
 				r->max_step = step;
-			if (isfinite(loss) && r->nloss < MAX_POINTS * 8) {
+			if (isfinite(loss) && r->nloss < (size_t)MAX_POINTS * 8) {
 				struct point *np = realloc(r->loss, (r->nloss + 1) * sizeof(*np));
 
 				if (np) {
@@ -405,8 +405,8 @@ static void summary(FILE *f, const struct report *r, const char *dir)
 	if (r->run_s > 0)
 		(void)fprintf(f, "<tr><th>run time</th><td>%.2f s</td></tr>\n", r->run_s);
 	if (r->cause[0]) {
-		(void)fprintf(f, "<tr><th>root cause</th><td id=\"root-cause\">exit %d: ",
-			      r->exit_code);
+		(void)fprintf(
+			f, "<tr><th>root cause</th><td id=\"root-cause\">exit %d: ", r->exit_code);
 		esc(f, r->cause);
 		(void)fputs("</td></tr>\n", f);
 	}
@@ -447,7 +447,8 @@ static void timeline(FILE *f, const struct report *r)
 		if (drawn >= MAX_RECTS)
 			break;
 		for (int k = 0; k < r->nlanes; k++)
-			if (r->lanes[k].pid == num(ev, "pid", 0) && r->lanes[k].tid == num(ev, "tid", 0))
+			if (r->lanes[k].pid == num(ev, "pid", 0) &&
+			    r->lanes[k].tid == num(ev, "tid", 0))
 				l = k;
 		if (l < 0)
 			continue;
@@ -460,8 +461,9 @@ static void timeline(FILE *f, const struct report *r)
 		(void)fprintf(f, " (%.1f us)</title></rect>\n", dur);
 		drawn++;
 	}
-	(void)fprintf(f, "<text x=\"%d\" y=\"%d\">0</text><text x=\"%d\" y=\"%d\" "
-			 "text-anchor=\"end\">%.3f ms</text>\n</svg>\n",
+	(void)fprintf(f,
+		      "<text x=\"%d\" y=\"%d\">0</text><text x=\"%d\" y=\"%d\" "
+		      "text-anchor=\"end\">%.3f ms</text>\n</svg>\n",
 		      left, h - 4, CHART_W - 10, h - 4, span / 1000.0);
 	(void)fputs("<p class=\"legend\"><span><i style=\"background:#4a7fd4\"></i>forward</span>"
 		    "<span><i style=\"background:#4caf50\"></i>backward</span>"
@@ -518,14 +520,14 @@ static void loss_curve(FILE *f, struct report *r)
 		xmax = xmin + 1;
 	if (ymax <= ymin)
 		ymax = ymin + 1;
-	(void)fprintf(f, "<svg id=\"loss-svg\" width=\"%d\" height=\"%d\" role=\"img\">\n",
-		      CHART_W, CHART_H);
+	(void)fprintf(f, "<svg id=\"loss-svg\" width=\"%d\" height=\"%d\" role=\"img\">\n", CHART_W,
+		      CHART_H);
 	(void)fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#999\"/>\n", l,
 		      10 + h, l + w, 10 + h);
 	(void)fprintf(f, "<line x1=\"%d\" y1=\"10\" x2=\"%d\" y2=\"%d\" stroke=\"#999\"/>\n", l, l,
 		      10 + h);
 	(void)fputs("<polyline fill=\"none\" stroke=\"#c62828\" stroke-width=\"2\" points=\"", f);
-	for (size_t i = 0; i < n; i += n > MAX_POINTS ? n / MAX_POINTS : 1)
+	for (size_t i = 0; i<n; i += n> MAX_POINTS ? n / MAX_POINTS : 1)
 		(void)fprintf(f, "%.1f,%.1f ", l + (avg[i].step - xmin) / (xmax - xmin) * w,
 			      10 + h - (avg[i].loss - ymin) / (ymax - ymin) * h);
 	(void)fputs("\"/>\n", f);
@@ -582,8 +584,8 @@ static void per_rank(FILE *f, const struct report *r, int bubble)
 	double v[MAX_LANES], vmax = 0;
 	const char *from = "metrics.prom";
 
-	section(f, bubble ? "bubble" : "a2a", bubble ? "Pipeline bubble per rank"
-						   : "All-to-all traffic per rank");
+	section(f, bubble ? "bubble" : "a2a",
+		bubble ? "Pipeline bubble per rank" : "All-to-all traffic per rank");
 	for (int i = 0; i < n; i++) {
 		(void)snprintf(names[k], sizeof(names[k]), "rank %d", src[i].rank);
 		labels[k] = names[k];
@@ -652,7 +654,7 @@ static void health(FILE *f, const struct report *r)
 				continue;
 			txt = json_is_string(v) ? strdup(json_string_value(v))
 						: json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT |
-								   JSON_REAL_PRECISION(6));
+									JSON_REAL_PRECISION(6));
 			if (!first)
 				(void)fputs(", ", f);
 			first = 0;
@@ -672,7 +674,8 @@ static void page(FILE *f, struct report *r, const char *dir)
 		    "<title>dpctl report: ",
 		    f);
 	esc(f, dir);
-	(void)fprintf(f, "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>dpctl run report</h1>\n",
+	(void)fprintf(f,
+		      "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>dpctl run report</h1>\n",
 		      css);
 	summary(f, r, dir);
 	timeline(f, r);

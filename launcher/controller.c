@@ -86,9 +86,9 @@ struct ctl {
 	double t_spawn, rdv_deadline, dump_deadline, kill_deadline;
 	/* cfg with defaults applied */
 	double rendezvous_s, heartbeat_s, hang_s, grace_s, dump_s;
-	FILE *events;	   /* RUN_DIR/events.jsonl, or NULL */
-	double t_run;	   /* when dp_ctl_run() started */
-	int attempt;	   /* 0 for the first run attempt */
+	FILE *events; /* RUN_DIR/events.jsonl, or NULL */
+	double t_run; /* when dp_ctl_run() started */
+	int attempt;  /* 0 for the first run attempt */
 };
 
 static double now_s(void)
@@ -499,8 +499,9 @@ static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg
 				(void)dp_metrics_set(c->cfg->metrics, k->rank, &v, NULL);
 			}
 			if (isfinite(m->u.hb.loss) && isfinite(m->u.hb.tokens_per_s))
-				event(c, "step", ",\"rank\":%d,\"step\":%llu,\"loss\":%.9g,"
-						 "\"tokens_per_s\":%.9g",
+				event(c, "step",
+				      ",\"rank\":%d,\"step\":%llu,\"loss\":%.9g,"
+				      "\"tokens_per_s\":%.9g",
 				      k->rank, (unsigned long long)m->u.hb.step, m->u.hb.loss,
 				      m->u.hb.tokens_per_s);
 			else

@@ -76,10 +76,10 @@ struct dp_launch_opts {
 	int no_agent;		  /* do not try ssh-agent */
 	int max_handshakes;	  /* sessions connecting/authenticating at once; 0: 32 */
 	/* slurm backend; all optional, borrowed for the session's life */
-	const char *srun;	     /* srun program; NULL: "srun" from PATH */
-	const char *slurm_cpu_bind;  /* srun --cpu-bind; NULL: not given */
-	const char *slurm_gpu_bind;  /* srun --gpu-bind; NULL: not given */
-	int slurm_gpus_per_task;     /* > 0: srun --gpus-per-task */
+	const char *srun;	    /* srun program; NULL: "srun" from PATH */
+	const char *slurm_cpu_bind; /* srun --cpu-bind; NULL: not given */
+	const char *slurm_gpu_bind; /* srun --gpu-bind; NULL: not given */
+	int slurm_gpus_per_task;    /* > 0: srun --gpus-per-task */
 };
 
 struct dp_launch_backend {

@@ -34,15 +34,15 @@ extern const char DP_SLURM_WRAPPER[];
 int dp_slurm_shell_quote(struct dp_buf *b, const char *s);
 
 struct dp_slurm_step {
-	int nodes;		 /* >= 1 */
-	int ntasks;		 /* >= 1 */
-	int ntasks_per_node;	 /* >= 1 */
-	const char *nodelist;	 /* Slurm host list for --nodelist; NULL: none */
-	const char *cpu_bind;	 /* --cpu-bind value; NULL: not given */
-	const char *gpu_bind;	 /* --gpu-bind value; NULL: not given */
-	int gpus_per_task;	 /* > 0: --gpus-per-task */
-	const char *job_name;	 /* --job-name; NULL: not given */
-	const char *srun;	 /* program; NULL: "srun" */
+	int nodes;	      /* >= 1 */
+	int ntasks;	      /* >= 1 */
+	int ntasks_per_node;  /* >= 1 */
+	const char *nodelist; /* Slurm host list for --nodelist; NULL: none */
+	const char *cpu_bind; /* --cpu-bind value; NULL: not given */
+	const char *gpu_bind; /* --gpu-bind value; NULL: not given */
+	int gpus_per_task;    /* > 0: --gpus-per-task */
+	const char *job_name; /* --job-name; NULL: not given */
+	const char *srun;     /* program; NULL: "srun" */
 };
 
 /* Build srun's argv (NULL-terminated).  Option values are single argv
@@ -84,8 +84,7 @@ struct dp_slurm_job {
  * `exec 'argv0' 'argv1' ...`.  #SBATCH values holding white space, a
  * control character or a quote are refused (-EINVAL): sbatch reads those
  * lines itself, so quoting would not protect them. */
-int dp_slurm_sbatch_script(const struct dp_slurm_job *job, struct dp_buf *out,
-			   struct dp_err *err);
+int dp_slurm_sbatch_script(const struct dp_slurm_job *job, struct dp_buf *out, struct dp_err *err);
 
 /* Submit @script with `sbatch --parsable` (@sbatch: program, NULL: "sbatch"),
  * the script on its stdin.  0 and the job id in @jobid, or -errno with @err

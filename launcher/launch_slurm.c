@@ -81,7 +81,8 @@ int dp_slurm_srun_argv(const struct dp_slurm_step *st, char ***out, struct dp_er
 	int n = 0, rc = 0;
 
 	if (st->nodes < 1 || st->ntasks < 1 || st->ntasks_per_node < 1)
-		return dp_err_set(err, EINVAL, "slurm: nodes, tasks and tasks per node must be >= 1");
+		return dp_err_set(err, EINVAL,
+				  "slurm: nodes, tasks and tasks per node must be >= 1");
 	{
 		const char *vals[] = { st->nodelist, st->cpu_bind, st->gpu_bind, st->job_name,
 				       st->srun };
@@ -281,8 +282,7 @@ static int sbatch_value_ok(const char *s)
 	return 1;
 }
 
-int dp_slurm_sbatch_script(const struct dp_slurm_job *job, struct dp_buf *out,
-			   struct dp_err *err)
+int dp_slurm_sbatch_script(const struct dp_slurm_job *job, struct dp_buf *out, struct dp_err *err)
 {
 	char name[64];
 	size_t k = 0;
@@ -305,9 +305,8 @@ int dp_slurm_sbatch_script(const struct dp_slurm_job *job, struct dp_buf *out,
 	}
 	for (const char *p = job->job_name ? job->job_name : "dpctl"; *p && k < sizeof(name) - 1;
 	     p++)
-		name[k++] = isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-'
-				    ? *p
-				    : '_';
+		name[k++] = isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-' ? *p
+											      : '_';
 	name[k] = '\0';
 	rc = dp_buf_addf(out,
 			 "#!/bin/sh\n"
@@ -364,7 +363,7 @@ int dp_slurm_submit(const char *sbatch, const char *script, char *jobid, size_t 
 	size_t slen = strlen(script), off = 0;
 	char *semi;
 
-	dp_buf_init(&ob, 64 * 1024);
+	dp_buf_init(&ob, (size_t)64 * 1024);
 	if (pipe2(in, O_CLOEXEC) || pipe2(outp, O_CLOEXEC)) {
 		e = errno;
 		rc = dp_err_set(err, e, "slurm: cannot create pipes: %s", strerror(e));
@@ -450,10 +449,10 @@ struct srank {
 	int rank;
 	char *host;
 	int local;
-	char *cmd;	   /* the task command (caller frees) */
-	int task;	   /* SLURM_PROCID */
-	int exited;	   /* reported to the controller */
-	int srun_status;   /* from srun's message; -1 if none */
+	char *cmd;	 /* the task command (caller frees) */
+	int task;	 /* SLURM_PROCID */
+	int exited;	 /* reported to the controller */
+	int srun_status; /* from srun's message; -1 if none */
 };
 
 struct slurm_session {
@@ -583,9 +582,9 @@ static int plan_tasks(struct slurm_session *ss, char **nodelist_out, int *nnodes
 		struct srank *r = &ss->ranks[i];
 		int k;
 
-		for (k = 0; strcmp(nodes[k], r->host) != 0; k++)
+		for (k = 0; k < nn && nodes[k] && strcmp(nodes[k], r->host) != 0; k++)
 			;
-		if (count[k] != g || r->local < 0 || r->local >= g) {
+		if (k == nn || count[k] != g || r->local < 0 || r->local >= g) {
 			rc = dp_err_set(err, EINVAL,
 					"slurm: srun runs the same number of tasks on every node; "
 					"'%s' has %d ranks, another %d",
@@ -646,10 +645,12 @@ static int start_srun(struct slurm_session *ss, struct dp_err *err)
 	for (size_t t = 0; t < ss->n; t++) {
 		struct dp_buf b;
 
-		dp_buf_init(&b, 128 * 1024); /* one environment string: under MAX_ARG_STRLEN */
+		dp_buf_init(&b,
+			    (size_t)128 * 1024); /* one environment string: under MAX_ARG_STRLEN */
 		if (dp_buf_addf(&b, "DP_SLURM_TASK_%zu=%s", t, ss->ranks[ss->task_rank[t]].cmd)) {
 			dp_buf_release(&b);
-			rc = dp_err_set(err, E2BIG, "slurm: the command of task %zu is too long", t);
+			rc = dp_err_set(err, E2BIG, "slurm: the command of task %zu is too long",
+					t);
 			goto out;
 		}
 		adds[nadd++] = dp_buf_detach(&b, NULL);
@@ -767,7 +768,7 @@ static int slurm_spawn(struct dp_launch_session *s, const struct dp_launch_rank 
 	for (const char *const *e = env_extra; e && *e; e++)
 		if (strncmp(*e, TOKEN_NAME "=", sizeof(TOKEN_NAME)) != 0)
 			env[k++] = *e;
-	dp_buf_init(&cmd, 128 * 1024);
+	dp_buf_init(&cmd, (size_t)128 * 1024);
 	rc = dp_slurm_task_cmd(r->host, env, r->argv, &cmd, err);
 	free(env);
 	if (rc) {

@@ -12,7 +12,7 @@
 
 #include "tests/unit/dp_test.h"
 
-#define RUN1 FIXTURES "/report/run1"
+static const char RUN1[] = FIXTURES "/report/run1";
 
 static void no_external_refs(const char *html)
 {
@@ -26,9 +26,9 @@ static void no_external_refs(const char *html)
 
 static void full_run_dir(void **state)
 {
-	static const char *const ids[] = { "summary",	  "timeline", "timeline-svg", "loss",
-					   "loss-svg",	  "bubble",   "bubble-svg",   "a2a",
-					   "a2a-svg",	  "health",   "health-table", "outcome",
+	static const char *const ids[] = { "summary",	"timeline", "timeline-svg", "loss",
+					   "loss-svg",	"bubble",   "bubble-svg",   "a2a",
+					   "a2a-svg",	"health",   "health-table", "outcome",
 					   "root-cause" };
 	struct dp_test_run r;
 	char want[64];

@@ -77,8 +77,10 @@ static void quote_round_trips_through_sh(void **state)
 static void task_cmd_passes_env_and_argv_verbatim(void **state)
 {
 	const char *env[] = { "DP_RANK=3", "X=" NASTY, NULL };
-	const char *argv[] = { "/bin/sh", "-c", "printf '%s|%s|%s|%s' \"$DP_RANK\" \"$X\" \"$0\" \"$1\"",
-			       "zero", NASTY, NULL };
+	const char *argv[] = {
+		"/bin/sh", "-c",  "printf '%s|%s|%s|%s' \"$DP_RANK\" \"$X\" \"$0\" \"$1\"",
+		"zero",	   NASTY, NULL
+	};
 	struct dp_buf b;
 	char *out, want[256];
 	int st;
@@ -106,7 +108,8 @@ static void task_cmd_checks_the_node(void **state)
 	(void)state;
 	dp_buf_init(&b, 1 << 16);
 	assert_int_equal(dp_slurm_task_cmd("node'1", NULL, argv, &b, NULL), 0);
-	(void)snprintf(script, sizeof(script), "SLURMD_NODENAME=\"node'1\" SLURM_PROCID=0; eval \"$T\"");
+	(void)snprintf(script, sizeof(script),
+		       "SLURMD_NODENAME=\"node'1\" SLURM_PROCID=0; eval \"$T\"");
 	out = sh_run(script, dp_buf_str(&b), &st);
 	assert_int_equal(st, 0);
 	assert_string_equal(out, "ran\n");
@@ -176,7 +179,9 @@ static void srun_argv_has_one_word_per_option(void **state)
 	dp_slurm_argv_free(v);
 
 	/* minimal: no optional options */
-	st = (struct dp_slurm_step){ .nodes = 1, .ntasks = 1, .ntasks_per_node = 1, .srun = "/x/srun" };
+	st = (struct dp_slurm_step){
+		.nodes = 1, .ntasks = 1, .ntasks_per_node = 1, .srun = "/x/srun"
+	};
 	assert_int_equal(dp_slurm_srun_argv(&st, &v, NULL), 0);
 	assert_string_equal(v[0], "/x/srun");
 	assert_string_equal(v[7], "/bin/sh");
@@ -218,31 +223,30 @@ static void parses_srun_task_exits(void **state)
 
 	(void)state;
 	memset(t, 0, sizeof(t));
-	assert_int_equal(dp_slurm_task_exit_parse("srun: error: dpn2: task 3: Exited with exit code 7",
-						  t, 8, &status),
-			 1);
+	assert_int_equal(
+		dp_slurm_task_exit_parse("srun: error: dpn2: task 3: Exited with exit code 7", t, 8,
+					 &status),
+		1);
 	assert_int_equal(status, 7);
 	assert_int_equal(t[3], 1);
 	assert_int_equal(t[2], 0);
 	memset(t, 0, sizeof(t));
-	assert_int_equal(dp_slurm_task_exit_parse("srun: error: n1: tasks 0-2,5: Killed", t, 8,
-						  &status),
-			 4);
+	assert_int_equal(
+		dp_slurm_task_exit_parse("srun: error: n1: tasks 0-2,5: Killed", t, 8, &status), 4);
 	assert_int_equal(status, 128 + 9);
 	assert_true(t[0] && t[1] && t[2] && !t[3] && !t[4] && t[5]);
 	memset(t, 0, sizeof(t));
-	assert_int_equal(dp_slurm_task_exit_parse("srun: error: n1: tasks 6-9: Terminated", t, 8,
-						  &status),
-			 2); /* ids past ntasks are ignored */
+	assert_int_equal(
+		dp_slurm_task_exit_parse("srun: error: n1: tasks 6-9: Terminated", t, 8, &status),
+		2); /* ids past ntasks are ignored */
 	assert_int_equal(status, 128 + 15);
 	status = -1;
-	assert_int_equal(dp_slurm_task_exit_parse("srun: error: Unable to create step", t, 8,
-						  &status),
-			 0);
-	assert_int_equal(dp_slurm_task_exit_parse("0: srun: error: x: task 1: Killed", t, 8, &status),
-			 0);
-	assert_int_equal(dp_slurm_task_exit_parse("srun: error: x: task 1: Exited with exit code 1x",
-						  t, 8, &status),
+	assert_int_equal(
+		dp_slurm_task_exit_parse("srun: error: Unable to create step", t, 8, &status), 0);
+	assert_int_equal(
+		dp_slurm_task_exit_parse("0: srun: error: x: task 1: Killed", t, 8, &status), 0);
+	assert_int_equal(dp_slurm_task_exit_parse(
+				 "srun: error: x: task 1: Exited with exit code 1x", t, 8, &status),
 			 0);
 	assert_int_equal(dp_slurm_task_exit_parse("srun: error: x: task 1: Sleepy", t, 8, &status),
 			 0);
@@ -305,9 +309,10 @@ static char *fake_sbatch(const char *dir, const char *answer, int code)
 
 	assert_non_null(path);
 	(void)snprintf(path, 512, "%s/sbatch", dir);
-	(void)snprintf(script, sizeof(script),
-		       "#!/bin/sh\ncat > '%s/script'\necho \"$@\" > '%s/args'\necho '%s'\nexit %d\n",
-		       dir, dir, answer, code);
+	(void)snprintf(
+		script, sizeof(script),
+		"#!/bin/sh\ncat > '%s/script'\necho \"$@\" > '%s/args'\necho '%s'\nexit %d\n", dir,
+		dir, answer, code);
 	f = fopen(path, "w");
 	assert_non_null(f);
 	(void)fputs(script, f);
@@ -432,19 +437,30 @@ static void backend_runs_ranks_through_srun(void **state)
 	char dir[] = "/tmp/dp-slurm-be-XXXXXX", srun[600], p[600];
 	const char *worker = getenv("DPWORKER");
 	const char *argv[] = { worker, "--fake-steps", "3", "--fake-step-ms", "10", NULL };
-	struct dp_launch_rank ranks[4];
-	struct dp_launch_spec spec = { ranks, 4 };
+	struct dp_launch_rank *ranks;
+	struct dp_launch_spec spec = { NULL, 4 };
 	struct dp_launch_opts lo = { .srun = srun };
-	struct dp_ctl_cfg cfg = { .backend = "slurm", .launch = &lo, .rendezvous_s = 10,
-				  .heartbeat_s = 0.2, .grace_s = 1 };
+	struct dp_ctl_cfg cfg = { .backend = "slurm",
+				  .launch = &lo,
+				  .rendezvous_s = 10,
+				  .heartbeat_s = 0.2,
+				  .grace_s = 1 };
 	const char *hosts[] = { "nodeA", "nodeB" };
 	struct dp_ctl_result res;
 	struct dp_err err = { 0 };
 	FILE *f;
 
 	(void)state;
-	if (!worker || access(worker, X_OK) != 0 || access("/bin/bash", X_OK) != 0)
+	if (!worker || access(worker, X_OK) != 0 || access("/bin/bash", X_OK) != 0) {
 		skip();
+		return;
+	}
+	ranks = calloc(4, sizeof(*ranks));
+	if (!ranks) {
+		fail();
+		return;
+	}
+	spec.ranks = ranks;
 	assert_non_null(mkdtemp(dir));
 	(void)snprintf(srun, sizeof(srun), "%s/srun", dir);
 	f = fopen(srun, "w");
@@ -453,8 +469,9 @@ static void backend_runs_ranks_through_srun(void **state)
 	(void)fclose(f);
 	assert_int_equal(chmod(srun, 0755), 0);
 	for (int i = 0; i < 4; i++)
-		ranks[i] = (struct dp_launch_rank){ .rank = i, .host = hosts[i / 2],
-						    .local_index = i % 2, .argv = argv };
+		ranks[i] = (struct dp_launch_rank){
+			.rank = i, .host = hosts[i / 2], .local_index = i % 2, .argv = argv
+		};
 	(void)setenv("SLURM_JOB_ID", "1", 1);
 	assert_int_equal(dp_ctl_run(&cfg, &spec, &res, &err), 0);
 	assert_int_equal(res.outcome, DP_CTL_OK);
@@ -479,6 +496,7 @@ static void backend_runs_ranks_through_srun(void **state)
 	dp_log_set_sink(NULL);
 	(void)snprintf(p, sizeof(p), "rm -rf '%s'", dir);
 	assert_int_equal(system(p), 0);
+	free(ranks);
 }
 
 static void probe_needs_an_allocation(void **state)
