@@ -817,6 +817,8 @@ static void report_exit(struct slurm_session *ss, size_t idx, int status,
 		ev->exited(arg, r->rank, status);
 }
 
+static void drain(struct slurm_session *ss, int j, const struct dp_launch_events *ev, void *arg);
+
 /* One complete line from srun: a labelled task line, or srun's own. */
 static void on_line(struct slurm_session *ss, int j, char *line, const struct dp_launch_events *ev,
 		    void *arg)
@@ -832,7 +834,7 @@ static void on_line(struct slurm_session *ss, int j, char *line, const struct dp
 		const char *text = end + 2;
 		int idx = ss->task_rank[task];
 
-		if (task == 0 && j == 1 && strncmp(text, STEP_TAG, strlen(STEP_TAG)) == 0) {
+		if (task == 0 && strncmp(text, STEP_TAG, strlen(STEP_TAG)) == 0) {
 			(void)snprintf(ss->step, sizeof(ss->step), "%s", text + strlen(STEP_TAG));
 			ss->started_tasks = 1;
 			dp_log(DP_LOG_DEBUG, "slurm", "job step %s", ss->step);
@@ -848,6 +850,10 @@ static void on_line(struct slurm_session *ss, int j, char *line, const struct dp
 		int status = 0;
 
 		if (mark && dp_slurm_task_exit_parse(line, mark, ss->n, &status) > 0) {
+			/* srun forwarded the tasks' output before it saw them exit: read
+			 * it first, so the root cause carries the rank's last lines */
+			if (j == 1)
+				drain(ss, 0, ev, arg);
 			for (size_t t = 0; t < ss->n; t++)
 				if (mark[t])
 					report_exit(ss, (size_t)ss->task_rank[t], status, ev, arg);

@@ -422,7 +422,7 @@ static const char fake_srun_text[] =
 	"for ((i = 0; i < n; i++)); do\n"
 	"  ( set -o pipefail\n"
 	"    export SLURM_PROCID=$i SLURM_JOB_ID=1 SLURM_STEP_ID=0 SLURMD_NODENAME=${nodes[$((i / g))]}\n"
-	"    /bin/sh -c \"$wrapper\" 2> >(sed -u \"s/^/$i: /\" >&2) | sed -u \"s/^/$i: /\" ) &\n"
+	"    /bin/sh -c \"$wrapper\" 2>&1 | sed -u \"s/^/$i: /\" ) &\n"
 	"  pids[$i]=$!\n"
 	"done\n"
 	"rc=0\n"
