@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -364,7 +365,8 @@ int dp_slurm_submit(const char *sbatch, const char *script, char *jobid, size_t 
 	char *semi;
 
 	dp_buf_init(&ob, (size_t)64 * 1024);
-	if (pipe2(in, O_CLOEXEC) || pipe2(outp, O_CLOEXEC)) {
+	/* stdin is a socket pair so a failed write is EPIPE, never SIGPIPE (MSG_NOSIGNAL) */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) || pipe2(outp, O_CLOEXEC)) {
 		e = errno;
 		rc = dp_err_set(err, e, "slurm: cannot create pipes: %s", strerror(e));
 		goto out;
@@ -389,7 +391,7 @@ int dp_slurm_submit(const char *sbatch, const char *script, char *jobid, size_t 
 	(void)close(outp[1]);
 	in[0] = outp[1] = -1;
 	while (off < slen) {
-		ssize_t n = write(in[1], script + off, slen - off);
+		ssize_t n = send(in[1], script + off, slen - off, MSG_NOSIGNAL);
 
 		if (n < 0 && errno == EINTR)
 			continue;

@@ -352,6 +352,18 @@ static void submit_gives_the_script_to_sbatch(void **state)
 	free(sb);
 	assert_int_equal(dp_slurm_submit("/nonexistent/sbatch", "x", jobid, sizeof(jobid), &err),
 			 -ENOENT);
+	/* an sbatch that exits without reading a large script: EPIPE, not SIGPIPE */
+	{
+		size_t big = (size_t)4 << 20;
+		char *script = malloc(big + 1);
+
+		assert_non_null(script);
+		memset(script, '#', big);
+		script[big] = '\0';
+		assert_int_equal(dp_slurm_submit("/bin/true", script, jobid, sizeof(jobid), &err),
+				 -EPROTO);
+		free(script);
+	}
 	(void)snprintf(p, sizeof(p), "rm -rf '%s'", dir);
 	assert_int_equal(system(p), 0);
 }
