@@ -9,6 +9,7 @@ libyaml-dev libssh2-1-dev libcurl4-openssl-dev libjansson-dev libxml2-dev
 libcmocka-dev libibverbs-dev
 clang clang-format clang-tidy cppcheck libclang-rt-14-dev
 librsvg2-bin iproute2 openssh-server openssh-client groff-base man-db openssl
+chromium python3
 slurmctld slurmd slurm-client munge
 libopenmpi-dev openmpi-bin"
 

@@ -15,9 +15,9 @@
 #include "launcher/dp_launcher.h"
 
 const struct dp_cli_cmd *const dp_cli_cmds[] = {
-	&dp_cmd_launch,	  &dp_cmd_plan,	    &dp_cmd_recipe, &dp_cmd_topo,
-	&dp_cmd_schedule, &dp_cmd_simulate, &dp_cmd_eplb,   &dp_cmd_bench,
-	&dp_cmd_hostlist, &dp_cmd_version,  &dp_cmd_help,   NULL,
+	&dp_cmd_launch,	  &dp_cmd_plan, &dp_cmd_recipe, &dp_cmd_topo,	  &dp_cmd_schedule,
+	&dp_cmd_simulate, &dp_cmd_eplb, &dp_cmd_bench,	&dp_cmd_hostlist, &dp_cmd_report,
+	&dp_cmd_version,  &dp_cmd_help, NULL,
 };
 
 static const char main_usage[] =

@@ -35,7 +35,7 @@ struct dp_cli_cmd {
 /* One per launcher/cmd_<name>.c. */
 extern const struct dp_cli_cmd dp_cmd_launch, dp_cmd_plan, dp_cmd_recipe, dp_cmd_topo,
 	dp_cmd_schedule, dp_cmd_simulate, dp_cmd_eplb, dp_cmd_bench, dp_cmd_hostlist,
-	dp_cmd_version, dp_cmd_help;
+	dp_cmd_version, dp_cmd_help, dp_cmd_report;
 
 /* The table, NULL-terminated, in help order. */
 extern const struct dp_cli_cmd *const dp_cli_cmds[];

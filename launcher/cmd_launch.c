@@ -12,6 +12,8 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -19,6 +21,8 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,11 +35,14 @@
 #include "launcher/cli_int.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/dp_launcher.h"
+#include "launcher/dp_metrics.h"
+#include "launcher/dp_notify.h"
 #include "launcher/dp_plan.h"
 #include "launcher/dp_train_report.h"
 #include "launcher/ctl_proto.h"
 #include "launcher/dp_preflight.h"
 #include "launcher/dp_progress.h"
+#include "launcher/dp_slurm.h"
 #include "common/dp_banned.h"
 
 enum {
@@ -68,6 +75,9 @@ enum {
 	OPT_RUN_DIR,
 	OPT_PREFIX,
 	OPT_PROGRESS_S,
+	OPT_SUBMIT,
+	OPT_TIME,
+	OPT_PARTITION,
 };
 
 static const struct option opts[] = {
@@ -99,6 +109,9 @@ static const struct option opts[] = {
 	{ "run-dir", required_argument, NULL, OPT_RUN_DIR },
 	{ "prefix", required_argument, NULL, OPT_PREFIX },
 	{ "progress-s", required_argument, NULL, OPT_PROGRESS_S },
+	{ "submit", no_argument, NULL, OPT_SUBMIT },
+	{ "time", required_argument, NULL, OPT_TIME },
+	{ "partition", required_argument, NULL, OPT_PARTITION },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -118,6 +131,11 @@ struct launch_opts {
 	long absent_rank;
 	int spawn_child;
 	int dry_run;
+	/* slurm */
+	int slurm;		      /* the recipe says launcher: slurm */
+	int submit;		      /* --submit */
+	const char *time, *partition; /* --time, --partition for the batch job */
+	struct dp_hostlist *alloc;    /* the allocation's nodes ($SLURM_JOB_NODELIST) */
 };
 
 /* Per-rank argv and environment storage.  The environment of a recipe rank
@@ -639,6 +657,192 @@ static json_t *train_finish(struct train_run *t)
 	return o;
 }
 
+/* launcher: slurm.  With --submit nothing about the allocation is needed
+ * yet; otherwise the nodes are the first hosts-count nodes of
+ * $SLURM_JOB_NODELIST (the recipe's host names only give the count). */
+static int slurm_setup(struct dp_cli *cli, const struct dp_recipe *r, struct launch_opts *o,
+		       const char **hosts, int *nhosts, long *per_host,
+		       struct dp_launch_opts *lopts)
+{
+	size_t n = dp_hostlist_count(r->cluster.hosts), have;
+	const char *job = getenv("SLURM_JOB_ID"), *nl = getenv("SLURM_JOB_NODELIST");
+	const struct dp_hostlist *use = r->cluster.hosts;
+	struct dp_err e = { 0 };
+
+	o->slurm = 1;
+	*per_host = r->cluster.gpus;
+	if (n > MAX_HOSTS)
+		return dp_cli_error(cli, EX_UNAVAILABLE,
+				    "launch: %zu hosts; this build launches at most %d", n,
+				    MAX_HOSTS);
+	if (r->train.backend == DP_RECIPE_BACKEND_CUDA) {
+		/* one GPU per task, the one closest to the task's CPUs */
+		lopts->slurm_gpus_per_task = 1;
+		lopts->slurm_gpu_bind = "closest";
+	}
+	if (!o->submit && job && *job) {
+		if (!nl || !*nl)
+			return dp_cli_error(cli, EX_UNAVAILABLE,
+					    "launch: SLURM_JOB_ID is set but SLURM_JOB_NODELIST "
+					    "is not");
+		if (dp_hostlist_expand(nl, &o->alloc, &e))
+			return dp_cli_error(cli, EX_DATAERR, "launch: SLURM_JOB_NODELIST: %s",
+					    e.msg);
+		have = dp_hostlist_count(o->alloc);
+		if (have < n)
+			return dp_cli_error(
+				cli, EX_UNAVAILABLE,
+				"launch: %s wants %zu nodes; the allocation has %zu (%s)", r->path,
+				n, have, nl);
+		use = o->alloc;
+	} else if (!o->submit && !o->dry_run) {
+		return dp_cli_error(cli, EX_UNAVAILABLE,
+				    "launch: %s uses the slurm launcher but this is not a Slurm "
+				    "allocation (SLURM_JOB_ID is not set); use --submit, or run "
+				    "inside salloc/sbatch",
+				    r->path);
+	}
+	for (size_t i = 0; i < n; i++)
+		hosts[i] = dp_hostlist_get(use, i);
+	*nhosts = (int)n;
+	return EX_OK;
+}
+
+/* The address workers on other nodes dial: the source address of the
+ * default route (a connected UDP socket to a TEST-NET-1 address: nothing is
+ * sent, no DNS lookup -- node names may not resolve quickly everywhere),
+ * else the first non-loopback IPv4 address. */
+static int slurm_bind_addr(char *buf, size_t len)
+{
+	struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(9) }, me;
+	socklen_t sl = sizeof(me);
+	struct ifaddrs *ifa, *i;
+	int rc = -EHOSTUNREACH, fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	(void)inet_pton(AF_INET, "192.0.2.1", &dst.sin_addr);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&dst, sizeof(dst)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&me, &sl) == 0 &&
+	    inet_ntop(AF_INET, &me.sin_addr, buf, (socklen_t)len))
+		rc = 0;
+	if (fd >= 0)
+		(void)close(fd);
+	if (rc == 0)
+		return 0;
+	if (getifaddrs(&ifa) != 0)
+		return -errno;
+	for (i = ifa; i && rc; i = i->ifa_next) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)(void *)i->ifa_addr;
+
+		if (!sin || sin->sin_family != AF_INET || !(i->ifa_flags & IFF_UP) ||
+		    (i->ifa_flags & IFF_LOOPBACK))
+			continue;
+		if (inet_ntop(AF_INET, &sin->sin_addr, buf, (socklen_t)len))
+			rc = 0;
+	}
+	freeifaddrs(ifa);
+	return rc;
+}
+
+/* Does option @arg (a "--name" or "--name=value" word) take the next word? */
+static int takes_next(const char *arg, int *skip)
+{
+	static const char *const ours[] = { "submit", "time", "partition", "dry-run", NULL };
+	const char *name = arg + 2, *eq = strchr(name, '=');
+	size_t l = eq ? (size_t)(eq - name) : strlen(name);
+
+	*skip = 0;
+	for (int i = 0; ours[i]; i++)
+		if (strlen(ours[i]) == l && strncmp(ours[i], name, l) == 0)
+			*skip = 1;
+	for (const struct option *op = opts; op->name; op++)
+		if (strlen(op->name) == l && strncmp(op->name, name, l) == 0)
+			return op->has_arg == required_argument && !eq;
+	return 0;
+}
+
+/* --submit: write the batch script that runs this same launch inside the
+ * allocation, then print it (--dry-run) or give it to sbatch. */
+static int slurm_submit(struct dp_cli *cli, const struct dp_recipe *r, const struct launch_opts *o,
+			int argc, char **argv, int recipe_idx)
+{
+	const char **av = calloc((size_t)argc + 4, sizeof(*av));
+	char self[PATH_MAX], rpath[PATH_MAX], jobid[64];
+	const char *dpctl = getenv("DPCTL");
+	struct dp_slurm_job job = { 0 };
+	struct dp_err e = { 0 };
+	struct dp_buf script;
+	int k = 0, rc;
+	ssize_t n;
+
+	dp_buf_init(&script, 1 << 20);
+	if (!av) {
+		rc = dp_cli_error(cli, EX_OSERR, "launch: out of memory");
+		goto out;
+	}
+	if (!dpctl || !*dpctl) {
+		n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+		if (n <= 0) {
+			rc = dp_cli_error(cli, EX_OSERR, "launch: cannot find dpctl itself");
+			goto out;
+		}
+		self[n] = '\0';
+		dpctl = self;
+	}
+	av[k++] = dpctl;
+	av[k++] = "launch";
+	/* the same options, minus the ones that only concern submitting */
+	for (int i = 1; i < recipe_idx; i++) {
+		int skip = 0, next = 0;
+
+		if (strncmp(argv[i], "--", 2) == 0)
+			next = takes_next(argv[i], &skip);
+		if (skip) {
+			i += next;
+			continue;
+		}
+		av[k++] = argv[i];
+		if (next && i + 1 < recipe_idx)
+			av[k++] = argv[++i];
+	}
+	if (strstr(argv[recipe_idx], "://") || !realpath(argv[recipe_idx], rpath))
+		av[k++] = argv[recipe_idx];
+	else
+		av[k++] = rpath;
+	av[k] = NULL;
+	job.job_name = r->model.name;
+	job.nodes = (int)dp_hostlist_count(r->cluster.hosts);
+	job.ntasks_per_node = r->cluster.gpus;
+	job.gpus_per_node = r->train.backend == DP_RECIPE_BACKEND_CUDA ? r->cluster.gpus : 0;
+	job.time = o->time;
+	job.partition = o->partition;
+	job.argv = av;
+	if (dp_slurm_sbatch_script(&job, &script, &e)) {
+		rc = dp_cli_error(cli, EX_DATAERR, "%s", e.msg);
+		goto out;
+	}
+	if (o->dry_run) {
+		(void)fputs(dp_buf_str(&script), cli->out);
+		rc = EX_OK;
+		goto out;
+	}
+	if (dp_slurm_submit(getenv("DP_SBATCH"), dp_buf_str(&script), jobid, sizeof(jobid), &e)) {
+		rc = dp_cli_error(cli, e.code == ENOENT ? EX_UNAVAILABLE : EX_SOFTWARE, "%s",
+				  e.msg);
+		goto out;
+	}
+	if (cli->json)
+		(void)fprintf(cli->out, "{\"job_id\": \"%s\"}\n", jobid);
+	else
+		(void)fprintf(cli->out, "%s\n", jobid);
+	if (!cli->quiet && !cli->json)
+		(void)fprintf(cli->err, "dpctl: launch: submitted batch job %s\n", jobid);
+	rc = EX_OK;
+out:
+	dp_buf_release(&script);
+	free(av);
+	return rc;
+}
+
 /* Fill the run from a recipe: hosts, ranks per host, ssh options, health
  * timeouts (options given on the command line win), the layout and the
  * recipe's environment as "NAME=value" strings.  Returns an exit code. */
@@ -691,9 +895,10 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 				r->path);
 		break;
 	default:
-		return dp_cli_error(cli, EX_UNAVAILABLE,
-				    "%s: the slurm launcher is not available in this build yet",
-				    r->path);
+		code = slurm_setup(cli, r, o, hosts, nhosts, per_host, lopts);
+		if (code)
+			return code;
+		break;
 	}
 	if (cfg->rendezvous_s <= 0)
 		cfg->rendezvous_s = r->health.rendezvous_s;
@@ -712,6 +917,66 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 	pf->checkpoint_dir = r->train.checkpoint_dir;
 	cfg->total_steps = (uint64_t)r->train.steps;
 	return EX_OK;
+}
+
+/* --run-dir, notify.webhooks, metrics.*: the run id, the directory, the
+ * notifier and the metrics object for the controller.  Failures here are
+ * warnings: reporting never stops a run. */
+static void reporting_setup(struct dp_cli *cli, const struct dp_recipe *r, struct dp_ctl_cfg *cfg,
+			    char *run_id, size_t idlen, struct dp_notify **n, struct dp_metrics **m)
+{
+	struct dp_err e = { 0 };
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (cfg->run_dir) {
+		const char *base = strrchr(cfg->run_dir, '/');
+
+		(void)snprintf(run_id, idlen, "%s", base && base[1] ? base + 1 : cfg->run_dir);
+		if (mkdir(cfg->run_dir, 0755) != 0 && errno != EEXIST)
+			(void)fprintf(cli->err, "dpctl: warning: cannot create '%s': %s\n",
+				      cfg->run_dir, strerror(errno));
+	} else {
+		(void)gmtime_r(&now, &tm);
+		(void)snprintf(run_id, idlen, "%s-%04d%02d%02dT%02d%02d%02dZ-%ld",
+			       r && r->model.name ? "run" : "local", tm.tm_year + 1900,
+			       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+			       (long)getpid());
+	}
+	cfg->run_id = run_id;
+	cfg->recipe = r ? r->path : NULL;
+	if (r && r->notify.n_webhooks) {
+		struct dp_notify_cfg nc = { .urls = (const char *const *)r->notify.webhooks,
+					    .n_urls = r->notify.n_webhooks };
+
+		if (dp_notify_new(&nc, n, &e))
+			(void)fprintf(cli->err, "dpctl: warning: %s\n", e.msg);
+		cfg->notify = *n;
+	}
+	if (cfg->run_dir || (r && r->metrics.push_url)) {
+		struct dp_metrics_cfg mc = { .run_id = run_id,
+					     .run_dir = cfg->run_dir,
+					     .push_url = r ? r->metrics.push_url : NULL,
+					     .interval_s = r ? r->metrics.interval_s : 0 };
+
+		if (dp_metrics_new(&mc, m, &e))
+			(void)fprintf(cli->err, "dpctl: warning: %s\n", e.msg);
+		cfg->metrics = *m;
+	}
+}
+
+/* After the run: the last webhooks and the final metrics, bounded. */
+static void reporting_finish(struct dp_cli *cli, struct dp_notify *n, struct dp_metrics *m)
+{
+	struct dp_err e = { 0 };
+
+	/* what is still pending after 3 s is dropped (and logged) by dp_notify_free() */
+	if (n)
+		(void)dp_notify_flush(n, 3000);
+	if (m && dp_metrics_flush(m, 5000, &e) != 0)
+		(void)fprintf(cli->err, "dpctl: warning: %s\n", e.msg);
+	dp_notify_free(n);
+	dp_metrics_free(m);
 }
 
 static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
@@ -761,6 +1026,15 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			return dp_cli_help(cli, &dp_cmd_launch);
 		case OPT_DRY_RUN:
 			o.dry_run = 1;
+			continue;
+		case OPT_SUBMIT:
+			o.submit = 1;
+			continue;
+		case OPT_TIME:
+			o.time = optarg;
+			continue;
+		case OPT_PARTITION:
+			o.partition = optarg;
 			continue;
 		case OPT_FAKE_CHILD:
 			o.spawn_child = 1;
@@ -892,6 +1166,18 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 				goto out;
 			training = 1;
 		}
+		if (o.submit && !o.slurm) {
+			rc = dp_cli_usage_error(cli, "launch ",
+						"--submit needs a recipe with launcher: slurm");
+			goto out;
+		}
+		if (o.submit) {
+			rc = slurm_submit(cli, recipe, &o, argc, argv, optind);
+			goto out;
+		}
+	} else if (o.submit) {
+		rc = dp_cli_usage_error(cli, "launch ", "--submit needs a RECIPE");
+		goto out;
 	}
 	if ((o.nlocal > 0) == (nhosts > 0)) {
 		rc = dp_cli_usage_error(cli, "launch ",
@@ -940,8 +1226,19 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			     : print_dry_run(cli, &spec);
 		goto out;
 	}
-	cfg.backend = nhosts ? "ssh" : "local";
-	if (nhosts) {
+	cfg.backend = o.slurm ? "slurm" : nhosts ? "ssh" : "local";
+	if (o.slurm) {
+		cfg.launch = &lopts;
+		if (!cfg.bind_addr) {
+			if (slurm_bind_addr(bindbuf, sizeof(bindbuf)) != 0) {
+				rc = dp_cli_error(cli, EX_UNAVAILABLE,
+						  "launch: no address for the workers to reach "
+						  "this node; say --bind ADDR");
+				goto out;
+			}
+			cfg.bind_addr = bindbuf;
+		}
+	} else if (nhosts) {
 		if (ssh_port)
 			lopts.ssh_port = (int)ssh_port;
 		else if (!lopts.ssh_port)
@@ -1014,7 +1311,17 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		cfg.on_line = train_line;
 		cfg.event_arg = &trun;
 	}
-	rc = dp_ctl_run(&cfg, &spec, &res, &err);
+	/* the controller's run record (run.jsonl), metrics.prom and webhooks */
+	cfg.run_dir = pcfg.run_dir;
+	{
+		struct dp_notify *notify = NULL;
+		struct dp_metrics *metrics = NULL;
+		char run_id[256];
+
+		reporting_setup(cli, recipe, &cfg, run_id, sizeof(run_id), &notify, &metrics);
+		rc = dp_ctl_run(&cfg, &spec, &res, &err);
+		reporting_finish(cli, notify, metrics);
+	}
 	dp_progress_free(prog);
 	if (rc < 0)
 		rc = dp_cli_error(cli, dp_cli_exit_code(rc), "%s", err.msg);
@@ -1027,6 +1334,7 @@ out:
 	dp_plan_strv_free(renv);
 	dp_plan_free(plan);
 	dp_recipe_free(recipe);
+	dp_hostlist_free(o.alloc);
 	return rc;
 }
 
@@ -1078,13 +1386,19 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"  --min-free-disk-gb GB 'disk': free GB needed at the checkpoint dir (1)\n"
 		"  --max-clock-offset-s S  'clock': largest clock offset accepted (1)\n"
 		"  --run-dir DIR         write DIR/logs/rank-NNNN.log (each rank's output),\n"
-		"                        DIR/events.jsonl (the run's events) and, training,\n"
+		"                        DIR/events.jsonl (the --json events), DIR/run.jsonl\n"
+		"                        and metrics.prom (for dpctl report) and, training,\n"
 		"                        DIR/trace.json (a training run always has one:\n"
 		"                        $TMPDIR/dpctl-runs/RECIPE-TIME-PID, TMPDIR=/tmp)\n"
 		"  --prefix TEMPLATE     prefix of rank lines; {host} and {rank} are replaced\n"
 		"                        ('[{host}:{rank}]')\n"
 		"  --progress-s S        not on a terminal: a progress line every 10% of the\n"
 		"                        steps and at least every S seconds (10)\n"
+		"  --submit              (launcher: slurm) submit a batch job that runs this\n"
+		"                        launch inside the allocation; prints the job id\n"
+		"                        (--dry-run: print the batch script)\n"
+		"  --time T              batch job time limit for --submit (sbatch --time)\n"
+		"  --partition P         batch job partition for --submit\n"
 		"  -h, --help            print this help\n"
 		"\n"
 		"Test aids (dpworker's fake mode; no training happens, also with a RECIPE):\n"

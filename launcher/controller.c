@@ -30,6 +30,8 @@
 #include "launcher/ctl_launch.h"
 #include "launcher/ctl_proto.h"
 #include "launcher/dp_preflight.h"
+#include "launcher/dp_metrics.h"
+#include "launcher/dp_notify.h"
 #include "common/dp_banned.h"
 
 #define MAX_PENDING	256 /* unauthenticated connections held at once; more wait in the backlog */
@@ -60,6 +62,7 @@ struct rank {
 	int has_step;
 	double last_progress, last_hb, lost_at;
 	double nodone_at; /* exited 0, done not (yet) received */
+	double step_at;	  /* when the step last advanced (step time for metrics) */
 	char tail[DP_CTL_TAIL_LINES][256];
 	int ntail, tail_pos;
 	/* training runs: the PP endpoint and the ranks whose address it wants */
@@ -98,6 +101,8 @@ struct ctl {
 	int attempt;	    /* 1-based */
 	uint64_t progress;  /* last step reported in a progress event */
 	unsigned pf_checks; /* pre-flight checks of this run, 0: no gate */
+	FILE *events;	    /* RUN_DIR/run.jsonl, or NULL */
+	double t_run;	    /* when dp_ctl_run() started */
 };
 
 static double now_s(void)
@@ -134,6 +139,69 @@ static void emit_rank(struct ctl *c, enum dp_ctl_event_type type, int rank, int 
 
 	ev.host = rank >= 0 ? c->ranks[rank].spec->host : NULL;
 	emit(c, &ev);
+}
+
+/* One line of RUN_DIR/run.jsonl: {"t":..,"time":..,"event":@name,"attempt":..}
+ * plus @fields (text of more members without braces, "" for none). */
+static void event(struct ctl *c, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void event(struct ctl *c, const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!c->events)
+		return;
+	(void)fprintf(c->events, "{\"t\":%.3f,\"time\":%.3f,\"event\":\"%s\",\"attempt\":%d",
+		      now_s() - c->t_run, wall_s(), name, c->attempt - 1);
+	va_start(ap, fmt);
+	(void)vfprintf(c->events, fmt, ap);
+	va_end(ap);
+	(void)fputs("}\n", c->events);
+	(void)fflush(c->events);
+}
+
+/* @s as a JSON string (quotes included) into @buf. */
+static const char *json_str(const char *s, char *buf, size_t len)
+{
+	size_t k = 0;
+
+	buf[k++] = '"';
+	for (; *s && k + 8 < len; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\') {
+			buf[k++] = '\\';
+			buf[k++] = (char)ch;
+		} else if (ch < 0x20) {
+			k += (size_t)snprintf(buf + k, len - k, "\\u%04x", ch);
+		} else {
+			buf[k++] = (char)ch;
+		}
+	}
+	buf[k++] = '"';
+	buf[k] = '\0';
+	return buf;
+}
+
+static void post(struct ctl *c, enum dp_notify_kind kind)
+{
+	struct dp_notify_event ev = { .kind = kind,
+				      .run_id = c->cfg->run_id ? c->cfg->run_id : "run",
+				      .recipe = c->cfg->recipe,
+				      .step = c->res->max_step ? (long)c->res->max_step : -1,
+				      .attempt = c->attempt - 1,
+				      .rank = -1,
+				      .exit_code = -1 };
+
+	if (kind == DP_NOTIFY_FAILURE) {
+		ev.rank = c->res->failed_rank;
+		ev.exit_code = c->res->exit_code;
+		ev.root_cause = c->res->cause;
+	} else if (kind == DP_NOTIFY_COMPLETE) {
+		ev.exit_code = 0;
+	}
+	if (c->cfg->notify)
+		(void)dp_notify_post(c->cfg->notify, &ev, NULL); /* never fatal */
 }
 
 const char *dp_ctl_outcome_name(enum dp_ctl_outcome o)
@@ -248,6 +316,10 @@ static void fail(struct ctl *c, enum dp_ctl_outcome o, int rank, int code, const
 		ev.host = rank >= 0 ? c->ranks[rank].spec->host : NULL;
 		ev.res = res;
 		emit(c, &ev);
+		char cb[2200];
+
+		event(c, "failure", ",\"outcome\":\"%s\",\"rank\":%d,\"exit_code\":%d,\"cause\":%s",
+		      dp_ctl_outcome_name(o), rank, code, json_str(res->cause, cb, sizeof(cb)));
 	}
 }
 
@@ -362,7 +434,8 @@ static void do_accept(struct ctl *c)
 		int one = 1;
 
 		if (fd < 0)
-			return; /* EAGAIN, or a transient error: try again on the next event */
+			return; /* EAGAIN, or a transient error: try again on the next event
+				 */
 		if (c->phase == PH_TEARDOWN) {
 			(void)close(fd);
 			c->res->refused++;
@@ -597,6 +670,12 @@ static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg
 			r->pf_state = PF_PROBED;
 			conn_send(k, &probe);
 		}
+		{
+			char hb[300];
+
+			event(c, "connected", ",\"rank\":%u,\"host\":%s,\"pid\":%u", h->rank,
+			      json_str(r->spec->host, hb, sizeof(hb)), h->pid);
+		}
 		return NULL;
 	}
 	r = &c->ranks[k->rank];
@@ -615,6 +694,34 @@ static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg
 		r->tps = m->u.hb.tokens_per_s;
 		r->last_hb = now_s();
 		if (!r->has_step || m->u.hb.step > r->step) {
+			uint64_t prev = r->has_step ? r->step : 0;
+
+			if (c->cfg->metrics) {
+				struct dp_metrics_rank v = {
+					.set = DP_METRICS_LOSS | DP_METRICS_TOKENS_PER_SECOND |
+					       DP_METRICS_HEARTBEAT_LAG,
+					.host = r->spec->host,
+					.loss = m->u.hb.loss,
+					.tokens_per_second = m->u.hb.tokens_per_s,
+				};
+
+				if (r->step_at > 0 && m->u.hb.step > prev) {
+					v.set |= DP_METRICS_STEP_SECONDS;
+					v.step_seconds = (r->last_hb - r->step_at) /
+							 (double)(m->u.hb.step - prev);
+				}
+				(void)dp_metrics_set(c->cfg->metrics, k->rank, &v, NULL);
+			}
+			if (isfinite(m->u.hb.loss) && isfinite(m->u.hb.tokens_per_s))
+				event(c, "step",
+				      ",\"rank\":%d,\"step\":%llu,\"loss\":%.9g,"
+				      "\"tokens_per_s\":%.9g",
+				      k->rank, (unsigned long long)m->u.hb.step, m->u.hb.loss,
+				      m->u.hb.tokens_per_s);
+			else
+				event(c, "step", ",\"rank\":%d,\"step\":%llu", k->rank,
+				      (unsigned long long)m->u.hb.step);
+			r->step_at = r->last_hb;
 			r->last_progress = r->last_hb;
 			r->step = m->u.hb.step;
 			r->has_step = 1;
@@ -901,6 +1008,8 @@ static void check_timers(struct ctl *c, double t)
 			dp_log(DP_LOG_INFO, "ctl", "all %zu ranks ready after %.3f s: started",
 			       c->spec->nranks, c->res->ready_s);
 			emit_rank(c, DP_CTL_EV_RUNNING, -1, 1, NULL);
+			event(c, "ready", ",\"ranks\":%zu,\"ready_s\":%.3f", c->spec->nranks,
+			      c->res->ready_s);
 		} else if (t > c->rdv_deadline) {
 			char list[700];
 			size_t off = 0, missing = 0;
@@ -976,6 +1085,25 @@ static void check_timers(struct ctl *c, double t)
 		(void)c->be->signal(c->sess, -1, SIGKILL);
 		c->killed = 1;
 	}
+}
+
+/* Webhook transfers and metrics: never block the loop, never fail the run. */
+static void report_tick(struct ctl *c, double t)
+{
+	if (c->cfg->notify)
+		(void)dp_notify_step(c->cfg->notify, 0);
+	if (!c->cfg->metrics)
+		return;
+	for (size_t i = 0; i < c->spec->nranks; i++) {
+		const struct rank *r = &c->ranks[i];
+		struct dp_metrics_rank v = { .set = DP_METRICS_HEARTBEAT_LAG,
+					     .heartbeat_lag_seconds = t - r->last_hb };
+
+		if (r->hello && !r->exited)
+			(void)dp_metrics_set(c->cfg->metrics, (int)i, &v, NULL);
+	}
+	(void)dp_metrics_tick(c->cfg->metrics);
+	(void)dp_metrics_step(c->cfg->metrics, 0);
 }
 
 static int all_exited_ok(const struct ctl *c)
@@ -1099,6 +1227,7 @@ static int run_once(struct ctl *c, struct dp_err *err)
 		(void)c->be->dispatch(c->sess, fds + base, (int)nbe, &events, c);
 		t = now_s();
 		check_timers(c, t);
+		report_tick(c, t);
 	}
 	rc = 0;
 out:
@@ -1144,9 +1273,18 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 	c.dump_s = dflt(cfg->dump_wait_s, 1);
 	c.t0 = now_s();
 	c.pf_checks = cfg->preflight ? cfg->preflight->checks & DP_PF_ALL : 0;
+	c.t_run = now_s();
 	c.be = dp_launch_backend_pick(cfg->backend, err);
 	if (!c.be)
 		return -ENODEV;
+	if (cfg->run_dir) {
+		char path[4096];
+
+		(void)snprintf(path, sizeof(path), "%s/run.jsonl", cfg->run_dir);
+		c.events = fopen(path, "ae");
+		if (!c.events)
+			dp_log(DP_LOG_WARN, "ctl", "cannot write '%s': %s", path, strerror(errno));
+	}
 	c.ranks = calloc(spec->nranks, sizeof(*c.ranks));
 	if (!c.ranks)
 		return dp_err_set(err, ENOMEM, "ctl: out of memory");
@@ -1159,8 +1297,23 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 		res->attempts = attempt + 1;
 		c.attempt = attempt + 1;
 		res->max_step = 0;
+		if (attempt == 0) {
+			char rb[1100];
+
+			event(&c, "start", ",\"ranks\":%zu,\"backend\":\"%s\"%s%s", spec->nranks,
+			      c.be->name, cfg->recipe ? ",\"recipe\":" : "",
+			      cfg->recipe ? json_str(cfg->recipe, rb, sizeof(rb)) : "");
+			post(&c, DP_NOTIFY_START);
+		}
 		rc = run_once(&c, err);
 		res->run_s += now_s() - t0;
+		if (!rc && c.failed)
+			post(&c, DP_NOTIFY_FAILURE);
+		else if (!rc) {
+			event(&c, "complete", ",\"max_step\":%llu,\"run_s\":%.3f",
+			      (unsigned long long)res->max_step, res->run_s);
+			post(&c, DP_NOTIFY_COMPLETE);
+		}
 		if (rc || !c.failed)
 			break;
 		if (attempt >= cfg->max_restarts || res->outcome == DP_CTL_PREFLIGHT_FAILED)
@@ -1180,6 +1333,12 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 			c.attempt = attempt + 2;
 			emit(&c, &ev);
 		}
+		{
+			char cb[2200];
+
+			event(&c, "restart", ",\"after\":%s", json_str(res->cause, cb, sizeof(cb)));
+		}
+		post(&c, DP_NOTIFY_RESTART);
 		res->outcome = DP_CTL_OK;
 		res->exit_code = 0;
 		res->failed_rank = -1;
@@ -1192,6 +1351,8 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 		emit(&c, &ev);
 	}
 out:
+	if (c.events)
+		(void)fclose(c.events);
 	if (c.lfd >= 0)
 		(void)close(c.lfd);
 	free(c.conns);

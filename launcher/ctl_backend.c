@@ -7,8 +7,9 @@
 #include "launcher/ctl_launch.h"
 #include "common/dp_banned.h"
 
-/* Best first by probe priority; slurm joins here (under #ifdef DP_HAVE_<DEP> if optional). */
+/* Best first by probe priority (slurm only probes inside an allocation). */
 const struct dp_launch_backend *const dp_launch_backends[] = {
+	&dp_launch_slurm,
 	&dp_launch_local,
 	&dp_launch_ssh,
 	NULL,

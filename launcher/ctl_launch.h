@@ -81,6 +81,11 @@ struct dp_launch_opts {
 	 * 0: $DP_SSH_RELAY_WIDTH, else flat (one session per host). */
 	int relay_width;
 	const char *ssh_identity_pem; /* private key text (a relay's, from stdin); NULL: none */
+	/* slurm backend; all optional, borrowed for the session's life */
+	const char *srun;	    /* srun program; NULL: "srun" from PATH */
+	const char *slurm_cpu_bind; /* srun --cpu-bind; NULL: not given */
+	const char *slurm_gpu_bind; /* srun --gpu-bind; NULL: not given */
+	int slurm_gpus_per_task;    /* > 0: srun --gpus-per-task */
 };
 
 /* The relay end of the ssh relay tree: `dpworker --relay` calls it.  Reads
@@ -117,7 +122,7 @@ struct dp_launch_backend {
 	void (*close)(struct dp_launch_session *s);
 };
 
-extern const struct dp_launch_backend dp_launch_local, dp_launch_ssh;
+extern const struct dp_launch_backend dp_launch_local, dp_launch_ssh, dp_launch_slurm;
 
 /* The compiled-in backends, NULL-terminated, best first. */
 extern const struct dp_launch_backend *const dp_launch_backends[];
@@ -217,6 +222,17 @@ struct dp_ctl_cfg {
 	/* every rank output line as received (stream 1/2), before printing */
 	void (*on_line)(void *arg, int rank, const char *host, int stream, const char *line);
 	void *event_arg;
+	/* Run reporting; all optional and borrowed.  With run_dir the controller
+	 * appends one JSON object per line to RUN_DIR/events.jsonl (start,
+	 * connected, ready, step, failure, restart, complete; docs/launch.md).
+	 * notify gets start/failure/restart/complete posts, metrics the ranks'
+	 * step time, tokens/s, loss and heartbeat lag; both are driven from the
+	 * loop (the caller flushes and frees them after dp_ctl_run()). */
+	const char *run_dir;
+	const char *run_id; /* webhook/metrics run id; NULL: "run" */
+	const char *recipe; /* recipe path or URL for webhook payloads; NULL: none */
+	struct dp_notify *notify;
+	struct dp_metrics *metrics;
 };
 
 #define DP_CTL_TAIL_LINES 5

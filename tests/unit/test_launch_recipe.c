@@ -99,9 +99,11 @@ static void refuses_what_it_cannot_run(void **state)
 	dp_test_run_free(&r);
 	(void)unlink(bad);
 	free(bad);
-	r = dp_test_dpctl("launch", "--dry-run", recipe_path("slurm"));
+	/* slurm outside an allocation: refused, pointing at --submit (test_slurm.c) */
+	(void)unsetenv("SLURM_JOB_ID");
+	r = dp_test_dpctl("launch", "--fake-steps", "3", recipe_path("slurm"));
 	assert_int_equal(r.rc, 69);
-	assert_non_null(strstr(r.err, "the slurm launcher is not available"));
+	assert_non_null(strstr(r.err, "not a Slurm allocation"));
 	dp_test_run_free(&r);
 	r = dp_test_dpctl("launch", "--local", "2", recipe_path("local-demo"));
 	assert_int_equal(r.rc, 64);
