@@ -419,10 +419,34 @@ static void ckpt_retire_stale(const char *dir, const struct dp_exec_cfg *xc)
 	(void)closedir(d);
 }
 
-/* DP_TEST_FAIL_AT_STEP=K:RANK[:always] (tests only): global rank RANK fails
- * (exit 70) before step K of the first attempt (DP_CKPT_RESUME unset), or of
- * every attempt with ":always"; after the checkpoint of step K is complete
- * when one is due, so that the resume point is certain.  1: fail now. */
+/* Flip one byte in the middle of this rank's file of checkpoint @step. */
+static void test_corrupt(const char *dir, long step, int rank)
+{
+	char sdir[4096], path[4200];
+	unsigned char b;
+	off_t mid;
+	int fd;
+
+	if (dp_ckpt_step_path(dir, step, sdir, sizeof(sdir), NULL) != 0)
+		return;
+	(void)snprintf(path, sizeof(path), "%s/rank-%04d.bin", sdir, rank);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	mid = lseek(fd, 0, SEEK_END) / 2;
+	if (pread(fd, &b, 1, mid) == 1) {
+		b ^= 0x5a;
+		(void)!pwrite(fd, &b, 1, mid);
+	}
+	(void)close(fd);
+}
+
+/* DP_TEST_FAIL_AT_STEP=K:RANK[:always|:corrupt] (tests only): global rank
+ * RANK fails (exit 70) before step K of the first attempt (DP_CKPT_RESUME
+ * unset), or of every attempt with ":always"; after the checkpoint of step K
+ * is complete when one is due, so that the resume point is certain.  With
+ * ":corrupt" it first damages its file of that checkpoint, so a restart
+ * must fall back to the one before.  1: fail now. */
 static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg *xc,
 			 uint32_t rank, long k, long total)
 {
@@ -447,6 +471,8 @@ static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg 
 
 		while (dp_ckpt_check(ck->dir, k, xc, NULL) != 0 && now_s() < until)
 			(void)usleep(10000);
+		if (always && strcmp(always, "corrupt") == 0)
+			test_corrupt(ck->dir, k, xc->rank);
 	}
 	return 1;
 }

@@ -630,6 +630,50 @@ static void restart_resumes_from_checkpoint(void **state)
 	free(run);
 }
 
+/* As above, but rank 1 also damages its file of the step-4 checkpoint before
+ * failing: the restart detects it, falls back to step 2, runs steps 2 and 3
+ * a second time, and the losses (the latest per step) still equal an
+ * uninterrupted run's. */
+static void restart_skips_corrupt_checkpoint(void **state)
+{
+	char *ck = tmpdir(), *run = tmpdir();
+	struct dp_test_run a, b;
+	json_t *la, *lb, *ta, *tb, *done;
+
+	(void)state;
+	worker_or_skip();
+	a = ckpt_run(ck, run, 1, NULL);
+	if (a.rc != 0)
+		fail_msg("uninterrupted: rc %d\n%s\n%s", a.rc, a.err, a.out);
+	b = ckpt_run(ck, run, 1, "4:1:corrupt");
+	if (b.rc != 0)
+		fail_msg("restarted: rc %d\n%s\n%s", b.rc, b.err, b.out);
+	done = done_event(b.out);
+	assert_int_equal(result_int(done, "attempts"), 2);
+	assert_int_equal(result_int(done, "resume_step"), 2);
+	ta = train_event(a.out);
+	tb = train_event(b.out);
+	la = json_object_get(ta, "losses");
+	lb = json_object_get(tb, "losses");
+	assert_int_equal(json_array_size(lb), 6);
+	for (size_t k = 0; k < 6; k++) {
+		double x = json_real_value(json_array_get(la, k)),
+		       y = json_real_value(json_array_get(lb, k));
+
+		if (!(x == y) || !isfinite(x))
+			fail_msg("step %zu: uninterrupted %.9g, restarted %.9g", k, x, y);
+	}
+	json_decref(done);
+	json_decref(ta);
+	json_decref(tb);
+	dp_test_run_free(&a);
+	dp_test_run_free(&b);
+	rm_rf(ck);
+	rm_rf(run);
+	free(ck);
+	free(run);
+}
+
 /* A rank that fails at step 4 on every attempt: the first restart resumes at
  * step 4 and fails before a new checkpoint, so the controller stops there
  * (2 attempts of the 3 allowed), saying why. */
@@ -708,6 +752,7 @@ int main(void)
 		cmocka_unit_test(peer_without_endpoint_fails_rendezvous),
 		cmocka_unit_test(report_keeps_latest_loss_per_step),
 		cmocka_unit_test(restart_resumes_from_checkpoint),
+		cmocka_unit_test(restart_skips_corrupt_checkpoint),
 		cmocka_unit_test(restart_without_progress_stops),
 	};
 
