@@ -94,12 +94,12 @@ struct ctl {
 	/* cfg with defaults applied */
 	double rendezvous_s, heartbeat_s, hang_s, grace_s, dump_s;
 	/* events (health) */
-	double t0;	    /* dp_ctl_run() start */
-	int attempt;	    /* 1-based */
-	uint64_t progress;  /* last step reported in a progress event */
+	double t0;	     /* dp_ctl_run() start */
+	int attempt;	     /* 1-based */
+	uint64_t progress;   /* last step reported in a progress event */
 	uint64_t first_step; /* lowest STEP frame step of this attempt (its resume point) */
 	uint64_t resume_at;  /* the checkpoint step this attempt should resume from */
-	unsigned pf_checks; /* pre-flight checks of this run, 0: no gate */
+	unsigned pf_checks;  /* pre-flight checks of this run, 0: no gate */
 };
 
 static double now_s(void)
@@ -796,7 +796,9 @@ static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 {
 	char tokhex[2 * DP_CTL_TOKEN_LEN + 1], e_tok[128], e_ctl[160], e_rank[32], e_world[32],
 		e_local[32], e_hb[48], e_pf[128], e_ck[4096];
-	const char *extra[] = { e_tok, e_ctl, e_rank, e_world, e_local, e_hb, NULL, NULL, NULL, NULL };
+	const char *extra[] = {
+		e_tok, e_ctl, e_rank, e_world, e_local, e_hb, NULL, NULL, NULL, NULL
+	};
 	int rc, n = 6;
 
 	/* pre-flight: which checks to gather, where the checkpoints go */

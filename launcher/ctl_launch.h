@@ -240,12 +240,12 @@ struct dp_ctl_result {
 	char cause[1024];		   /* one root-cause line, "" on success */
 	char tail[DP_CTL_TAIL_LINES][256]; /* last output lines of the failed rank */
 	int ntail;
-	int attempts;	   /* runs started (1 + restarts) */
-	int refused;	   /* connections refused: bad token, bad frames, duplicates */
-	uint64_t max_step; /* highest step any rank reported (last attempt) */
+	int attempts;	      /* runs started (1 + restarts) */
+	int refused;	      /* connections refused: bad token, bad frames, duplicates */
+	uint64_t max_step;    /* highest step any rank reported (last attempt) */
 	uint64_t resume_step; /* first step of the last attempt (> 0: resumed from a checkpoint) */
-	double ready_s;	   /* seconds from first spawn to all ranks ready, -1 if never */
-	double run_s;	   /* seconds from first spawn to the end */
+	double ready_s;	      /* seconds from first spawn to all ranks ready, -1 if never */
+	double run_s;	      /* seconds from first spawn to the end */
 
 	/* pre-flight failures, one line per failing node: "HOST (rank R): reason" */
 #define DP_CTL_PF_LINES 16

@@ -18,6 +18,12 @@
  * TIMELINE frames before done.  The controller asking to stop ends the loop
  * between steps; a peer dying ends it inside a step (-ECONNRESET/-EPIPE),
  * so a failed rank never leaves the others hanging on a socket.
+ *
+ * Checkpoints (DP_CKPT_DIR, DP_CKPT_EVERY): saved after a step's update and
+ * before its STEP frame.  DP_CKPT_RESUME=1, which the controller sets on a
+ * restart only, resumes from the newest complete one; a fresh start retires
+ * the complete ones an earlier run left, so a restart never resumes from a
+ * step this run did not write.  docs/executor.md, "Under the controller".
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -447,8 +453,8 @@ static void test_corrupt(const char *dir, long step, int rank)
  * is complete when one is due, so that the resume point is certain.  With
  * ":corrupt" it first damages its file of that checkpoint, so a restart
  * must fall back to the one before.  1: fail now. */
-static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg *xc,
-			 uint32_t rank, long k, long total)
+static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg *xc, uint32_t rank,
+			 long k, long total)
 {
 	const char *s = getenv("DP_TEST_FAIL_AT_STEP");
 	char buf[64], *colon, *always;
@@ -519,8 +525,8 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 			break;
 		}
 		if (test_fail_now(&ck, &cfg, global_rank(l, cfg.rank), k, l->steps)) {
-			rc = dp_err_set(err, EIO, "train: DP_TEST_FAIL_AT_STEP: failing at step %ld",
-					k);
+			rc = dp_err_set(err, EIO,
+					"train: DP_TEST_FAIL_AT_STEP: failing at step %ld", k);
 			break;
 		}
 		rc = dp_exec_step(ex, k, &loss, err);
@@ -531,7 +537,6 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 		rc = dp_ckpt_maybe_save(&ck, &cfg, ex, k + 1, l->steps, err);
 		if (rc < 0)
 			break;
-		rc = 0;
 		s.loss_share = loss;
 		s.seconds = now_s() - t0;
 		s.peak_live = (uint32_t)dp_exec_peak_live(ex);

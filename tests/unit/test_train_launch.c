@@ -174,8 +174,7 @@ static void trains_like_train_local(const char *algo, int pp, int micro)
 	assert_true(json_real_value(json_array_get(losses, STEPS - 1)) <
 		    json_real_value(json_array_get(losses, 0)));
 	(void)snprintf(trace, sizeof(trace), "%s/trace.json", dir);
-	assert_string_equal(
-		json_string_value(json_object_get(o, "trace")), trace);
+	assert_string_equal(json_string_value(json_object_get(o, "trace")), trace);
 	t = json_load_file(trace, 0, NULL);
 	if (!t)
 		fail_msg("%s is not valid JSON", trace);
@@ -705,7 +704,9 @@ static void restart_without_progress_stops(void **state)
  * does not mix with the new attempt's shares. */
 static void report_keeps_latest_loss_per_step(void **state)
 {
-	struct dp_train_report_cfg cfg = { .nranks = 2, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2 };
+	struct dp_train_report_cfg cfg = {
+		.nranks = 2, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2
+	};
 	struct dp_train_report *tr = NULL;
 	struct dp_ctl_step s = { .seconds = 0.1 };
 	struct dp_buf b;
@@ -732,7 +733,8 @@ static void report_keeps_latest_loss_per_step(void **state)
 	assert_true(dp_train_report_loss(tr, 3) == 1.5);
 	dp_buf_init(&b, 1 << 16);
 	assert_int_equal(dp_train_report_summary(tr, &b, NULL), 0);
-	if (!strstr(dp_buf_str(&b), "4 steps in ") || !strstr(dp_buf_str(&b), "loss 2.0000 -> 1.5000"))
+	if (!strstr(dp_buf_str(&b), "4 steps in ") ||
+	    !strstr(dp_buf_str(&b), "loss 2.0000 -> 1.5000"))
 		fail_msg("%s", dp_buf_str(&b));
 	dp_buf_release(&b);
 	dp_train_report_free(tr);
