@@ -907,6 +907,8 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 	if (cfg->hang_timeout_s <= 0)
 		cfg->hang_timeout_s = r->health.hang_timeout_s;
 	cfg->max_restarts = r->health.max_restarts;
+	cfg->ckpt_dir = r->train.checkpoint_dir;
+	cfg->ckpt_every = r->train.checkpoint_every;
 	pf->checks = dp_preflight_from_recipe(r->health.preflight);
 	if (pf->min_disk_gb < 0)
 		pf->min_disk_gb = r->health.min_free_disk_gb;

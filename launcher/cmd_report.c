@@ -304,6 +304,48 @@ static void load_events(struct report *r, const char *dir)
 	(void)fclose(f);
 }
 
+/* A training run's events.jsonl (the --json stream) has one "progress"
+ * event per finished step with the step's loss (the sum of the ranks'
+ * shares); run.jsonl's per-rank "step" events carry each rank's heartbeat
+ * value, which in a training run is only that rank's share.  So where
+ * events.jsonl has step losses, the loss curve uses them instead. */
+static void load_step_losses(struct report *r, const char *dir)
+{
+	char path[4096], *line = NULL;
+	size_t cap = 0, n = 0;
+	struct point *v = NULL;
+	FILE *f;
+
+	(void)snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (getline(&line, &cap, f) > 0 && n < (size_t)MAX_POINTS * 8) {
+		json_t *o = json_loads(line, 0, NULL);
+		const char *ev = o ? json_string_value(json_object_get(o, "event")) : NULL;
+		double loss = o ? dnum(o, "loss", NAN) : NAN;
+
+		if (ev && strcmp(ev, "progress") == 0 && isfinite(loss)) {
+			struct point *np = realloc(v, (n + 1) * sizeof(*np));
+
+			if (np) {
+				v = np;
+				v[n++] = (struct point){ (double)num(o, "step", 0) - 1, loss };
+			}
+		}
+		json_decref(o);
+	}
+	free(line);
+	(void)fclose(f);
+	if (n) {
+		free(r->loss);
+		r->loss = v;
+		r->nloss = n;
+	} else {
+		free(v);
+	}
+}
+
 /* rank="N" out of a label set; -1 if none. */
 static int rank_label(const char *labels)
 {
@@ -712,6 +754,7 @@ static int cmd_report(struct dp_cli *cli, int argc, char **argv)
 	if (!r)
 		return dp_cli_error(cli, EX_OSERR, "report: out of memory");
 	load_events(r, dir);
+	load_step_losses(r, dir);
 	load_metrics(r, dir);
 	load_trace(r, dir);
 	if (out && strcmp(out, "-") == 0) {

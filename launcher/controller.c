@@ -97,12 +97,14 @@ struct ctl {
 	/* cfg with defaults applied */
 	double rendezvous_s, heartbeat_s, hang_s, grace_s, dump_s;
 	/* events (health) */
-	double t0;	    /* dp_ctl_run() start */
-	int attempt;	    /* 1-based */
-	uint64_t progress;  /* last step reported in a progress event */
-	unsigned pf_checks; /* pre-flight checks of this run, 0: no gate */
-	FILE *events;	    /* RUN_DIR/run.jsonl, or NULL */
-	double t_run;	    /* when dp_ctl_run() started */
+	double t0;	     /* dp_ctl_run() start */
+	int attempt;	     /* 1-based */
+	uint64_t progress;   /* last step reported in a progress event */
+	uint64_t first_step; /* lowest STEP frame step of this attempt (its resume point) */
+	uint64_t resume_at;  /* the checkpoint step this attempt should resume from */
+	unsigned pf_checks;  /* pre-flight checks of this run, 0: no gate */
+	FILE *events;	     /* RUN_DIR/run.jsonl, or NULL */
+	double t_run;	     /* when dp_ctl_run() started */
 };
 
 static double now_s(void)
@@ -738,6 +740,8 @@ static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg
 	case DP_CTL_STEP:
 		/* a finished training step is progress, whatever the heartbeat says */
 		r->last_progress = now_s();
+		if (m->u.step.step < c->first_step)
+			c->first_step = m->u.step.step;
 		if (!r->has_step || m->u.step.step + 1 > r->step) {
 			r->step = m->u.step.step + 1;
 			r->has_step = 1;
@@ -899,8 +903,10 @@ static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 {
 	char tokhex[2 * DP_CTL_TOKEN_LEN + 1], e_tok[128], e_ctl[160], e_rank[32], e_world[32],
 		e_local[32], e_hb[48], e_pf[128], e_ck[4096];
-	const char *extra[] = { e_tok, e_ctl, e_rank, e_world, e_local, e_hb, NULL, NULL, NULL };
-	int rc;
+	const char *extra[] = {
+		e_tok, e_ctl, e_rank, e_world, e_local, e_hb, NULL, NULL, NULL, NULL
+	};
+	int rc, n = 6;
 
 	/* pre-flight: which checks to gather, where the checkpoints go */
 	if (c->pf_checks) {
@@ -908,11 +914,14 @@ static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 
 		(void)snprintf(e_pf, sizeof(e_pf), "DP_PREFLIGHT=");
 		(void)dp_preflight_format(c->pf_checks, e_pf + 13, sizeof(e_pf) - 13);
-		extra[6] = e_pf;
+		extra[n++] = e_pf;
 		if (ck &&
 		    snprintf(e_ck, sizeof(e_ck), "DP_CHECKPOINT_DIR=%s", ck) < (int)sizeof(e_ck))
-			extra[7] = e_ck;
+			extra[n++] = e_ck;
 	}
+	/* a restart continues from the last complete checkpoint (worker/dp_ckpt.h) */
+	if (c->attempt > 1 && c->cfg->ckpt_dir && *c->cfg->ckpt_dir)
+		extra[n++] = "DP_CKPT_RESUME=1";
 
 	(void)dp_ctl_token_to_hex(c->token, tokhex, sizeof(tokhex));
 	(void)snprintf(e_tok, sizeof(e_tok), "DP_JOB_TOKEN=%s", tokhex);
@@ -1123,6 +1132,7 @@ static int run_once(struct ctl *c, struct dp_err *err)
 	c->phase = PH_RENDEZVOUS;
 	c->failed = c->killed = 0;
 	c->progress = 0;
+	c->first_step = UINT64_MAX;
 	c->pending_rank = -1;
 	memset(c->ranks, 0, c->spec->nranks * sizeof(*c->ranks));
 	for (size_t i = 0; i < c->spec->nranks; i++)
@@ -1248,6 +1258,46 @@ static double dflt(double v, double d)
 	return v > 0 && isfinite(v) ? v : d;
 }
 
+/* After failed attempt @attempt (0-based): 1 if restarting would make no
+ * progress, with the reason added to the root-cause line.  With periodic
+ * checkpoints a restart resumes from the last complete one: a restart that
+ * failed again before writing a new one would be resumed at the same step
+ * again (the first failure always gets its restart).  Without them: an
+ * attempt that got no further (max step) than the one before it. */
+static int no_progress(struct ctl *c, int attempt, uint64_t prev_step)
+{
+	struct dp_ctl_result *res = c->res;
+	size_t len = strlen(res->cause);
+	uint64_t every = c->cfg->ckpt_every > 0 ? (uint64_t)c->cfg->ckpt_every : 0, next, at;
+
+	/* where this attempt resumed: its first step, or (no step done) where it
+	 * was to resume; and the checkpoint the next attempt would resume from
+	 * (max_step may count a step whose checkpoint is incomplete, erring
+	 * towards a restart) */
+	at = c->first_step != UINT64_MAX ? c->first_step : c->resume_at;
+	next = every ? res->max_step - res->max_step % every : 0;
+	if (next < at)
+		next = at;
+	c->resume_at = next;
+	if (attempt == 0)
+		return 0;
+	if (!c->cfg->ckpt_dir || !*c->cfg->ckpt_dir || !every) {
+		if (res->max_step > prev_step)
+			return 0;
+		(void)snprintf(res->cause + len, sizeof(res->cause) - len,
+			       "; not restarting: attempt %d got no further than step %llu",
+			       attempt + 1, (unsigned long long)res->max_step);
+		return 1;
+	}
+	if (next > at)
+		return 0;
+	(void)snprintf(res->cause + len, sizeof(res->cause) - len,
+		       "; not restarting: attempt %d resumed at step %llu and failed before "
+		       "the next checkpoint (every %llu steps), no progress",
+		       attempt + 1, (unsigned long long)at, (unsigned long long)every);
+	return 1;
+}
+
 int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 	       struct dp_ctl_result *res, struct dp_err *err)
 {
@@ -1314,12 +1364,13 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 			      (unsigned long long)res->max_step, res->run_s);
 			post(&c, DP_NOTIFY_COMPLETE);
 		}
+		res->resume_step = c.first_step == UINT64_MAX ? c.resume_at : c.first_step;
 		if (rc || !c.failed)
 			break;
 		if (attempt >= cfg->max_restarts || res->outcome == DP_CTL_PREFLIGHT_FAILED)
 			break; /* a node failing pre-flight fails it again */
 		if (cfg->restart_hook ? !cfg->restart_hook(cfg->hook_arg, res, attempt + 1)
-				      : attempt > 0 && res->max_step <= prev_step) {
+				      : no_progress(&c, attempt, prev_step)) {
 			dp_log(DP_LOG_WARN, "ctl", "not restarting after attempt %d", attempt + 1);
 			break;
 		}
@@ -1332,6 +1383,8 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 			ev.msg = res->cause;
 			c.attempt = attempt + 2;
 			emit(&c, &ev);
+			if (cfg->train && cfg->train->restart)
+				cfg->train->restart(cfg->train_arg, c.attempt);
 		}
 		{
 			char cb[2200];

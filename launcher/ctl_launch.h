@@ -162,6 +162,9 @@ struct dp_ctl_train_events {
 	void (*step)(void *arg, int rank, const struct dp_ctl_step *s);
 	/* A rank's TIMELINE frame; @host is where the rank runs (spec host). */
 	void (*timeline)(void *arg, int rank, const char *host, const struct dp_ctl_timeline *t);
+	/* A restart attempt @attempt (2-based) is about to start: frames of the
+	 * failed attempt that no step completed will never complete.  NULL: none. */
+	void (*restart)(void *arg, int attempt);
 };
 struct dp_preflight_plan;
 
@@ -206,9 +209,17 @@ struct dp_ctl_cfg {
 	double grace_s;			     /* SIGTERM -> SIGKILL; 0: 5 */
 	double dump_wait_s;		     /* after dump-stacks, before stopping; 0: 1 */
 	int max_restarts;		     /* whole-run restarts after a failure; 0: none */
+	/* The run's checkpoints (recipe train.checkpoint): with a directory, the
+	 * ranks of a restart attempt get DP_CKPT_RESUME=1 and continue from the
+	 * last complete checkpoint.  NULL: none.  Borrowed. */
+	const char *ckpt_dir;
+	long ckpt_every; /* steps between checkpoints; 0: only after the last */
 	/* Called after a failed attempt when restarts remain: non-zero to restart.
-	 * NULL: restart only if the attempt got further (max step) than the one
-	 * before it, so a restart loop that makes no progress stops. */
+	 * NULL: with ckpt_dir and ckpt_every, restart unless this attempt was a
+	 * restart that failed before a new checkpoint (it would resume at the
+	 * same step again); otherwise restart only if the attempt got further
+	 * (max step) than the one before it.  So a restart loop that makes no
+	 * progress stops, and says why in the cause line. */
 	int (*restart_hook)(void *arg, const struct dp_ctl_result *r, int attempt);
 	void *hook_arg;
 	const struct dp_ctl_train_events *train; /* NULL: ignored */
@@ -245,11 +256,12 @@ struct dp_ctl_result {
 	char cause[1024];		   /* one root-cause line, "" on success */
 	char tail[DP_CTL_TAIL_LINES][256]; /* last output lines of the failed rank */
 	int ntail;
-	int attempts;	   /* runs started (1 + restarts) */
-	int refused;	   /* connections refused: bad token, bad frames, duplicates */
-	uint64_t max_step; /* highest step any rank reported */
-	double ready_s;	   /* seconds from first spawn to all ranks ready, -1 if never */
-	double run_s;	   /* seconds from first spawn to the end */
+	int attempts;	      /* runs started (1 + restarts) */
+	int refused;	      /* connections refused: bad token, bad frames, duplicates */
+	uint64_t max_step;    /* highest step any rank reported (last attempt) */
+	uint64_t resume_step; /* first step of the last attempt (> 0: resumed from a checkpoint) */
+	double ready_s;	      /* seconds from first spawn to all ranks ready, -1 if never */
+	double run_s;	      /* seconds from first spawn to the end */
 
 	/* pre-flight failures, one line per failing node: "HOST (rank R): reason" */
 #define DP_CTL_PF_LINES 16

@@ -53,8 +53,15 @@ void dp_train_report_step(struct dp_train_report *tr, int rank, const struct dp_
 void dp_train_report_timeline(struct dp_train_report *tr, int rank, const char *host,
 			      const struct dp_ctl_timeline *t);
 
-/* Steps complete so far (every rank reported them), and the loss of the
- * @i-th of them (NaN if out of range). */
+/* A restart begins (what dp_train_report_events does on one): steps the
+ * failed attempt left incomplete are dropped, unreported, so that the new
+ * attempt's shares of them start afresh. */
+void dp_train_report_restart(struct dp_train_report *tr);
+
+/* 1 + the highest step complete so far (every rank reported it), and the
+ * loss of step @i (NaN if out of range or never complete).  After a restart
+ * that resumed at step k, steps k.. are reported again and the latest value
+ * of each is kept. */
 size_t dp_train_report_nsteps(const struct dp_train_report *tr);
 double dp_train_report_loss(const struct dp_train_report *tr, size_t i);
 /* Tokens of all complete steps / training wall time (first step start to

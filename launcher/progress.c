@@ -73,6 +73,7 @@ static void add_result(json_t *o, const struct dp_ctl_result *res)
 	(void)json_object_set_new(o, "ready_s", json_real(res->ready_s));
 	(void)json_object_set_new(o, "run_s", json_real(res->run_s));
 	(void)json_object_set_new(o, "max_step", json_integer((json_int_t)res->max_step));
+	(void)json_object_set_new(o, "resume_step", json_integer((json_int_t)res->resume_step));
 	(void)json_object_set_new(o, "refused", json_integer(res->refused));
 	if (res->outcome == DP_CTL_OK)
 		return;

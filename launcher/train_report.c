@@ -8,6 +8,12 @@
  * step or two apart (every step ends with PP or gradient traffic between
  * them), so a ring of RING steps is plenty; a step pushed out of the ring
  * unfinished is counted as dropped, never mixed with another.
+ *
+ * Restarts: a restarted run resumes at its last checkpoint k and reports
+ * steps k, k+1, ... again.  Losses are kept by step number, the latest value
+ * of a step winning (a resumed run recomputes it bit for bit anyway), and a
+ * restart empties the ring: shares of the failed attempt never mix with the
+ * new attempt's.
  */
 #include <errno.h>
 #include <math.h>
@@ -46,9 +52,10 @@ struct rank_tl {
 struct dp_train_report {
 	struct dp_train_report_cfg cfg;
 	struct pending ring[RING];
-	double *loss;
+	double *loss; /* [cap] by step number, NaN: not complete */
 	uint64_t tokens;
-	size_t nsteps, cap;
+	size_t nsteps, cap; /* nsteps: 1 + the highest complete step */
+	size_t ncomplete;   /* steps completed, repeats after a restart included */
 	size_t dropped;
 	double t_start, t_end; /* controller clock */
 	struct rank_tl *tl;    /* [nranks] */
@@ -110,22 +117,29 @@ static void complete(struct dp_train_report *tr, struct pending *p)
 
 	for (int r = 0; r < tr->cfg.nranks; r++)
 		loss += p->share[r];
-	if (tr->nsteps == tr->cap) {
-		size_t cap = tr->cap ? 2 * tr->cap : 256;
-		double *v = realloc(tr->loss, cap * sizeof(*v));
+	if (p->step >= tr->cap) {
+		size_t cap = tr->cap ? tr->cap : 256;
+		double *v;
 
+		while (cap <= p->step && cap < ((size_t)1 << 40))
+			cap *= 2;
+		v = p->step < cap ? realloc(tr->loss, cap * sizeof(*v)) : NULL;
 		if (!v) {
 			tr->dropped++;
 			p->used = 0;
 			return;
 		}
+		for (size_t i = tr->cap; i < cap; i++)
+			v[i] = NAN;
 		tr->loss = v;
 		tr->cap = cap;
 	}
-	tr->loss[tr->nsteps++] = loss;
+	tr->loss[p->step] = loss;
+	if (p->step >= tr->nsteps)
+		tr->nsteps = (size_t)p->step + 1;
 	tr->tokens += p->tokens;
 	tr->t_end = now_s();
-	if (tr->nsteps == 1)
+	if (++tr->ncomplete == 1)
 		tr->t_start = tr->t_end - p->seconds;
 	p->used = 0;
 	if (tr->cfg.on_step)
@@ -162,6 +176,12 @@ void dp_train_report_step(struct dp_train_report *tr, int rank, const struct dp_
 		p->seconds = s->seconds;
 	if (++p->count == tr->cfg.nranks)
 		complete(tr, p);
+}
+
+void dp_train_report_restart(struct dp_train_report *tr)
+{
+	for (int i = 0; i < RING; i++)
+		tr->ring[i].used = 0;
 }
 
 void dp_train_report_timeline(struct dp_train_report *tr, int rank, const char *host,
@@ -206,9 +226,16 @@ static void ev_timeline(void *arg, int rank, const char *host, const struct dp_c
 	dp_train_report_timeline(arg, rank, host, t);
 }
 
+static void ev_restart(void *arg, int attempt)
+{
+	(void)attempt;
+	dp_train_report_restart(arg);
+}
+
 const struct dp_ctl_train_events dp_train_report_events = {
 	.step = ev_step,
 	.timeline = ev_timeline,
+	.restart = ev_restart,
 };
 
 size_t dp_train_report_nsteps(const struct dp_train_report *tr)
@@ -416,6 +443,10 @@ int dp_train_report_summary(const struct dp_train_report *tr, struct dp_buf *out
 	struct dp_err be = { 0 };
 	int rc;
 
+	size_t first = 0;
+
+	while (first < tr->nsteps && isnan(tr->loss[first]))
+		first++;
 	if (!tr->nsteps)
 		rc = dp_buf_addf(out, "training: no step completed\n");
 	else
@@ -427,7 +458,7 @@ int dp_train_report_summary(const struct dp_train_report *tr, struct dp_buf *out
 			tr->cfg.nranks > tr->cfg.pp ? " ep " : "",
 			tr->cfg.nranks > tr->cfg.pp && tr->cfg.pp > 0 ? tr->cfg.nranks / tr->cfg.pp
 								      : 0,
-			tr->cfg.micro, tr->nsteps, dp_train_report_wall_s(tr), tr->loss[0],
+			tr->cfg.micro, tr->nsteps, dp_train_report_wall_s(tr), tr->loss[first],
 			tr->loss[tr->nsteps - 1], dp_train_report_tokens_per_s(tr));
 	if (!rc && tr->dropped)
 		rc = dp_buf_addf(out, "training: %zu steps not reported by every rank\n",

@@ -28,10 +28,18 @@
  * TIMELINE frames before done.  The controller asking to stop ends the loop
  * between steps; a peer dying ends it inside a step (-ECONNRESET/-EPIPE),
  * so a failed rank never leaves the others hanging on a socket.
+ *
+ * Checkpoints (DP_CKPT_DIR, DP_CKPT_EVERY): saved after a step's update and
+ * before its STEP frame.  DP_CKPT_RESUME=1, which the controller sets on a
+ * restart only, resumes from the newest complete one; a fresh start retires
+ * the complete ones an earlier run left, so a restart never resumes from a
+ * step this run did not write.  docs/executor.md, "Under the controller".
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -46,8 +54,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/dp_log.h"
 #include "common/dp_util.h"
 #include "launcher/ctl_proto.h"
+#include "worker/dp_ckpt.h"
 #include "worker/dp_exec.h"
 #include "worker/dp_worker.h"
 #include "common/dp_banned.h"
@@ -467,20 +477,128 @@ static uint64_t embedded_tokens(struct dp_exec *ex, const struct dp_model_cfg *m
 	return n;
 }
 
+/* ---- checkpoints and the test fault ------------------------------------------- */
+
+/* A fresh start (not resuming) owns the checkpoint directory: rank 0 retires
+ * every complete checkpoint of this configuration left there by an earlier
+ * run (manifest.json -> manifest.json.old), so that a restart of this run
+ * can never resume from a step this run did not write.  Rank files stay. */
+static void ckpt_retire_stale(const char *dir, const struct dp_exec_cfg *xc)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		char sdir[4096], from[4200], to[4200];
+		long step;
+
+		if (strncmp(de->d_name, "step-", 5) != 0 ||
+		    dp_parse_long(de->d_name + 5, 0, LONG_MAX, &step, "step", NULL) != 0 ||
+		    dp_ckpt_check(dir, step, xc, NULL) != 0 ||
+		    dp_ckpt_step_path(dir, step, sdir, sizeof(sdir), NULL) != 0)
+			continue;
+		(void)snprintf(from, sizeof(from), "%s/manifest.json", sdir);
+		(void)snprintf(to, sizeof(to), "%s/manifest.json.old", sdir);
+		if (rename(from, to) == 0)
+			dp_log(DP_LOG_INFO, "ckpt", "fresh start: retired %s of an earlier run",
+			       sdir);
+	}
+	(void)closedir(d);
+}
+
+/* Flip one byte in the middle of this rank's file of checkpoint @step. */
+static void test_corrupt(const char *dir, long step, int rank)
+{
+	char sdir[4096], path[4200];
+	unsigned char b;
+	off_t mid;
+	int fd;
+
+	if (dp_ckpt_step_path(dir, step, sdir, sizeof(sdir), NULL) != 0)
+		return;
+	(void)snprintf(path, sizeof(path), "%s/rank-%04d.bin", sdir, rank);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	mid = lseek(fd, 0, SEEK_END) / 2;
+	if (pread(fd, &b, 1, mid) == 1) {
+		b ^= 0x5a;
+		(void)!pwrite(fd, &b, 1, mid);
+	}
+	(void)close(fd);
+}
+
+/* DP_TEST_FAIL_AT_STEP=K:RANK[:always|:corrupt] (tests only): global rank
+ * RANK fails (exit 70) before step K of the first attempt (DP_CKPT_RESUME
+ * unset), or of every attempt with ":always"; after the checkpoint of step K
+ * is complete when one is due, so that the resume point is certain.  With
+ * ":corrupt" it first damages its file of that checkpoint, so a restart
+ * must fall back to the one before.  1: fail now. */
+static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg *xc, uint32_t rank,
+			 long k, long total)
+{
+	const char *s = getenv("DP_TEST_FAIL_AT_STEP");
+	char buf[64], *colon, *always;
+	long at, who;
+
+	if (!s || !*s || snprintf(buf, sizeof(buf), "%s", s) >= (int)sizeof(buf) ||
+	    !(colon = strchr(buf, ':')))
+		return 0;
+	*colon = '\0';
+	always = strchr(colon + 1, ':');
+	if (always)
+		*always++ = '\0';
+	if ((ck->resume && !(always && strcmp(always, "always") == 0)) ||
+	    dp_parse_long(buf, 0, LONG_MAX, &at, "step", NULL) ||
+	    dp_parse_long(colon + 1, 0, LONG_MAX, &who, "rank", NULL) || at != k ||
+	    (uint32_t)who != rank)
+		return 0;
+	if (ck->dir && *ck->dir && k > 0 && ((ck->every > 0 && k % ck->every == 0) || k == total)) {
+		double until = now_s() + 20.0;
+
+		while (dp_ckpt_check(ck->dir, k, xc, NULL) != 0 && now_s() < until)
+			(void)usleep(10000);
+		if (always && strcmp(always, "corrupt") == 0)
+			test_corrupt(ck->dir, k, xc->rank);
+	}
+	return 1;
+}
+
 static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_link **links,
 		 FILE *out, struct dp_err *err)
 {
 	struct dp_exec *ex = NULL;
 	struct dp_exec_cfg cfg = l->cfg;
+	struct dp_ckpt_cfg ck = { .every = -1 };
 	uint64_t tokens, step_tokens;
-	int rc = dp_exec_new(&cfg, links, &ex, err);
-	long k;
+	int rc = dp_ckpt_cfg_env(&ck, err);
+	long k, start = 0;
 
 	if (rc)
 		return rc;
+	rc = dp_exec_new(&cfg, links, &ex, err);
+	if (rc)
+		return rc;
+	/* every rank scans the same directory and so picks the same step */
+	if (ck.resume)
+		rc = dp_ckpt_resume(&ck, &cfg, ex, &start, err);
+	else if (ck.dir && *ck.dir && cfg.rank == 0)
+		ckpt_retire_stale(ck.dir, &cfg);
+	if (rc) {
+		dp_exec_free(ex);
+		return rc;
+	}
+	if (ck.resume) {
+		/* the heartbeat says where we are before the first step ends */
+		dp_ctl_client_progress(cc, (uint64_t)start, NAN, NAN, peak_rss());
+		(void)fprintf(out, "rank %d: resuming at step %ld\n", cfg.rank, start);
+		(void)fflush(out);
+	}
 	tokens = embedded_tokens(ex, &cfg.model);
 	step_tokens = (uint64_t)cfg.micro * (uint64_t)dp_model_cfg_tokens(&cfg.model);
-	for (k = 0; k < l->steps; k++) {
+	for (k = start; k < l->steps; k++) {
 		struct dp_ctl_step s = { .step = (uint64_t)k, .tokens = tokens };
 		double t0 = now_s(), loss = 0;
 
@@ -489,10 +607,19 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 					"train: stopped by the controller at step %ld", k);
 			break;
 		}
+		if (test_fail_now(&ck, &cfg, global_rank(l, cfg.rank), k, l->steps)) {
+			rc = dp_err_set(err, EIO,
+					"train: DP_TEST_FAIL_AT_STEP: failing at step %ld", k);
+			break;
+		}
 		rc = dp_exec_step(ex, k, &loss, err);
 		if (rc)
 			break;
 		dp_exec_optimizer_step(ex);
+		/* the checkpoint before the STEP frame: a step reported is saved */
+		rc = dp_ckpt_maybe_save(&ck, &cfg, ex, k + 1, l->steps, err);
+		if (rc < 0)
+			break;
 		s.loss_share = loss;
 		s.seconds = now_s() - t0;
 		s.peak_live = (uint32_t)dp_exec_peak_live(ex);
@@ -504,7 +631,7 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 		if (rc)
 			break;
 	}
-	if (!rc && k > 0)
+	if (!rc && k > start)
 		rc = send_timeline(cc, ex, k - 1, err);
 	if (!rc) {
 		(void)fprintf(out, "rank %d: %ld steps done, peak %d activations, %.1f MiB\n",

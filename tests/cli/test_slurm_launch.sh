@@ -52,7 +52,7 @@ cat >"$st/ok.sh" <<EOJ
 EOJ
 jid=$(sbatch --parsable -N2 --ntasks-per-node=2 -o "$st/ok.out" "$st/ok.sh")
 is "a launch inside the allocation succeeds" "$(wait_job "$jid")" "COMPLETED 0:0"
-ok "every rank ran its 5 steps" test "$(grep -c 'step 5/5' "$st/ok.out")" -eq 4
+ok "every rank ran its 5 steps" test "$(grep -c '] step 5/5' "$st/ok.out")" -eq 4
 ok "ranks ran on both nodes" bash -c "grep -q '^\[dpn1:[01]\] step' '$st/ok.out' && grep -q '^\[dpn2:[23]\] step' '$st/ok.out'"
 ok "the controller reports success" grep -q '4 ranks done' "$st/ok.out"
 is "quotes, \$() and backquotes reach the worker verbatim" \
@@ -79,7 +79,7 @@ is "no dpworker is left on the nodes" "$(sed -n 's/^left=//p' "$st/fail.out"):$(
 out=$(cd "$st" && env -u SLURM_JOB_ID "$DPCTL" -q launch --submit --time 00:05:00 --fake-steps 3 \
 	--heartbeat-s 0.2 "$RECIPE")
 ok "--submit prints the job id" grep -qx '[0-9][0-9]*' <<<"$out"
-is "the submitted job runs to completion" "$(wait_job "$out"):$(grep -c 'step 3/3' "$st/slurm-$out.out" 2>/dev/null)" "COMPLETED 0:0:4"
+is "the submitted job runs to completion" "$(wait_job "$out"):$(grep -c '] step 3/3' "$st/slurm-$out.out" 2>/dev/null)" "COMPLETED 0:0:4"
 
 # 4. the health check wrapper with the real scontrol
 hc() { DPCTL=$DPCTL DP_SYSFS_ROOT=$PWD/tests/fixtures/sysfs/$1 DP_HC_NODE=dpn2 contrib/slurm/dpctl-healthcheck 2>/dev/null; }

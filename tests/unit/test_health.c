@@ -509,6 +509,12 @@ static void run_dir_keeps_rank_logs_and_events(void **state)
 	assert_int_equal(ndone, 1);
 	free(ev);
 	(void)unlink(path);
+	/* beside it the controller's record for dpctl report */
+	(void)snprintf(path, sizeof(path), "%s/run.jsonl", dir);
+	assert_int_equal(access(path, R_OK), 0);
+	(void)unlink(path);
+	(void)snprintf(path, sizeof(path), "%s/metrics.prom", dir);
+	(void)unlink(path);
 	(void)snprintf(path, sizeof(path), "%s/logs", dir);
 	assert_int_equal(rmdir(path), 0);
 	assert_int_equal(rmdir(dir), 0);

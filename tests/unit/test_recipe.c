@@ -114,6 +114,7 @@ static void local_demo_loads(void **state)
 	assert_true(r->train.lr > 0.00099 && r->train.lr < 0.00101);
 	assert_string_equal(r->train.checkpoint_dir, "/tmp/dpctl-demo/ckpt");
 	assert_int_equal(r->train.checkpoint_every, 25);
+	assert_int_equal(r->health.max_restarts, 1); /* restarts resume from a checkpoint */
 	assert_int_equal(r->health.preflight, DP_RECIPE_PREFLIGHT_PORTS);
 	/* max_nodes_per_token defaults to min(groups, nodes) = 1 */
 	assert_int_equal(r->model.max_nodes_per_token, 1);

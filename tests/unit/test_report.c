@@ -113,12 +113,53 @@ static void bad_arguments(void **state)
 	dp_test_run_free(&r);
 }
 
+/* A training run: run.jsonl's per-rank "step" events carry loss shares
+ * (here 0 on rank 0, the whole loss on rank 1), events.jsonl's "progress"
+ * events the step loss; the curve uses the latter. */
+static void training_loss_from_progress_events(void **state)
+{
+	char dir[] = "/tmp/dp-report-XXXXXX", path[512];
+	struct dp_test_run r;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	(void)snprintf(path, sizeof(path), "%s/run.jsonl", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	(void)fputs("{\"t\":0,\"event\":\"start\",\"attempt\":0,\"ranks\":2}\n"
+		    "{\"t\":1,\"event\":\"step\",\"attempt\":0,\"rank\":0,\"step\":1,"
+		    "\"loss\":0}\n"
+		    "{\"t\":1,\"event\":\"step\",\"attempt\":0,\"rank\":1,\"step\":1,"
+		    "\"loss\":3.5}\n",
+		    f);
+	assert_int_equal(fclose(f), 0);
+	(void)snprintf(path, sizeof(path), "%s/events.jsonl", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	(void)fputs("{\"event\":\"start\",\"t\":0,\"attempt\":1,\"ranks\":2}\n"
+		    "{\"event\":\"progress\",\"t\":1,\"attempt\":1,\"step\":1,\"loss\":3.5}\n"
+		    "{\"event\":\"progress\",\"t\":2,\"attempt\":1,\"step\":2,\"loss\":2.25}\n",
+		    f);
+	assert_int_equal(fclose(f), 0);
+	r = dp_test_dpctl("report", "-o", "-", dir);
+	assert_int_equal(r.rc, 0);
+	if (!strstr(r.out, "2 steps; last loss 2.25 "))
+		fail_msg("%s", r.out);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	(void)snprintf(path, sizeof(path), "%s/run.jsonl", dir);
+	(void)unlink(path);
+	assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(full_run_dir),
 		cmocka_unit_test(empty_and_partial_run_dirs),
 		cmocka_unit_test(bad_arguments),
+		cmocka_unit_test(training_loss_from_progress_events),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "common/dp_buf.h"
 #include "common/dp_log.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/ctl_proto.h"
@@ -577,6 +578,223 @@ static void report_bubble_and_trace(void **state)
 	free(dir);
 }
 
+/* ---- restarts from checkpoints ------------------------------------------------- */
+
+/* A pp 2 run of 6 steps with a checkpoint every 2 steps into @ckdir and up to
+ * @restarts restarts, run directory @dir; @fail is DP_TEST_FAIL_AT_STEP
+ * (NULL: none).  Returns the `dpctl --json launch` run. */
+static struct dp_test_run ckpt_run(const char *ckdir, const char *dir, int restarts,
+				   const char *fail)
+{
+	char text[1024], failenv[96] = "", *path;
+	struct dp_test_run r;
+
+	if (fail)
+		(void)snprintf(failenv, sizeof(failenv), "env: {DP_TEST_FAIL_AT_STEP: \"%s\"}\n",
+			       fail);
+	(void)snprintf(text, sizeof(text),
+		       "cluster: {hosts: localhost, launcher: local, gpus: 2}\n"
+		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
+		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
+		       "parallel: {pp: 2, schedule: dualpipe, micro_batches: 4}\n"
+		       "train: {steps: 6, batch: 16, lr: 0.003, seed: 3, "
+		       "checkpoint: {dir: '%s', every: 2}}\n"
+		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
+		       "max_restarts: %d}\n%s",
+		       ckdir, restarts, failenv);
+	path = dp_test_write_tmp(".yaml", text);
+	r = DPCTL("--json", "launch", "--run-dir", dir, "--grace-s", "2", path);
+	(void)unlink(path);
+	free(path);
+	return r;
+}
+
+/* The "done" event's result object of a --json event stream. */
+static json_t *done_event(const char *out)
+{
+	const char *p = strstr(out, "{\"event\":\"done\"");
+	json_t *o = p ? json_loads(p, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+
+	if (!o)
+		fail_msg("no done event in:\n%s", out);
+	return o;
+}
+
+static json_int_t result_int(json_t *done, const char *key)
+{
+	json_t *v = json_object_get(done, key);
+
+	if (!v)
+		v = json_object_get(json_object_get(done, "result"), key);
+	if (!json_is_integer(v))
+		fail_msg("no integer '%s' in the done event", key);
+	return json_integer_value(v);
+}
+
+/* Rank 1 fails before step 4 of the first attempt: the run restarts once,
+ * resumes from the step-4 checkpoint, and its per-step losses equal those
+ * of an uninterrupted run bit for bit.  Both runs use one checkpoint
+ * directory: the complete step-6 checkpoint the first run leaves there must
+ * not be what the second run's restart resumes from. */
+static void restart_resumes_from_checkpoint(void **state)
+{
+	char *ck = tmpdir(), *run = tmpdir(), log[600], *text;
+	struct dp_test_run a, b;
+	json_t *la, *lb, *ta, *tb, *done;
+
+	(void)state;
+	worker_or_skip();
+	a = ckpt_run(ck, run, 1, NULL);
+	if (a.rc != 0)
+		fail_msg("uninterrupted: rc %d\n%s\n%s", a.rc, a.err, a.out);
+	b = ckpt_run(ck, run, 1, "4:1");
+	if (b.rc != 0)
+		fail_msg("restarted: rc %d\n%s\n%s", b.rc, b.err, b.out);
+	done = done_event(b.out);
+	assert_int_equal(result_int(done, "attempts"), 2);
+	assert_int_equal(result_int(done, "resume_step"), 4);
+	if (!strstr(b.out, "\"event\":\"restart\""))
+		fail_msg("no restart event:\n%s", b.out);
+	(void)snprintf(log, sizeof(log), "%s/logs/rank-0001.log", run);
+	text = dp_test_slurp(log);
+	if (!text || !strstr(text, "rank 1: resuming at step 4"))
+		fail_msg("rank 1 did not resume at step 4:\n%s", text ? text : "(no log)");
+	free(text);
+	ta = train_event(a.out);
+	tb = train_event(b.out);
+	la = json_object_get(ta, "losses");
+	lb = json_object_get(tb, "losses");
+	assert_int_equal(json_array_size(la), 6);
+	assert_int_equal(json_array_size(lb), 6);
+	for (size_t k = 0; k < 6; k++) {
+		double x = json_real_value(json_array_get(la, k)),
+		       y = json_real_value(json_array_get(lb, k));
+
+		if (!(x == y) || !isfinite(x))
+			fail_msg("step %zu: uninterrupted %.9g, restarted %.9g", k, x, y);
+	}
+	json_decref(done);
+	json_decref(ta);
+	json_decref(tb);
+	dp_test_run_free(&a);
+	dp_test_run_free(&b);
+	rm_rf(ck);
+	rm_rf(run);
+	free(ck);
+	free(run);
+}
+
+/* As above, but rank 1 also damages its file of the step-4 checkpoint before
+ * failing: the restart detects it, falls back to step 2, runs steps 2 and 3
+ * a second time, and the losses (the latest per step) still equal an
+ * uninterrupted run's. */
+static void restart_skips_corrupt_checkpoint(void **state)
+{
+	char *ck = tmpdir(), *run = tmpdir();
+	struct dp_test_run a, b;
+	json_t *la, *lb, *ta, *tb, *done;
+
+	(void)state;
+	worker_or_skip();
+	a = ckpt_run(ck, run, 1, NULL);
+	if (a.rc != 0)
+		fail_msg("uninterrupted: rc %d\n%s\n%s", a.rc, a.err, a.out);
+	b = ckpt_run(ck, run, 1, "4:1:corrupt");
+	if (b.rc != 0)
+		fail_msg("restarted: rc %d\n%s\n%s", b.rc, b.err, b.out);
+	done = done_event(b.out);
+	assert_int_equal(result_int(done, "attempts"), 2);
+	assert_int_equal(result_int(done, "resume_step"), 2);
+	ta = train_event(a.out);
+	tb = train_event(b.out);
+	la = json_object_get(ta, "losses");
+	lb = json_object_get(tb, "losses");
+	assert_int_equal(json_array_size(lb), 6);
+	for (size_t k = 0; k < 6; k++) {
+		double x = json_real_value(json_array_get(la, k)),
+		       y = json_real_value(json_array_get(lb, k));
+
+		if (!(x == y) || !isfinite(x))
+			fail_msg("step %zu: uninterrupted %.9g, restarted %.9g", k, x, y);
+	}
+	json_decref(done);
+	json_decref(ta);
+	json_decref(tb);
+	dp_test_run_free(&a);
+	dp_test_run_free(&b);
+	rm_rf(ck);
+	rm_rf(run);
+	free(ck);
+	free(run);
+}
+
+/* A rank that fails at step 4 on every attempt: the first restart resumes at
+ * step 4 and fails before a new checkpoint, so the controller stops there
+ * (2 attempts of the 3 allowed), saying why. */
+static void restart_without_progress_stops(void **state)
+{
+	char *ck = tmpdir(), *run = tmpdir();
+	struct dp_test_run r;
+	json_t *done;
+
+	(void)state;
+	worker_or_skip();
+	r = ckpt_run(ck, run, 3, "4:1:always");
+	assert_int_equal(r.rc, 70);
+	done = done_event(r.out);
+	assert_int_equal(result_int(done, "attempts"), 2);
+	if (!strstr(r.err, "not restarting: attempt 2 resumed at step 4") &&
+	    !strstr(r.out, "not restarting: attempt 2 resumed at step 4"))
+		fail_msg("no no-progress cause:\n%s\n%s", r.out, r.err);
+	json_decref(done);
+	dp_test_run_free(&r);
+	rm_rf(ck);
+	rm_rf(run);
+	free(ck);
+	free(run);
+}
+
+/* The report keeps losses by step: a restart that resumes at step 1 and
+ * reports it again replaces it, and a failed attempt's half-reported step
+ * does not mix with the new attempt's shares. */
+static void report_keeps_latest_loss_per_step(void **state)
+{
+	struct dp_train_report_cfg cfg = {
+		.nranks = 2, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2
+	};
+	struct dp_train_report *tr = NULL;
+	struct dp_ctl_step s = { .seconds = 0.1 };
+	struct dp_buf b;
+
+	(void)state;
+	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
+	for (int k = 0; k < 2; k++)
+		for (int r = 0; r < 2; r++) {
+			s.step = (uint64_t)k, s.loss_share = 1.0 + k;
+			dp_train_report_step(tr, r, &s);
+		}
+	s.step = 2, s.loss_share = 100; /* rank 0 only: the attempt fails */
+	dp_train_report_step(tr, 0, &s);
+	dp_train_report_events.restart(tr, 2);
+	for (int k = 1; k < 4; k++)
+		for (int r = 0; r < 2; r++) {
+			s.step = (uint64_t)k, s.loss_share = 0.25 * k;
+			dp_train_report_step(tr, r, &s);
+		}
+	assert_int_equal(dp_train_report_nsteps(tr), 4);
+	assert_true(dp_train_report_loss(tr, 0) == 2.0);
+	assert_true(dp_train_report_loss(tr, 1) == 0.5);
+	assert_true(dp_train_report_loss(tr, 2) == 1.0);
+	assert_true(dp_train_report_loss(tr, 3) == 1.5);
+	dp_buf_init(&b, 1 << 16);
+	assert_int_equal(dp_train_report_summary(tr, &b, NULL), 0);
+	if (!strstr(dp_buf_str(&b), "4 steps in ") ||
+	    !strstr(dp_buf_str(&b), "loss 2.0000 -> 1.5000"))
+		fail_msg("%s", dp_buf_str(&b));
+	dp_buf_release(&b);
+	dp_train_report_free(tr);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -591,6 +809,10 @@ int main(void)
 		cmocka_unit_test(human_output_has_summary),
 		cmocka_unit_test(killed_rank_tears_everything_down),
 		cmocka_unit_test(peer_without_endpoint_fails_rendezvous),
+		cmocka_unit_test(report_keeps_latest_loss_per_step),
+		cmocka_unit_test(restart_resumes_from_checkpoint),
+		cmocka_unit_test(restart_skips_corrupt_checkpoint),
+		cmocka_unit_test(restart_without_progress_stops),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
