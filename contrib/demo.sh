@@ -22,5 +22,8 @@ echo "== dpctl schedule --algo dualpipe --pp 4 --micro 8 (the local recipe's sch
 echo "== dpctl simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5"
 "$B/dpctl" simulate --algo dualpipe --pp 4 --micro 8 --F 1 --B 2 --W 1 --FB 2.5
 echo "== dpctl launch $R: the small MoE model, DualPipe pp 4 x EP 2 (8 processes), 8 micro-batches"
+rm -rf "$RUN" # a fresh run directory each time (logs and events are appended)
 DPWORKER="$B/dpworker" "$B/dpctl" launch --run-dir "$RUN" "$R"
+echo "== dpctl report $RUN: one HTML page (timeline, loss curve, bubble, events)"
+"$B/dpctl" report "$RUN"
 echo "== open $RUN/trace.json in chrome://tracing or https://ui.perfetto.dev"

@@ -133,6 +133,7 @@ struct report {
 	int ranks, attempts, exit_code;
 	double run_s;
 	long long max_step;
+	int loss_exact; /* the loss points are step losses (events.jsonl) */
 	char backend[32];
 	json_t *health; /* array of the non-step events */
 	struct point *loss;
@@ -341,6 +342,9 @@ static void load_step_losses(struct report *r, const char *dir)
 		free(r->loss);
 		r->loss = v;
 		r->nloss = n;
+		r->loss_exact = 1;
+		if ((long long)v[n - 1].step + 1 > r->max_step)
+			r->max_step = (long long)v[n - 1].step + 1;
 	} else {
 		free(v);
 	}
@@ -580,8 +584,8 @@ static void loss_curve(FILE *f, struct report *r)
 		      "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">step %.0f</text>\n</svg>\n",
 		      l - 4, ymax, l - 4, 10 + h, ymin, l, CHART_H - 6, xmin, l + w, CHART_H - 6,
 		      xmax);
-	(void)fprintf(f, "<p>%zu steps; last loss %.6g (mean over the ranks reporting it)</p>\n", n,
-		      avg[n - 1].loss);
+	(void)fprintf(f, "<p>%zu steps; last loss %.6g (%s)</p>\n", n, avg[n - 1].loss,
+		      r->loss_exact ? "the step loss" : "mean over the ranks reporting it");
 	free(avg);
 	(void)fputs("</section>\n", f);
 }
