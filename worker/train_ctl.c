@@ -691,8 +691,8 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		      "rank %u: pid %ld, %s pp %d/%d ep %ld/%ld micro %d, %ld steps, PP links on "
 		      "%s:%d\n",
 		      ccfg->rank, (long)getpid(), dp_sched_algo_name(l.cfg.algo),
-		      l.cfg.rank / (int)l.ep, l.cfg.pp, l.ep_rank, l.ep, l.cfg.micro, l.steps, addr,
-		      port);
+		      l.cfg.rank / (int)(l.ep > 0 ? l.ep : 1), l.cfg.pp, l.ep_rank, l.ep,
+		      l.cfg.micro, l.steps, addr, port);
 	(void)fflush(out);
 	rc = build_mesh(&l, cc, lfd, ccfg->token, links, &e);
 	(void)close(lfd);
