@@ -431,6 +431,20 @@ static int refuse_key(struct dp_cli *cli, const struct dp_recipe *r, const char 
 	return dp_cli_error(cli, EX_UNAVAILABLE, "%s: key '%s': %s", where, key, why);
 }
 
+static enum dp_sched_algo recipe_algo(const struct dp_recipe *r)
+{
+	switch (r->parallel.schedule) {
+	case DP_RECIPE_SCHED_DUALPIPEV:
+		return DP_SCHED_DUALPIPEV;
+	case DP_RECIPE_SCHED_1F1B:
+		return DP_SCHED_1F1B;
+	case DP_RECIPE_SCHED_ZB1P:
+		return DP_SCHED_ZB1P;
+	default:
+		return DP_SCHED_DUALPIPE;
+	}
+}
+
 /* What the CPU pipeline executor can train (worker/train_ctl.c): pp x ep, dp 1,
  * its model's shape, a schedule the algorithm accepts.  EX_OK or the code. */
 static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
@@ -472,10 +486,7 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 		return refuse_key(cli, r, "model.dense_layers",
 				  "%d: the CPU model has MoE layers only (0)",
 				  r->model.dense_layers);
-	sc.algo = r->parallel.schedule == DP_RECIPE_SCHED_DUALPIPE    ? DP_SCHED_DUALPIPE
-		  : r->parallel.schedule == DP_RECIPE_SCHED_DUALPIPEV ? DP_SCHED_DUALPIPEV
-		  : r->parallel.schedule == DP_RECIPE_SCHED_1F1B      ? DP_SCHED_1F1B
-								      : DP_SCHED_ZB1P;
+	sc.algo = recipe_algo(r);
 	if (dp_sched_check(&sc, &e))
 		return refuse_key(cli, r, "parallel.micro_batches", "%s", e.msg);
 	nstages = sc.algo == DP_SCHED_DUALPIPEV ? 2 * r->parallel.pp : r->parallel.pp;
@@ -484,20 +495,6 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 				  "%d layers cannot fill %d pipeline stages (need %d or more)",
 				  r->model.layers, nstages, nstages - 1);
 	return EX_OK;
-}
-
-static enum dp_sched_algo recipe_algo(const struct dp_recipe *r)
-{
-	switch (r->parallel.schedule) {
-	case DP_RECIPE_SCHED_DUALPIPEV:
-		return DP_SCHED_DUALPIPEV;
-	case DP_RECIPE_SCHED_1F1B:
-		return DP_SCHED_1F1B;
-	case DP_RECIPE_SCHED_ZB1P:
-		return DP_SCHED_ZB1P;
-	default:
-		return DP_SCHED_DUALPIPE;
-	}
 }
 
 /* ---- a training run ------------------------------------------------------------ */
