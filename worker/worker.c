@@ -191,6 +191,23 @@ static int preflight_setup(struct dp_ctl_client_cfg *cc, struct dp_ctl_preflight
 	return 0;
 }
 
+/* What both kinds of run do before joining: the stack-dump handler, and
+ * @cc filled from @o (@topo, @token and @pf must outlive it).  0 or an
+ * exit code. */
+static int client_setup(const struct wopts *o, const uint8_t *token, char *topo, size_t topolen,
+			struct dp_ctl_client_cfg *cc, struct dp_ctl_preflight *pf, FILE *err)
+{
+	install_dump_handler();
+	(void)snprintf(topo, topolen, "cpus=%ld", sysconf(_SC_NPROCESSORS_ONLN));
+	cc->controller = o->controller;
+	cc->rank = (uint32_t)o->rank;
+	cc->token = token;
+	cc->topo = topo;
+	cc->heartbeat_s = o->heartbeat_s;
+	cc->on_dump_stacks = on_dump_stacks;
+	return preflight_setup(cc, pf, err);
+}
+
 /* A recipe run: train this rank under the controller. */
 static int train_run(const struct wopts *o, FILE *out, FILE *err)
 {
@@ -202,15 +219,7 @@ static int train_run(const struct wopts *o, FILE *out, FILE *err)
 
 	if (rc)
 		return rc;
-	install_dump_handler();
-	(void)snprintf(topo, sizeof(topo), "cpus=%ld", sysconf(_SC_NPROCESSORS_ONLN));
-	cc.controller = o->controller;
-	cc.rank = (uint32_t)o->rank;
-	cc.token = token;
-	cc.topo = topo;
-	cc.heartbeat_s = o->heartbeat_s;
-	cc.on_dump_stacks = on_dump_stacks;
-	rc = preflight_setup(&cc, &pf, err);
+	rc = client_setup(o, token, topo, sizeof(topo), &cc, &pf, err);
 	if (rc)
 		return rc;
 	return dp_worker_train_ctl(&cc, out, err);
@@ -235,15 +244,7 @@ static int fake_run(const struct wopts *o, FILE *out, FILE *err)
 		for (;;)
 			sleep_ms(1000); /* until the controller kills us */
 	}
-	install_dump_handler();
-	(void)snprintf(topo, sizeof(topo), "cpus=%ld", sysconf(_SC_NPROCESSORS_ONLN));
-	cc.controller = o->controller;
-	cc.rank = (uint32_t)o->rank;
-	cc.token = token;
-	cc.topo = topo;
-	cc.heartbeat_s = o->heartbeat_s;
-	cc.on_dump_stacks = on_dump_stacks;
-	status = preflight_setup(&cc, &pf, err);
+	status = client_setup(o, token, topo, sizeof(topo), &cc, &pf, err);
 	if (status)
 		return status;
 	if (dp_ctl_client_open(&cc, &c, &e) != 0 || dp_ctl_client_ready(c, &e) != 0 ||
