@@ -286,70 +286,56 @@ static void human_output_has_summary(void **state)
 	free(dir);
 }
 
+/* `dpctl launch` of a recipe with @text is refused before anything starts
+ * (exit 69), its error containing @want (FILE:LINE and the key). */
+static void expect_refused(const char *text, const char *want)
+{
+	char *path = dp_test_write_tmp(".yaml", text);
+	struct dp_test_run r = DPCTL("launch", path);
+
+	assert_int_equal(r.rc, 69);
+	if (!strstr(r.err, want))
+		fail_msg("%s", r.err);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+}
+
 static void unsupported_layout_names_the_line(void **state)
 {
-	char *path;
-	struct dp_test_run r;
-
 	(void)state;
-	path = dp_test_write_tmp(".yaml",
-				 "cluster: {hosts: localhost, gpus: 4}\n"
-				 "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
-				 "        top_k: 2}\n"
-				 "parallel:\n"
-				 "  pp: 2\n"
-				 "  dp: 2\n"
-				 "train: {steps: 3}\n");
-	r = DPCTL("launch", path);
-	assert_int_equal(r.rc, 69);
-	if (!strstr(r.err, ":6: key 'parallel.dp': dp 2"))
-		fail_msg("%s", r.err);
-	dp_test_run_free(&r);
-	(void)unlink(path);
-	free(path);
+	expect_refused("cluster: {hosts: localhost, gpus: 4}\n"
+		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
+		       "        top_k: 2}\n"
+		       "parallel:\n"
+		       "  pp: 2\n"
+		       "  dp: 2\n"
+		       "train: {steps: 3}\n",
+		       ":6: key 'parallel.dp': dp 2");
 	/* an EP group wider than the peers one rank may ask the controller for */
-	path = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 600}\n"
-					  "model: {layers: 4, hidden: 32, experts: 600, "
-					  "shared_experts: 1, top_k: 2, groups: 4}\n"
-					  "parallel:\n"
-					  "  pp: 1\n"
-					  "  ep: 600\n"
-					  "  schedule: 1f1b\n");
-	r = DPCTL("launch", path);
-	assert_int_equal(r.rc, 69);
-	if (!strstr(r.err, ":5: key 'parallel.ep': pp 1 + ep 600"))
-		fail_msg("%s", r.err);
-	dp_test_run_free(&r);
-	(void)unlink(path);
-	free(path);
+	expect_refused("cluster: {hosts: localhost, gpus: 600}\n"
+		       "model: {layers: 4, hidden: 32, experts: 600, "
+		       "shared_experts: 1, top_k: 2, groups: 4}\n"
+		       "parallel:\n"
+		       "  pp: 1\n"
+		       "  ep: 600\n"
+		       "  schedule: 1f1b\n",
+		       ":5: key 'parallel.ep': pp 1 + ep 600");
 	/* a model the CPU executor does not have */
-	path = dp_test_write_tmp(".yaml",
-				 "cluster: {hosts: localhost, gpus: 2}\n"
-				 "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 2,\n"
-				 "        top_k: 2}\n"
-				 "parallel: {pp: 2}\n");
-	r = DPCTL("launch", path);
-	assert_int_equal(r.rc, 69);
-	if (!strstr(r.err, ":2: key 'model.shared_experts': 2"))
-		fail_msg("%s", r.err);
-	dp_test_run_free(&r);
-	(void)unlink(path);
-	free(path);
+	expect_refused("cluster: {hosts: localhost, gpus: 2}\n"
+		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 2,\n"
+		       "        top_k: 2}\n"
+		       "parallel: {pp: 2}\n",
+		       ":2: key 'model.shared_experts': 2");
 	/* a backend this build does not train on */
-	path = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 2}\n"
-					  "model: {layers: 4, hidden: 32, experts: 8, "
-					  "shared_experts: 1, top_k: 2}\n"
-					  "parallel: {pp: 2}\n"
-					  "train:\n"
-					  "  steps: 3\n"
-					  "  backend: cuda\n");
-	r = DPCTL("launch", path);
-	assert_int_equal(r.rc, 69);
-	if (!strstr(r.err, ":6: key 'train.backend': 'cuda'"))
-		fail_msg("%s", r.err);
-	dp_test_run_free(&r);
-	(void)unlink(path);
-	free(path);
+	expect_refused("cluster: {hosts: localhost, gpus: 2}\n"
+		       "model: {layers: 4, hidden: 32, experts: 8, "
+		       "shared_experts: 1, top_k: 2}\n"
+		       "parallel: {pp: 2}\n"
+		       "train:\n"
+		       "  steps: 3\n"
+		       "  backend: cuda\n",
+		       ":6: key 'train.backend': 'cuda'");
 }
 
 static double mono(void)
