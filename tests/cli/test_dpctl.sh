@@ -29,5 +29,6 @@ trap 'rm -rf "$dest"' EXIT
 ok "make install succeeds" make -s install O="$(dirname "$DPCTL")" DESTDIR="$dest" PREFIX=/usr
 ok "make install puts dpctl, dpworker and libdp.a under DESTDIR" \
 	test -x "$dest/usr/bin/dpctl" -a -x "$dest/usr/bin/dpworker" -a -f "$dest/usr/lib/libdp.a"
+ok "make install puts the Slurm health check in sbin" test -x "$dest/usr/sbin/dpctl-healthcheck"
 ok "the installed dpctl runs" "$dest/usr/bin/dpctl" version
 done_testing
