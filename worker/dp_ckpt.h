@@ -38,7 +38,7 @@
 #include "common/dp_err.h"
 #include "worker/dp_exec.h"
 
-#define DP_CKPT_VERSION 1 /* rank file and manifest format */
+#define DP_CKPT_VERSION 2 /* rank file and manifest format; 1 is still read (dp 1) */
 
 /* Checkpoint settings of a run (caller-embedded, nothing to release). */
 struct dp_ckpt_cfg {

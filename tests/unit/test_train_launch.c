@@ -60,8 +60,10 @@ static struct dp_test_run dpctl_run(const char *const *argv)
 }
 #define DPCTL(...) dpctl_run((const char *const[]){ __VA_ARGS__, NULL })
 
-/* A local recipe of @pp x @ep ranks; @extra is appended (more keys). */
-static char *recipe_ep(int pp, int ep, const char *algo, int micro, int steps, const char *extra)
+/* A local recipe of @dp x @pp x @ep ranks, 4 sequences per micro-batch;
+ * @extra is appended (more keys). */
+static char *recipe_dp(int dp, int pp, int ep, const char *algo, int micro, int steps,
+		       const char *extra)
 {
 	char text[1024];
 
@@ -69,17 +71,18 @@ static char *recipe_ep(int pp, int ep, const char *algo, int micro, int steps, c
 		       "cluster: {hosts: localhost, launcher: local, gpus: %d}\n"
 		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
 		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
-		       "parallel: {pp: %d, ep: %d, schedule: %s, micro_batches: %d}\n"
+		       "parallel: {pp: %d, ep: %d, dp: %d, schedule: %s, micro_batches: %d}\n"
 		       "train: {steps: %d, batch: %d, lr: 0.003, seed: 3}\n"
 		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
 		       "max_restarts: 0}\n%s",
-		       pp * ep, pp, ep, algo, micro, steps, 4 * micro, extra ? extra : "");
+		       dp * pp * ep, pp, ep, dp, algo, micro, steps, 4 * micro * dp,
+		       extra ? extra : "");
 	return dp_test_write_tmp(".yaml", text);
 }
 
 static char *recipe(int pp, const char *algo, int micro, int steps, const char *extra)
 {
-	return recipe_ep(pp, 1, algo, micro, steps, extra);
+	return recipe_dp(1, pp, 1, algo, micro, steps, extra);
 }
 
 static char *tmpdir(void)
@@ -122,17 +125,17 @@ static void dry_run_model(const char *path, char *model, size_t len)
 }
 
 /* `DP_MODEL=... dpworker --train-local ...`: the printed loss of each step. */
-static int train_local(const char *model, const char *algo, int pp, int ep, int micro, int steps,
-		       char lines[][32])
+static int train_local(const char *model, const char *algo, int dp, int pp, int ep, int micro,
+		       int steps, char lines[][32])
 {
 	char cmd[1024], line[256];
 	int n = 0;
 	FILE *p;
 
 	(void)snprintf(cmd, sizeof(cmd),
-		       "env '%s' '%s' --train-local --algo %s --pp %d --ep %d --micro %d "
+		       "env '%s' '%s' --train-local --algo %s --dp %d --pp %d --ep %d --micro %d "
 		       "--steps %d --seed 3",
-		       model, getenv("DPWORKER"), algo, pp, ep, micro, steps);
+		       model, getenv("DPWORKER"), algo, dp, pp, ep, micro, steps);
 	p = popen(cmd, "r");
 	assert_non_null(p);
 	while (fgets(line, sizeof(line), p)) {
@@ -149,20 +152,22 @@ static int train_local(const char *model, const char *algo, int pp, int ep, int 
 
 /* Train through dpctl and compare every step loss with --train-local; check
  * trace.json has ops from every rank. */
-static void trains_like_train_local_ep(const char *algo, int pp, int ep, int micro)
+static void trains_like_train_local_dp(const char *algo, int dp, int pp, int ep, int micro)
 {
 	enum { STEPS = 4 };
-	char *path = recipe_ep(pp, ep, algo, micro, STEPS, NULL), *dir = tmpdir();
+	char *path = recipe_dp(dp, pp, ep, algo, micro, STEPS, NULL), *dir = tmpdir();
 	char model[512], want[STEPS][32], trace[600];
 	struct dp_test_run r;
 	json_t *o, *losses, *t, *ev;
-	int seen[8] = { 0 };
+	int seen[8] = { 0 }, n = dp * pp * ep;
 
+	assert_true(n <= 8);
 	dry_run_model(path, model, sizeof(model));
-	assert_int_equal(train_local(model, algo, pp, ep, micro, STEPS, want), STEPS);
+	assert_int_equal(train_local(model, algo, dp, pp, ep, micro, STEPS, want), STEPS);
 	r = DPCTL("--json", "launch", "--run-dir", dir, path);
 	if (r.rc != 0)
-		fail_msg("%s pp %d ep %d: rc %d\n%s\n%s", algo, pp, ep, r.rc, r.err, r.out);
+		fail_msg("%s dp %d pp %d ep %d: rc %d\n%s\n%s", algo, dp, pp, ep, r.rc, r.err,
+			 r.out);
 	o = train_event(r.out);
 	losses = json_object_get(o, "losses");
 	assert_int_equal(json_array_size(losses), STEPS);
@@ -172,8 +177,8 @@ static void trains_like_train_local_ep(const char *algo, int pp, int ep, int mic
 		(void)snprintf(got, sizeof(got), "%.6f",
 			       json_real_value(json_array_get(losses, k)));
 		if (strcmp(got, want[k]) != 0)
-			fail_msg("%s pp %d ep %d step %zu: dpctl loss %s, --train-local %s", algo,
-				 pp, ep, k, got, want[k]);
+			fail_msg("%s dp %d pp %d ep %d step %zu: dpctl loss %s, --train-local %s",
+				 algo, dp, pp, ep, k, got, want[k]);
 	}
 	/* the loss falls */
 	assert_true(json_real_value(json_array_get(losses, STEPS - 1)) <
@@ -190,14 +195,14 @@ static void trains_like_train_local_ep(const char *algo, int pp, int ep, int mic
 
 		if (strcmp(json_string_value(json_object_get(e, "ph")), "X") != 0)
 			continue;
-		assert_true(tid >= 0 && tid < pp * ep);
+		assert_true(tid >= 0 && tid < n);
 		assert_true(json_real_value(json_object_get(e, "dur")) >= 0);
 		seen[tid]++;
 	}
-	for (int i = 0; i < pp * ep; i++)
+	for (int i = 0; i < n; i++)
 		if (seen[i] < micro) /* at least one F per micro-batch of its chunks */
-			fail_msg("%s pp %d ep %d: rank %d has %d ops in the trace", algo, pp, ep, i,
-				 seen[i]);
+			fail_msg("%s dp %d pp %d ep %d: rank %d has %d ops in the trace", algo, dp,
+				 pp, ep, i, seen[i]);
 	json_decref(t);
 	json_decref(o);
 	dp_test_run_free(&r);
@@ -205,6 +210,11 @@ static void trains_like_train_local_ep(const char *algo, int pp, int ep, int mic
 	free(path);
 	rm_rf(dir);
 	free(dir);
+}
+
+static void trains_like_train_local_ep(const char *algo, int pp, int ep, int micro)
+{
+	trains_like_train_local_dp(algo, 1, pp, ep, micro);
 }
 
 static void trains_like_train_local(const char *algo, int pp, int micro)
@@ -248,6 +258,31 @@ static void onef1b_pp2_ep2_matches_train_local(void **state)
 	(void)state;
 	worker_or_skip();
 	trains_like_train_local_ep("1f1b", 2, 2, 4);
+}
+
+/* Data parallelism through the controller: two replicas of a pp 2
+ * pipeline; the controller's step loss (the shares of all 4 ranks) and
+ * --train-local --dp 2 agree to the printed digit. */
+static void dualpipe_dp2_pp2_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local_dp("dualpipe", 2, 2, 1, 4);
+}
+
+static void onef1b_dp2_pp2_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local_dp("1f1b", 2, 2, 1, 4);
+}
+
+/* dp 2 x pp 2 x ep 2: eight ranks, EP groups inside each replica. */
+static void dualpipe_dp2_pp2_ep2_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local_dp("dualpipe", 2, 2, 2, 4);
 }
 
 static void human_output_has_summary(void **state)
@@ -304,14 +339,16 @@ static void expect_refused(const char *text, const char *want)
 static void unsupported_layout_names_the_line(void **state)
 {
 	(void)state;
-	expect_refused("cluster: {hosts: localhost, gpus: 4}\n"
+	/* more replicas than the peers one rank may ask the controller for */
+	expect_refused("cluster: {hosts: localhost, gpus: 600}\n"
 		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
 		       "        top_k: 2}\n"
 		       "parallel:\n"
-		       "  pp: 2\n"
-		       "  dp: 2\n"
+		       "  pp: 1\n"
+		       "  dp: 600\n"
+		       "  schedule: 1f1b\n"
 		       "train: {steps: 3}\n",
-		       ":6: key 'parallel.dp': dp 2");
+		       ":6: key 'parallel.dp': pp 1 + ep 1 + dp 600");
 	/* an EP group wider than the peers one rank may ask the controller for */
 	expect_refused("cluster: {hosts: localhost, gpus: 600}\n"
 		       "model: {layers: 4, hidden: 32, experts: 600, "
@@ -792,6 +829,9 @@ int main(void)
 		cmocka_unit_test(zb1p_pp4_matches_train_local),
 		cmocka_unit_test(dualpipe_pp2_ep2_matches_train_local),
 		cmocka_unit_test(onef1b_pp2_ep2_matches_train_local),
+		cmocka_unit_test(dualpipe_dp2_pp2_matches_train_local),
+		cmocka_unit_test(onef1b_dp2_pp2_matches_train_local),
+		cmocka_unit_test(dualpipe_dp2_pp2_ep2_matches_train_local),
 		cmocka_unit_test(human_output_has_summary),
 		cmocka_unit_test(killed_rank_tears_everything_down),
 		cmocka_unit_test(peer_without_endpoint_fails_rendezvous),
