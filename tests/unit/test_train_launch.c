@@ -601,6 +601,66 @@ static void report_bubble_and_trace(void **state)
 	free(dir);
 }
 
+/* dp 2 x pp 2: the step loss adds the shares of both replicas (rank order),
+ * the tokens of both replicas count, rank 2 and 3 (replica 1) get the
+ * simulated bubble of their pp ranks 0 and 1, and the summary names dp. */
+static void report_dp_replicas(void **state)
+{
+	struct dp_train_report_cfg cfg = {
+		.nranks = 4, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2, .dp = 2
+	};
+	struct dp_train_report *tr = NULL;
+	struct dp_ctl_timeline *t = calloc(1, sizeof(*t));
+	struct dp_ctl_step s = { .seconds = 0.5 };
+	/* per rank: 1f1b rank 0 holds the embedding, rank 1 the head */
+	static const double share[4] = { 0, 0.75, 0, 1.25 };
+	static const uint64_t tokens[4] = { 64, 0, 64, 0 };
+	struct dp_train_bubble b[4];
+	struct dp_buf out;
+
+	(void)state;
+	assert_non_null(t);
+	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
+	for (int r = 3; r >= 0; r--) {
+		s.step = 0;
+		s.loss_share = share[r];
+		s.tokens = tokens[r];
+		dp_train_report_step(tr, r, &s);
+		assert_int_equal(dp_train_report_nsteps(tr), r == 0);
+	}
+	assert_true(dp_train_report_loss(tr, 0) == ((0.0 + 0) + 0.75 + 0) + 1.25);
+	assert_true(dp_train_report_tokens_per_s(tr) > 0);
+	for (int r = 0; r < 4; r++) {
+		memset(t, 0, sizeof(*t));
+		t->step = 0;
+		t->t0_ns = 1000000000;
+		t->t1_ns = 1010000000;
+		for (int m = 0; m < 2; m++) {
+			/* pp rank 0 ops take 1 ms, pp rank 1 ops 2 ms */
+			struct dp_ctl_tl_op *o = &t->op[t->n++];
+			uint64_t ms = (uint64_t)(r % 2 + 1) * 1000000;
+
+			o->kind = (uint8_t)DP_SCHED_OP_F;
+			o->micro = m;
+			o->micro2 = -1;
+			o->start_ns = t->t0_ns + (uint64_t)(2 * m) * ms;
+			o->end_ns = o->start_ns + ms;
+		}
+		dp_train_report_timeline(tr, r, "localhost", t);
+	}
+	assert_int_equal(dp_train_report_bubbles(tr, b, NULL, NULL), 0);
+	assert_true(b[2].predicted == b[0].predicted);
+	assert_true(b[3].predicted == b[1].predicted);
+	assert_true(fabs(b[2].busy - b[0].busy) < 1e-12 && fabs(b[3].busy - 4e-3) < 1e-9);
+	dp_buf_init(&out, 1 << 16);
+	assert_int_equal(dp_train_report_summary(tr, &out, NULL), 0);
+	if (!strstr(dp_buf_str(&out), "training: 1f1b dp 2 pp 2 micro 2, 1 steps in "))
+		fail_msg("%s", dp_buf_str(&out));
+	dp_buf_release(&out);
+	dp_train_report_free(tr);
+	free(t);
+}
+
 /* ---- restarts from checkpoints ------------------------------------------------- */
 
 /* A pp 2 run of 6 steps with a checkpoint every 2 steps into @ckdir and up to
@@ -823,6 +883,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(report_sums_shares_in_rank_order),
 		cmocka_unit_test(report_bubble_and_trace),
+		cmocka_unit_test(report_dp_replicas),
 		cmocka_unit_test(unsupported_layout_names_the_line),
 		cmocka_unit_test(dualpipe_pp2_matches_train_local),
 		cmocka_unit_test(dualpipe_pp4_matches_train_local),
