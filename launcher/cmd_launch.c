@@ -474,10 +474,10 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 	/* dp replicas: a step has micro * ep * dp micro-batches, and a rank
 	 * links to its dp - 1 replicas as well (docs/executor.md) */
 	if ((long)r->parallel.micro_batches * r->parallel.ep * r->parallel.dp > (1L << 20))
-		return refuse_key(cli, r, "parallel.dp",
-				  "dp %d x ep %d x %d micro-batches is more than the executor's %ld",
-				  r->parallel.dp, r->parallel.ep, r->parallel.micro_batches,
-				  1L << 20);
+		return refuse_key(
+			cli, r, "parallel.dp",
+			"dp %d x ep %d x %d micro-batches is more than the executor's %ld",
+			r->parallel.dp, r->parallel.ep, r->parallel.micro_batches, 1L << 20);
 	if ((long)r->parallel.dp * r->parallel.pp * r->parallel.ep > 4096)
 		return refuse_key(cli, r, "parallel.dp",
 				  "dp %d x pp %d x ep %d is more than the executor's 4096 ranks",

@@ -30,7 +30,7 @@
 #include "worker/dp_ckpt.h"
 
 #define MAGIC	       "DPCKPT\n" /* 8 bytes with the NUL */
-#define FP_N	       18 /* fingerprint fields written; version 1 files have 17 */
+#define FP_N	       18	  /* fingerprint fields written; version 1 files have 17 */
 #define FP_N_V1	       17
 #define HDR_PB_OF(nfp) (40 + 8 * (nfp)) /* payload_bytes offset */
 #define HDR_PB	       HDR_PB_OF(FP_N)

@@ -217,8 +217,8 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 		return dp_err_set(e, EINVAL, "--dp %d x --pp %d x --ep %d is more than 4096 ranks",
 				  o->cfg.dp, o->cfg.pp, o->cfg.ep);
 	if (o->cfg.rank >= o->cfg.pp * o->cfg.ep * o->cfg.dp)
-		return dp_err_set(e, EINVAL, "--rank %d needs --dp x --pp x --ep > %d",
-				  o->cfg.rank, o->cfg.rank);
+		return dp_err_set(e, EINVAL, "--rank %d needs --dp x --pp x --ep > %d", o->cfg.rank,
+				  o->cfg.rank);
 	if (!o->local && !o->peers && o->cfg.pp * o->cfg.ep * o->cfg.dp > 1)
 		return dp_err_set(e, EINVAL, "--train needs --peers host:port,... (one per rank)");
 	return 0;

@@ -936,10 +936,10 @@ static void downgrade_rank_file(const char *path)
 	assert_true(len > 200);
 	assert_int_equal((unsigned char)b[8], 2); /* version 2 */
 	assert_int_equal((unsigned char)b[36], 18);
-	memcpy(h, b, 176);			/* magic .. fp[0..16] */
-	memcpy(h + 176, b + 184, 12);		/* payload_bytes, payload_crc */
-	h[8] = 1;				/* version */
-	h[36] = 17;				/* fingerprint fields */
+	memcpy(h, b, 176);	      /* magic .. fp[0..16] */
+	memcpy(h + 176, b + 184, 12); /* payload_bytes, payload_crc */
+	h[8] = 1;		      /* version */
+	h[36] = 17;		      /* fingerprint fields */
 	crc = dp_ckpt_crc32c(0, h, 188);
 	for (int i = 0; i < 4; i++)
 		h[188 + i] = (unsigned char)(crc >> (8 * i));

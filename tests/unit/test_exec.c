@@ -479,7 +479,8 @@ static void check_tcase(const struct tcase *tc)
 			}
 			/* the DP replicas: the whole chunk bit-identical to replica 0 */
 			if (r >= pp * ep) {
-				const struct chunk_res *a = &res[r].ch[c], *b = &res[r % (pp * ep)].ch[c];
+				const struct chunk_res *a = &res[r].ch[c],
+						       *b = &res[r % (pp * ep)].ch[c];
 
 				assert_int_equal(a->n, b->n);
 				assert_memory_equal(a->g, b->g, a->n * sizeof(float));
