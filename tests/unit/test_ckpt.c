@@ -832,12 +832,31 @@ static char *step_lines(const char *text, long from)
 	return res;
 }
 
+/* @res resumed at step @at and printed the losses of @full from there on,
+ * up to step @last. */
+static void expect_resumed(const struct cmd_out *full, const struct cmd_out *res, long at,
+			   long last)
+{
+	char want[64], *a, *b;
+
+	assert_int_equal(res->rc, 0);
+	(void)snprintf(want, sizeof(want), "resuming at step %ld", at);
+	assert_non_null(strstr(res->err, want));
+	a = step_lines(full->out, at);
+	b = step_lines(res->out, 0);
+	assert_string_equal(a, b);
+	(void)snprintf(want, sizeof(want), "step %ld loss", last);
+	assert_non_null(strstr(b, want));
+	free(a);
+	free(b);
+}
+
 /* pp 2 x ep 2: four ranks, each with its own experts; a resumed run
  * continues with the losses of an uninterrupted one, and a checkpoint of
  * another ep is refused naming the field. */
 static void train_local_ep_resume(void **state)
 {
-	char *d = make_tmpdir(), *a, *b;
+	char *d = make_tmpdir();
 	struct cmd_out full, part, res, r;
 
 	(void)state;
@@ -850,14 +869,7 @@ static void train_local_ep_resume(void **state)
 	res = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--steps",
 					     "4", "--layers", "2", "--ckpt-dir", d, "--resume",
 					     NULL });
-	assert_int_equal(res.rc, 0);
-	assert_non_null(strstr(res.err, "resuming at step 2"));
-	a = step_lines(full.out, 2);
-	b = step_lines(res.out, 0);
-	assert_string_equal(a, b);
-	assert_non_null(strstr(b, "step 3 loss"));
-	free(a);
-	free(b);
+	expect_resumed(&full, &res, 2, 3);
 	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "1", "--steps",
 					   "1", "--layers", "2", "--ckpt-dir", d, "--resume",
 					   NULL });
@@ -875,7 +887,7 @@ static void train_local_ep_resume(void **state)
  * replicas resume from them, and the losses go on as if uninterrupted. */
 static void check_dp_resume(const char *ep)
 {
-	char *d = make_tmpdir(), *a, *b, path[4096];
+	char *d = make_tmpdir(), path[4096];
 	struct cmd_out full, part, res, r;
 	int files = 2 * (int)strtol(ep, NULL, 10);
 
@@ -894,14 +906,7 @@ static void check_dp_resume(const char *ep)
 	res = run_cmd((const char *const[]){ "--train-local", "--dp", "2", "--pp", "2", "--ep", ep,
 					     "--steps", "4", "--layers", "2", "--ckpt-dir", d,
 					     "--resume", NULL });
-	assert_int_equal(res.rc, 0);
-	assert_non_null(strstr(res.err, "resuming at step 2"));
-	a = step_lines(full.out, 2);
-	b = step_lines(res.out, 0);
-	assert_string_equal(a, b);
-	assert_non_null(strstr(b, "step 3 loss"));
-	free(a);
-	free(b);
+	expect_resumed(&full, &res, 2, 3);
 	/* replica 0's files of another dp: refused, naming the field */
 	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", ep, "--steps", "1",
 					   "--layers", "2", "--ckpt-dir", d, "--resume", NULL });
@@ -1021,7 +1026,7 @@ static void version_1_checkpoint_still_loads(void **state)
 
 static void train_local_options(void **state)
 {
-	char *d = make_tmpdir(), *a, *b;
+	char *d = make_tmpdir();
 	struct cmd_out full, part, res, r;
 
 	(void)state;
@@ -1041,14 +1046,7 @@ static void train_local_options(void **state)
 	res = run_cmd((const char *const[]){ "--train-local", "--algo", "1f1b", "--pp", "2",
 					     "--steps", "5", "--layers", "2", "--ckpt-dir", d,
 					     "--resume", NULL });
-	assert_int_equal(res.rc, 0);
-	assert_non_null(strstr(res.err, "resuming at step 3"));
-	a = step_lines(full.out, 3);
-	b = step_lines(res.out, 0);
-	assert_string_equal(a, b);
-	assert_non_null(strstr(b, "step 4 loss"));
-	free(a);
-	free(b);
+	expect_resumed(&full, &res, 3, 4);
 
 	/* all done already */
 	r = run_cmd((const char *const[]){ "--train-local", "--algo", "1f1b", "--pp", "2",

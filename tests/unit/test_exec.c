@@ -844,16 +844,23 @@ static void train_over_tcp_with_ep_matches_reference(void **state)
 	free(buf);
 }
 
-static void check_ep(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap)
+/* dp x pp x ep ranks, EP groups on shm. */
+static void check_layout(enum dp_sched_algo algo, int dp, int pp, int ep, int micro, int overlap)
 {
 	const struct tcase tc = { .algo = algo,
 				  .pp = pp,
 				  .ep = ep,
+				  .dp = dp,
 				  .micro = micro,
 				  .overlap = overlap,
 				  .transport = "shm" };
 
 	check_tcase(&tc);
+}
+
+static void check_ep(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap)
+{
+	check_layout(algo, 1, pp, ep, micro, overlap);
 }
 
 /* EP 2: each stage's experts split over 2 ranks, forked over shm. */
@@ -916,36 +923,23 @@ static void ep_overlap_changes_no_number(void **state)
 	free_res(b, 4);
 }
 
-static void check_dp(enum dp_sched_algo algo, int dp, int pp, int ep, int micro)
-{
-	const struct tcase tc = { .algo = algo,
-				  .pp = pp,
-				  .ep = ep,
-				  .dp = dp,
-				  .micro = micro,
-				  .overlap = ep > 1,
-				  .transport = "shm" };
-
-	check_tcase(&tc);
-}
-
 /* DP 2: two replicas of the pipeline on their own micro-batches, the
  * gradients summed over them; the same training as one process over all
  * the micro-batches, and the replicas stay bit-identical. */
 static void dp_matches_reference(void **state)
 {
 	(void)state;
-	check_dp(DP_SCHED_DUALPIPE, 2, 2, 1, 4);
-	check_dp(DP_SCHED_1F1B, 2, 2, 1, 4);
-	check_dp(DP_SCHED_ZB1P, 2, 2, 1, 4);
-	check_dp(DP_SCHED_DUALPIPEV, 2, 2, 1, 4);
+	check_layout(DP_SCHED_DUALPIPE, 2, 2, 1, 4, 0);
+	check_layout(DP_SCHED_1F1B, 2, 2, 1, 4, 0);
+	check_layout(DP_SCHED_ZB1P, 2, 2, 1, 4, 0);
+	check_layout(DP_SCHED_DUALPIPEV, 2, 2, 1, 4, 0);
 }
 
 static void dp_with_ep_matches_reference(void **state)
 {
 	(void)state;
-	check_dp(DP_SCHED_DUALPIPE, 2, 2, 2, 4);
-	check_dp(DP_SCHED_1F1B, 2, 2, 2, 4);
+	check_layout(DP_SCHED_DUALPIPE, 2, 2, 2, 4, 1);
+	check_layout(DP_SCHED_1F1B, 2, 2, 2, 4, 0);
 }
 
 /* A replica needs its DP peers: rank 1 of dp 2 x pp 2 talks to rank 0
