@@ -851,50 +851,21 @@ static void expect_resumed(const struct cmd_out *full, const struct cmd_out *res
 	free(b);
 }
 
-/* pp 2 x ep 2: four ranks, each with its own experts; a resumed run
- * continues with the losses of an uninterrupted one, and a checkpoint of
- * another ep is refused naming the field. */
-static void train_local_ep_resume(void **state)
-{
-	char *d = make_tmpdir();
-	struct cmd_out full, part, res, r;
-
-	(void)state;
-	full = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--steps",
-					      "4", "--layers", "2", NULL });
-	assert_int_equal(full.rc, 0);
-	part = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--steps",
-					      "2", "--layers", "2", "--ckpt-dir", d, NULL });
-	assert_int_equal(part.rc, 0);
-	res = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--steps",
-					     "4", "--layers", "2", "--ckpt-dir", d, "--resume",
-					     NULL });
-	expect_resumed(&full, &res, 2, 3);
-	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "1", "--steps",
-					   "1", "--layers", "2", "--ckpt-dir", d, "--resume",
-					   NULL });
-	assert_int_equal(r.rc, 0);
-	assert_non_null(strstr(r.err, "ep is 2 in the checkpoint, 1 in this run"));
-	cmd_free(&r);
-	cmd_free(&full);
-	cmd_free(&part);
-	cmd_free(&res);
-	rm_rf(d);
-	free(d);
-}
-
-/* dp 2 x pp 2 (x ep 2): replica 0 writes rank-0000.. rank-<pp*ep-1>, both
- * replicas resume from them, and the losses go on as if uninterrupted. */
-static void check_dp_resume(const char *ep)
+/* --dp @dp --pp 2 --ep @ep: the checkpoint has the pp x ep files of
+ * replica 0 only, a resumed run (every replica loading them) continues with
+ * the losses of an uninterrupted one, and a run with --dp @odp --ep @oep
+ * refuses the checkpoint with @why. */
+static void check_layout_resume(const char *dp, const char *ep, const char *odp, const char *oep,
+				const char *why)
 {
 	char *d = make_tmpdir(), path[4096];
 	struct cmd_out full, part, res, r;
 	int files = 2 * (int)strtol(ep, NULL, 10);
 
-	full = run_cmd((const char *const[]){ "--train-local", "--dp", "2", "--pp", "2", "--ep", ep,
+	full = run_cmd((const char *const[]){ "--train-local", "--dp", dp, "--pp", "2", "--ep", ep,
 					      "--steps", "4", "--layers", "2", NULL });
 	assert_int_equal(full.rc, 0);
-	part = run_cmd((const char *const[]){ "--train-local", "--dp", "2", "--pp", "2", "--ep", ep,
+	part = run_cmd((const char *const[]){ "--train-local", "--dp", dp, "--pp", "2", "--ep", ep,
 					      "--steps", "2", "--layers", "2", "--ckpt-dir", d,
 					      NULL });
 	assert_int_equal(part.rc, 0);
@@ -903,15 +874,15 @@ static void check_dp_resume(const char *ep)
 		if ((access(path, F_OK) == 0) != (i < files))
 			fail_msg("%s: %s", path, i < files ? "missing" : "written by replica 1");
 	}
-	res = run_cmd((const char *const[]){ "--train-local", "--dp", "2", "--pp", "2", "--ep", ep,
+	res = run_cmd((const char *const[]){ "--train-local", "--dp", dp, "--pp", "2", "--ep", ep,
 					     "--steps", "4", "--layers", "2", "--ckpt-dir", d,
 					     "--resume", NULL });
 	expect_resumed(&full, &res, 2, 3);
-	/* replica 0's files of another dp: refused, naming the field */
-	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", ep, "--steps", "1",
-					   "--layers", "2", "--ckpt-dir", d, "--resume", NULL });
+	r = run_cmd((const char *const[]){ "--train-local", "--dp", odp, "--pp", "2", "--ep", oep,
+					   "--steps", "1", "--layers", "2", "--ckpt-dir", d,
+					   "--resume", NULL });
 	assert_int_equal(r.rc, 0);
-	assert_non_null(strstr(r.err, "dp is 2 in the checkpoint, 1 in this run"));
+	assert_non_null(strstr(r.err, why));
 	cmd_free(&r);
 	cmd_free(&full);
 	cmd_free(&part);
@@ -920,11 +891,21 @@ static void check_dp_resume(const char *ep)
 	free(d);
 }
 
+/* pp 2 x ep 2: four ranks, each with its own experts; a checkpoint of
+ * another ep is refused naming the field. */
+static void train_local_ep_resume(void **state)
+{
+	(void)state;
+	check_layout_resume("1", "2", "1", "1", "ep is 2 in the checkpoint, 1 in this run");
+}
+
+/* dp 2 x pp 2 (x ep 2): replica 0 writes rank-0000.. rank-<pp*ep-1>, both
+ * replicas resume from them; a dp 1 run refuses them. */
 static void train_local_dp_resume(void **state)
 {
 	(void)state;
-	check_dp_resume("1");
-	check_dp_resume("2");
+	check_layout_resume("2", "1", "1", "1", "dp is 2 in the checkpoint, 1 in this run");
+	check_layout_resume("2", "2", "1", "2", "dp is 2 in the checkpoint, 1 in this run");
 }
 
 /* Rewrite rank file @path of format 2 as format 1 would have written it:
