@@ -534,8 +534,9 @@ static void test_corrupt(const char *dir, long step, int rank)
  * RANK fails (exit 70) before step K of the first attempt (DP_CKPT_RESUME
  * unset), or of every attempt with ":always"; after the checkpoint of step K
  * is complete when one is due, so that the resume point is certain.  With
- * ":corrupt" it first damages its file of that checkpoint, so a restart
- * must fall back to the one before.  1: fail now. */
+ * ":corrupt" it first damages its file of that checkpoint (with dp > 1 the
+ * one it loads, replica 0's), so a restart must fall back to the one
+ * before.  1: fail now. */
 static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg *xc, uint32_t rank,
 			 long k, long total)
 {
@@ -561,7 +562,8 @@ static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg 
 		while (dp_ckpt_check(ck->dir, k, xc, NULL) != 0 && now_s() < until)
 			(void)usleep(10000);
 		if (always && strcmp(always, "corrupt") == 0)
-			test_corrupt(ck->dir, k, xc->rank);
+			/* the file it would load: replica 0's of its pp and ep rank */
+			test_corrupt(ck->dir, k, xc->rank % (xc->pp * (xc->ep > 1 ? xc->ep : 1)));
 	}
 	return 1;
 }

@@ -663,11 +663,11 @@ static void report_dp_replicas(void **state)
 
 /* ---- restarts from checkpoints ------------------------------------------------- */
 
-/* A pp 2 run of 6 steps with a checkpoint every 2 steps into @ckdir and up to
- * @restarts restarts, run directory @dir; @fail is DP_TEST_FAIL_AT_STEP
- * (NULL: none).  Returns the `dpctl --json launch` run. */
-static struct dp_test_run ckpt_run(const char *ckdir, const char *dir, int restarts,
-				   const char *fail)
+/* A dp @dp x pp 2 run of 6 steps with a checkpoint every 2 steps into
+ * @ckdir and up to @restarts restarts, run directory @dir; @fail is
+ * DP_TEST_FAIL_AT_STEP (NULL: none).  Returns the `dpctl --json launch` run. */
+static struct dp_test_run ckpt_run_dp(int dp, const char *ckdir, const char *dir, int restarts,
+				      const char *fail)
 {
 	char text[1024], failenv[96] = "", *path;
 	struct dp_test_run r;
@@ -676,20 +676,26 @@ static struct dp_test_run ckpt_run(const char *ckdir, const char *dir, int resta
 		(void)snprintf(failenv, sizeof(failenv), "env: {DP_TEST_FAIL_AT_STEP: \"%s\"}\n",
 			       fail);
 	(void)snprintf(text, sizeof(text),
-		       "cluster: {hosts: localhost, launcher: local, gpus: 2}\n"
+		       "cluster: {hosts: localhost, launcher: local, gpus: %d}\n"
 		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
 		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
-		       "parallel: {pp: 2, schedule: dualpipe, micro_batches: 4}\n"
-		       "train: {steps: 6, batch: 16, lr: 0.003, seed: 3, "
+		       "parallel: {pp: 2, dp: %d, schedule: dualpipe, micro_batches: 4}\n"
+		       "train: {steps: 6, batch: %d, lr: 0.003, seed: 3, "
 		       "checkpoint: {dir: '%s', every: 2}}\n"
 		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
 		       "max_restarts: %d}\n%s",
-		       ckdir, restarts, failenv);
+		       2 * dp, dp, 16 * dp, ckdir, restarts, failenv);
 	path = dp_test_write_tmp(".yaml", text);
 	r = DPCTL("--json", "launch", "--run-dir", dir, "--grace-s", "2", path);
 	(void)unlink(path);
 	free(path);
 	return r;
+}
+
+static struct dp_test_run ckpt_run(const char *ckdir, const char *dir, int restarts,
+				   const char *fail)
+{
+	return ckpt_run_dp(1, ckdir, dir, restarts, fail);
 }
 
 /* The "done" event's result object of a --json event stream. */
@@ -714,23 +720,22 @@ static json_int_t result_int(json_t *done, const char *key)
 	return json_integer_value(v);
 }
 
-/* Rank 1 fails before step 4 of the first attempt: the run restarts once,
- * resumes from the step-4 checkpoint, and its per-step losses equal those
- * of an uninterrupted run bit for bit.  Both runs use one checkpoint
- * directory: the complete step-6 checkpoint the first run leaves there must
- * not be what the second run's restart resumes from. */
-static void restart_resumes_from_checkpoint(void **state)
+/* Rank @rank of a dp @dp run fails before step 4 of the first attempt: the
+ * run restarts once, resumes from the step-4 checkpoint, and its per-step
+ * losses equal those of an uninterrupted run bit for bit.  Both runs use
+ * one checkpoint directory: the complete step-6 checkpoint the first run
+ * leaves there must not be what the second run's restart resumes from. */
+static void check_restart(int dp, int rank)
 {
-	char *ck = tmpdir(), *run = tmpdir(), log[600], *text;
+	char *ck = tmpdir(), *run = tmpdir(), log[600], fail[32], want[64], *text;
 	struct dp_test_run a, b;
 	json_t *la, *lb, *ta, *tb, *done;
 
-	(void)state;
-	worker_or_skip();
-	a = ckpt_run(ck, run, 1, NULL);
+	(void)snprintf(fail, sizeof(fail), "4:%d", rank);
+	a = ckpt_run_dp(dp, ck, run, 1, NULL);
 	if (a.rc != 0)
 		fail_msg("uninterrupted: rc %d\n%s\n%s", a.rc, a.err, a.out);
-	b = ckpt_run(ck, run, 1, "4:1");
+	b = ckpt_run_dp(dp, ck, run, 1, fail);
 	if (b.rc != 0)
 		fail_msg("restarted: rc %d\n%s\n%s", b.rc, b.err, b.out);
 	done = done_event(b.out);
@@ -738,10 +743,11 @@ static void restart_resumes_from_checkpoint(void **state)
 	assert_int_equal(result_int(done, "resume_step"), 4);
 	if (!strstr(b.out, "\"event\":\"restart\""))
 		fail_msg("no restart event:\n%s", b.out);
-	(void)snprintf(log, sizeof(log), "%s/logs/rank-0001.log", run);
+	(void)snprintf(log, sizeof(log), "%s/logs/rank-%04d.log", run, rank);
+	(void)snprintf(want, sizeof(want), "rank %d: resuming at step 4", rank);
 	text = dp_test_slurp(log);
-	if (!text || !strstr(text, "rank 1: resuming at step 4"))
-		fail_msg("rank 1 did not resume at step 4:\n%s", text ? text : "(no log)");
+	if (!text || !strstr(text, want))
+		fail_msg("rank %d did not resume at step 4:\n%s", rank, text ? text : "(no log)");
 	free(text);
 	ta = train_event(a.out);
 	tb = train_event(b.out);
@@ -765,6 +771,23 @@ static void restart_resumes_from_checkpoint(void **state)
 	rm_rf(run);
 	free(ck);
 	free(run);
+}
+
+static void restart_resumes_from_checkpoint(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	check_restart(1, 1);
+}
+
+/* dp 2 x pp 2: rank 3 (replica 1, which writes no checkpoint files) fails;
+ * after the restart every replica loads replica 0's files and the losses
+ * go on as if uninterrupted. */
+static void restart_with_dp_resumes_from_replica_0(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	check_restart(2, 3);
 }
 
 /* As above, but rank 1 also damages its file of the step-4 checkpoint before
@@ -898,6 +921,7 @@ int main(void)
 		cmocka_unit_test(peer_without_endpoint_fails_rendezvous),
 		cmocka_unit_test(report_keeps_latest_loss_per_step),
 		cmocka_unit_test(restart_resumes_from_checkpoint),
+		cmocka_unit_test(restart_with_dp_resumes_from_replica_0),
 		cmocka_unit_test(restart_skips_corrupt_checkpoint),
 		cmocka_unit_test(restart_without_progress_stops),
 	};
