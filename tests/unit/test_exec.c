@@ -704,14 +704,16 @@ static double share_of_step(const char *text, long k)
 	return sum;
 }
 
-static void train_over_tcp_matches_reference(void **state)
+/* `dpworker --train` with @args (their @rank_at-th entry is "0") as rank 0
+ * here and rank 1 in a child; the step losses (the two ranks' printed
+ * shares) against the reference trainer over @stages stages and
+ * @micro_batches micro-batches, within @tol (they are printed with 6
+ * decimals). */
+static void check_tcp_pair(char **args, int nargs, int rank_at, int stages, int micro_batches,
+			   double tol, const char *what)
 {
-	char peers[64], *buf = NULL, other[4096];
-	char *args[] = {
-		"dpworker", "--train", "--algo",   "1f1b", "--pp",   "2", "--micro", "2",
-		"--steps",  "3",       "--layers", "2",	   "--rank", "0", "--peers", peers
-	};
-	int nargs = (int)(sizeof(args) / sizeof(args[0])), p[2], st = 0, rc;
+	char *buf = NULL, other[4096];
+	int p[2], st = 0, rc;
 	struct dp_model_cfg mc;
 	struct dp_model_ref *ref = NULL;
 	struct dp_err err = { 0 };
@@ -719,8 +721,6 @@ static void train_over_tcp_matches_reference(void **state)
 	FILE *out;
 	pid_t pid;
 
-	(void)state;
-	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", free_port(), free_port());
 	assert_int_equal(pipe(p), 0);
 	(void)fflush(stdout);
 	pid = fork();
@@ -730,7 +730,7 @@ static void train_over_tcp_matches_reference(void **state)
 
 		(void)close(p[0]);
 		o = fdopen(p[1], "w");
-		args[13] = "1";
+		args[rank_at] = "1";
 		_exit(o ? dp_worker_cmd_train(nargs, args, o, stderr) | (fclose(o) ? 1 : 0) : 1);
 	}
 	(void)close(p[1]);
@@ -749,17 +749,45 @@ static void train_over_tcp_matches_reference(void **state)
 
 	dp_model_cfg_default(&mc);
 	mc.layers = 2;
-	mc.micro_batches = 2;
-	assert_int_equal(dp_model_ref_new(&mc, 2, &ref, &err), 0);
+	mc.micro_batches = micro_batches;
+	assert_int_equal(dp_model_ref_new(&mc, stages, &ref, &err), 0);
 	for (long k = 0; k < 3; k++) {
 		double loss, sum = share_of_step(buf, k) + share_of_step(other, k);
 
 		assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
-		if (fabs(sum - loss) > 2e-6) /* printed with 6 decimals */
-			fail_msg("step %ld: tcp run %.6f, reference %.6f", k, sum, loss);
+		if (fabs(sum - loss) > tol)
+			fail_msg("step %ld: tcp %s run %.6f, reference %.6f", k, what, sum, loss);
 	}
 	dp_model_ref_free(ref);
 	free(buf);
+}
+
+static void train_over_tcp_matches_reference(void **state)
+{
+	char peers[64];
+	char *args[] = {
+		"dpworker", "--train", "--algo",   "1f1b", "--pp",   "2", "--micro", "2",
+		"--steps",  "3",       "--layers", "2",	   "--rank", "0", "--peers", peers
+	};
+
+	(void)state;
+	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", free_port(), free_port());
+	check_tcp_pair(args, (int)(sizeof(args) / sizeof(args[0])), 13, 2, 2, 2e-6, "pp");
+}
+
+/* `dpworker --train --dp 2`: two replicas of a one-stage pipeline over tcp,
+ * the gradients summed over them; the reference runs their 2 x 2
+ * micro-batches. */
+static void train_over_tcp_with_dp_matches_reference(void **state)
+{
+	char peers[64];
+	char *args[] = { "dpworker", "--train", "--algo",  "1f1b", "--pp",    "1",
+			 "--dp",     "2",	"--micro", "2",	   "--steps", "3",
+			 "--layers", "2",	"--rank",  "0",	   "--peers", peers };
+
+	(void)state;
+	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", free_port(), free_port());
+	check_tcp_pair(args, (int)(sizeof(args) / sizeof(args[0])), 15, 1, 4, 3e-6, "dp");
 }
 
 /* Two free TCP ports p, p+1 on 127.0.0.1 (the --train EP convention). */
@@ -785,63 +813,19 @@ static int free_port_pair(void)
  * (PP links on the --peers ports, the all-to-all on port + 1). */
 static void train_over_tcp_with_ep_matches_reference(void **state)
 {
-	char peers[64], *buf = NULL, other[4096];
+	char peers[64];
 	char *args[] = { "dpworker", "--train", "--algo",  "1f1b", "--pp",    "1",
 			 "--ep",     "2",	"--micro", "2",	   "--steps", "3",
 			 "--layers", "2",	"--rank",  "0",	   "--peers", peers };
-	int nargs = (int)(sizeof(args) / sizeof(args[0])), p[2], st = 0, rc;
-	struct dp_model_cfg mc;
-	struct dp_model_ref *ref = NULL;
-	struct dp_err err = { 0 };
-	size_t len = 0, got = 0;
 	int p0 = free_port_pair(), p1;
-	FILE *out;
-	pid_t pid;
 
 	(void)state;
 	do
 		p1 = free_port_pair();
 	while (p1 >= p0 - 1 && p1 <= p0 + 1);
 	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", p0, p1);
-	assert_int_equal(pipe(p), 0);
-	(void)fflush(stdout);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		FILE *o;
-
-		(void)close(p[0]);
-		o = fdopen(p[1], "w");
-		args[15] = "1";
-		_exit(o ? dp_worker_cmd_train(nargs, args, o, stderr) | (fclose(o) ? 1 : 0) : 1);
-	}
-	(void)close(p[1]);
-	out = open_memstream(&buf, &len);
-	assert_non_null(out);
-	rc = dp_worker_cmd_train(nargs, args, out, stderr);
-	(void)fclose(out);
-	for (ssize_t n;
-	     got < sizeof(other) - 1 && (n = read(p[0], other + got, sizeof(other) - 1 - got)) > 0;)
-		got += (size_t)n;
-	other[got] = '\0';
-	(void)close(p[0]);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_int_equal(rc, 0);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-
-	dp_model_cfg_default(&mc);
-	mc.layers = 2;
-	mc.micro_batches = 4; /* micro 2 on each of the 2 EP ranks */
-	assert_int_equal(dp_model_ref_new(&mc, 1, &ref, &err), 0);
-	for (long k = 0; k < 3; k++) {
-		double loss, sum = share_of_step(buf, k) + share_of_step(other, k);
-
-		assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
-		if (fabs(sum - loss) > 3e-6) /* printed with 6 decimals, regrouped sums */
-			fail_msg("step %ld: tcp ep run %.6f, reference %.6f", k, sum, loss);
-	}
-	dp_model_ref_free(ref);
-	free(buf);
+	/* micro 2 on each of the 2 EP ranks; regrouped sums */
+	check_tcp_pair(args, (int)(sizeof(args) / sizeof(args[0])), 15, 1, 4, 3e-6, "ep");
 }
 
 /* dp x pp x ep ranks, EP groups on shm. */
@@ -1007,6 +991,7 @@ int main(void)
 		cmocka_unit_test(dp_matches_reference),
 		cmocka_unit_test(dp_with_ep_matches_reference),
 		cmocka_unit_test(dp_links_are_checked),
+		cmocka_unit_test(train_over_tcp_with_dp_matches_reference),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
