@@ -445,7 +445,7 @@ static enum dp_sched_algo recipe_algo(const struct dp_recipe *r)
 	}
 }
 
-/* What the CPU pipeline executor can train (worker/train_ctl.c): pp x ep, dp 1,
+/* What the CPU pipeline executor can train (worker/train_ctl.c): dp x pp x ep,
  * its model's shape, a schedule the algorithm accepts.  EX_OK or the code. */
 static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 {
@@ -471,9 +471,21 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 		return refuse_key(cli, r, "parallel.ep",
 				  "pp %d + ep %d: a rank would need more than %d peers",
 				  r->parallel.pp, r->parallel.ep, DP_CTL_WANT_MAX);
-	if (r->parallel.dp != 1)
+	/* dp replicas: a step has micro * ep * dp micro-batches, and a rank
+	 * links to its dp - 1 replicas as well (docs/executor.md) */
+	if ((long)r->parallel.micro_batches * r->parallel.ep * r->parallel.dp > (1L << 20))
+		return refuse_key(
+			cli, r, "parallel.dp",
+			"dp %d x ep %d x %d micro-batches is more than the executor's %ld",
+			r->parallel.dp, r->parallel.ep, r->parallel.micro_batches, 1L << 20);
+	if ((long)r->parallel.dp * r->parallel.pp * r->parallel.ep > 4096)
 		return refuse_key(cli, r, "parallel.dp",
-				  "dp %d: the pipeline executor runs dp 1 only", r->parallel.dp);
+				  "dp %d x pp %d x ep %d is more than the executor's 4096 ranks",
+				  r->parallel.dp, r->parallel.pp, r->parallel.ep);
+	if ((long)r->parallel.pp - 1 + r->parallel.ep - 1 + r->parallel.dp - 1 > DP_CTL_WANT_MAX)
+		return refuse_key(cli, r, "parallel.dp",
+				  "pp %d + ep %d + dp %d: a rank would need more than %d peers",
+				  r->parallel.pp, r->parallel.ep, r->parallel.dp, DP_CTL_WANT_MAX);
 	if (r->train.backend != DP_RECIPE_BACKEND_CPU)
 		return refuse_key(cli, r, "train.backend",
 				  "'%s': only the cpu backend trains in this build",
@@ -1258,6 +1270,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		struct dp_train_report_cfg tc = { .nranks = (int)nranks,
 						  .algo = recipe_algo(recipe),
 						  .pp = recipe->parallel.pp,
+						  .dp = recipe->parallel.dp,
 						  .micro = recipe->parallel.micro_batches,
 						  .on_step = on_step,
 						  .arg = &trun };

@@ -30,10 +30,11 @@
 struct dp_train_report; /* opaque: _new() creates, _free() frees */
 
 struct dp_train_report_cfg {
-	int nranks; /* ranks that report (every rank of the run): pp x ep, rank order
-		     * pp_rank * ep + ep_rank */
+	int nranks; /* ranks that report (every rank of the run): dp x pp x ep, rank
+		     * order (dp_rank * pp + pp_rank) * ep + ep_rank */
 	enum dp_sched_algo algo;
 	int pp, micro; /* the schedule, for the simulated bubble */
+	int dp;	       /* data-parallel replicas; 0 or 1: none */
 	/* Called when every rank has reported step @step (0-based), in step
 	 * order; @loss is the step loss, @tokens the tokens trained in it. */
 	void (*on_step)(void *arg, uint64_t step, double loss, uint64_t tokens, double seconds);
@@ -71,8 +72,8 @@ double dp_train_report_wall_s(const struct dp_train_report *tr);
 
 /* Per-rank bubble of the last timeline (rank @r): measured (the longest
  * rank's span minus this rank's busy time) and simulated (the simulator's
- * makespan minus busy for the measured mean durations; with ep > 1 an EP
- * rank gets its pp rank's figure), in seconds.  0, or
+ * makespan minus busy for the measured mean durations; with ep > 1 or
+ * dp > 1 a rank gets its pp rank's figure), in seconds.  0, or
  * -ENODATA (no timeline from every rank) / -EPROTO (cannot simulate). */
 struct dp_train_bubble {
 	double busy, bubble, predicted;

@@ -14,6 +14,11 @@
  * of a step winning (a resumed run recomputes it bit for bit anyway), and a
  * restart empties the ring: shares of the failed attempt never mix with the
  * new attempt's.
+ *
+ * Data parallelism: every rank of every replica sends its share (each
+ * replica's shares are of its own micro-batches, normalised by the tokens
+ * of the whole step) and its embedded tokens, so the sum over all ranks is
+ * the step loss and the token count covers every replica.
  */
 #include <errno.h>
 #include <math.h>
@@ -60,6 +65,14 @@ struct dp_train_report {
 	double t_start, t_end; /* controller clock */
 	struct rank_tl *tl;    /* [nranks] */
 };
+
+/* Ranks per pipeline stage of one replica (the EP size). */
+static int ep_of(const struct dp_train_report_cfg *c)
+{
+	int per = c->pp * (c->dp > 1 ? c->dp : 1);
+
+	return per > 0 && c->nranks % per == 0 ? c->nranks / per : 0;
+}
 
 static double now_s(void)
 {
@@ -303,9 +316,10 @@ int dp_train_report_bubbles(const struct dp_train_report *tr, struct dp_train_bu
 	struct dp_sched *s = NULL;
 	int rc;
 
-	/* pp x ep ranks (rank = pp_rank * ep + ep_rank): the ep ranks of a
-	 * stage run the same op list, so each is set against its pp rank */
-	if (!all_timelines(tr) || tr->cfg.pp < 1 || tr->cfg.nranks % tr->cfg.pp != 0)
+	/* dp x pp x ep ranks (rank = (dp_rank * pp + pp_rank) * ep + ep_rank):
+	 * the ep ranks of a stage in every replica run the same op list, so
+	 * each is set against its pp rank */
+	if (!all_timelines(tr) || tr->cfg.pp < 1 || ep_of(&tr->cfg) < 1)
 		return dp_err_set(err, ENODATA, "report: no timeline from every pipeline rank");
 	for (int r = 0; r < tr->cfg.nranks; r++) {
 		const struct rank_tl *x = &tr->tl[r];
@@ -344,10 +358,10 @@ int dp_train_report_bubbles(const struct dp_train_report *tr, struct dp_train_bu
 		return rc;
 	rc = dp_sched_simulate(s, &t, &sim, err);
 	if (!rc) {
-		int ep = tr->cfg.nranks / tr->cfg.pp;
+		int ep = ep_of(&tr->cfg);
 
-		for (int r = 0; r < tr->cfg.nranks && r / ep < sim.nranks; r++)
-			per_rank[r].predicted = sim.makespan - sim.ranks[r / ep].busy;
+		for (int r = 0; r < tr->cfg.nranks && r / ep % tr->cfg.pp < sim.nranks; r++)
+			per_rank[r].predicted = sim.makespan - sim.ranks[r / ep % tr->cfg.pp].busy;
 		dp_sched_sim_release(&sim);
 	}
 	dp_sched_free(s);
@@ -450,16 +464,15 @@ int dp_train_report_summary(const struct dp_train_report *tr, struct dp_buf *out
 	if (!tr->nsteps)
 		rc = dp_buf_addf(out, "training: no step completed\n");
 	else
-		rc = dp_buf_addf(
-			out,
-			"training: %s pp %d%s%.0d micro %d, %zu steps in %.2f s: loss %.4f "
-			"-> %.4f, %.0f tokens/s\n",
-			dp_sched_algo_name(tr->cfg.algo), tr->cfg.pp,
-			tr->cfg.nranks > tr->cfg.pp ? " ep " : "",
-			tr->cfg.nranks > tr->cfg.pp && tr->cfg.pp > 0 ? tr->cfg.nranks / tr->cfg.pp
-								      : 0,
-			tr->cfg.micro, tr->nsteps, dp_train_report_wall_s(tr), tr->loss[first],
-			tr->loss[tr->nsteps - 1], dp_train_report_tokens_per_s(tr));
+		rc = dp_buf_addf(out,
+				 "training: %s %s%.0d%spp %d%s%.0d micro %d, %zu steps in %.2f s: "
+				 "loss %.4f -> %.4f, %.0f tokens/s\n",
+				 dp_sched_algo_name(tr->cfg.algo), tr->cfg.dp > 1 ? "dp " : "",
+				 tr->cfg.dp > 1 ? tr->cfg.dp : 0, tr->cfg.dp > 1 ? " " : "",
+				 tr->cfg.pp, ep_of(&tr->cfg) > 1 ? " ep " : "",
+				 ep_of(&tr->cfg) > 1 ? ep_of(&tr->cfg) : 0, tr->cfg.micro,
+				 tr->nsteps, dp_train_report_wall_s(tr), tr->loss[first],
+				 tr->loss[tr->nsteps - 1], dp_train_report_tokens_per_s(tr));
 	if (!rc && tr->dropped)
 		rc = dp_buf_addf(out, "training: %zu steps not reported by every rank\n",
 				 tr->dropped);

@@ -1,12 +1,18 @@
 /* worker/ckpt.c - checkpoints of the pipeline executor (see dp_ckpt.h and
  * docs/executor.md, "Checkpoints").
  *
- * Rank file: a 192-byte little-endian header, then per chunk a record
+ * Rank file: a 200-byte little-endian header (192 in version 1, whose
+ * fingerprint has no dp field: read as dp 1), then per chunk a record
  * (stage, Adam step, n, then w, m, v as n floats each, host order: the
  * supported hosts are little-endian).  The header carries its own CRC32C
  * and the payload's, so a file can be checked without the manifest (rank 0
  * does so while it waits for the other ranks).  The manifest adds each
- * file's size and whole-file CRC32C and is the completion mark. */
+ * file's size and whole-file CRC32C and is the completion mark.
+ *
+ * Data parallelism: the dp replicas hold the same bits (the executor sums
+ * every gradient over them in a fixed order), so only replica 0 writes:
+ * rank files 0..pp*ep-1, one per (pp rank, ep rank); every replica loads
+ * the file of its own (pp rank, ep rank). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -24,8 +30,10 @@
 #include "worker/dp_ckpt.h"
 
 #define MAGIC	       "DPCKPT\n" /* 8 bytes with the NUL */
-#define FP_N	       17
-#define HDR_PB	       (40 + 8 * FP_N) /* payload_bytes offset */
+#define FP_N	       18	  /* fingerprint fields written; version 1 files have 17 */
+#define FP_N_V1	       17
+#define HDR_PB_OF(nfp) (40 + 8 * (nfp)) /* payload_bytes offset */
+#define HDR_PB	       HDR_PB_OF(FP_N)
 #define HDR_BYTES      (HDR_PB + 16)
 #define MANIFEST       "manifest.json"
 #define FORMAT_NAME    "dpctl-checkpoint"
@@ -72,13 +80,20 @@ uint32_t dp_ckpt_crc32c(uint32_t crc, const void *buf, size_t len)
 static const char *const fp_names[FP_N] = {
 	"algo",		  "pp",	   "micro",  "layers",	    "hidden", "ffn_hidden", "experts",
 	"shared_experts", "top_k", "groups", "topk_groups", "vocab",  "seq_len",    "seqs",
-	"lr_bits",	  "seed",  "ep",
+	"lr_bits",	  "seed",  "ep",     "dp",
 };
 
-/* Ranks of the run: pp x ep (ep 0 means 1). */
+/* Rank files of a checkpoint: pp x ep, replica 0's ranks (ep 0 means 1). */
 static int nranks_of(const struct dp_exec_cfg *xc)
 {
 	return xc->pp * (xc->ep > 1 ? xc->ep : 1);
+}
+
+/* The rank file this rank writes (replica 0) or reads (any replica):
+ * its rank within its replica, pp_rank * ep + ep_rank. */
+static int file_rank(const struct dp_exec_cfg *xc)
+{
+	return xc->rank % nranks_of(xc);
 }
 
 static void fingerprint(const struct dp_exec_cfg *xc, int64_t *fp)
@@ -104,6 +119,7 @@ static void fingerprint(const struct dp_exec_cfg *xc, int64_t *fp)
 	fp[14] = lr_bits;
 	fp[15] = (int64_t)m->seed;
 	fp[16] = xc->ep > 1 ? xc->ep : 1;
+	fp[17] = xc->dp > 1 ? xc->dp : 1;
 }
 
 static void fp_value_str(int i, int64_t v, char *buf, size_t size)
@@ -172,6 +188,7 @@ static uint64_t get64(const unsigned char *p)
 
 struct hdr {
 	uint32_t version, rank, nranks, nchunks;
+	size_t bytes; /* of the header: HDR_BYTES, or 192 in version 1 */
 	int64_t step;
 	int64_t fp[FP_N];
 	uint64_t payload_bytes;
@@ -197,30 +214,42 @@ static void hdr_encode(const struct hdr *h, unsigned char *b)
 	put32(b + HDR_PB + 12, dp_ckpt_crc32c(0, b, HDR_PB + 12));
 }
 
+/* Versions 1 (17 fingerprint fields, no dp: dp 1) and 2 (18). */
 static int hdr_decode(const unsigned char *b, size_t len, struct hdr *h, struct dp_err *err)
 {
+	uint32_t nfp;
+	size_t pb;
+
 	memset(h, 0, sizeof(*h));
-	if (len < HDR_BYTES)
+	if (len < 40)
 		return ck_err(err, EBADMSG, "truncated: %zu bytes, the header alone is %d", len,
 			      HDR_BYTES);
 	if (memcmp(b, MAGIC, 8) != 0)
 		return ck_err(err, EBADMSG, "not a checkpoint file (bad magic)");
-	if (get32(b + HDR_PB + 12) != dp_ckpt_crc32c(0, b, HDR_PB + 12))
-		return ck_err(err, EBADMSG, "header checksum mismatch");
 	h->version = get32(b + 8);
-	if (h->version != DP_CKPT_VERSION)
-		return ck_err(err, ESTALE, "format version %u, this build reads %d", h->version,
-			      DP_CKPT_VERSION);
-	if (get32(b + 36) != FP_N)
+	if (h->version < 1 || h->version > DP_CKPT_VERSION)
+		return ck_err(err, ESTALE, "format version %u, this build reads 1 to %d",
+			      h->version, DP_CKPT_VERSION);
+	nfp = get32(b + 36);
+	if (nfp != (h->version == 1 ? FP_N_V1 : FP_N))
 		return ck_err(err, EBADMSG, "bad header (fingerprint size)");
+	pb = HDR_PB_OF(nfp);
+	h->bytes = pb + 16;
+	if (len < h->bytes)
+		return ck_err(err, EBADMSG, "truncated: %zu bytes, the header alone is %zu", len,
+			      h->bytes);
+	if (get32(b + pb + 12) != dp_ckpt_crc32c(0, b, pb + 12))
+		return ck_err(err, EBADMSG, "header checksum mismatch");
 	h->rank = get32(b + 12);
 	h->nranks = get32(b + 16);
 	h->step = (int64_t)get64(b + 24);
 	h->nchunks = get32(b + 32);
-	for (int i = 0; i < FP_N; i++)
+	for (uint32_t i = 0; i < nfp; i++)
 		h->fp[i] = (int64_t)get64(b + 40 + (size_t)8 * i);
-	h->payload_bytes = get64(b + HDR_PB);
-	h->payload_crc = get32(b + HDR_PB + 8);
+	for (uint32_t i = nfp; i < FP_N; i++)
+		h->fp[i] = 1; /* dp: version 1 knew no data parallelism */
+	h->payload_bytes = get64(b + pb);
+	h->payload_crc = get32(b + pb + 8);
 	return 0;
 }
 
@@ -417,10 +446,10 @@ static int check_rank_buf(const unsigned char *b, size_t len, int rank, long ste
 
 	if (rc)
 		return rc;
-	if (len - HDR_BYTES != h->payload_bytes)
+	if (len - h->bytes != h->payload_bytes)
 		return ck_err(err, EBADMSG, "truncated: %zu payload bytes, header says %llu",
-			      len - HDR_BYTES, (unsigned long long)h->payload_bytes);
-	if (dp_ckpt_crc32c(0, b + HDR_BYTES, len - HDR_BYTES) != h->payload_crc)
+			      len - h->bytes, (unsigned long long)h->payload_bytes);
+	if (dp_ckpt_crc32c(0, b + h->bytes, len - h->bytes) != h->payload_crc)
 		return ck_err(err, EBADMSG, "payload checksum mismatch");
 	fingerprint(xc, want);
 	rc = fp_compare(h->fp, want, err);
@@ -448,7 +477,7 @@ static int write_rank_file(const char *sdir, const struct dp_exec_cfg *xc, struc
 
 	if (nch < 1 || nch > 2)
 		return ck_err(err, EINVAL, "ckpt: executor has %d chunks", nch);
-	h.rank = (uint32_t)xc->rank;
+	h.rank = (uint32_t)file_rank(xc);
 	h.nranks = (uint32_t)nranks_of(xc);
 	h.step = step;
 	h.nchunks = (uint32_t)nch;
@@ -474,7 +503,7 @@ static int write_rank_file(const char *sdir, const struct dp_exec_cfg *xc, struc
 	}
 	h.payload_crc = crc;
 	hdr_encode(&h, head);
-	(void)snprintf(name, sizeof(name), "rank-%04d.bin", xc->rank);
+	(void)snprintf(name, sizeof(name), "rank-%04d.bin", file_rank(xc));
 	rc = atomic_write(sdir, name, pieces, np, err);
 	return rc;
 }
@@ -606,6 +635,8 @@ int dp_ckpt_save(const char *dir, const struct dp_exec_cfg *xc, struct dp_exec *
 		return ck_err(err, EINVAL, "ckpt: no directory");
 	if (step < 0)
 		return ck_err(err, EINVAL, "ckpt: bad step %ld", step);
+	if (xc->rank >= nranks_of(xc))
+		return 0; /* a DP replica other than 0: replica 0 holds the same bits */
 	rc = dp_ckpt_step_path(dir, step, sdir, sizeof(sdir), err);
 	if (!rc)
 		rc = make_dirs(sdir, err);
@@ -653,6 +684,7 @@ static int manifest_check(const char *sdir, long step, const struct dp_exec_cfg 
 	json_error_t je;
 	json_t *root, *conf, *files;
 	int64_t want[FP_N], have[FP_N];
+	json_int_t version;
 	int rc = 0;
 
 	(void)snprintf(mpath, sizeof(mpath), "%s/%s", sdir, MANIFEST);
@@ -666,10 +698,10 @@ static int manifest_check(const char *sdir, long step, const struct dp_exec_cfg 
 		rc = ck_err(err, EBADMSG, "%s is not a checkpoint manifest", MANIFEST);
 		goto out;
 	}
-	if (json_integer_value(json_object_get(root, "version")) != DP_CKPT_VERSION) {
-		rc = ck_err(err, ESTALE, "%s: format version %lld, this build reads %d", MANIFEST,
-			    (long long)json_integer_value(json_object_get(root, "version")),
-			    DP_CKPT_VERSION);
+	version = json_integer_value(json_object_get(root, "version"));
+	if (version < 1 || version > DP_CKPT_VERSION) {
+		rc = ck_err(err, ESTALE, "%s: format version %lld, this build reads 1 to %d",
+			    MANIFEST, (long long)version, DP_CKPT_VERSION);
 		goto out;
 	}
 	if (json_integer_value(json_object_get(root, "step")) != step) {
@@ -690,6 +722,8 @@ static int manifest_check(const char *sdir, long step, const struct dp_exec_cfg 
 				have[i] = -1;
 			else
 				have[i] = a;
+		} else if (!v && version == 1 && i >= FP_N_V1) {
+			have[i] = 1; /* dp: version 1 knew no data parallelism */
 		} else {
 			have[i] = json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
 		}
@@ -851,11 +885,11 @@ int dp_ckpt_latest(const char *dir, const struct dp_exec_cfg *xc, long *step, st
 
 /* The chunk records of a rank file in @b (after the header) against the
  * chunks of @ex; with @apply, copy them in (only after a pass without). */
-static int parse_chunks(struct dp_exec *ex, const unsigned char *b, size_t len, int apply,
-			struct dp_err *err)
+static int parse_chunks(struct dp_exec *ex, const unsigned char *b, size_t hdr_bytes, size_t len,
+			int apply, struct dp_err *err)
 {
 	int nch = dp_exec_nchunks(ex);
-	size_t off = HDR_BYTES;
+	size_t off = hdr_bytes;
 
 	for (int c = 0; c < nch; c++) {
 		struct dp_model_flat f;
@@ -903,13 +937,13 @@ int dp_ckpt_load(const char *dir, long step, const struct dp_exec_cfg *xc, struc
 
 	rc = dp_ckpt_step_path(dir, step, sdir, sizeof(sdir), err);
 	if (!rc)
-		rc = rank_path(sdir, xc->rank, path, sizeof(path), err);
+		rc = rank_path(sdir, file_rank(xc), path, sizeof(path), err);
 	if (rc)
 		return rc;
 	rc = slurp(path, &b, &len, err);
 	if (rc)
 		return dp_err_prefix(err, "ckpt");
-	rc = check_rank_buf(b, len, xc->rank, step, xc, &h, err);
+	rc = check_rank_buf(b, len, file_rank(xc), step, xc, &h, err);
 	if (rc)
 		goto out;
 	if (h.nchunks != (uint32_t)dp_exec_nchunks(ex)) {
@@ -918,10 +952,10 @@ int dp_ckpt_load(const char *dir, long step, const struct dp_exec_cfg *xc, struc
 		goto out;
 	}
 	/* every record is checked before the model is touched */
-	rc = parse_chunks(ex, b, len, 0, err);
+	rc = parse_chunks(ex, b, h.bytes, len, 0, err);
 	if (rc)
 		goto out;
-	rc = parse_chunks(ex, b, len, 1, err);
+	rc = parse_chunks(ex, b, h.bytes, len, 1, err);
 out:
 	free(b);
 	if (rc)

@@ -1,5 +1,5 @@
-/* worker/cmd_train.c - `dpworker --train-local` (fork the pp x ep ranks of
- * one pipeline over socketpairs and print the step loss) and `dpworker
+/* worker/cmd_train.c - `dpworker --train-local` (fork the dp x pp x ep
+ * ranks over socketpairs and print the step loss) and `dpworker
  * --train` (one rank, TCP links to its peers).  With --ep the EP groups use
  * the a2a shm transport (local) or tcp on each peer's port + 1.  Checkpoints:
  * --ckpt-dir, --ckpt-every, --resume or DP_CKPT_DIR/DP_CKPT_EVERY/DP_CKPT_RESUME.
@@ -46,6 +46,8 @@ static const char train_usage[] =
 	"  --algo A          dualpipe (default), dualpipev, 1f1b, zb1p\n"
 	"  --pp N            pipeline ranks (default 2)\n"
 	"  --ep N            expert-parallel ranks per stage (default 1)\n"
+	"  --dp N            data-parallel replicas of the pipeline (default 1);\n"
+	"                    a step has micro x ep x dp micro-batches\n"
 	"  --micro M         micro-batches per step (default 4)\n"
 	"  --steps S         train until S steps are done (default 30)\n"
 	"  --seed S          parameters and data (default 1)\n"
@@ -80,6 +82,7 @@ enum {
 	O_CKPT_DIR,
 	O_CKPT_EVERY,
 	O_RESUME,
+	O_DP,
 };
 
 static const struct option train_opts_tab[] = {
@@ -94,6 +97,7 @@ static const struct option train_opts_tab[] = {
 	{ "layers", required_argument, NULL, O_LAYERS },
 	{ "peers", required_argument, NULL, O_PEERS },
 	{ "ep", required_argument, NULL, O_EP },
+	{ "dp", required_argument, NULL, O_DP },
 	{ "no-overlap", no_argument, NULL, O_NO_OVERLAP },
 	{ "timing", no_argument, NULL, O_TIMING },
 	{ "ep-mbps", required_argument, NULL, O_EP_MBPS },
@@ -118,6 +122,7 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 	o->cfg.pp = 2;
 	o->cfg.micro = 4;
 	o->cfg.ep = 1;
+	o->cfg.dp = 1;
 	o->cfg.overlap = 1;
 	o->steps = 30;
 	o->ck.every = -1;
@@ -171,6 +176,11 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 				return -EINVAL;
 			o->cfg.ep = (int)v;
 			break;
+		case O_DP:
+			if (dp_parse_long(optarg, 1, 64, &v, "--dp", e))
+				return -EINVAL;
+			o->cfg.dp = (int)v;
+			break;
 		case O_NO_OVERLAP:
 			o->cfg.overlap = 0;
 			break;
@@ -203,10 +213,13 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 		return dp_err_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
 	if (dp_ckpt_cfg_env(&o->ck, e))
 		return -EINVAL;
-	if (o->cfg.rank >= o->cfg.pp * o->cfg.ep)
-		return dp_err_set(e, EINVAL, "--rank %d needs --pp x --ep > %d", o->cfg.rank,
+	if (o->cfg.pp * o->cfg.ep * o->cfg.dp > 4096)
+		return dp_err_set(e, EINVAL, "--dp %d x --pp %d x --ep %d is more than 4096 ranks",
+				  o->cfg.dp, o->cfg.pp, o->cfg.ep);
+	if (o->cfg.rank >= o->cfg.pp * o->cfg.ep * o->cfg.dp)
+		return dp_err_set(e, EINVAL, "--rank %d needs --dp x --pp x --ep > %d", o->cfg.rank,
 				  o->cfg.rank);
-	if (!o->local && !o->peers && o->cfg.pp * o->cfg.ep > 1)
+	if (!o->local && !o->peers && o->cfg.pp * o->cfg.ep * o->cfg.dp > 1)
 		return dp_err_set(e, EINVAL, "--train needs --peers host:port,... (one per rank)");
 	return 0;
 }
@@ -315,7 +328,7 @@ static long resume_step(const struct train_opts *o, FILE *err)
 
 static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 {
-	int pp = o->cfg.pp * o->cfg.ep, rc = EX_OK;		    /* pp: ranks */
+	int pp = o->cfg.dp * o->cfg.pp * o->cfg.ep, rc = EX_OK;	    /* pp: ranks */
 	int(*sp)[2] = calloc((size_t)pp * (size_t)pp, sizeof(*sp)); /* sp[i*pp+j]: i's end to j */
 	int *res = calloc((size_t)pp, sizeof(int));
 	pid_t *pid = calloc((size_t)pp, sizeof(pid_t));
@@ -389,7 +402,7 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 			char shm[64];
 			int code = EX_OSERR;
 
-			/* EP groups: shm, one segment per group */
+			/* EP groups: shm, one segment per group (dp x pp of them) */
 			dp_a2a_comm_cfg_init(&cc);
 			cc.transport = "shm";
 			(void)snprintf(shm, sizeof(shm), "/dpworker-%d-%d", (int)getppid(),
@@ -469,12 +482,13 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 		(void)fflush(out);
 	}
 	if (rc == EX_OK)
-		(void)fprintf(
-			out,
-			"done: %s pp %d%s%.0d micro %d, %ld steps in %.2f s, loss %.4f -> %.4f\n",
-			dp_sched_algo_name(o->cfg.algo), o->cfg.pp, o->cfg.ep > 1 ? " ep " : "",
-			o->cfg.ep > 1 ? o->cfg.ep : 0, o->cfg.micro, o->steps - start, now_s() - t0,
-			first, last);
+		(void)fprintf(out,
+			      "done: %s %s%.0d%spp %d%s%.0d micro %d, %ld steps in %.2f s, loss "
+			      "%.4f -> %.4f\n",
+			      dp_sched_algo_name(o->cfg.algo), o->cfg.dp > 1 ? "dp " : "",
+			      o->cfg.dp > 1 ? o->cfg.dp : 0, o->cfg.dp > 1 ? " " : "", o->cfg.pp,
+			      o->cfg.ep > 1 ? " ep " : "", o->cfg.ep > 1 ? o->cfg.ep : 0,
+			      o->cfg.micro, o->steps - start, now_s() - t0, first, last);
 out:
 	for (int r = 0; pid && r < pp; r++) {
 		int st;
@@ -493,7 +507,7 @@ out:
 	for (int r = 0; res && r < pp; r++)
 		if (res[r] >= 0)
 			(void)close(res[r]);
-	for (int g = 0; o->cfg.ep > 1 && g < o->cfg.pp; g++) {
+	for (int g = 0; o->cfg.ep > 1 && g < o->cfg.dp * o->cfg.pp; g++) {
 		char shm[64];
 
 		(void)snprintf(shm, sizeof(shm), "/dpworker-%d-%d", (int)getpid(), g);
@@ -514,7 +528,7 @@ out:
 /* --peers h0:p0,h1:p1,...: one per rank */
 static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 {
-	int pp = o->cfg.pp * o->cfg.ep, n = 0, rc = EX_OK; /* pp: ranks */
+	int pp = o->cfg.dp * o->cfg.pp * o->cfg.ep, n = 0, rc = EX_OK; /* pp: ranks */
 	char *list = strdup(o->peers ? o->peers : "");
 	const char **hosts = calloc((size_t)pp, sizeof(const char *));
 	int *ports = calloc((size_t)pp, sizeof(int));

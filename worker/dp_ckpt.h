@@ -4,8 +4,13 @@
  * with results bit-identical to an uninterrupted run.  docs/executor.md,
  * "Checkpoints", has the file format and the rules.
  *
- *   DIR/step-00000025/rank-0000.bin ... rank-<pp-1>.bin   one per rank
- *   DIR/step-00000025/manifest.json                       written last, by rank 0
+ *   DIR/step-00000025/rank-0000.bin ... rank-<pp*ep-1>.bin   one per rank of replica 0
+ *   DIR/step-00000025/manifest.json                          written last, by rank 0
+ *
+ * Data parallelism: the dp replicas hold the same bits, so only replica 0
+ * writes (dp_ckpt_save returns 0 at once on the others) and every replica
+ * loads the file of its own rank within the replica, rank % (pp * ep).  dp
+ * is part of the configuration fingerprint.
  *
  * A checkpoint named step-N holds the state after N completed steps (steps
  * 0..N-1 and their optimizer updates): a resumed run starts at step N.
@@ -38,7 +43,7 @@
 #include "common/dp_err.h"
 #include "worker/dp_exec.h"
 
-#define DP_CKPT_VERSION 1 /* rank file and manifest format */
+#define DP_CKPT_VERSION 2 /* rank file and manifest format; 1 is still read (dp 1) */
 
 /* Checkpoint settings of a run (caller-embedded, nothing to release). */
 struct dp_ckpt_cfg {

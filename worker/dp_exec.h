@@ -1,18 +1,21 @@
-/* worker/dp_exec.h - the pipeline executor of one rank (CPU backend, PP x EP):
+/* worker/dp_exec.h - the pipeline executor of one rank (CPU backend, DP x PP x EP):
  * runs this rank's op list of a schedule from sched/ (F, B, I, W, F&B and the
  * RF/SF/RB/SB/WAIT comm tokens) on its model chunks for one training step.
  * docs/executor.md has the data flow and the correctness argument.
  *
- * Ranks: pp x ep, global rank = pp_rank * ep + ep_rank (launcher/dp_plan.h's
- * order with dp = 1).  The ep ranks of a pipeline stage (an "EP group") run
- * the same op list on different micro-batches (data parallel for attention,
- * as DeepSeek-V3): EP rank j's micro-batch m of the schedule is global
- * micro-batch j * micro + m of a step of micro * ep micro-batches.  The
+ * Ranks: dp x pp x ep, global rank = (dp_rank * pp + pp_rank) * ep + ep_rank
+ * (launcher/dp_plan.h's order).  The ep ranks of a pipeline stage (an "EP
+ * group") run the same op list on different micro-batches (data parallel
+ * for attention, as DeepSeek-V3), and so do the dp replicas of the whole
+ * pp x ep pipeline: micro-batch m of the schedule on EP rank j of replica d
+ * is global micro-batch (d * ep + j) * micro + m of a step of micro * ep *
+ * dp micro-batches; the loss is the mean over all their tokens.  The
  * routed experts of each layer are split over the group (expert e on EP rank
  * dp_model_expert_owner(), E / ep each); the MoE block sends each token's
  * rows to the owner of its expert and back through a2a/ (dispatch/combine),
  * on one communication thread per rank.  Gradients of everything but the
- * routed experts are summed over the group (EP rank order) after the step.
+ * routed experts are summed over the group (EP rank order) after the step,
+ * then every gradient over the dp replicas (replica order).
  *
  *   struct dp_exec_cfg cfg = { .algo = DP_SCHED_DUALPIPE, .pp = 4, .micro = 8, .rank = r };
  *   dp_model_cfg_default(&cfg.model);
@@ -78,10 +81,13 @@ struct dp_exec_cfg {
 	enum dp_sched_algo algo;
 	int pp;			   /* pipeline ranks */
 	int micro;		   /* micro-batches per step and EP rank (the schedule's micro) */
-	int rank;		   /* this rank, 0..pp*ep-1 = pp_rank * ep + ep_rank */
-	struct dp_model_cfg model; /* micro_batches is overwritten with micro * ep */
+	int rank;		   /* 0..dp*pp*ep-1 = (dp_rank * pp + pp_rank) * ep + ep_rank */
+	struct dp_model_cfg model; /* micro_batches is overwritten with micro * ep * dp */
 	/* expert parallelism; ep 0 or 1: none (every rank holds all experts) */
 	int ep; /* EP ranks per stage; divides model.experts */
+	/* data parallelism; dp 0 or 1: none.  dp replicas of the whole pp x ep
+	 * pipeline, each on its own micro-batches, gradients summed over them */
+	int dp;
 	/* ep > 1: how to reach the other ranks of this rank's EP group (borrowed
 	 * for dp_exec_new).  transport, nodes, ranks_per_node (nodes *
 	 * ranks_per_node == ep; both 0: one node), shm_name / addrs (ep entries,
@@ -101,10 +107,12 @@ struct dp_exec; /* opaque: dp_exec_new() creates, dp_exec_free() frees */
 /* Build the schedule (with comm tokens) and this rank's chunks: with r the
  * pp rank, DualPipe stage r (leg 0) and pp-1-r (leg 1) of pp stages, two
  * copies with the same init; DualPipeV stages r and 2pp-1-r of 2pp;
- * 1F1B/ZB1P stage r of pp.  @links has pp*ep entries, indexed by global
- * rank (borrowed, must outlive the executor): the neighbours r-1 and r+1
- * with the same ep rank, for DualPipe pp-1-r (gradient exchange), and with
- * ep > 1 every other rank of the EP group (gradient all-reduce).  With
+ * 1F1B/ZB1P stage r of pp.  @links has dp*pp*ep entries, indexed by global
+ * rank (borrowed, must outlive the executor): in this rank's replica the
+ * neighbours r-1 and r+1 with the same ep rank, for DualPipe pp-1-r
+ * (gradient exchange), and with ep > 1 every other rank of the EP group
+ * (gradient all-reduce); with dp > 1 the rank with the same pp and ep rank
+ * in every other replica (DP all-reduce).  With
  * ep > 1 this also opens the a2a communicator of the EP group, which is
  * collective: every rank of the group must call dp_exec_new.
  * 0, -EINVAL (bad config, missing link), -ENOMEM, or the a2a open error. */
@@ -117,7 +125,9 @@ void dp_exec_free(struct dp_exec *ex); /* NULL is a no-op; joins the sender thre
  * over its two copies (leg 0 copy + leg 1 copy, exchanged with rank
  * pp-1-r) into both copies, then with ep > 1 sum the gradients of every
  * tensor but the routed experts over the EP group (EP rank 0 + 1 + ..., the
- * same bits on every rank).  *loss (may be NULL) gets the sum of the loss
+ * same bits on every rank), then with dp > 1 sum every gradient over the
+ * replicas (dp rank 0 + 1 + ..., the same bits on every replica, which so
+ * stay bit-identical).  *loss (may be NULL) gets the sum of the loss
  * shares computed on this rank (0 if it holds no head); summing it over the
  * ranks gives the step loss.  0 or -errno with @err (-EPROTO: a peer sent
  * something else than the schedule says; -EPIPE/-ECONNRESET: link lost). */
@@ -129,6 +139,8 @@ void dp_exec_optimizer_step(struct dp_exec *ex);
 
 /* Coordinates of this rank: pp rank (0..pp-1), ep rank (0..ep-1), ep (>= 1). */
 void dp_exec_coords(const struct dp_exec *ex, int *pp_rank, int *ep_rank, int *ep);
+/* Its replica: dp rank (0..dp-1) and dp (>= 1).  Either may be NULL. */
+void dp_exec_dp_coords(const struct dp_exec *ex, int *dp_rank, int *dp);
 /* Does this rank own routed expert @e (always, with ep 1)? */
 int dp_exec_owns_expert(const struct dp_exec *ex, int e);
 

@@ -25,7 +25,7 @@
 
 #define MSG_MAGIC 0x44505050u /* "DPPP" */
 
-enum { KIND_F = 0, KIND_B = 1, KIND_G = 2, KIND_R = 3 };
+enum { KIND_F = 0, KIND_B = 1, KIND_G = 2, KIND_R = 3, KIND_D = 4 };
 
 struct msg_hdr {
 	uint32_t magic;
@@ -333,7 +333,9 @@ struct dp_exec {
 	struct dp_sched *sched;
 	int nstages, legs, mpl, T, H;
 	int ep, prank, erank, nloc; /* nloc: experts per EP rank */
-	int nranks;		    /* pp * ep */
+	int dp, drank;		    /* DP replicas, this rank's replica */
+	int pbase;		    /* global rank of this replica's pp rank 0, ep rank 0 */
+	int nranks;		    /* dp * pp * ep */
 	int nch;
 	struct chunk ch[2];
 	struct dp_pp_link **links; /* borrowed */
@@ -369,7 +371,9 @@ static float **boxp(struct dp_exec *ex, int out, int kind, int leg, int m)
 
 static const char *kind_name(int kind)
 {
-	return kind == KIND_F ? "F" : kind == KIND_B ? "B" : kind == KIND_G ? "G" : "R";
+	static const char *const names[] = { "F", "B", "G", "R", "D" };
+
+	return kind >= 0 && kind <= KIND_D ? names[kind] : "?";
 }
 
 static int new_chunk(struct dp_exec *ex, int stage, struct chunk *c, struct dp_err *err)
@@ -532,23 +536,34 @@ int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 	struct dp_exec *ex;
 	const struct dp_sched_op *ops;
 	size_t nops;
-	int rc, pp = cfg->pp, ep = cfg->ep > 1 ? cfg->ep : 1, r;
+	int rc, pp = cfg->pp, ep = cfg->ep > 1 ? cfg->ep : 1, dp = cfg->dp > 1 ? cfg->dp : 1, r;
 
-	if (pp < 1 || pp > 4096 || ep > 4096 || cfg->rank < 0 || cfg->rank >= pp * ep)
+	if (pp < 1 || pp > 4096 || ep > 4096 || dp > 4096 || (long)dp * pp * ep > 4096 ||
+	    cfg->rank < 0 || cfg->rank >= dp * pp * ep) {
+		if (dp > 1)
+			return dp_err_set(err, EINVAL,
+					  "exec: rank %d out of range for dp %d x pp %d x ep %d",
+					  cfg->rank, dp, pp, ep);
 		return dp_err_set(err, EINVAL, "exec: rank %d out of range for pp %d x ep %d",
 				  cfg->rank, pp, ep);
-	if (cfg->micro < 1 || cfg->micro > (1 << 20) / ep)
+	}
+	if (cfg->micro < 1 || cfg->micro > (1 << 20) / (ep * dp))
 		return dp_err_set(err, EINVAL, "exec: micro %d out of range", cfg->micro);
 	ex = calloc(1, sizeof(*ex));
 	if (!ex)
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	ex->cfg = *cfg;
 	ex->cfg.ep = ep;
+	ex->cfg.dp = dp;
 	ex->ep = ep;
-	ex->nranks = pp * ep;
-	ex->prank = r = cfg->rank / ep;
+	ex->dp = dp;
+	ex->nranks = dp * pp * ep;
+	ex->prank = r = cfg->rank / ep % pp;
 	ex->erank = cfg->rank % ep;
-	ex->cfg.model.micro_batches = cfg->micro * ep;
+	ex->drank = cfg->rank / (pp * ep);
+	ex->pbase = ex->drank * pp * ep;
+	/* the loss is the mean over the tokens of all dp replicas' micro-batches */
+	ex->cfg.model.micro_batches = cfg->micro * ep * dp;
 	rc = dp_model_cfg_check(&ex->cfg.model, err);
 	if (rc)
 		goto fail;
@@ -593,17 +608,21 @@ int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 			       &ex->ch[1], err);
 	if (rc)
 		goto fail;
-	/* the peers this rank talks to: the schedule's comm tokens (same ep
-	 * rank), the DualPipe mirror rank for the gradient exchange, and the
-	 * rest of the EP group for the gradient all-reduce */
+	/* the peers this rank talks to, all in its own replica but the last:
+	 * the schedule's comm tokens (same ep rank), the DualPipe mirror rank
+	 * for the gradient exchange, the rest of the EP group for the gradient
+	 * all-reduce, and the same (pp rank, ep rank) of every other replica
+	 * for the DP all-reduce */
 	ops = dp_sched_ops(ex->sched, r, &nops);
 	for (size_t i = 0; i < nops && !rc; i++)
 		if (ops[i].peer >= 0)
-			rc = need_peer(ex, links, ops[i].peer * ep + ex->erank, err);
+			rc = need_peer(ex, links, ex->pbase + ops[i].peer * ep + ex->erank, err);
 	if (!rc && cfg->algo == DP_SCHED_DUALPIPE)
-		rc = need_peer(ex, links, (pp - 1 - r) * ep + ex->erank, err);
+		rc = need_peer(ex, links, ex->pbase + (pp - 1 - r) * ep + ex->erank, err);
 	for (int j = 0; j < ep && !rc; j++)
-		rc = need_peer(ex, links, r * ep + j, err);
+		rc = need_peer(ex, links, ex->pbase + r * ep + j, err);
+	for (int d = 0; d < dp && !rc; d++)
+		rc = need_peer(ex, links, (d * pp + r) * ep + ex->erank, err);
 	if (!rc && ep > 1)
 		rc = open_ep(ex, err);
 	if (rc)
@@ -615,11 +634,12 @@ fail:
 	return rc;
 }
 
-/* The micro-batch of the whole step (micro * ep of them) that (leg, m)
- * of this rank is: EP rank j takes j * micro .. j * micro + micro - 1. */
+/* The micro-batch of the whole step (micro * ep * dp of them) that (leg,
+ * m) of this rank is: EP rank j of replica d takes (d * ep + j) * micro ..
+ * (d * ep + j) * micro + micro - 1. */
 static int global_mb(const struct dp_exec *ex, int leg, int m)
 {
-	return ex->erank * ex->cfg.micro +
+	return (ex->drank * ex->ep + ex->erank) * ex->cfg.micro +
 	       (ex->cfg.algo == DP_SCHED_DUALPIPE ? leg * ex->mpl + m : m);
 }
 
@@ -1247,8 +1267,8 @@ static double now_s(void)
 
 static int run_op(struct dp_exec *ex, const struct dp_sched_op *op, struct dp_err *err)
 {
-	/* schedule peers are pp ranks: the one with the same ep rank */
-	const int peer = op->peer >= 0 ? op->peer * ex->ep + ex->erank : -1;
+	/* schedule peers are pp ranks: the one of this replica with the same ep rank */
+	const int peer = op->peer >= 0 ? ex->pbase + op->peer * ex->ep + ex->erank : -1;
 	struct dp_exec_times *tm = &ex->times;
 	double t0 = now_s();
 	int rc;
@@ -1299,7 +1319,7 @@ static int run_op(struct dp_exec *ex, const struct dp_sched_op *op, struct dp_er
 static int reduce_copies(struct dp_exec *ex, struct dp_err *err)
 {
 	struct dp_model_flat f0, f1;
-	int peer = (ex->cfg.pp - 1 - ex->prank) * ex->ep + ex->erank, rc;
+	int peer = ex->pbase + (ex->cfg.pp - 1 - ex->prank) * ex->ep + ex->erank, rc;
 	struct msg_hdr h = { .magic = MSG_MAGIC, .kind = KIND_G };
 	float *peer0 = NULL, *peer1 = NULL;
 	size_t b0, b1;
@@ -1365,76 +1385,115 @@ static size_t replicated(struct dp_model_stage *st, float *buf, int back)
 	return n;
 }
 
-/* EP all-reduce: each chunk's replicated gradients become the sum over the
- * EP ranks of the group, added in EP rank order (0 + 1 + 2 ...) on every
- * rank, so the replicas stay bit-identical.  All sends are queued before
- * the first receive (no deadlock on socket buffers). */
-static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
+/* Sum @buf[c] (@n[c] floats, c < nch) over @count ranks, global rank
+ * @base + j * @stride for j = 0..count-1 (this rank is j = @me), into
+ * @buf on every one of them: each adds the ranks' values in j order
+ * (0 + 1 + 2 ...) from the same bits, so all get the same result.  All
+ * sends are queued before the first receive (no deadlock on socket
+ * buffers).  Messages are @kind, leg c, micro-batch 0. */
+static int sum_over(struct dp_exec *ex, int kind, int base, int stride, int count, int me,
+		    float *const *buf, const size_t *n, struct dp_err *err)
 {
-	float *mine[2] = { NULL, NULL }, *acc = NULL, *in = NULL;
-	size_t n[2] = { 0, 0 };
-	const int nch = ex->nch;
+	float *acc = NULL, *in = NULL;
 	int rc = 0;
 
-	for (int c = 0; c < nch; c++) {
-		n[c] = replicated(ex->ch[c].st, NULL, 0);
-		mine[c] = malloc(n[c] * sizeof(float) + 1);
-		if (!mine[c])
-			goto nomem;
-		(void)replicated(ex->ch[c].st, mine[c], 0);
-		for (int j = 0; j < ex->ep; j++) {
+	for (int c = 0; c < ex->nch; c++)
+		for (int j = 0; j < count; j++) {
 			struct msg_hdr h = { .magic = MSG_MAGIC,
-					     .kind = KIND_R,
+					     .kind = (uint8_t)kind,
 					     .leg = (uint8_t)c };
 			float *copy;
 
-			if (j == ex->erank)
+			if (j == me)
 				continue;
 			copy = malloc(n[c] * sizeof(float) + 1);
 			if (!copy)
-				goto nomem;
-			memcpy(copy, mine[c], n[c] * sizeof(float));
+				return dp_err_set(err, ENOMEM, "exec: out of memory");
+			memcpy(copy, buf[c], n[c] * sizeof(float));
 			h.step = ex->step;
 			h.bytes = n[c] * sizeof(float);
-			rc = sender_post(&ex->snd[ex->prank * ex->ep + j], &h, copy, err);
+			rc = sender_post(&ex->snd[base + j * stride], &h, copy, err);
 			if (rc)
-				goto out;
+				return rc;
 		}
-	}
-	for (int c = 0; c < nch; c++) {
+	for (int c = 0; c < ex->nch && !rc; c++) {
 		free(acc);
 		free(in);
 		acc = malloc(n[c] * sizeof(float) + 1);
 		in = malloc(n[c] * sizeof(float) + 1);
-		if (!acc || !in || !mine[c])
-			goto nomem;
-		for (int j = 0; j < ex->ep; j++) {
-			const float *src = mine[c];
+		if (!acc || !in) {
+			rc = dp_err_set(err, ENOMEM, "exec: out of memory");
+			break;
+		}
+		for (int j = 0; j < count && !rc; j++) {
+			const float *src = buf[c];
 
-			if (j != ex->erank) {
-				rc = recv_msg(ex, ex->prank * ex->ep + j, KIND_R, c, 0, in,
+			if (j != me) {
+				rc = recv_msg(ex, base + j * stride, kind, c, 0, in,
 					      n[c] * sizeof(float), err);
-				if (rc)
-					goto out;
 				src = in;
 			}
+			if (rc)
+				break;
 			if (j == 0)
 				memcpy(acc, src, n[c] * sizeof(float));
 			else
 				for (size_t i = 0; i < n[c]; i++)
 					acc[i] = acc[i] + src[i];
 		}
-		(void)replicated(ex->ch[c].st, acc, 1);
+		if (!rc)
+			memcpy(buf[c], acc, n[c] * sizeof(float));
 	}
-	goto out;
-nomem:
-	rc = dp_err_set(err, ENOMEM, "exec: out of memory");
-out:
 	free(acc);
 	free(in);
+	return rc;
+}
+
+/* EP all-reduce: each chunk's replicated gradients become the sum over the
+ * EP ranks of the group, in EP rank order, so the replicas stay
+ * bit-identical. */
+static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
+{
+	float *mine[2] = { NULL, NULL };
+	size_t n[2] = { 0, 0 };
+	int rc = 0;
+
+	for (int c = 0; c < ex->nch && !rc; c++) {
+		n[c] = replicated(ex->ch[c].st, NULL, 0);
+		mine[c] = malloc(n[c] * sizeof(float) + 1);
+		if (!mine[c])
+			rc = dp_err_set(err, ENOMEM, "exec: out of memory");
+		else
+			(void)replicated(ex->ch[c].st, mine[c], 0);
+	}
+	if (!rc)
+		rc = sum_over(ex, KIND_R, ex->pbase + ex->prank * ex->ep, 1, ex->ep, ex->erank,
+			      mine, n, err);
+	for (int c = 0; c < ex->nch && !rc; c++)
+		(void)replicated(ex->ch[c].st, mine[c], 1);
 	free(mine[0]);
 	free(mine[1]);
 	return rc;
+}
+
+/* DP all-reduce: every gradient of each chunk (routed experts included:
+ * the DP peers hold the same experts) summed over the replicas, replica
+ * 0 + 1 + ..., the same bits on every replica, so they stay identical
+ * after Adam. */
+static int reduce_dp(struct dp_exec *ex, struct dp_err *err)
+{
+	float *g[2] = { NULL, NULL };
+	size_t n[2] = { 0, 0 };
+
+	for (int c = 0; c < ex->nch; c++) {
+		struct dp_model_flat f;
+
+		dp_model_stage_flat(ex->ch[c].st, &f);
+		g[c] = f.g;
+		n[c] = f.n;
+	}
+	return sum_over(ex, KIND_D, ex->prank * ex->ep + ex->erank, ex->cfg.pp * ex->ep, ex->dp,
+			ex->drank, g, n, err);
 }
 
 int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err)
@@ -1484,6 +1543,11 @@ int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err
 	}
 	if (ex->ep > 1) {
 		rc = reduce_ep(ex, err);
+		if (rc)
+			return rc;
+	}
+	if (ex->dp > 1) {
+		rc = reduce_dp(ex, err);
 		if (rc)
 			return rc;
 	}
@@ -1542,6 +1606,14 @@ int dp_exec_peak_live(const struct dp_exec *ex)
 const struct dp_sched *dp_exec_sched(const struct dp_exec *ex)
 {
 	return ex->sched;
+}
+
+void dp_exec_dp_coords(const struct dp_exec *ex, int *dp_rank, int *dp)
+{
+	if (dp_rank)
+		*dp_rank = ex->drank;
+	if (dp)
+		*dp = ex->dp;
 }
 
 void dp_exec_coords(const struct dp_exec *ex, int *pp_rank, int *ep_rank, int *ep)

@@ -8,10 +8,13 @@
  * of the control connection, which is the one that routes towards the
  * controller and so towards the other nodes -- with the global ranks this
  * rank needs, say ready, and wait for start (the PEERS frames come just
- * before it).  Then the TCP mesh over the pp x ep ranks of the pipeline
- * (global rank = pp_rank * ep + ep_rank with dp 1): a link between two
- * ranks of the same PP stage (an EP group, for the gradient all-reduce) or
- * the same EP rank (the pipeline proper); dial every lower peer, accept
+ * before it).  Then the TCP mesh over the dp x pp x ep ranks (global rank
+ * = (dp_rank * pp + pp_rank) * ep + ep_rank, launcher/dp_plan.h's order,
+ * which is also the executor's): in one DP replica a link between two ranks
+ * of the same PP stage (an EP group, for the gradient all-reduce) or the
+ * same EP rank (the pipeline proper), and between replicas a link between
+ * the ranks of the same pp and ep rank (the DP gradient all-reduce); dial
+ * every lower peer, accept
  * every higher one; each dialler first sends a 40-byte hello (magic, its
  * rank, the job token), so a stray connection to the port is refused, not
  * trained on.
@@ -70,7 +73,7 @@
 
 struct link_hello {
 	uint32_t magic;
-	uint32_t rank; /* the dialler's rank in the pipeline, pp_rank * ep + ep_rank */
+	uint32_t rank; /* the dialler's global rank, (dp_rank * pp + pp_rank) * ep + ep_rank */
 	uint8_t token[DP_CTL_TOKEN_LEN];
 };
 
@@ -187,16 +190,14 @@ static int read_layout(struct layout *l, struct dp_err *err)
 	    (rc = env_long("DP_STEPS", 1, 100000000, -1, &l->steps, err)) ||
 	    (rc = env_long("DP_SEED", 0, 0x7fffffffL, 1, &seed, err)))
 		return rc;
-	if (l->dp != 1)
-		return dp_err_set(err, EOPNOTSUPP,
-				  "train: the executor runs pp x ep only (dp %ld must be 1)",
-				  l->dp);
-	if (pp * l->ep > 4096)
-		return dp_err_set(err, EINVAL, "train: pp %ld x ep %ld is more than 4096 ranks", pp,
-				  l->ep);
-	if (pp - 1 + l->ep - 1 > DP_CTL_WANT_MAX) /* the peers one ENDPOINT may ask for */
-		return dp_err_set(err, EINVAL, "train: pp %ld + ep %ld - 2 peers is more than %d",
-				  pp, l->ep, DP_CTL_WANT_MAX);
+	if (l->dp * pp * l->ep > 4096)
+		return dp_err_set(err, EINVAL,
+				  "train: dp %ld x pp %ld x ep %ld is more than 4096 ranks", l->dp,
+				  pp, l->ep);
+	if (pp - 1 + l->ep - 1 + l->dp - 1 > DP_CTL_WANT_MAX) /* peers one ENDPOINT may ask for */
+		return dp_err_set(err, EINVAL,
+				  "train: pp %ld + ep %ld + dp %ld - 3 peers is more than %d", pp,
+				  l->ep, l->dp, DP_CTL_WANT_MAX);
 	if (!algo)
 		return dp_err_set(err, EINVAL, "train: DP_SCHEDULE is not set");
 	if ((rc = dp_sched_algo_parse(algo, &l->cfg.algo, err)))
@@ -205,33 +206,32 @@ static int read_layout(struct layout *l, struct dp_err *err)
 		return rc;
 	l->cfg.pp = (int)pp;
 	l->cfg.ep = (int)l->ep;
-	l->cfg.rank = (int)(rank * l->ep + l->ep_rank);
+	l->cfg.dp = (int)l->dp;
+	l->cfg.rank = (int)((l->dp_rank * pp + rank) * l->ep + l->ep_rank);
 	l->cfg.micro = (int)micro;
 	l->cfg.model.seed = (uint64_t)seed;
 	return 0;
 }
 
-/* Global rank of rank @i (pp_rank * ep + ep_rank) of this rank's pipeline
- * (docs: dp_plan.h order). */
-static uint32_t global_rank(const struct layout *l, int i)
-{
-	return (uint32_t)(l->dp_rank * l->cfg.pp * l->ep + i);
-}
-
-/* Ranks of the pipeline: pp x ep. */
+/* Ranks of the run: dp x pp x ep. */
 static int nranks(const struct layout *l)
 {
-	return l->cfg.pp * (int)l->ep;
+	return (int)l->dp * l->cfg.pp * (int)l->ep;
 }
 
-/* Do pipeline ranks @i and @j share a link?  Same EP rank (PP neighbours and
- * the DualPipe mirror) or same PP stage (the EP group).  Symmetric, so both
- * ends agree on who dials whom. */
+/* Do ranks @i and @j share a link?  In one replica: same EP rank (PP
+ * neighbours and the DualPipe mirror) or same PP stage (the EP group);
+ * across replicas: same pp and ep rank (the DP all-reduce).  Symmetric,
+ * so both ends agree on who dials whom. */
 static int linked(const struct layout *l, int i, int j)
 {
-	int ep = (int)l->ep;
+	int ep = (int)l->ep, per = l->cfg.pp * ep; /* ranks per replica */
 
-	return i != j && (i % ep == j % ep || i / ep == j / ep);
+	if (i == j)
+		return 0;
+	if (i / per != j / per)
+		return i % per == j % per;
+	return i % ep == j % ep || i / ep == j / ep;
 }
 
 /* ---- the PP mesh ----------------------------------------------------------------- */
@@ -330,7 +330,7 @@ static int build_mesh(const struct layout *l, struct dp_ctl_client *cc, int lfd,
 		if (!linked(l, me, j))
 			continue;
 		memcpy(h.token, token, DP_CTL_TOKEN_LEN);
-		if (dp_ctl_client_peer(cc, global_rank(l, j), addr, sizeof(addr), &port))
+		if (dp_ctl_client_peer(cc, (uint32_t)j, addr, sizeof(addr), &port))
 			return dp_err_set(err, EPROTO, "train: no address for peer rank %d", j);
 		fd = dial(addr, port, deadline, err);
 		if (fd < 0)
@@ -400,7 +400,7 @@ static int ep_exchange(const struct layout *l, struct dp_ctl_client *cc, struct 
 			if (in.magic != EP_MAGIC || in.port == 0 || in.port > 65535)
 				return dp_err_set(err, EPROTO, "train: rank %d sent a bad EP hello",
 						  j);
-			if (dp_ctl_client_peer(cc, global_rank(l, j), host, sizeof(host), &pport))
+			if (dp_ctl_client_peer(cc, (uint32_t)j, host, sizeof(host), &pport))
 				return dp_err_set(err, EPROTO,
 						  "train: no address for EP peer rank %d", j);
 			len = snprintf(addrs[j - g0], sizeof(addrs[0]), "%s:%u", host, in.port);
@@ -534,8 +534,9 @@ static void test_corrupt(const char *dir, long step, int rank)
  * RANK fails (exit 70) before step K of the first attempt (DP_CKPT_RESUME
  * unset), or of every attempt with ":always"; after the checkpoint of step K
  * is complete when one is due, so that the resume point is certain.  With
- * ":corrupt" it first damages its file of that checkpoint, so a restart
- * must fall back to the one before.  1: fail now. */
+ * ":corrupt" it first damages its file of that checkpoint (with dp > 1 the
+ * one it loads, replica 0's), so a restart must fall back to the one
+ * before.  1: fail now. */
 static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg *xc, uint32_t rank,
 			 long k, long total)
 {
@@ -561,7 +562,8 @@ static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg 
 		while (dp_ckpt_check(ck->dir, k, xc, NULL) != 0 && now_s() < until)
 			(void)usleep(10000);
 		if (always && strcmp(always, "corrupt") == 0)
-			test_corrupt(ck->dir, k, xc->rank);
+			/* the file it would load: replica 0's of its pp and ep rank */
+			test_corrupt(ck->dir, k, xc->rank % (xc->pp * (xc->ep > 1 ? xc->ep : 1)));
 	}
 	return 1;
 }
@@ -607,7 +609,7 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 					"train: stopped by the controller at step %ld", k);
 			break;
 		}
-		if (test_fail_now(&ck, &cfg, global_rank(l, cfg.rank), k, l->steps)) {
+		if (test_fail_now(&ck, &cfg, (uint32_t)cfg.rank, k, l->steps)) {
 			rc = dp_err_set(err, EIO,
 					"train: DP_TEST_FAIL_AT_STEP: failing at step %ld", k);
 			break;
@@ -671,7 +673,7 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 	}
 	for (int j = 0; j < nranks(&l); j++)
 		if (linked(&l, l.cfg.rank, j))
-			want[nwant++] = global_rank(&l, j);
+			want[nwant++] = (uint32_t)j;
 	lfd = listen_any("PP links", &port, &e);
 	if (lfd >= 0 && l.ep > 1 &&
 	    (a2a_lfd = listen_any("the EP all-to-all", &a2a_port, &e)) < 0) {
@@ -688,10 +690,10 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		goto out;
 	}
 	(void)fprintf(out,
-		      "rank %u: pid %ld, %s pp %d/%d ep %ld/%ld micro %d, %ld steps, PP links on "
-		      "%s:%d\n",
-		      ccfg->rank, (long)getpid(), dp_sched_algo_name(l.cfg.algo),
-		      l.cfg.rank / (int)(l.ep > 0 ? l.ep : 1), l.cfg.pp, l.ep_rank, l.ep,
+		      "rank %u: pid %ld, %s dp %ld/%ld pp %d/%d ep %ld/%ld micro %d, %ld steps, PP "
+		      "links on %s:%d\n",
+		      ccfg->rank, (long)getpid(), dp_sched_algo_name(l.cfg.algo), l.dp_rank, l.dp,
+		      l.cfg.rank / (int)(l.ep > 0 ? l.ep : 1) % l.cfg.pp, l.cfg.pp, l.ep_rank, l.ep,
 		      l.cfg.micro, l.steps, addr, port);
 	(void)fflush(out);
 	rc = build_mesh(&l, cc, lfd, ccfg->token, links, &e);

@@ -13,7 +13,12 @@
  *   leaves only a hidden temp file, never a visible partial one, and the
  *   next save succeeds;
  * - `dpworker --train-local` with --ckpt-dir/--ckpt-every/--resume and the
- *   DP_CKPT_* variables.
+ *   DP_CKPT_* variables;
+ * - data parallelism: with --dp 2 only replica 0 writes (pp x ep files),
+ *   every replica resumes from them with the uninterrupted run's losses, and
+ *   a checkpoint of another dp is refused naming the field;
+ * - format version 1 (no dp in the fingerprint) still loads as dp 1, and a
+ *   newer version is refused naming both versions.
  * The model is tiny (test_cfg): every run takes milliseconds. */
 #include <dirent.h>
 #include <errno.h>
@@ -29,6 +34,8 @@
 #include <sys/wait.h>
 #include <sysexits.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "common/dp_log.h"
 #include "worker/dp_ckpt.h"
@@ -825,37 +832,57 @@ static char *step_lines(const char *text, long from)
 	return res;
 }
 
-/* pp 2 x ep 2: four ranks, each with its own experts; a resumed run
- * continues with the losses of an uninterrupted one, and a checkpoint of
- * another ep is refused naming the field. */
-static void train_local_ep_resume(void **state)
+/* @res resumed at step @at and printed the losses of @full from there on,
+ * up to step @last. */
+static void expect_resumed(const struct cmd_out *full, const struct cmd_out *res, long at,
+			   long last)
 {
-	char *d = make_tmpdir(), *a, *b;
-	struct cmd_out full, part, res, r;
+	char want[64], *a, *b;
 
-	(void)state;
-	full = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--steps",
-					      "4", "--layers", "2", NULL });
-	assert_int_equal(full.rc, 0);
-	part = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--steps",
-					      "2", "--layers", "2", "--ckpt-dir", d, NULL });
-	assert_int_equal(part.rc, 0);
-	res = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--steps",
-					     "4", "--layers", "2", "--ckpt-dir", d, "--resume",
-					     NULL });
-	assert_int_equal(res.rc, 0);
-	assert_non_null(strstr(res.err, "resuming at step 2"));
-	a = step_lines(full.out, 2);
-	b = step_lines(res.out, 0);
+	assert_int_equal(res->rc, 0);
+	(void)snprintf(want, sizeof(want), "resuming at step %ld", at);
+	assert_non_null(strstr(res->err, want));
+	a = step_lines(full->out, at);
+	b = step_lines(res->out, 0);
 	assert_string_equal(a, b);
-	assert_non_null(strstr(b, "step 3 loss"));
+	(void)snprintf(want, sizeof(want), "step %ld loss", last);
+	assert_non_null(strstr(b, want));
 	free(a);
 	free(b);
-	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "1", "--steps",
-					   "1", "--layers", "2", "--ckpt-dir", d, "--resume",
-					   NULL });
+}
+
+/* --dp @dp --pp 2 --ep @ep: the checkpoint has the pp x ep files of
+ * replica 0 only, a resumed run (every replica loading them) continues with
+ * the losses of an uninterrupted one, and a run with --dp @odp --ep @oep
+ * refuses the checkpoint with @why. */
+static void check_layout_resume(const char *dp, const char *ep, const char *odp, const char *oep,
+				const char *why)
+{
+	char *d = make_tmpdir(), path[4096];
+	struct cmd_out full, part, res, r;
+	int files = 2 * (int)strtol(ep, NULL, 10);
+
+	full = run_cmd((const char *const[]){ "--train-local", "--dp", dp, "--pp", "2", "--ep", ep,
+					      "--steps", "4", "--layers", "2", NULL });
+	assert_int_equal(full.rc, 0);
+	part = run_cmd((const char *const[]){ "--train-local", "--dp", dp, "--pp", "2", "--ep", ep,
+					      "--steps", "2", "--layers", "2", "--ckpt-dir", d,
+					      NULL });
+	assert_int_equal(part.rc, 0);
+	for (int i = 0; i <= files; i++) {
+		rank_file(d, 2, i, path, sizeof(path));
+		if ((access(path, F_OK) == 0) != (i < files))
+			fail_msg("%s: %s", path, i < files ? "missing" : "written by replica 1");
+	}
+	res = run_cmd((const char *const[]){ "--train-local", "--dp", dp, "--pp", "2", "--ep", ep,
+					     "--steps", "4", "--layers", "2", "--ckpt-dir", d,
+					     "--resume", NULL });
+	expect_resumed(&full, &res, 2, 3);
+	r = run_cmd((const char *const[]){ "--train-local", "--dp", odp, "--pp", "2", "--ep", oep,
+					   "--steps", "1", "--layers", "2", "--ckpt-dir", d,
+					   "--resume", NULL });
 	assert_int_equal(r.rc, 0);
-	assert_non_null(strstr(r.err, "ep is 2 in the checkpoint, 1 in this run"));
+	assert_non_null(strstr(r.err, why));
 	cmd_free(&r);
 	cmd_free(&full);
 	cmd_free(&part);
@@ -864,9 +891,123 @@ static void train_local_ep_resume(void **state)
 	free(d);
 }
 
+/* pp 2 x ep 2: four ranks, each with its own experts; a checkpoint of
+ * another ep is refused naming the field. */
+static void train_local_ep_resume(void **state)
+{
+	(void)state;
+	check_layout_resume("1", "2", "1", "1", "ep is 2 in the checkpoint, 1 in this run");
+}
+
+/* dp 2 x pp 2 (x ep 2): replica 0 writes rank-0000.. rank-<pp*ep-1>, both
+ * replicas resume from them; a dp 1 run refuses them. */
+static void train_local_dp_resume(void **state)
+{
+	(void)state;
+	check_layout_resume("2", "1", "1", "1", "dp is 2 in the checkpoint, 1 in this run");
+	check_layout_resume("2", "2", "1", "2", "dp is 2 in the checkpoint, 1 in this run");
+}
+
+/* Rewrite rank file @path of format 2 as format 1 would have written it:
+ * 17 fingerprint fields (no dp), a 192-byte header. */
+static void downgrade_rank_file(const char *path)
+{
+	unsigned char h[192];
+	size_t len = 0;
+	char *b = slurp_bin(path, &len);
+	uint32_t crc;
+	FILE *f;
+
+	assert_non_null(b);
+	assert_true(len > 200);
+	assert_int_equal((unsigned char)b[8], 2); /* version 2 */
+	assert_int_equal((unsigned char)b[36], 18);
+	memcpy(h, b, 176);	      /* magic .. fp[0..16] */
+	memcpy(h + 176, b + 184, 12); /* payload_bytes, payload_crc */
+	h[8] = 1;		      /* version */
+	h[36] = 17;		      /* fingerprint fields */
+	crc = dp_ckpt_crc32c(0, h, 188);
+	for (int i = 0; i < 4; i++)
+		h[188 + i] = (unsigned char)(crc >> (8 * i));
+	f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(h, 1, sizeof(h), f), sizeof(h));
+	assert_int_equal(fwrite(b + 200, 1, len - 200, f), len - 200);
+	assert_int_equal(fclose(f), 0);
+	free(b);
+}
+
+/* Rewrite the manifest of @sdir as version @version without the dp key,
+ * with the rank files' new sizes and checksums. */
+static void downgrade_manifest(const char *sdir, int version, int nfiles)
+{
+	char mpath[4200], path[4200], crcs[16];
+	json_t *m, *files;
+
+	(void)snprintf(mpath, sizeof(mpath), "%s/manifest.json", sdir);
+	m = json_load_file(mpath, 0, NULL);
+	assert_non_null(m);
+	assert_int_equal(json_object_set_new(m, "version", json_integer(version)), 0);
+	(void)json_object_del(json_object_get(m, "config"), "dp"); /* absent the second time */
+	files = json_object_get(m, "files");
+	for (int r = 0; r < nfiles; r++) {
+		json_t *ent = json_array_get(files, (size_t)r);
+		size_t len = 0;
+		char *b;
+
+		(void)snprintf(path, sizeof(path), "%s/rank-%04d.bin", sdir, r);
+		b = slurp_bin(path, &len);
+		assert_non_null(b);
+		(void)snprintf(crcs, sizeof(crcs), "%08x", dp_ckpt_crc32c(0, b, len));
+		assert_int_equal(json_object_set_new(ent, "bytes", json_integer((json_int_t)len)),
+				 0);
+		assert_int_equal(json_object_set_new(ent, "crc32c", json_string(crcs)), 0);
+		free(b);
+	}
+	assert_int_equal(json_dump_file(m, mpath, JSON_INDENT(2)), 0);
+	json_decref(m);
+}
+
+/* A checkpoint written before dp existed (format 1) is read as dp 1:
+ * checked, loaded, and the resumed run goes on with the same losses. */
+static void version_1_checkpoint_still_loads(void **state)
+{
+	struct dp_exec_cfg xc, dp2;
+	double loss[MAX_STEPS], again[MAX_STEPS];
+	char *d = two_checkpoints(&xc, loss), sdir[4096], path[4096];
+	struct dp_ckpt_cfg cc = { .dir = NULL, .every = 0, .resume = 1 };
+	struct dp_err err = { 0 };
+	long start = -1;
+
+	(void)state;
+	assert_int_equal(dp_ckpt_step_path(d, 2, sdir, sizeof(sdir), NULL), 0);
+	for (int r = 0; r < 2; r++) {
+		rank_file(d, 2, r, path, sizeof(path));
+		downgrade_rank_file(path);
+	}
+	downgrade_manifest(sdir, 1, 2);
+	assert_int_equal(dp_ckpt_check(d, 2, &xc, &err), 0);
+	dp2 = xc;
+	dp2.dp = 2;
+	assert_int_equal(dp_ckpt_check(d, 2, &dp2, &err), -ESTALE);
+	assert_non_null(strstr(err.msg, "dp is 1 in the checkpoint, 2 in this run"));
+	assert_int_equal(dp_ckpt_step_path(d, 4, path, sizeof(path), NULL), 0);
+	rm_rf(path); /* resume from the version 1 step 2 */
+	cc.dir = d;
+	run_train(&xc, &cc, 4, &start, again);
+	assert_int_equal(start, 2);
+	assert_memory_equal(loss + 2, again + 2, 2 * sizeof(double));
+	/* a version this build does not know: refused, naming both */
+	downgrade_manifest(sdir, 3, 0);
+	assert_int_equal(dp_ckpt_check(d, 2, &xc, &err), -ESTALE);
+	assert_non_null(strstr(err.msg, "format version 3, this build reads 1 to 2"));
+	rm_rf(d);
+	free(d);
+}
+
 static void train_local_options(void **state)
 {
-	char *d = make_tmpdir(), *a, *b;
+	char *d = make_tmpdir();
 	struct cmd_out full, part, res, r;
 
 	(void)state;
@@ -886,14 +1027,7 @@ static void train_local_options(void **state)
 	res = run_cmd((const char *const[]){ "--train-local", "--algo", "1f1b", "--pp", "2",
 					     "--steps", "5", "--layers", "2", "--ckpt-dir", d,
 					     "--resume", NULL });
-	assert_int_equal(res.rc, 0);
-	assert_non_null(strstr(res.err, "resuming at step 3"));
-	a = step_lines(full.out, 3);
-	b = step_lines(res.out, 0);
-	assert_string_equal(a, b);
-	assert_non_null(strstr(b, "step 4 loss"));
-	free(a);
-	free(b);
+	expect_resumed(&full, &res, 3, 4);
 
 	/* all done already */
 	r = run_cmd((const char *const[]){ "--train-local", "--algo", "1f1b", "--pp", "2",
@@ -1093,6 +1227,8 @@ int main(void)
 		cmocka_unit_test(train_local_options),
 		cmocka_unit_test(train_local_ep_resume),
 		cmocka_unit_test(train_tcp_resume),
+		cmocka_unit_test(train_local_dp_resume),
+		cmocka_unit_test(version_1_checkpoint_still_loads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,6 +20,11 @@
  *   tolerances above, against a reference of micro * ep micro-batches;
  *   experts compared on their owner only (zero gradients elsewhere); the
  *   EP replicas bit-identical; overlap on and off bit-identical.
+ * - DP (dp x pp x ep ranks, the replicas on micro-batches (d * ep + j) *
+ *   micro ..): gradients summed over the replicas (regrouped again): the
+ *   same tolerances against a reference of micro * ep * dp micro-batches,
+ *   and every rank bit-identical (gradients and parameters) to the rank
+ *   with the same pp and ep rank in replica 0.
  * Peak live activation contexts per rank: never above the simulator's
  * figure (in fact equal: both count, in program order, forwards whose
  * backward/W has not finished). */
@@ -41,7 +46,7 @@
 
 #define STEPS	  3
 #define MAX_PP	  4
-#define MAX_RANKS 8 /* pp x ep */
+#define MAX_RANKS 8 /* dp x pp x ep */
 #define MAX_CHUNK 2
 
 struct chunk_res {
@@ -64,6 +69,7 @@ struct rank_res {
 struct tcase {
 	enum dp_sched_algo algo;
 	int pp, ep, micro;
+	int dp; /* 0 or 1: none */
 	int overlap;
 	const char *transport; /* ep > 1: "shm" or "tcp" */
 	int two_hop;	       /* tcp: two nodes x ep/2 ranks, two-hop */
@@ -184,12 +190,13 @@ static void make_listeners(int n, int *lfds, char (*addrs)[32])
 	}
 }
 
-/* Fork the pp x ep ranks of @tc and collect their results. */
+/* Fork the dp x pp x ep ranks of @tc and collect their results. */
 static void run_pipeline(const struct tcase *tc, struct rank_res *res)
 {
-	const int pp = tc->pp, ep = tc->ep > 1 ? tc->ep : 1, n = pp * ep;
+	const int pp = tc->pp, ep = tc->ep > 1 ? tc->ep : 1, dp = tc->dp > 1 ? tc->dp : 1;
+	const int n = dp * pp * ep, ngroups = dp * pp; /* EP groups */
 	int sp[MAX_RANKS][MAX_RANKS], rfd[MAX_RANKS], lfd[MAX_RANKS];
-	char addrs[MAX_RANKS][32], shm[MAX_PP][64];
+	char addrs[MAX_RANKS][32], shm[MAX_RANKS][64];
 	const char *ap[MAX_RANKS];
 	pid_t pid[MAX_RANKS];
 
@@ -200,7 +207,7 @@ static void run_pipeline(const struct tcase *tc, struct rank_res *res)
 		for (int j = 0; j < n; j++)
 			sp[i][j] = -1;
 	}
-	for (int r = 0; r < pp; r++)
+	for (int r = 0; r < ngroups; r++)
 		(void)snprintf(shm[r], sizeof(shm[r]), "/dp-exec-test-%d-%d", (int)getpid(), r);
 	if (ep > 1 && tc->transport && strcmp(tc->transport, "tcp") == 0)
 		make_listeners(n, lfd, addrs);
@@ -227,6 +234,7 @@ static void run_pipeline(const struct tcase *tc, struct rank_res *res)
 						   .micro = tc->micro,
 						   .rank = r,
 						   .ep = ep,
+						   .dp = dp,
 						   .overlap = tc->overlap };
 			struct dp_a2a_comm_cfg cc;
 			int code;
@@ -294,14 +302,14 @@ static void run_pipeline(const struct tcase *tc, struct rank_res *res)
 				(void)kill(pid[q], SIGKILL);
 		assert_int_equal(waitpid(pid[r], &st, 0), pid[r]);
 		if (!ok) {
-			for (int q = 0; q < pp; q++)
+			for (int q = 0; q < ngroups; q++)
 				(void)shm_unlink(shm[q]);
-			fail_msg("rank %d of %s pp %d ep %d micro %d failed (status %d)", r,
-				 dp_sched_algo_name(tc->algo), pp, ep, tc->micro, st);
+			fail_msg("rank %d of %s dp %d pp %d ep %d micro %d failed (status %d)", r,
+				 dp_sched_algo_name(tc->algo), dp, pp, ep, tc->micro, st);
 		}
 		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
-	for (int q = 0; q < pp; q++)
+	for (int q = 0; q < ngroups; q++)
 		(void)shm_unlink(shm[q]); /* rank 0 of each group did; in case */
 }
 
@@ -375,7 +383,8 @@ static void same_replicas(struct dp_model_stage *st, const float *a, const float
 
 static void check_tcase(const struct tcase *tc)
 {
-	const int pp = tc->pp, ep = tc->ep > 1 ? tc->ep : 1, n = pp * ep, micro = tc->micro;
+	const int pp = tc->pp, ep = tc->ep > 1 ? tc->ep : 1, dp = tc->dp > 1 ? tc->dp : 1;
+	const int n = dp * pp * ep, micro = tc->micro;
 	const enum dp_sched_algo algo = tc->algo;
 	struct dp_sched_cfg sc = { .algo = algo, .pp = pp, .micro = micro };
 	struct dp_sched_times tm = { .f = 1, .b = 2, .w = 1, .fb = 2.5 };
@@ -386,9 +395,9 @@ static void check_tcase(const struct tcase *tc)
 	struct dp_sched_sim sim;
 	struct dp_err err = { 0 };
 	int dual = algo == DP_SCHED_DUALPIPE, nstages = algo == DP_SCHED_DUALPIPEV ? 2 * pp : pp;
-	/* regrouped sums: DualPipe's two copies, and EP (all-reduce over the
-	 * group, expert rows from several ranks' micro-batches) */
-	int regroup = dual || ep > 1;
+	/* regrouped sums: DualPipe's two copies, EP (all-reduce over the
+	 * group, expert rows from several ranks' micro-batches) and DP */
+	int regroup = dual || ep > 1 || dp > 1;
 	double g_rel = regroup ? 1e-4 : 0, g_abs = regroup ? 1e-6 : 0;
 	double w_rel = regroup ? 1e-3 : 0, w_abs = regroup ? 1e-5 : 0;
 	double worst_g = 0, worst_w = 0, loss;
@@ -397,25 +406,27 @@ static void check_tcase(const struct tcase *tc)
 	memset(res, 0, sizeof(res));
 	run_pipeline(tc, res);
 
-	/* peak activations against the simulator (every EP rank of a stage
-	 * runs the pp rank's op list) */
+	/* peak activations against the simulator (every EP rank of a stage,
+	 * in every replica, runs the pp rank's op list) */
 	assert_int_equal(dp_sched_build(&sc, &s, &err), 0);
 	assert_int_equal(dp_sched_simulate(s, &tm, &sim, &err), 0);
 	for (int r = 0; r < n; r++) {
-		if (res[r].peak > sim.ranks[r / ep].peak_activations)
+		const int pr = r / ep % pp;
+
+		if (res[r].peak > sim.ranks[pr].peak_activations)
 			fail_msg("%s pp %d micro %d rank %d: peak %d > simulated %d",
 				 dp_sched_algo_name(algo), pp, micro, r, res[r].peak,
-				 sim.ranks[r / ep].peak_activations);
-		assert_int_equal(res[r].peak, sim.ranks[r / ep].peak_activations);
+				 sim.ranks[pr].peak_activations);
+		assert_int_equal(res[r].peak, sim.ranks[pr].peak_activations);
 	}
 	if (dual)
 		assert_int_equal(res[0].peak, pp + 1);
 	dp_sched_sim_release(&sim);
 	dp_sched_free(s);
 
-	/* the reference: same model, micro-batches 0..micro*ep-1 in order */
+	/* the reference: same model, micro-batches 0..micro*ep*dp-1 in order */
 	test_cfg(&mc);
-	mc.micro_batches = micro * ep;
+	mc.micro_batches = micro * ep * dp;
 	assert_int_equal(dp_model_ref_new(&mc, nstages, &ref, &err), 0);
 	assert_int_equal(dp_model_ref_grads(ref, 0, 0, &loss, &err), 0);
 	for (int k = 0; k < STEPS; k++) {
@@ -426,8 +437,9 @@ static void check_tcase(const struct tcase *tc)
 		for (int r = 0; r < n; r++)
 			sum += res[r].loss[k];
 		if (regroup ? fabs(sum - loss) > (k ? 1e-6 : 1e-9) * fabs(loss) : sum != loss)
-			fail_msg("%s pp %d ep %d micro %d step %d: loss %.12g, reference %.12g",
-				 dp_sched_algo_name(algo), pp, ep, micro, k, sum, loss);
+			fail_msg("%s dp %d pp %d ep %d micro %d step %d: loss %.12g, reference "
+				 "%.12g",
+				 dp_sched_algo_name(algo), dp, pp, ep, micro, k, sum, loss);
 		if (k == 0) {
 			for (int r = 0; r < n; r++)
 				for (int c = 0; c < res[r].nch; c++) {
@@ -438,8 +450,8 @@ static void check_tcase(const struct tcase *tc)
 					dp_model_stage_flat(st, &f);
 					assert_int_equal(f.n, res[r].ch[c].n);
 					(void)snprintf(what, sizeof(what),
-						       "%s pp %d ep %d rank %d grad",
-						       dp_sched_algo_name(algo), pp, ep, r);
+						       "%s dp %d pp %d ep %d rank %d grad",
+						       dp_sched_algo_name(algo), dp, pp, ep, r);
 					worst_g = fmax(worst_g,
 						       compare_flat(st, res[r].ch[c].g, f.g, g_rel,
 								    g_abs, what, ep, r % ep, 1));
@@ -454,8 +466,8 @@ static void check_tcase(const struct tcase *tc)
 			struct dp_model_flat f;
 
 			dp_model_stage_flat(st, &f);
-			(void)snprintf(what, sizeof(what), "%s pp %d ep %d rank %d params",
-				       dp_sched_algo_name(algo), pp, ep, r);
+			(void)snprintf(what, sizeof(what), "%s dp %d pp %d ep %d rank %d params",
+				       dp_sched_algo_name(algo), dp, pp, ep, r);
 			worst_w = fmax(worst_w, compare_flat(st, res[r].ch[c].w, f.w, w_rel, w_abs,
 							     what, ep, r % ep, 0));
 			/* the EP replicas of the stage: bit-identical */
@@ -465,11 +477,21 @@ static void check_tcase(const struct tcase *tc)
 				same_replicas(st, res[r].ch[c].w, res[r - r % ep].ch[c].w, what);
 				same_replicas(st, res[r].ch[c].g, res[r - r % ep].ch[c].g, what);
 			}
+			/* the DP replicas: the whole chunk bit-identical to replica 0 */
+			if (r >= pp * ep) {
+				const struct chunk_res *a = &res[r].ch[c],
+						       *b = &res[r % (pp * ep)].ch[c];
+
+				assert_int_equal(a->n, b->n);
+				assert_memory_equal(a->g, b->g, a->n * sizeof(float));
+				assert_memory_equal(a->w, b->w, a->n * sizeof(float));
+			}
 		}
 	if (dual) /* both copies of stage s: rank s chunk 0, rank pp-1-s chunk 1 */
 		for (int r = 0; r < n; r++) {
+			const int base = r / (pp * ep) * pp * ep, pr = r / ep % pp;
 			const struct chunk_res *a = &res[r].ch[0];
-			const struct chunk_res *b = &res[(pp - 1 - r / ep) * ep + r % ep].ch[1];
+			const struct chunk_res *b = &res[base + (pp - 1 - pr) * ep + r % ep].ch[1];
 
 			assert_int_equal(a->stage, b->stage);
 			assert_memory_equal(a->w, b->w, a->n * sizeof(float));
@@ -477,9 +499,9 @@ static void check_tcase(const struct tcase *tc)
 	for (int r = 0; r < n; r++)
 		if (!tc->overlap || ep == 1)
 			assert_int_equal(res[r].overlapped, 0);
-	printf("# %-9s pp %d ep %d micro %2d%s%s: loss %.6f, worst grad diff %.2g, params %.2g of "
-	       "max, peak rank 0 %d\n",
-	       dp_sched_algo_name(algo), pp, ep, micro, ep > 1 ? " " : "",
+	printf("# %-9s dp %d pp %d ep %d micro %2d%s%s: loss %.6f, worst grad diff %.2g, params "
+	       "%.2g of max, peak rank 0 %d\n",
+	       dp_sched_algo_name(algo), dp, pp, ep, micro, ep > 1 ? " " : "",
 	       ep > 1 ? tc->transport : "", loss, worst_g, worst_w, res[0].peak);
 	dp_model_ref_free(ref);
 	free_res(res, n);
@@ -682,14 +704,16 @@ static double share_of_step(const char *text, long k)
 	return sum;
 }
 
-static void train_over_tcp_matches_reference(void **state)
+/* `dpworker --train` with @args (their @rank_at-th entry is "0") as rank 0
+ * here and rank 1 in a child; the step losses (the two ranks' printed
+ * shares) against the reference trainer over @stages stages and
+ * @micro_batches micro-batches, within @tol (they are printed with 6
+ * decimals). */
+static void check_tcp_pair(char **args, int nargs, int rank_at, int stages, int micro_batches,
+			   double tol, const char *what)
 {
-	char peers[64], *buf = NULL, other[4096];
-	char *args[] = {
-		"dpworker", "--train", "--algo",   "1f1b", "--pp",   "2", "--micro", "2",
-		"--steps",  "3",       "--layers", "2",	   "--rank", "0", "--peers", peers
-	};
-	int nargs = (int)(sizeof(args) / sizeof(args[0])), p[2], st = 0, rc;
+	char *buf = NULL, other[4096];
+	int p[2], st = 0, rc;
 	struct dp_model_cfg mc;
 	struct dp_model_ref *ref = NULL;
 	struct dp_err err = { 0 };
@@ -697,8 +721,6 @@ static void train_over_tcp_matches_reference(void **state)
 	FILE *out;
 	pid_t pid;
 
-	(void)state;
-	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", free_port(), free_port());
 	assert_int_equal(pipe(p), 0);
 	(void)fflush(stdout);
 	pid = fork();
@@ -708,7 +730,7 @@ static void train_over_tcp_matches_reference(void **state)
 
 		(void)close(p[0]);
 		o = fdopen(p[1], "w");
-		args[13] = "1";
+		args[rank_at] = "1";
 		_exit(o ? dp_worker_cmd_train(nargs, args, o, stderr) | (fclose(o) ? 1 : 0) : 1);
 	}
 	(void)close(p[1]);
@@ -727,17 +749,45 @@ static void train_over_tcp_matches_reference(void **state)
 
 	dp_model_cfg_default(&mc);
 	mc.layers = 2;
-	mc.micro_batches = 2;
-	assert_int_equal(dp_model_ref_new(&mc, 2, &ref, &err), 0);
+	mc.micro_batches = micro_batches;
+	assert_int_equal(dp_model_ref_new(&mc, stages, &ref, &err), 0);
 	for (long k = 0; k < 3; k++) {
 		double loss, sum = share_of_step(buf, k) + share_of_step(other, k);
 
 		assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
-		if (fabs(sum - loss) > 2e-6) /* printed with 6 decimals */
-			fail_msg("step %ld: tcp run %.6f, reference %.6f", k, sum, loss);
+		if (fabs(sum - loss) > tol)
+			fail_msg("step %ld: tcp %s run %.6f, reference %.6f", k, what, sum, loss);
 	}
 	dp_model_ref_free(ref);
 	free(buf);
+}
+
+static void train_over_tcp_matches_reference(void **state)
+{
+	char peers[64];
+	char *args[] = {
+		"dpworker", "--train", "--algo",   "1f1b", "--pp",   "2", "--micro", "2",
+		"--steps",  "3",       "--layers", "2",	   "--rank", "0", "--peers", peers
+	};
+
+	(void)state;
+	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", free_port(), free_port());
+	check_tcp_pair(args, (int)(sizeof(args) / sizeof(args[0])), 13, 2, 2, 2e-6, "pp");
+}
+
+/* `dpworker --train --dp 2`: two replicas of a one-stage pipeline over tcp,
+ * the gradients summed over them; the reference runs their 2 x 2
+ * micro-batches. */
+static void train_over_tcp_with_dp_matches_reference(void **state)
+{
+	char peers[64];
+	char *args[] = { "dpworker", "--train", "--algo",  "1f1b", "--pp",    "1",
+			 "--dp",     "2",	"--micro", "2",	   "--steps", "3",
+			 "--layers", "2",	"--rank",  "0",	   "--peers", peers };
+
+	(void)state;
+	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", free_port(), free_port());
+	check_tcp_pair(args, (int)(sizeof(args) / sizeof(args[0])), 15, 1, 4, 3e-6, "dp");
 }
 
 /* Two free TCP ports p, p+1 on 127.0.0.1 (the --train EP convention). */
@@ -763,75 +813,38 @@ static int free_port_pair(void)
  * (PP links on the --peers ports, the all-to-all on port + 1). */
 static void train_over_tcp_with_ep_matches_reference(void **state)
 {
-	char peers[64], *buf = NULL, other[4096];
+	char peers[64];
 	char *args[] = { "dpworker", "--train", "--algo",  "1f1b", "--pp",    "1",
 			 "--ep",     "2",	"--micro", "2",	   "--steps", "3",
 			 "--layers", "2",	"--rank",  "0",	   "--peers", peers };
-	int nargs = (int)(sizeof(args) / sizeof(args[0])), p[2], st = 0, rc;
-	struct dp_model_cfg mc;
-	struct dp_model_ref *ref = NULL;
-	struct dp_err err = { 0 };
-	size_t len = 0, got = 0;
 	int p0 = free_port_pair(), p1;
-	FILE *out;
-	pid_t pid;
 
 	(void)state;
 	do
 		p1 = free_port_pair();
 	while (p1 >= p0 - 1 && p1 <= p0 + 1);
 	(void)snprintf(peers, sizeof(peers), "127.0.0.1:%d,127.0.0.1:%d", p0, p1);
-	assert_int_equal(pipe(p), 0);
-	(void)fflush(stdout);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		FILE *o;
-
-		(void)close(p[0]);
-		o = fdopen(p[1], "w");
-		args[15] = "1";
-		_exit(o ? dp_worker_cmd_train(nargs, args, o, stderr) | (fclose(o) ? 1 : 0) : 1);
-	}
-	(void)close(p[1]);
-	out = open_memstream(&buf, &len);
-	assert_non_null(out);
-	rc = dp_worker_cmd_train(nargs, args, out, stderr);
-	(void)fclose(out);
-	for (ssize_t n;
-	     got < sizeof(other) - 1 && (n = read(p[0], other + got, sizeof(other) - 1 - got)) > 0;)
-		got += (size_t)n;
-	other[got] = '\0';
-	(void)close(p[0]);
-	assert_int_equal(waitpid(pid, &st, 0), pid);
-	assert_int_equal(rc, 0);
-	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-
-	dp_model_cfg_default(&mc);
-	mc.layers = 2;
-	mc.micro_batches = 4; /* micro 2 on each of the 2 EP ranks */
-	assert_int_equal(dp_model_ref_new(&mc, 1, &ref, &err), 0);
-	for (long k = 0; k < 3; k++) {
-		double loss, sum = share_of_step(buf, k) + share_of_step(other, k);
-
-		assert_int_equal(dp_model_ref_train_step(ref, k, &loss, &err), 0);
-		if (fabs(sum - loss) > 3e-6) /* printed with 6 decimals, regrouped sums */
-			fail_msg("step %ld: tcp ep run %.6f, reference %.6f", k, sum, loss);
-	}
-	dp_model_ref_free(ref);
-	free(buf);
+	/* micro 2 on each of the 2 EP ranks; regrouped sums */
+	check_tcp_pair(args, (int)(sizeof(args) / sizeof(args[0])), 15, 1, 4, 3e-6, "ep");
 }
 
-static void check_ep(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap)
+/* dp x pp x ep ranks, EP groups on shm. */
+static void check_layout(enum dp_sched_algo algo, int dp, int pp, int ep, int micro, int overlap)
 {
 	const struct tcase tc = { .algo = algo,
 				  .pp = pp,
 				  .ep = ep,
+				  .dp = dp,
 				  .micro = micro,
 				  .overlap = overlap,
 				  .transport = "shm" };
 
 	check_tcase(&tc);
+}
+
+static void check_ep(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap)
+{
+	check_layout(algo, 1, pp, ep, micro, overlap);
 }
 
 /* EP 2: each stage's experts split over 2 ranks, forked over shm. */
@@ -894,6 +907,49 @@ static void ep_overlap_changes_no_number(void **state)
 	free_res(b, 4);
 }
 
+/* DP 2: two replicas of the pipeline on their own micro-batches, the
+ * gradients summed over them; the same training as one process over all
+ * the micro-batches, and the replicas stay bit-identical. */
+static void dp_matches_reference(void **state)
+{
+	(void)state;
+	check_layout(DP_SCHED_DUALPIPE, 2, 2, 1, 4, 0);
+	check_layout(DP_SCHED_1F1B, 2, 2, 1, 4, 0);
+	check_layout(DP_SCHED_ZB1P, 2, 2, 1, 4, 0);
+	check_layout(DP_SCHED_DUALPIPEV, 2, 2, 1, 4, 0);
+}
+
+static void dp_with_ep_matches_reference(void **state)
+{
+	(void)state;
+	check_layout(DP_SCHED_DUALPIPE, 2, 2, 2, 4, 1);
+	check_layout(DP_SCHED_1F1B, 2, 2, 2, 4, 0);
+}
+
+/* A replica needs its DP peers: rank 1 of dp 2 x pp 2 talks to rank 0
+ * (pipeline) and rank 3 (the DP all-reduce), nothing else. */
+static void dp_links_are_checked(void **state)
+{
+	struct dp_exec_cfg cfg = { .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2, .rank = 1, .dp = 2 };
+	struct dp_pp_link *links[4] = { NULL };
+	struct dp_err err = { 0 };
+	struct dp_exec *ex = NULL;
+	int fds[2];
+
+	(void)state;
+	test_cfg(&cfg.model);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+	assert_int_equal(dp_pp_link_fd(fds[0], &links[0], NULL), 0);
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "rank 1 needs a link to rank 3"));
+	cfg.rank = 4;
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "out of range for dp 2 x pp 2 x ep 1"));
+	assert_null(ex);
+	dp_pp_link_close(links[0]);
+	(void)close(fds[1]);
+}
+
 static void ep_bad_config_is_rejected(void **state)
 {
 	struct dp_exec_cfg cfg = { .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2, .rank = 1, .ep = 3 };
@@ -932,6 +988,10 @@ int main(void)
 		cmocka_unit_test(ep_bad_config_is_rejected),
 		cmocka_unit_test(train_over_tcp_with_ep_matches_reference),
 		cmocka_unit_test(train_local_ep_fabrics_agree),
+		cmocka_unit_test(dp_matches_reference),
+		cmocka_unit_test(dp_with_ep_matches_reference),
+		cmocka_unit_test(dp_links_are_checked),
+		cmocka_unit_test(train_over_tcp_with_dp_matches_reference),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -88,13 +88,16 @@ static void refuses_what_it_cannot_run(void **state)
 	char *bad;
 
 	(void)state;
-	/* a layout the executor does not run yet (dp > 1): the key and its line */
-	bad = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 4}\n"
-					 "model: {layers: 4, hidden: 32, experts: 8, top_k: 2}\n"
-					 "parallel:\n  pp: 2\n  ep: 1\n  dp: 2\n");
+	/* a layout the executor cannot run (more micro-batches per step over
+	 * the dp replicas than it takes): the key and its line */
+	bad = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 2}\n"
+					 "model: {layers: 4, hidden: 32, experts: 8, top_k: 2,\n"
+					 "        shared_experts: 1}\n"
+					 "parallel:\n  pp: 1\n  schedule: 1f1b\n  dp: 2\n"
+					 "  micro_batches: 1048576\n");
 	r = dp_test_dpctl("launch", bad);
 	assert_int_equal(r.rc, 69);
-	if (!strstr(r.err, ":6: key 'parallel.dp': dp 2"))
+	if (!strstr(r.err, ":7: key 'parallel.dp': dp 2 x ep 1 x 1048576 micro-batches"))
 		fail_msg("%s", r.err);
 	dp_test_run_free(&r);
 	(void)unlink(bad);

@@ -60,8 +60,10 @@ static struct dp_test_run dpctl_run(const char *const *argv)
 }
 #define DPCTL(...) dpctl_run((const char *const[]){ __VA_ARGS__, NULL })
 
-/* A local recipe of @pp x @ep ranks; @extra is appended (more keys). */
-static char *recipe_ep(int pp, int ep, const char *algo, int micro, int steps, const char *extra)
+/* A local recipe of @dp x @pp x @ep ranks, 4 sequences per micro-batch;
+ * @extra is appended (more keys). */
+static char *recipe_dp(int dp, int pp, int ep, const char *algo, int micro, int steps,
+		       const char *extra)
 {
 	char text[1024];
 
@@ -69,17 +71,18 @@ static char *recipe_ep(int pp, int ep, const char *algo, int micro, int steps, c
 		       "cluster: {hosts: localhost, launcher: local, gpus: %d}\n"
 		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
 		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
-		       "parallel: {pp: %d, ep: %d, schedule: %s, micro_batches: %d}\n"
+		       "parallel: {pp: %d, ep: %d, dp: %d, schedule: %s, micro_batches: %d}\n"
 		       "train: {steps: %d, batch: %d, lr: 0.003, seed: 3}\n"
 		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
 		       "max_restarts: 0}\n%s",
-		       pp * ep, pp, ep, algo, micro, steps, 4 * micro, extra ? extra : "");
+		       dp * pp * ep, pp, ep, dp, algo, micro, steps, 4 * micro * dp,
+		       extra ? extra : "");
 	return dp_test_write_tmp(".yaml", text);
 }
 
 static char *recipe(int pp, const char *algo, int micro, int steps, const char *extra)
 {
-	return recipe_ep(pp, 1, algo, micro, steps, extra);
+	return recipe_dp(1, pp, 1, algo, micro, steps, extra);
 }
 
 static char *tmpdir(void)
@@ -122,17 +125,17 @@ static void dry_run_model(const char *path, char *model, size_t len)
 }
 
 /* `DP_MODEL=... dpworker --train-local ...`: the printed loss of each step. */
-static int train_local(const char *model, const char *algo, int pp, int ep, int micro, int steps,
-		       char lines[][32])
+static int train_local(const char *model, const char *algo, int dp, int pp, int ep, int micro,
+		       int steps, char lines[][32])
 {
 	char cmd[1024], line[256];
 	int n = 0;
 	FILE *p;
 
 	(void)snprintf(cmd, sizeof(cmd),
-		       "env '%s' '%s' --train-local --algo %s --pp %d --ep %d --micro %d "
+		       "env '%s' '%s' --train-local --algo %s --dp %d --pp %d --ep %d --micro %d "
 		       "--steps %d --seed 3",
-		       model, getenv("DPWORKER"), algo, pp, ep, micro, steps);
+		       model, getenv("DPWORKER"), algo, dp, pp, ep, micro, steps);
 	p = popen(cmd, "r");
 	assert_non_null(p);
 	while (fgets(line, sizeof(line), p)) {
@@ -149,20 +152,22 @@ static int train_local(const char *model, const char *algo, int pp, int ep, int 
 
 /* Train through dpctl and compare every step loss with --train-local; check
  * trace.json has ops from every rank. */
-static void trains_like_train_local_ep(const char *algo, int pp, int ep, int micro)
+static void trains_like_train_local_dp(const char *algo, int dp, int pp, int ep, int micro)
 {
 	enum { STEPS = 4 };
-	char *path = recipe_ep(pp, ep, algo, micro, STEPS, NULL), *dir = tmpdir();
+	char *path = recipe_dp(dp, pp, ep, algo, micro, STEPS, NULL), *dir = tmpdir();
 	char model[512], want[STEPS][32], trace[600];
 	struct dp_test_run r;
 	json_t *o, *losses, *t, *ev;
-	int seen[8] = { 0 };
+	int seen[8] = { 0 }, n = dp * pp * ep;
 
+	assert_true(n <= 8);
 	dry_run_model(path, model, sizeof(model));
-	assert_int_equal(train_local(model, algo, pp, ep, micro, STEPS, want), STEPS);
+	assert_int_equal(train_local(model, algo, dp, pp, ep, micro, STEPS, want), STEPS);
 	r = DPCTL("--json", "launch", "--run-dir", dir, path);
 	if (r.rc != 0)
-		fail_msg("%s pp %d ep %d: rc %d\n%s\n%s", algo, pp, ep, r.rc, r.err, r.out);
+		fail_msg("%s dp %d pp %d ep %d: rc %d\n%s\n%s", algo, dp, pp, ep, r.rc, r.err,
+			 r.out);
 	o = train_event(r.out);
 	losses = json_object_get(o, "losses");
 	assert_int_equal(json_array_size(losses), STEPS);
@@ -172,8 +177,8 @@ static void trains_like_train_local_ep(const char *algo, int pp, int ep, int mic
 		(void)snprintf(got, sizeof(got), "%.6f",
 			       json_real_value(json_array_get(losses, k)));
 		if (strcmp(got, want[k]) != 0)
-			fail_msg("%s pp %d ep %d step %zu: dpctl loss %s, --train-local %s", algo,
-				 pp, ep, k, got, want[k]);
+			fail_msg("%s dp %d pp %d ep %d step %zu: dpctl loss %s, --train-local %s",
+				 algo, dp, pp, ep, k, got, want[k]);
 	}
 	/* the loss falls */
 	assert_true(json_real_value(json_array_get(losses, STEPS - 1)) <
@@ -190,14 +195,14 @@ static void trains_like_train_local_ep(const char *algo, int pp, int ep, int mic
 
 		if (strcmp(json_string_value(json_object_get(e, "ph")), "X") != 0)
 			continue;
-		assert_true(tid >= 0 && tid < pp * ep);
+		assert_true(tid >= 0 && tid < n);
 		assert_true(json_real_value(json_object_get(e, "dur")) >= 0);
 		seen[tid]++;
 	}
-	for (int i = 0; i < pp * ep; i++)
+	for (int i = 0; i < n; i++)
 		if (seen[i] < micro) /* at least one F per micro-batch of its chunks */
-			fail_msg("%s pp %d ep %d: rank %d has %d ops in the trace", algo, pp, ep, i,
-				 seen[i]);
+			fail_msg("%s dp %d pp %d ep %d: rank %d has %d ops in the trace", algo, dp,
+				 pp, ep, i, seen[i]);
 	json_decref(t);
 	json_decref(o);
 	dp_test_run_free(&r);
@@ -205,6 +210,11 @@ static void trains_like_train_local_ep(const char *algo, int pp, int ep, int mic
 	free(path);
 	rm_rf(dir);
 	free(dir);
+}
+
+static void trains_like_train_local_ep(const char *algo, int pp, int ep, int micro)
+{
+	trains_like_train_local_dp(algo, 1, pp, ep, micro);
 }
 
 static void trains_like_train_local(const char *algo, int pp, int micro)
@@ -248,6 +258,31 @@ static void onef1b_pp2_ep2_matches_train_local(void **state)
 	(void)state;
 	worker_or_skip();
 	trains_like_train_local_ep("1f1b", 2, 2, 4);
+}
+
+/* Data parallelism through the controller: two replicas of a pp 2
+ * pipeline; the controller's step loss (the shares of all 4 ranks) and
+ * --train-local --dp 2 agree to the printed digit. */
+static void dualpipe_dp2_pp2_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local_dp("dualpipe", 2, 2, 1, 4);
+}
+
+static void onef1b_dp2_pp2_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local_dp("1f1b", 2, 2, 1, 4);
+}
+
+/* dp 2 x pp 2 x ep 2: eight ranks, EP groups inside each replica. */
+static void dualpipe_dp2_pp2_ep2_matches_train_local(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	trains_like_train_local_dp("dualpipe", 2, 2, 2, 4);
 }
 
 static void human_output_has_summary(void **state)
@@ -304,14 +339,16 @@ static void expect_refused(const char *text, const char *want)
 static void unsupported_layout_names_the_line(void **state)
 {
 	(void)state;
-	expect_refused("cluster: {hosts: localhost, gpus: 4}\n"
+	/* more replicas than the peers one rank may ask the controller for */
+	expect_refused("cluster: {hosts: localhost, gpus: 600}\n"
 		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
 		       "        top_k: 2}\n"
 		       "parallel:\n"
-		       "  pp: 2\n"
-		       "  dp: 2\n"
+		       "  pp: 1\n"
+		       "  dp: 600\n"
+		       "  schedule: 1f1b\n"
 		       "train: {steps: 3}\n",
-		       ":6: key 'parallel.dp': dp 2");
+		       ":6: key 'parallel.dp': pp 1 + ep 1 + dp 600");
 	/* an EP group wider than the peers one rank may ask the controller for */
 	expect_refused("cluster: {hosts: localhost, gpus: 600}\n"
 		       "model: {layers: 4, hidden: 32, experts: 600, "
@@ -564,13 +601,73 @@ static void report_bubble_and_trace(void **state)
 	free(dir);
 }
 
+/* dp 2 x pp 2: the step loss adds the shares of both replicas (rank order),
+ * the tokens of both replicas count, rank 2 and 3 (replica 1) get the
+ * simulated bubble of their pp ranks 0 and 1, and the summary names dp. */
+static void report_dp_replicas(void **state)
+{
+	struct dp_train_report_cfg cfg = {
+		.nranks = 4, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2, .dp = 2
+	};
+	struct dp_train_report *tr = NULL;
+	struct dp_ctl_timeline *t = calloc(1, sizeof(*t));
+	struct dp_ctl_step s = { .seconds = 0.5 };
+	/* per rank: 1f1b rank 0 holds the embedding, rank 1 the head */
+	static const double share[4] = { 0, 0.75, 0, 1.25 };
+	static const uint64_t tokens[4] = { 64, 0, 64, 0 };
+	struct dp_train_bubble b[4];
+	struct dp_buf out;
+
+	(void)state;
+	assert_non_null(t);
+	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
+	for (int r = 3; r >= 0; r--) {
+		s.step = 0;
+		s.loss_share = share[r];
+		s.tokens = tokens[r];
+		dp_train_report_step(tr, r, &s);
+		assert_int_equal(dp_train_report_nsteps(tr), r == 0);
+	}
+	assert_true(dp_train_report_loss(tr, 0) == ((0.0 + 0) + 0.75 + 0) + 1.25);
+	assert_true(dp_train_report_tokens_per_s(tr) > 0);
+	for (int r = 0; r < 4; r++) {
+		memset(t, 0, sizeof(*t));
+		t->step = 0;
+		t->t0_ns = 1000000000;
+		t->t1_ns = 1010000000;
+		for (int m = 0; m < 2; m++) {
+			/* pp rank 0 ops take 1 ms, pp rank 1 ops 2 ms */
+			struct dp_ctl_tl_op *o = &t->op[t->n++];
+			uint64_t ms = (uint64_t)(r % 2 + 1) * 1000000;
+
+			o->kind = (uint8_t)DP_SCHED_OP_F;
+			o->micro = m;
+			o->micro2 = -1;
+			o->start_ns = t->t0_ns + (uint64_t)(2 * m) * ms;
+			o->end_ns = o->start_ns + ms;
+		}
+		dp_train_report_timeline(tr, r, "localhost", t);
+	}
+	assert_int_equal(dp_train_report_bubbles(tr, b, NULL, NULL), 0);
+	assert_true(b[2].predicted == b[0].predicted);
+	assert_true(b[3].predicted == b[1].predicted);
+	assert_true(fabs(b[2].busy - b[0].busy) < 1e-12 && fabs(b[3].busy - 4e-3) < 1e-9);
+	dp_buf_init(&out, 1 << 16);
+	assert_int_equal(dp_train_report_summary(tr, &out, NULL), 0);
+	if (!strstr(dp_buf_str(&out), "training: 1f1b dp 2 pp 2 micro 2, 1 steps in "))
+		fail_msg("%s", dp_buf_str(&out));
+	dp_buf_release(&out);
+	dp_train_report_free(tr);
+	free(t);
+}
+
 /* ---- restarts from checkpoints ------------------------------------------------- */
 
-/* A pp 2 run of 6 steps with a checkpoint every 2 steps into @ckdir and up to
- * @restarts restarts, run directory @dir; @fail is DP_TEST_FAIL_AT_STEP
- * (NULL: none).  Returns the `dpctl --json launch` run. */
-static struct dp_test_run ckpt_run(const char *ckdir, const char *dir, int restarts,
-				   const char *fail)
+/* A dp @dp x pp 2 run of 6 steps with a checkpoint every 2 steps into
+ * @ckdir and up to @restarts restarts, run directory @dir; @fail is
+ * DP_TEST_FAIL_AT_STEP (NULL: none).  Returns the `dpctl --json launch` run. */
+static struct dp_test_run ckpt_run_dp(int dp, const char *ckdir, const char *dir, int restarts,
+				      const char *fail)
 {
 	char text[1024], failenv[96] = "", *path;
 	struct dp_test_run r;
@@ -579,20 +676,26 @@ static struct dp_test_run ckpt_run(const char *ckdir, const char *dir, int resta
 		(void)snprintf(failenv, sizeof(failenv), "env: {DP_TEST_FAIL_AT_STEP: \"%s\"}\n",
 			       fail);
 	(void)snprintf(text, sizeof(text),
-		       "cluster: {hosts: localhost, launcher: local, gpus: 2}\n"
+		       "cluster: {hosts: localhost, launcher: local, gpus: %d}\n"
 		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
 		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
-		       "parallel: {pp: 2, schedule: dualpipe, micro_batches: 4}\n"
-		       "train: {steps: 6, batch: 16, lr: 0.003, seed: 3, "
+		       "parallel: {pp: 2, dp: %d, schedule: dualpipe, micro_batches: 4}\n"
+		       "train: {steps: 6, batch: %d, lr: 0.003, seed: 3, "
 		       "checkpoint: {dir: '%s', every: 2}}\n"
 		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
 		       "max_restarts: %d}\n%s",
-		       ckdir, restarts, failenv);
+		       2 * dp, dp, 16 * dp, ckdir, restarts, failenv);
 	path = dp_test_write_tmp(".yaml", text);
 	r = DPCTL("--json", "launch", "--run-dir", dir, "--grace-s", "2", path);
 	(void)unlink(path);
 	free(path);
 	return r;
+}
+
+static struct dp_test_run ckpt_run(const char *ckdir, const char *dir, int restarts,
+				   const char *fail)
+{
+	return ckpt_run_dp(1, ckdir, dir, restarts, fail);
 }
 
 /* The "done" event's result object of a --json event stream. */
@@ -617,23 +720,22 @@ static json_int_t result_int(json_t *done, const char *key)
 	return json_integer_value(v);
 }
 
-/* Rank 1 fails before step 4 of the first attempt: the run restarts once,
- * resumes from the step-4 checkpoint, and its per-step losses equal those
- * of an uninterrupted run bit for bit.  Both runs use one checkpoint
- * directory: the complete step-6 checkpoint the first run leaves there must
- * not be what the second run's restart resumes from. */
-static void restart_resumes_from_checkpoint(void **state)
+/* Rank @rank of a dp @dp run fails before step 4 of the first attempt: the
+ * run restarts once, resumes from the step-4 checkpoint, and its per-step
+ * losses equal those of an uninterrupted run bit for bit.  Both runs use
+ * one checkpoint directory: the complete step-6 checkpoint the first run
+ * leaves there must not be what the second run's restart resumes from. */
+static void check_restart(int dp, int rank)
 {
-	char *ck = tmpdir(), *run = tmpdir(), log[600], *text;
+	char *ck = tmpdir(), *run = tmpdir(), log[600], fail[32], want[64], *text;
 	struct dp_test_run a, b;
 	json_t *la, *lb, *ta, *tb, *done;
 
-	(void)state;
-	worker_or_skip();
-	a = ckpt_run(ck, run, 1, NULL);
+	(void)snprintf(fail, sizeof(fail), "4:%d", rank);
+	a = ckpt_run_dp(dp, ck, run, 1, NULL);
 	if (a.rc != 0)
 		fail_msg("uninterrupted: rc %d\n%s\n%s", a.rc, a.err, a.out);
-	b = ckpt_run(ck, run, 1, "4:1");
+	b = ckpt_run_dp(dp, ck, run, 1, fail);
 	if (b.rc != 0)
 		fail_msg("restarted: rc %d\n%s\n%s", b.rc, b.err, b.out);
 	done = done_event(b.out);
@@ -641,10 +743,11 @@ static void restart_resumes_from_checkpoint(void **state)
 	assert_int_equal(result_int(done, "resume_step"), 4);
 	if (!strstr(b.out, "\"event\":\"restart\""))
 		fail_msg("no restart event:\n%s", b.out);
-	(void)snprintf(log, sizeof(log), "%s/logs/rank-0001.log", run);
+	(void)snprintf(log, sizeof(log), "%s/logs/rank-%04d.log", run, rank);
+	(void)snprintf(want, sizeof(want), "rank %d: resuming at step 4", rank);
 	text = dp_test_slurp(log);
-	if (!text || !strstr(text, "rank 1: resuming at step 4"))
-		fail_msg("rank 1 did not resume at step 4:\n%s", text ? text : "(no log)");
+	if (!text || !strstr(text, want))
+		fail_msg("rank %d did not resume at step 4:\n%s", rank, text ? text : "(no log)");
 	free(text);
 	ta = train_event(a.out);
 	tb = train_event(b.out);
@@ -668,6 +771,23 @@ static void restart_resumes_from_checkpoint(void **state)
 	rm_rf(run);
 	free(ck);
 	free(run);
+}
+
+static void restart_resumes_from_checkpoint(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	check_restart(1, 1);
+}
+
+/* dp 2 x pp 2: rank 3 (replica 1, which writes no checkpoint files) fails;
+ * after the restart every replica loads replica 0's files and the losses
+ * go on as if uninterrupted. */
+static void restart_with_dp_resumes_from_replica_0(void **state)
+{
+	(void)state;
+	worker_or_skip();
+	check_restart(2, 3);
 }
 
 /* As above, but rank 1 also damages its file of the step-4 checkpoint before
@@ -786,17 +906,22 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(report_sums_shares_in_rank_order),
 		cmocka_unit_test(report_bubble_and_trace),
+		cmocka_unit_test(report_dp_replicas),
 		cmocka_unit_test(unsupported_layout_names_the_line),
 		cmocka_unit_test(dualpipe_pp2_matches_train_local),
 		cmocka_unit_test(dualpipe_pp4_matches_train_local),
 		cmocka_unit_test(zb1p_pp4_matches_train_local),
 		cmocka_unit_test(dualpipe_pp2_ep2_matches_train_local),
 		cmocka_unit_test(onef1b_pp2_ep2_matches_train_local),
+		cmocka_unit_test(dualpipe_dp2_pp2_matches_train_local),
+		cmocka_unit_test(onef1b_dp2_pp2_matches_train_local),
+		cmocka_unit_test(dualpipe_dp2_pp2_ep2_matches_train_local),
 		cmocka_unit_test(human_output_has_summary),
 		cmocka_unit_test(killed_rank_tears_everything_down),
 		cmocka_unit_test(peer_without_endpoint_fails_rendezvous),
 		cmocka_unit_test(report_keeps_latest_loss_per_step),
 		cmocka_unit_test(restart_resumes_from_checkpoint),
+		cmocka_unit_test(restart_with_dp_resumes_from_replica_0),
 		cmocka_unit_test(restart_skips_corrupt_checkpoint),
 		cmocka_unit_test(restart_without_progress_stops),
 	};
