@@ -179,7 +179,7 @@ static int read_backend(struct layout *l, struct dp_err *err)
 {
 	const char *b = getenv("DP_BACKEND"), *t = getenv("DP_PP_TRANSPORT");
 	long dev = 0;
-	int rc, count = 0;
+	int rc;
 
 	if (b && *b && strcmp(b, "cpu") != 0 && strcmp(b, "cuda") != 0 && strcmp(b, "emu") != 0)
 		return dp_err_set(err, EINVAL,
@@ -197,14 +197,23 @@ static int read_backend(struct layout *l, struct dp_err *err)
 		return dp_err_set(err, EINVAL,
 				  "train: DP_PP_TRANSPORT=nccl needs DP_BACKEND=cuda, not '%s'",
 				  l->cfg.backend);
+	return 0;
+}
+
+/* DP_BACKEND=cuda: is DP_DEVICE there?  Asked after start, so that on a
+ * GPU-less node the controller's pre-flight gate (need_gpu) reports it
+ * first, for the node, rather than each rank. */
+static int check_device(const struct layout *l, struct dp_err *err)
+{
+	int count = 0;
+
 	if (strcmp(l->cfg.backend, "cuda") != 0)
 		return 0;
-	/* before the rank joins: a GPU-less node fails here, not mid-run */
-	if ((rc = dp_gpu_count(&count, err)))
+	if (dp_gpu_count(&count, err))
 		return dp_err_prefix(err, "train: DP_BACKEND=cuda");
-	if (dev >= count)
-		return dp_err_set(err, ENODEV, "train: DP_DEVICE %ld: this node has %d GPU%s", dev,
-				  count, count == 1 ? "" : "s");
+	if (l->cfg.device >= count)
+		return dp_err_set(err, ENODEV, "train: DP_DEVICE %d: this node has %d GPU%s",
+				  l->cfg.device, count, count == 1 ? "" : "s");
 	return 0;
 }
 
@@ -734,7 +743,9 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		      l.cfg.rank / (int)(l.ep > 0 ? l.ep : 1), l.cfg.pp, l.ep_rank, l.ep,
 		      l.cfg.micro, l.steps, addr, port);
 	(void)fflush(out);
-	rc = build_mesh(&l, cc, lfd, ccfg->token, links, &e);
+	rc = check_device(&l, &e);
+	if (!rc)
+		rc = build_mesh(&l, cc, lfd, ccfg->token, links, &e);
 	(void)close(lfd);
 	lfd = -1;
 	if (!rc && l.ep > 1) {
