@@ -146,10 +146,10 @@ struct dp_recipe {
 		long batch; /* global sequences per step; default micro_batches*dp */
 		double lr;  /* learning rate; default 3e-4 */
 		long seed;  /* default 42 */
-		enum dp_recipe_backend backend; /* default cpu */
+		enum dp_recipe_backend backend;		  /* default cpu */
 		enum dp_recipe_pp_transport pp_transport; /* default tcp; nccl needs cuda */
-		char *checkpoint_dir;		/* NULL (default): no checkpoints */
-		long checkpoint_every;		/* steps between checkpoints; 0: at the end */
+		char *checkpoint_dir;			  /* NULL (default): no checkpoints */
+		long checkpoint_every; /* steps between checkpoints; 0: at the end */
 	} train;
 
 	struct {

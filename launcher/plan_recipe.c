@@ -156,7 +156,8 @@ void dp_plan_env_build(const struct dp_recipe *r, char *const *renv, const struc
 		/* the rank's GPU on its node; under Slurm each task is bound to
 		 * one GPU (--gpus-per-task=1), which it sees as device 0 */
 		LAYOUT("DP_BACKEND=cuda");
-		LAYOUT("DP_DEVICE=%d", r->cluster.launcher == DP_RECIPE_LAUNCH_SLURM ? 0 : x->local);
+		LAYOUT("DP_DEVICE=%d",
+		       r->cluster.launcher == DP_RECIPE_LAUNCH_SLURM ? 0 : x->local);
 		LAYOUT("DP_PP_TRANSPORT=%s", dp_recipe_pp_transport_name(r->train.pp_transport));
 	}
 #undef LAYOUT

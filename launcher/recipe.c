@@ -1465,7 +1465,8 @@ static void check_consistency(struct ctx *c)
 		     "needs train.checkpoint.dir");
 	/* NCCL moves device buffers between GPUs: no GPU, no NCCL */
 	if (ok(c, OFF(train.pp_transport)) && ok(c, OFF(train.backend)) &&
-	    r->train.pp_transport == DP_RECIPE_PP_NCCL && r->train.backend != DP_RECIPE_BACKEND_CUDA)
+	    r->train.pp_transport == DP_RECIPE_PP_NCCL &&
+	    r->train.backend != DP_RECIPE_BACKEND_CUDA)
 		cerr(c, OFF(train.pp_transport), "train.pp_transport",
 		     "'nccl' needs train.backend 'cuda', got '%s'",
 		     dp_recipe_backend_name(r->train.backend));

@@ -44,9 +44,9 @@
 #include "worker/dp_pp_nccl.h"
 #include "common/dp_banned.h"
 
-#define ID_MAGIC     0x44504e49u /* "DPNI": the unique id on the TCP links */
-#define HDR_MAGIC    0x44504e48u /* "DPNH": a round header */
-#define CHUNK	     ((size_t)4 << 20)  /* most bytes per peer, direction and round */
+#define ID_MAGIC     0x44504e49u	/* "DPNI": the unique id on the TCP links */
+#define HDR_MAGIC    0x44504e48u	/* "DPNH": a round header */
+#define CHUNK	     ((size_t)4 << 20)	/* most bytes per peer, direction and round */
 #define INBOX_MAX    ((size_t)64 << 20) /* most unread bytes buffered per link */
 #define IDLE_MAX_US  500
 #define CLOSE_WAIT_S 30.0 /* after the last local close, for the peers' closes */
@@ -126,7 +126,7 @@ static size_t min_sz(size_t a, size_t b)
 
 /* Record the first failure (under h->mu); returns it. */
 __attribute__((format(printf, 3, 4))) static int hub_fail_locked(struct hub *h, int code,
-								  const char *fmt, ...)
+								 const char *fmt, ...)
 {
 	va_list ap;
 
@@ -231,8 +231,8 @@ static int post_group(struct hub *h, int hdr)
 			nr = ncclSend(dho + (size_t)i * hs, hs, ncclUint8, p->rank, h->comm,
 				      h->stream);
 			if (nr == ncclSuccess)
-				nr = ncclRecv(dhi + (size_t)i * hs, hs, ncclUint8, p->rank,
-					      h->comm, h->stream);
+				nr = ncclRecv(dhi + (size_t)i * hs, hs, ncclUint8, p->rank, h->comm,
+					      h->stream);
 			continue;
 		}
 		if (p->out_n)
@@ -302,7 +302,8 @@ static int round_once(struct hub *h, int *moved)
 		ho[i] = (struct hdr){ .magic = HDR_MAGIC,
 				      .flags = p->sent_flags,
 				      .bytes = p->out_n,
-				      .room = INBOX_MAX - min_sz(INBOX_MAX, p->in_len - p->in_off) };
+				      .room = INBOX_MAX -
+					      min_sz(INBOX_MAX, p->in_len - p->in_off) };
 	}
 	pthread_mutex_unlock(&h->mu);
 	if (!nact)
@@ -410,7 +411,8 @@ static void *hub_main(void *arg)
 			}
 			if (h->refs == 0 && now_s() > h->close_deadline)
 				rc = hub_fail_locked(
-					h, ETIMEDOUT, "exec: nccl link: peers did not close within %.0f s",
+					h, ETIMEDOUT,
+					"exec: nccl link: peers did not close within %.0f s",
 					CLOSE_WAIT_S);
 		}
 		pthread_mutex_unlock(&h->mu);
@@ -437,7 +439,8 @@ static int link_error(struct hub *h, struct peer *p, int sending, struct dp_err 
 	if (h->rc)
 		return dp_err_set(err, -h->rc, "%s", h->msg);
 	if (p->remote_closed)
-		return sending ? dp_err_set(err, EPIPE, "exec: nccl link to rank %d: closed by the peer",
+		return sending ? dp_err_set(err, EPIPE,
+					    "exec: nccl link to rank %d: closed by the peer",
 					    p->rank)
 			       : dp_err_set(err, ECONNRESET, "exec: link closed by the peer");
 	return dp_err_set(err, EPIPE, "exec: nccl link to rank %d is closed", p->rank);
@@ -595,7 +598,8 @@ static int share_id(int n, int rank, struct dp_pp_link *const *tcp, ncclUniqueId
 					  j);
 		if (have && memcmp(id, &m.id, sizeof(*id)) != 0)
 			return dp_err_set(err, EPROTO,
-					  "exec: rank %d sent another NCCL id than a lower rank", j);
+					  "exec: rank %d sent another NCCL id than a lower rank",
+					  j);
 		*id = m.id;
 		have = 1;
 	}
@@ -658,7 +662,8 @@ int dp_pp_nccl_open(int n, int rank, int device, struct dp_pp_link *const *tcp,
 	if (ce != cudaSuccess || device >= count)
 		return dp_err_set(err, ENODEV, "exec: nccl links: no CUDA device %d (%s)", device,
 				  ce != cudaSuccess ? cudaGetErrorString(ce)
-						    : count == 1 ? "1 device" : "fewer devices");
+				  : count == 1	    ? "1 device"
+						    : "fewer devices");
 	ce = cudaSetDevice(device);
 	if (ce != cudaSuccess)
 		return dp_err_set(err, EIO, "exec: nccl links: cudaSetDevice(%d): %s", device,
@@ -667,7 +672,7 @@ int dp_pp_nccl_open(int n, int rank, int device, struct dp_pp_link *const *tcp,
 	if (rc)
 		return rc;
 	h = calloc(1, sizeof(*h));
-	links = calloc((size_t)n, sizeof(*links));
+	links = calloc((size_t)n, sizeof(struct nccl_link *));
 	if (!h || !links) {
 		free(h);
 		free(links);

@@ -182,12 +182,12 @@ static int read_backend(struct layout *l, struct dp_err *err)
 	int rc;
 
 	if (b && *b && strcmp(b, "cpu") != 0 && strcmp(b, "cuda") != 0 && strcmp(b, "emu") != 0)
-		return dp_err_set(err, EINVAL,
-				  "train: DP_BACKEND '%s' is not one of cpu, cuda (emu: tests only)",
-				  b);
+		return dp_err_set(
+			err, EINVAL,
+			"train: DP_BACKEND '%s' is not one of cpu, cuda (emu: tests only)", b);
 	if (t && *t && strcmp(t, "tcp") != 0 && strcmp(t, "nccl") != 0)
-		return dp_err_set(err, EINVAL, "train: DP_PP_TRANSPORT '%s' is not one of tcp, nccl",
-				  t);
+		return dp_err_set(err, EINVAL,
+				  "train: DP_PP_TRANSPORT '%s' is not one of tcp, nccl", t);
 	if ((rc = env_long("DP_DEVICE", 0, 1023, 0, &dev, err)))
 		return rc;
 	l->cfg.backend = b && *b ? b : "cpu";
@@ -707,7 +707,7 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 	if (rc) {
 		(void)fprintf(err, "dpworker: error: rank %u: %s\n", ccfg->rank, e.msg);
 		return rc == -EOPNOTSUPP || rc == -ENOSYS || rc == -ENODEV ? EX_UNAVAILABLE
-										: EX_CONFIG;
+									   : EX_CONFIG;
 	}
 	links = calloc((size_t)nranks(&l), sizeof(struct dp_pp_link *));
 	want = calloc((size_t)nranks(&l), sizeof(*want));
@@ -765,7 +765,7 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 	if (!rc && l.nccl) {
 		/* PP traffic over NCCL; the TCP mesh carried the id and now
 		 * only tells a dead peer (closed after the NCCL links) */
-		nccl = calloc((size_t)nranks(&l), sizeof(*nccl));
+		nccl = calloc((size_t)nranks(&l), sizeof(struct dp_pp_link *));
 		rc = nccl ? dp_pp_nccl_open(nranks(&l), l.cfg.rank, l.cfg.device, links, nccl, &e)
 			  : dp_err_set(&e, ENOMEM, "train: out of memory");
 	}

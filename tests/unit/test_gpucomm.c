@@ -88,7 +88,8 @@ static void plan_env_carries_backend_and_device(void **state)
 		/* the GPU the plan gives the rank on its node, 0..3 on each host */
 		(void)snprintf(want, sizeof(want), "%lld",
 			       (long long)json_integer_value(json_object_get(x, "gpu")));
-		assert_int_equal(json_integer_value(json_object_get(x, "gpu")), (json_int_t)(i % 4));
+		assert_int_equal(json_integer_value(json_object_get(x, "gpu")),
+				 (json_int_t)(i % 4));
 		assert_non_null(env_of(x, "DP_BACKEND"));
 		assert_string_equal(env_of(x, "DP_BACKEND"), "cuda");
 		assert_non_null(env_of(x, "DP_DEVICE"));
@@ -114,9 +115,10 @@ static void plan_env_slurm_and_cpu(void **state)
 					"parallel: {pp: 4}\n"
 					"train: {backend: cuda}\n");
 	/* the cpu backend adds nothing: the worker's default */
-	char *cpu = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 2}\n"
-					       "model: {layers: 4, hidden: 64, experts: 4, top_k: 2}\n"
-					       "parallel: {pp: 2}\n");
+	char *cpu =
+		dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 2}\n"
+					   "model: {layers: 4, hidden: 64, experts: 4, top_k: 2}\n"
+					   "parallel: {pp: 2}\n");
 	struct dp_test_run r = DPCTL("plan", "--json", slurm);
 	json_t *o, *ranks;
 
@@ -226,8 +228,9 @@ static void worker_refuses_bad_backend_env(void **state)
 {
 	(void)state;
 	worker_or_skip();
-	expect_worker_refuses("  DP_BACKEND: bogus\n",
-			      "train: DP_BACKEND 'bogus' is not one of cpu, cuda (emu: tests only)");
+	expect_worker_refuses(
+		"  DP_BACKEND: bogus\n",
+		"train: DP_BACKEND 'bogus' is not one of cpu, cuda (emu: tests only)");
 	expect_worker_refuses("  DP_PP_TRANSPORT: rdma\n",
 			      "train: DP_PP_TRANSPORT 'rdma' is not one of tcp, nccl");
 	expect_worker_refuses("  DP_PP_TRANSPORT: nccl\n",
@@ -253,15 +256,14 @@ static int gpus_in_child(void)
 
 static void cuda_launch_needs_cuda_and_a_gpu(void **state)
 {
-	char *path = dp_test_write_tmp(".yaml",
-				       "cluster: {hosts: localhost, gpus: 2}\n"
-				       "model: {layers: 4, hidden: 32, experts: 8, "
-				       "shared_experts: 1, top_k: 2}\n"
-				       "parallel: {pp: 2}\n"
-				       "train:\n"
-				       "  steps: 3\n"
-				       "  backend: cuda\n"
-				       "health: {max_restarts: 0, rendezvous_s: 20}\n");
+	char *path = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 2}\n"
+						"model: {layers: 4, hidden: 32, experts: 8, "
+						"shared_experts: 1, top_k: 2}\n"
+						"parallel: {pp: 2}\n"
+						"train:\n"
+						"  steps: 3\n"
+						"  backend: cuda\n"
+						"health: {max_restarts: 0, rendezvous_s: 20}\n");
 	struct dp_test_run r;
 
 	(void)state;
@@ -418,6 +420,8 @@ static int run_pipeline(int nccl, double *sum)
 	int sv[2], pfd[2][2], st, ok = 0;
 	pid_t pid[2];
 
+	for (int k = 0; k < STEPS; k++)
+		sum[k] = 0;
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
 		return -1;
 	for (int r = 0; r < 2; r++) {
@@ -434,8 +438,6 @@ static int run_pipeline(int nccl, double *sum)
 	}
 	(void)close(sv[0]);
 	(void)close(sv[1]);
-	for (int k = 0; k < STEPS; k++)
-		sum[k] = 0;
 	for (int r = 0; r < 2; r++) {
 		double l[STEPS];
 
@@ -453,7 +455,7 @@ static int run_pipeline(int nccl, double *sum)
 
 static void nccl_links_carry_a_pipeline(void **state)
 {
-	double tcp[STEPS], nccl[STEPS];
+	double tcp[STEPS] = { 0 }, nccl[STEPS] = { 0 };
 
 	(void)state;
 	if (!dp_gpu_built() || gpus_in_child() < 2) {
