@@ -41,6 +41,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include "common/dp_buf.h"
 #include "worker/dp_pp_nccl.h"
 #include "common/dp_banned.h"
 
@@ -74,9 +75,9 @@ struct peer {
 	size_t slen, spos;
 	int sbusy;
 	size_t credit; /* bytes the peer can take now */
-	/* received, not read yet: in[in_off .. in_len) */
-	char *in;
-	size_t in_off, in_len, in_cap;
+	/* received, not read yet: in.data[in_off .. in.len) */
+	struct dp_buf in;
+	size_t in_off;
 	/* this round */
 	size_t out_n, in_n;
 	uint32_t sent_flags;
@@ -100,7 +101,7 @@ struct hub {
 	int running, aborted, refs;
 	double close_deadline; /* set when refs reaches 0 */
 	int rc;		       /* first failure, negative errno; 0: none */
-	char msg[DP_ERR_MSG_MAX];
+	struct dp_err err;     /* its message */
 };
 
 struct nccl_link {
@@ -130,44 +131,34 @@ __attribute__((format(printf, 3, 4))) static int hub_fail_locked(struct hub *h, 
 {
 	va_list ap;
 
-	if (!h->rc) {
-		h->rc = -code;
-		va_start(ap, fmt);
-		(void)vsnprintf(h->msg, sizeof(h->msg), fmt, ap);
-		va_end(ap);
-	}
+	va_start(ap, fmt);
+	if (!h->rc)
+		h->rc = dp_err_vset(&h->err, code, fmt, ap);
+	va_end(ap);
 	pthread_cond_broadcast(&h->cv);
 	return h->rc;
 }
 
-static int cuda_fail(struct hub *h, const char *what, cudaError_t ce)
+/* The same for a fixed message, taking h->mu. */
+static int hub_fail(struct hub *h, int code, const char *what, const char *why)
 {
 	int rc;
 
 	pthread_mutex_lock(&h->mu);
-	rc = hub_fail_locked(h, EIO, "exec: nccl link: %s: %s", what, cudaGetErrorString(ce));
+	rc = hub_fail_locked(h, code, "exec: nccl link: %s%s%s", what, why ? ": " : "",
+			     why ? why : "");
 	pthread_mutex_unlock(&h->mu);
 	return rc;
+}
+
+static int cuda_fail(struct hub *h, const char *what, cudaError_t ce)
+{
+	return hub_fail(h, EIO, what, cudaGetErrorString(ce));
 }
 
 static int nccl_fail(struct hub *h, const char *what, ncclResult_t nr)
 {
-	int rc;
-
-	pthread_mutex_lock(&h->mu);
-	rc = hub_fail_locked(h, EIO, "exec: nccl link: %s: %s", what, ncclGetErrorString(nr));
-	pthread_mutex_unlock(&h->mu);
-	return rc;
-}
-
-static int hub_fail(struct hub *h, int code, const char *msg)
-{
-	int rc;
-
-	pthread_mutex_lock(&h->mu);
-	rc = hub_fail_locked(h, code, "exec: nccl link: %s", msg);
-	pthread_mutex_unlock(&h->mu);
-	return rc;
+	return hub_fail(h, EIO, what, ncclGetErrorString(nr));
 }
 
 /* Wait for the stream, watching the active peers' sockets (a peer that
@@ -200,7 +191,8 @@ static int wait_stream(struct hub *h)
 			for (nfds_t i = 0; i < n; i++)
 				if (h->pf[i].revents & (POLLRDHUP | POLLHUP | POLLERR))
 					return hub_fail(h, ECONNRESET,
-							"a peer is gone (its TCP link closed)");
+							"a peer is gone (its TCP link closed)",
+							NULL);
 		pthread_mutex_lock(&h->mu);
 		if (h->refs == 0 && now_s() > h->close_deadline)
 			(void)hub_fail_locked(h, ETIMEDOUT,
@@ -248,31 +240,39 @@ static int post_group(struct hub *h, int hdr)
 	return nr == ncclSuccess ? 0 : nccl_fail(h, "group", nr);
 }
 
-/* Append @n received bytes to @p's inbox (under h->mu).  0 or -ENOMEM. */
+/* Queue this round's payload copies: outgoing pinned -> device (@in 0),
+ * or incoming device -> pinned (@in 1).  0 or a failure. */
+static int copy_payload(struct hub *h, int in)
+{
+	cudaError_t ce = cudaSuccess;
+
+	for (int i = 0; i < h->npeers && ce == cudaSuccess; i++) {
+		struct peer *p = &h->p[i];
+		size_t n = in ? p->in_n : p->out_n;
+
+		if (p->active && n)
+			ce = cudaMemcpyAsync(in ? (void *)p->h_in : p->d_out,
+					     in ? p->d_in : (const void *)p->h_out, n,
+					     in ? cudaMemcpyDeviceToHost : cudaMemcpyHostToDevice,
+					     h->stream);
+	}
+	return ce == cudaSuccess ? 0 : cuda_fail(h, "payload copy", ce);
+}
+
+/* Append @n received bytes to @p's inbox (under h->mu), first dropping
+ * what was read when that saves growing it.  0, -ENOMEM, or -E2BIG: more
+ * than the room it announced (a peer bug). */
 static int inbox_add(struct peer *p, const char *src, size_t n)
 {
-	if (p->in_off && p->in_off == p->in_len)
-		p->in_off = p->in_len = 0;
-	if (p->in_len + n > p->in_cap && p->in_off) {
-		memmove(p->in, p->in + p->in_off, p->in_len - p->in_off);
-		p->in_len -= p->in_off;
+	struct dp_buf *b = &p->in;
+
+	if (p->in_off && (p->in_off == b->len || b->len + n >= b->alloc)) {
+		memmove(b->data, b->data + p->in_off, b->len - p->in_off);
+		b->len -= p->in_off;
+		b->data[b->len] = '\0'; /* dp_buf keeps a terminator */
 		p->in_off = 0;
 	}
-	if (p->in_len + n > p->in_cap) {
-		size_t cap = p->in_cap ? p->in_cap : CHUNK;
-		char *nb;
-
-		while (cap < p->in_len + n)
-			cap *= 2;
-		nb = realloc(p->in, cap);
-		if (!nb)
-			return -ENOMEM;
-		p->in = nb;
-		p->in_cap = cap;
-	}
-	memcpy(p->in + p->in_len, src, n);
-	p->in_len += n;
-	return 0;
+	return dp_buf_add(b, src, n);
 }
 
 /* One round.  1: no peer left; 0: done (*moved: bytes or closes moved);
@@ -303,7 +303,7 @@ static int round_once(struct hub *h, int *moved)
 				      .flags = p->sent_flags,
 				      .bytes = p->out_n,
 				      .room = INBOX_MAX -
-					      min_sz(INBOX_MAX, p->in_len - p->in_off) };
+					      min_sz(INBOX_MAX, p->in.len - p->in_off) };
 	}
 	pthread_mutex_unlock(&h->mu);
 	if (!nact)
@@ -327,25 +327,13 @@ static int round_once(struct hub *h, int *moved)
 		if (!p->active)
 			continue;
 		if (hi[i].magic != HDR_MAGIC || hi[i].bytes > CHUNK)
-			return hub_fail(h, EPROTO, "a peer sent a bad round header");
+			return hub_fail(h, EPROTO, "a peer sent a bad round header", NULL);
 		p->in_n = (size_t)hi[i].bytes;
 	}
 
 	/* 2. payload: pinned -> device, the group, device -> pinned */
-	for (int i = 0; i < h->npeers && ce == cudaSuccess; i++)
-		if (h->p[i].active && h->p[i].out_n)
-			ce = cudaMemcpyAsync(h->p[i].d_out, h->p[i].h_out, h->p[i].out_n,
-					     cudaMemcpyHostToDevice, h->stream);
-	if (ce != cudaSuccess)
-		return cuda_fail(h, "payload copy", ce);
-	if ((rc = post_group(h, 0)))
+	if ((rc = copy_payload(h, 0)) || (rc = post_group(h, 0)) || (rc = copy_payload(h, 1)))
 		return rc;
-	for (int i = 0; i < h->npeers && ce == cudaSuccess; i++)
-		if (h->p[i].active && h->p[i].in_n)
-			ce = cudaMemcpyAsync(h->p[i].h_in, h->p[i].d_in, h->p[i].in_n,
-					     cudaMemcpyDeviceToHost, h->stream);
-	if (ce != cudaSuccess)
-		return cuda_fail(h, "payload copy", ce);
 	if ((rc = wait_stream(h)))
 		return rc;
 
@@ -361,7 +349,9 @@ static int round_once(struct hub *h, int *moved)
 		/* what it could take, less what is on its way in this round */
 		p->credit = (size_t)hi[i].room - min_sz((size_t)hi[i].room, p->out_n);
 		if (p->in_n && inbox_add(p, p->h_in, p->in_n))
-			rc = hub_fail_locked(h, ENOMEM, "exec: nccl link: out of memory");
+			rc = hub_fail_locked(h, ENOMEM,
+					     "exec: nccl link: no room for %zu bytes from rank %d",
+					     p->in_n, p->rank);
 		if (hi[i].flags & F_CLOSED)
 			p->remote_closed = 1;
 		/* both said closed in this round: both ends drop the pair now */
@@ -380,7 +370,7 @@ static void *hub_main(void *arg)
 	int rc = 0;
 
 	if (cudaSetDevice(h->device) != cudaSuccess)
-		rc = hub_fail(h, EIO, "cannot select the device");
+		rc = hub_fail(h, EIO, "cudaSetDevice", cudaGetErrorString(cudaGetLastError()));
 	while (!rc) {
 		int moved = 0;
 
@@ -437,7 +427,7 @@ static void *hub_main(void *arg)
 static int link_error(struct hub *h, struct peer *p, int sending, struct dp_err *err)
 {
 	if (h->rc)
-		return dp_err_set(err, -h->rc, "%s", h->msg);
+		return dp_err_set(err, -h->rc, "%s", h->err.msg);
 	if (p->remote_closed)
 		return sending ? dp_err_set(err, EPIPE,
 					    "exec: nccl link to rank %d: closed by the peer",
@@ -491,10 +481,10 @@ static int nl_recv(struct dp_pp_link *l, void *buf, size_t len, struct dp_err *e
 	/* take bytes as they come: a read larger than INBOX_MAX must drain it */
 	pthread_mutex_lock(&h->mu);
 	while (got < len) {
-		size_t avail = p->in_len - p->in_off, n = min_sz(avail, len - got);
+		size_t avail = p->in.len - p->in_off, n = min_sz(avail, len - got);
 
 		if (n) {
-			memcpy((char *)buf + got, p->in + p->in_off, n);
+			memcpy((char *)buf + got, p->in.data + p->in_off, n);
 			p->in_off += n;
 			got += n;
 			pthread_cond_broadcast(&h->cv); /* room again */
@@ -517,7 +507,7 @@ static void hub_free(struct hub *h)
 	for (int i = 0; i < h->npeers; i++) {
 		struct peer *p = &h->p[i];
 
-		free(p->in);
+		dp_buf_release(&p->in);
 		(void)cudaFreeHost(p->h_out);
 		(void)cudaFreeHost(p->h_in);
 		(void)cudaFree(p->d_out);
@@ -699,6 +689,7 @@ int dp_pp_nccl_open(int n, int rank, int device, struct dp_pp_link *const *tcp,
 		p->fd = dp_pp_link_fd_of(tcp[j]);
 		p->active = 1;
 		p->credit = CHUNK; /* until its first header says more */
+		dp_buf_init(&p->in, INBOX_MAX + CHUNK);
 	}
 	/* collective over the n ranks */
 	nr = ncclCommInitRank(&h->comm, n, id, rank);

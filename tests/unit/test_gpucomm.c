@@ -64,6 +64,20 @@ static const char *env_of(json_t *rank, const char *name)
 
 /* ---- recipe -> environment ------------------------------------------------ */
 
+/* `dpctl plan --json PATH`, checked to have @n ranks (caller decrefs). */
+static json_t *plan_json(const char *path, size_t n)
+{
+	struct dp_test_run r = DPCTL("plan", "--json", path);
+	json_t *o;
+
+	assert_int_equal(r.rc, 0);
+	o = json_loads(r.out, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(json_array_size(json_object_get(o, "ranks")), n);
+	dp_test_run_free(&r);
+	return o;
+}
+
 static void plan_env_carries_backend_and_device(void **state)
 {
 	char *path = dp_test_write_tmp(
@@ -72,15 +86,10 @@ static void plan_env_carries_backend_and_device(void **state)
 			 "model: {layers: 8, hidden: 64, experts: 8, top_k: 2}\n"
 			 "parallel: {pp: 4, ep: 2, schedule: dualpipe}\n"
 			 "train: {steps: 2, backend: cuda, pp_transport: nccl}\n");
-	struct dp_test_run r = DPCTL("plan", "--json", path);
-	json_t *o, *ranks;
+	json_t *o = plan_json(path, 8), *ranks = json_object_get(o, "ranks");
+	struct dp_test_run r;
 
 	(void)state;
-	assert_int_equal(r.rc, 0);
-	o = json_loads(r.out, 0, NULL);
-	assert_non_null(o);
-	ranks = json_object_get(o, "ranks");
-	assert_int_equal(json_array_size(ranks), 8);
 	for (size_t i = 0; i < 8; i++) {
 		json_t *x = json_array_get(ranks, i);
 		char want[16];
@@ -97,7 +106,6 @@ static void plan_env_carries_backend_and_device(void **state)
 		assert_string_equal(env_of(x, "DP_PP_TRANSPORT"), "nccl");
 	}
 	json_decref(o);
-	dp_test_run_free(&r);
 	r = DPCTL("plan", "--show-env", path);
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.out, " DP_BACKEND=cuda DP_DEVICE=3 DP_PP_TRANSPORT=nccl "));
@@ -119,32 +127,20 @@ static void plan_env_slurm_and_cpu(void **state)
 		dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 2}\n"
 					   "model: {layers: 4, hidden: 64, experts: 4, top_k: 2}\n"
 					   "parallel: {pp: 2}\n");
-	struct dp_test_run r = DPCTL("plan", "--json", slurm);
-	json_t *o, *ranks;
+	json_t *o = plan_json(slurm, 4), *ranks = json_object_get(o, "ranks");
 
 	(void)state;
-	assert_int_equal(r.rc, 0);
-	o = json_loads(r.out, 0, NULL);
-	assert_non_null(o);
-	ranks = json_object_get(o, "ranks");
-	assert_int_equal(json_array_size(ranks), 4);
 	for (size_t i = 0; i < 4; i++) {
 		assert_string_equal(env_of(json_array_get(ranks, i), "DP_DEVICE"), "0");
 		assert_string_equal(env_of(json_array_get(ranks, i), "DP_PP_TRANSPORT"), "tcp");
 	}
 	json_decref(o);
-	dp_test_run_free(&r);
-	r = DPCTL("plan", "--json", cpu);
-	assert_int_equal(r.rc, 0);
-	o = json_loads(r.out, 0, NULL);
-	assert_non_null(o);
+	o = plan_json(cpu, 2);
 	ranks = json_object_get(o, "ranks");
-	assert_int_equal(json_array_size(ranks), 2);
 	assert_null(env_of(json_array_get(ranks, 1), "DP_BACKEND"));
 	assert_null(env_of(json_array_get(ranks, 1), "DP_DEVICE"));
 	assert_non_null(env_of(json_array_get(ranks, 1), "DP_PP_RANK"));
 	json_decref(o);
-	dp_test_run_free(&r);
 	(void)unlink(slurm);
 	(void)unlink(cpu);
 	free(slurm);
