@@ -51,6 +51,7 @@
 #define INBOX_MAX    ((size_t)64 << 20) /* most unread bytes buffered per link */
 #define IDLE_MAX_US  500
 #define CLOSE_WAIT_S 30.0 /* after the last local close, for the peers' closes */
+#define PEER_GONE_S  1.0  /* a round still stuck this long after a peer's socket closed */
 #define F_CLOSED     1u
 
 struct id_msg {
@@ -165,6 +166,7 @@ static int nccl_fail(struct hub *h, const char *what, ncclResult_t nr)
  * died closes them) and NCCL's own errors.  0 or a failure. */
 static int wait_stream(struct hub *h)
 {
+	double gone_at = 0; /* when a closed socket was first seen */
 	int spins = 0;
 
 	for (;;) {
@@ -187,12 +189,15 @@ static int wait_stream(struct hub *h)
 			if (h->p[i].active && h->p[i].fd >= 0)
 				h->pf[n++] = (struct pollfd){ .fd = h->p[i].fd,
 							      .events = POLLIN | POLLRDHUP };
-		if (n && poll(h->pf, n, 0) > 0)
+		if (!gone_at && n && poll(h->pf, n, 0) > 0)
 			for (nfds_t i = 0; i < n; i++)
 				if (h->pf[i].revents & (POLLRDHUP | POLLHUP | POLLERR))
-					return hub_fail(h, ECONNRESET,
-							"a peer is gone (its TCP link closed)",
-							NULL);
+					gone_at = now_s();
+		/* a peer whose part of our last round is done may leave before we
+		 * see the stream finish: only a round that stays stuck is a loss */
+		if (gone_at && now_s() - gone_at > PEER_GONE_S)
+			return hub_fail(h, ECONNRESET, "a peer is gone (its TCP link closed)",
+					NULL);
 		pthread_mutex_lock(&h->mu);
 		if (h->refs == 0 && now_s() > h->close_deadline)
 			(void)hub_fail_locked(h, ETIMEDOUT,
