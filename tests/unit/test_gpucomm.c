@@ -7,9 +7,8 @@
  *   - `dpctl launch` of a cuda recipe: without CUDA built it is refused at
  *     train.backend; with CUDA built, a GPU-less node stops it at pre-flight
  *     (exit 78) before anything trains;
- *   - dp_pp_nccl_open: -ENOSYS without CUDA, -ENODEV without a device, and
- *     with two GPUs a byte-stream check and an executor run over NCCL links
- *     whose losses equal the same run over socketpairs (skipped otherwise).
+ *   - dp_pp_nccl_open: -ENOSYS without CUDA, -ENODEV without a device (the
+ *     links themselves: tests/unit/test_pp_nccl.c).
  *
  * Launch tests need dpworker ($DPWORKER, exported by `make check`) and skip
  * without it.  Everything is bounded: tiny models, a few steps. */
@@ -197,18 +196,16 @@ static void recipe_checks_pp_transport(void **state)
  * a configuration error of the rank) and the rank's error says @want. */
 static void expect_worker_refuses(const char *env, const char *want)
 {
+	static const char base[] = "cluster: {hosts: localhost, gpus: 2}\n"
+				   "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
+				   "        top_k: 2, vocab: 32, seq_len: 16}\n"
+				   "parallel: {pp: 2}\n"
+				   "train: {steps: 2}\n"
+				   "health: {max_restarts: 0, rendezvous_s: 20}\n";
 	char text[1024], *path;
 	struct dp_test_run r;
 
-	(void)snprintf(text, sizeof(text),
-		       "cluster: {hosts: localhost, gpus: 2}\n"
-		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1, top_k: 2,\n"
-		       "        vocab: 32, seq_len: 16}\n"
-		       "parallel: {pp: 2}\n"
-		       "train: {steps: 2}\n"
-		       "health: {max_restarts: 0, rendezvous_s: 20}\n"
-		       "env:\n%s",
-		       env);
+	(void)snprintf(text, sizeof(text), "%senv:\n%s", base, env);
 	path = dp_test_write_tmp(".yaml", text);
 	r = DPCTL("launch", path);
 	assert_int_equal(r.rc, 78);
@@ -304,7 +301,7 @@ static void nccl_open_fails_cleanly_here(void **state)
 
 	(void)state;
 	if (dp_gpu_built() && gpus_in_child() > 0) {
-		skip(); /* the GPU case is nccl_links_carry_a_pipeline */
+		skip(); /* with GPUs: tests/unit/test_pp_nccl.c */
 		return;
 	}
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
@@ -324,147 +321,6 @@ static void nccl_open_fails_cleanly_here(void **state)
 	(void)close(fds[1]);
 }
 
-#define STEPS 3
-
-static void small_cfg(struct dp_exec_cfg *c, int rank)
-{
-	memset(c, 0, sizeof(*c));
-	c->algo = DP_SCHED_DUALPIPE;
-	c->pp = 2;
-	c->micro = 4;
-	c->rank = rank;
-	dp_model_cfg_default(&c->model);
-	c->model.layers = 4;
-	c->model.hidden = 12;
-	c->model.ffn_hidden = 16;
-	c->model.experts = 4;
-	c->model.groups = 2;
-	c->model.topk_groups = 2;
-	c->model.top_k = 2;
-	c->model.vocab = 13;
-	c->model.seq_len = 6;
-	c->model.seqs = 2;
-	c->model.lr = 0.01f;
-	c->model.seed = 3;
-}
-
-/* Byte-stream semantics over NCCL: both directions at once, sizes above
- * a round's chunk, and reads cut differently from the writes. */
-static int stream_check(struct dp_pp_link *l, int rank, struct dp_err *err)
-{
-	size_t big = (size_t)9 << 20;
-	unsigned char *a = malloc(big), *b = malloc(big);
-	int rc = 0;
-
-	if (!a || !b) {
-		free(a);
-		free(b);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < big; i++)
-		a[i] = (unsigned char)(i * 7 + (size_t)rank);
-	/* rank 0 sends first then reads; rank 1 the same: the rounds must not
-	 * deadlock with both ends sending */
-	rc = l->ops->send(l, a, big, err);
-	for (size_t off = 0; !rc && off < big; off += 1000003)
-		rc = l->ops->recv(l, b + off, big - off < 1000003 ? big - off : 1000003, err);
-	for (size_t i = 0; !rc && i < big; i++)
-		if (b[i] != (unsigned char)(i * 7 + (size_t)(1 - rank)))
-			rc = dp_err_set(err, EPROTO, "byte %zu differs", i);
-	free(a);
-	free(b);
-	return rc;
-}
-
-/* One rank of the 2-rank pipeline; losses to @fd.  @nccl: over NCCL links
- * (device = rank), else straight over the socketpair. */
-static int pipeline_child(int rank, int sock, int nccl, int fd)
-{
-	struct dp_pp_link *tcp[2] = { NULL, NULL }, *nl[2] = { NULL, NULL };
-	struct dp_exec_cfg cfg;
-	struct dp_err err = { 0 };
-	struct dp_exec *ex = NULL;
-	double loss[STEPS];
-	int rc;
-
-	small_cfg(&cfg, rank);
-	rc = dp_pp_link_fd(sock, &tcp[1 - rank], &err);
-	if (!rc && nccl)
-		rc = dp_pp_nccl_open(2, rank, rank, tcp, nl, &err);
-	if (!rc && nccl)
-		rc = stream_check(nl[1 - rank], rank, &err);
-	if (!rc)
-		rc = dp_exec_new(&cfg, nccl ? nl : tcp, &ex, &err);
-	for (int k = 0; !rc && k < STEPS; k++) {
-		rc = dp_exec_step(ex, k, &loss[k], &err);
-		if (!rc)
-			dp_exec_optimizer_step(ex);
-	}
-	dp_exec_free(ex);
-	dp_pp_link_close(nl[1 - rank]);
-	dp_pp_link_close(tcp[1 - rank]);
-	if (rc) {
-		(void)fprintf(stderr, "rank %d: %s\n", rank, err.msg);
-		return 1;
-	}
-	return write(fd, loss, sizeof(loss)) == (ssize_t)sizeof(loss) ? 0 : 1;
-}
-
-/* Step losses (summed over the 2 ranks) of a run; 0 or -1. */
-static int run_pipeline(int nccl, double *sum)
-{
-	int sv[2], pfd[2][2], st, ok = 0;
-	pid_t pid[2];
-
-	for (int k = 0; k < STEPS; k++)
-		sum[k] = 0;
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
-		return -1;
-	for (int r = 0; r < 2; r++) {
-		if (pipe(pfd[r]) != 0)
-			return -1;
-		pid[r] = fork();
-		if (pid[r] == 0) {
-			(void)alarm(120); /* bounded even if NCCL hangs */
-			(void)close(sv[1 - r]);
-			(void)close(pfd[r][0]);
-			_exit(pipeline_child(r, sv[r], nccl, pfd[r][1]));
-		}
-		(void)close(pfd[r][1]);
-	}
-	(void)close(sv[0]);
-	(void)close(sv[1]);
-	for (int r = 0; r < 2; r++) {
-		double l[STEPS];
-
-		if (read(pfd[r][0], l, sizeof(l)) == (ssize_t)sizeof(l)) {
-			ok++;
-			for (int k = 0; k < STEPS; k++)
-				sum[k] += l[k];
-		}
-		(void)close(pfd[r][0]);
-		if (waitpid(pid[r], &st, 0) != pid[r] || !WIFEXITED(st) || WEXITSTATUS(st))
-			ok = -9;
-	}
-	return ok == 2 ? 0 : -1;
-}
-
-static void nccl_links_carry_a_pipeline(void **state)
-{
-	double tcp[STEPS] = { 0 }, nccl[STEPS] = { 0 };
-
-	(void)state;
-	if (!dp_gpu_built() || gpus_in_child() < 2) {
-		skip(); /* NCCL wants one GPU per rank */
-		return;
-	}
-	assert_int_equal(run_pipeline(0, tcp), 0);
-	assert_int_equal(run_pipeline(1, nccl), 0);
-	for (int k = 0; k < STEPS; k++)
-		assert_true(tcp[k] == nccl[k]); /* the same bytes, so the same bits */
-	assert_true(tcp[STEPS - 1] < tcp[0]);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -474,7 +330,6 @@ int main(void)
 		cmocka_unit_test(worker_refuses_bad_backend_env),
 		cmocka_unit_test(cuda_launch_needs_cuda_and_a_gpu),
 		cmocka_unit_test(nccl_open_fails_cleanly_here),
-		cmocka_unit_test(nccl_links_carry_a_pipeline),
 	};
 
 	(void)signal(SIGPIPE, SIG_IGN);

@@ -31,6 +31,7 @@
 #include "worker/dp_exec.h"
 #include "worker/dp_gpu.h"
 #include "worker/dp_pp_nccl.h"
+#include "worker/dp_worker.h"
 #include "tests/unit/dp_test.h"
 
 #ifdef DP_HAVE_CUDA
@@ -182,9 +183,12 @@ cudaError_t __wrap_cudaFreeHost(void *p)
 
 cudaError_t __wrap_cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int f)
 {
+	struct fstream *fs;
+
 	REAL(cudaStreamCreateWithFlags, s, f);
-	*s = (cudaStream_t)(void *)calloc(1, sizeof(struct fstream));
-	return *s ? cudaSuccess : cudaErrorMemoryAllocation;
+	fs = calloc(1, sizeof(*fs));
+	*s = (cudaStream_t)(void *)fs;
+	return fs ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 
 cudaError_t __wrap_cudaStreamDestroy(cudaStream_t s)
@@ -346,29 +350,33 @@ ncclResult_t __wrap_ncclGroupEnd(void)
 	return ncclSuccess;
 }
 
+/* A send (@dst NULL) or receive of @n bytes with @peer, queued on @s. */
+static void p2p(const void *src, void *dst, size_t n, ncclDataType_t t, int peer, ncclComm_t c,
+		cudaStream_t s)
+{
+	const struct fcomm *fc = (const struct fcomm *)(void *)c;
+	struct fop o = { .kind = dst ? OP_RECV : OP_SEND, .src = src, .dst = dst, .n = n };
+
+	assert_int_equal(t, ncclUint8);
+	assert_true(peer >= 0 && peer < fc->n && peer != fc->rank);
+	o.from = dst ? peer : fc->rank;
+	o.to = dst ? fc->rank : peer;
+	add_op((struct fstream *)(void *)s, o);
+}
+
 ncclResult_t __wrap_ncclSend(const void *b, size_t n, ncclDataType_t t, int peer, ncclComm_t c,
 			     cudaStream_t s)
 {
-	const struct fcomm *fc = (const struct fcomm *)(void *)c;
-
 	REAL(ncclSend, b, n, t, peer, c, s);
-	assert_int_equal(t, ncclUint8);
-	assert_true(peer >= 0 && peer < fc->n && peer != fc->rank);
-	add_op((struct fstream *)(void *)s,
-	       (struct fop){ .kind = OP_SEND, .from = fc->rank, .to = peer, .src = b, .n = n });
+	p2p(b, NULL, n, t, peer, c, s);
 	return ncclSuccess;
 }
 
 ncclResult_t __wrap_ncclRecv(void *b, size_t n, ncclDataType_t t, int peer, ncclComm_t c,
 			     cudaStream_t s)
 {
-	const struct fcomm *fc = (const struct fcomm *)(void *)c;
-
 	REAL(ncclRecv, b, n, t, peer, c, s);
-	assert_int_equal(t, ncclUint8);
-	assert_true(peer >= 0 && peer < fc->n && peer != fc->rank);
-	add_op((struct fstream *)(void *)s,
-	       (struct fop){ .kind = OP_RECV, .from = peer, .to = fc->rank, .dst = b, .n = n });
+	p2p(NULL, b, n, t, peer, c, s);
 	return ncclSuccess;
 }
 
@@ -489,7 +497,7 @@ static void run_ranks(struct rank *rk, int n, const int (*linked)[FMAX], unsigne
 	for (int i = 0; i < n; i++) {
 		rk[i].rank = i;
 		rk[i].n = n;
-		rk[i].nccl = (nccl >> i) & 1;
+		rk[i].nccl = (int)((nccl >> i) & 1u);
 		rk[i].body = body;
 	}
 	for (int i = 0; i < n; i++)
@@ -565,19 +573,12 @@ static int body_train(struct rank *r, struct dp_err *err)
 	c.micro = 4;
 	c.rank = r->rank;
 	dp_model_cfg_default(&c.model);
-	c.model.layers = 4;
-	c.model.hidden = 12;
-	c.model.ffn_hidden = 16;
-	c.model.experts = 4;
-	c.model.groups = 2;
-	c.model.topk_groups = 2;
-	c.model.top_k = 2;
-	c.model.vocab = 13;
-	c.model.seq_len = 6;
-	c.model.seqs = 2;
-	c.model.lr = 0.01f;
 	c.model.seed = 3;
-	rc = dp_exec_new(&c, r->nccl ? r->nl : r->tcp, &ex, err);
+	rc = dp_worker_model_parse("layers=4,hidden=12,ffn=16,experts=4,groups=2,topk_groups=2,"
+				   "top_k=2,vocab=13,seq_len=6,seqs=2,lr=0.01",
+				   &c.model, err);
+	if (!rc)
+		rc = dp_exec_new(&c, r->nccl ? r->nl : r->tcp, &ex, err);
 	for (int k = 0; !rc && k < STEPS; k++) {
 		rc = dp_exec_step(ex, k, &r->loss[k], err);
 		if (!rc)
