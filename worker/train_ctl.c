@@ -706,8 +706,7 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 	rc = read_layout(&l, &e);
 	if (rc) {
 		(void)fprintf(err, "dpworker: error: rank %u: %s\n", ccfg->rank, e.msg);
-		return rc == -EOPNOTSUPP || rc == -ENOSYS || rc == -ENODEV ? EX_UNAVAILABLE
-									   : EX_CONFIG;
+		return rc == -EOPNOTSUPP ? EX_UNAVAILABLE : EX_CONFIG;
 	}
 	links = calloc((size_t)nranks(&l), sizeof(struct dp_pp_link *));
 	want = calloc((size_t)nranks(&l), sizeof(*want));
