@@ -265,13 +265,14 @@ static int copy_payload(struct hub *h, int in)
 }
 
 /* Append @n received bytes to @p's inbox (under h->mu), first dropping
- * what was read when that saves growing it.  0, -ENOMEM, or -E2BIG: more
- * than the room it announced (a peer bug). */
+ * what was read when that saves growing it or passing the cap (the unread
+ * bytes stay within INBOX_MAX + CHUNK: a sender keeps to the announced
+ * room).  0, -ENOMEM, or -E2BIG (a peer that ignored the room). */
 static int inbox_add(struct peer *p, const char *src, size_t n)
 {
 	struct dp_buf *b = &p->in;
 
-	if (p->in_off && (p->in_off == b->len || b->len + n >= b->alloc)) {
+	if (p->in_off && (p->in_off == b->len || b->len + n >= b->alloc || b->len + n > b->cap)) {
 		memmove(b->data, b->data + p->in_off, b->len - p->in_off);
 		b->len -= p->in_off;
 		b->data[b->len] = '\0'; /* dp_buf keeps a terminator */
@@ -353,10 +354,11 @@ static int round_once(struct hub *h, int *moved)
 		p->spos += p->out_n;
 		/* what it could take, less what is on its way in this round */
 		p->credit = (size_t)hi[i].room - min_sz((size_t)hi[i].room, p->out_n);
-		if (p->in_n && inbox_add(p, p->h_in, p->in_n))
-			rc = hub_fail_locked(h, ENOMEM,
-					     "exec: nccl link: no room for %zu bytes from rank %d",
-					     p->in_n, p->rank);
+		if (p->in_n && (rc = inbox_add(p, p->h_in, p->in_n)))
+			rc = hub_fail_locked(
+				h, rc == -E2BIG ? EPROTO : ENOMEM,
+				"exec: nccl link: no room for %zu bytes from rank %d%s", p->in_n,
+				p->rank, rc == -E2BIG ? " (more than the room it was given)" : "");
 		if (hi[i].flags & F_CLOSED)
 			p->remote_closed = 1;
 		/* both said closed in this round: both ends drop the pair now */

@@ -11,6 +11,8 @@
  * (one per rank; skipped with fewer than two or without CUDA).
  *
  *   - bytes: 9 MiB both ways at once, read back in other cuts;
+ *   - flow control: 80 MiB to a receiver that starts late (its inbox holds
+ *     64 MiB), read in cuts and then in one read larger than the inbox;
  *   - training: 3 DualPipe steps over NCCL links give the losses of the
  *     same run over the socketpairs, as doubles;
  *   - a peer closing: recv -ECONNRESET, send -EPIPE;
@@ -561,6 +563,37 @@ static int body_bytes(struct rank *r, struct dp_err *err)
 	return rc;
 }
 
+/* 80 MiB one way, more than the receiver's inbox, while the receiver
+ * starts late and reads in small cuts: the sender must wait for room, and
+ * a read larger than the inbox must drain it as it fills. */
+static int body_flow(struct rank *r, struct dp_err *err)
+{
+	struct dp_pp_link *l = r->nl[1 - r->rank];
+	size_t big = (size_t)80 << 20, cut = (size_t)3 << 20;
+	unsigned char *a = malloc(big);
+	int rc = 0;
+
+	if (!a)
+		return dp_err_set(err, ENOMEM, "out of memory");
+	if (r->rank == 0) {
+		for (size_t i = 0; i < big; i++)
+			a[i] = (unsigned char)(i % 251);
+		rc = l->ops->send(l, a, big, err);
+	} else {
+		(void)usleep(1000000);		   /* long enough for 64 MiB to pile up */
+		rc = l->ops->recv(l, a, cut, err); /* a few cuts, then the rest at once */
+		for (size_t off = cut; !rc && off < 4 * cut; off += cut)
+			rc = l->ops->recv(l, a + off, cut, err);
+		if (!rc)
+			rc = l->ops->recv(l, a + 4 * cut, big - 4 * cut, err);
+		for (size_t i = 0; !rc && i < big; i++)
+			if (a[i] != (unsigned char)(i % 251))
+				rc = dp_err_set(err, EPROTO, "byte %zu differs", i);
+	}
+	free(a);
+	return rc;
+}
+
 static int body_train(struct rank *r, struct dp_err *err)
 {
 	struct dp_exec_cfg c;
@@ -693,6 +726,14 @@ static void case_bytes(void)
 	expect_ok(rk, 2);
 }
 
+static void case_flow(void)
+{
+	struct rank rk[2];
+
+	run_ranks(rk, 2, pair, ~0u, body_flow);
+	expect_ok(rk, 2);
+}
+
 static void case_train(void)
 {
 	struct rank tcp[2], nccl[2];
@@ -719,6 +760,12 @@ static void bytes_both_ways(void **state)
 {
 	(void)state;
 	both(case_bytes);
+}
+
+static void sender_waits_for_room(void **state)
+{
+	(void)state;
+	both(case_flow);
 }
 
 static void training_matches_socketpairs(void **state)
@@ -784,6 +831,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(bytes_both_ways),
+		cmocka_unit_test(sender_waits_for_room),
 		cmocka_unit_test(training_matches_socketpairs),
 		cmocka_unit_test(peer_close_ends_the_stream),
 		cmocka_unit_test(dead_peer_aborts),
