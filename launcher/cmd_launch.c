@@ -43,6 +43,7 @@
 #include "launcher/dp_preflight.h"
 #include "launcher/dp_progress.h"
 #include "launcher/dp_slurm.h"
+#include "worker/dp_gpu.h"
 #include "common/dp_banned.h"
 
 enum {
@@ -486,10 +487,11 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 		return refuse_key(cli, r, "parallel.dp",
 				  "pp %d + ep %d + dp %d: a rank would need more than %d peers",
 				  r->parallel.pp, r->parallel.ep, r->parallel.dp, DP_CTL_WANT_MAX);
-	if (r->train.backend != DP_RECIPE_BACKEND_CPU)
+	/* cuda with CUDA built: the pre-flight gate then wants a GPU on every node */
+	if (r->train.backend == DP_RECIPE_BACKEND_CUDA && !dp_gpu_built())
 		return refuse_key(cli, r, "train.backend",
-				  "'%s': only the cpu backend trains in this build",
-				  dp_recipe_backend_name(r->train.backend));
+				  "'cuda': dpctl was built without CUDA (rebuild with "
+				  "WITH_CUDA=yes)");
 	if (r->model.shared_experts != 1)
 		return refuse_key(cli, r, "model.shared_experts",
 				  "%d: the CPU model has exactly one shared expert",

@@ -59,6 +59,12 @@ enum dp_recipe_backend {
 	DP_RECIPE_BACKEND_CUDA,
 };
 
+/* train.pp_transport: what carries the pipeline's tensors between ranks. */
+enum dp_recipe_pp_transport {
+	DP_RECIPE_PP_TCP,  /* the TCP links of the rank mesh (any backend) */
+	DP_RECIPE_PP_NCCL, /* ncclSend/ncclRecv (backend cuda only) */
+};
+
 /* health.preflight checks, as bits of dp_recipe.health.preflight. */
 enum dp_recipe_preflight {
 	DP_RECIPE_PREFLIGHT_SSH = 1u << 0,   /* "ssh": every host answers */
@@ -79,6 +85,7 @@ const char *dp_recipe_launcher_name(enum dp_recipe_launcher v);
 const char *dp_recipe_known_hosts_name(enum dp_recipe_known_hosts v);
 const char *dp_recipe_schedule_name(enum dp_recipe_schedule v);
 const char *dp_recipe_backend_name(enum dp_recipe_backend v);
+const char *dp_recipe_pp_transport_name(enum dp_recipe_pp_transport v);
 /* Name of one DP_RECIPE_PREFLIGHT_* bit, or NULL if @bit is not one. */
 const char *dp_recipe_preflight_name(unsigned bit);
 
@@ -139,9 +146,10 @@ struct dp_recipe {
 		long batch; /* global sequences per step; default micro_batches*dp */
 		double lr;  /* learning rate; default 3e-4 */
 		long seed;  /* default 42 */
-		enum dp_recipe_backend backend; /* default cpu */
-		char *checkpoint_dir;		/* NULL (default): no checkpoints */
-		long checkpoint_every;		/* steps between checkpoints; 0: at the end */
+		enum dp_recipe_backend backend;		  /* default cpu */
+		enum dp_recipe_pp_transport pp_transport; /* default tcp; nccl needs cuda */
+		char *checkpoint_dir;			  /* NULL (default): no checkpoints */
+		long checkpoint_every; /* steps between checkpoints; 0: at the end */
 	} train;
 
 	struct {

@@ -152,6 +152,14 @@ void dp_plan_env_build(const struct dp_recipe *r, char *const *renv, const struc
 	LAYOUT("DP_MICRO_BATCHES=%d", r->parallel.micro_batches);
 	LAYOUT("DP_STEPS=%ld", r->train.steps);
 	LAYOUT("DP_SEED=%ld", r->train.seed);
+	if (r->train.backend == DP_RECIPE_BACKEND_CUDA) {
+		/* the rank's GPU on its node; under Slurm each task is bound to
+		 * one GPU (--gpus-per-task=1), which it sees as device 0 */
+		LAYOUT("DP_BACKEND=cuda");
+		LAYOUT("DP_DEVICE=%d",
+		       r->cluster.launcher == DP_RECIPE_LAUNCH_SLURM ? 0 : x->local);
+		LAYOUT("DP_PP_TRANSPORT=%s", dp_recipe_pp_transport_name(r->train.pp_transport));
+	}
 #undef LAYOUT
 	model_env(r, out->model, sizeof(out->model));
 	out->v[k++] = out->model;

@@ -527,6 +527,7 @@ static const char *const launcher_names[] = { "local", "ssh", "slurm", NULL };
 static const char *const known_hosts_names[] = { "strict", "accept-new", "off", NULL };
 static const char *const schedule_names[] = { "dualpipe", "dualpipev", "1f1b", "zb1p", NULL };
 static const char *const backend_names[] = { "cpu", "cuda", NULL };
+static const char *const pp_transport_names[] = { "tcp", "nccl", NULL };
 /* bit i of health.preflight is preflight_names[i] */
 static const char *const preflight_names[] = { "ssh", "gpus", "nics", "ports", "disk", "clock",
 					       /* pre-flight gate (launcher/dp_preflight.h) */
@@ -586,6 +587,7 @@ static const struct field train_fields[] = {
 	DBL("lr", train.lr, 0, 10),
 	LONG("seed", train.seed, 0, LONG_MAX),
 	ENUM("backend", train.backend, backend_names),
+	ENUM("pp_transport", train.pp_transport, pp_transport_names),
 	SECTION("checkpoint", checkpoint_fields, 0),
 	{ 0 },
 };
@@ -650,6 +652,11 @@ const char *dp_recipe_schedule_name(enum dp_recipe_schedule v)
 const char *dp_recipe_backend_name(enum dp_recipe_backend v)
 {
 	return enum_name(backend_names, DP_ARRAY_SIZE(backend_names), (int)v);
+}
+
+const char *dp_recipe_pp_transport_name(enum dp_recipe_pp_transport v)
+{
+	return enum_name(pp_transport_names, DP_ARRAY_SIZE(pp_transport_names), (int)v);
 }
 
 const char *dp_recipe_preflight_name(unsigned bit)
@@ -1456,6 +1463,13 @@ static void check_consistency(struct ctx *c)
 	    !r->train.checkpoint_dir && ok(c, OFF(train.checkpoint_dir)))
 		cerr(c, OFF(train.checkpoint_every), "train.checkpoint.every",
 		     "needs train.checkpoint.dir");
+	/* NCCL moves device buffers between GPUs: no GPU, no NCCL */
+	if (ok(c, OFF(train.pp_transport)) && ok(c, OFF(train.backend)) &&
+	    r->train.pp_transport == DP_RECIPE_PP_NCCL &&
+	    r->train.backend != DP_RECIPE_BACKEND_CUDA)
+		cerr(c, OFF(train.pp_transport), "train.pp_transport",
+		     "'nccl' needs train.backend 'cuda', got '%s'",
+		     dp_recipe_backend_name(r->train.backend));
 	check_experts(c, experts_ok, ep_ok, layers_ok);
 }
 
@@ -1542,6 +1556,7 @@ static int set_defaults(struct dp_recipe *r, const char *name)
 	r->train.lr = 3e-4;
 	r->train.seed = 42;
 	r->train.backend = DP_RECIPE_BACKEND_CPU;
+	r->train.pp_transport = DP_RECIPE_PP_TCP;
 	r->health.heartbeat_s = 5;
 	r->health.hang_timeout_s = 120;
 	r->health.rendezvous_s = 60;

@@ -66,6 +66,9 @@ struct dp_pp_link {
  * owns @fd from now on (closed by close, also on failure).  0 or -ENOMEM. */
 int dp_pp_link_fd(int fd, struct dp_pp_link **out, struct dp_err *err);
 void dp_pp_link_close(struct dp_pp_link *l); /* NULL is a no-op */
+/* The socket of a link made by dp_pp_link_fd(), still owned by the link
+ * (to watch it, e.g. for a closed peer); -1 for another kind of link. */
+int dp_pp_link_fd_of(const struct dp_pp_link *l);
 
 /* Full mesh of @n ranks over TCP for `dpworker --train`: @hosts[i]/@ports[i]
  * is rank i's listening address; this rank (@rank) listens on its port,
@@ -100,6 +103,10 @@ struct dp_exec_cfg {
 	 * dispatch/combine on the communication thread while the forward chunk
 	 * computes, and the other way round).  Same numbers either way. */
 	int overlap;
+	/* model backend: NULL or "cpu" (model_cpu.c), "emu" (device code on the
+	 * host emulator) or "cuda" (GPU @device); see worker/dp_dev.h */
+	const char *backend;
+	int device;
 };
 
 struct dp_exec; /* opaque: dp_exec_new() creates, dp_exec_free() frees */

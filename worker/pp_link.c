@@ -97,6 +97,11 @@ int dp_pp_link_fd(int fd, struct dp_pp_link **out, struct dp_err *err)
 	return 0;
 }
 
+int dp_pp_link_fd_of(const struct dp_pp_link *l)
+{
+	return l && l->ops == &fd_ops ? ((const struct fd_link *)l)->fd : -1;
+}
+
 void dp_pp_link_close(struct dp_pp_link *l)
 {
 	if (l)

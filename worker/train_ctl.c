@@ -62,6 +62,8 @@
 #include "launcher/ctl_proto.h"
 #include "worker/dp_ckpt.h"
 #include "worker/dp_exec.h"
+#include "worker/dp_gpu.h"
+#include "worker/dp_pp_nccl.h"
 #include "worker/dp_worker.h"
 #include "common/dp_banned.h"
 
@@ -170,7 +172,53 @@ int dp_worker_model_parse(const char *spec, struct dp_model_cfg *cfg, struct dp_
 struct layout {
 	struct dp_exec_cfg cfg;
 	long steps, ep, dp, ep_rank, dp_rank;
+	int nccl; /* DP_PP_TRANSPORT=nccl */
 };
+
+/* DP_BACKEND (cpu, cuda; emu: a test knob, the device code on the host
+ * emulator), DP_DEVICE (the GPU index on this node, launcher/plan_recipe.c)
+ * and DP_PP_TRANSPORT (tcp, nccl: cuda only). */
+static int read_backend(struct layout *l, struct dp_err *err)
+{
+	const char *b = getenv("DP_BACKEND"), *t = getenv("DP_PP_TRANSPORT");
+	long dev = 0;
+	int rc;
+
+	if (b && *b && strcmp(b, "cpu") != 0 && strcmp(b, "cuda") != 0 && strcmp(b, "emu") != 0)
+		return dp_err_set(
+			err, EINVAL,
+			"train: DP_BACKEND '%s' is not one of cpu, cuda (emu: tests only)", b);
+	if (t && *t && strcmp(t, "tcp") != 0 && strcmp(t, "nccl") != 0)
+		return dp_err_set(err, EINVAL,
+				  "train: DP_PP_TRANSPORT '%s' is not one of tcp, nccl", t);
+	if ((rc = env_long("DP_DEVICE", 0, 1023, 0, &dev, err)))
+		return rc;
+	l->cfg.backend = b && *b ? b : "cpu";
+	l->cfg.device = (int)dev;
+	l->nccl = t && strcmp(t, "nccl") == 0;
+	if (l->nccl && strcmp(l->cfg.backend, "cuda") != 0)
+		return dp_err_set(err, EINVAL,
+				  "train: DP_PP_TRANSPORT=nccl needs DP_BACKEND=cuda, not '%s'",
+				  l->cfg.backend);
+	return 0;
+}
+
+/* DP_BACKEND=cuda: is DP_DEVICE there?  Asked after start, so that on a
+ * GPU-less node the controller's pre-flight gate (need_gpu) reports it
+ * first, for the node, rather than each rank. */
+static int check_device(const struct layout *l, struct dp_err *err)
+{
+	int count = 0;
+
+	if (strcmp(l->cfg.backend, "cuda") != 0)
+		return 0;
+	if (dp_gpu_count(&count, err))
+		return dp_err_prefix(err, "train: DP_BACKEND=cuda");
+	if (l->cfg.device >= count)
+		return dp_err_set(err, ENODEV, "train: DP_DEVICE %d: this node has %d GPU%s",
+				  l->cfg.device, count, count == 1 ? "" : "s");
+	return 0;
+}
 
 static int read_layout(struct layout *l, struct dp_err *err)
 {
@@ -210,7 +258,7 @@ static int read_layout(struct layout *l, struct dp_err *err)
 	l->cfg.rank = (int)((l->dp_rank * pp + rank) * l->ep + l->ep_rank);
 	l->cfg.micro = (int)micro;
 	l->cfg.model.seed = (uint64_t)seed;
-	return 0;
+	return read_backend(l, err);
 }
 
 /* Ranks of the run: dp x pp x ep. */
@@ -647,7 +695,7 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *err)
 {
 	struct dp_ctl_client *cc = NULL;
-	struct dp_pp_link **links = NULL;
+	struct dp_pp_link **links = NULL, **nccl = NULL;
 	uint32_t *want = NULL;
 	struct layout l;
 	struct dp_err e = { 0 };
@@ -696,7 +744,9 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		      l.cfg.rank / (int)(l.ep > 0 ? l.ep : 1) % l.cfg.pp, l.cfg.pp, l.ep_rank, l.ep,
 		      l.cfg.micro, l.steps, addr, port);
 	(void)fflush(out);
-	rc = build_mesh(&l, cc, lfd, ccfg->token, links, &e);
+	rc = check_device(&l, &e);
+	if (!rc)
+		rc = build_mesh(&l, cc, lfd, ccfg->token, links, &e);
 	(void)close(lfd);
 	lfd = -1;
 	if (!rc && l.ep > 1) {
@@ -713,8 +763,15 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		}
 		l.cfg.ep_comm = &a2a;
 	}
+	if (!rc && l.nccl) {
+		/* PP traffic over NCCL; the TCP mesh carried the id and now
+		 * only tells a dead peer (closed after the NCCL links) */
+		nccl = calloc((size_t)nranks(&l), sizeof(struct dp_pp_link *));
+		rc = nccl ? dp_pp_nccl_open(nranks(&l), l.cfg.rank, l.cfg.device, links, nccl, &e)
+			  : dp_err_set(&e, ENOMEM, "train: out of memory");
+	}
 	if (!rc)
-		rc = train(&l, cc, links, out, &e);
+		rc = train(&l, cc, nccl ? nccl : links, out, &e);
 	if (rc == -ECONNRESET || rc == -EPIPE) {
 		/* a peer is gone: most likely it failed and we are its cascade.
 		 * Give the controller a moment to see that root cause and stop us
@@ -735,6 +792,9 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 	(void)dp_ctl_client_done(cc, status, NULL);
 out:
 	dp_ctl_client_close(cc);
+	for (int j = 0; nccl && j < nranks(&l); j++)
+		dp_pp_link_close(nccl[j]);
+	free(nccl);
 	for (int j = 0; links && j < nranks(&l); j++)
 		dp_pp_link_close(links[j]);
 	free(links);

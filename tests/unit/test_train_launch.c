@@ -364,15 +364,7 @@ static void unsupported_layout_names_the_line(void **state)
 		       "        top_k: 2}\n"
 		       "parallel: {pp: 2}\n",
 		       ":2: key 'model.shared_experts': 2");
-	/* a backend this build does not train on */
-	expect_refused("cluster: {hosts: localhost, gpus: 2}\n"
-		       "model: {layers: 4, hidden: 32, experts: 8, "
-		       "shared_experts: 1, top_k: 2}\n"
-		       "parallel: {pp: 2}\n"
-		       "train:\n"
-		       "  steps: 3\n"
-		       "  backend: cuda\n",
-		       ":6: key 'train.backend': 'cuda'");
+	/* train.backend cuda: tests/unit/test_gpucomm.c */
 }
 
 static double mono(void)
