@@ -13,36 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "worker/dev_kernels.h"
+#include "worker/dp_dev.h"
 #include "worker/dp_model.h"
-
-#define MAX_EXPERTS 256
-#define MAX_DIM	    (1 << 16)
-
-/* Per-layer tensors: 7 fixed ones, then (w1, w2) per routed expert. */
-enum { P_WQ, P_WK, P_WV, P_WO, P_WG, P_S1, P_S2, P_NFIXED };
-#define P_E1(e) (P_NFIXED + 2 * (e))
-#define P_E2(e) (P_NFIXED + 2 * (e) + 1)
+#include "worker/model_int.h"
 
 static const char *const part_names[P_NFIXED] = {
 	"attn.wq", "attn.wk", "attn.wv", "attn.wo", "gate", "shared.w1", "shared.w2",
-};
-
-struct tensor_meta {
-	char name[48];
-	size_t off, n;
-	int layer, expert;
-};
-
-struct dp_model_stage {
-	struct dp_model_cfg cfg;
-	int first, count, has_embed, has_head;
-	size_t H, F, E, K, V, S, T, M;
-	float *w, *g, *m, *v; /* all tensors back to back */
-	size_t total;
-	struct tensor_meta *tens;
-	int ntens, per_layer, layer_base, embed_idx, head_idx;
-	long adam_t;
-	float *pk_a, *pk_b; /* T*K*H scratch for the whole-stage calls */
 };
 
 /* Expert side of one (layer, expert): the rows this context computed. */
@@ -62,10 +39,6 @@ struct lctx {
 	struct ectx *ex; /* [E] */
 };
 
-enum { CTX_EMPTY, CTX_FWD, CTX_BWD_INPUT };
-
-/* The steps of one layer, in the order they must happen. */
-enum layer_step { L_NONE, L_ATTN, L_COMBINED, L_COMBINE_BWD, L_ATTN_BWD };
 
 struct dp_model_ctx {
 	struct dp_model_stage *st;
@@ -74,7 +47,8 @@ struct dp_model_ctx {
 	size_t block_bytes;
 	int32_t *tokens, *targets;
 	float *x_in, *dtop, *logits, *scratch;
-	struct lctx *L; /* [count] */
+	struct lctx *L;	     /* [count] */
+	struct devm_ctx *dev; /* device stage: everything lives there */
 };
 
 /* ---- config ------------------------------------------------------------- */
@@ -176,38 +150,29 @@ static float uniform_pm1(uint64_t *s)
 
 void dp_model_route_select(const struct dp_model_cfg *cfg, const float *scores, int *sel)
 {
-	int E = cfg->experts, G = cfg->groups, gsz = cfg->experts / cfg->groups;
-	float gscore[MAX_EXPERTS];
-	unsigned char gkeep[MAX_EXPERTS] = { 0 }, taken[MAX_EXPERTS] = { 0 };
+	/* one body for the host and the device kernels (worker/dev_kernels.h) */
+	dp_dev_route_select(cfg->experts, cfg->groups, cfg->topk_groups, cfg->top_k, scores, sel);
+}
 
-	for (int g = 0; g < G; g++) {
-		gscore[g] = scores[(size_t)g * (size_t)gsz];
-		for (int e = g * gsz + 1; e < (g + 1) * gsz; e++)
-			if (scores[e] > gscore[g])
-				gscore[g] = scores[e];
-	}
-	/* strict '>' while scanning upwards: ties go to the lower index */
-	for (int n = 0; n < cfg->topk_groups; n++) {
-		int best = -1;
+void dp_model_pack_route(size_t T, size_t K, size_t E, const int *sel, int *fill, int *off,
+			 int *row_tok, int *tok_row)
+{
+	/* packed layout: by expert, then by token */
+	memset(fill, 0, E * sizeof(int));
+	for (size_t i = 0; i < T * K; i++)
+		fill[sel[i]]++;
+	off[0] = 0;
+	for (size_t e = 0; e < E; e++)
+		off[e + 1] = off[e] + fill[e];
+	memset(fill, 0, E * sizeof(int));
+	for (size_t t = 0; t < T; t++)
+		for (size_t k = 0; k < K; k++) {
+			const int e = sel[t * K + k];
+			const int row = off[e] + fill[e]++;
 
-		for (int g = 0; g < G; g++)
-			if (!gkeep[g] && (best < 0 || gscore[g] > gscore[best]))
-				best = g;
-		if (best < 0) /* cannot happen: topk_groups <= groups */
-			break;
-		gkeep[best] = 1;
-	}
-	for (int n = 0; n < cfg->top_k; n++) {
-		int best = -1;
-
-		for (int e = 0; e < E; e++)
-			if (gkeep[e / gsz] && !taken[e] && (best < 0 || scores[e] > scores[best]))
-				best = e;
-		if (best < 0) /* cannot happen: cfg_check keeps top_k within the groups */
-			best = 0;
-		taken[best] = 1;
-		sel[n] = best;
-	}
+			row_tok[row] = (int)t;
+			tok_row[t * K + k] = row;
+		}
 }
 
 /* ---- kernels -------------------------------------------------------------- */
@@ -460,6 +425,7 @@ void dp_model_stage_free(struct dp_model_stage *st)
 {
 	if (!st)
 		return;
+	devm_stage_free(st->dev);
 	free(st->tens);
 	free(st->w);
 	free(st->g);
@@ -502,6 +468,8 @@ int dp_model_stage_ntensors(const struct dp_model_stage *st)
 
 int dp_model_stage_tensor(const struct dp_model_stage *st, int i, struct dp_model_tensor *out)
 {
+	if (st->dev && i >= 0 && i < st->ntens) /* the mirror is a cache: not a change */
+		(void)devm_flat_download((struct dp_model_stage *)st);
 	const struct tensor_meta *t;
 
 	if (i < 0 || i >= st->ntens)
@@ -518,6 +486,8 @@ int dp_model_stage_tensor(const struct dp_model_stage *st, int i, struct dp_mode
 
 void dp_model_stage_flat(struct dp_model_stage *st, struct dp_model_flat *out)
 {
+	if (st->dev)
+		(void)devm_flat_download(st); /* a failure is kept for the next call */
 	out->w = st->w;
 	out->g = st->g;
 	out->m = st->m;
@@ -526,13 +496,26 @@ void dp_model_stage_flat(struct dp_model_stage *st, struct dp_model_flat *out)
 	out->adam_step = &st->adam_t;
 }
 
+int dp_model_stage_flat_commit(struct dp_model_stage *st, struct dp_err *err)
+{
+	return st->dev ? devm_flat_commit(st, err) : 0;
+}
+
 void dp_model_stage_zero_grad(struct dp_model_stage *st)
 {
+	if (st->dev) {
+		devm_zero_grad(st);
+		return;
+	}
 	memset(st->g, 0, st->total * sizeof(float));
 }
 
 void dp_model_stage_step(struct dp_model_stage *st)
 {
+	if (st->dev) {
+		devm_step(st);
+		return;
+	}
 	const double b1 = 0.9, b2 = 0.99;
 	const float eps = 1e-8f, lr = st->cfg.lr;
 	float bc1, bc2;
@@ -610,9 +593,20 @@ int dp_model_ctx_new(struct dp_model_stage *st, struct dp_model_ctx **out, struc
 {
 	struct dp_model_ctx *c = calloc(1, sizeof(*c));
 
+	int rc;
+
 	if (!c)
 		return dp_err_set(err, ENOMEM, "model: out of memory");
 	c->st = st;
+	if (st->dev) { /* the activations live on the device */
+		rc = devm_ctx_new(st, &c->dev, err);
+		if (rc) {
+			free(c);
+			return rc;
+		}
+		*out = c;
+		return 0;
+	}
 	layout_ctx(c);
 	c->block = aligned_alloc(64, c->block_bytes);
 	if (!c->block) {
@@ -642,7 +636,8 @@ void dp_model_ctx_free(struct dp_model_ctx *ctx)
 {
 	if (!ctx)
 		return;
-	for (int l = 0; l < ctx->st->count; l++)
+	devm_ctx_free(ctx->dev);
+	for (int l = 0; ctx->L && l < ctx->st->count; l++)
 		for (size_t e = 0; e < ctx->st->E; e++)
 			ectx_release(&ctx->L[l].ex[e]);
 	free(ctx->block);
@@ -651,6 +646,8 @@ void dp_model_ctx_free(struct dp_model_ctx *ctx)
 
 size_t dp_model_ctx_bytes(const struct dp_model_ctx *ctx)
 {
+	if (ctx->dev)
+		return devm_ctx_bytes(ctx->dev);
 	const struct dp_model_stage *st = ctx->st;
 	size_t b = ctx->block_bytes;
 
@@ -671,6 +668,8 @@ static struct lctx *layer_ctx(const struct dp_model_ctx *ctx, int layer)
 
 const struct dp_model_route *dp_model_ctx_route(const struct dp_model_ctx *ctx, int layer)
 {
+	if (ctx->dev)
+		return devm_ctx_route(ctx->dev, layer);
 	const struct lctx *L = layer_ctx(ctx, layer);
 
 	return L && L->done >= L_ATTN ? &L->route : NULL;
@@ -754,6 +753,8 @@ static int need_step(const struct dp_model_ctx *ctx, int layer, int step, const 
 int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 			   const struct dp_model_io *in, struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_forward_begin(st, ctx->dev, in, err);
 	const size_t T = st->T, H = st->H;
 
 	if (ctx->st != st)
@@ -852,22 +853,7 @@ static void gate_fwd(const struct dp_model_stage *st, struct lctx *L, int layer)
 		for (size_t k = 0; k < K; k++)
 			L->w[t * K + k] = s[L->sel[t * K + k]];
 	}
-	/* packed layout: by expert, then by token */
-	memset(L->fill, 0, E * sizeof(int));
-	for (size_t i = 0; i < T * K; i++)
-		L->fill[L->sel[i]]++;
-	L->off[0] = 0;
-	for (size_t e = 0; e < E; e++)
-		L->off[e + 1] = L->off[e] + L->fill[e];
-	memset(L->fill, 0, E * sizeof(int));
-	for (size_t t = 0; t < T; t++)
-		for (size_t k = 0; k < K; k++) {
-			const int e = L->sel[t * K + k];
-			const int row = L->off[e] + L->fill[e]++;
-
-			L->row_tok[row] = (int)t;
-			L->tok_row[t * K + k] = row;
-		}
+	dp_model_pack_route(T, K, E, L->sel, L->fill, L->off, L->row_tok, L->tok_row);
 	L->route = (struct dp_model_route){
 		.tokens = (int)T,
 		.top_k = (int)K,
@@ -884,6 +870,8 @@ static void gate_fwd(const struct dp_model_stage *st, struct lctx *L, int layer)
 int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			  struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_attn_forward(st, ctx->dev, layer, err);
 	struct lctx *L = NULL;
 	int rc;
 
@@ -904,6 +892,8 @@ int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, i
 int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer, float *packed,
 		      struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_dispatch(st, ctx->dev, layer, packed, err);
 	const size_t H = st->H;
 	struct lctx *L = NULL;
 	int rc;
@@ -969,6 +959,8 @@ static int check_expert(const struct dp_model_stage *st, struct dp_model_ctx *ct
 int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer, int e,
 			    int n, const float *in, float *out, struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_expert_forward(st, ctx->dev, layer, e, n, in, out, err);
 	const size_t H = st->H, F = st->F, rows = (size_t)n;
 	struct ectx *x = NULL;
 	int rc;
@@ -997,6 +989,8 @@ int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			     const float *packed_out, struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_combine_forward(st, ctx->dev, layer, packed_out, err);
 	const size_t T = st->T, H = st->H, K = st->K;
 	struct lctx *L = NULL;
 	int rc;
@@ -1030,6 +1024,8 @@ int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx
 int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, float *y,
 			 double *loss, struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_forward_end(st, ctx->dev, y, loss, err);
 	const size_t T = st->T, H = st->H, V = st->V;
 	const float *h = stage_out(ctx);
 	int rc;
@@ -1104,6 +1100,8 @@ int dp_model_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx, const float *dy,
 			    struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_backward_begin(st, ctx->dev, dy, err);
 	const size_t T = st->T, H = st->H;
 	int rc;
 
@@ -1127,6 +1125,8 @@ int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			      float *packed_dy, struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_combine_backward(st, ctx->dev, layer, packed_dy, err);
 	const size_t T = st->T, H = st->H, F = st->F, E = st->E, K = st->K;
 	const float *dout = NULL;
 	struct lctx *L = NULL;
@@ -1173,6 +1173,8 @@ int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ct
 int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 				   int e, int n, const float *dout, float *din, struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_expert_backward_input(st, ctx->dev, layer, e, n, dout, din, err);
 	const size_t H = st->H, F = st->F, rows = (size_t)n;
 	struct ectx *x = NULL;
 	int rc;
@@ -1241,6 +1243,8 @@ static void attention_bwd(const struct dp_model_stage *st, struct dp_model_ctx *
 int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			   const float *packed_dx, struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_attn_backward(st, ctx->dev, layer, packed_dx, err);
 	const size_t T = st->T, H = st->H, K = st->K;
 	struct lctx *L = NULL;
 	int rc;
@@ -1265,6 +1269,8 @@ int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, 
 int dp_model_backward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, float *dx,
 			  struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_backward_end(st, ctx->dev, dx, err);
 	int rc;
 
 	rc = check_ctx(st, ctx, CTX_BWD_INPUT, "backward_end", err);
@@ -1327,6 +1333,8 @@ static void expert_w(const struct dp_model_stage *st, struct ectx *x, int layer,
 int dp_model_expert_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 				    int e, struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_expert_backward_weight(st, ctx->dev, layer, e, err);
 	struct ectx *x = NULL;
 	int rc;
 
@@ -1358,6 +1366,8 @@ static void attn_w(const struct dp_model_stage *st, const struct dp_model_ctx *c
 int dp_model_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 			     struct dp_err *err)
 {
+	if (ctx->dev) /* a device stage: worker/model_dev.c */
+		return devm_backward_weight(st, ctx->dev, err);
 	int rc;
 
 	rc = check_ctx(st, ctx, CTX_BWD_INPUT, "backward_weight", err);
@@ -1394,8 +1404,8 @@ static int backward_local(struct dp_model_stage *st, struct dp_model_ctx *ctx, c
 	if (fused)
 		head_w(st, ctx);
 	for (int l = st->first + st->count - 1; !rc && l >= st->first; l--) {
-		struct lctx *L = layer_ctx(ctx, l);
-		const int *off = L->off;
+		struct lctx *L = fused ? layer_ctx(ctx, l) : NULL;
+		const int *off = dp_model_ctx_route(ctx, l)->offset;
 
 		rc = dp_model_combine_backward(st, ctx, l, st->pk_a, err);
 		if (!rc && fused)
@@ -1430,5 +1440,11 @@ int dp_model_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, const float *dy,
 		      float *dx, struct dp_err *err)
 {
+	int rc;
+
+	if (ctx->dev) { /* device stage: W after the whole I, as backward_input */
+		rc = backward_local(st, ctx, dy, dx, 0, err);
+		return rc ? rc : dp_model_backward_weight(st, ctx, err);
+	}
 	return backward_local(st, ctx, dy, dx, 1, err);
 }

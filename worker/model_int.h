@@ -1,0 +1,89 @@
+/* worker/model_int.h - internals of the model shared by the host model
+ * (worker/model_cpu.c) and its device stages (worker/model_dev.c): the
+ * stage struct and tensor layout, and the device entry points the public
+ * dp_model_* calls forward to when a stage lives on a device (st->dev). */
+#ifndef DP_MODEL_INT_H
+#define DP_MODEL_INT_H
+
+#include <stddef.h>
+
+#include "worker/dp_model.h"
+
+#define MAX_EXPERTS 256
+#define MAX_DIM	    (1 << 16)
+
+/* Per-layer tensors: 7 fixed ones, then (w1, w2) per routed expert. */
+enum { P_WQ, P_WK, P_WV, P_WO, P_WG, P_S1, P_S2, P_NFIXED };
+#define P_E1(e) (P_NFIXED + 2 * (e))
+#define P_E2(e) (P_NFIXED + 2 * (e) + 1)
+
+struct tensor_meta {
+	char name[48];
+	size_t off, n;
+	int layer, expert;
+};
+
+struct devm_stage; /* model_dev.c */
+struct devm_ctx;
+
+struct dp_model_stage {
+	struct dp_model_cfg cfg;
+	int first, count, has_embed, has_head;
+	size_t H, F, E, K, V, S, T, M;
+	float *w, *g, *m, *v; /* all tensors back to back (device stage: host mirror) */
+	size_t total;
+	struct tensor_meta *tens;
+	int ntens, per_layer, layer_base, embed_idx, head_idx;
+	long adam_t;
+	float *pk_a, *pk_b;	/* T*K*H scratch for the whole-stage calls */
+	struct devm_stage *dev; /* NULL: the host model */
+};
+
+/* Context states and the steps of one layer, in the order they must happen. */
+enum { CTX_EMPTY, CTX_FWD, CTX_BWD_INPUT };
+enum layer_step { L_NONE, L_ATTN, L_COMBINED, L_COMBINE_BWD, L_ATTN_BWD };
+
+/* The packed layout of one layer's routing (model_cpu.c): @sel [T*K] ->
+ * @off [E+1], @row_tok, @tok_row [T*K]; @fill [E] is scratch. */
+void dp_model_pack_route(size_t T, size_t K, size_t E, const int *sel, int *fill, int *off,
+			 int *row_tok, int *tok_row);
+
+/* ---- model_dev.c: the device side of each public call ---- */
+void devm_stage_free(struct devm_stage *sd);
+int devm_flat_download(struct dp_model_stage *st);
+int devm_flat_commit(struct dp_model_stage *st, struct dp_err *err);
+void devm_zero_grad(struct dp_model_stage *st);
+void devm_step(struct dp_model_stage *st);
+
+int devm_ctx_new(struct dp_model_stage *st, struct devm_ctx **out, struct dp_err *err);
+void devm_ctx_free(struct devm_ctx *c);
+size_t devm_ctx_bytes(const struct devm_ctx *c);
+const struct dp_model_route *devm_ctx_route(const struct devm_ctx *c, int layer);
+
+int devm_forward_begin(struct dp_model_stage *st, struct devm_ctx *c, const struct dp_model_io *in,
+		       struct dp_err *err);
+int devm_attn_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
+		      struct dp_err *err);
+int devm_dispatch(struct dp_model_stage *st, struct devm_ctx *c, int layer, float *packed,
+		  struct dp_err *err);
+int devm_expert_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e, int n,
+			const float *in, float *out, struct dp_err *err);
+int devm_combine_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
+			 const float *packed_out, struct dp_err *err);
+int devm_forward_end(struct dp_model_stage *st, struct devm_ctx *c, float *y, double *loss,
+		     struct dp_err *err);
+int devm_backward_begin(struct dp_model_stage *st, struct devm_ctx *c, const float *dy,
+			struct dp_err *err);
+int devm_combine_backward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
+			  float *packed_dy, struct dp_err *err);
+int devm_expert_backward_input(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e,
+			       int n, const float *dout, float *din, struct dp_err *err);
+int devm_expert_backward_weight(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e,
+				struct dp_err *err);
+int devm_attn_backward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
+		       const float *packed_dx, struct dp_err *err);
+int devm_backward_end(struct dp_model_stage *st, struct devm_ctx *c, float *dx,
+		      struct dp_err *err);
+int devm_backward_weight(struct dp_model_stage *st, struct devm_ctx *c, struct dp_err *err);
+
+#endif
