@@ -22,6 +22,7 @@
 #include "common/dp_log.h"
 #include "common/dp_util.h"
 #include "worker/dp_ckpt.h"
+#include "worker/dp_dev.h"
 #include "worker/dp_exec.h"
 #include "worker/dp_worker.h"
 
@@ -55,6 +56,10 @@ static const char train_usage[] =
 	"  --no-overlap      no F&B overlap of compute and all-to-all\n"
 	"  --timing          each rank prints its mean op times at the end\n"
 	"  --ep-mbps M       --train-local: EP all-to-all over tcp paced to M Mbit/s\n"
+	"  --backend B       model backend: cpu (default), emu (the device code on a\n"
+	"                    host emulator), cuda (GPUs; docs/model.md)\n"
+	"  --device N        --backend cuda: the GPU (default 0; the ranks of\n"
+	"                    --train-local share it)\n"
 	"  --ckpt-dir DIR    write checkpoints to DIR/step-N/ (default: $DP_CKPT_DIR)\n"
 	"  --ckpt-every N    a checkpoint every N steps, and one after the last\n"
 	"                    (default: $DP_CKPT_EVERY, else only after the last)\n"
@@ -80,6 +85,8 @@ enum {
 	O_CKPT_DIR,
 	O_CKPT_EVERY,
 	O_RESUME,
+	O_BACKEND,
+	O_DEVICE,
 };
 
 static const struct option train_opts_tab[] = {
@@ -97,6 +104,8 @@ static const struct option train_opts_tab[] = {
 	{ "no-overlap", no_argument, NULL, O_NO_OVERLAP },
 	{ "timing", no_argument, NULL, O_TIMING },
 	{ "ep-mbps", required_argument, NULL, O_EP_MBPS },
+	{ "backend", required_argument, NULL, O_BACKEND },
+	{ "device", required_argument, NULL, O_DEVICE },
 	{ "ckpt-dir", required_argument, NULL, O_CKPT_DIR },
 	{ "ckpt-every", required_argument, NULL, O_CKPT_EVERY },
 	{ "resume", no_argument, NULL, O_RESUME },
@@ -190,6 +199,16 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 			break;
 		case O_RESUME:
 			o->ck.resume = 1;
+			break;
+		case O_BACKEND:
+			if (dp_dev_backend_check(optarg, e))
+				return dp_err_prefix(e, "--backend");
+			o->cfg.backend = optarg;
+			break;
+		case O_DEVICE:
+			if (dp_parse_long(optarg, 0, 1023, &v, "--device", e))
+				return -EINVAL;
+			o->cfg.device = (int)v;
 			break;
 		case 'h':
 			o->help = 1;

@@ -94,6 +94,10 @@ struct dp_exec_cfg {
 	 * dispatch/combine on the communication thread while the forward chunk
 	 * computes, and the other way round).  Same numbers either way. */
 	int overlap;
+	/* model backend: NULL or "cpu" (model_cpu.c), "emu" (device code on the
+	 * host emulator) or "cuda" (GPU @device); see worker/dp_dev.h */
+	const char *backend;
+	int device;
 };
 
 struct dp_exec; /* opaque: dp_exec_new() creates, dp_exec_free() frees */

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "worker/dp_dev.h"
 #include "worker/dp_exec.h"
 
 #define MSG_MAGIC 0x44505050u /* "DPPP" */
@@ -374,7 +375,8 @@ static const char *kind_name(int kind)
 
 static int new_chunk(struct dp_exec *ex, int stage, struct chunk *c, struct dp_err *err)
 {
-	int rc = dp_model_stage_new_split(&ex->cfg.model, ex->nstages, stage, &c->st, err);
+	int rc = dp_model_stage_new_split_dev(&ex->cfg.model, ex->nstages, stage, ex->cfg.backend,
+					      ex->cfg.device, &c->st, err);
 
 	if (rc)
 		return rc;
@@ -1338,6 +1340,10 @@ static int reduce_copies(struct dp_exec *ex, struct dp_err *err)
 		f0.g[i] = f0.g[i] + peer1[i];
 	for (size_t i = 0; i < f1.n; i++)
 		f1.g[i] = peer0[i] + f1.g[i];
+	/* device stages: the sums go back to the device */
+	rc = dp_model_stage_flat_commit(ex->ch[0].st, err);
+	if (!rc)
+		rc = dp_model_stage_flat_commit(ex->ch[1].st, err);
 out:
 	free(peer0);
 	free(peer1);
@@ -1425,6 +1431,10 @@ static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 					acc[i] = acc[i] + src[i];
 		}
 		(void)replicated(ex->ch[c].st, acc, 1);
+		/* replicated() wrote the host mirror of a device stage */
+		rc = dp_model_stage_flat_commit(ex->ch[c].st, err);
+		if (rc)
+			goto out;
 	}
 	goto out;
 nomem:
