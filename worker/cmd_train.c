@@ -248,6 +248,12 @@ static void print_times(const struct dp_exec *ex, int rank, FILE *out)
 	(void)fflush(out);
 }
 
+/* Exit code of a failed rank: no device or no CUDA build is "unavailable". */
+static int fail_code(int rc)
+{
+	return rc == -ENODEV || rc == -ENOSYS ? EX_UNAVAILABLE : EX_SOFTWARE;
+}
+
 /* One rank of the local run: load checkpoint @start if > 0 (the parent
  * chose it), run steps @start.. @steps - 1 with checkpoints as @ck says,
  * and write each step's local loss share to @res_fd. */
@@ -279,7 +285,7 @@ static int rank_main(const struct dp_exec_cfg *cfg, struct dp_pp_link **links,
 	else if (times)
 		print_times(ex, cfg->rank, times);
 	dp_exec_free(ex);
-	return rc ? EX_SOFTWARE : EX_OK;
+	return rc ? fail_code(rc) : EX_OK;
 }
 
 static double now_s(void)
@@ -472,9 +478,17 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 			double l;
 
 			if (read(res[r], &l, sizeof(l)) != (ssize_t)sizeof(l)) {
+				int st;
+
 				(void)fprintf(err, "dpworker: error: rank %d stopped at step %ld\n",
 					      r, k);
 				rc = EX_SOFTWARE;
+				/* its pipe is closed: it exited; the run gets its code */
+				if (waitpid(pid[r], &st, 0) == pid[r]) {
+					pid[r] = 0;
+					if (WIFEXITED(st) && WEXITSTATUS(st))
+						rc = WEXITSTATUS(st);
+				}
 				break;
 			}
 			loss += l;
@@ -594,9 +608,10 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 		}
 		cc.addrs = ap;
 		cfg.ep_comm = &cc;
-		if (dp_exec_new(&cfg, links, &ex, &e)) {
+		rc = dp_exec_new(&cfg, links, &ex, &e);
+		if (rc) {
 			(void)fprintf(err, "dpworker: error: %s\n", e.msg);
-			rc = EX_SOFTWARE;
+			rc = fail_code(rc);
 			goto out;
 		}
 		/* every rank scans the same DIR and so picks the same step; if
