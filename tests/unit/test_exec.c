@@ -630,6 +630,35 @@ static void train_local_prints_a_falling_loss(void **state)
 	assert_true(last < first / 2);
 }
 
+/* --backend emu prints the losses of the host model (to the printed 6
+ * digits); an unknown backend is a usage error naming it. */
+static void train_local_backend_option(void **state)
+{
+	char *cpu[] = { "dpworker", "--train-local", "--algo", "zb1p",	   "--pp",
+			"2",	    "--micro",	     "4",      "--steps", "3",
+			"--layers", "2",	     "--backend", "cpu" };
+	char *emu[] = { "dpworker", "--train-local", "--algo", "zb1p",	   "--pp",
+			"2",	    "--micro",	     "4",      "--steps", "3",
+			"--layers", "2",	     "--backend", "emu" };
+	char *bad[] = { "dpworker", "--train-local", "--backend", "tpu" };
+	char *buf = NULL;
+	size_t len = 0;
+	double f0, l0, f1, l1;
+	FILE *err;
+
+	(void)state;
+	train_local_losses(cpu, (int)(sizeof(cpu) / sizeof(cpu[0])), &f0, &l0);
+	train_local_losses(emu, (int)(sizeof(emu) / sizeof(emu[0])), &f1, &l1);
+	assert_true(f0 > 0 && l0 < f0);
+	assert_true(fabs(f0 - f1) <= 2e-6 && fabs(l0 - l1) <= 2e-6);
+	err = open_memstream(&buf, &len);
+	assert_non_null(err);
+	assert_int_equal(dp_worker_cmd_train(4, bad, stdout, err), 64);
+	(void)fclose(err);
+	assert_non_null(strstr(buf, "unknown backend 'tpu'"));
+	free(buf);
+}
+
 /* The EP fabric does not change a number: shm, and tcp with every EP rank
  * its own paced "node" (--ep-mbps), print the same losses. */
 static void train_local_ep_fabrics_agree(void **state)
@@ -998,6 +1027,7 @@ int main(void)
 		cmocka_unit_test(ep_1f1b_and_others_match_reference),
 		cmocka_unit_test(ep_overlap_changes_no_number),
 		cmocka_unit_test(emu_backend_matches_cpu),
+		cmocka_unit_test(train_local_backend_option),
 		cmocka_unit_test(ep_bad_config_is_rejected),
 		cmocka_unit_test(train_over_tcp_with_ep_matches_reference),
 		cmocka_unit_test(train_local_ep_fabrics_agree),
