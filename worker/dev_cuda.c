@@ -147,15 +147,15 @@ static void cuda_free(struct dp_dev *d, void *p)
 	(void)cudaFree(p);
 }
 
-static int cuda_h2d(struct dp_dev *d, void *dst, const void *src, size_t bytes,
-		    struct dp_err *err)
+static int cuda_h2d(struct dp_dev *d, void *dst, const void *src, size_t bytes, struct dp_err *err)
 {
 	struct cuda_dev *c = cdev(d);
 	int rc;
 
 	if ((rc = cu_check(err, "cudaSetDevice", cudaSetDevice(c->device))) ||
 	    (rc = cu_check(err, "cudaEventRecord", cudaEventRecord(c->ev_comp, c->comp))) ||
-	    (rc = cu_check(err, "cudaStreamWaitEvent", cudaStreamWaitEvent(c->comm, c->ev_comp, 0))) ||
+	    (rc = cu_check(err, "cudaStreamWaitEvent",
+			   cudaStreamWaitEvent(c->comm, c->ev_comp, 0))) ||
 	    (rc = cu_check(err, "cudaMemcpyAsync (to the device)",
 			   cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->comm))) ||
 	    (rc = cu_check(err, "cudaEventRecord", cudaEventRecord(c->ev_copied, c->comm))) ||
@@ -165,15 +165,15 @@ static int cuda_h2d(struct dp_dev *d, void *dst, const void *src, size_t bytes,
 	return 0;
 }
 
-static int cuda_d2h(struct dp_dev *d, void *dst, const void *src, size_t bytes,
-		    struct dp_err *err)
+static int cuda_d2h(struct dp_dev *d, void *dst, const void *src, size_t bytes, struct dp_err *err)
 {
 	struct cuda_dev *c = cdev(d);
 	int rc;
 
 	if ((rc = cu_check(err, "cudaSetDevice", cudaSetDevice(c->device))) ||
 	    (rc = cu_check(err, "cudaEventRecord", cudaEventRecord(c->ev_comp, c->comp))) ||
-	    (rc = cu_check(err, "cudaStreamWaitEvent", cudaStreamWaitEvent(c->comm, c->ev_comp, 0))) ||
+	    (rc = cu_check(err, "cudaStreamWaitEvent",
+			   cudaStreamWaitEvent(c->comm, c->ev_comp, 0))) ||
 	    (rc = cu_check(err, "cudaMemcpyAsync (to the host)",
 			   cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->comm))) ||
 	    (rc = cu_check(err, "cudaStreamSynchronize", cudaStreamSynchronize(c->comm))))
@@ -182,8 +182,8 @@ static int cuda_d2h(struct dp_dev *d, void *dst, const void *src, size_t bytes,
 }
 
 static int cuda_gemm(struct dp_dev *d, int ta, int tb, int m, int n, int k, float alpha,
-		     const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
-		     struct dp_err *err)
+		     const float *A, int lda, const float *B, int ldb, float beta, float *C,
+		     int ldc, struct dp_err *err)
 {
 	struct cuda_dev *c = cdev(d);
 	cublasStatus_t bs;

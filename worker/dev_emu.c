@@ -51,8 +51,7 @@ static void emu_free(struct dp_dev *d, void *p)
 	free(p);
 }
 
-static int emu_copy(struct dp_dev *d, void *dst, const void *src, size_t bytes,
-		    struct dp_err *err)
+static int emu_copy(struct dp_dev *d, void *dst, const void *src, size_t bytes, struct dp_err *err)
 {
 	(void)d;
 	(void)err;
@@ -78,7 +77,8 @@ static int emu_gemm(struct dp_dev *d, int ta, int tb, int m, int n, int k, float
 
 				s += a * b;
 			}
-			C[i + j * ldc] = beta == 0.0f ? alpha * s : alpha * s + beta * C[i + j * ldc];
+			C[i + j * ldc] =
+				beta == 0.0f ? alpha * s : alpha * s + beta * C[i + j * ldc];
 		}
 	return 0;
 }

@@ -28,21 +28,23 @@
 
 /* Kernel ids; the comment gives the threads and the kargs fields used. */
 enum dp_dev_kernel {
-	DP_DEV_K_ZERO,	      /* i < n: y[i] = 0 */
-	DP_DEV_K_COPY,	      /* i < n: y[i] = a[i] */
-	DP_DEV_K_EMBED,	      /* t < T: y row t = a row ia[t]; n0 H */
-	DP_DEV_K_ATTN_FWD,    /* t < T: a q, b k, c v -> y p [T][S], z attn; n0 H, n1 S, f0 scale */
-	DP_DEV_K_GATE_ROUTE,  /* t < T: y scores -> softmax in place, iy sel, z weight;
-			       * n0 E, n1 K, n2 groups, n3 topk_groups */
-	DP_DEV_K_SILU,	      /* i < n: y = silu(a) */
-	DP_DEV_K_SILU_BACK,   /* i < n: y *= silu'(a) */
-	DP_DEV_K_GATHER,      /* r < n: y row r = a row ia[r]; n0 H */
-	DP_DEV_K_COMBINE,     /* t < T: y out += a h (first) + sum_k b w * c ey[ia tok_row]; n0 H, n1 K */
-	DP_DEV_K_XENT,	      /* t < T: y logits -> f0 * (softmax - onehot(ia target)), dy loss; n0 V */
+	DP_DEV_K_ZERO,	     /* i < n: y[i] = 0 */
+	DP_DEV_K_COPY,	     /* i < n: y[i] = a[i] */
+	DP_DEV_K_EMBED,	     /* t < T: y row t = a row ia[t]; n0 H */
+	DP_DEV_K_ATTN_FWD,   /* t < T: a q, b k, c v -> y p [T][S], z attn; n0 H, n1 S, f0 scale */
+	DP_DEV_K_GATE_ROUTE, /* t < T: y scores -> softmax in place, iy sel, z weight;
+			      * n0 E, n1 K, n2 groups, n3 topk_groups */
+	DP_DEV_K_SILU,	     /* i < n: y = silu(a) */
+	DP_DEV_K_SILU_BACK,  /* i < n: y *= silu'(a) */
+	DP_DEV_K_GATHER,     /* r < n: y row r = a row ia[r]; n0 H */
+	DP_DEV_K_COMBINE, /* t < T: y out += a h (first) + sum_k b w * c ey[ia tok_row]; n0 H, n1 K
+			   */
+	DP_DEV_K_XENT,	  /* t < T: y logits -> f0 * (softmax - onehot(ia target)), dy loss; n0 V */
 	DP_DEV_K_COMBINE_BWD, /* t < T: a dout, b s, c w, d ey, ia tok_row, ib sel -> y packed dY,
 			       * z dl; n0 H, n1 E, n2 K */
 	DP_DEV_K_ADD_ROWS,    /* t < T: y dh row t += a rows ia[t*K+k]; n0 H, n1 K */
-	DP_DEV_K_ATTN_BWD_Q,  /* t < T: a p, b da, c v, d k -> y dscore [T][S], z dq; n0 H, n1 S, f0 */
+	DP_DEV_K_ATTN_BWD_Q,  /* t < T: a p, b da, c v, d k -> y dscore [T][S], z dq; n0 H, n1 S, f0
+			       */
 	DP_DEV_K_ATTN_BWD_KV, /* j < T: a dscore, b q, c p, d da -> y dk, z dv; n0 H, n1 S */
 	DP_DEV_K_EMBED_GRAD,  /* v < V: y row v += a rows t with ia[t] == v; n0 H, n1 T */
 	DP_DEV_K_ADAM,	      /* i < n: a g, y w, z m, u v; f0 lr, f1 bc1, f2 bc2 */
@@ -60,19 +62,16 @@ DP_DEV_FN float dp_dev_sigmoid(float u)
 DP_DEV_FN void dp_dev_route_select(int E, int G, int topk_groups, int top_k, const float *scores,
 				   int32_t *sel)
 {
-	const int gsz = E / G;
+	const int gsz = G > 0 && E >= G ? E / G : 1; /* the cfg check makes it E / G */
 	float gscore[DP_DEV_MAX_EXPERTS];
-	unsigned char gkeep[DP_DEV_MAX_EXPERTS], taken[DP_DEV_MAX_EXPERTS];
+	unsigned char gkeep[DP_DEV_MAX_EXPERTS] = { 0 }, taken[DP_DEV_MAX_EXPERTS] = { 0 };
 
 	for (int g = 0; g < G; g++) {
-		gkeep[g] = 0;
-		gscore[g] = scores[g * gsz];
+		gscore[g] = scores[(long)g * gsz];
 		for (int e = g * gsz + 1; e < (g + 1) * gsz; e++)
 			if (scores[e] > gscore[g])
 				gscore[g] = scores[e];
 	}
-	for (int e = 0; e < E; e++)
-		taken[e] = 0;
 	/* strict '>' while scanning upwards: ties go to the lower index */
 	for (int n = 0; n < topk_groups; n++) {
 		int best = -1;

@@ -39,7 +39,6 @@ struct lctx {
 	struct ectx *ex; /* [E] */
 };
 
-
 struct dp_model_ctx {
 	struct dp_model_stage *st;
 	int state;
@@ -47,7 +46,7 @@ struct dp_model_ctx {
 	size_t block_bytes;
 	int32_t *tokens, *targets;
 	float *x_in, *dtop, *logits, *scratch;
-	struct lctx *L;	     /* [count] */
+	struct lctx *L;	      /* [count] */
 	struct devm_ctx *dev; /* device stage: everything lives there */
 };
 

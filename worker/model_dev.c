@@ -57,10 +57,10 @@ struct devm_ctx {
 	int state;
 	char *block, *hblock; /* device, host */
 	size_t block_bytes, hblock_bytes;
-	int32_t *tokens, *targets;	   /* device */
+	int32_t *tokens, *targets;	  /* device */
 	float *x_in, *dtop, *logits, *pk; /* device; pk: T*K*H rows in/out */
-	double *lrow, *lrow_h;		   /* per-token losses: device, host */
-	struct dlayer *L;		   /* host [count] */
+	double *lrow, *lrow_h;		  /* per-token losses: device, host */
+	struct dlayer *L;		  /* host [count] */
 };
 
 static const struct dp_dev_ops *const backends[] = {
@@ -81,7 +81,8 @@ static int find_backend(const char *name, const struct dp_dev_ops **out, struct 
 			*out = backends[i];
 			return 0;
 		}
-	return dp_err_set(err, EINVAL, "model: unknown backend '%s' (cpu, emu or cuda)", name);
+	(void)dp_err_set(err, EINVAL, "model: unknown backend '%s' (cpu, emu or cuda)", name);
+	return -EINVAL; /* a constant: callers rely on 0 meaning "found" */
 }
 
 int dp_dev_backend_check(const char *name, struct dp_err *err)
@@ -182,7 +183,8 @@ static int sticky(const struct dp_model_stage *st, struct dp_err *err)
 
 	if (!sd->rc)
 		return 0;
-	return dp_err_set(err, -sd->rc, "%s (in an earlier call)", sd->err.msg);
+	(void)dp_err_set(err, -sd->rc, "%s (in an earlier call)", sd->err.msg);
+	return sd->rc;
 }
 
 static void keep(struct dp_model_stage *st, int rc)
@@ -306,14 +308,16 @@ static int h2d(const struct dp_model_stage *st, void *dst, const void *src, size
 	return bytes ? st->dev->ops->h2d(st->dev->dev, dst, src, bytes, err) : 0;
 }
 
-static int d2h(const struct dp_model_stage *st, void *dst, const void *src, size_t bytes,
-	       struct dp_err *err)
+static int d2h(const struct dp_model_stage *st,
+	       void *dst, // NOLINT(readability-non-const-parameter): written by the copy
+	       const void *src, size_t bytes, struct dp_err *err)
 {
 	return bytes ? st->dev->ops->d2h(st->dev->dev, dst, src, bytes, err) : 0;
 }
 
-static int copy(const struct dp_model_stage *st, float *dst, const float *src, size_t n,
-		struct dp_err *err)
+static int copy(const struct dp_model_stage *st,
+		float *dst, // NOLINT(readability-non-const-parameter): written by the kernel
+		const float *src, size_t n, struct dp_err *err)
 {
 	struct dp_dev_kargs a = { .a = src, .y = dst };
 
@@ -351,7 +355,7 @@ static void layout(struct devm_ctx *c)
 	c->L = carve(hb, hu, (size_t)st->count * sizeof(*c->L));
 	for (int l = 0; l < st->count; l++) {
 		struct dlayer tmp = { 0 }, *L = c->L ? &c->L[l] : &tmp;
-		float **dev_f[] = { &L->q,  &L->k,  &L->v,	&L->a,	&L->h,	&L->out, &L->dh,
+		float **dev_f[] = { &L->q,  &L->k,  &L->v,  &L->a,  &L->h,  &L->out, &L->dh,
 				    &L->da, &L->dq, &L->dk, &L->dv, &L->dx, NULL };
 
 		for (int i = 0; dev_f[i]; i++)
@@ -491,11 +495,16 @@ static int check(const struct dp_model_stage *st, const struct devm_ctx *c, int 
 
 	if (rc)
 		return rc;
-	if (c->st != st)
-		return dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
-	if (state >= 0 && c->state != state)
-		return dp_err_set(err, EINVAL, "model: %s: context is %s, not %s", what,
-				  names[c->state], names[state]);
+	/* constant -EINVAL returns: callers rely on 0 meaning "checked" */
+	if (c->st != st) {
+		(void)dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
+		return -EINVAL;
+	}
+	if (state >= 0 && c->state != state) {
+		(void)dp_err_set(err, EINVAL, "model: %s: context is %s, not %s", what,
+				 names[c->state], names[state]);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -507,12 +516,16 @@ static int check_layer(const struct devm_ctx *c, int layer, int step, const char
 					     "combine_backward", "attn_backward" };
 	struct dlayer *L = layer_of(c, layer);
 
-	if (!L)
-		return dp_err_set(err, EINVAL, "model: %s: layer %d is not in this stage", what,
-				  layer);
-	if (step >= 0 && L->done != step)
-		return dp_err_set(err, EINVAL, "model: %s: layer %d is at %s, needs %s", what,
-				  layer, names[L->done], names[step]);
+	if (!L) {
+		(void)dp_err_set(err, EINVAL, "model: %s: layer %d is not in this stage", what,
+				 layer);
+		return -EINVAL;
+	}
+	if (step >= 0 && L->done != step) {
+		(void)dp_err_set(err, EINVAL, "model: %s: layer %d is at %s, needs %s", what, layer,
+				 names[L->done], names[step]);
+		return -EINVAL;
+	}
 	if (out)
 		*out = L;
 	return 0;
@@ -536,9 +549,11 @@ static int check_expert(const struct dp_model_stage *st, struct devm_ctx *c, int
 
 	if ((rc = check(st, c, -1, what, err)) || (rc = check_layer(c, layer, -1, what, &L, err)))
 		return rc;
-	if (e < 0 || (size_t)e >= st->E || n < 0)
-		return dp_err_set(err, EINVAL, "model: %s: no expert %d or bad row count %d", what,
-				  e, n);
+	if (e < 0 || (size_t)e >= st->E || n < 0) {
+		(void)dp_err_set(err, EINVAL, "model: %s: no expert %d or bad row count %d", what,
+				 e, n);
+		return -EINVAL;
+	}
 	*out = &L->ex[e];
 	return 0;
 }
@@ -654,8 +669,7 @@ static int gate_fwd(const struct dp_model_stage *st, struct dlayer *L, int layer
 	return 0;
 }
 
-int devm_attn_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
-		      struct dp_err *err)
+int devm_attn_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer, struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, F = st->F;
 	struct dlayer *L = NULL;
@@ -794,8 +808,8 @@ int devm_forward_end(struct dp_model_stage *st, struct devm_ctx *c, float *y, do
 				  .n0 = (long)V,
 				  .f0 = 1.0f / (float)(st->M * T) };
 
-	if ((rc = mm(st, stage_out(c), st->dev->w + st->tens[st->head_idx].off, c->logits, T, H,
-		     V, 0.0f, err)) ||
+	if ((rc = mm(st, stage_out(c), st->dev->w + st->tens[st->head_idx].off, c->logits, T, H, V,
+		     0.0f, err)) ||
 	    (rc = kern(st, DP_DEV_K_XENT, &a, T, err)) ||
 	    (rc = d2h(st, c->lrow_h, c->lrow, T * sizeof(double), err)))
 		return rc;
@@ -960,8 +974,7 @@ int devm_attn_backward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
 	return 0;
 }
 
-int devm_backward_end(struct dp_model_stage *st, struct devm_ctx *c, float *dx,
-		      struct dp_err *err)
+int devm_backward_end(struct dp_model_stage *st, struct devm_ctx *c, float *dx, struct dp_err *err)
 {
 	int rc;
 
@@ -980,10 +993,9 @@ static int expert_w(const struct dp_model_stage *st, struct dexp *x, int layer, 
 {
 	int rc = 0;
 
-	if (x->n && ((rc = mm_grad(st, x->in, x->du, DG(st, layer, P_E1(e)), x->n, st->H, st->F,
-				   err)) ||
-		     (rc = mm_grad(st, x->z, x->dy, DG(st, layer, P_E2(e)), x->n, st->F, st->H,
-				   err))))
+	if (x->n &&
+	    ((rc = mm_grad(st, x->in, x->du, DG(st, layer, P_E1(e)), x->n, st->H, st->F, err)) ||
+	     (rc = mm_grad(st, x->z, x->dy, DG(st, layer, P_E2(e)), x->n, st->F, st->H, err))))
 		return rc;
 	x->bwd = 0;
 	x->fwd = 0;

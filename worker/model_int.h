@@ -62,8 +62,7 @@ const struct dp_model_route *devm_ctx_route(const struct devm_ctx *c, int layer)
 
 int devm_forward_begin(struct dp_model_stage *st, struct devm_ctx *c, const struct dp_model_io *in,
 		       struct dp_err *err);
-int devm_attn_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
-		      struct dp_err *err);
+int devm_attn_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer, struct dp_err *err);
 int devm_dispatch(struct dp_model_stage *st, struct devm_ctx *c, int layer, float *packed,
 		  struct dp_err *err);
 int devm_expert_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e, int n,
@@ -82,8 +81,7 @@ int devm_expert_backward_weight(struct dp_model_stage *st, struct devm_ctx *c, i
 				struct dp_err *err);
 int devm_attn_backward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
 		       const float *packed_dx, struct dp_err *err);
-int devm_backward_end(struct dp_model_stage *st, struct devm_ctx *c, float *dx,
-		      struct dp_err *err);
+int devm_backward_end(struct dp_model_stage *st, struct devm_ctx *c, float *dx, struct dp_err *err);
 int devm_backward_weight(struct dp_model_stage *st, struct devm_ctx *c, struct dp_err *err);
 
 #endif

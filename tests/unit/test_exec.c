@@ -65,8 +65,8 @@ struct tcase {
 	enum dp_sched_algo algo;
 	int pp, ep, micro;
 	int overlap;
-	const char *transport; /* ep > 1: "shm" or "tcp" */
 	int two_hop;	       /* tcp: two nodes x ep/2 ranks, two-hop */
+	const char *transport; /* ep > 1: "shm" or "tcp" */
 	const char *backend;   /* model backend: NULL (cpu) or "emu" */
 };
 
@@ -634,12 +634,14 @@ static void train_local_prints_a_falling_loss(void **state)
  * digits); an unknown backend is a usage error naming it. */
 static void train_local_backend_option(void **state)
 {
-	char *cpu[] = { "dpworker", "--train-local", "--algo", "zb1p",	   "--pp",
-			"2",	    "--micro",	     "4",      "--steps", "3",
-			"--layers", "2",	     "--backend", "cpu" };
-	char *emu[] = { "dpworker", "--train-local", "--algo", "zb1p",	   "--pp",
-			"2",	    "--micro",	     "4",      "--steps", "3",
-			"--layers", "2",	     "--backend", "emu" };
+	char *cpu[] = {
+		"dpworker", "--train-local", "--algo", "zb1p",	   "--pp", "2",		"--micro",
+		"4",	    "--steps",	     "3",      "--layers", "2",	   "--backend", "cpu"
+	};
+	char *emu[] = {
+		"dpworker", "--train-local", "--algo", "zb1p",	   "--pp", "2",		"--micro",
+		"4",	    "--steps",	     "3",      "--layers", "2",	   "--backend", "emu"
+	};
 	char *bad[] = { "dpworker", "--train-local", "--backend", "tpu" };
 	char *buf = NULL;
 	size_t len = 0;
@@ -935,18 +937,17 @@ static void emu_backend_matches_cpu(void **state)
 			for (int c = 0; c < a[r].nch; c++) {
 				struct dp_model_stage *st = NULL;
 
-				assert_int_equal(dp_model_stage_new_split(&mc, dev.pp,
-									  a[r].ch[c].stage, &st,
-									  NULL),
+				assert_int_equal(dp_model_stage_new_split(
+							 &mc, dev.pp, a[r].ch[c].stage, &st, NULL),
 						 0);
 				(void)snprintf(what, sizeof(what), "%s ep %d emu rank %d chunk %d",
 					       dp_sched_algo_name(dev.algo), ep, r, c);
-				worst_g = fmax(worst_g, compare_flat(st, b[r].ch[c].g,
-								     a[r].ch[c].g, 1e-5, 1e-6,
-								     what, ep, r % ep, 0));
-				worst_w = fmax(worst_w, compare_flat(st, b[r].ch[c].w,
-								     a[r].ch[c].w, 1e-4, 1e-5,
-								     what, ep, r % ep, 0));
+				worst_g = fmax(worst_g,
+					       compare_flat(st, b[r].ch[c].g, a[r].ch[c].g, 1e-5,
+							    1e-6, what, ep, r % ep, 0));
+				worst_w = fmax(worst_w,
+					       compare_flat(st, b[r].ch[c].w, a[r].ch[c].w, 1e-4,
+							    1e-5, what, ep, r % ep, 0));
 				dp_model_stage_free(st);
 			}
 		}

@@ -39,24 +39,31 @@ struct tol {
 static const struct tol emu_tol = { 1e-5, 1e-6, 1e-4, 1e-5, 1e-6 };
 static const struct tol cuda_tol = { 1e-3, 1e-5, 1e-3, 1e-4, 1e-4 };
 
+#define MAX_TH	   4096 /* T * H of the test models */
+#define MAX_T	   1024
+#define MAX_ROUTES 8192 /* T * K * layers * micro-batches */
+
 /* All stages of one model cut on one backend, one context each. */
 struct pipe {
 	int n;
 	struct dp_model_stage *st[MAX_STAGES];
 	struct dp_model_ctx *ctx[MAX_STAGES];
-	float *x[MAX_STAGES + 1], *d[MAX_STAGES + 1]; /* stage inputs, their grads */
-	int32_t *tok, *tgt;
-	int *routes; /* every layer's expert ids of every micro-batch of a step */
+	float x[MAX_STAGES + 1][MAX_TH], d[MAX_STAGES + 1][MAX_TH]; /* stage inputs, grads */
+	int32_t tok[MAX_T], tgt[MAX_T];
+	int routes[MAX_ROUTES]; /* every layer's expert ids of every micro-batch of a step */
 	size_t nroutes;
 };
 
-/* 0, or the dp_model_stage_new_split_dev error (the pipe is then empty). */
+/* 0, or the dp_model_stage_new_split_dev error (pipe_free still frees). */
 static int pipe_new(const struct dp_model_cfg *cfg, int n, const char *backend, struct pipe *p,
 		    struct dp_err *err)
 {
-	const size_t T = (size_t)dp_model_cfg_tokens(cfg), H = (size_t)cfg->hidden;
 	int rc = 0;
 
+	assert_true((size_t)dp_model_cfg_tokens(cfg) * (size_t)cfg->hidden <= MAX_TH);
+	assert_true((size_t)dp_model_cfg_tokens(cfg) * (size_t)(cfg->top_k * cfg->layers) *
+			    (size_t)cfg->micro_batches <=
+		    MAX_ROUTES);
 	memset(p, 0, sizeof(*p));
 	p->n = n;
 	for (int i = 0; i < n && !rc; i++) {
@@ -64,17 +71,6 @@ static int pipe_new(const struct dp_model_cfg *cfg, int n, const char *backend, 
 		if (!rc)
 			rc = dp_model_ctx_new(p->st[i], &p->ctx[i], err);
 	}
-	for (int i = 0; i <= n; i++) {
-		p->x[i] = calloc(T * H, sizeof(float));
-		p->d[i] = calloc(T * H, sizeof(float));
-		assert_true(p->x[i] && p->d[i]);
-	}
-	p->tok = calloc(T, sizeof(int32_t));
-	p->tgt = calloc(T, sizeof(int32_t));
-	p->routes = calloc(T * (size_t)cfg->top_k * (size_t)cfg->layers *
-				   (size_t)cfg->micro_batches,
-			   sizeof(int));
-	assert_true(p->tok && p->tgt && p->routes);
 	return rc;
 }
 
@@ -84,13 +80,6 @@ static void pipe_free(struct pipe *p)
 		dp_model_ctx_free(p->ctx[i]);
 		dp_model_stage_free(p->st[i]);
 	}
-	for (int i = 0; i <= p->n; i++) {
-		free(p->x[i]);
-		free(p->d[i]);
-	}
-	free(p->tok);
-	free(p->tgt);
-	free(p->routes);
 }
 
 /* Zero the grads, then each micro-batch of step @step through the stages
@@ -107,7 +96,9 @@ static double pipe_grads(struct pipe *p, long step, int split)
 	for (int m = 0; m < cfg->micro_batches; m++) {
 		dp_model_batch(cfg, step, m, p->tok, p->tgt);
 		for (int i = 0; i < p->n; i++) {
-			struct dp_model_io io = { .tokens = p->tok, .targets = p->tgt, .x = p->x[i] };
+			struct dp_model_io io = { .tokens = p->tok,
+						  .targets = p->tgt,
+						  .x = p->x[i] };
 			struct dp_model_stage *st = p->st[i];
 			double loss = 0;
 
@@ -169,8 +160,8 @@ static double compare_stage(struct dp_model_stage *ref, struct dp_model_stage *d
 			if (q > 1.0)
 				fail_msg("%s %s[%zu]: %s %.9g, %s %.9g (tensor max %.3g)",
 					 grads ? "grad" : "value", a.name, j,
-					 dp_model_stage_backend(ref), x, dp_model_stage_backend(dev),
-					 y, m);
+					 dp_model_stage_backend(ref), x,
+					 dp_model_stage_backend(dev), y, m);
 		}
 	}
 	return worst;
@@ -181,7 +172,7 @@ static double compare_stage(struct dp_model_stage *ref, struct dp_model_stage *d
 static int compare_backend(const struct dp_model_cfg *cfg, int nstages, const char *backend,
 			   const struct tol *tol, struct dp_err *err)
 {
-	struct pipe ref, dev;
+	static struct pipe ref, dev;
 	double worst_g = 0, worst_w = 0, abs_g = 0, abs_w = 0;
 	int rc;
 
@@ -280,18 +271,14 @@ static void emu_expert_calls_match_cpu(void **state)
 	struct dp_model_ctx *ctx[2] = { NULL, NULL };
 	struct dp_model_tensor a, b;
 	struct dp_err err = { 0 };
-	const int n = 37, H = 32;
-	float *in = calloc((size_t)n * H, sizeof(float)), *out[2], *din[2];
+	enum { n = 37, H = 32 };
+	static float in[n * H], out[2][n * H], din[2][n * H];
 
 	(void)state;
 	dp_model_cfg_default(&cfg);
-	assert_non_null(in);
 	for (int i = 0; i < n * H; i++)
 		in[i] = (float)((i * 7919) % 97) / 97.0f - 0.5f;
 	for (int k = 0; k < 2; k++) {
-		out[k] = calloc((size_t)n * H, sizeof(float));
-		din[k] = calloc((size_t)n * H, sizeof(float));
-		assert_true(out[k] && din[k]);
 		assert_int_equal(dp_model_stage_new_split_dev(&cfg, 1, 0, k ? "emu" : "cpu", 0,
 							      &st[k], &err),
 				 0);
@@ -300,9 +287,9 @@ static void emu_expert_calls_match_cpu(void **state)
 				 0);
 		assert_int_equal(dp_model_expert_forward(st[k], ctx[k], 2, 5, n, in, out[k], &err),
 				 0); /* replaces the rows */
-		assert_int_equal(dp_model_expert_backward_input(st[k], ctx[k], 2, 5, n, in, din[k],
-								&err),
-				 0);
+		assert_int_equal(
+			dp_model_expert_backward_input(st[k], ctx[k], 2, 5, n, in, din[k], &err),
+			0);
 		assert_int_equal(dp_model_expert_forward(st[k], ctx[k], 2, 5, n, in, out[k], &err),
 				 -EBUSY);
 		assert_int_equal(dp_model_expert_backward_weight(st[k], ctx[k], 2, 5, &err), 0);
@@ -324,10 +311,7 @@ static void emu_expert_calls_match_cpu(void **state)
 	for (int k = 0; k < 2; k++) {
 		dp_model_ctx_free(ctx[k]);
 		dp_model_stage_free(st[k]);
-		free(out[k]);
-		free(din[k]);
 	}
-	free(in);
 }
 
 /* Host changes to the flat arrays reach the device after the commit (as the
@@ -335,7 +319,7 @@ static void emu_expert_calls_match_cpu(void **state)
 static void flat_commit_uploads_the_mirror(void **state)
 {
 	struct dp_model_cfg cfg;
-	struct pipe cpu, emu;
+	static struct pipe cpu, emu;
 	struct dp_err err = { 0 };
 	struct dp_model_flat fc, fe;
 	double la, lb, worst = 0, abs_w = 0;
@@ -448,8 +432,7 @@ static void emu_gemm_is_column_major(void **state)
 	assert_int_equal(dp_dev_emu.gemm(d, 0, 0, 2, 2, 3, 1.0f, A, 3, B, 3, 0.0f, C, 2, &err), 0);
 	assert_true(C[0] == 11 && C[1] == 14 && C[2] == 8 && C[3] == 10);
 	/* Ct = 2 B^T A^T + Ct = 2 (A B)^T + 1 */
-	assert_int_equal(dp_dev_emu.gemm(d, 1, 1, 2, 2, 3, 2.0f, B, 3, A, 3, 1.0f, Ct, 2, &err),
-			 0);
+	assert_int_equal(dp_dev_emu.gemm(d, 1, 1, 2, 2, 3, 2.0f, B, 3, A, 3, 1.0f, Ct, 2, &err), 0);
 	assert_true(Ct[0] == 23 && Ct[1] == 17 && Ct[2] == 29 && Ct[3] == 21);
 	assert_int_equal(dp_dev_emu.gemm(d, 0, 0, 2, 2, 3, 1.0f, A, 1, B, 3, 0.0f, C, 2, &err),
 			 -EINVAL);
