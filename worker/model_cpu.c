@@ -22,34 +22,6 @@ static const char *const part_names[P_NFIXED] = {
 	"attn.wq", "attn.wk", "attn.wv", "attn.wo", "gate", "shared.w1", "shared.w2",
 };
 
-/* Expert side of one (layer, expert): the rows this context computed. */
-struct ectx {
-	size_t n, cap;
-	int fwd, bwd;
-	float *in, *u, *z, *dy, *du;
-};
-
-/* Token side of one layer. */
-struct lctx {
-	float *q, *k, *v, *p, *a, *h, *s, *w, *su, *sz, *ey, *out;
-	float *dh, *da, *dl, *dsu, *dq, *dk, *dv, *dx;
-	int *sel, *off, *row_tok, *tok_row, *fill;
-	int done; /* last step done on this layer, enum layer_step */
-	struct dp_model_route route;
-	struct ectx *ex; /* [E] */
-};
-
-struct dp_model_ctx {
-	struct dp_model_stage *st;
-	int state;
-	char *block; /* one allocation for everything but the expert rows */
-	size_t block_bytes;
-	int32_t *tokens, *targets;
-	float *x_in, *dtop, *logits, *scratch;
-	struct lctx *L;	      /* [count] */
-	struct devm_ctx *dev; /* device stage: everything lives there */
-};
-
 /* ---- config ------------------------------------------------------------- */
 
 void dp_model_cfg_default(struct dp_model_cfg *cfg)
@@ -533,29 +505,42 @@ void dp_model_stage_step(struct dp_model_stage *st)
 
 /* ---- contexts ------------------------------------------------------------ */
 
-/* Carve @bytes (64-aligned) out of the block; with no block, only count. */
-static void *carve(struct dp_model_ctx *c, size_t bytes)
+/* Carve @bytes (64-aligned) at *@used of @base; with no base, only count. */
+static void *carve_in(char *base, size_t *used, size_t bytes)
 {
-	void *p = c->block ? c->block + c->block_bytes : NULL;
+	void *p = base ? base + *used : NULL;
 
-	c->block_bytes += (bytes + 63) & ~(size_t)63;
+	*used += (bytes + 63) & ~(size_t)63;
 	return p;
 }
 
-static void layout_ctx(struct dp_model_ctx *c)
+/* The block: device memory on a device stage. */
+static void *carve(struct dp_model_ctx *c, size_t bytes)
+{
+	return carve_in(c->block, &c->block_bytes, bytes);
+}
+
+/* What the host reads: the host block on a device stage. */
+static void *hcarve(struct dp_model_ctx *c, size_t bytes)
+{
+	return c->st->dev ? carve_in(c->hblock, &c->hblock_bytes, bytes) : carve(c, bytes);
+}
+
+void dp_model_ctx_layout(struct dp_model_ctx *c)
 {
 	const struct dp_model_stage *st = c->st;
 	const size_t T = st->T, H = st->H, F = st->F, E = st->E, K = st->K, S = st->S;
 	const size_t f = sizeof(float), i4 = sizeof(int);
+	const int dev = st->dev != NULL;
 
-	c->block_bytes = 0;
+	c->block_bytes = c->hblock_bytes = 0;
 	c->tokens = carve(c, T * sizeof(int32_t));
 	c->targets = carve(c, T * sizeof(int32_t));
 	c->x_in = carve(c, T * H * f);
 	c->dtop = carve(c, T * H * f);
 	c->logits = st->has_head ? carve(c, T * st->V * f) : NULL;
-	c->scratch = carve(c, S * f);
-	c->L = carve(c, (size_t)st->count * sizeof(*c->L));
+	c->scratch = dev ? NULL : carve(c, S * f);
+	c->L = hcarve(c, (size_t)st->count * sizeof(*c->L));
 	for (int l = 0; l < st->count; l++) {
 		struct lctx tmp = { 0 }, *L = c->L ? &c->L[l] : &tmp;
 
@@ -579,34 +564,38 @@ static void layout_ctx(struct dp_model_ctx *c)
 		L->dk = carve(c, T * H * f);
 		L->dv = carve(c, T * H * f);
 		L->dx = carve(c, T * H * f);
-		L->sel = carve(c, T * K * i4);
-		L->off = carve(c, (E + 1) * i4);
-		L->row_tok = carve(c, T * K * i4);
-		L->tok_row = carve(c, T * K * i4);
-		L->fill = carve(c, E * i4);
-		L->ex = carve(c, E * sizeof(*L->ex));
+		L->sel = hcarve(c, T * K * i4);
+		L->off = hcarve(c, (E + 1) * i4);
+		L->row_tok = hcarve(c, T * K * i4);
+		L->tok_row = hcarve(c, T * K * i4);
+		L->fill = hcarve(c, E * i4);
+		L->ex = hcarve(c, E * sizeof(*L->ex));
+		if (dev) {
+			L->ds = carve(c, T * S * f);
+			L->sel_d = carve(c, T * K * i4);
+			L->row_tok_d = carve(c, T * K * i4);
+			L->tok_row_d = carve(c, T * K * i4);
+			L->wh = hcarve(c, T * K * f);
+		}
+	}
+	if (dev) {
+		c->pk = carve(c, T * K * H * f);
+		c->lrow = carve(c, T * sizeof(double));
+		c->lrow_h = hcarve(c, T * sizeof(double));
 	}
 }
 
 int dp_model_ctx_new(struct dp_model_stage *st, struct dp_model_ctx **out, struct dp_err *err)
 {
-	struct dp_model_ctx *c = calloc(1, sizeof(*c));
+	struct dp_model_ctx *c;
 
-	int rc;
-
+	if (st->dev) /* the activations live on the device */
+		return devm_ctx_new(st, out, err);
+	c = calloc(1, sizeof(*c));
 	if (!c)
 		return dp_err_set(err, ENOMEM, "model: out of memory");
 	c->st = st;
-	if (st->dev) { /* the activations live on the device */
-		rc = devm_ctx_new(st, &c->dev, err);
-		if (rc) {
-			free(c);
-			return rc;
-		}
-		*out = c;
-		return 0;
-	}
-	layout_ctx(c);
+	dp_model_ctx_layout(c);
 	c->block = aligned_alloc(64, c->block_bytes);
 	if (!c->block) {
 		size_t bytes = c->block_bytes;
@@ -616,7 +605,7 @@ int dp_model_ctx_new(struct dp_model_stage *st, struct dp_model_ctx **out, struc
 				  bytes);
 	}
 	memset(c->block, 0, c->block_bytes);
-	layout_ctx(c);
+	dp_model_ctx_layout(c);
 	*out = c;
 	return 0;
 }
@@ -635,8 +624,11 @@ void dp_model_ctx_free(struct dp_model_ctx *ctx)
 {
 	if (!ctx)
 		return;
-	devm_ctx_free(ctx->dev);
-	for (int l = 0; ctx->L && l < ctx->st->count; l++)
+	if (ctx->st->dev) {
+		devm_ctx_free(ctx);
+		return;
+	}
+	for (int l = 0; l < ctx->st->count; l++)
 		for (size_t e = 0; e < ctx->st->E; e++)
 			ectx_release(&ctx->L[l].ex[e]);
 	free(ctx->block);
@@ -645,8 +637,8 @@ void dp_model_ctx_free(struct dp_model_ctx *ctx)
 
 size_t dp_model_ctx_bytes(const struct dp_model_ctx *ctx)
 {
-	if (ctx->dev)
-		return devm_ctx_bytes(ctx->dev);
+	if (ctx->st->dev)
+		return devm_ctx_bytes(ctx);
 	const struct dp_model_stage *st = ctx->st;
 	size_t b = ctx->block_bytes;
 
@@ -656,7 +648,7 @@ size_t dp_model_ctx_bytes(const struct dp_model_ctx *ctx)
 	return b;
 }
 
-static struct lctx *layer_ctx(const struct dp_model_ctx *ctx, int layer)
+struct lctx *dp_model_layer_ctx(const struct dp_model_ctx *ctx, int layer)
 {
 	const struct dp_model_stage *st = ctx->st;
 
@@ -667,27 +659,25 @@ static struct lctx *layer_ctx(const struct dp_model_ctx *ctx, int layer)
 
 const struct dp_model_route *dp_model_ctx_route(const struct dp_model_ctx *ctx, int layer)
 {
-	if (ctx->dev)
-		return devm_ctx_route(ctx->dev, layer);
-	const struct lctx *L = layer_ctx(ctx, layer);
+	const struct lctx *L = dp_model_layer_ctx(ctx, layer);
 
 	return L && L->done >= L_ATTN ? &L->route : NULL;
 }
 
 /* Input of @layer: the stage input or the previous layer's output. */
-static const float *layer_in(const struct dp_model_ctx *ctx, int layer)
+const float *dp_model_layer_in(const struct dp_model_ctx *ctx, int layer)
 {
 	return layer == ctx->st->first ? ctx->x_in : ctx->L[layer - 1 - ctx->st->first].out;
 }
 
 /* Output of the stage's last layer (the stage input if it has none). */
-static const float *stage_out(const struct dp_model_ctx *ctx)
+const float *dp_model_stage_out(const struct dp_model_ctx *ctx)
 {
 	return ctx->st->count ? ctx->L[ctx->st->count - 1].out : ctx->x_in;
 }
 
 /* Gradient of @layer's output: the stage's top grad or the next layer's dx. */
-static const float *layer_dout(const struct dp_model_ctx *ctx, int layer)
+const float *dp_model_layer_dout(const struct dp_model_ctx *ctx, int layer)
 {
 	const struct dp_model_stage *st = ctx->st;
 
@@ -695,7 +685,7 @@ static const float *layer_dout(const struct dp_model_ctx *ctx, int layer)
 }
 
 /* Gradient of the stage input. */
-static const float *stage_din(const struct dp_model_ctx *ctx)
+const float *dp_model_stage_din(const struct dp_model_ctx *ctx)
 {
 	return ctx->st->count ? ctx->L[0].dx : ctx->dtop;
 }
@@ -706,6 +696,8 @@ static int check_ctx(const struct dp_model_stage *st, const struct dp_model_ctx 
 	static const char *const names[] = { "empty", "after forward", "after backward_input" };
 
 	/* constant -EINVAL returns: callers rely on 0 meaning "checked" */
+	if (st->dev && devm_sticky(st, err))
+		return -EIO;
 	if (ctx->st != st) {
 		(void)dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
 		return -EINVAL;
@@ -721,7 +713,7 @@ static int check_ctx(const struct dp_model_stage *st, const struct dp_model_ctx 
 static int check_layer(const struct dp_model_ctx *ctx, int layer, const char *what,
 		       struct lctx **out, struct dp_err *err)
 {
-	struct lctx *L = layer_ctx(ctx, layer);
+	struct lctx *L = dp_model_layer_ctx(ctx, layer);
 
 	if (!L) {
 		(void)dp_err_set(err, EINVAL, "model: %s: layer %d is not in this stage", what,
@@ -738,7 +730,7 @@ static int need_step(const struct dp_model_ctx *ctx, int layer, int step, const 
 {
 	static const char *const names[] = { "nothing", "attn_forward", "combine_forward",
 					     "combine_backward", "attn_backward" };
-	const struct lctx *L = layer_ctx(ctx, layer);
+	const struct lctx *L = dp_model_layer_ctx(ctx, layer);
 
 	if (L && L->done == step)
 		return 0;
@@ -752,8 +744,6 @@ static int need_step(const struct dp_model_ctx *ctx, int layer, int step, const 
 int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 			   const struct dp_model_io *in, struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_forward_begin(st, ctx->dev, in, err);
 	const size_t T = st->T, H = st->H;
 
 	if (ctx->st != st)
@@ -766,26 +756,30 @@ int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 				  st->has_embed ? "tokens" : "activations");
 	if (st->has_head && !in->targets)
 		return dp_err_set(err, EINVAL, "model: forward: no targets for the loss");
-	if (st->has_embed) {
+	for (size_t t = 0; st->has_embed && t < T; t++)
+		if (in->tokens[t] < 0 || (size_t)in->tokens[t] >= st->V)
+			return dp_err_set(err, EINVAL, "model: token %d is not in 0..%zu",
+					  (int)in->tokens[t], st->V - 1);
+	for (size_t t = 0; st->has_head && t < T; t++)
+		if (in->targets[t] < 0 || (size_t)in->targets[t] >= st->V)
+			return dp_err_set(err, EINVAL, "model: target %d is not in 0..%zu",
+					  (int)in->targets[t], st->V - 1);
+	if (st->dev) { /* a device stage: worker/model_dev.c */
+		int rc = devm_forward_begin(st, ctx, in, err);
+
+		if (rc)
+			return rc;
+	} else if (st->has_embed) {
 		const float *E = st->w + st->tens[st->embed_idx].off;
 
-		for (size_t t = 0; t < T; t++) {
-			if (in->tokens[t] < 0 || (size_t)in->tokens[t] >= st->V)
-				return dp_err_set(err, EINVAL, "model: token %d is not in 0..%zu",
-						  (int)in->tokens[t], st->V - 1);
+		for (size_t t = 0; t < T; t++)
 			memcpy(ctx->x_in + t * H, E + (size_t)in->tokens[t] * H, H * sizeof(float));
-		}
 		memcpy(ctx->tokens, in->tokens, T * sizeof(int32_t));
 	} else {
 		memcpy(ctx->x_in, in->x, T * H * sizeof(float));
 	}
-	if (st->has_head) {
-		for (size_t t = 0; t < T; t++)
-			if (in->targets[t] < 0 || (size_t)in->targets[t] >= st->V)
-				return dp_err_set(err, EINVAL, "model: target %d is not in 0..%zu",
-						  (int)in->targets[t], st->V - 1);
+	if (st->has_head && !st->dev)
 		memcpy(ctx->targets, in->targets, T * sizeof(int32_t));
-	}
 	for (int l = 0; l < st->count; l++)
 		ctx->L[l].done = L_NONE;
 	ctx->state = CTX_FWD;
@@ -797,7 +791,7 @@ static void attention_fwd(const struct dp_model_stage *st, struct dp_model_ctx *
 {
 	const size_t T = st->T, H = st->H, S = st->S;
 	const float c = 1.0f / sqrtf((float)H);
-	const float *x = layer_in(ctx, layer);
+	const float *x = dp_model_layer_in(ctx, layer);
 	float *sc = ctx->scratch;
 
 	mm(x, PW(st, layer, P_WQ), L->q, T, H, H);
@@ -869,8 +863,6 @@ static void gate_fwd(const struct dp_model_stage *st, struct lctx *L, int layer)
 int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			  struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_attn_forward(st, ctx->dev, layer, err);
 	struct lctx *L = NULL;
 	int rc;
 
@@ -879,6 +871,12 @@ int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, i
 	    (layer > st->first &&
 	     (rc = need_step(ctx, layer - 1, L_COMBINED, "attn_forward", err))))
 		return rc;
+	if (st->dev) {
+		rc = devm_attn_forward(st, ctx, L, layer, err);
+		if (!rc)
+			L->done = L_ATTN;
+		return rc;
+	}
 	attention_fwd(st, ctx, L, layer);
 	gate_fwd(st, L, layer);
 	/* shared expert: its output goes to L->out, combine adds the rest */
@@ -891,8 +889,6 @@ int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, i
 int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer, float *packed,
 		      struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_dispatch(st, ctx->dev, layer, packed, err);
 	const size_t H = st->H;
 	struct lctx *L = NULL;
 	int rc;
@@ -903,6 +899,8 @@ int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int l
 	rc = need_step(ctx, layer, L_ATTN, "dispatch", err);
 	if (rc)
 		return rc;
+	if (st->dev)
+		return devm_dispatch(st, ctx, L, packed, err);
 	for (size_t r = 0; r < st->T * st->K; r++)
 		memcpy(packed + r * H, L->h + (size_t)L->row_tok[r] * H, H * sizeof(float));
 	return 0;
@@ -939,6 +937,8 @@ static int check_expert(const struct dp_model_stage *st, struct dp_model_ctx *ct
 	struct lctx *L = NULL;
 	int rc;
 
+	if (st->dev && devm_sticky(st, err))
+		return -EIO;
 	if (ctx->st != st) {
 		(void)dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
 		return -EINVAL;
@@ -958,8 +958,6 @@ static int check_expert(const struct dp_model_stage *st, struct dp_model_ctx *ct
 int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer, int e,
 			    int n, const float *in, float *out, struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_expert_forward(st, ctx->dev, layer, e, n, in, out, err);
 	const size_t H = st->H, F = st->F, rows = (size_t)n;
 	struct ectx *x = NULL;
 	int rc;
@@ -971,13 +969,19 @@ int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 		return dp_err_set(err, EBUSY,
 				  "model: expert_forward: layer %d expert %d still waits for its W",
 				  layer, e);
-	if (ectx_reserve(x, rows, H, F))
-		return dp_err_set(err, ENOMEM, "model: out of memory for %d expert rows", n);
+	if (st->dev)
+		rc = devm_expert_reserve(st, x, rows, err);
+	else if (ectx_reserve(x, rows, H, F))
+		rc = dp_err_set(err, ENOMEM, "model: out of memory for %d expert rows", n);
+	if (rc)
+		return rc;
 	x->n = rows;
 	x->fwd = 1;
 	x->bwd = 0;
 	if (!rows)
 		return 0;
+	if (st->dev)
+		return devm_expert_forward(st, x, layer, e, in, out, err);
 	memcpy(x->in, in, rows * H * sizeof(float));
 	mm(x->in, PW(st, layer, P_E1(e)), x->u, rows, H, F);
 	silu(x->u, x->z, rows * F);
@@ -988,8 +992,6 @@ int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			     const float *packed_out, struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_combine_forward(st, ctx->dev, layer, packed_out, err);
 	const size_t T = st->T, H = st->H, K = st->K;
 	struct lctx *L = NULL;
 	int rc;
@@ -1001,6 +1003,8 @@ int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx
 	if (rc)
 		return rc;
 	L->done = L_COMBINED;
+	if (st->dev)
+		return devm_combine_forward(st, L, packed_out, err);
 	memcpy(L->ey, packed_out, T * K * H * sizeof(float));
 	/* out = (h + shared) + w_0 y_0 + w_1 y_1 + ... in slot order */
 	for (size_t t = 0; t < T; t++) {
@@ -1023,10 +1027,8 @@ int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx
 int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, float *y,
 			 double *loss, struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_forward_end(st, ctx->dev, y, loss, err);
 	const size_t T = st->T, H = st->H, V = st->V;
-	const float *h = stage_out(ctx);
+	const float *h = dp_model_stage_out(ctx);
 	int rc;
 
 	rc = check_ctx(st, ctx, CTX_FWD, "forward_end", err);
@@ -1035,6 +1037,8 @@ int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, fl
 	for (int l = st->first; l < st->first + st->count; l++)
 		if ((rc = need_step(ctx, l, L_COMBINED, "forward_end", err)))
 			return rc;
+	if (st->dev)
+		return devm_forward_end(st, ctx, y, loss, err);
 	if (!st->has_head) {
 		if (y)
 			memcpy(y, h, T * H * sizeof(float));
@@ -1099,8 +1103,6 @@ int dp_model_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx, const float *dy,
 			    struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_backward_begin(st, ctx->dev, dy, err);
 	const size_t T = st->T, H = st->H;
 	int rc;
 
@@ -1110,13 +1112,16 @@ int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 	for (int l = st->first; l < st->first + st->count; l++)
 		if ((rc = need_step(ctx, l, L_COMBINED, "backward_input", err)))
 			return rc;
-	if (st->has_head) {
+	if (!st->has_head && !dy)
+		return dp_err_set(err, EINVAL, "model: backward_input: no output gradient");
+	if (st->dev)
+		rc = devm_backward_begin(st, ctx, dy, err);
+	else if (st->has_head)
 		mm_t(ctx->logits, st->w + st->tens[st->head_idx].off, ctx->dtop, T, H, st->V, 0);
-	} else {
-		if (!dy)
-			return dp_err_set(err, EINVAL, "model: backward_input: no output gradient");
+	else
 		memcpy(ctx->dtop, dy, T * H * sizeof(float));
-	}
+	if (rc)
+		return rc;
 	ctx->state = CTX_BWD_INPUT;
 	return 0;
 }
@@ -1124,8 +1129,6 @@ int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			      float *packed_dy, struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_combine_backward(st, ctx->dev, layer, packed_dy, err);
 	const size_t T = st->T, H = st->H, F = st->F, E = st->E, K = st->K;
 	const float *dout = NULL;
 	struct lctx *L = NULL;
@@ -1138,7 +1141,9 @@ int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ct
 	     (rc = need_step(ctx, layer + 1, L_ATTN_BWD, "combine_backward", err))))
 		return rc;
 	L->done = L_COMBINE_BWD;
-	dout = layer_dout(ctx, layer);
+	if (st->dev)
+		return devm_combine_backward(st, ctx, L, layer, packed_dy, err);
+	dout = dp_model_layer_dout(ctx, layer);
 	/* shared expert */
 	mm_t(dout, PW(st, layer, P_S2), L->dsu, T, F, H, 0);
 	silu_back(L->su, L->dsu, T * F);
@@ -1172,8 +1177,6 @@ int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ct
 int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 				   int e, int n, const float *dout, float *din, struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_expert_backward_input(st, ctx->dev, layer, e, n, dout, din, err);
 	const size_t H = st->H, F = st->F, rows = (size_t)n;
 	struct ectx *x = NULL;
 	int rc;
@@ -1193,6 +1196,8 @@ int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ct
 	x->bwd = 1;
 	if (!rows)
 		return 0;
+	if (st->dev)
+		return devm_expert_backward_input(st, x, layer, e, dout, din, err);
 	memcpy(x->dy, dout, rows * H * sizeof(float));
 	mm_t(x->dy, PW(st, layer, P_E2(e)), x->du, rows, F, H, 0);
 	silu_back(x->u, x->du, rows * F);
@@ -1242,8 +1247,6 @@ static void attention_bwd(const struct dp_model_stage *st, struct dp_model_ctx *
 int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			   const float *packed_dx, struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_attn_backward(st, ctx->dev, layer, packed_dx, err);
 	const size_t T = st->T, H = st->H, K = st->K;
 	struct lctx *L = NULL;
 	int rc;
@@ -1253,6 +1256,8 @@ int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, 
 	    (rc = need_step(ctx, layer, L_COMBINE_BWD, "attn_backward", err)))
 		return rc;
 	L->done = L_ATTN_BWD;
+	if (st->dev)
+		return devm_attn_backward(st, ctx, L, layer, packed_dx, err);
 	for (size_t t = 0; t < T; t++)
 		for (size_t k = 0; k < K; k++) {
 			const float *g = packed_dx + (size_t)L->tok_row[t * K + k] * H;
@@ -1268,8 +1273,6 @@ int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, 
 int dp_model_backward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, float *dx,
 			  struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_backward_end(st, ctx->dev, dx, err);
 	int rc;
 
 	rc = check_ctx(st, ctx, CTX_BWD_INPUT, "backward_end", err);
@@ -1277,8 +1280,10 @@ int dp_model_backward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, f
 		return rc;
 	if (st->count && (rc = need_step(ctx, st->first, L_ATTN_BWD, "backward_end", err)))
 		return rc;
+	if (dx && !st->has_embed && st->dev)
+		return devm_backward_end(st, ctx, dx, err);
 	if (dx && !st->has_embed)
-		memcpy(dx, stage_din(ctx), st->T * st->H * sizeof(float));
+		memcpy(dx, dp_model_stage_din(ctx), st->T * st->H * sizeof(float));
 	return 0;
 }
 
@@ -1287,14 +1292,14 @@ int dp_model_backward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, f
 static void head_w(const struct dp_model_stage *st, const struct dp_model_ctx *ctx)
 {
 	if (st->has_head)
-		mm_grad(stage_out(ctx), ctx->logits, st->g + st->tens[st->head_idx].off, st->T,
-			st->H, st->V);
+		mm_grad(dp_model_stage_out(ctx), ctx->logits, st->g + st->tens[st->head_idx].off,
+			st->T, st->H, st->V);
 }
 
 static void embed_w(const struct dp_model_stage *st, const struct dp_model_ctx *ctx)
 {
 	const size_t H = st->H;
-	const float *d = stage_din(ctx);
+	const float *d = dp_model_stage_din(ctx);
 	float *G;
 
 	if (!st->has_embed)
@@ -1316,7 +1321,7 @@ static void combine_w(const struct dp_model_stage *st, const struct dp_model_ctx
 
 	mm_grad(L->h, L->dl, PG(st, layer, P_WG), T, H, st->E);
 	mm_grad(L->h, L->dsu, PG(st, layer, P_S1), T, H, F);
-	mm_grad(L->sz, layer_dout(ctx, layer), PG(st, layer, P_S2), T, F, H);
+	mm_grad(L->sz, dp_model_layer_dout(ctx, layer), PG(st, layer, P_S2), T, F, H);
 }
 
 static void expert_w(const struct dp_model_stage *st, struct ectx *x, int layer, int e)
@@ -1332,8 +1337,6 @@ static void expert_w(const struct dp_model_stage *st, struct ectx *x, int layer,
 int dp_model_expert_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 				    int e, struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_expert_backward_weight(st, ctx->dev, layer, e, err);
 	struct ectx *x = NULL;
 	int rc;
 
@@ -1345,6 +1348,8 @@ int dp_model_expert_backward_weight(struct dp_model_stage *st, struct dp_model_c
 				  "model: expert_backward_weight: layer %d expert %d has no "
 				  "backward_input",
 				  layer, e);
+	if (st->dev)
+		return devm_expert_w(st, x, layer, e, err);
 	expert_w(st, x, layer, e);
 	return 0;
 }
@@ -1354,7 +1359,7 @@ static void attn_w(const struct dp_model_stage *st, const struct dp_model_ctx *c
 		   const struct lctx *L, int layer)
 {
 	const size_t T = st->T, H = st->H;
-	const float *x = layer_in(ctx, layer);
+	const float *x = dp_model_layer_in(ctx, layer);
 
 	mm_grad(x, L->dq, PG(st, layer, P_WQ), T, H, H);
 	mm_grad(x, L->dk, PG(st, layer, P_WK), T, H, H);
@@ -1365,8 +1370,6 @@ static void attn_w(const struct dp_model_stage *st, const struct dp_model_ctx *c
 int dp_model_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 			     struct dp_err *err)
 {
-	if (ctx->dev) /* a device stage: worker/model_dev.c */
-		return devm_backward_weight(st, ctx->dev, err);
 	int rc;
 
 	rc = check_ctx(st, ctx, CTX_BWD_INPUT, "backward_weight", err);
@@ -1374,9 +1377,15 @@ int dp_model_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx
 		return rc;
 	if (st->count && (rc = need_step(ctx, st->first, L_ATTN_BWD, "backward_weight", err)))
 		return rc;
+	if (st->dev) {
+		rc = devm_backward_weight(st, ctx, err);
+		if (!rc)
+			ctx->state = CTX_EMPTY;
+		return rc;
+	}
 	head_w(st, ctx);
 	for (int l = st->first + st->count - 1; l >= st->first; l--) {
-		struct lctx *L = layer_ctx(ctx, l);
+		struct lctx *L = dp_model_layer_ctx(ctx, l);
 
 		combine_w(st, ctx, L, l);
 		for (size_t e = 0; e < st->E; e++)
@@ -1403,7 +1412,7 @@ static int backward_local(struct dp_model_stage *st, struct dp_model_ctx *ctx, c
 	if (fused)
 		head_w(st, ctx);
 	for (int l = st->first + st->count - 1; !rc && l >= st->first; l--) {
-		struct lctx *L = fused ? layer_ctx(ctx, l) : NULL;
+		struct lctx *L = fused ? dp_model_layer_ctx(ctx, l) : NULL;
 		const int *off = dp_model_ctx_route(ctx, l)->offset;
 
 		rc = dp_model_combine_backward(st, ctx, l, st->pk_a, err);
@@ -1441,7 +1450,7 @@ int dp_model_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, const
 {
 	int rc;
 
-	if (ctx->dev) { /* device stage: W after the whole I, as backward_input */
+	if (st->dev) { /* device stage: W after the whole I, as backward_input */
 		rc = backward_local(st, ctx, dy, dx, 0, err);
 		return rc ? rc : dp_model_backward_weight(st, ctx, err);
 	}

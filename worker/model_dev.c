@@ -33,36 +33,6 @@ struct devm_stage {
 	struct dp_err err;
 };
 
-/* Expert side of one (layer, expert), device buffers of cap rows. */
-struct dexp {
-	size_t n, cap;
-	int fwd, bwd;
-	float *in, *u, *z, *dy, *du, *o;
-};
-
-/* Token side of one layer: device activations and the host routing. */
-struct dlayer {
-	float *q, *k, *v, *p, *a, *h, *s, *w, *su, *sz, *ey, *out;
-	float *dh, *da, *dl, *dsu, *dq, *dk, *dv, *dx, *ds;
-	int32_t *sel_d, *row_tok_d, *tok_row_d;
-	int *sel, *off, *row_tok, *tok_row, *fill; /* host */
-	float *wh;				   /* host gate weights */
-	int done;
-	struct dp_model_route route;
-	struct dexp *ex; /* [E] */
-};
-
-struct devm_ctx {
-	struct dp_model_stage *st;
-	int state;
-	char *block, *hblock; /* device, host */
-	size_t block_bytes, hblock_bytes;
-	int32_t *tokens, *targets;	  /* device */
-	float *x_in, *dtop, *logits, *pk; /* device; pk: T*K*H rows in/out */
-	double *lrow, *lrow_h;		  /* per-token losses: device, host */
-	struct dlayer *L;		  /* host [count] */
-};
-
 static const struct dp_dev_ops *const backends[] = {
 	&dp_dev_cuda,
 	&dp_dev_emu,
@@ -176,8 +146,7 @@ int dp_model_stage_new_split_dev(const struct dp_model_cfg *cfg, int nstages, in
 				      backend, device, out, err);
 }
 
-/* The kept failure of a void call, if any. */
-static int sticky(const struct dp_model_stage *st, struct dp_err *err)
+int devm_sticky(const struct dp_model_stage *st, struct dp_err *err)
 {
 	const struct devm_stage *sd = st->dev;
 
@@ -216,7 +185,7 @@ int devm_flat_commit(struct dp_model_stage *st, struct dp_err *err)
 {
 	struct devm_stage *sd = st->dev;
 	const size_t b = st->total * sizeof(float);
-	int rc = sticky(st, err);
+	int rc = devm_sticky(st, err);
 
 	if (!rc && !sd->mirror) /* nothing downloaded: the device is current */
 		return 0;
@@ -326,66 +295,10 @@ static int copy(const struct dp_model_stage *st,
 
 /* ---- contexts ---------------------------------------------------------------- */
 
-/* Carve @bytes (256-aligned) from @base at *@used; with no base, only count. */
-static void *carve(char *base, size_t *used, size_t bytes)
+int devm_ctx_new(struct dp_model_stage *st, struct dp_model_ctx **out, struct dp_err *err)
 {
-	void *p = base ? base + *used : NULL;
-
-	*used += (bytes + 255) & ~(size_t)255;
-	return p;
-}
-
-static void layout(struct devm_ctx *c)
-{
-	const struct dp_model_stage *st = c->st;
-	const size_t T = st->T, H = st->H, F = st->F, E = st->E, K = st->K, S = st->S;
-	const size_t f = sizeof(float), i4 = sizeof(int32_t);
-	size_t *u = &c->block_bytes, *hu = &c->hblock_bytes;
-	char *b = c->block, *hb = c->hblock;
-
-	*u = *hu = 0;
-	c->tokens = carve(b, u, T * i4);
-	c->targets = carve(b, u, T * i4);
-	c->x_in = carve(b, u, T * H * f);
-	c->dtop = carve(b, u, T * H * f);
-	c->logits = st->has_head ? carve(b, u, T * st->V * f) : NULL;
-	c->pk = carve(b, u, T * K * H * f);
-	c->lrow = carve(b, u, T * sizeof(double));
-	c->lrow_h = carve(hb, hu, T * sizeof(double));
-	c->L = carve(hb, hu, (size_t)st->count * sizeof(*c->L));
-	for (int l = 0; l < st->count; l++) {
-		struct dlayer tmp = { 0 }, *L = c->L ? &c->L[l] : &tmp;
-		float **dev_f[] = { &L->q,  &L->k,  &L->v,  &L->a,  &L->h,  &L->out, &L->dh,
-				    &L->da, &L->dq, &L->dk, &L->dv, &L->dx, NULL };
-
-		for (int i = 0; dev_f[i]; i++)
-			*dev_f[i] = carve(b, u, T * H * f);
-		L->p = carve(b, u, T * S * f);
-		L->ds = carve(b, u, T * S * f);
-		L->s = carve(b, u, T * E * f);
-		L->dl = carve(b, u, T * E * f);
-		L->w = carve(b, u, T * K * f);
-		L->su = carve(b, u, T * F * f);
-		L->sz = carve(b, u, T * F * f);
-		L->dsu = carve(b, u, T * F * f);
-		L->ey = carve(b, u, T * K * H * f);
-		L->sel_d = carve(b, u, T * K * i4);
-		L->row_tok_d = carve(b, u, T * K * i4);
-		L->tok_row_d = carve(b, u, T * K * i4);
-		L->sel = carve(hb, hu, T * K * sizeof(int));
-		L->row_tok = carve(hb, hu, T * K * sizeof(int));
-		L->tok_row = carve(hb, hu, T * K * sizeof(int));
-		L->off = carve(hb, hu, (E + 1) * sizeof(int));
-		L->fill = carve(hb, hu, E * sizeof(int));
-		L->wh = carve(hb, hu, T * K * f);
-		L->ex = carve(hb, hu, E * sizeof(*L->ex));
-	}
-}
-
-int devm_ctx_new(struct dp_model_stage *st, struct devm_ctx **out, struct dp_err *err)
-{
-	struct devm_ctx *c;
-	int rc = sticky(st, err);
+	struct dp_model_ctx *c;
+	int rc = devm_sticky(st, err);
 
 	if (rc)
 		return rc;
@@ -393,7 +306,7 @@ int devm_ctx_new(struct dp_model_stage *st, struct devm_ctx **out, struct dp_err
 	if (!c)
 		return dp_err_set(err, ENOMEM, "model: out of memory");
 	c->st = st;
-	layout(c);
+	dp_model_ctx_layout(c); /* sizes only */
 	c->hblock = calloc(1, c->hblock_bytes);
 	if (!c->hblock) {
 		free(c);
@@ -405,12 +318,12 @@ int devm_ctx_new(struct dp_model_stage *st, struct devm_ctx **out, struct dp_err
 		free(c);
 		return rc;
 	}
-	layout(c);
+	dp_model_ctx_layout(c);
 	*out = c;
 	return 0;
 }
 
-static void dexp_release(const struct dp_model_stage *st, struct dexp *x)
+static void expert_release(const struct dp_model_stage *st, struct ectx *x)
 {
 	float **b[] = { &x->in, &x->u, &x->z, &x->dy, &x->du, &x->o };
 
@@ -421,22 +334,19 @@ static void dexp_release(const struct dp_model_stage *st, struct dexp *x)
 	x->cap = 0;
 }
 
-void devm_ctx_free(struct devm_ctx *c)
+void devm_ctx_free(struct dp_model_ctx *c)
 {
-	const struct dp_model_stage *st;
+	const struct dp_model_stage *st = c->st;
 
-	if (!c)
-		return;
-	st = c->st;
 	for (int l = 0; l < st->count; l++)
 		for (size_t e = 0; e < st->E; e++)
-			dexp_release(st, &c->L[l].ex[e]);
+			expert_release(st, &c->L[l].ex[e]);
 	st->dev->ops->free(st->dev->dev, c->block);
 	free(c->hblock);
 	free(c);
 }
 
-size_t devm_ctx_bytes(const struct devm_ctx *c)
+size_t devm_ctx_bytes(const struct dp_model_ctx *c)
 {
 	const struct dp_model_stage *st = c->st;
 	size_t b = c->block_bytes;
@@ -447,143 +357,41 @@ size_t devm_ctx_bytes(const struct devm_ctx *c)
 	return b;
 }
 
-static struct dlayer *layer_of(const struct devm_ctx *c, int layer)
+int devm_expert_reserve(const struct dp_model_stage *st, struct ectx *x, size_t n,
+			struct dp_err *err)
 {
-	const struct dp_model_stage *st = c->st;
-
-	if (layer < st->first || layer >= st->first + st->count)
-		return NULL;
-	return &c->L[layer - st->first];
-}
-
-const struct dp_model_route *devm_ctx_route(const struct devm_ctx *c, int layer)
-{
-	const struct dlayer *L = layer_of(c, layer);
-
-	return L && L->done >= L_ATTN ? &L->route : NULL;
-}
-
-static const float *layer_in(const struct devm_ctx *c, int layer)
-{
-	return layer == c->st->first ? c->x_in : c->L[layer - 1 - c->st->first].out;
-}
-
-static const float *stage_out(const struct devm_ctx *c)
-{
-	return c->st->count ? c->L[c->st->count - 1].out : c->x_in;
-}
-
-static const float *layer_dout(const struct devm_ctx *c, int layer)
-{
-	const struct dp_model_stage *st = c->st;
-
-	return layer == st->first + st->count - 1 ? c->dtop : c->L[layer + 1 - st->first].dx;
-}
-
-static const float *stage_din(const struct devm_ctx *c)
-{
-	return c->st->count ? c->L[0].dx : c->dtop;
-}
-
-/* ---- checks (the host model's rules and messages) ------------------------------ */
-
-static int check(const struct dp_model_stage *st, const struct devm_ctx *c, int state,
-		 const char *what, struct dp_err *err)
-{
-	static const char *const names[] = { "empty", "after forward", "after backward_input" };
-	int rc = sticky(st, err);
-
-	if (rc)
-		return rc;
-	/* constant -EINVAL returns: callers rely on 0 meaning "checked" */
-	if (c->st != st) {
-		(void)dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
-		return -EINVAL;
-	}
-	if (state >= 0 && c->state != state) {
-		(void)dp_err_set(err, EINVAL, "model: %s: context is %s, not %s", what,
-				 names[c->state], names[state]);
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* The layer, if it is in the stage and its last step is @step (-1: any). */
-static int check_layer(const struct devm_ctx *c, int layer, int step, const char *what,
-		       struct dlayer **out, struct dp_err *err)
-{
-	static const char *const names[] = { "nothing", "attn_forward", "combine_forward",
-					     "combine_backward", "attn_backward" };
-	struct dlayer *L = layer_of(c, layer);
-
-	if (!L) {
-		(void)dp_err_set(err, EINVAL, "model: %s: layer %d is not in this stage", what,
-				 layer);
-		return -EINVAL;
-	}
-	if (step >= 0 && L->done != step) {
-		(void)dp_err_set(err, EINVAL, "model: %s: layer %d is at %s, needs %s", what, layer,
-				 names[L->done], names[step]);
-		return -EINVAL;
-	}
-	if (out)
-		*out = L;
-	return 0;
-}
-
-static int all_layers(const struct devm_ctx *c, int step, const char *what, struct dp_err *err)
-{
-	const struct dp_model_stage *st = c->st;
-	int rc = 0;
-
-	for (int l = st->first; !rc && l < st->first + st->count; l++)
-		rc = check_layer(c, l, step, what, NULL, err);
-	return rc;
-}
-
-static int check_expert(const struct dp_model_stage *st, struct devm_ctx *c, int layer, int e,
-			int n, const char *what, struct dexp **out, struct dp_err *err)
-{
-	struct dlayer *L = NULL;
+	const size_t H = st->H, F = st->F, sz[6] = { H, F, F, H, F, H };
+	float **b[] = { &x->in, &x->u, &x->z, &x->dy, &x->du, &x->o };
 	int rc;
 
-	if ((rc = check(st, c, -1, what, err)) || (rc = check_layer(c, layer, -1, what, &L, err)))
-		return rc;
-	if (e < 0 || (size_t)e >= st->E || n < 0) {
-		(void)dp_err_set(err, EINVAL, "model: %s: no expert %d or bad row count %d", what,
-				 e, n);
-		return -EINVAL;
+	if (n <= x->cap)
+		return 0;
+	expert_release(st, x);
+	for (int i = 0; i < 6; i++) {
+		rc = st->dev->ops->alloc(st->dev->dev, n * sz[i] * sizeof(float), (void **)b[i],
+					 err);
+		if (rc) {
+			expert_release(st, x);
+			return rc;
+		}
 	}
-	*out = &L->ex[e];
+	x->cap = n;
 	return 0;
 }
+
+#define layer_in   dp_model_layer_in
+#define stage_out  dp_model_stage_out
+#define layer_dout dp_model_layer_dout
+#define stage_din  dp_model_stage_din
 
 /* ---- forward ------------------------------------------------------------------- */
 
-int devm_forward_begin(struct dp_model_stage *st, struct devm_ctx *c, const struct dp_model_io *in,
-		       struct dp_err *err)
+int devm_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *c,
+		       const struct dp_model_io *in, struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H;
-	int rc = check(st, c, -1, "forward", err);
+	int rc;
 
-	if (rc)
-		return rc;
-	if (c->state == CTX_BWD_INPUT)
-		return dp_err_set(err, EINVAL,
-				  "model: forward: context still waits for backward_weight");
-	if (st->has_embed ? !in->tokens : !in->x)
-		return dp_err_set(err, EINVAL, "model: forward: no input %s",
-				  st->has_embed ? "tokens" : "activations");
-	if (st->has_head && !in->targets)
-		return dp_err_set(err, EINVAL, "model: forward: no targets for the loss");
-	for (size_t t = 0; st->has_embed && t < T; t++)
-		if (in->tokens[t] < 0 || (size_t)in->tokens[t] >= st->V)
-			return dp_err_set(err, EINVAL, "model: token %d is not in 0..%zu",
-					  (int)in->tokens[t], st->V - 1);
-	for (size_t t = 0; st->has_head && t < T; t++)
-		if (in->targets[t] < 0 || (size_t)in->targets[t] >= st->V)
-			return dp_err_set(err, EINVAL, "model: target %d is not in 0..%zu",
-					  (int)in->targets[t], st->V - 1);
 	if (st->has_embed) {
 		struct dp_dev_kargs a = { .a = st->dev->w + st->tens[st->embed_idx].off,
 					  .ia = c->tokens,
@@ -598,19 +406,13 @@ int devm_forward_begin(struct dp_model_stage *st, struct devm_ctx *c, const stru
 	}
 	if (!rc && st->has_head)
 		rc = h2d(st, c->targets, in->targets, T * sizeof(int32_t), err);
-	if (rc)
-		return rc;
-	for (int l = 0; l < st->count; l++)
-		c->L[l].done = L_NONE;
-	c->state = CTX_FWD;
-	return 0;
+	return rc;
 }
 
-static int attention_fwd(const struct dp_model_stage *st, struct devm_ctx *c, struct dlayer *L,
-			 int layer, struct dp_err *err)
+static int attention_fwd(const struct dp_model_stage *st, const float *x, struct lctx *L, int layer,
+			 struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H;
-	const float *x = layer_in(c, layer);
 	struct dp_dev_kargs a = { .a = L->q,
 				  .b = L->k,
 				  .c = L->v,
@@ -634,8 +436,7 @@ static int attention_fwd(const struct dp_model_stage *st, struct devm_ctx *c, st
 
 /* Gate softmax and routing on the device (one thread per token), then the
  * packed layout on the host, where the executor needs it, and back. */
-static int gate_fwd(const struct dp_model_stage *st, struct dlayer *L, int layer,
-		    struct dp_err *err)
+static int gate_fwd(const struct dp_model_stage *st, struct lctx *L, int layer, struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, E = st->E, K = st->K;
 	struct dp_dev_kargs a = { .y = L->s,
@@ -669,92 +470,39 @@ static int gate_fwd(const struct dp_model_stage *st, struct dlayer *L, int layer
 	return 0;
 }
 
-int devm_attn_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer, struct dp_err *err)
+int devm_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L, int layer,
+		      struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, F = st->F;
-	struct dlayer *L = NULL;
+	struct dp_dev_kargs a = { .a = L->su, .y = L->sz };
 	int rc;
 
-	if ((rc = check(st, c, CTX_FWD, "attn_forward", err)) ||
-	    (rc = check_layer(c, layer, -1, "attn_forward", &L, err)) ||
-	    (layer > st->first &&
-	     (rc = check_layer(c, layer - 1, L_COMBINED, "attn_forward", NULL, err))))
-		return rc;
-	if ((rc = attention_fwd(st, c, L, layer, err)) || (rc = gate_fwd(st, L, layer, err)))
-		return rc;
-	/* shared expert: its output goes to L->out, combine adds the rest */
-	struct dp_dev_kargs a = { .a = L->su, .y = L->sz };
-
-	if ((rc = mm(st, L->h, DW(st, layer, P_S1), L->su, T, H, F, 0.0f, err)) ||
+	/* the shared expert's output goes to L->out, combine adds the rest */
+	if ((rc = attention_fwd(st, layer_in(c, layer), L, layer, err)) ||
+	    (rc = gate_fwd(st, L, layer, err)) ||
+	    (rc = mm(st, L->h, DW(st, layer, P_S1), L->su, T, H, F, 0.0f, err)) ||
 	    (rc = kern(st, DP_DEV_K_SILU, &a, T * F, err)) ||
 	    (rc = mm(st, L->sz, DW(st, layer, P_S2), L->out, T, F, H, 0.0f, err)))
 		return rc;
-	L->done = L_ATTN;
 	return 0;
 }
 
-int devm_dispatch(struct dp_model_stage *st, struct devm_ctx *c, int layer, float *packed,
+int devm_dispatch(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L, float *packed,
 		  struct dp_err *err)
 {
 	const size_t H = st->H, R = st->T * st->K;
-	struct dlayer *L = NULL;
-	int rc;
-
-	if ((rc = check(st, c, CTX_FWD, "dispatch", err)) ||
-	    (rc = check_layer(c, layer, L_ATTN, "dispatch", &L, err)))
-		return rc;
 	struct dp_dev_kargs a = { .a = L->h, .ia = L->row_tok_d, .y = c->pk, .n0 = (long)H };
+	int rc = kern(st, DP_DEV_K_GATHER, &a, R, err);
 
-	if ((rc = kern(st, DP_DEV_K_GATHER, &a, R, err)))
-		return rc;
-	return d2h(st, packed, c->pk, R * H * sizeof(float), err);
+	return rc ? rc : d2h(st, packed, c->pk, R * H * sizeof(float), err);
 }
 
-static int dexp_reserve(const struct dp_model_stage *st, struct dexp *x, size_t n,
-			struct dp_err *err)
-{
-	const size_t H = st->H, F = st->F, sz[6] = { H, F, F, H, F, H };
-	float **b[] = { &x->in, &x->u, &x->z, &x->dy, &x->du, &x->o };
-	int rc;
-
-	if (n <= x->cap)
-		return 0;
-	dexp_release(st, x);
-	for (int i = 0; i < 6; i++) {
-		rc = st->dev->ops->alloc(st->dev->dev, n * sz[i] * sizeof(float), (void **)b[i],
-					 err);
-		if (rc) {
-			dexp_release(st, x);
-			return rc;
-		}
-	}
-	x->cap = n;
-	return 0;
-}
-
-int devm_expert_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e, int n,
+int devm_expert_forward(struct dp_model_stage *st, struct ectx *x, int layer, int e,
 			const float *in, float *out, struct dp_err *err)
 {
-	const size_t H = st->H, F = st->F, rows = (size_t)n;
-	struct dexp *x = NULL;
-	int rc;
-
-	rc = check_expert(st, c, layer, e, n, "expert_forward", &x, err);
-	if (rc)
-		return rc;
-	if (x->bwd)
-		return dp_err_set(err, EBUSY,
-				  "model: expert_forward: layer %d expert %d still waits for its W",
-				  layer, e);
-	rc = dexp_reserve(st, x, rows, err);
-	if (rc)
-		return rc;
-	x->n = rows;
-	x->fwd = 1;
-	x->bwd = 0;
-	if (!rows)
-		return 0;
+	const size_t H = st->H, F = st->F, rows = x->n;
 	struct dp_dev_kargs a = { .a = x->u, .y = x->z };
+	int rc;
 
 	if ((rc = h2d(st, x->in, in, rows * H * sizeof(float), err)) ||
 	    (rc = mm(st, x->in, DW(st, layer, P_E1(e)), x->u, rows, H, F, 0.0f, err)) ||
@@ -764,16 +512,10 @@ int devm_expert_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer
 	return d2h(st, out, x->o, rows * H * sizeof(float), err);
 }
 
-int devm_combine_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
-			 const float *packed_out, struct dp_err *err)
+int devm_combine_forward(struct dp_model_stage *st, struct lctx *L, const float *packed_out,
+			 struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, K = st->K;
-	struct dlayer *L = NULL;
-	int rc;
-
-	if ((rc = check(st, c, CTX_FWD, "combine_forward", err)) ||
-	    (rc = check_layer(c, layer, L_ATTN, "combine_forward", &L, err)))
-		return rc;
 	struct dp_dev_kargs a = { .y = L->out,
 				  .a = L->h,
 				  .b = L->w,
@@ -781,24 +523,18 @@ int devm_combine_forward(struct dp_model_stage *st, struct devm_ctx *c, int laye
 				  .ia = L->tok_row_d,
 				  .n0 = (long)H,
 				  .n1 = (long)K };
+	int rc = h2d(st, L->ey, packed_out, T * K * H * sizeof(float), err);
 
-	if ((rc = h2d(st, L->ey, packed_out, T * K * H * sizeof(float), err)) ||
-	    (rc = kern(st, DP_DEV_K_COMBINE, &a, T, err)))
-		return rc;
-	L->done = L_COMBINED;
-	return 0;
+	return rc ? rc : kern(st, DP_DEV_K_COMBINE, &a, T, err);
 }
 
-int devm_forward_end(struct dp_model_stage *st, struct devm_ctx *c, float *y, double *loss,
+int devm_forward_end(struct dp_model_stage *st, struct dp_model_ctx *c, float *y, double *loss,
 		     struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, V = st->V;
 	double total = 0.0;
 	int rc;
 
-	if ((rc = check(st, c, CTX_FWD, "forward_end", err)) ||
-	    (rc = all_layers(c, L_COMBINED, "forward_end", err)))
-		return rc;
 	if (!st->has_head)
 		return y ? d2h(st, y, stage_out(c), T * H * sizeof(float), err) : 0;
 	/* logits, then in place the gradient of the loss share wrt the logits */
@@ -822,42 +558,22 @@ int devm_forward_end(struct dp_model_stage *st, struct devm_ctx *c, float *y, do
 
 /* ---- backward for input ------------------------------------------------------------ */
 
-int devm_backward_begin(struct dp_model_stage *st, struct devm_ctx *c, const float *dy,
+int devm_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *c, const float *dy,
 			struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H;
-	int rc;
 
-	if ((rc = check(st, c, CTX_FWD, "backward_input", err)) ||
-	    (rc = all_layers(c, L_COMBINED, "backward_input", err)))
-		return rc;
 	if (st->has_head)
-		rc = mm_t(st, c->logits, st->dev->w + st->tens[st->head_idx].off, c->dtop, T, H,
-			  st->V, 0.0f, err);
-	else if (!dy)
-		return dp_err_set(err, EINVAL, "model: backward_input: no output gradient");
-	else
-		rc = h2d(st, c->dtop, dy, T * H * sizeof(float), err);
-	if (rc)
-		return rc;
-	c->state = CTX_BWD_INPUT;
-	return 0;
+		return mm_t(st, c->logits, st->dev->w + st->tens[st->head_idx].off, c->dtop, T, H,
+			    st->V, 0.0f, err);
+	return h2d(st, c->dtop, dy, T * H * sizeof(float), err);
 }
 
-int devm_combine_backward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
-			  float *packed_dy, struct dp_err *err)
+int devm_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L,
+			  int layer, float *packed_dy, struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, F = st->F, E = st->E, K = st->K;
-	struct dlayer *L = NULL;
-	const float *dout;
-	int rc;
-
-	if ((rc = check(st, c, CTX_BWD_INPUT, "combine_backward", err)) ||
-	    (rc = check_layer(c, layer, L_COMBINED, "combine_backward", &L, err)) ||
-	    (layer < st->first + st->count - 1 &&
-	     (rc = check_layer(c, layer + 1, L_ATTN_BWD, "combine_backward", NULL, err))))
-		return rc;
-	dout = layer_dout(c, layer);
+	const float *dout = layer_dout(c, layer);
 	struct dp_dev_kargs sb = { .a = L->su, .y = L->dsu };
 	struct dp_dev_kargs cb = { .a = dout,
 				   .b = L->s,
@@ -870,6 +586,7 @@ int devm_combine_backward(struct dp_model_stage *st, struct devm_ctx *c, int lay
 				   .n0 = (long)H,
 				   .n1 = (long)E,
 				   .n2 = (long)K };
+	int rc;
 
 	/* shared expert; routed: packed dY = w * dOut, softmax backward; then
 	 * dh = dOut + shared + gate (attn_backward adds the experts) */
@@ -881,33 +598,15 @@ int devm_combine_backward(struct dp_model_stage *st, struct devm_ctx *c, int lay
 	    (rc = mm_t(st, L->dsu, DW(st, layer, P_S1), L->dh, T, H, F, 1.0f, err)) ||
 	    (rc = mm_t(st, L->dl, DW(st, layer, P_WG), L->dh, T, H, E, 1.0f, err)))
 		return rc;
-	L->done = L_COMBINE_BWD;
 	return 0;
 }
 
-int devm_expert_backward_input(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e,
-			       int n, const float *dout, float *din, struct dp_err *err)
+int devm_expert_backward_input(struct dp_model_stage *st, struct ectx *x, int layer, int e,
+			       const float *dout, float *din, struct dp_err *err)
 {
-	const size_t H = st->H, F = st->F, rows = (size_t)n;
-	struct dexp *x = NULL;
-	int rc;
-
-	rc = check_expert(st, c, layer, e, n, "expert_backward_input", &x, err);
-	if (rc)
-		return rc;
-	if (x->bwd)
-		return dp_err_set(err, EBUSY,
-				  "model: expert_backward_input: layer %d expert %d already done",
-				  layer, e);
-	if (!x->fwd || x->n != rows)
-		return dp_err_set(err, EINVAL,
-				  "model: expert_backward_input: layer %d expert %d ran forward "
-				  "on %zu rows, not %d",
-				  layer, e, x->fwd ? x->n : 0, n);
-	x->bwd = 1;
-	if (!rows)
-		return 0;
+	const size_t H = st->H, F = st->F, rows = x->n;
 	struct dp_dev_kargs a = { .a = x->u, .y = x->du };
+	int rc;
 
 	if ((rc = h2d(st, x->dy, dout, rows * H * sizeof(float), err)) ||
 	    (rc = mm_t(st, x->dy, DW(st, layer, P_E2(e)), x->du, rows, F, H, 0.0f, err)) ||
@@ -917,10 +616,13 @@ int devm_expert_backward_input(struct dp_model_stage *st, struct devm_ctx *c, in
 	return d2h(st, din, x->o, rows * H * sizeof(float), err);
 }
 
-static int attention_bwd(const struct dp_model_stage *st, struct dlayer *L, int layer,
-			 struct dp_err *err)
+int devm_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L, int layer,
+		       const float *packed_dx, struct dp_err *err)
 {
-	const size_t T = st->T, H = st->H;
+	const size_t T = st->T, H = st->H, K = st->K;
+	struct dp_dev_kargs rows = {
+		.y = L->dh, .a = c->pk, .ia = L->tok_row_d, .n0 = (long)H, .n1 = (long)K
+	};
 	struct dp_dev_kargs q = { .a = L->p,
 				  .b = L->da,
 				  .c = L->v,
@@ -940,8 +642,10 @@ static int attention_bwd(const struct dp_model_stage *st, struct dlayer *L, int 
 				   .n1 = (long)st->S };
 	int rc;
 
-	/* dx = dh + dq Wq' + dk Wk' + dv Wv' */
-	if ((rc = mm_t(st, L->dh, DW(st, layer, P_WO), L->da, T, H, H, 0.0f, err)) ||
+	/* dh += the experts' rows; then dx = dh + dq Wq' + dk Wk' + dv Wv' */
+	if ((rc = h2d(st, c->pk, packed_dx, T * K * H * sizeof(float), err)) ||
+	    (rc = kern(st, DP_DEV_K_ADD_ROWS, &rows, T, err)) ||
+	    (rc = mm_t(st, L->dh, DW(st, layer, P_WO), L->da, T, H, H, 0.0f, err)) ||
 	    (rc = kern(st, DP_DEV_K_ATTN_BWD_Q, &q, T, err)) ||
 	    (rc = kern(st, DP_DEV_K_ATTN_BWD_KV, &kv, T, err)) ||
 	    (rc = copy(st, L->dx, L->dh, T * H, err)) ||
@@ -952,47 +656,19 @@ static int attention_bwd(const struct dp_model_stage *st, struct dlayer *L, int 
 	return 0;
 }
 
-int devm_attn_backward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
-		       const float *packed_dx, struct dp_err *err)
+int devm_backward_end(struct dp_model_stage *st, struct dp_model_ctx *c, float *dx,
+		      struct dp_err *err)
 {
-	const size_t T = st->T, H = st->H, K = st->K;
-	struct dlayer *L = NULL;
-	int rc;
-
-	if ((rc = check(st, c, CTX_BWD_INPUT, "attn_backward", err)) ||
-	    (rc = check_layer(c, layer, L_COMBINE_BWD, "attn_backward", &L, err)))
-		return rc;
-	struct dp_dev_kargs a = {
-		.y = L->dh, .a = c->pk, .ia = L->tok_row_d, .n0 = (long)H, .n1 = (long)K
-	};
-
-	if ((rc = h2d(st, c->pk, packed_dx, T * K * H * sizeof(float), err)) ||
-	    (rc = kern(st, DP_DEV_K_ADD_ROWS, &a, T, err)) ||
-	    (rc = attention_bwd(st, L, layer, err)))
-		return rc;
-	L->done = L_ATTN_BWD;
-	return 0;
-}
-
-int devm_backward_end(struct dp_model_stage *st, struct devm_ctx *c, float *dx, struct dp_err *err)
-{
-	int rc;
-
-	if ((rc = check(st, c, CTX_BWD_INPUT, "backward_end", err)) ||
-	    (st->count && (rc = check_layer(c, st->first, L_ATTN_BWD, "backward_end", NULL, err))))
-		return rc;
-	if (dx && !st->has_embed)
-		return d2h(st, dx, stage_din(c), st->T * st->H * sizeof(float), err);
-	return 0;
+	return d2h(st, dx, stage_din(c), st->T * st->H * sizeof(float), err);
 }
 
 /* ---- backward for weights ------------------------------------------------------------ */
 
-static int expert_w(const struct dp_model_stage *st, struct dexp *x, int layer, int e,
-		    struct dp_err *err)
+int devm_expert_w(struct dp_model_stage *st, struct ectx *x, int layer, int e, struct dp_err *err)
 {
 	int rc = 0;
 
+	st->dev->mirror = 0;
 	if (x->n &&
 	    ((rc = mm_grad(st, x->in, x->du, DG(st, layer, P_E1(e)), x->n, st->H, st->F, err)) ||
 	     (rc = mm_grad(st, x->z, x->dy, DG(st, layer, P_E2(e)), x->n, st->F, st->H, err))))
@@ -1002,30 +678,11 @@ static int expert_w(const struct dp_model_stage *st, struct dexp *x, int layer, 
 	return 0;
 }
 
-int devm_expert_backward_weight(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e,
-				struct dp_err *err)
-{
-	struct dexp *x = NULL;
-	int rc;
-
-	rc = check_expert(st, c, layer, e, 0, "expert_backward_weight", &x, err);
-	if (rc)
-		return rc;
-	if (!x->bwd)
-		return dp_err_set(err, EINVAL,
-				  "model: expert_backward_weight: layer %d expert %d has no "
-				  "backward_input",
-				  layer, e);
-	st->dev->mirror = 0;
-	return expert_w(st, x, layer, e, err);
-}
-
 /* Gate, shared expert, routed experts whose W is pending, attention. */
-static int layer_w(const struct dp_model_stage *st, struct devm_ctx *c, int layer,
-		   struct dp_err *err)
+static int layer_w(struct dp_model_stage *st, struct dp_model_ctx *c, int layer, struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, F = st->F;
-	struct dlayer *L = layer_of(c, layer);
+	struct lctx *L = dp_model_layer_ctx(c, layer);
 	const float *x = layer_in(c, layer);
 	int rc;
 
@@ -1034,7 +691,7 @@ static int layer_w(const struct dp_model_stage *st, struct devm_ctx *c, int laye
 	    (rc = mm_grad(st, L->sz, layer_dout(c, layer), DG(st, layer, P_S2), T, F, H, err)))
 		return rc;
 	for (size_t e = 0; e < st->E; e++)
-		if (L->ex[e].bwd && (rc = expert_w(st, &L->ex[e], layer, (int)e, err)))
+		if (L->ex[e].bwd && (rc = devm_expert_w(st, &L->ex[e], layer, (int)e, err)))
 			return rc;
 	if ((rc = mm_grad(st, x, L->dq, DG(st, layer, P_WQ), T, H, H, err)) ||
 	    (rc = mm_grad(st, x, L->dk, DG(st, layer, P_WK), T, H, H, err)) ||
@@ -1044,14 +701,10 @@ static int layer_w(const struct dp_model_stage *st, struct devm_ctx *c, int laye
 	return 0;
 }
 
-int devm_backward_weight(struct dp_model_stage *st, struct devm_ctx *c, struct dp_err *err)
+int devm_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *c, struct dp_err *err)
 {
 	int rc;
 
-	if ((rc = check(st, c, CTX_BWD_INPUT, "backward_weight", err)) ||
-	    (st->count &&
-	     (rc = check_layer(c, st->first, L_ATTN_BWD, "backward_weight", NULL, err))))
-		return rc;
 	st->dev->mirror = 0;
 	if (st->has_head &&
 	    (rc = mm_grad(st, stage_out(c), c->logits, st->dev->g + st->tens[st->head_idx].off,
@@ -1067,10 +720,7 @@ int devm_backward_weight(struct dp_model_stage *st, struct devm_ctx *c, struct d
 					  .n0 = (long)st->H,
 					  .n1 = (long)st->T };
 
-		rc = kern(st, DP_DEV_K_EMBED_GRAD, &a, st->V, err);
-		if (rc)
-			return rc;
+		return kern(st, DP_DEV_K_EMBED_GRAD, &a, st->V, err);
 	}
-	c->state = CTX_EMPTY;
 	return 0;
 }

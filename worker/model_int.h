@@ -24,7 +24,6 @@ struct tensor_meta {
 };
 
 struct devm_stage; /* model_dev.c */
-struct devm_ctx;
 
 struct dp_model_stage {
 	struct dp_model_cfg cfg;
@@ -43,45 +42,101 @@ struct dp_model_stage {
 enum { CTX_EMPTY, CTX_FWD, CTX_BWD_INPUT };
 enum layer_step { L_NONE, L_ATTN, L_COMBINED, L_COMBINE_BWD, L_ATTN_BWD };
 
+/* Contexts: one layout for both; on a device stage the float activations
+ * and the dev-only arrays are device memory, the routing (sel, off,
+ * row_tok, tok_row, fill, wh) host memory. */
+
+/* Expert side of one (layer, expert): the rows this context computed. */
+struct ectx {
+	size_t n, cap;
+	int fwd, bwd;
+	float *in, *u, *z, *dy, *du;
+	float *o; /* device: the rows going out */
+};
+
+/* Token side of one layer. */
+struct lctx {
+	float *q, *k, *v, *p, *a, *h, *s, *w, *su, *sz, *ey, *out;
+	float *dh, *da, *dl, *dsu, *dq, *dk, *dv, *dx;
+	int *sel, *off, *row_tok, *tok_row, *fill;
+	int done; /* last step done on this layer, enum layer_step */
+	struct dp_model_route route;
+	struct ectx *ex; /* [E] */
+	/* device stage only */
+	float *ds, *wh;				/* attention score grads; host gate weights */
+	int32_t *sel_d, *row_tok_d, *tok_row_d; /* device copies of the routing */
+};
+
+struct dp_model_ctx {
+	struct dp_model_stage *st;
+	int state;
+	char *block; /* one allocation for everything but the expert rows */
+	size_t block_bytes;
+	char *hblock; /* device stage: the host part */
+	size_t hblock_bytes;
+	int32_t *tokens, *targets;
+	float *x_in, *dtop, *logits, *scratch;
+	struct lctx *L; /* [count] */
+	/* device stage only: packed rows in/out, per-token losses (dev, host) */
+	float *pk;
+	double *lrow, *lrow_h;
+};
+
+/* Carve the arrays of @c from its blocks (NULL blocks: only count bytes). */
+void dp_model_ctx_layout(struct dp_model_ctx *c);
+
+/* Where a layer's input/output and their gradients live in @ctx. */
+struct lctx *dp_model_layer_ctx(const struct dp_model_ctx *ctx, int layer);
+const float *dp_model_layer_in(const struct dp_model_ctx *ctx, int layer);
+const float *dp_model_stage_out(const struct dp_model_ctx *ctx);
+const float *dp_model_layer_dout(const struct dp_model_ctx *ctx, int layer);
+const float *dp_model_stage_din(const struct dp_model_ctx *ctx);
+
 /* The packed layout of one layer's routing (model_cpu.c): @sel [T*K] ->
  * @off [E+1], @row_tok, @tok_row [T*K]; @fill [E] is scratch. */
 void dp_model_pack_route(size_t T, size_t K, size_t E, const int *sel, int *fill, int *off,
 			 int *row_tok, int *tok_row);
 
-/* ---- model_dev.c: the device side of each public call ---- */
+/* ---- model_dev.c: the device math of each public call ----
+ * Called by model_cpu.c after its checks, with the context's state
+ * updated there; each returns 0 or -errno with @err. */
 void devm_stage_free(struct devm_stage *sd);
+/* The kept failure of a void call (as -errno with @err), or 0. */
+int devm_sticky(const struct dp_model_stage *st, struct dp_err *err);
 int devm_flat_download(struct dp_model_stage *st);
 int devm_flat_commit(struct dp_model_stage *st, struct dp_err *err);
 void devm_zero_grad(struct dp_model_stage *st);
 void devm_step(struct dp_model_stage *st);
 
-int devm_ctx_new(struct dp_model_stage *st, struct devm_ctx **out, struct dp_err *err);
-void devm_ctx_free(struct devm_ctx *c);
-size_t devm_ctx_bytes(const struct devm_ctx *c);
-const struct dp_model_route *devm_ctx_route(const struct devm_ctx *c, int layer);
-
-int devm_forward_begin(struct dp_model_stage *st, struct devm_ctx *c, const struct dp_model_io *in,
-		       struct dp_err *err);
-int devm_attn_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer, struct dp_err *err);
-int devm_dispatch(struct dp_model_stage *st, struct devm_ctx *c, int layer, float *packed,
-		  struct dp_err *err);
-int devm_expert_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e, int n,
-			const float *in, float *out, struct dp_err *err);
-int devm_combine_forward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
-			 const float *packed_out, struct dp_err *err);
-int devm_forward_end(struct dp_model_stage *st, struct devm_ctx *c, float *y, double *loss,
-		     struct dp_err *err);
-int devm_backward_begin(struct dp_model_stage *st, struct devm_ctx *c, const float *dy,
+int devm_ctx_new(struct dp_model_stage *st, struct dp_model_ctx **out, struct dp_err *err);
+void devm_ctx_free(struct dp_model_ctx *c);
+size_t devm_ctx_bytes(const struct dp_model_ctx *c);
+int devm_expert_reserve(const struct dp_model_stage *st, struct ectx *x, size_t n,
 			struct dp_err *err);
-int devm_combine_backward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
-			  float *packed_dy, struct dp_err *err);
-int devm_expert_backward_input(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e,
-			       int n, const float *dout, float *din, struct dp_err *err);
-int devm_expert_backward_weight(struct dp_model_stage *st, struct devm_ctx *c, int layer, int e,
-				struct dp_err *err);
-int devm_attn_backward(struct dp_model_stage *st, struct devm_ctx *c, int layer,
+
+int devm_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *c,
+		       const struct dp_model_io *in, struct dp_err *err);
+int devm_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L, int layer,
+		      struct dp_err *err);
+int devm_dispatch(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L, float *packed,
+		  struct dp_err *err);
+int devm_expert_forward(struct dp_model_stage *st, struct ectx *x, int layer, int e,
+			const float *in, float *out, struct dp_err *err);
+int devm_combine_forward(struct dp_model_stage *st, struct lctx *L, const float *packed_out,
+			 struct dp_err *err);
+int devm_forward_end(struct dp_model_stage *st, struct dp_model_ctx *c, float *y, double *loss,
+		     struct dp_err *err);
+int devm_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *c, const float *dy,
+			struct dp_err *err);
+int devm_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L,
+			  int layer, float *packed_dy, struct dp_err *err);
+int devm_expert_backward_input(struct dp_model_stage *st, struct ectx *x, int layer, int e,
+			       const float *dout, float *din, struct dp_err *err);
+int devm_expert_w(struct dp_model_stage *st, struct ectx *x, int layer, int e, struct dp_err *err);
+int devm_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L, int layer,
 		       const float *packed_dx, struct dp_err *err);
-int devm_backward_end(struct dp_model_stage *st, struct devm_ctx *c, float *dx, struct dp_err *err);
-int devm_backward_weight(struct dp_model_stage *st, struct devm_ctx *c, struct dp_err *err);
+int devm_backward_end(struct dp_model_stage *st, struct dp_model_ctx *c, float *dx,
+		      struct dp_err *err);
+int devm_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *c, struct dp_err *err);
 
 #endif
