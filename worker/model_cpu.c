@@ -203,34 +203,23 @@ static void mm_grad(const float *x, const float *dy, float *G, size_t rows, size
 	}
 }
 
-static float sigmoid(float u)
+/* Elements or rows 0..n-1 of kernel @id of worker/dev_kernels.h on the host:
+ * the device backends run the same bodies. */
+static void host_run(int id, const struct dp_dev_kargs *a, size_t n)
 {
-	return 1.0f / (1.0f + expf(-u));
+	for (size_t i = 0; i < n; i++)
+		dp_dev_kernel_run(id, a, (long)i);
 }
 
 static void silu(const float *u, float *z, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		z[i] = u[i] * sigmoid(u[i]);
+	host_run(DP_DEV_K_SILU, &(struct dp_dev_kargs){ .a = u, .y = z }, n);
 }
 
 /* d[i] *= silu'(u[i]) */
 static void silu_back(const float *u, float *d, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		const float sg = sigmoid(u[i]);
-
-		d[i] *= sg * (1.0f + u[i] * (1.0f - sg));
-	}
-}
-
-static float dot(const float *a, const float *b, size_t n)
-{
-	float s = 0.0f;
-
-	for (size_t i = 0; i < n; i++)
-		s += a[i] * b[i];
-	return s;
+	host_run(DP_DEV_K_SILU_BACK, &(struct dp_dev_kargs){ .a = u, .y = d }, n);
 }
 
 /* ---- stage ---------------------------------------------------------------- */
@@ -487,20 +476,13 @@ void dp_model_stage_step(struct dp_model_stage *st)
 		devm_step(st);
 		return;
 	}
-	const double b1 = 0.9, b2 = 0.99;
-	const float eps = 1e-8f, lr = st->cfg.lr;
-	float bc1, bc2;
+	struct dp_dev_kargs a = { .a = st->g, .y = st->w, .z = st->m, .u = st->v };
 
 	st->adam_t++;
-	bc1 = (float)(1.0 - pow(b1, (double)st->adam_t));
-	bc2 = (float)(1.0 - pow(b2, (double)st->adam_t));
-	for (size_t i = 0; i < st->total; i++) {
-		const float g = st->g[i];
-
-		st->m[i] = (float)b1 * st->m[i] + (float)(1.0 - b1) * g;
-		st->v[i] = (float)b2 * st->v[i] + (float)(1.0 - b2) * g * g;
-		st->w[i] -= lr * (st->m[i] / bc1) / (sqrtf(st->v[i] / bc2) + eps);
-	}
+	a.f0 = st->cfg.lr;
+	a.f1 = (float)(1.0 - pow(0.9, (double)st->adam_t));
+	a.f2 = (float)(1.0 - pow(0.99, (double)st->adam_t));
+	host_run(DP_DEV_K_ADAM, &a, st->total);
 }
 
 /* ---- contexts ------------------------------------------------------------ */
@@ -539,7 +521,8 @@ void dp_model_ctx_layout(struct dp_model_ctx *c)
 	c->x_in = carve(c, T * H * f);
 	c->dtop = carve(c, T * H * f);
 	c->logits = st->has_head ? carve(c, T * st->V * f) : NULL;
-	c->scratch = dev ? NULL : carve(c, S * f);
+	c->lrow = carve(c, T * sizeof(double));
+	c->lrow_h = dev ? hcarve(c, T * sizeof(double)) : c->lrow;
 	c->L = hcarve(c, (size_t)st->count * sizeof(*c->L));
 	for (int l = 0; l < st->count; l++) {
 		struct lctx tmp = { 0 }, *L = c->L ? &c->L[l] : &tmp;
@@ -570,19 +553,16 @@ void dp_model_ctx_layout(struct dp_model_ctx *c)
 		L->tok_row = hcarve(c, T * K * i4);
 		L->fill = hcarve(c, E * i4);
 		L->ex = hcarve(c, E * sizeof(*L->ex));
+		L->ds = carve(c, T * S * f);
 		if (dev) {
-			L->ds = carve(c, T * S * f);
 			L->sel_d = carve(c, T * K * i4);
 			L->row_tok_d = carve(c, T * K * i4);
 			L->tok_row_d = carve(c, T * K * i4);
 			L->wh = hcarve(c, T * K * f);
 		}
 	}
-	if (dev) {
+	if (dev)
 		c->pk = carve(c, T * K * H * f);
-		c->lrow = carve(c, T * sizeof(double));
-		c->lrow_h = hcarve(c, T * sizeof(double));
-	}
 }
 
 int dp_model_ctx_new(struct dp_model_stage *st, struct dp_model_ctx **out, struct dp_err *err)
@@ -772,8 +752,10 @@ int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 	} else if (st->has_embed) {
 		const float *E = st->w + st->tens[st->embed_idx].off;
 
-		for (size_t t = 0; t < T; t++)
-			memcpy(ctx->x_in + t * H, E + (size_t)in->tokens[t] * H, H * sizeof(float));
+		host_run(DP_DEV_K_EMBED,
+			 &(struct dp_dev_kargs){
+				 .a = E, .ia = in->tokens, .y = ctx->x_in, .n0 = (long)H },
+			 T);
 		memcpy(ctx->tokens, in->tokens, T * sizeof(int32_t));
 	} else {
 		memcpy(ctx->x_in, in->x, T * H * sizeof(float));
@@ -792,34 +774,19 @@ static void attention_fwd(const struct dp_model_stage *st, struct dp_model_ctx *
 	const size_t T = st->T, H = st->H, S = st->S;
 	const float c = 1.0f / sqrtf((float)H);
 	const float *x = dp_model_layer_in(ctx, layer);
-	float *sc = ctx->scratch;
+	struct dp_dev_kargs a = { .a = L->q,
+				  .b = L->k,
+				  .c = L->v,
+				  .y = L->p,
+				  .z = L->a,
+				  .n0 = (long)H,
+				  .n1 = (long)S,
+				  .f0 = c };
 
 	mm(x, PW(st, layer, P_WQ), L->q, T, H, H);
 	mm(x, PW(st, layer, P_WK), L->k, T, H, H);
 	mm(x, PW(st, layer, P_WV), L->v, T, H, H);
-	for (size_t t = 0; t < T; t++) {
-		const size_t i = t % S, t0 = t - i;
-		float *p = L->p + t * S, *a = L->a + t * H;
-		float mx = -INFINITY, sum = 0.0f;
-
-		for (size_t j = 0; j <= i; j++) {
-			sc[j] = c * dot(L->q + t * H, L->k + (t0 + j) * H, H);
-			if (sc[j] > mx)
-				mx = sc[j];
-		}
-		for (size_t j = 0; j <= i; j++) {
-			p[j] = expf(sc[j] - mx);
-			sum += p[j];
-		}
-		memset(a, 0, H * sizeof(float));
-		for (size_t j = 0; j <= i; j++) {
-			const float *vj = L->v + (t0 + j) * H;
-
-			p[j] /= sum;
-			for (size_t o = 0; o < H; o++)
-				a[o] += p[j] * vj[o];
-		}
-	}
+	host_run(DP_DEV_K_ATTN_FWD, &a, T);
 	mm(L->a, PW(st, layer, P_WO), L->h, T, H, H);
 	for (size_t i = 0; i < T * H; i++)
 		L->h[i] = x[i] + L->h[i];
@@ -829,23 +796,17 @@ static void gate_fwd(const struct dp_model_stage *st, struct lctx *L, int layer)
 {
 	const size_t T = st->T, H = st->H, E = st->E, K = st->K;
 
-	mm(L->h, PW(st, layer, P_WG), L->s, T, H, E);
-	for (size_t t = 0; t < T; t++) {
-		float *s = L->s + t * E, mx = s[0], sum = 0.0f;
+	struct dp_dev_kargs a = { .y = L->s,
+				  .iy = L->sel,
+				  .z = L->w,
+				  .n0 = (long)E,
+				  .n1 = (long)K,
+				  .n2 = st->cfg.groups,
+				  .n3 = st->cfg.topk_groups };
 
-		for (size_t e = 1; e < E; e++)
-			if (s[e] > mx)
-				mx = s[e];
-		for (size_t e = 0; e < E; e++) {
-			s[e] = expf(s[e] - mx);
-			sum += s[e];
-		}
-		for (size_t e = 0; e < E; e++)
-			s[e] /= sum;
-		dp_model_route_select(&st->cfg, s, L->sel + t * K);
-		for (size_t k = 0; k < K; k++)
-			L->w[t * K + k] = s[L->sel[t * K + k]];
-	}
+	/* softmax, routing and the gate weights, token by token */
+	mm(L->h, PW(st, layer, P_WG), L->s, T, H, E);
+	host_run(DP_DEV_K_GATE_ROUTE, &a, T);
 	dp_model_pack_route(T, K, E, L->sel, L->fill, L->off, L->row_tok, L->tok_row);
 	L->route = (struct dp_model_route){
 		.tokens = (int)T,
@@ -901,8 +862,9 @@ int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int l
 		return rc;
 	if (st->dev)
 		return devm_dispatch(st, ctx, L, packed, err);
-	for (size_t r = 0; r < st->T * st->K; r++)
-		memcpy(packed + r * H, L->h + (size_t)L->row_tok[r] * H, H * sizeof(float));
+	host_run(DP_DEV_K_GATHER,
+		 &(struct dp_dev_kargs){ .a = L->h, .ia = L->row_tok, .y = packed, .n0 = (long)H },
+		 st->T * st->K);
 	return 0;
 }
 
@@ -1007,20 +969,15 @@ int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx
 		return devm_combine_forward(st, L, packed_out, err);
 	memcpy(L->ey, packed_out, T * K * H * sizeof(float));
 	/* out = (h + shared) + w_0 y_0 + w_1 y_1 + ... in slot order */
-	for (size_t t = 0; t < T; t++) {
-		float *o = L->out + t * H;
-		const float *h = L->h + t * H;
-
-		for (size_t i = 0; i < H; i++)
-			o[i] = h[i] + o[i];
-		for (size_t k = 0; k < K; k++) {
-			const float wk = L->w[t * K + k];
-			const float *y = L->ey + (size_t)L->tok_row[t * K + k] * H;
-
-			for (size_t i = 0; i < H; i++)
-				o[i] += wk * y[i];
-		}
-	}
+	host_run(DP_DEV_K_COMBINE,
+		 &(struct dp_dev_kargs){ .y = L->out,
+					 .a = L->h,
+					 .b = L->w,
+					 .c = L->ey,
+					 .ia = L->tok_row,
+					 .n0 = (long)H,
+					 .n1 = (long)K },
+		 T);
 	return 0;
 }
 
@@ -1049,22 +1006,15 @@ int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, fl
 	double total = 0.0;
 
 	mm(h, st->w + st->tens[st->head_idx].off, ctx->logits, T, H, V);
-	for (size_t t = 0; t < T; t++) {
-		float *z = ctx->logits + t * V, mx = z[0];
-		const size_t tgt = (size_t)ctx->targets[t];
-		double sum;
-
-		for (size_t j = 1; j < V; j++)
-			if (z[j] > mx)
-				mx = z[j];
-		sum = exp((double)(z[0] - mx)); /* >= 1 once the max is added */
-		for (size_t j = 1; j < V; j++)
-			sum += exp((double)(z[j] - mx));
-		total += (double)mx + log(sum) - (double)z[tgt];
-		for (size_t j = 0; j < V; j++)
-			z[j] = (float)(exp((double)(z[j] - mx)) / sum) * scale;
-		z[tgt] -= scale;
-	}
+	host_run(DP_DEV_K_XENT,
+		 &(struct dp_dev_kargs){ .y = ctx->logits,
+					 .ia = ctx->targets,
+					 .dy = ctx->lrow,
+					 .n0 = (long)V,
+					 .f0 = scale },
+		 T);
+	for (size_t t = 0; t < T; t++) /* token order */
+		total += ctx->lrow[t];
 	if (loss)
 		*loss = total / (double)(st->M * T);
 	return 0;
@@ -1148,25 +1098,19 @@ int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ct
 	mm_t(dout, PW(st, layer, P_S2), L->dsu, T, F, H, 0);
 	silu_back(L->su, L->dsu, T * F);
 	/* routed: packed dY = w * dOut; dw = dOut . y; softmax backward */
-	memset(L->dl, 0, T * E * sizeof(float));
-	for (size_t t = 0; t < T; t++) {
-		const float *d = dout + t * H, *s = L->s + t * E;
-		float *dl = L->dl + t * E, sds = 0.0f;
-
-		for (size_t k = 0; k < K; k++) {
-			const size_t row = (size_t)L->tok_row[t * K + k];
-			const float wk = L->w[t * K + k];
-			float *py = packed_dy + row * H;
-
-			dl[L->sel[t * K + k]] = dot(d, L->ey + row * H, H);
-			for (size_t i = 0; i < H; i++)
-				py[i] = wk * d[i];
-		}
-		for (size_t e = 0; e < E; e++)
-			sds += s[e] * dl[e];
-		for (size_t e = 0; e < E; e++)
-			dl[e] = s[e] * (dl[e] - sds);
-	}
+	host_run(DP_DEV_K_COMBINE_BWD,
+		 &(struct dp_dev_kargs){ .a = dout,
+					 .b = L->s,
+					 .c = L->w,
+					 .d = L->ey,
+					 .ia = L->tok_row,
+					 .ib = L->sel,
+					 .y = packed_dy,
+					 .z = L->dl,
+					 .n0 = (long)H,
+					 .n1 = (long)E,
+					 .n2 = (long)K },
+		 T);
 	/* dh = dOut + shared + gate; attn_backward adds the experts */
 	memcpy(L->dh, dout, T * H * sizeof(float));
 	mm_t(L->dsu, PW(st, layer, P_S1), L->dh, T, H, F, 1);
@@ -1210,33 +1154,30 @@ static void attention_bwd(const struct dp_model_stage *st, struct dp_model_ctx *
 {
 	const size_t T = st->T, H = st->H, S = st->S;
 	const float c = 1.0f / sqrtf((float)H);
-	float *dp = ctx->scratch;
+	struct dp_dev_kargs q = { .a = L->p,
+				  .b = L->da,
+				  .c = L->v,
+				  .d = L->k,
+				  .y = L->ds,
+				  .z = L->dq,
+				  .n0 = (long)H,
+				  .n1 = (long)S,
+				  .f0 = c };
+	struct dp_dev_kargs kv = { .a = L->ds,
+				   .b = L->q,
+				   .c = L->p,
+				   .d = L->da,
+				   .y = L->dk,
+				   .z = L->dv,
+				   .n0 = (long)H,
+				   .n1 = (long)S };
 
+	(void)ctx;
 	mm_t(L->dh, PW(st, layer, P_WO), L->da, T, H, H, 0);
-	memset(L->dk, 0, T * H * sizeof(float));
-	memset(L->dv, 0, T * H * sizeof(float));
-	for (size_t t = 0; t < T; t++) {
-		const size_t i = t % S, t0 = t - i;
-		const float *p = L->p + t * S, *da = L->da + t * H, *q = L->q + t * H;
-		float *dq = L->dq + t * H, sum = 0.0f;
-
-		for (size_t j = 0; j <= i; j++) {
-			dp[j] = dot(da, L->v + (t0 + j) * H, H);
-			sum += p[j] * dp[j];
-		}
-		memset(dq, 0, H * sizeof(float));
-		for (size_t j = 0; j <= i; j++) {
-			const float g = c * (p[j] * (dp[j] - sum));
-			const float *kj = L->k + (t0 + j) * H;
-			float *dk = L->dk + (t0 + j) * H, *dv = L->dv + (t0 + j) * H;
-
-			for (size_t o = 0; o < H; o++) {
-				dq[o] += g * kj[o];
-				dk[o] += g * q[o];
-				dv[o] += p[j] * da[o];
-			}
-		}
-	}
+	/* per query token: score grads and dq; per key token: dk, dv summed
+	 * over the later queries in query order */
+	host_run(DP_DEV_K_ATTN_BWD_Q, &q, T);
+	host_run(DP_DEV_K_ATTN_BWD_KV, &kv, T);
 	/* dx = dh + dq Wq' + dk Wk' + dv Wv' */
 	memcpy(L->dx, L->dh, T * H * sizeof(float));
 	mm_t(L->dq, PW(st, layer, P_WQ), L->dx, T, H, H, 1);
@@ -1258,14 +1199,13 @@ int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, 
 	L->done = L_ATTN_BWD;
 	if (st->dev)
 		return devm_attn_backward(st, ctx, L, layer, packed_dx, err);
-	for (size_t t = 0; t < T; t++)
-		for (size_t k = 0; k < K; k++) {
-			const float *g = packed_dx + (size_t)L->tok_row[t * K + k] * H;
-			float *dh = L->dh + t * H;
-
-			for (size_t i = 0; i < H; i++)
-				dh[i] += g[i];
-		}
+	host_run(DP_DEV_K_ADD_ROWS,
+		 &(struct dp_dev_kargs){ .y = L->dh,
+					 .a = packed_dx,
+					 .ia = L->tok_row,
+					 .n0 = (long)H,
+					 .n1 = (long)K },
+		 T);
 	attention_bwd(st, ctx, L, layer);
 	return 0;
 }
@@ -1298,19 +1238,16 @@ static void head_w(const struct dp_model_stage *st, const struct dp_model_ctx *c
 
 static void embed_w(const struct dp_model_stage *st, const struct dp_model_ctx *ctx)
 {
-	const size_t H = st->H;
-	const float *d = dp_model_stage_din(ctx);
-	float *G;
-
 	if (!st->has_embed)
 		return;
-	G = st->g + st->tens[st->embed_idx].off;
-	for (size_t t = 0; t < st->T; t++) {
-		float *gr = G + (size_t)ctx->tokens[t] * H;
-
-		for (size_t i = 0; i < H; i++)
-			gr[i] += d[t * H + i];
-	}
+	/* one vocabulary row each, its tokens in order */
+	host_run(DP_DEV_K_EMBED_GRAD,
+		 &(struct dp_dev_kargs){ .y = st->g + st->tens[st->embed_idx].off,
+					 .a = dp_model_stage_din(ctx),
+					 .ia = ctx->tokens,
+					 .n0 = (long)st->H,
+					 .n1 = (long)st->T },
+		 st->V);
 }
 
 /* Gate and shared-expert weights of one layer (after combine_backward). */

@@ -75,11 +75,10 @@ struct dp_model_ctx {
 	char *hblock; /* device stage: the host part */
 	size_t hblock_bytes;
 	int32_t *tokens, *targets;
-	float *x_in, *dtop, *logits, *scratch;
-	struct lctx *L; /* [count] */
-	/* device stage only: packed rows in/out, per-token losses (dev, host) */
-	float *pk;
-	double *lrow, *lrow_h;
+	float *x_in, *dtop, *logits;
+	double *lrow, *lrow_h; /* per-token losses (on a device stage: device, host) */
+	struct lctx *L;	       /* [count] */
+	float *pk;	       /* device stage: packed rows in/out */
 };
 
 /* Carve the arrays of @c from its blocks (NULL blocks: only count bytes). */
