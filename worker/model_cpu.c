@@ -719,6 +719,99 @@ static int need_step(const struct dp_model_ctx *ctx, int layer, int step, const 
 	return -EINVAL;
 }
 
+/* ---- kernel arguments ------------------------------------------------------ */
+
+struct dp_dev_kargs dp_model_kargs(const struct dp_model_ctx *c, const struct lctx *L, int id)
+{
+	const struct dp_model_stage *st = c->st;
+	const int dev = st->dev != NULL;
+	const float scale = 1.0f / sqrtf((float)st->H);
+	struct dp_dev_kargs a = { .n0 = (long)st->H, .n1 = (long)st->K };
+
+	switch (id) {
+	case DP_DEV_K_ATTN_FWD: /* q, k, v -> probabilities, output */
+		a.a = L->q;
+		a.b = L->k;
+		a.c = L->v;
+		a.y = L->p;
+		a.z = L->a;
+		a.n1 = (long)st->S;
+		a.f0 = scale;
+		break;
+	case DP_DEV_K_ATTN_BWD_Q: /* p, da, v, k -> score grads, dq */
+		a.a = L->p;
+		a.b = L->da;
+		a.c = L->v;
+		a.d = L->k;
+		a.y = L->ds;
+		a.z = L->dq;
+		a.n1 = (long)st->S;
+		a.f0 = scale;
+		break;
+	case DP_DEV_K_ATTN_BWD_KV: /* score grads, q, p, da -> dk, dv */
+		a.a = L->ds;
+		a.b = L->q;
+		a.c = L->p;
+		a.d = L->da;
+		a.y = L->dk;
+		a.z = L->dv;
+		a.n1 = (long)st->S;
+		break;
+	case DP_DEV_K_GATE_ROUTE: /* scores -> softmax, experts, weights */
+		a.y = L->s;
+		a.iy = dev ? L->sel_d : L->sel;
+		a.z = L->w;
+		a.n0 = (long)st->E;
+		a.n2 = st->cfg.groups;
+		a.n3 = st->cfg.topk_groups;
+		break;
+	case DP_DEV_K_COMBINE: /* out += h + weighted expert rows */
+		a.y = L->out;
+		a.a = L->h;
+		a.b = L->w;
+		a.c = L->ey;
+		a.ia = dev ? L->tok_row_d : L->tok_row;
+		break;
+	case DP_DEV_K_COMBINE_BWD: /* the caller sets a = dOut, y = packed dY */
+		a.b = L->s;
+		a.c = L->w;
+		a.d = L->ey;
+		a.z = L->dl;
+		a.ia = dev ? L->tok_row_d : L->tok_row;
+		a.ib = dev ? L->sel_d : L->sel;
+		a.n1 = (long)st->E;
+		a.n2 = (long)st->K;
+		break;
+	case DP_DEV_K_ADD_ROWS: /* the caller sets a = packed dX */
+		a.y = L->dh;
+		a.ia = dev ? L->tok_row_d : L->tok_row;
+		break;
+	case DP_DEV_K_XENT:
+		a.y = c->logits;
+		a.ia = c->targets;
+		a.dy = c->lrow;
+		a.n0 = (long)st->V;
+		a.f0 = 1.0f / (float)(st->M * st->T);
+		break;
+	case DP_DEV_K_EMBED_GRAD: /* the caller sets y = the embedding's grad */
+		a.a = dp_model_stage_din(c);
+		a.ia = c->tokens;
+		a.n1 = (long)st->T;
+		break;
+	default:
+		break;
+	}
+	return a;
+}
+
+/* Kernel @id of layer @L (NULL: stage-wide) on the host, @n threads. */
+static void host_k(const struct dp_model_ctx *c, const struct lctx *L, int id, size_t n)
+{
+	const struct dp_dev_kargs a = dp_model_kargs(c, L, id);
+
+	host_run(id, &a, n);
+}
+
 /* ---- forward ------------------------------------------------------------- */
 
 int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
@@ -771,42 +864,26 @@ int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 static void attention_fwd(const struct dp_model_stage *st, struct dp_model_ctx *ctx, struct lctx *L,
 			  int layer)
 {
-	const size_t T = st->T, H = st->H, S = st->S;
-	const float c = 1.0f / sqrtf((float)H);
+	const size_t T = st->T, H = st->H;
 	const float *x = dp_model_layer_in(ctx, layer);
-	struct dp_dev_kargs a = { .a = L->q,
-				  .b = L->k,
-				  .c = L->v,
-				  .y = L->p,
-				  .z = L->a,
-				  .n0 = (long)H,
-				  .n1 = (long)S,
-				  .f0 = c };
 
 	mm(x, PW(st, layer, P_WQ), L->q, T, H, H);
 	mm(x, PW(st, layer, P_WK), L->k, T, H, H);
 	mm(x, PW(st, layer, P_WV), L->v, T, H, H);
-	host_run(DP_DEV_K_ATTN_FWD, &a, T);
+	host_k(ctx, L, DP_DEV_K_ATTN_FWD, T);
 	mm(L->a, PW(st, layer, P_WO), L->h, T, H, H);
 	for (size_t i = 0; i < T * H; i++)
 		L->h[i] = x[i] + L->h[i];
 }
 
-static void gate_fwd(const struct dp_model_stage *st, struct lctx *L, int layer)
+static void gate_fwd(const struct dp_model_stage *st, const struct dp_model_ctx *ctx,
+		     struct lctx *L, int layer)
 {
 	const size_t T = st->T, H = st->H, E = st->E, K = st->K;
 
-	struct dp_dev_kargs a = { .y = L->s,
-				  .iy = L->sel,
-				  .z = L->w,
-				  .n0 = (long)E,
-				  .n1 = (long)K,
-				  .n2 = st->cfg.groups,
-				  .n3 = st->cfg.topk_groups };
-
 	/* softmax, routing and the gate weights, token by token */
 	mm(L->h, PW(st, layer, P_WG), L->s, T, H, E);
-	host_run(DP_DEV_K_GATE_ROUTE, &a, T);
+	host_k(ctx, L, DP_DEV_K_GATE_ROUTE, T);
 	dp_model_pack_route(T, K, E, L->sel, L->fill, L->off, L->row_tok, L->tok_row);
 	L->route = (struct dp_model_route){
 		.tokens = (int)T,
@@ -839,7 +916,7 @@ int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, i
 		return rc;
 	}
 	attention_fwd(st, ctx, L, layer);
-	gate_fwd(st, L, layer);
+	gate_fwd(st, ctx, L, layer);
 	/* shared expert: its output goes to L->out, combine adds the rest */
 	mm(L->h, PW(st, layer, P_S1), L->su, st->T, st->H, st->F);
 	silu(L->su, L->sz, st->T * st->F);
@@ -966,18 +1043,10 @@ int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx
 		return rc;
 	L->done = L_COMBINED;
 	if (st->dev)
-		return devm_combine_forward(st, L, packed_out, err);
+		return devm_combine_forward(st, ctx, L, packed_out, err);
 	memcpy(L->ey, packed_out, T * K * H * sizeof(float));
 	/* out = (h + shared) + w_0 y_0 + w_1 y_1 + ... in slot order */
-	host_run(DP_DEV_K_COMBINE,
-		 &(struct dp_dev_kargs){ .y = L->out,
-					 .a = L->h,
-					 .b = L->w,
-					 .c = L->ey,
-					 .ia = L->tok_row,
-					 .n0 = (long)H,
-					 .n1 = (long)K },
-		 T);
+	host_k(ctx, L, DP_DEV_K_COMBINE, T);
 	return 0;
 }
 
@@ -1002,17 +1071,10 @@ int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, fl
 		return 0;
 	}
 	/* logits, then in place the gradient of the loss share wrt the logits */
-	const float scale = 1.0f / (float)(st->M * T);
 	double total = 0.0;
 
 	mm(h, st->w + st->tens[st->head_idx].off, ctx->logits, T, H, V);
-	host_run(DP_DEV_K_XENT,
-		 &(struct dp_dev_kargs){ .y = ctx->logits,
-					 .ia = ctx->targets,
-					 .dy = ctx->lrow,
-					 .n0 = (long)V,
-					 .f0 = scale },
-		 T);
+	host_k(ctx, NULL, DP_DEV_K_XENT, T);
 	for (size_t t = 0; t < T; t++) /* token order */
 		total += ctx->lrow[t];
 	if (loss)
@@ -1079,7 +1141,8 @@ int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			      float *packed_dy, struct dp_err *err)
 {
-	const size_t T = st->T, H = st->H, F = st->F, E = st->E, K = st->K;
+	const size_t T = st->T, H = st->H, F = st->F, E = st->E;
+	struct dp_dev_kargs kb;
 	const float *dout = NULL;
 	struct lctx *L = NULL;
 	int rc;
@@ -1098,19 +1161,10 @@ int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ct
 	mm_t(dout, PW(st, layer, P_S2), L->dsu, T, F, H, 0);
 	silu_back(L->su, L->dsu, T * F);
 	/* routed: packed dY = w * dOut; dw = dOut . y; softmax backward */
-	host_run(DP_DEV_K_COMBINE_BWD,
-		 &(struct dp_dev_kargs){ .a = dout,
-					 .b = L->s,
-					 .c = L->w,
-					 .d = L->ey,
-					 .ia = L->tok_row,
-					 .ib = L->sel,
-					 .y = packed_dy,
-					 .z = L->dl,
-					 .n0 = (long)H,
-					 .n1 = (long)E,
-					 .n2 = (long)K },
-		 T);
+	kb = dp_model_kargs(ctx, L, DP_DEV_K_COMBINE_BWD);
+	kb.a = dout;
+	kb.y = packed_dy;
+	host_run(DP_DEV_K_COMBINE_BWD, &kb, T);
 	/* dh = dOut + shared + gate; attn_backward adds the experts */
 	memcpy(L->dh, dout, T * H * sizeof(float));
 	mm_t(L->dsu, PW(st, layer, P_S1), L->dh, T, H, F, 1);
@@ -1152,32 +1206,13 @@ int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ct
 static void attention_bwd(const struct dp_model_stage *st, struct dp_model_ctx *ctx, struct lctx *L,
 			  int layer)
 {
-	const size_t T = st->T, H = st->H, S = st->S;
-	const float c = 1.0f / sqrtf((float)H);
-	struct dp_dev_kargs q = { .a = L->p,
-				  .b = L->da,
-				  .c = L->v,
-				  .d = L->k,
-				  .y = L->ds,
-				  .z = L->dq,
-				  .n0 = (long)H,
-				  .n1 = (long)S,
-				  .f0 = c };
-	struct dp_dev_kargs kv = { .a = L->ds,
-				   .b = L->q,
-				   .c = L->p,
-				   .d = L->da,
-				   .y = L->dk,
-				   .z = L->dv,
-				   .n0 = (long)H,
-				   .n1 = (long)S };
+	const size_t T = st->T, H = st->H;
 
-	(void)ctx;
 	mm_t(L->dh, PW(st, layer, P_WO), L->da, T, H, H, 0);
 	/* per query token: score grads and dq; per key token: dk, dv summed
 	 * over the later queries in query order */
-	host_run(DP_DEV_K_ATTN_BWD_Q, &q, T);
-	host_run(DP_DEV_K_ATTN_BWD_KV, &kv, T);
+	host_k(ctx, L, DP_DEV_K_ATTN_BWD_Q, T);
+	host_k(ctx, L, DP_DEV_K_ATTN_BWD_KV, T);
 	/* dx = dh + dq Wq' + dk Wk' + dv Wv' */
 	memcpy(L->dx, L->dh, T * H * sizeof(float));
 	mm_t(L->dq, PW(st, layer, P_WQ), L->dx, T, H, H, 1);
@@ -1188,7 +1223,7 @@ static void attention_bwd(const struct dp_model_stage *st, struct dp_model_ctx *
 int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			   const float *packed_dx, struct dp_err *err)
 {
-	const size_t T = st->T, H = st->H, K = st->K;
+	struct dp_dev_kargs kb;
 	struct lctx *L = NULL;
 	int rc;
 
@@ -1199,13 +1234,9 @@ int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, 
 	L->done = L_ATTN_BWD;
 	if (st->dev)
 		return devm_attn_backward(st, ctx, L, layer, packed_dx, err);
-	host_run(DP_DEV_K_ADD_ROWS,
-		 &(struct dp_dev_kargs){ .y = L->dh,
-					 .a = packed_dx,
-					 .ia = L->tok_row,
-					 .n0 = (long)H,
-					 .n1 = (long)K },
-		 T);
+	kb = dp_model_kargs(ctx, L, DP_DEV_K_ADD_ROWS);
+	kb.a = packed_dx;
+	host_run(DP_DEV_K_ADD_ROWS, &kb, st->T);
 	attention_bwd(st, ctx, L, layer);
 	return 0;
 }
@@ -1238,16 +1269,14 @@ static void head_w(const struct dp_model_stage *st, const struct dp_model_ctx *c
 
 static void embed_w(const struct dp_model_stage *st, const struct dp_model_ctx *ctx)
 {
+	struct dp_dev_kargs kb;
+
 	if (!st->has_embed)
 		return;
 	/* one vocabulary row each, its tokens in order */
-	host_run(DP_DEV_K_EMBED_GRAD,
-		 &(struct dp_dev_kargs){ .y = st->g + st->tens[st->embed_idx].off,
-					 .a = dp_model_stage_din(ctx),
-					 .ia = ctx->tokens,
-					 .n0 = (long)st->H,
-					 .n1 = (long)st->T },
-		 st->V);
+	kb = dp_model_kargs(ctx, NULL, DP_DEV_K_EMBED_GRAD);
+	kb.y = st->g + st->tens[st->embed_idx].off;
+	host_run(DP_DEV_K_EMBED_GRAD, &kb, st->V);
 }
 
 /* Gate and shared-expert weights of one layer (after combine_backward). */

@@ -284,6 +284,15 @@ static int d2h(const struct dp_model_stage *st,
 	return bytes ? st->dev->ops->d2h(st->dev->dev, dst, src, bytes, err) : 0;
 }
 
+/* Kernel @id of layer @L (NULL: stage-wide) with the context's arguments. */
+static int kern_l(const struct dp_model_stage *st, const struct dp_model_ctx *c,
+		  const struct lctx *L, int id, size_t n, struct dp_err *err)
+{
+	const struct dp_dev_kargs a = dp_model_kargs(c, L, id);
+
+	return kern(st, id, &a, n, err);
+}
+
 static int copy(const struct dp_model_stage *st,
 		float *dst, // NOLINT(readability-non-const-parameter): written by the kernel
 		const float *src, size_t n, struct dp_err *err)
@@ -409,24 +418,17 @@ int devm_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *c,
 	return rc;
 }
 
-static int attention_fwd(const struct dp_model_stage *st, const float *x, struct lctx *L, int layer,
-			 struct dp_err *err)
+static int attention_fwd(const struct dp_model_stage *st, const struct dp_model_ctx *c,
+			 struct lctx *L, int layer, struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H;
-	struct dp_dev_kargs a = { .a = L->q,
-				  .b = L->k,
-				  .c = L->v,
-				  .y = L->p,
-				  .z = L->a,
-				  .n0 = (long)H,
-				  .n1 = (long)st->S,
-				  .f0 = 1.0f / sqrtf((float)H) };
+	const float *x = layer_in(c, layer);
 	int rc;
 
 	if ((rc = mm(st, x, DW(st, layer, P_WQ), L->q, T, H, H, 0.0f, err)) ||
 	    (rc = mm(st, x, DW(st, layer, P_WK), L->k, T, H, H, 0.0f, err)) ||
 	    (rc = mm(st, x, DW(st, layer, P_WV), L->v, T, H, H, 0.0f, err)) ||
-	    (rc = kern(st, DP_DEV_K_ATTN_FWD, &a, T, err)) ||
+	    (rc = kern_l(st, c, L, DP_DEV_K_ATTN_FWD, T, err)) ||
 	    /* h = x + a Wo */
 	    (rc = copy(st, L->h, x, T * H, err)) ||
 	    (rc = mm(st, L->a, DW(st, layer, P_WO), L->h, T, H, H, 1.0f, err)))
@@ -436,20 +438,14 @@ static int attention_fwd(const struct dp_model_stage *st, const float *x, struct
 
 /* Gate softmax and routing on the device (one thread per token), then the
  * packed layout on the host, where the executor needs it, and back. */
-static int gate_fwd(const struct dp_model_stage *st, struct lctx *L, int layer, struct dp_err *err)
+static int gate_fwd(const struct dp_model_stage *st, const struct dp_model_ctx *c, struct lctx *L,
+		    int layer, struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, E = st->E, K = st->K;
-	struct dp_dev_kargs a = { .y = L->s,
-				  .iy = L->sel_d,
-				  .z = L->w,
-				  .n0 = (long)E,
-				  .n1 = (long)K,
-				  .n2 = st->cfg.groups,
-				  .n3 = st->cfg.topk_groups };
 	int rc;
 
 	if ((rc = mm(st, L->h, DW(st, layer, P_WG), L->s, T, H, E, 0.0f, err)) ||
-	    (rc = kern(st, DP_DEV_K_GATE_ROUTE, &a, T, err)) ||
+	    (rc = kern_l(st, c, L, DP_DEV_K_GATE_ROUTE, T, err)) ||
 	    (rc = d2h(st, L->sel, L->sel_d, T * K * sizeof(int32_t), err)) ||
 	    (rc = d2h(st, L->wh, L->w, T * K * sizeof(float), err)))
 		return rc;
@@ -478,8 +474,7 @@ int devm_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *c, struct 
 	int rc;
 
 	/* the shared expert's output goes to L->out, combine adds the rest */
-	if ((rc = attention_fwd(st, layer_in(c, layer), L, layer, err)) ||
-	    (rc = gate_fwd(st, L, layer, err)) ||
+	if ((rc = attention_fwd(st, c, L, layer, err)) || (rc = gate_fwd(st, c, L, layer, err)) ||
 	    (rc = mm(st, L->h, DW(st, layer, P_S1), L->su, T, H, F, 0.0f, err)) ||
 	    (rc = kern(st, DP_DEV_K_SILU, &a, T * F, err)) ||
 	    (rc = mm(st, L->sz, DW(st, layer, P_S2), L->out, T, F, H, 0.0f, err)))
@@ -512,20 +507,12 @@ int devm_expert_forward(struct dp_model_stage *st, struct ectx *x, int layer, in
 	return d2h(st, out, x->o, rows * H * sizeof(float), err);
 }
 
-int devm_combine_forward(struct dp_model_stage *st, struct lctx *L, const float *packed_out,
-			 struct dp_err *err)
+int devm_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L,
+			 const float *packed_out, struct dp_err *err)
 {
-	const size_t T = st->T, H = st->H, K = st->K;
-	struct dp_dev_kargs a = { .y = L->out,
-				  .a = L->h,
-				  .b = L->w,
-				  .c = L->ey,
-				  .ia = L->tok_row_d,
-				  .n0 = (long)H,
-				  .n1 = (long)K };
-	int rc = h2d(st, L->ey, packed_out, T * K * H * sizeof(float), err);
+	int rc = h2d(st, L->ey, packed_out, st->T * st->K * st->H * sizeof(float), err);
 
-	return rc ? rc : kern(st, DP_DEV_K_COMBINE, &a, T, err);
+	return rc ? rc : kern_l(st, c, L, DP_DEV_K_COMBINE, st->T, err);
 }
 
 int devm_forward_end(struct dp_model_stage *st, struct dp_model_ctx *c, float *y, double *loss,
@@ -538,15 +525,9 @@ int devm_forward_end(struct dp_model_stage *st, struct dp_model_ctx *c, float *y
 	if (!st->has_head)
 		return y ? d2h(st, y, stage_out(c), T * H * sizeof(float), err) : 0;
 	/* logits, then in place the gradient of the loss share wrt the logits */
-	struct dp_dev_kargs a = { .y = c->logits,
-				  .ia = c->targets,
-				  .dy = c->lrow,
-				  .n0 = (long)V,
-				  .f0 = 1.0f / (float)(st->M * T) };
-
 	if ((rc = mm(st, stage_out(c), st->dev->w + st->tens[st->head_idx].off, c->logits, T, H, V,
 		     0.0f, err)) ||
-	    (rc = kern(st, DP_DEV_K_XENT, &a, T, err)) ||
+	    (rc = kern_l(st, c, NULL, DP_DEV_K_XENT, T, err)) ||
 	    (rc = d2h(st, c->lrow_h, c->lrow, T * sizeof(double), err)))
 		return rc;
 	for (size_t t = 0; t < T; t++) /* token order, as the host model */
@@ -575,19 +556,11 @@ int devm_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *c, str
 	const size_t T = st->T, H = st->H, F = st->F, E = st->E, K = st->K;
 	const float *dout = layer_dout(c, layer);
 	struct dp_dev_kargs sb = { .a = L->su, .y = L->dsu };
-	struct dp_dev_kargs cb = { .a = dout,
-				   .b = L->s,
-				   .c = L->w,
-				   .d = L->ey,
-				   .ia = L->tok_row_d,
-				   .ib = L->sel_d,
-				   .y = c->pk,
-				   .z = L->dl,
-				   .n0 = (long)H,
-				   .n1 = (long)E,
-				   .n2 = (long)K };
+	struct dp_dev_kargs cb = dp_model_kargs(c, L, DP_DEV_K_COMBINE_BWD);
 	int rc;
 
+	cb.a = dout;
+	cb.y = c->pk;
 	/* shared expert; routed: packed dY = w * dOut, softmax backward; then
 	 * dh = dOut + shared + gate (attn_backward adds the experts) */
 	if ((rc = mm_t(st, dout, DW(st, layer, P_S2), L->dsu, T, F, H, 0.0f, err)) ||
@@ -620,34 +593,16 @@ int devm_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *c, struct
 		       const float *packed_dx, struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, K = st->K;
-	struct dp_dev_kargs rows = {
-		.y = L->dh, .a = c->pk, .ia = L->tok_row_d, .n0 = (long)H, .n1 = (long)K
-	};
-	struct dp_dev_kargs q = { .a = L->p,
-				  .b = L->da,
-				  .c = L->v,
-				  .d = L->k,
-				  .y = L->ds,
-				  .z = L->dq,
-				  .n0 = (long)H,
-				  .n1 = (long)st->S,
-				  .f0 = 1.0f / sqrtf((float)H) };
-	struct dp_dev_kargs kv = { .a = L->ds,
-				   .b = L->q,
-				   .c = L->p,
-				   .d = L->da,
-				   .y = L->dk,
-				   .z = L->dv,
-				   .n0 = (long)H,
-				   .n1 = (long)st->S };
+	struct dp_dev_kargs rows = dp_model_kargs(c, L, DP_DEV_K_ADD_ROWS);
 	int rc;
 
+	rows.a = c->pk;
 	/* dh += the experts' rows; then dx = dh + dq Wq' + dk Wk' + dv Wv' */
 	if ((rc = h2d(st, c->pk, packed_dx, T * K * H * sizeof(float), err)) ||
 	    (rc = kern(st, DP_DEV_K_ADD_ROWS, &rows, T, err)) ||
 	    (rc = mm_t(st, L->dh, DW(st, layer, P_WO), L->da, T, H, H, 0.0f, err)) ||
-	    (rc = kern(st, DP_DEV_K_ATTN_BWD_Q, &q, T, err)) ||
-	    (rc = kern(st, DP_DEV_K_ATTN_BWD_KV, &kv, T, err)) ||
+	    (rc = kern_l(st, c, L, DP_DEV_K_ATTN_BWD_Q, T, err)) ||
+	    (rc = kern_l(st, c, L, DP_DEV_K_ATTN_BWD_KV, T, err)) ||
 	    (rc = copy(st, L->dx, L->dh, T * H, err)) ||
 	    (rc = mm_t(st, L->dq, DW(st, layer, P_WQ), L->dx, T, H, H, 1.0f, err)) ||
 	    (rc = mm_t(st, L->dk, DW(st, layer, P_WK), L->dx, T, H, H, 1.0f, err)) ||
@@ -714,11 +669,9 @@ int devm_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *c, stru
 		if ((rc = layer_w(st, c, l, err)))
 			return rc;
 	if (st->has_embed) {
-		struct dp_dev_kargs a = { .y = st->dev->g + st->tens[st->embed_idx].off,
-					  .a = stage_din(c),
-					  .ia = c->tokens,
-					  .n0 = (long)st->H,
-					  .n1 = (long)st->T };
+		struct dp_dev_kargs a = dp_model_kargs(c, NULL, DP_DEV_K_EMBED_GRAD);
+
+		a.y = st->dev->g + st->tens[st->embed_idx].off;
 
 		return kern(st, DP_DEV_K_EMBED_GRAD, &a, st->V, err);
 	}

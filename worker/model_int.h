@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "worker/dp_dev.h"
 #include "worker/dp_model.h"
 
 #define MAX_EXPERTS 256
@@ -84,6 +85,14 @@ struct dp_model_ctx {
 /* Carve the arrays of @c from its blocks (NULL blocks: only count bytes). */
 void dp_model_ctx_layout(struct dp_model_ctx *c);
 
+/* The arguments of kernel @id (enum dp_dev_kernel) for layer @L of @c
+ * (NULL for the stage-wide ones): the same for the host model and a device
+ * stage, whose kernels read the device copies of the routing.  Callers
+ * add what is not in the context: the attention/combine packed rows
+ * (COMBINE_BWD: a = dOut, y = packed dY; ADD_ROWS: a = packed dX) and the
+ * embedding gradient (EMBED_GRAD: y). */
+struct dp_dev_kargs dp_model_kargs(const struct dp_model_ctx *c, const struct lctx *L, int id);
+
 /* Where a layer's input/output and their gradients live in @ctx. */
 struct lctx *dp_model_layer_ctx(const struct dp_model_ctx *ctx, int layer);
 const float *dp_model_layer_in(const struct dp_model_ctx *ctx, int layer);
@@ -121,8 +130,8 @@ int devm_dispatch(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx
 		  struct dp_err *err);
 int devm_expert_forward(struct dp_model_stage *st, struct ectx *x, int layer, int e,
 			const float *in, float *out, struct dp_err *err);
-int devm_combine_forward(struct dp_model_stage *st, struct lctx *L, const float *packed_out,
-			 struct dp_err *err);
+int devm_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L,
+			 const float *packed_out, struct dp_err *err);
 int devm_forward_end(struct dp_model_stage *st, struct dp_model_ctx *c, float *y, double *loss,
 		     struct dp_err *err);
 int devm_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *c, const float *dy,
