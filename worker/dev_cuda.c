@@ -147,38 +147,44 @@ static void cuda_free(struct dp_dev *d, void *p)
 	(void)cudaFree(p);
 }
 
-static int cuda_h2d(struct dp_dev *d, void *dst, const void *src, size_t bytes, struct dp_err *err)
+/* The communication stream waits for the compute work queued so far. */
+static int comm_after_compute(struct cuda_dev *c, struct dp_err *err)
 {
-	struct cuda_dev *c = cdev(d);
 	int rc;
 
 	if ((rc = cu_check(err, "cudaSetDevice", cudaSetDevice(c->device))) ||
 	    (rc = cu_check(err, "cudaEventRecord", cudaEventRecord(c->ev_comp, c->comp))) ||
 	    (rc = cu_check(err, "cudaStreamWaitEvent",
-			   cudaStreamWaitEvent(c->comm, c->ev_comp, 0))) ||
-	    (rc = cu_check(err, "cudaMemcpyAsync (to the device)",
-			   cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->comm))) ||
-	    (rc = cu_check(err, "cudaEventRecord", cudaEventRecord(c->ev_copied, c->comm))) ||
-	    (rc = cu_check(err, "cudaStreamWaitEvent",
-			   cudaStreamWaitEvent(c->comp, c->ev_copied, 0))))
+			   cudaStreamWaitEvent(c->comm, c->ev_comp, 0))))
 		return rc;
 	return 0;
+}
+
+static int cuda_h2d(struct dp_dev *d, void *dst, const void *src, size_t bytes, struct dp_err *err)
+{
+	struct cuda_dev *c = cdev(d);
+	int rc = comm_after_compute(c, err);
+
+	/* the copy, then the compute stream waits for it */
+	if (rc ||
+	    (rc = cu_check(err, "cudaMemcpyAsync (to the device)",
+			   cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->comm))) ||
+	    (rc = cu_check(err, "cudaEventRecord", cudaEventRecord(c->ev_copied, c->comm))))
+		return rc;
+	return cu_check(err, "cudaStreamWaitEvent", cudaStreamWaitEvent(c->comp, c->ev_copied, 0));
 }
 
 static int cuda_d2h(struct dp_dev *d, void *dst, const void *src, size_t bytes, struct dp_err *err)
 {
 	struct cuda_dev *c = cdev(d);
-	int rc;
+	int rc = comm_after_compute(c, err);
 
-	if ((rc = cu_check(err, "cudaSetDevice", cudaSetDevice(c->device))) ||
-	    (rc = cu_check(err, "cudaEventRecord", cudaEventRecord(c->ev_comp, c->comp))) ||
-	    (rc = cu_check(err, "cudaStreamWaitEvent",
-			   cudaStreamWaitEvent(c->comm, c->ev_comp, 0))) ||
+	/* the copy, then the host waits for the communication stream only */
+	if (rc ||
 	    (rc = cu_check(err, "cudaMemcpyAsync (to the host)",
-			   cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->comm))) ||
-	    (rc = cu_check(err, "cudaStreamSynchronize", cudaStreamSynchronize(c->comm))))
+			   cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->comm))))
 		return rc;
-	return 0;
+	return cu_check(err, "cudaStreamSynchronize", cudaStreamSynchronize(c->comm));
 }
 
 static int cuda_gemm(struct dp_dev *d, int ta, int tb, int m, int n, int k, float alpha,

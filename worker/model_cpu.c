@@ -725,83 +725,62 @@ struct dp_dev_kargs dp_model_kargs(const struct dp_model_ctx *c, const struct lc
 {
 	const struct dp_model_stage *st = c->st;
 	const int dev = st->dev != NULL;
+	const long H = (long)st->H, S = (long)st->S, K = (long)st->K;
 	const float scale = 1.0f / sqrtf((float)st->H);
-	struct dp_dev_kargs a = { .n0 = (long)st->H, .n1 = (long)st->K };
 
+	/* which field is what: the kernel list in worker/dev_kernels.h */
 	switch (id) {
-	case DP_DEV_K_ATTN_FWD: /* q, k, v -> probabilities, output */
-		a.a = L->q;
-		a.b = L->k;
-		a.c = L->v;
-		a.y = L->p;
-		a.z = L->a;
-		a.n1 = (long)st->S;
-		a.f0 = scale;
-		break;
-	case DP_DEV_K_ATTN_BWD_Q: /* p, da, v, k -> score grads, dq */
-		a.a = L->p;
-		a.b = L->da;
-		a.c = L->v;
-		a.d = L->k;
-		a.y = L->ds;
-		a.z = L->dq;
-		a.n1 = (long)st->S;
-		a.f0 = scale;
-		break;
-	case DP_DEV_K_ATTN_BWD_KV: /* score grads, q, p, da -> dk, dv */
-		a.a = L->ds;
-		a.b = L->q;
-		a.c = L->p;
-		a.d = L->da;
-		a.y = L->dk;
-		a.z = L->dv;
-		a.n1 = (long)st->S;
-		break;
-	case DP_DEV_K_GATE_ROUTE: /* scores -> softmax, experts, weights */
-		a.y = L->s;
-		a.iy = dev ? L->sel_d : L->sel;
-		a.z = L->w;
-		a.n0 = (long)st->E;
-		a.n2 = st->cfg.groups;
-		a.n3 = st->cfg.topk_groups;
-		break;
-	case DP_DEV_K_COMBINE: /* out += h + weighted expert rows */
-		a.y = L->out;
-		a.a = L->h;
-		a.b = L->w;
-		a.c = L->ey;
-		a.ia = dev ? L->tok_row_d : L->tok_row;
-		break;
+	case DP_DEV_K_ATTN_FWD:
+		return (struct dp_dev_kargs){ L->q, L->k,    L->v,    NULL,	  L->p,
+					      L->a, .n0 = H, .n1 = S, .f0 = scale };
+	case DP_DEV_K_ATTN_BWD_Q:
+		return (struct dp_dev_kargs){ L->p,  L->da,   L->v,    L->k,	   L->ds,
+					      L->dq, .n0 = H, .n1 = S, .f0 = scale };
+	case DP_DEV_K_ATTN_BWD_KV:
+		return (struct dp_dev_kargs){ L->ds, L->q,  L->p,    L->da,
+					      L->dk, L->dv, .n0 = H, .n1 = S };
+	case DP_DEV_K_GATE_ROUTE:
+		return (struct dp_dev_kargs){ .y = L->s,
+					      .z = L->w,
+					      .iy = dev ? L->sel_d : L->sel,
+					      .n0 = (long)st->E,
+					      .n1 = K,
+					      .n2 = st->cfg.groups,
+					      .n3 = st->cfg.topk_groups };
+	case DP_DEV_K_COMBINE:
+		return (struct dp_dev_kargs){ L->h,    L->w,
+					      L->ey,   NULL,
+					      L->out,  .ia = dev ? L->tok_row_d : L->tok_row,
+					      .n0 = H, .n1 = K };
 	case DP_DEV_K_COMBINE_BWD: /* the caller sets a = dOut, y = packed dY */
-		a.b = L->s;
-		a.c = L->w;
-		a.d = L->ey;
-		a.z = L->dl;
-		a.ia = dev ? L->tok_row_d : L->tok_row;
-		a.ib = dev ? L->sel_d : L->sel;
-		a.n1 = (long)st->E;
-		a.n2 = (long)st->K;
-		break;
+		return (struct dp_dev_kargs){ NULL,
+					      L->s,
+					      L->w,
+					      L->ey,
+					      NULL,
+					      L->dl,
+					      .ia = dev ? L->tok_row_d : L->tok_row,
+					      .ib = dev ? L->sel_d : L->sel,
+					      .n0 = H,
+					      .n1 = (long)st->E,
+					      .n2 = K };
 	case DP_DEV_K_ADD_ROWS: /* the caller sets a = packed dX */
-		a.y = L->dh;
-		a.ia = dev ? L->tok_row_d : L->tok_row;
-		break;
+		return (struct dp_dev_kargs){
+			.y = L->dh, .ia = dev ? L->tok_row_d : L->tok_row, .n0 = H, .n1 = K
+		};
 	case DP_DEV_K_XENT:
-		a.y = c->logits;
-		a.ia = c->targets;
-		a.dy = c->lrow;
-		a.n0 = (long)st->V;
-		a.f0 = 1.0f / (float)(st->M * st->T);
-		break;
+		return (struct dp_dev_kargs){ .y = c->logits,
+					      .ia = c->targets,
+					      .dy = c->lrow,
+					      .n0 = (long)st->V,
+					      .f0 = 1.0f / (float)(st->M * st->T) };
 	case DP_DEV_K_EMBED_GRAD: /* the caller sets y = the embedding's grad */
-		a.a = dp_model_stage_din(c);
-		a.ia = c->tokens;
-		a.n1 = (long)st->T;
-		break;
+		return (struct dp_dev_kargs){
+			.a = dp_model_stage_din(c), .ia = c->tokens, .n0 = H, .n1 = (long)st->T
+		};
 	default:
-		break;
+		return (struct dp_dev_kargs){ .n0 = H };
 	}
-	return a;
 }
 
 /* Kernel @id of layer @L (NULL: stage-wide) on the host, @n threads. */

@@ -8,14 +8,8 @@
 # plain F&B.  Needs a GPU and a CUDA build: otherwise it says why and
 # skips.  Run by `make bench` (DPWORKER = the dpworker binary).
 set -euo pipefail
-DPWORKER=${DPWORKER:-build/dpworker}
-PP=${PP:-2}
-EP=${EP:-2}
-MICRO=${MICRO:-8}
-STEPS=${STEPS:-10}
-LAYERS=${LAYERS:-4}
-DEVICE=${DEVICE:-0}
-BACKEND=${BACKEND:-cuda} # emu: the same run on the host emulator (checks this script)
+: "${DPWORKER:=build/dpworker}" "${PP:=2}" "${EP:=2}" "${MICRO:=8}" "${STEPS:=10}" "${LAYERS:=4}"
+: "${DEVICE:=0}" "${BACKEND:=cuda}" # BACKEND=emu: the same run on the host emulator
 
 if ! why=$("$DPWORKER" --train-local --algo 1f1b --pp 1 --micro 1 --steps 1 --layers 1 \
 	--backend "$BACKEND" --device "$DEVICE" 2>&1 >/dev/null); then

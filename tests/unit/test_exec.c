@@ -634,14 +634,10 @@ static void train_local_prints_a_falling_loss(void **state)
  * digits); an unknown backend is a usage error naming it. */
 static void train_local_backend_option(void **state)
 {
-	char *cpu[] = {
-		"dpworker", "--train-local", "--algo", "zb1p",	   "--pp", "2",		"--micro",
-		"4",	    "--steps",	     "3",      "--layers", "2",	   "--backend", "cpu"
-	};
-	char *emu[] = {
-		"dpworker", "--train-local", "--algo", "zb1p",	   "--pp", "2",		"--micro",
-		"4",	    "--steps",	     "3",      "--layers", "2",	   "--backend", "emu"
-	};
+	/* the same run on each backend: only the last argument differs */
+	char *args[] = { "dpworker",  "--train-local", "--algo=zb1p", "--pp=2", "--micro=4",
+			 "--steps=3", "--layers=2",    "--backend",   "cpu" };
+	const int nargs = (int)(sizeof(args) / sizeof(args[0]));
 	char *bad[] = { "dpworker", "--train-local", "--backend", "tpu" };
 	char *buf = NULL;
 	size_t len = 0;
@@ -649,8 +645,9 @@ static void train_local_backend_option(void **state)
 	FILE *err;
 
 	(void)state;
-	train_local_losses(cpu, (int)(sizeof(cpu) / sizeof(cpu[0])), &f0, &l0);
-	train_local_losses(emu, (int)(sizeof(emu) / sizeof(emu[0])), &f1, &l1);
+	train_local_losses(args, nargs, &f0, &l0);
+	args[nargs - 1] = "emu";
+	train_local_losses(args, nargs, &f1, &l1);
 	assert_true(f0 > 0 && l0 < f0);
 	assert_true(fabs(f0 - f1) <= 2e-6 && fabs(l0 - l1) <= 2e-6);
 	err = open_memstream(&buf, &len);
