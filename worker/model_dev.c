@@ -11,9 +11,12 @@
  * the gradient all-reduce see the stage API of dp_model.h unchanged.
  *
  * Differences from the host model (docs/model.md, "Device backend"): GEMMs
- * may sum in their own order (cuBLAS does; the emulator sums in the host
- * model's order), so results agree to float rounding, not bit for bit; a
- * full backward is backward_input then backward_weight.
+ * may sum in their own order (cuBLAS does; the emulator sums each element
+ * in k order, but adds a micro-batch's weight gradient to G as one sum
+ * where the host model adds row by row), so results agree to float
+ * rounding, not bit for bit; a full backward is backward_input then
+ * backward_weight.  The checks and the context's state machine are the
+ * host model's (model_cpu.c calls in here after them).
  */
 #include <errno.h>
 #include <math.h>
@@ -187,14 +190,13 @@ int devm_flat_commit(struct dp_model_stage *st, struct dp_err *err)
 	const size_t b = st->total * sizeof(float);
 	int rc = devm_sticky(st, err);
 
-	if (!rc && !sd->mirror) /* nothing downloaded: the device is current */
-		return 0;
-	if (!rc && ((rc = sd->ops->h2d(sd->dev, sd->w, st->w, b, err)) ||
-		    (rc = sd->ops->h2d(sd->dev, sd->g, st->g, b, err)) ||
-		    (rc = sd->ops->h2d(sd->dev, sd->m, st->m, b, err)) ||
-		    (rc = sd->ops->h2d(sd->dev, sd->v, st->v, b, err))))
+	if (rc || !sd->mirror) /* !mirror: nothing downloaded, the device is current */
 		return rc;
-	return rc;
+	if ((rc = sd->ops->h2d(sd->dev, sd->w, st->w, b, err)) ||
+	    (rc = sd->ops->h2d(sd->dev, sd->g, st->g, b, err)) ||
+	    (rc = sd->ops->h2d(sd->dev, sd->m, st->m, b, err)))
+		return rc;
+	return sd->ops->h2d(sd->dev, sd->v, st->v, b, err);
 }
 
 static int kern(const struct dp_model_stage *st, int id, const struct dp_dev_kargs *a, size_t n,
