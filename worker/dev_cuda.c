@@ -125,8 +125,10 @@ static int cuda_alloc(struct dp_dev *d, size_t bytes, void **out, struct dp_err 
 	if (cudaMalloc(&p, bytes ? bytes : 1) != cudaSuccess)
 		return dp_err_set(err, ENOMEM, "model: cuda: out of device memory for %zu bytes",
 				  bytes);
-	/* zeroed, and ready before any stream uses it */
-	if ((rc = cu_check(err, "cudaMemset", cudaMemset(p, 0, bytes ? bytes : 1)))) {
+	/* zeroed on the compute stream: ordered before the kernels that use
+	 * it, and before any copy (h2d waits for the compute stream) */
+	if ((rc = cu_check(err, "cudaMemsetAsync",
+			   cudaMemsetAsync(p, 0, bytes ? bytes : 1, c->comp)))) {
 		(void)cudaFree(p);
 		return rc;
 	}

@@ -4,9 +4,8 @@
  * host. */
 #include <cuda_runtime.h>
 
-extern "C" {
+/* C structs and static inline bodies: no linkage to declare */
 #include "worker/dev_kernels.h"
-}
 
 extern "C" int dp_dev_cuda_launch(int id, const struct dp_dev_kargs *a, long n, cudaStream_t s);
 
