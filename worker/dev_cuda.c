@@ -21,6 +21,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "worker/dev_kernels.h"
 #include "worker/dp_dev.h"
 
 int dp_dev_cuda_launch(int id, const struct dp_dev_kargs *a, long n, cudaStream_t s);
@@ -213,6 +214,8 @@ static int cuda_kernel(struct dp_dev *d, int id, const struct dp_dev_kargs *a, l
 	struct cuda_dev *c = cdev(d);
 	int rc;
 
+	if (id < 0 || id >= DP_DEV_K_COUNT)
+		return dp_err_set(err, EINVAL, "model: cuda: no kernel %d", id);
 	if ((rc = cu_check(err, "cudaSetDevice", cudaSetDevice(c->device))))
 		return rc;
 	rc = dp_dev_cuda_launch(id, a, n, c->comp);
