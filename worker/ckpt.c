@@ -897,6 +897,7 @@ static int parse_chunks(struct dp_exec *ex, const unsigned char *b, size_t hdr_b
 		struct dp_model_stage *st = dp_exec_chunk(ex, c, &stage);
 		uint64_t n;
 		size_t bytes;
+		int rc;
 
 		dp_model_stage_flat(st, &f);
 		if (len - off < CHUNK_REC_HEAD)
@@ -917,6 +918,10 @@ static int parse_chunks(struct dp_exec *ex, const unsigned char *b, size_t hdr_b
 			memcpy(f.w, p, bytes);
 			memcpy(f.m, p + bytes, bytes);
 			memcpy(f.v, p + 2 * bytes, bytes);
+			/* a device stage uploads what was just written */
+			rc = dp_model_stage_flat_commit(st, err);
+			if (rc)
+				return rc;
 			dp_model_stage_zero_grad(st);
 		}
 		off += CHUNK_REC_HEAD + 3 * bytes;

@@ -22,6 +22,7 @@
 #include "common/dp_log.h"
 #include "common/dp_util.h"
 #include "worker/dp_ckpt.h"
+#include "worker/dp_dev.h"
 #include "worker/dp_exec.h"
 #include "worker/dp_worker.h"
 
@@ -57,6 +58,10 @@ static const char train_usage[] =
 	"  --no-overlap      no F&B overlap of compute and all-to-all\n"
 	"  --timing          each rank prints its mean op times at the end\n"
 	"  --ep-mbps M       --train-local: EP all-to-all over tcp paced to M Mbit/s\n"
+	"  --backend B       model backend: cpu (default), emu (the device code on a\n"
+	"                    host emulator), cuda (GPUs; docs/model.md)\n"
+	"  --device N        --backend cuda: the GPU (default 0; the ranks of\n"
+	"                    --train-local share it)\n"
 	"  --ckpt-dir DIR    write checkpoints to DIR/step-N/ (default: $DP_CKPT_DIR)\n"
 	"  --ckpt-every N    a checkpoint every N steps, and one after the last\n"
 	"                    (default: $DP_CKPT_EVERY, else only after the last)\n"
@@ -83,6 +88,8 @@ enum {
 	O_CKPT_EVERY,
 	O_RESUME,
 	O_DP,
+	O_BACKEND,
+	O_DEVICE,
 };
 
 static const struct option train_opts_tab[] = {
@@ -101,6 +108,8 @@ static const struct option train_opts_tab[] = {
 	{ "no-overlap", no_argument, NULL, O_NO_OVERLAP },
 	{ "timing", no_argument, NULL, O_TIMING },
 	{ "ep-mbps", required_argument, NULL, O_EP_MBPS },
+	{ "backend", required_argument, NULL, O_BACKEND },
+	{ "device", required_argument, NULL, O_DEVICE },
 	{ "ckpt-dir", required_argument, NULL, O_CKPT_DIR },
 	{ "ckpt-every", required_argument, NULL, O_CKPT_EVERY },
 	{ "resume", no_argument, NULL, O_RESUME },
@@ -201,6 +210,16 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 		case O_RESUME:
 			o->ck.resume = 1;
 			break;
+		case O_BACKEND:
+			if (dp_dev_backend_check(optarg, e))
+				return dp_err_prefix(e, "--backend");
+			o->cfg.backend = optarg;
+			break;
+		case O_DEVICE:
+			if (dp_parse_long(optarg, 0, 1023, &v, "--device", e))
+				return -EINVAL;
+			o->cfg.device = (int)v;
+			break;
 		case 'h':
 			o->help = 1;
 			return 0;
@@ -242,6 +261,12 @@ static void print_times(const struct dp_exec *ex, int rank, FILE *out)
 	(void)fflush(out);
 }
 
+/* Exit code of a failed rank: no device or no CUDA build is "unavailable". */
+static int fail_code(int rc)
+{
+	return rc == -ENODEV || rc == -ENOSYS ? EX_UNAVAILABLE : EX_SOFTWARE;
+}
+
 /* One rank of the local run: load checkpoint @start if > 0 (the parent
  * chose it), run steps @start.. @steps - 1 with checkpoints as @ck says,
  * and write each step's local loss share to @res_fd. */
@@ -273,7 +298,7 @@ static int rank_main(const struct dp_exec_cfg *cfg, struct dp_pp_link **links,
 	else if (times)
 		print_times(ex, cfg->rank, times);
 	dp_exec_free(ex);
-	return rc ? EX_SOFTWARE : EX_OK;
+	return rc ? fail_code(rc) : EX_OK;
 }
 
 static double now_s(void)
@@ -466,9 +491,17 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 			double l;
 
 			if (read(res[r], &l, sizeof(l)) != (ssize_t)sizeof(l)) {
+				int st;
+
 				(void)fprintf(err, "dpworker: error: rank %d stopped at step %ld\n",
 					      r, k);
 				rc = EX_SOFTWARE;
+				/* its pipe is closed: it exited; the run gets its code */
+				if (waitpid(pid[r], &st, 0) == pid[r]) {
+					pid[r] = 0;
+					if (WIFEXITED(st) && WEXITSTATUS(st))
+						rc = WEXITSTATUS(st);
+				}
 				break;
 			}
 			loss += l;
@@ -589,9 +622,10 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 		}
 		cc.addrs = ap;
 		cfg.ep_comm = &cc;
-		if (dp_exec_new(&cfg, links, &ex, &e)) {
+		rc = dp_exec_new(&cfg, links, &ex, &e);
+		if (rc) {
 			(void)fprintf(err, "dpworker: error: %s\n", e.msg);
-			rc = EX_SOFTWARE;
+			rc = fail_code(rc);
 			goto out;
 		}
 		/* every rank scans the same DIR and so picks the same step; if

@@ -1,6 +1,7 @@
-/* worker/dp_exec.h - the pipeline executor of one rank (CPU backend, DP x PP x EP):
- * runs this rank's op list of a schedule from sched/ (F, B, I, W, F&B and the
- * RF/SF/RB/SB/WAIT comm tokens) on its model chunks for one training step.
+/* worker/dp_exec.h - the pipeline executor of one rank (DP x PP x EP, model
+ * chunks on the cpu, emu or cuda backend: cfg.backend): runs this rank's op
+ * list of a schedule from sched/ (F, B, I, W, F&B and the RF/SF/RB/SB/WAIT
+ * comm tokens) on its model chunks for one training step.
  * docs/executor.md has the data flow and the correctness argument.
  *
  * Ranks: dp x pp x ep, global rank = (dp_rank * pp + pp_rank) * ep + ep_rank

@@ -24,6 +24,9 @@
  * every parameter gradient element is one running float sum whose terms are
  * added in call order, then row order (see docs/model.md).
  *
+ * Device stages: worker/dp_dev.h makes stages whose state and math live on
+ * a device ("emu", "cuda"); they are used through these same calls.
+ *
  * Threads: a stage and its contexts are not thread-safe; different stages
  * may be used from different threads.  Functions returning int give 0 or a
  * negative errno with @err (may be NULL) filled.
@@ -159,6 +162,12 @@ struct dp_model_flat {
 	long *adam_step;
 };
 void dp_model_stage_flat(struct dp_model_stage *st, struct dp_model_flat *out);
+/* After writing to the arrays of dp_model_stage_flat() (or to the w/g of
+ * dp_model_stage_tensor()): make the stage use them.  A no-op (0) on a host
+ * stage, whose arrays are the state itself; a device stage
+ * (worker/dp_dev.h) uploads its host mirror, so call it before any other
+ * call on the stage.  0, or -errno (-EIO: the device failed) with @err. */
+int dp_model_stage_flat_commit(struct dp_model_stage *st, struct dp_err *err);
 
 void dp_model_stage_zero_grad(struct dp_model_stage *st);
 /* Adam (beta1 0.9, beta2 0.99, eps 1e-8, bias-corrected, lr from the cfg) on

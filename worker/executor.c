@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "worker/dp_dev.h"
 #include "worker/dp_exec.h"
 
 #define MSG_MAGIC 0x44505050u /* "DPPP" */
@@ -378,7 +379,8 @@ static const char *kind_name(int kind)
 
 static int new_chunk(struct dp_exec *ex, int stage, struct chunk *c, struct dp_err *err)
 {
-	int rc = dp_model_stage_new_split(&ex->cfg.model, ex->nstages, stage, &c->st, err);
+	int rc = dp_model_stage_new_split_dev(&ex->cfg.model, ex->nstages, stage, ex->cfg.backend,
+					      ex->cfg.device, &c->st, err);
 
 	if (rc)
 		return rc;
@@ -1358,6 +1360,10 @@ static int reduce_copies(struct dp_exec *ex, struct dp_err *err)
 		f0.g[i] = f0.g[i] + peer1[i];
 	for (size_t i = 0; i < f1.n; i++)
 		f1.g[i] = peer0[i] + f1.g[i];
+	/* device stages: the sums go back to the device */
+	rc = dp_model_stage_flat_commit(ex->ch[0].st, err);
+	if (!rc)
+		rc = dp_model_stage_flat_commit(ex->ch[1].st, err);
 out:
 	free(peer0);
 	free(peer1);
@@ -1469,8 +1475,11 @@ static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 	if (!rc)
 		rc = sum_over(ex, KIND_R, ex->pbase + ex->prank * ex->ep, 1, ex->ep, ex->erank,
 			      mine, n, err);
-	for (int c = 0; c < ex->nch && !rc; c++)
+	for (int c = 0; c < ex->nch && !rc; c++) {
 		(void)replicated(ex->ch[c].st, mine[c], 1);
+		/* replicated() wrote the host mirror of a device stage */
+		rc = dp_model_stage_flat_commit(ex->ch[c].st, err);
+	}
 	free(mine[0]);
 	free(mine[1]);
 	return rc;
@@ -1492,8 +1501,13 @@ static int reduce_dp(struct dp_exec *ex, struct dp_err *err)
 		g[c] = f.g;
 		n[c] = f.n;
 	}
-	return sum_over(ex, KIND_D, ex->prank * ex->ep + ex->erank, ex->cfg.pp * ex->ep, ex->dp,
-			ex->drank, g, n, err);
+	int rc = sum_over(ex, KIND_D, ex->prank * ex->ep + ex->erank, ex->cfg.pp * ex->ep, ex->dp,
+			  ex->drank, g, n, err);
+
+	/* the sums went into the host mirrors of device stages */
+	for (int c = 0; c < ex->nch && !rc; c++)
+		rc = dp_model_stage_flat_commit(ex->ch[c].st, err);
+	return rc;
 }
 
 int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err)

@@ -13,68 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "worker/dev_kernels.h"
+#include "worker/dp_dev.h"
 #include "worker/dp_model.h"
-
-#define MAX_EXPERTS 256
-#define MAX_DIM	    (1 << 16)
-
-/* Per-layer tensors: 7 fixed ones, then (w1, w2) per routed expert. */
-enum { P_WQ, P_WK, P_WV, P_WO, P_WG, P_S1, P_S2, P_NFIXED };
-#define P_E1(e) (P_NFIXED + 2 * (e))
-#define P_E2(e) (P_NFIXED + 2 * (e) + 1)
+#include "worker/model_int.h"
 
 static const char *const part_names[P_NFIXED] = {
 	"attn.wq", "attn.wk", "attn.wv", "attn.wo", "gate", "shared.w1", "shared.w2",
-};
-
-struct tensor_meta {
-	char name[48];
-	size_t off, n;
-	int layer, expert;
-};
-
-struct dp_model_stage {
-	struct dp_model_cfg cfg;
-	int first, count, has_embed, has_head;
-	size_t H, F, E, K, V, S, T, M;
-	float *w, *g, *m, *v; /* all tensors back to back */
-	size_t total;
-	struct tensor_meta *tens;
-	int ntens, per_layer, layer_base, embed_idx, head_idx;
-	long adam_t;
-	float *pk_a, *pk_b; /* T*K*H scratch for the whole-stage calls */
-};
-
-/* Expert side of one (layer, expert): the rows this context computed. */
-struct ectx {
-	size_t n, cap;
-	int fwd, bwd;
-	float *in, *u, *z, *dy, *du;
-};
-
-/* Token side of one layer. */
-struct lctx {
-	float *q, *k, *v, *p, *a, *h, *s, *w, *su, *sz, *ey, *out;
-	float *dh, *da, *dl, *dsu, *dq, *dk, *dv, *dx;
-	int *sel, *off, *row_tok, *tok_row, *fill;
-	int done; /* last step done on this layer, enum layer_step */
-	struct dp_model_route route;
-	struct ectx *ex; /* [E] */
-};
-
-enum { CTX_EMPTY, CTX_FWD, CTX_BWD_INPUT };
-
-/* The steps of one layer, in the order they must happen. */
-enum layer_step { L_NONE, L_ATTN, L_COMBINED, L_COMBINE_BWD, L_ATTN_BWD };
-
-struct dp_model_ctx {
-	struct dp_model_stage *st;
-	int state;
-	char *block; /* one allocation for everything but the expert rows */
-	size_t block_bytes;
-	int32_t *tokens, *targets;
-	float *x_in, *dtop, *logits, *scratch;
-	struct lctx *L; /* [count] */
 };
 
 /* ---- config ------------------------------------------------------------- */
@@ -176,38 +121,29 @@ static float uniform_pm1(uint64_t *s)
 
 void dp_model_route_select(const struct dp_model_cfg *cfg, const float *scores, int *sel)
 {
-	int E = cfg->experts, G = cfg->groups, gsz = cfg->experts / cfg->groups;
-	float gscore[MAX_EXPERTS];
-	unsigned char gkeep[MAX_EXPERTS] = { 0 }, taken[MAX_EXPERTS] = { 0 };
+	/* one body for the host and the device kernels (worker/dev_kernels.h) */
+	dp_dev_route_select(cfg->experts, cfg->groups, cfg->topk_groups, cfg->top_k, scores, sel);
+}
 
-	for (int g = 0; g < G; g++) {
-		gscore[g] = scores[(size_t)g * (size_t)gsz];
-		for (int e = g * gsz + 1; e < (g + 1) * gsz; e++)
-			if (scores[e] > gscore[g])
-				gscore[g] = scores[e];
-	}
-	/* strict '>' while scanning upwards: ties go to the lower index */
-	for (int n = 0; n < cfg->topk_groups; n++) {
-		int best = -1;
+void dp_model_pack_route(size_t T, size_t K, size_t E, const int *sel, int *fill, int *off,
+			 int *row_tok, int *tok_row)
+{
+	/* packed layout: by expert, then by token */
+	memset(fill, 0, E * sizeof(int));
+	for (size_t i = 0; i < T * K; i++)
+		fill[sel[i]]++;
+	off[0] = 0;
+	for (size_t e = 0; e < E; e++)
+		off[e + 1] = off[e] + fill[e];
+	memset(fill, 0, E * sizeof(int));
+	for (size_t t = 0; t < T; t++)
+		for (size_t k = 0; k < K; k++) {
+			const int e = sel[t * K + k];
+			const int row = off[e] + fill[e]++;
 
-		for (int g = 0; g < G; g++)
-			if (!gkeep[g] && (best < 0 || gscore[g] > gscore[best]))
-				best = g;
-		if (best < 0) /* cannot happen: topk_groups <= groups */
-			break;
-		gkeep[best] = 1;
-	}
-	for (int n = 0; n < cfg->top_k; n++) {
-		int best = -1;
-
-		for (int e = 0; e < E; e++)
-			if (gkeep[e / gsz] && !taken[e] && (best < 0 || scores[e] > scores[best]))
-				best = e;
-		if (best < 0) /* cannot happen: cfg_check keeps top_k within the groups */
-			best = 0;
-		taken[best] = 1;
-		sel[n] = best;
-	}
+			row_tok[row] = (int)t;
+			tok_row[t * K + k] = row;
+		}
 }
 
 /* ---- kernels -------------------------------------------------------------- */
@@ -267,34 +203,23 @@ static void mm_grad(const float *x, const float *dy, float *G, size_t rows, size
 	}
 }
 
-static float sigmoid(float u)
+/* Elements or rows 0..n-1 of kernel @id of worker/dev_kernels.h on the host:
+ * the device backends run the same bodies. */
+static void host_run(int id, const struct dp_dev_kargs *a, size_t n)
 {
-	return 1.0f / (1.0f + expf(-u));
+	for (size_t i = 0; i < n; i++)
+		dp_dev_kernel_run(id, a, (long)i);
 }
 
 static void silu(const float *u, float *z, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		z[i] = u[i] * sigmoid(u[i]);
+	host_run(DP_DEV_K_SILU, &(struct dp_dev_kargs){ .a = u, .y = z }, n);
 }
 
 /* d[i] *= silu'(u[i]) */
 static void silu_back(const float *u, float *d, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		const float sg = sigmoid(u[i]);
-
-		d[i] *= sg * (1.0f + u[i] * (1.0f - sg));
-	}
-}
-
-static float dot(const float *a, const float *b, size_t n)
-{
-	float s = 0.0f;
-
-	for (size_t i = 0; i < n; i++)
-		s += a[i] * b[i];
-	return s;
+	host_run(DP_DEV_K_SILU_BACK, &(struct dp_dev_kargs){ .a = u, .y = d }, n);
 }
 
 /* ---- stage ---------------------------------------------------------------- */
@@ -460,6 +385,7 @@ void dp_model_stage_free(struct dp_model_stage *st)
 {
 	if (!st)
 		return;
+	devm_stage_free(st->dev);
 	free(st->tens);
 	free(st->w);
 	free(st->g);
@@ -502,6 +428,8 @@ int dp_model_stage_ntensors(const struct dp_model_stage *st)
 
 int dp_model_stage_tensor(const struct dp_model_stage *st, int i, struct dp_model_tensor *out)
 {
+	if (st->dev && i >= 0 && i < st->ntens) /* the mirror is a cache: not a change */
+		(void)devm_flat_download((struct dp_model_stage *)st);
 	const struct tensor_meta *t;
 
 	if (i < 0 || i >= st->ntens)
@@ -518,6 +446,8 @@ int dp_model_stage_tensor(const struct dp_model_stage *st, int i, struct dp_mode
 
 void dp_model_stage_flat(struct dp_model_stage *st, struct dp_model_flat *out)
 {
+	if (st->dev)
+		(void)devm_flat_download(st); /* a failure is kept for the next call */
 	out->w = st->w;
 	out->g = st->g;
 	out->m = st->m;
@@ -526,54 +456,74 @@ void dp_model_stage_flat(struct dp_model_stage *st, struct dp_model_flat *out)
 	out->adam_step = &st->adam_t;
 }
 
+int dp_model_stage_flat_commit(struct dp_model_stage *st, struct dp_err *err)
+{
+	return st->dev ? devm_flat_commit(st, err) : 0;
+}
+
 void dp_model_stage_zero_grad(struct dp_model_stage *st)
 {
+	if (st->dev) {
+		devm_zero_grad(st);
+		return;
+	}
 	memset(st->g, 0, st->total * sizeof(float));
 }
 
 void dp_model_stage_step(struct dp_model_stage *st)
 {
-	const double b1 = 0.9, b2 = 0.99;
-	const float eps = 1e-8f, lr = st->cfg.lr;
-	float bc1, bc2;
+	if (st->dev) {
+		devm_step(st);
+		return;
+	}
+	struct dp_dev_kargs a = { .a = st->g, .y = st->w, .z = st->m, .u = st->v };
 
 	st->adam_t++;
-	bc1 = (float)(1.0 - pow(b1, (double)st->adam_t));
-	bc2 = (float)(1.0 - pow(b2, (double)st->adam_t));
-	for (size_t i = 0; i < st->total; i++) {
-		const float g = st->g[i];
-
-		st->m[i] = (float)b1 * st->m[i] + (float)(1.0 - b1) * g;
-		st->v[i] = (float)b2 * st->v[i] + (float)(1.0 - b2) * g * g;
-		st->w[i] -= lr * (st->m[i] / bc1) / (sqrtf(st->v[i] / bc2) + eps);
-	}
+	a.f0 = st->cfg.lr;
+	a.f1 = (float)(1.0 - pow(0.9, (double)st->adam_t));
+	a.f2 = (float)(1.0 - pow(0.99, (double)st->adam_t));
+	host_run(DP_DEV_K_ADAM, &a, st->total);
 }
 
 /* ---- contexts ------------------------------------------------------------ */
 
-/* Carve @bytes (64-aligned) out of the block; with no block, only count. */
-static void *carve(struct dp_model_ctx *c, size_t bytes)
+/* Carve @bytes (64-aligned) at *@used of @base; with no base, only count. */
+static void *carve_in(char *base, size_t *used, size_t bytes)
 {
-	void *p = c->block ? c->block + c->block_bytes : NULL;
+	void *p = base ? base + *used : NULL;
 
-	c->block_bytes += (bytes + 63) & ~(size_t)63;
+	*used += (bytes + 63) & ~(size_t)63;
 	return p;
 }
 
-static void layout_ctx(struct dp_model_ctx *c)
+/* The block: device memory on a device stage. */
+static void *carve(struct dp_model_ctx *c, size_t bytes)
+{
+	return carve_in(c->block, &c->block_bytes, bytes);
+}
+
+/* What the host reads: the host block on a device stage. */
+static void *hcarve(struct dp_model_ctx *c, size_t bytes)
+{
+	return c->st->dev ? carve_in(c->hblock, &c->hblock_bytes, bytes) : carve(c, bytes);
+}
+
+void dp_model_ctx_layout(struct dp_model_ctx *c)
 {
 	const struct dp_model_stage *st = c->st;
 	const size_t T = st->T, H = st->H, F = st->F, E = st->E, K = st->K, S = st->S;
 	const size_t f = sizeof(float), i4 = sizeof(int);
+	const int dev = st->dev != NULL;
 
-	c->block_bytes = 0;
+	c->block_bytes = c->hblock_bytes = 0;
 	c->tokens = carve(c, T * sizeof(int32_t));
 	c->targets = carve(c, T * sizeof(int32_t));
 	c->x_in = carve(c, T * H * f);
 	c->dtop = carve(c, T * H * f);
 	c->logits = st->has_head ? carve(c, T * st->V * f) : NULL;
-	c->scratch = carve(c, S * f);
-	c->L = carve(c, (size_t)st->count * sizeof(*c->L));
+	c->lrow = carve(c, T * sizeof(double));
+	c->lrow_h = dev ? hcarve(c, T * sizeof(double)) : c->lrow;
+	c->L = hcarve(c, (size_t)st->count * sizeof(*c->L));
 	for (int l = 0; l < st->count; l++) {
 		struct lctx tmp = { 0 }, *L = c->L ? &c->L[l] : &tmp;
 
@@ -597,23 +547,35 @@ static void layout_ctx(struct dp_model_ctx *c)
 		L->dk = carve(c, T * H * f);
 		L->dv = carve(c, T * H * f);
 		L->dx = carve(c, T * H * f);
-		L->sel = carve(c, T * K * i4);
-		L->off = carve(c, (E + 1) * i4);
-		L->row_tok = carve(c, T * K * i4);
-		L->tok_row = carve(c, T * K * i4);
-		L->fill = carve(c, E * i4);
-		L->ex = carve(c, E * sizeof(*L->ex));
+		L->sel = hcarve(c, T * K * i4);
+		L->off = hcarve(c, (E + 1) * i4);
+		L->row_tok = hcarve(c, T * K * i4);
+		L->tok_row = hcarve(c, T * K * i4);
+		L->fill = hcarve(c, E * i4);
+		L->ex = hcarve(c, E * sizeof(*L->ex));
+		L->ds = carve(c, T * S * f);
+		if (dev) {
+			L->sel_d = carve(c, T * K * i4);
+			L->row_tok_d = carve(c, T * K * i4);
+			L->tok_row_d = carve(c, T * K * i4);
+			L->wh = hcarve(c, T * K * f);
+		}
 	}
+	if (dev)
+		c->pk = carve(c, T * K * H * f);
 }
 
 int dp_model_ctx_new(struct dp_model_stage *st, struct dp_model_ctx **out, struct dp_err *err)
 {
-	struct dp_model_ctx *c = calloc(1, sizeof(*c));
+	struct dp_model_ctx *c;
 
+	if (st->dev) /* the activations live on the device */
+		return devm_ctx_new(st, out, err);
+	c = calloc(1, sizeof(*c));
 	if (!c)
 		return dp_err_set(err, ENOMEM, "model: out of memory");
 	c->st = st;
-	layout_ctx(c);
+	dp_model_ctx_layout(c);
 	c->block = aligned_alloc(64, c->block_bytes);
 	if (!c->block) {
 		size_t bytes = c->block_bytes;
@@ -623,7 +585,7 @@ int dp_model_ctx_new(struct dp_model_stage *st, struct dp_model_ctx **out, struc
 				  bytes);
 	}
 	memset(c->block, 0, c->block_bytes);
-	layout_ctx(c);
+	dp_model_ctx_layout(c);
 	*out = c;
 	return 0;
 }
@@ -642,6 +604,10 @@ void dp_model_ctx_free(struct dp_model_ctx *ctx)
 {
 	if (!ctx)
 		return;
+	if (ctx->st->dev) {
+		devm_ctx_free(ctx);
+		return;
+	}
 	for (int l = 0; l < ctx->st->count; l++)
 		for (size_t e = 0; e < ctx->st->E; e++)
 			ectx_release(&ctx->L[l].ex[e]);
@@ -651,6 +617,8 @@ void dp_model_ctx_free(struct dp_model_ctx *ctx)
 
 size_t dp_model_ctx_bytes(const struct dp_model_ctx *ctx)
 {
+	if (ctx->st->dev)
+		return devm_ctx_bytes(ctx);
 	const struct dp_model_stage *st = ctx->st;
 	size_t b = ctx->block_bytes;
 
@@ -660,7 +628,7 @@ size_t dp_model_ctx_bytes(const struct dp_model_ctx *ctx)
 	return b;
 }
 
-static struct lctx *layer_ctx(const struct dp_model_ctx *ctx, int layer)
+struct lctx *dp_model_layer_ctx(const struct dp_model_ctx *ctx, int layer)
 {
 	const struct dp_model_stage *st = ctx->st;
 
@@ -671,25 +639,25 @@ static struct lctx *layer_ctx(const struct dp_model_ctx *ctx, int layer)
 
 const struct dp_model_route *dp_model_ctx_route(const struct dp_model_ctx *ctx, int layer)
 {
-	const struct lctx *L = layer_ctx(ctx, layer);
+	const struct lctx *L = dp_model_layer_ctx(ctx, layer);
 
 	return L && L->done >= L_ATTN ? &L->route : NULL;
 }
 
 /* Input of @layer: the stage input or the previous layer's output. */
-static const float *layer_in(const struct dp_model_ctx *ctx, int layer)
+const float *dp_model_layer_in(const struct dp_model_ctx *ctx, int layer)
 {
 	return layer == ctx->st->first ? ctx->x_in : ctx->L[layer - 1 - ctx->st->first].out;
 }
 
 /* Output of the stage's last layer (the stage input if it has none). */
-static const float *stage_out(const struct dp_model_ctx *ctx)
+const float *dp_model_stage_out(const struct dp_model_ctx *ctx)
 {
 	return ctx->st->count ? ctx->L[ctx->st->count - 1].out : ctx->x_in;
 }
 
 /* Gradient of @layer's output: the stage's top grad or the next layer's dx. */
-static const float *layer_dout(const struct dp_model_ctx *ctx, int layer)
+const float *dp_model_layer_dout(const struct dp_model_ctx *ctx, int layer)
 {
 	const struct dp_model_stage *st = ctx->st;
 
@@ -697,7 +665,7 @@ static const float *layer_dout(const struct dp_model_ctx *ctx, int layer)
 }
 
 /* Gradient of the stage input. */
-static const float *stage_din(const struct dp_model_ctx *ctx)
+const float *dp_model_stage_din(const struct dp_model_ctx *ctx)
 {
 	return ctx->st->count ? ctx->L[0].dx : ctx->dtop;
 }
@@ -708,6 +676,8 @@ static int check_ctx(const struct dp_model_stage *st, const struct dp_model_ctx 
 	static const char *const names[] = { "empty", "after forward", "after backward_input" };
 
 	/* constant -EINVAL returns: callers rely on 0 meaning "checked" */
+	if (st->dev && devm_sticky(st, err))
+		return -EIO;
 	if (ctx->st != st) {
 		(void)dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
 		return -EINVAL;
@@ -723,7 +693,7 @@ static int check_ctx(const struct dp_model_stage *st, const struct dp_model_ctx 
 static int check_layer(const struct dp_model_ctx *ctx, int layer, const char *what,
 		       struct lctx **out, struct dp_err *err)
 {
-	struct lctx *L = layer_ctx(ctx, layer);
+	struct lctx *L = dp_model_layer_ctx(ctx, layer);
 
 	if (!L) {
 		(void)dp_err_set(err, EINVAL, "model: %s: layer %d is not in this stage", what,
@@ -740,13 +710,85 @@ static int need_step(const struct dp_model_ctx *ctx, int layer, int step, const 
 {
 	static const char *const names[] = { "nothing", "attn_forward", "combine_forward",
 					     "combine_backward", "attn_backward" };
-	const struct lctx *L = layer_ctx(ctx, layer);
+	const struct lctx *L = dp_model_layer_ctx(ctx, layer);
 
 	if (L && L->done == step)
 		return 0;
 	(void)dp_err_set(err, EINVAL, "model: %s: layer %d is at %s, needs %s", what, layer,
 			 L ? names[L->done] : "?", names[step]);
 	return -EINVAL;
+}
+
+/* ---- kernel arguments ------------------------------------------------------ */
+
+struct dp_dev_kargs dp_model_kargs(const struct dp_model_ctx *c, const struct lctx *L, int id)
+{
+	const struct dp_model_stage *st = c->st;
+	const int dev = st->dev != NULL;
+	const long H = (long)st->H, S = (long)st->S, K = (long)st->K;
+	const float scale = 1.0f / sqrtf((float)st->H);
+
+	/* which field is what: the kernel list in worker/dev_kernels.h */
+	switch (id) {
+	case DP_DEV_K_ATTN_FWD:
+		return (struct dp_dev_kargs){ L->q, L->k,    L->v,    NULL,	  L->p,
+					      L->a, .n0 = H, .n1 = S, .f0 = scale };
+	case DP_DEV_K_ATTN_BWD_Q:
+		return (struct dp_dev_kargs){ L->p,  L->da,   L->v,    L->k,	   L->ds,
+					      L->dq, .n0 = H, .n1 = S, .f0 = scale };
+	case DP_DEV_K_ATTN_BWD_KV:
+		return (struct dp_dev_kargs){ L->ds, L->q,  L->p,    L->da,
+					      L->dk, L->dv, .n0 = H, .n1 = S };
+	case DP_DEV_K_GATE_ROUTE:
+		return (struct dp_dev_kargs){ .y = L->s,
+					      .z = L->w,
+					      .iy = dev ? L->sel_d : L->sel,
+					      .n0 = (long)st->E,
+					      .n1 = K,
+					      .n2 = st->cfg.groups,
+					      .n3 = st->cfg.topk_groups };
+	case DP_DEV_K_COMBINE:
+		return (struct dp_dev_kargs){ L->h,    L->w,
+					      L->ey,   NULL,
+					      L->out,  .ia = dev ? L->tok_row_d : L->tok_row,
+					      .n0 = H, .n1 = K };
+	case DP_DEV_K_COMBINE_BWD: /* the caller sets a = dOut, y = packed dY */
+		return (struct dp_dev_kargs){ NULL,
+					      L->s,
+					      L->w,
+					      L->ey,
+					      NULL,
+					      L->dl,
+					      .ia = dev ? L->tok_row_d : L->tok_row,
+					      .ib = dev ? L->sel_d : L->sel,
+					      .n0 = H,
+					      .n1 = (long)st->E,
+					      .n2 = K };
+	case DP_DEV_K_ADD_ROWS: /* the caller sets a = packed dX */
+		return (struct dp_dev_kargs){
+			.y = L->dh, .ia = dev ? L->tok_row_d : L->tok_row, .n0 = H, .n1 = K
+		};
+	case DP_DEV_K_XENT:
+		return (struct dp_dev_kargs){ .y = c->logits,
+					      .ia = c->targets,
+					      .dy = c->lrow,
+					      .n0 = (long)st->V,
+					      .f0 = 1.0f / (float)(st->M * st->T) };
+	case DP_DEV_K_EMBED_GRAD: /* the caller sets y = the embedding's grad */
+		return (struct dp_dev_kargs){
+			.a = dp_model_stage_din(c), .ia = c->tokens, .n0 = H, .n1 = (long)st->T
+		};
+	default:
+		return (struct dp_dev_kargs){ .n0 = H };
+	}
+}
+
+/* Kernel @id of layer @L (NULL: stage-wide) on the host, @n threads. */
+static void host_k(const struct dp_model_ctx *c, const struct lctx *L, int id, size_t n)
+{
+	const struct dp_dev_kargs a = dp_model_kargs(c, L, id);
+
+	host_run(id, &a, n);
 }
 
 /* ---- forward ------------------------------------------------------------- */
@@ -766,26 +808,32 @@ int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 				  st->has_embed ? "tokens" : "activations");
 	if (st->has_head && !in->targets)
 		return dp_err_set(err, EINVAL, "model: forward: no targets for the loss");
-	if (st->has_embed) {
+	for (size_t t = 0; st->has_embed && t < T; t++)
+		if (in->tokens[t] < 0 || (size_t)in->tokens[t] >= st->V)
+			return dp_err_set(err, EINVAL, "model: token %d is not in 0..%zu",
+					  (int)in->tokens[t], st->V - 1);
+	for (size_t t = 0; st->has_head && t < T; t++)
+		if (in->targets[t] < 0 || (size_t)in->targets[t] >= st->V)
+			return dp_err_set(err, EINVAL, "model: target %d is not in 0..%zu",
+					  (int)in->targets[t], st->V - 1);
+	if (st->dev) { /* a device stage: worker/model_dev.c */
+		int rc = devm_forward_begin(st, ctx, in, err);
+
+		if (rc)
+			return rc;
+	} else if (st->has_embed) {
 		const float *E = st->w + st->tens[st->embed_idx].off;
 
-		for (size_t t = 0; t < T; t++) {
-			if (in->tokens[t] < 0 || (size_t)in->tokens[t] >= st->V)
-				return dp_err_set(err, EINVAL, "model: token %d is not in 0..%zu",
-						  (int)in->tokens[t], st->V - 1);
-			memcpy(ctx->x_in + t * H, E + (size_t)in->tokens[t] * H, H * sizeof(float));
-		}
+		host_run(DP_DEV_K_EMBED,
+			 &(struct dp_dev_kargs){
+				 .a = E, .ia = in->tokens, .y = ctx->x_in, .n0 = (long)H },
+			 T);
 		memcpy(ctx->tokens, in->tokens, T * sizeof(int32_t));
 	} else {
 		memcpy(ctx->x_in, in->x, T * H * sizeof(float));
 	}
-	if (st->has_head) {
-		for (size_t t = 0; t < T; t++)
-			if (in->targets[t] < 0 || (size_t)in->targets[t] >= st->V)
-				return dp_err_set(err, EINVAL, "model: target %d is not in 0..%zu",
-						  (int)in->targets[t], st->V - 1);
+	if (st->has_head && !st->dev)
 		memcpy(ctx->targets, in->targets, T * sizeof(int32_t));
-	}
 	for (int l = 0; l < st->count; l++)
 		ctx->L[l].done = L_NONE;
 	ctx->state = CTX_FWD;
@@ -795,79 +843,27 @@ int dp_model_forward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 static void attention_fwd(const struct dp_model_stage *st, struct dp_model_ctx *ctx, struct lctx *L,
 			  int layer)
 {
-	const size_t T = st->T, H = st->H, S = st->S;
-	const float c = 1.0f / sqrtf((float)H);
-	const float *x = layer_in(ctx, layer);
-	float *sc = ctx->scratch;
+	const size_t T = st->T, H = st->H;
+	const float *x = dp_model_layer_in(ctx, layer);
 
 	mm(x, PW(st, layer, P_WQ), L->q, T, H, H);
 	mm(x, PW(st, layer, P_WK), L->k, T, H, H);
 	mm(x, PW(st, layer, P_WV), L->v, T, H, H);
-	for (size_t t = 0; t < T; t++) {
-		const size_t i = t % S, t0 = t - i;
-		float *p = L->p + t * S, *a = L->a + t * H;
-		float mx = -INFINITY, sum = 0.0f;
-
-		for (size_t j = 0; j <= i; j++) {
-			sc[j] = c * dot(L->q + t * H, L->k + (t0 + j) * H, H);
-			if (sc[j] > mx)
-				mx = sc[j];
-		}
-		for (size_t j = 0; j <= i; j++) {
-			p[j] = expf(sc[j] - mx);
-			sum += p[j];
-		}
-		memset(a, 0, H * sizeof(float));
-		for (size_t j = 0; j <= i; j++) {
-			const float *vj = L->v + (t0 + j) * H;
-
-			p[j] /= sum;
-			for (size_t o = 0; o < H; o++)
-				a[o] += p[j] * vj[o];
-		}
-	}
+	host_k(ctx, L, DP_DEV_K_ATTN_FWD, T);
 	mm(L->a, PW(st, layer, P_WO), L->h, T, H, H);
 	for (size_t i = 0; i < T * H; i++)
 		L->h[i] = x[i] + L->h[i];
 }
 
-static void gate_fwd(const struct dp_model_stage *st, struct lctx *L, int layer)
+static void gate_fwd(const struct dp_model_stage *st, const struct dp_model_ctx *ctx,
+		     struct lctx *L, int layer)
 {
 	const size_t T = st->T, H = st->H, E = st->E, K = st->K;
 
+	/* softmax, routing and the gate weights, token by token */
 	mm(L->h, PW(st, layer, P_WG), L->s, T, H, E);
-	for (size_t t = 0; t < T; t++) {
-		float *s = L->s + t * E, mx = s[0], sum = 0.0f;
-
-		for (size_t e = 1; e < E; e++)
-			if (s[e] > mx)
-				mx = s[e];
-		for (size_t e = 0; e < E; e++) {
-			s[e] = expf(s[e] - mx);
-			sum += s[e];
-		}
-		for (size_t e = 0; e < E; e++)
-			s[e] /= sum;
-		dp_model_route_select(&st->cfg, s, L->sel + t * K);
-		for (size_t k = 0; k < K; k++)
-			L->w[t * K + k] = s[L->sel[t * K + k]];
-	}
-	/* packed layout: by expert, then by token */
-	memset(L->fill, 0, E * sizeof(int));
-	for (size_t i = 0; i < T * K; i++)
-		L->fill[L->sel[i]]++;
-	L->off[0] = 0;
-	for (size_t e = 0; e < E; e++)
-		L->off[e + 1] = L->off[e] + L->fill[e];
-	memset(L->fill, 0, E * sizeof(int));
-	for (size_t t = 0; t < T; t++)
-		for (size_t k = 0; k < K; k++) {
-			const int e = L->sel[t * K + k];
-			const int row = L->off[e] + L->fill[e]++;
-
-			L->row_tok[row] = (int)t;
-			L->tok_row[t * K + k] = row;
-		}
+	host_k(ctx, L, DP_DEV_K_GATE_ROUTE, T);
+	dp_model_pack_route(T, K, E, L->sel, L->fill, L->off, L->row_tok, L->tok_row);
 	L->route = (struct dp_model_route){
 		.tokens = (int)T,
 		.top_k = (int)K,
@@ -892,8 +888,14 @@ int dp_model_attn_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx, i
 	    (layer > st->first &&
 	     (rc = need_step(ctx, layer - 1, L_COMBINED, "attn_forward", err))))
 		return rc;
+	if (st->dev) {
+		rc = devm_attn_forward(st, ctx, L, layer, err);
+		if (!rc)
+			L->done = L_ATTN;
+		return rc;
+	}
 	attention_fwd(st, ctx, L, layer);
-	gate_fwd(st, L, layer);
+	gate_fwd(st, ctx, L, layer);
 	/* shared expert: its output goes to L->out, combine adds the rest */
 	mm(L->h, PW(st, layer, P_S1), L->su, st->T, st->H, st->F);
 	silu(L->su, L->sz, st->T * st->F);
@@ -914,8 +916,11 @@ int dp_model_dispatch(struct dp_model_stage *st, struct dp_model_ctx *ctx, int l
 	rc = need_step(ctx, layer, L_ATTN, "dispatch", err);
 	if (rc)
 		return rc;
-	for (size_t r = 0; r < st->T * st->K; r++)
-		memcpy(packed + r * H, L->h + (size_t)L->row_tok[r] * H, H * sizeof(float));
+	if (st->dev)
+		return devm_dispatch(st, ctx, L, packed, err);
+	host_run(DP_DEV_K_GATHER,
+		 &(struct dp_dev_kargs){ .a = L->h, .ia = L->row_tok, .y = packed, .n0 = (long)H },
+		 st->T * st->K);
 	return 0;
 }
 
@@ -950,6 +955,8 @@ static int check_expert(const struct dp_model_stage *st, struct dp_model_ctx *ct
 	struct lctx *L = NULL;
 	int rc;
 
+	if (st->dev && devm_sticky(st, err))
+		return -EIO;
 	if (ctx->st != st) {
 		(void)dp_err_set(err, EINVAL, "model: %s: context belongs to another stage", what);
 		return -EINVAL;
@@ -980,13 +987,19 @@ int dp_model_expert_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 		return dp_err_set(err, EBUSY,
 				  "model: expert_forward: layer %d expert %d still waits for its W",
 				  layer, e);
-	if (ectx_reserve(x, rows, H, F))
-		return dp_err_set(err, ENOMEM, "model: out of memory for %d expert rows", n);
+	if (st->dev)
+		rc = devm_expert_reserve(st, x, rows, err);
+	else if (ectx_reserve(x, rows, H, F))
+		rc = dp_err_set(err, ENOMEM, "model: out of memory for %d expert rows", n);
+	if (rc)
+		return rc;
 	x->n = rows;
 	x->fwd = 1;
 	x->bwd = 0;
 	if (!rows)
 		return 0;
+	if (st->dev)
+		return devm_expert_forward(st, x, layer, e, in, out, err);
 	memcpy(x->in, in, rows * H * sizeof(float));
 	mm(x->in, PW(st, layer, P_E1(e)), x->u, rows, H, F);
 	silu(x->u, x->z, rows * F);
@@ -1008,22 +1021,11 @@ int dp_model_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *ctx
 	if (rc)
 		return rc;
 	L->done = L_COMBINED;
+	if (st->dev)
+		return devm_combine_forward(st, ctx, L, packed_out, err);
 	memcpy(L->ey, packed_out, T * K * H * sizeof(float));
 	/* out = (h + shared) + w_0 y_0 + w_1 y_1 + ... in slot order */
-	for (size_t t = 0; t < T; t++) {
-		float *o = L->out + t * H;
-		const float *h = L->h + t * H;
-
-		for (size_t i = 0; i < H; i++)
-			o[i] = h[i] + o[i];
-		for (size_t k = 0; k < K; k++) {
-			const float wk = L->w[t * K + k];
-			const float *y = L->ey + (size_t)L->tok_row[t * K + k] * H;
-
-			for (size_t i = 0; i < H; i++)
-				o[i] += wk * y[i];
-		}
-	}
+	host_k(ctx, L, DP_DEV_K_COMBINE, T);
 	return 0;
 }
 
@@ -1031,7 +1033,7 @@ int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, fl
 			 double *loss, struct dp_err *err)
 {
 	const size_t T = st->T, H = st->H, V = st->V;
-	const float *h = stage_out(ctx);
+	const float *h = dp_model_stage_out(ctx);
 	int rc;
 
 	rc = check_ctx(st, ctx, CTX_FWD, "forward_end", err);
@@ -1040,32 +1042,20 @@ int dp_model_forward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, fl
 	for (int l = st->first; l < st->first + st->count; l++)
 		if ((rc = need_step(ctx, l, L_COMBINED, "forward_end", err)))
 			return rc;
+	if (st->dev)
+		return devm_forward_end(st, ctx, y, loss, err);
 	if (!st->has_head) {
 		if (y)
 			memcpy(y, h, T * H * sizeof(float));
 		return 0;
 	}
 	/* logits, then in place the gradient of the loss share wrt the logits */
-	const float scale = 1.0f / (float)(st->M * T);
 	double total = 0.0;
 
 	mm(h, st->w + st->tens[st->head_idx].off, ctx->logits, T, H, V);
-	for (size_t t = 0; t < T; t++) {
-		float *z = ctx->logits + t * V, mx = z[0];
-		const size_t tgt = (size_t)ctx->targets[t];
-		double sum;
-
-		for (size_t j = 1; j < V; j++)
-			if (z[j] > mx)
-				mx = z[j];
-		sum = exp((double)(z[0] - mx)); /* >= 1 once the max is added */
-		for (size_t j = 1; j < V; j++)
-			sum += exp((double)(z[j] - mx));
-		total += (double)mx + log(sum) - (double)z[tgt];
-		for (size_t j = 0; j < V; j++)
-			z[j] = (float)(exp((double)(z[j] - mx)) / sum) * scale;
-		z[tgt] -= scale;
-	}
+	host_k(ctx, NULL, DP_DEV_K_XENT, T);
+	for (size_t t = 0; t < T; t++) /* token order */
+		total += ctx->lrow[t];
 	if (loss)
 		*loss = total / (double)(st->M * T);
 	return 0;
@@ -1113,13 +1103,16 @@ int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 	for (int l = st->first; l < st->first + st->count; l++)
 		if ((rc = need_step(ctx, l, L_COMBINED, "backward_input", err)))
 			return rc;
-	if (st->has_head) {
+	if (!st->has_head && !dy)
+		return dp_err_set(err, EINVAL, "model: backward_input: no output gradient");
+	if (st->dev)
+		rc = devm_backward_begin(st, ctx, dy, err);
+	else if (st->has_head)
 		mm_t(ctx->logits, st->w + st->tens[st->head_idx].off, ctx->dtop, T, H, st->V, 0);
-	} else {
-		if (!dy)
-			return dp_err_set(err, EINVAL, "model: backward_input: no output gradient");
+	else
 		memcpy(ctx->dtop, dy, T * H * sizeof(float));
-	}
+	if (rc)
+		return rc;
 	ctx->state = CTX_BWD_INPUT;
 	return 0;
 }
@@ -1127,7 +1120,8 @@ int dp_model_backward_begin(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			      float *packed_dy, struct dp_err *err)
 {
-	const size_t T = st->T, H = st->H, F = st->F, E = st->E, K = st->K;
+	const size_t T = st->T, H = st->H, F = st->F, E = st->E;
+	struct dp_dev_kargs kb;
 	const float *dout = NULL;
 	struct lctx *L = NULL;
 	int rc;
@@ -1139,30 +1133,17 @@ int dp_model_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *ct
 	     (rc = need_step(ctx, layer + 1, L_ATTN_BWD, "combine_backward", err))))
 		return rc;
 	L->done = L_COMBINE_BWD;
-	dout = layer_dout(ctx, layer);
+	if (st->dev)
+		return devm_combine_backward(st, ctx, L, layer, packed_dy, err);
+	dout = dp_model_layer_dout(ctx, layer);
 	/* shared expert */
 	mm_t(dout, PW(st, layer, P_S2), L->dsu, T, F, H, 0);
 	silu_back(L->su, L->dsu, T * F);
 	/* routed: packed dY = w * dOut; dw = dOut . y; softmax backward */
-	memset(L->dl, 0, T * E * sizeof(float));
-	for (size_t t = 0; t < T; t++) {
-		const float *d = dout + t * H, *s = L->s + t * E;
-		float *dl = L->dl + t * E, sds = 0.0f;
-
-		for (size_t k = 0; k < K; k++) {
-			const size_t row = (size_t)L->tok_row[t * K + k];
-			const float wk = L->w[t * K + k];
-			float *py = packed_dy + row * H;
-
-			dl[L->sel[t * K + k]] = dot(d, L->ey + row * H, H);
-			for (size_t i = 0; i < H; i++)
-				py[i] = wk * d[i];
-		}
-		for (size_t e = 0; e < E; e++)
-			sds += s[e] * dl[e];
-		for (size_t e = 0; e < E; e++)
-			dl[e] = s[e] * (dl[e] - sds);
-	}
+	kb = dp_model_kargs(ctx, L, DP_DEV_K_COMBINE_BWD);
+	kb.a = dout;
+	kb.y = packed_dy;
+	host_run(DP_DEV_K_COMBINE_BWD, &kb, T);
 	/* dh = dOut + shared + gate; attn_backward adds the experts */
 	memcpy(L->dh, dout, T * H * sizeof(float));
 	mm_t(L->dsu, PW(st, layer, P_S1), L->dh, T, H, F, 1);
@@ -1192,6 +1173,8 @@ int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ct
 	x->bwd = 1;
 	if (!rows)
 		return 0;
+	if (st->dev)
+		return devm_expert_backward_input(st, x, layer, e, dout, din, err);
 	memcpy(x->dy, dout, rows * H * sizeof(float));
 	mm_t(x->dy, PW(st, layer, P_E2(e)), x->du, rows, F, H, 0);
 	silu_back(x->u, x->du, rows * F);
@@ -1202,35 +1185,13 @@ int dp_model_expert_backward_input(struct dp_model_stage *st, struct dp_model_ct
 static void attention_bwd(const struct dp_model_stage *st, struct dp_model_ctx *ctx, struct lctx *L,
 			  int layer)
 {
-	const size_t T = st->T, H = st->H, S = st->S;
-	const float c = 1.0f / sqrtf((float)H);
-	float *dp = ctx->scratch;
+	const size_t T = st->T, H = st->H;
 
 	mm_t(L->dh, PW(st, layer, P_WO), L->da, T, H, H, 0);
-	memset(L->dk, 0, T * H * sizeof(float));
-	memset(L->dv, 0, T * H * sizeof(float));
-	for (size_t t = 0; t < T; t++) {
-		const size_t i = t % S, t0 = t - i;
-		const float *p = L->p + t * S, *da = L->da + t * H, *q = L->q + t * H;
-		float *dq = L->dq + t * H, sum = 0.0f;
-
-		for (size_t j = 0; j <= i; j++) {
-			dp[j] = dot(da, L->v + (t0 + j) * H, H);
-			sum += p[j] * dp[j];
-		}
-		memset(dq, 0, H * sizeof(float));
-		for (size_t j = 0; j <= i; j++) {
-			const float g = c * (p[j] * (dp[j] - sum));
-			const float *kj = L->k + (t0 + j) * H;
-			float *dk = L->dk + (t0 + j) * H, *dv = L->dv + (t0 + j) * H;
-
-			for (size_t o = 0; o < H; o++) {
-				dq[o] += g * kj[o];
-				dk[o] += g * q[o];
-				dv[o] += p[j] * da[o];
-			}
-		}
-	}
+	/* per query token: score grads and dq; per key token: dk, dv summed
+	 * over the later queries in query order */
+	host_k(ctx, L, DP_DEV_K_ATTN_BWD_Q, T);
+	host_k(ctx, L, DP_DEV_K_ATTN_BWD_KV, T);
 	/* dx = dh + dq Wq' + dk Wk' + dv Wv' */
 	memcpy(L->dx, L->dh, T * H * sizeof(float));
 	mm_t(L->dq, PW(st, layer, P_WQ), L->dx, T, H, H, 1);
@@ -1241,7 +1202,7 @@ static void attention_bwd(const struct dp_model_stage *st, struct dp_model_ctx *
 int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, int layer,
 			   const float *packed_dx, struct dp_err *err)
 {
-	const size_t T = st->T, H = st->H, K = st->K;
+	struct dp_dev_kargs kb;
 	struct lctx *L = NULL;
 	int rc;
 
@@ -1250,14 +1211,11 @@ int dp_model_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, 
 	    (rc = need_step(ctx, layer, L_COMBINE_BWD, "attn_backward", err)))
 		return rc;
 	L->done = L_ATTN_BWD;
-	for (size_t t = 0; t < T; t++)
-		for (size_t k = 0; k < K; k++) {
-			const float *g = packed_dx + (size_t)L->tok_row[t * K + k] * H;
-			float *dh = L->dh + t * H;
-
-			for (size_t i = 0; i < H; i++)
-				dh[i] += g[i];
-		}
+	if (st->dev)
+		return devm_attn_backward(st, ctx, L, layer, packed_dx, err);
+	kb = dp_model_kargs(ctx, L, DP_DEV_K_ADD_ROWS);
+	kb.a = packed_dx;
+	host_run(DP_DEV_K_ADD_ROWS, &kb, st->T);
 	attention_bwd(st, ctx, L, layer);
 	return 0;
 }
@@ -1272,8 +1230,10 @@ int dp_model_backward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, f
 		return rc;
 	if (st->count && (rc = need_step(ctx, st->first, L_ATTN_BWD, "backward_end", err)))
 		return rc;
+	if (dx && !st->has_embed && st->dev)
+		return devm_backward_end(st, ctx, dx, err);
 	if (dx && !st->has_embed)
-		memcpy(dx, stage_din(ctx), st->T * st->H * sizeof(float));
+		memcpy(dx, dp_model_stage_din(ctx), st->T * st->H * sizeof(float));
 	return 0;
 }
 
@@ -1282,25 +1242,20 @@ int dp_model_backward_end(struct dp_model_stage *st, struct dp_model_ctx *ctx, f
 static void head_w(const struct dp_model_stage *st, const struct dp_model_ctx *ctx)
 {
 	if (st->has_head)
-		mm_grad(stage_out(ctx), ctx->logits, st->g + st->tens[st->head_idx].off, st->T,
-			st->H, st->V);
+		mm_grad(dp_model_stage_out(ctx), ctx->logits, st->g + st->tens[st->head_idx].off,
+			st->T, st->H, st->V);
 }
 
 static void embed_w(const struct dp_model_stage *st, const struct dp_model_ctx *ctx)
 {
-	const size_t H = st->H;
-	const float *d = stage_din(ctx);
-	float *G;
+	struct dp_dev_kargs kb;
 
 	if (!st->has_embed)
 		return;
-	G = st->g + st->tens[st->embed_idx].off;
-	for (size_t t = 0; t < st->T; t++) {
-		float *gr = G + (size_t)ctx->tokens[t] * H;
-
-		for (size_t i = 0; i < H; i++)
-			gr[i] += d[t * H + i];
-	}
+	/* one vocabulary row each, its tokens in order */
+	kb = dp_model_kargs(ctx, NULL, DP_DEV_K_EMBED_GRAD);
+	kb.y = st->g + st->tens[st->embed_idx].off;
+	host_run(DP_DEV_K_EMBED_GRAD, &kb, st->V);
 }
 
 /* Gate and shared-expert weights of one layer (after combine_backward). */
@@ -1311,7 +1266,7 @@ static void combine_w(const struct dp_model_stage *st, const struct dp_model_ctx
 
 	mm_grad(L->h, L->dl, PG(st, layer, P_WG), T, H, st->E);
 	mm_grad(L->h, L->dsu, PG(st, layer, P_S1), T, H, F);
-	mm_grad(L->sz, layer_dout(ctx, layer), PG(st, layer, P_S2), T, F, H);
+	mm_grad(L->sz, dp_model_layer_dout(ctx, layer), PG(st, layer, P_S2), T, F, H);
 }
 
 static void expert_w(const struct dp_model_stage *st, struct ectx *x, int layer, int e)
@@ -1338,6 +1293,8 @@ int dp_model_expert_backward_weight(struct dp_model_stage *st, struct dp_model_c
 				  "model: expert_backward_weight: layer %d expert %d has no "
 				  "backward_input",
 				  layer, e);
+	if (st->dev)
+		return devm_expert_w(st, x, layer, e, err);
 	expert_w(st, x, layer, e);
 	return 0;
 }
@@ -1347,7 +1304,7 @@ static void attn_w(const struct dp_model_stage *st, const struct dp_model_ctx *c
 		   const struct lctx *L, int layer)
 {
 	const size_t T = st->T, H = st->H;
-	const float *x = layer_in(ctx, layer);
+	const float *x = dp_model_layer_in(ctx, layer);
 
 	mm_grad(x, L->dq, PG(st, layer, P_WQ), T, H, H);
 	mm_grad(x, L->dk, PG(st, layer, P_WK), T, H, H);
@@ -1365,9 +1322,15 @@ int dp_model_backward_weight(struct dp_model_stage *st, struct dp_model_ctx *ctx
 		return rc;
 	if (st->count && (rc = need_step(ctx, st->first, L_ATTN_BWD, "backward_weight", err)))
 		return rc;
+	if (st->dev) {
+		rc = devm_backward_weight(st, ctx, err);
+		if (!rc)
+			ctx->state = CTX_EMPTY;
+		return rc;
+	}
 	head_w(st, ctx);
 	for (int l = st->first + st->count - 1; l >= st->first; l--) {
-		struct lctx *L = layer_ctx(ctx, l);
+		struct lctx *L = dp_model_layer_ctx(ctx, l);
 
 		combine_w(st, ctx, L, l);
 		for (size_t e = 0; e < st->E; e++)
@@ -1394,8 +1357,8 @@ static int backward_local(struct dp_model_stage *st, struct dp_model_ctx *ctx, c
 	if (fused)
 		head_w(st, ctx);
 	for (int l = st->first + st->count - 1; !rc && l >= st->first; l--) {
-		struct lctx *L = layer_ctx(ctx, l);
-		const int *off = L->off;
+		struct lctx *L = fused ? dp_model_layer_ctx(ctx, l) : NULL;
+		const int *off = dp_model_ctx_route(ctx, l)->offset;
 
 		rc = dp_model_combine_backward(st, ctx, l, st->pk_a, err);
 		if (!rc && fused)
@@ -1430,5 +1393,11 @@ int dp_model_backward_input(struct dp_model_stage *st, struct dp_model_ctx *ctx,
 int dp_model_backward(struct dp_model_stage *st, struct dp_model_ctx *ctx, const float *dy,
 		      float *dx, struct dp_err *err)
 {
+	int rc;
+
+	if (st->dev) { /* device stage: W after the whole I, as backward_input */
+		rc = backward_local(st, ctx, dy, dx, 0, err);
+		return rc ? rc : dp_model_backward_weight(st, ctx, err);
+	}
 	return backward_local(st, ctx, dy, dx, 1, err);
 }

@@ -356,7 +356,7 @@ static uint64_t bits(double x)
 }
 
 /* Uninterrupted 6 steps vs 3 steps, stop, resume to 6. */
-static void check_resume(enum dp_sched_algo algo, int pp, int micro)
+static void check_resume(enum dp_sched_algo algo, int pp, int micro, const char *backend)
 {
 	char *da = make_tmpdir(), *db = make_tmpdir();
 	struct dp_ckpt_cfg ca = { .dir = da, .every = 2 }, cb = { .dir = db, .every = 3 };
@@ -365,6 +365,7 @@ static void check_resume(enum dp_sched_algo algo, int pp, int micro)
 	long start = -1;
 
 	test_cfg(&xc, algo, pp, micro);
+	xc.backend = backend;
 	run_train(&xc, &ca, 6, &start, la);
 	assert_int_equal(start, 0);
 	run_train(&xc, &cb, 3, &start, lb); /* checkpoint at 3, then "stop" */
@@ -393,22 +394,31 @@ static void check_resume(enum dp_sched_algo algo, int pp, int micro)
 static void resume_dualpipe(void **state)
 {
 	(void)state;
-	check_resume(DP_SCHED_DUALPIPE, 2, 4);
-	check_resume(DP_SCHED_DUALPIPE, 4, 8);
+	check_resume(DP_SCHED_DUALPIPE, 2, 4, NULL);
+	check_resume(DP_SCHED_DUALPIPE, 4, 8, NULL);
 }
 
 static void resume_1f1b(void **state)
 {
 	(void)state;
-	check_resume(DP_SCHED_1F1B, 2, 4);
-	check_resume(DP_SCHED_1F1B, 3, 4);
+	check_resume(DP_SCHED_1F1B, 2, 4, NULL);
+	check_resume(DP_SCHED_1F1B, 3, 4, NULL);
 }
 
 static void resume_zb1p_dualpipev(void **state)
 {
 	(void)state;
-	check_resume(DP_SCHED_ZB1P, 2, 4);
-	check_resume(DP_SCHED_DUALPIPEV, 2, 4);
+	check_resume(DP_SCHED_ZB1P, 2, 4, NULL);
+	check_resume(DP_SCHED_DUALPIPEV, 2, 4, NULL);
+}
+
+/* The same on the "emu" device backend: the load writes the stages' host
+ * mirrors and commits them to the device (dp_model_stage_flat_commit). */
+static void resume_on_device_backend(void **state)
+{
+	(void)state;
+	check_resume(DP_SCHED_DUALPIPE, 2, 4, "emu");
+	check_resume(DP_SCHED_ZB1P, 2, 4, "emu");
 }
 
 /* A directory with good checkpoints at steps 2 and 4 (1f1b pp 2). */
@@ -1217,6 +1227,7 @@ int main(void)
 		cmocka_unit_test(resume_dualpipe),
 		cmocka_unit_test(resume_1f1b),
 		cmocka_unit_test(resume_zb1p_dualpipev),
+		cmocka_unit_test(resume_on_device_backend),
 		cmocka_unit_test(corrupt_byte_is_skipped),
 		cmocka_unit_test(truncated_file_is_skipped),
 		cmocka_unit_test(missing_manifest_or_file_is_skipped),

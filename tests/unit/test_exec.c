@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "sched/dp_sched.h"
+#include "worker/dp_dev.h"
 #include "worker/dp_exec.h"
 #include "tests/unit/dp_test.h"
 
@@ -71,8 +72,9 @@ struct tcase {
 	int pp, ep, micro;
 	int dp; /* 0 or 1: none */
 	int overlap;
-	const char *transport; /* ep > 1: "shm" or "tcp" */
 	int two_hop;	       /* tcp: two nodes x ep/2 ranks, two-hop */
+	const char *transport; /* ep > 1: "shm" or "tcp" */
+	const char *backend;   /* model backend: NULL (cpu) or "emu" */
 };
 
 static void test_cfg(struct dp_model_cfg *m)
@@ -235,7 +237,8 @@ static void run_pipeline(const struct tcase *tc, struct rank_res *res)
 						   .rank = r,
 						   .ep = ep,
 						   .dp = dp,
-						   .overlap = tc->overlap };
+						   .overlap = tc->overlap,
+						   .backend = tc->backend };
 			struct dp_a2a_comm_cfg cc;
 			int code;
 
@@ -650,6 +653,34 @@ static void train_local_prints_a_falling_loss(void **state)
 	assert_true(last < first / 2);
 }
 
+/* --backend emu prints the losses of the host model (to the printed 6
+ * digits); an unknown backend is a usage error naming it. */
+static void train_local_backend_option(void **state)
+{
+	/* the same run on each backend: only the last argument differs */
+	char *args[] = { "dpworker",  "--train-local", "--algo=zb1p", "--pp=2", "--micro=4",
+			 "--steps=3", "--layers=2",    "--backend",   "cpu" };
+	const int nargs = (int)(sizeof(args) / sizeof(args[0]));
+	char *bad[] = { "dpworker", "--train-local", "--backend", "tpu" };
+	char *buf = NULL;
+	size_t len = 0;
+	double f0, l0, f1, l1;
+	FILE *err;
+
+	(void)state;
+	train_local_losses(args, nargs, &f0, &l0);
+	args[nargs - 1] = "emu";
+	train_local_losses(args, nargs, &f1, &l1);
+	assert_true(f0 > 0 && l0 < f0);
+	assert_true(fabs(f0 - f1) <= 2e-6 && fabs(l0 - l1) <= 2e-6);
+	err = open_memstream(&buf, &len);
+	assert_non_null(err);
+	assert_int_equal(dp_worker_cmd_train(4, bad, stdout, err), 64);
+	(void)fclose(err);
+	assert_non_null(strstr(buf, "unknown backend 'tpu'"));
+	free(buf);
+}
+
 /* The EP fabric does not change a number: shm, and tcp with every EP rank
  * its own paced "node" (--ep-mbps), print the same losses. */
 static void train_local_ep_fabrics_agree(void **state)
@@ -873,6 +904,103 @@ static void ep_1f1b_and_others_match_reference(void **state)
 	check_tcase(&tcp); /* two "nodes" of one rank, two-hop over tcp */
 }
 
+/* The executor on a device backend (worker/dp_dev.h) against "cpu", same
+ * schedule and links.  "emu": every rank's loss shares within 1e-6
+ * relative, each chunk's gradients after step 0 within 1e-5 max|g| + 1e-6
+ * per tensor and its values after the last step within 1e-4 max|w| + 1e-5
+ * (Adam amplifies rounding in small gradients; docs/model.md, "Device
+ * backend").  "cuda" (cuBLAS sums in its own order, and a near-tie may
+ * route a token differently): the losses within 1e-3 relative only.  This
+ * runs the device stage through the executor's component calls, the
+ * DualPipe gradient exchange, the EP and the DP all-reduce (flat_commit). */
+static void check_backend(const char *backend, double loss_rel, int params)
+{
+	static const struct tcase cases[] = {
+		{ .algo = DP_SCHED_DUALPIPE, .pp = 2, .micro = 4 },
+		{ .algo = DP_SCHED_1F1B, .pp = 2, .micro = 4 },
+		{ .algo = DP_SCHED_ZB1P, .pp = 2, .micro = 4 },
+		{ .algo = DP_SCHED_DUALPIPE,
+		  .pp = 2,
+		  .ep = 2,
+		  .micro = 4,
+		  .overlap = 1,
+		  .transport = "shm" },
+		{ .algo = DP_SCHED_1F1B, .pp = 2, .dp = 2, .micro = 4 },
+	};
+	struct dp_model_cfg mc;
+	double worst_g = 0, worst_w = 0, worst_l = 0;
+
+	test_cfg(&mc);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tcase dev = cases[i];
+		const int ep = dev.ep > 1 ? dev.ep : 1, n = (dev.dp > 1 ? dev.dp : 1) * dev.pp * ep;
+		struct rank_res a[MAX_RANKS], b[MAX_RANKS];
+		char what[96];
+
+		memset(a, 0, sizeof(a));
+		memset(b, 0, sizeof(b));
+		dev.backend = backend;
+		run_pipeline(&cases[i], a);
+		run_pipeline(&dev, b);
+		for (int r = 0; r < n; r++) {
+			assert_int_equal(a[r].nch, b[r].nch);
+			for (int k = 0; k < STEPS; k++) {
+				const double d = fabs(a[r].loss[k] - b[r].loss[k]);
+
+				worst_l = fmax(worst_l, a[r].loss[k] > 0 ? d / a[r].loss[k] : d);
+				assert_true(d <= loss_rel * fabs(a[r].loss[k]));
+			}
+			for (int c = 0; params && c < a[r].nch; c++) {
+				struct dp_model_stage *st = NULL;
+
+				assert_int_equal(dp_model_stage_new_split(
+							 &mc, dev.pp, a[r].ch[c].stage, &st, NULL),
+						 0);
+				(void)snprintf(what, sizeof(what), "%s ep %d %s rank %d chunk %d",
+					       dp_sched_algo_name(dev.algo), ep, backend, r, c);
+				worst_g = fmax(worst_g,
+					       compare_flat(st, b[r].ch[c].g, a[r].ch[c].g, 1e-5,
+							    1e-6, what, ep, r % ep, 0));
+				worst_w = fmax(worst_w,
+					       compare_flat(st, b[r].ch[c].w, a[r].ch[c].w, 1e-4,
+							    1e-5, what, ep, r % ep, 0));
+				dp_model_stage_free(st);
+			}
+		}
+		free_res(a, n);
+		free_res(b, n);
+	}
+	print_message("%s vs cpu executor: worst loss %.3g relative, |dg|/max|g| %.3g, "
+		      "|dw|/max|w| %.3g\n",
+		      backend, worst_l, worst_g, worst_w);
+}
+
+static void emu_backend_matches_cpu(void **state)
+{
+	(void)state;
+	check_backend("emu", 1e-6, 1);
+}
+
+/* Skipped without a CUDA build or a GPU (the ranks would fail to start). */
+static void cuda_backend_matches_cpu(void **state)
+{
+	struct dp_model_cfg mc;
+	struct dp_model_stage *st = NULL;
+	struct dp_err err = { 0 };
+	int rc;
+
+	(void)state;
+	test_cfg(&mc);
+	rc = dp_model_stage_new_split_dev(&mc, 1, 0, "cuda", 0, &st, &err);
+	dp_model_stage_free(st);
+	if (rc == -ENOSYS || rc == -ENODEV) {
+		print_message("skip: %s\n", err.msg);
+		skip();
+	}
+	assert_int_equal(rc, 0);
+	check_backend("cuda", 1e-3, 0);
+}
+
 /* The four-component overlap moves no number: overlapped and plain runs
  * give bit-identical losses, gradients and parameters, and the overlapped
  * run really computed while exchanges were in flight. */
@@ -985,6 +1113,9 @@ int main(void)
 		cmocka_unit_test(ep_dualpipe_matches_reference),
 		cmocka_unit_test(ep_1f1b_and_others_match_reference),
 		cmocka_unit_test(ep_overlap_changes_no_number),
+		cmocka_unit_test(emu_backend_matches_cpu),
+		cmocka_unit_test(cuda_backend_matches_cpu),
+		cmocka_unit_test(train_local_backend_option),
 		cmocka_unit_test(ep_bad_config_is_rejected),
 		cmocka_unit_test(train_over_tcp_with_ep_matches_reference),
 		cmocka_unit_test(train_local_ep_fabrics_agree),
