@@ -92,6 +92,7 @@ struct dp_recipe {
 
 	struct {
 		struct dp_hostlist *hosts;		/* required; expanded, >= 1 host */
+		struct dp_hostlist *spares;		/* ssh only; replace failed hosts; NULL: none */
 		enum dp_recipe_launcher launcher;	/* default local */
 		char *user;				/* ssh user; NULL: the current user */
 		int port;				/* ssh port; default 22 */

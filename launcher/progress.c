@@ -52,6 +52,8 @@ static const char *type_name(enum dp_ctl_event_type t)
 		return "failure";
 	case DP_CTL_EV_RESTART:
 		return "restart";
+	case DP_CTL_EV_REPLACE:
+		return "replace";
 	case DP_CTL_EV_DONE:
 		return "done";
 	}
@@ -124,6 +126,11 @@ char *dp_progress_event_json(const struct dp_ctl_event *ev)
 		break;
 	case DP_CTL_EV_RESTART:
 		(void)json_object_set_new(o, "after", json_string(ev->msg ? ev->msg : ""));
+		break;
+	case DP_CTL_EV_REPLACE:
+		(void)json_object_set_new(o, "host", json_string(ev->host ? ev->host : ""));
+		(void)json_object_set_new(o, "spare", json_string(ev->spare ? ev->spare : ""));
+		(void)json_object_set_new(o, "msg", json_string(ev->msg ? ev->msg : ""));
 		break;
 	case DP_CTL_EV_FAILURE:
 	case DP_CTL_EV_DONE:
@@ -239,6 +246,11 @@ void dp_progress_event(void *arg, const struct dp_ctl_event *ev)
 		break;
 	case DP_CTL_EV_PROGRESS:
 		show_progress(p, ev);
+		break;
+	case DP_CTL_EV_REPLACE:
+		live_erase(p);
+		(void)fprintf(p->cfg.status, "%s\n", ev->msg ? ev->msg : "");
+		(void)fflush(p->cfg.status);
 		break;
 	case DP_CTL_EV_FAILURE:
 	case DP_CTL_EV_DONE:
