@@ -28,7 +28,9 @@ static void test_fail_only_on(void)
 			char a[INET_ADDRSTRLEN];
 
 			if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET &&
-			    inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)i->ifa_addr)->sin_addr,
+			    inet_ntop(AF_INET,
+				      &((const struct sockaddr_in *)(const void *)i->ifa_addr)
+					       ->sin_addr,
 				      a, sizeof(a)) &&
 			    strcmp(a, want) == 0)
 				here = 1;

@@ -13,6 +13,7 @@
 
 #include "common/dp_hostlist.h"
 #include "launcher/dp_launcher.h"
+#include "launcher/dp_notify.h"
 #include "tests/unit/dp_test.h"
 
 #define MODEL                                                                                      \
@@ -53,16 +54,17 @@ static void spares_parse_as_a_hostlist(void **state)
 	assert_string_equal(dp_hostlist_get(r->cluster.spares, 1), "s2");
 	dp_recipe_free(r);
 	/* a list, as cluster.hosts takes */
-	assert_int_equal(load("cluster:\n  hosts: 'n[1-2]'\n  launcher: ssh\n  spares: [x, 'y[3-4]']\n" MODEL,
-			      &r, first, sizeof(first)),
-			 0);
+	assert_int_equal(
+		load("cluster:\n  hosts: 'n[1-2]'\n  launcher: ssh\n  spares: [x, 'y[3-4]']\n" MODEL,
+		     &r, first, sizeof(first)),
+		0);
 	assert_int_equal(dp_hostlist_count(r->cluster.spares), 3);
 	assert_string_equal(dp_hostlist_get(r->cluster.spares, 2), "y4");
 	dp_recipe_free(r);
 	/* default: none */
-	assert_int_equal(load("cluster: {hosts: 'n[1-2]', launcher: ssh}\n" MODEL, &r, first,
-			      sizeof(first)),
-			 0);
+	assert_int_equal(
+		load("cluster: {hosts: 'n[1-2]', launcher: ssh}\n" MODEL, &r, first, sizeof(first)),
+		0);
 	assert_null(r->cluster.spares);
 	dp_recipe_free(r);
 }
@@ -73,15 +75,16 @@ static void spare_that_is_a_host_is_refused(void **state)
 	char first[512];
 
 	(void)state;
-	assert_int_equal(load("cluster:\n  hosts: 'n[1-2]'\n  launcher: ssh\n  spares: 'n[2-3]'\n" MODEL,
-			      &r, first, sizeof(first)),
-			 -EINVAL);
+	assert_int_equal(
+		load("cluster:\n  hosts: 'n[1-2]'\n  launcher: ssh\n  spares: 'n[2-3]'\n" MODEL, &r,
+		     first, sizeof(first)),
+		-EINVAL);
 	assert_string_equal(first,
 			    "r.yaml:4:11: error: key 'cluster.spares': spare 'n2' is also in "
 			    "cluster.hosts");
 	/* a spare listed twice */
-	assert_int_equal(load("cluster:\n  hosts: n1\n  launcher: ssh\n  spares: [s1, s1]\n" MODEL, &r,
-			      first, sizeof(first)),
+	assert_int_equal(load("cluster:\n  hosts: n1\n  launcher: ssh\n  spares: [s1, s1]\n" MODEL,
+			      &r, first, sizeof(first)),
 			 -EINVAL);
 	if (!strstr(first, "r.yaml:4:11:") || !strstr(first, "'s1' is listed more than once"))
 		fail_msg("%s", first);
@@ -99,9 +102,10 @@ static void spares_need_the_ssh_launcher(void **state)
 	if (!strstr(first, "r.yaml:3:11: error: key 'cluster.spares': spares need launcher "
 			   "'ssh', got 'local'"))
 		fail_msg("%s", first);
-	assert_int_equal(load("cluster:\n  hosts: 'n[1-2]'\n  launcher: slurm\n  spares: s1\n" MODEL,
-			      &r, first, sizeof(first)),
-			 -EINVAL);
+	assert_int_equal(
+		load("cluster:\n  hosts: 'n[1-2]'\n  launcher: slurm\n  spares: s1\n" MODEL, &r,
+		     first, sizeof(first)),
+		-EINVAL);
 	if (!strstr(first, "key 'cluster.spares': spares need launcher 'ssh', got 'slurm'"))
 		fail_msg("%s", first);
 }
@@ -135,6 +139,33 @@ static void plan_and_dry_run_show_the_spares(void **state)
 	dp_test_run_free(&r);
 	(void)unlink(path);
 	free(path);
+}
+
+/* The restart webhook carries the replacement line. */
+static void restart_webhook_names_the_spare(void **state)
+{
+	struct dp_notify_event ev = { .kind = DP_NOTIFY_RESTART,
+				      .run_id = "r1",
+				      .step = -1,
+				      .attempt = 1,
+				      .rank = -1,
+				      .exit_code = -1,
+				      .root_cause = "restart 1: node n2 failed (rank-exit); "
+						    "replaced by spare s1",
+				      .time = 1 };
+	char *s = dp_notify_event_json(&ev, NULL);
+	json_t *o;
+
+	(void)state;
+	assert_non_null(s);
+	o = json_loads(s, 0, NULL);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "root_cause")), ev.root_cause);
+	assert_string_equal(json_string_value(json_object_get(o, "text")),
+			    "dpctl run r1 restarting (restart 1): restart 1: node n2 failed "
+			    "(rank-exit); replaced by spare s1");
+	json_decref(o);
+	free(s);
 }
 
 /* ---- a restart on a spare, across namespace nodes ---------------------------- */
@@ -180,8 +211,8 @@ static int leftovers(int id)
 static void failed_node_is_replaced_by_a_spare(void **state)
 {
 	char cmd[600], st[256] = "", text[1400], kh[300], ck[] = "/tmp/dp-spares-XXXXXX",
-			  run[] = "/tmp/dp-spares-run-XXXXXX", want[160], node2[32], node3[32],
-			  env[160];
+		       run[] = "/tmp/dp-spares-run-XXXXXX", want[160], node2[32], node3[32],
+		       env[160];
 	struct dp_test_run a = { 0 }, b = { 0 };
 	json_t *ta = NULL, *tb = NULL, *done = NULL, *rep = NULL;
 	int id = 20 + (getpid() + 13) % 200, rc, left;
@@ -284,6 +315,7 @@ int main(void)
 		cmocka_unit_test(spare_that_is_a_host_is_refused),
 		cmocka_unit_test(spares_need_the_ssh_launcher),
 		cmocka_unit_test(plan_and_dry_run_show_the_spares),
+		cmocka_unit_test(restart_webhook_names_the_spare),
 		cmocka_unit_test(failed_node_is_replaced_by_a_spare),
 	};
 
