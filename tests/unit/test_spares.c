@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -213,9 +215,9 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 	char cmd[600], st[256] = "", text[1400], kh[300], ck[] = "/tmp/dp-spares-XXXXXX",
 		       run[] = "/tmp/dp-spares-run-XXXXXX", want[160], node2[32], node3[32],
 		       env[160];
-	struct dp_test_run a = { 0 }, b = { 0 };
+	struct dp_test_run a = { 0 }, b = { 0 }, c = { 0 };
 	json_t *ta = NULL, *tb = NULL, *done = NULL, *rep = NULL;
-	int id = 20 + (getpid() + 13) % 200, rc, left;
+	int id = 20 + (getpid() + 13) % 200, rc, left = -1, left2 = -1;
 	const char *w = getenv("DPWORKER");
 	char *path;
 	FILE *p;
@@ -262,6 +264,30 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 	}
 	for (int i = 0; i < 100 && (left = leftovers(id)) != 0; i++)
 		(void)usleep(100 * 1000);
+	/* node 2 unreachable (its sshd stopped): the spawn fails there and the
+	 * restart runs on the spare */
+	{
+		char pidf[300], *pid;
+
+		(void)snprintf(pidf, sizeof(pidf), "%s/sshd-2.pid", st);
+		pid = dp_test_slurp(pidf);
+		(void)kill((pid_t)strtol(pid, NULL, 10), SIGTERM);
+		free(pid);
+		(void)usleep(300 * 1000);
+		(void)snprintf(text, sizeof(text),
+			       "cluster:\n  hosts: 10.254.%d.[1-2]\n  spares: 10.254.%d.3\n"
+			       "  launcher: ssh\n  user: root\n  identity: %s/id\n  gpus: 1\n" MODEL
+			       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30, "
+			       "max_restarts: 1}\n",
+			       id, id, st);
+		path = dp_test_write_tmp(".yaml", text);
+		c = dp_test_dpctl("--json", "launch", "--known-hosts", kh, "--fake-steps", "3",
+				  "--fake-step-ms", "5", path);
+		(void)unlink(path);
+		free(path);
+		for (int i = 0; i < 100 && (left2 = leftovers(id)) != 0; i++)
+			(void)usleep(100 * 1000);
+	}
 	(void)snprintf(cmd, sizeof(cmd), "%s/tests/netns/netns-cluster.sh down %d", DP_SRCDIR, id);
 	(void)!system(cmd);
 	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", ck, run);
@@ -304,8 +330,25 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 	json_decref(tb);
 	json_decref(done);
 	json_decref(rep);
+	/* the unreachable node */
+	if (c.rc != 0)
+		fail_msg("node 2 unreachable: rc %d\n%s\n%s", c.rc, c.err, c.out);
+	assert_int_equal(left2, 0);
+	(void)snprintf(want, sizeof(want),
+		       "restart 1: node %s failed (spawn-failed); replaced by spare %s", node2,
+		       node3);
+	rep = event_obj(c.out, "replace");
+	assert_string_equal(json_string_value(json_object_get(rep, "msg")), want);
+	done = event_obj(c.out, "done");
+	assert_int_equal(json_integer_value(json_object_get(done, "attempts")), 2);
+	(void)snprintf(want, sizeof(want), "[%s:1] step 3/3", node3);
+	if (!strstr(c.err, want))
+		fail_msg("no '%s' in:\n%s", want, c.err);
+	json_decref(rep);
+	json_decref(done);
 	dp_test_run_free(&a);
 	dp_test_run_free(&b);
+	dp_test_run_free(&c);
 }
 
 int main(void)
