@@ -1410,8 +1410,10 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 	c.pf_checks = cfg->preflight ? cfg->preflight->checks & DP_PF_ALL : 0;
 	c.t_run = now_s();
 	c.be = dp_launch_backend_pick(cfg->backend, err);
-	if (!c.be)
-		return -ENODEV;
+	if (!c.be) {
+		rc = -ENODEV;
+		goto out;
+	}
 	if (cfg->run_dir) {
 		char path[4096];
 
