@@ -186,25 +186,6 @@ static json_t *event_obj(const char *out, const char *name)
 	return o;
 }
 
-/* dpworker processes left in the namespaces of cluster @id (3 nodes). */
-static int leftovers(int id)
-{
-	char cmd[512], line[64];
-	int n = 0;
-	FILE *p;
-
-	(void)snprintf(cmd, sizeof(cmd),
-		       "for i in 1 2 3; do ip netns pids dp%dn$i; done | "
-		       "xargs -r ps -o comm= -p 2>/dev/null | grep -c dpworker",
-		       id);
-	p = popen(cmd, "r");
-	assert_non_null(p);
-	if (fgets(line, sizeof(line), p))
-		n = (int)strtol(line, NULL, 10);
-	(void)pclose(p);
-	return n;
-}
-
 /* 2 hosts + 1 spare, pp 2 with a checkpoint every 2 steps: rank 1 on node 2
  * fails before step 4 on every attempt on that node
  * (DP_TEST_FAIL_ONLY_ON).  The run restarts once with node 3 in node 2's
@@ -217,24 +198,15 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 		       env[160];
 	struct dp_test_run a = { 0 }, b = { 0 }, c = { 0 };
 	json_t *ta = NULL, *tb = NULL, *done = NULL, *rep = NULL;
-	int id = 20 + (getpid() + 13) % 200, rc, left = -1, left2 = -1;
+	int id = 20 + (getpid() + 13) % 200, left = -1, left2 = -1;
 	const char *w = getenv("DPWORKER");
 	char *path;
-	FILE *p;
 
 	(void)state;
 	if (!w || access(w, X_OK) != 0)
 		skip();
-	(void)snprintf(cmd, sizeof(cmd), "%s/tests/netns/netns-cluster.sh up %d 3 2>/dev/null",
-		       DP_SRCDIR, id);
-	p = popen(cmd, "r");
-	assert_non_null(p);
-	while (fgets(st, sizeof(st), p))
-		;
-	rc = pclose(p);
-	if (!WIFEXITED(rc) || WEXITSTATUS(rc) != 0)
+	if (dp_test_netns_up(id, 3, st, sizeof(st)) != 0)
 		skip(); /* no root / namespaces / sshd here */
-	st[strcspn(st, "\n")] = '\0';
 	assert_non_null(mkdtemp(ck));
 	assert_non_null(mkdtemp(run));
 	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", st);
@@ -262,7 +234,7 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 		(void)unlink(path);
 		free(path);
 	}
-	for (int i = 0; i < 100 && (left = leftovers(id)) != 0; i++)
+	for (int i = 0; i < 100 && (left = dp_test_netns_dpworkers(id, 3)) != 0; i++)
 		(void)usleep(100 * 1000);
 	/* node 2 unreachable (its sshd stopped): the spawn fails there and the
 	 * restart runs on the spare */
@@ -285,11 +257,10 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 				  "--fake-step-ms", "5", path);
 		(void)unlink(path);
 		free(path);
-		for (int i = 0; i < 100 && (left2 = leftovers(id)) != 0; i++)
+		for (int i = 0; i < 100 && (left2 = dp_test_netns_dpworkers(id, 3)) != 0; i++)
 			(void)usleep(100 * 1000);
 	}
-	(void)snprintf(cmd, sizeof(cmd), "%s/tests/netns/netns-cluster.sh down %d", DP_SRCDIR, id);
-	(void)!system(cmd);
+	dp_test_netns_down(id);
 	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", ck, run);
 	(void)!system(cmd);
 	if (a.rc != 0)
