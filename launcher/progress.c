@@ -77,6 +77,13 @@ static void add_result(json_t *o, const struct dp_ctl_result *res)
 	(void)json_object_set_new(o, "max_step", json_integer((json_int_t)res->max_step));
 	(void)json_object_set_new(o, "resume_step", json_integer((json_int_t)res->resume_step));
 	(void)json_object_set_new(o, "refused", json_integer(res->refused));
+	if (res->nreplaced) {
+		json_t *rep = json_array();
+
+		for (int i = 0; rep && i < res->nreplaced; i++)
+			(void)json_array_append_new(rep, json_string(res->replaced[i]));
+		(void)json_object_set_new(o, "replaced", rep);
+	}
 	if (res->outcome == DP_CTL_OK)
 		return;
 	(void)json_object_set_new(o, "cause", json_string(res->cause));
@@ -246,11 +253,6 @@ void dp_progress_event(void *arg, const struct dp_ctl_event *ev)
 		break;
 	case DP_CTL_EV_PROGRESS:
 		show_progress(p, ev);
-		break;
-	case DP_CTL_EV_REPLACE:
-		live_erase(p);
-		(void)fprintf(p->cfg.status, "%s\n", ev->msg ? ev->msg : "");
-		(void)fflush(p->cfg.status);
 		break;
 	case DP_CTL_EV_FAILURE:
 	case DP_CTL_EV_DONE:

@@ -278,6 +278,9 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 	(void)snprintf(want, sizeof(want),
 		       "restart 1: node %s failed (rank-exit); replaced by spare %s", node2, node3);
 	assert_string_equal(json_string_value(json_object_get(rep, "msg")), want);
+	assert_int_equal(json_array_size(json_object_get(done, "replaced")), 1);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(done, "replaced"), 0)),
+			    want);
 	if (!strstr(b.err, want)) /* the human output (stderr with --json) */
 		fail_msg("no '%s' in:\n%s", want, b.err);
 	if (strstr(strstr(b.out, "\"event\":\"replace\"") + 1, "\"event\":\"replace\""))
