@@ -12,9 +12,10 @@
 #include "worker/dp_worker.h"
 
 /* DP_TEST_FAIL_ONLY_ON=ADDR (tests only, docs/executor.md): keep
- * DP_TEST_FAIL_AT_STEP only on the node that has the IPv4 address ADDR on
- * one of its interfaces, so a test can make one node of a namespace
- * cluster fail every attempt while a spare that takes its ranks does not. */
+ * DP_TEST_FAIL_AT_STEP and DP_TEST_CLOCK_SKEW_S only on the node that has
+ * the IPv4 address ADDR on one of its interfaces, so a test can make one
+ * node of a namespace cluster fail every attempt (or its pre-flight) while
+ * a spare that takes its ranks does not. */
 static void test_fail_only_on(void)
 {
 	const char *want = getenv("DP_TEST_FAIL_ONLY_ON");
@@ -37,8 +38,10 @@ static void test_fail_only_on(void)
 		}
 		freeifaddrs(ifs);
 	}
-	if (!here)
+	if (!here) {
 		(void)unsetenv("DP_TEST_FAIL_AT_STEP");
+		(void)unsetenv("DP_TEST_CLOCK_SKEW_S");
+	}
 }
 
 int main(int argc, char **argv)

@@ -186,6 +186,93 @@ static json_t *event_obj(const char *out, const char *name)
 	return o;
 }
 
+static int nid;		 /* cluster id: subnet 10.254.ID.0/24 */
+static char nst[256];	 /* its state directory */
+static int nup;		 /* 1: the cluster is up */
+static char node[4][32]; /* node[i]: the address of node i (1..3) */
+
+static int cluster_up(void **state)
+{
+	const char *w = getenv("DPWORKER");
+
+	(void)state;
+	nid = 20 + (getpid() + 13) % 200;
+	for (int i = 1; i <= 3; i++)
+		(void)snprintf(node[i], sizeof(node[i]), "10.254.%d.%d", nid, i);
+	/* without it (no root / namespaces / sshd here) the cluster tests skip */
+	nup = w && access(w, X_OK) == 0 && dp_test_netns_up(nid, 3, nst, sizeof(nst)) == 0;
+	return 0;
+}
+
+static int cluster_down(void **state)
+{
+	(void)state;
+	if (nup)
+		dp_test_netns_down(nid);
+	return 0;
+}
+
+/* `dpctl --json launch` of nodes 1-2 with node 3 as the spare, pp 2, one
+ * rank per node; @more: the recipe's other lines; @fake: --fake-steps 3
+ * instead of training; @run: --run-dir or NULL.  Then waits until no
+ * dpworker is left on any node (fails the test if one stays). */
+static struct dp_test_run spare_launch(const char *more, int fake, const char *run)
+{
+	char text[1400], kh[300], *path;
+	struct dp_test_run r;
+	int left = -1;
+
+	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", nst);
+	(void)snprintf(text, sizeof(text),
+		       "cluster:\n  hosts: 10.254.%d.[1-2]\n  spares: %s\n  launcher: ssh\n"
+		       "  user: root\n  identity: %s/id\n  gpus: 1\n" MODEL "%s",
+		       nid, node[3], nst, more);
+	path = dp_test_write_tmp(".yaml", text);
+	if (fake)
+		r = dp_test_dpctl("--json", "launch", "--known-hosts", kh, "--fake-steps", "3",
+				  "--fake-step-ms", "5", "--grace-s", "2", path);
+	else
+		r = dp_test_dpctl("--json", "launch", "--known-hosts", kh, "--run-dir", run,
+				  "--grace-s", "2", path);
+	(void)unlink(path);
+	free(path);
+	for (int i = 0; i < 100 && (left = dp_test_netns_dpworkers(nid, 3)) != 0; i++)
+		(void)usleep(100 * 1000);
+	if (left != 0)
+		fail_msg("%d dpworker processes left on the nodes", left);
+	return r;
+}
+
+/* @r succeeded in 2 attempts, node 2 replaced by node 3 once, for @why:
+ * the replace event, the done event's list and the stderr log line. */
+static void check_replaced(const struct dp_test_run *r, const char *why)
+{
+	char want[200];
+	const char *first;
+	json_t *rep, *done;
+
+	if (r->rc != 0)
+		fail_msg("rc %d\n%s\n%s", r->rc, r->err, r->out);
+	(void)snprintf(want, sizeof(want), "restart 1: node %s failed (%s); replaced by spare %s",
+		       node[2], why, node[3]);
+	rep = event_obj(r->out, "replace");
+	assert_string_equal(json_string_value(json_object_get(rep, "host")), node[2]);
+	assert_string_equal(json_string_value(json_object_get(rep, "spare")), node[3]);
+	assert_string_equal(json_string_value(json_object_get(rep, "msg")), want);
+	first = strstr(r->out, "\"event\":\"replace\"");
+	if (strstr(first + 1, "\"event\":\"replace\""))
+		fail_msg("more than one replacement:\n%s", r->out);
+	done = event_obj(r->out, "done");
+	assert_int_equal(json_integer_value(json_object_get(done, "attempts")), 2);
+	assert_int_equal(json_array_size(json_object_get(done, "replaced")), 1);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(done, "replaced"), 0)),
+			    want);
+	if (!strstr(r->err, want)) /* the log line on stderr */
+		fail_msg("no '%s' in:\n%s", want, r->err);
+	json_decref(rep);
+	json_decref(done);
+}
+
 /* 2 hosts + 1 spare, pp 2 with a checkpoint every 2 steps: rank 1 on node 2
  * fails before step 4 on every attempt on that node
  * (DP_TEST_FAIL_ONLY_ON).  The run restarts once with node 3 in node 2's
@@ -193,100 +280,42 @@ static json_t *event_obj(const char *out, const char *name)
  * an uninterrupted run. */
 static void failed_node_is_replaced_by_a_spare(void **state)
 {
-	char cmd[600], st[256] = "", text[1400], kh[300], ck[] = "/tmp/dp-spares-XXXXXX",
-		       run[] = "/tmp/dp-spares-run-XXXXXX", want[160], node2[32], node3[32],
-		       env[160];
-	struct dp_test_run a = { 0 }, b = { 0 }, c = { 0 };
-	json_t *ta = NULL, *tb = NULL, *done = NULL, *rep = NULL;
-	int id = 20 + (getpid() + 13) % 200, left = -1, left2 = -1;
-	const char *w = getenv("DPWORKER");
-	char *path;
+	char ck[] = "/tmp/dp-spares-XXXXXX", run[] = "/tmp/dp-spares-run-XXXXXX", more[600],
+	     want[160], cmd[200];
+	struct dp_test_run a, b;
+	json_t *ta, *tb, *done;
 
 	(void)state;
-	if (!w || access(w, X_OK) != 0)
+	if (!nup)
 		skip();
-	if (dp_test_netns_up(id, 3, st, sizeof(st)) != 0)
-		skip(); /* no root / namespaces / sshd here */
 	assert_non_null(mkdtemp(ck));
 	assert_non_null(mkdtemp(run));
-	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", st);
-	(void)snprintf(node2, sizeof(node2), "10.254.%d.2", id);
-	(void)snprintf(node3, sizeof(node3), "10.254.%d.3", id);
-	(void)snprintf(env, sizeof(env),
-		       "env: {DP_TEST_FAIL_AT_STEP: '4:1:always', DP_TEST_FAIL_ONLY_ON: '%s'}\n",
-		       node2);
 	for (int k = 0; k < 2; k++) {
-		(void)snprintf(text, sizeof(text),
-			       "cluster:\n  hosts: 10.254.%d.[1-2]\n  spares: 10.254.%d.3\n"
-			       "  launcher: ssh\n  user: root\n  identity: %s/id\n  gpus: 1\n" MODEL
+		(void)snprintf(more, sizeof(more),
 			       "train: {steps: 6, batch: 16, lr: 0.003, seed: 3, "
 			       "checkpoint: {dir: '%s', every: 2}}\n"
 			       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30, "
-			       "max_restarts: 2}\n%s",
-			       id, id, st, ck, k ? env : "");
-		path = dp_test_write_tmp(".yaml", text);
+			       "max_restarts: 2}\n%s%s%s",
+			       ck,
+			       k ? "env: {DP_TEST_FAIL_AT_STEP: '4:1:always', "
+				   "DP_TEST_FAIL_ONLY_ON: '"
+				 : "",
+			       k ? node[2] : "", k ? "'}\n" : "");
 		if (k)
-			b = dp_test_dpctl("--json", "launch", "--known-hosts", kh, "--run-dir", run,
-					  "--grace-s", "2", path);
+			b = spare_launch(more, 0, run);
 		else
-			a = dp_test_dpctl("--json", "launch", "--known-hosts", kh, "--run-dir", run,
-					  "--grace-s", "2", path);
-		(void)unlink(path);
-		free(path);
+			a = spare_launch(more, 0, run);
 	}
-	for (int i = 0; i < 100 && (left = dp_test_netns_dpworkers(id, 3)) != 0; i++)
-		(void)usleep(100 * 1000);
-	/* node 2 unreachable (its sshd stopped): the spawn fails there and the
-	 * restart runs on the spare */
-	{
-		char pidf[300], *pid;
-
-		(void)snprintf(pidf, sizeof(pidf), "%s/sshd-2.pid", st);
-		pid = dp_test_slurp(pidf);
-		(void)kill((pid_t)strtol(pid, NULL, 10), SIGTERM);
-		free(pid);
-		(void)usleep(300 * 1000);
-		(void)snprintf(text, sizeof(text),
-			       "cluster:\n  hosts: 10.254.%d.[1-2]\n  spares: 10.254.%d.3\n"
-			       "  launcher: ssh\n  user: root\n  identity: %s/id\n  gpus: 1\n" MODEL
-			       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30, "
-			       "max_restarts: 1}\n",
-			       id, id, st);
-		path = dp_test_write_tmp(".yaml", text);
-		c = dp_test_dpctl("--json", "launch", "--known-hosts", kh, "--fake-steps", "3",
-				  "--fake-step-ms", "5", path);
-		(void)unlink(path);
-		free(path);
-		for (int i = 0; i < 100 && (left2 = dp_test_netns_dpworkers(id, 3)) != 0; i++)
-			(void)usleep(100 * 1000);
-	}
-	dp_test_netns_down(id);
 	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", ck, run);
 	(void)!system(cmd);
 	if (a.rc != 0)
 		fail_msg("uninterrupted: rc %d\n%s\n%s", a.rc, a.err, a.out);
-	if (b.rc != 0)
-		fail_msg("with a spare: rc %d\n%s\n%s", b.rc, b.err, b.out);
-	assert_int_equal(left, 0);
-	/* one restart, on the spare, from the step-4 checkpoint */
+	check_replaced(&b, "rank-exit");
 	done = event_obj(b.out, "done");
-	assert_int_equal(json_integer_value(json_object_get(done, "attempts")), 2);
 	assert_int_equal(json_integer_value(json_object_get(done, "resume_step")), 4);
-	rep = event_obj(b.out, "replace");
-	assert_string_equal(json_string_value(json_object_get(rep, "host")), node2);
-	assert_string_equal(json_string_value(json_object_get(rep, "spare")), node3);
-	(void)snprintf(want, sizeof(want),
-		       "restart 1: node %s failed (rank-exit); replaced by spare %s", node2, node3);
-	assert_string_equal(json_string_value(json_object_get(rep, "msg")), want);
-	assert_int_equal(json_array_size(json_object_get(done, "replaced")), 1);
-	assert_string_equal(json_string_value(json_array_get(json_object_get(done, "replaced"), 0)),
-			    want);
-	if (!strstr(b.err, want)) /* the human output (stderr with --json) */
-		fail_msg("no '%s' in:\n%s", want, b.err);
-	if (strstr(strstr(b.out, "\"event\":\"replace\"") + 1, "\"event\":\"replace\""))
-		fail_msg("more than one replacement:\n%s", b.out);
+	json_decref(done);
 	/* rank 1 ran on the spare in the second attempt */
-	(void)snprintf(want, sizeof(want), "[%s:1] rank 1: resuming at step 4", node3);
+	(void)snprintf(want, sizeof(want), "[%s:1] rank 1: resuming at step 4", node[3]);
 	if (!strstr(b.err, want))
 		fail_msg("no '%s' in:\n%s", want, b.err);
 	ta = event_obj(a.out, "train");
@@ -302,27 +331,54 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 	}
 	json_decref(ta);
 	json_decref(tb);
-	json_decref(done);
-	json_decref(rep);
-	/* the unreachable node */
-	if (c.rc != 0)
-		fail_msg("node 2 unreachable: rc %d\n%s\n%s", c.rc, c.err, c.out);
-	assert_int_equal(left2, 0);
-	(void)snprintf(want, sizeof(want),
-		       "restart 1: node %s failed (spawn-failed); replaced by spare %s", node2,
-		       node3);
-	rep = event_obj(c.out, "replace");
-	assert_string_equal(json_string_value(json_object_get(rep, "msg")), want);
-	done = event_obj(c.out, "done");
-	assert_int_equal(json_integer_value(json_object_get(done, "attempts")), 2);
-	(void)snprintf(want, sizeof(want), "[%s:1] step 3/3", node3);
-	if (!strstr(c.err, want))
-		fail_msg("no '%s' in:\n%s", want, c.err);
-	json_decref(rep);
-	json_decref(done);
 	dp_test_run_free(&a);
 	dp_test_run_free(&b);
-	dp_test_run_free(&c);
+}
+
+/* Node 2's clock is 120 s off (DP_TEST_CLOCK_SKEW_S there only): the
+ * pre-flight gate fails on it, and the restart, which pre-flight alone
+ * would not get, runs with the spare. */
+static void node_failing_preflight_is_replaced(void **state)
+{
+	char more[400];
+	struct dp_test_run r;
+
+	(void)state;
+	if (!nup)
+		skip();
+	(void)snprintf(more, sizeof(more),
+		       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30, "
+		       "max_restarts: 1, preflight: [clock], max_clock_offset_s: 5}\n"
+		       "env: {DP_TEST_CLOCK_SKEW_S: '-120', DP_TEST_FAIL_ONLY_ON: '%s'}\n",
+		       node[2]);
+	r = spare_launch(more, 1, NULL);
+	check_replaced(&r, "pre-flight");
+	dp_test_run_free(&r);
+}
+
+/* Node 2 unreachable (its sshd stopped; run last): the spawn fails there
+ * and the restart runs on the spare. */
+static void unreachable_node_is_replaced(void **state)
+{
+	char pidf[300], want[100], *pid;
+	struct dp_test_run r;
+
+	(void)state;
+	if (!nup)
+		skip();
+	(void)snprintf(pidf, sizeof(pidf), "%s/sshd-2.pid", nst);
+	pid = dp_test_slurp(pidf);
+	assert_int_equal(kill((pid_t)strtol(pid, NULL, 10), SIGTERM), 0);
+	free(pid);
+	(void)usleep(300 * 1000);
+	r = spare_launch("health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30, "
+			 "max_restarts: 1}\n",
+			 1, NULL);
+	check_replaced(&r, "spawn-failed");
+	(void)snprintf(want, sizeof(want), "[%s:1] step 3/3", node[3]);
+	if (!strstr(r.err, want))
+		fail_msg("no '%s' in:\n%s", want, r.err);
+	dp_test_run_free(&r);
 }
 
 int main(void)
@@ -334,7 +390,9 @@ int main(void)
 		cmocka_unit_test(plan_and_dry_run_show_the_spares),
 		cmocka_unit_test(restart_webhook_names_the_spare),
 		cmocka_unit_test(failed_node_is_replaced_by_a_spare),
+		cmocka_unit_test(node_failing_preflight_is_replaced),
+		cmocka_unit_test(unreachable_node_is_replaced), /* last: stops node 2's sshd */
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, cluster_up, cluster_down);
 }
