@@ -137,6 +137,9 @@ struct launch_opts {
 	int submit;		      /* --submit */
 	const char *time, *partition; /* --time, --partition for the batch job */
 	struct dp_hostlist *alloc;    /* the allocation's nodes ($SLURM_JOB_NODELIST) */
+	/* ssh: recipe cluster.spares, borrowed from the recipe */
+	const char *spares[MAX_HOSTS];
+	size_t nspares;
 };
 
 /* Per-rank argv and environment storage.  The environment of a recipe rank
@@ -243,7 +246,8 @@ static int parse_triple(struct dp_cli *cli, const char *opt, const char *s, long
 	return 0;
 }
 
-static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec)
+static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec,
+			 const struct launch_opts *lo)
 {
 	json_t *arr = cli->json ? json_array() : NULL;
 
@@ -282,9 +286,14 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec)
 		}
 	}
 	if (arr) {
-		json_t *top = json_pack("{s:o, s:[s,s,s,s,s,s]}", "ranks", arr, "env",
-					"DP_JOB_TOKEN", "DP_CONTROLLER", "DP_RANK", "DP_WORLD_SIZE",
-					"DP_LOCAL_RANK", "DP_HEARTBEAT_S");
+		json_t *sp = json_array();
+		json_t *top;
+
+		for (size_t i = 0; sp && i < lo->nspares; i++)
+			(void)json_array_append_new(sp, json_string(lo->spares[i]));
+		top = json_pack("{s:o, s:[s,s,s,s,s,s], s:o}", "ranks", arr, "env", "DP_JOB_TOKEN",
+				"DP_CONTROLLER", "DP_RANK", "DP_WORLD_SIZE", "DP_LOCAL_RANK",
+				"DP_HEARTBEAT_S", "spares", sp);
 
 		(void)json_dumpf(top, cli->out, JSON_INDENT(2));
 		(void)fputc('\n', cli->out);
@@ -294,6 +303,12 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec)
 			"environment of every rank: DP_JOB_TOKEN (a fresh secret per run), "
 			"DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE, DP_LOCAL_RANK, DP_HEARTBEAT_S\n",
 			cli->out);
+		if (lo->nspares) {
+			(void)fputs("spares (replace a failed node on a restart):", cli->out);
+			for (size_t i = 0; i < lo->nspares; i++)
+				(void)fprintf(cli->out, " %s", lo->spares[i]);
+			(void)fputc('\n', cli->out);
+		}
 	}
 	return EX_OK;
 }
@@ -896,6 +911,15 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 		lopts->ssh_user = r->cluster.user;
 		lopts->ssh_port = r->cluster.port;
 		lopts->relay_width = r->cluster.relay_width; /* 0: flat (or $DP_SSH_RELAY_WIDTH) */
+		o->nspares = r->cluster.spares ? dp_hostlist_count(r->cluster.spares) : 0;
+		if (o->nspares > MAX_HOSTS)
+			return dp_cli_error(cli, EX_UNAVAILABLE,
+					    "launch: %zu spares; this build takes at most %d",
+					    o->nspares, MAX_HOSTS);
+		for (size_t i = 0; i < o->nspares; i++)
+			o->spares[i] = dp_hostlist_get(r->cluster.spares, i);
+		cfg->spares = o->spares;
+		cfg->nspares = o->nspares;
 		if (r->cluster.known_hosts == DP_RECIPE_KH_ACCEPT_NEW)
 			lopts->accept_new = 1;
 		else if (r->cluster.known_hosts == DP_RECIPE_KH_OFF)
@@ -1236,7 +1260,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	if (o.dry_run) {
 		rc = dp_launch_spec_check(&spec, &err)
 			     ? dp_cli_error(cli, EX_SOFTWARE, "%s", err.msg)
-			     : print_dry_run(cli, &spec);
+			     : print_dry_run(cli, &spec, &o);
 		goto out;
 	}
 	cfg.backend = o.slurm ? "slurm" : nhosts ? "ssh" : "local";

@@ -263,6 +263,12 @@ static void print_table(struct dp_cli *cli, const struct view *v)
 		(void)fprintf(cli->out, " %d-%d:%d", s, s + 1, p->pp_edge_links[s]);
 	(void)fprintf(cli->out, "\n# ep group: %d node(s), %d inter-node rail links (two-hop)\n",
 		      p->ep_group_nodes, p->ep_group_links);
+	if (r->cluster.spares) {
+		(void)fputs("# spares (replace a failed node on a restart, in order):", cli->out);
+		for (size_t i = 0; i < dp_hostlist_count(r->cluster.spares); i++)
+			(void)fprintf(cli->out, " %s", dp_hostlist_get(r->cluster.spares, i));
+		(void)fputc('\n', cli->out);
+	}
 	if (v->eplb)
 		print_experts(cli, v);
 	if (v->show_env) {
@@ -426,6 +432,14 @@ static void plan_json(struct jw *w, const struct view *v)
 	INTKEY("ep", r->parallel.ep);
 	INTKEY("dp", r->parallel.dp);
 	INTKEY("stages", p->nstages);
+	jw_key(w, ",", "spares");
+	jw_raw(w, "[");
+	for (size_t i = 0; r->cluster.spares && i < dp_hostlist_count(r->cluster.spares); i++) {
+		if (i)
+			jw_raw(w, ",");
+		jw_str(w, dp_hostlist_get(r->cluster.spares, i));
+	}
+	jw_raw(w, "]");
 	jw_key(w, ",", "pp_edge_internode_pairs");
 	jw_raw(w, "[");
 	for (int s = 0; s + 1 < r->parallel.pp; s++) {

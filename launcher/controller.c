@@ -105,6 +105,11 @@ struct ctl {
 	unsigned pf_checks;  /* pre-flight checks of this run, 0: no gate */
 	FILE *events;	     /* RUN_DIR/run.jsonl, or NULL */
 	double t_run;	     /* when dp_ctl_run() started */
+	/* spares: ranks is the caller's spec copied, so a host can be swapped */
+	struct dp_launch_rank *rk;
+	struct dp_launch_spec own;
+	size_t next_spare; /* cfg->spares[next_spare] is the next one to use */
+	int replaced_now;  /* this restart swapped in a spare (its line is the last kept) */
 };
 
 static double now_s(void)
@@ -201,6 +206,8 @@ static void post(struct ctl *c, enum dp_notify_kind kind)
 		ev.root_cause = c->res->cause;
 	} else if (kind == DP_NOTIFY_COMPLETE) {
 		ev.exit_code = 0;
+	} else if (kind == DP_NOTIFY_RESTART && c->replaced_now) {
+		ev.root_cause = c->res->replaced[c->res->nreplaced - 1];
 	}
 	if (c->cfg->notify)
 		(void)dp_notify_post(c->cfg->notify, &ev, NULL); /* never fatal */
@@ -1298,6 +1305,78 @@ static int no_progress(struct ctl *c, int attempt, uint64_t prev_step)
 	return 1;
 }
 
+/* Give every rank on @old (not a rank's own host string) to the next
+ * spare, and report it.  @why is the failure in short. */
+static void replace_host(struct ctl *c, const char *old, const char *why)
+{
+	struct dp_ctl_result *res = c->res;
+	const char *spare = c->cfg->spares[c->next_spare++];
+	char line[512], ob[300], sb[300], wb[700];
+	struct dp_ctl_event ev = { .type = DP_CTL_EV_REPLACE, .rank = -1 };
+
+	(void)snprintf(line, sizeof(line), "restart %d: node %s failed (%s); replaced by spare %s",
+		       c->attempt, old, why, spare);
+	dp_log(DP_LOG_WARN, "ctl", "%s", line);
+	if (res->nreplaced < DP_CTL_REPLACED_LINES) {
+		(void)snprintf(res->replaced[res->nreplaced++], sizeof(res->replaced[0]), "%s",
+			       line);
+		c->replaced_now = 1;
+	}
+	event(c, "replace", ",\"host\":%s,\"spare\":%s,\"reason\":%s",
+	      json_str(old, ob, sizeof(ob)), json_str(spare, sb, sizeof(sb)),
+	      json_str(why, wb, sizeof(wb)));
+	ev.host = old;
+	ev.spare = spare;
+	ev.msg = line;
+	emit(c, &ev);
+	for (size_t i = 0; i < c->own.nranks; i++)
+		if (strcmp(c->rk[i].host, old) == 0)
+			c->rk[i].host = spare;
+}
+
+/* After a failed attempt: swap the node(s) that caused it for spares.
+ * Returns 1 if it did (the restart then runs on the new nodes), 0 if
+ * there is nothing to replace or not spares enough. */
+static int use_spares(struct ctl *c)
+{
+	struct dp_ctl_result *res = c->res;
+	size_t left = c->cfg->nspares - c->next_spare;
+	char old[256];
+
+	if (!left)
+		return 0;
+	if (res->outcome == DP_CTL_PREFLIGHT_FAILED) {
+		/* every failing node, or none: a partial swap fails pre-flight again */
+		const char *bad[DP_CTL_PF_LINES * 4];
+		size_t nbad = 0;
+
+		for (size_t i = 0; i < c->own.nranks; i++) {
+			const struct rank *r = &c->ranks[i];
+			size_t k;
+
+			if (r->pf_state != PF_FAIL)
+				continue;
+			for (k = 0; k < nbad && strcmp(bad[k], r->spec->host) != 0; k++)
+				;
+			if (k < nbad)
+				continue;
+			if (nbad == sizeof(bad) / sizeof(bad[0]) || nbad == left)
+				return 0;
+			bad[nbad++] = r->spec->host;
+		}
+		for (size_t k = 0; k < nbad; k++) {
+			(void)snprintf(old, sizeof(old), "%s", bad[k]);
+			replace_host(c, old, "pre-flight");
+		}
+		return nbad > 0;
+	}
+	if (res->failed_rank < 0 || !res->failed_host[0])
+		return 0;
+	(void)snprintf(old, sizeof(old), "%s", res->failed_host);
+	replace_host(c, old, dp_ctl_outcome_name(res->outcome));
+	return 1;
+}
+
 int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 	       struct dp_ctl_result *res, struct dp_err *err)
 {
@@ -1313,7 +1392,13 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 		return rc;
 	memset(&c, 0, sizeof(c));
 	c.cfg = cfg;
-	c.spec = spec;
+	c.rk = malloc(spec->nranks * sizeof(*c.rk));
+	if (!c.rk)
+		return dp_err_set(err, ENOMEM, "ctl: out of memory");
+	memcpy(c.rk, spec->ranks, spec->nranks * sizeof(*c.rk));
+	c.own.ranks = c.rk;
+	c.own.nranks = spec->nranks;
+	c.spec = &c.own;
 	c.res = res;
 	c.lfd = -1;
 	c.rendezvous_s = dflt(cfg->rendezvous_s, 60);
@@ -1325,8 +1410,10 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 	c.pf_checks = cfg->preflight ? cfg->preflight->checks & DP_PF_ALL : 0;
 	c.t_run = now_s();
 	c.be = dp_launch_backend_pick(cfg->backend, err);
-	if (!c.be)
-		return -ENODEV;
+	if (!c.be) {
+		rc = -ENODEV;
+		goto out;
+	}
 	if (cfg->run_dir) {
 		char path[4096];
 
@@ -1336,8 +1423,10 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 			dp_log(DP_LOG_WARN, "ctl", "cannot write '%s': %s", path, strerror(errno));
 	}
 	c.ranks = calloc(spec->nranks, sizeof(*c.ranks));
-	if (!c.ranks)
-		return dp_err_set(err, ENOMEM, "ctl: out of memory");
+	if (!c.ranks) {
+		rc = dp_err_set(err, ENOMEM, "ctl: out of memory");
+		goto out;
+	}
 	rc = listen_on(&c, err);
 	if (rc)
 		goto out;
@@ -1367,12 +1456,28 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 		res->resume_step = c.first_step == UINT64_MAX ? c.resume_at : c.first_step;
 		if (rc || !c.failed)
 			break;
-		if (attempt >= cfg->max_restarts || res->outcome == DP_CTL_PREFLIGHT_FAILED)
-			break; /* a node failing pre-flight fails it again */
-		if (cfg->restart_hook ? !cfg->restart_hook(cfg->hook_arg, res, attempt + 1)
-				      : no_progress(&c, attempt, prev_step)) {
-			dp_log(DP_LOG_WARN, "ctl", "not restarting after attempt %d", attempt + 1);
+		if (attempt >= cfg->max_restarts)
 			break;
+		{
+			/* with a spare in, the next attempt runs on other nodes and
+			 * gets its restart; without one, a node failing pre-flight
+			 * fails it again, and a restart loop without progress stops */
+			size_t clen = strlen(res->cause);
+			int replaced = use_spares(&c), stuck;
+
+			if (!replaced && res->outcome == DP_CTL_PREFLIGHT_FAILED)
+				break;
+			/* no_progress() also sets where the next attempt resumes */
+			stuck = cfg->restart_hook && !replaced
+					? !cfg->restart_hook(cfg->hook_arg, res, attempt + 1)
+					: no_progress(&c, attempt, prev_step);
+			if (replaced) {
+				res->cause[clen] = '\0';
+			} else if (stuck) {
+				dp_log(DP_LOG_WARN, "ctl", "not restarting after attempt %d",
+				       attempt + 1);
+				break;
+			}
 		}
 		prev_step = res->max_step;
 		dp_log(DP_LOG_WARN, "ctl", "restart %d of %d after: %s", attempt + 1,
@@ -1392,6 +1497,7 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 			event(&c, "restart", ",\"after\":%s", json_str(res->cause, cb, sizeof(cb)));
 		}
 		post(&c, DP_NOTIFY_RESTART);
+		c.replaced_now = 0;
 		res->outcome = DP_CTL_OK;
 		res->exit_code = 0;
 		res->failed_rank = -1;
@@ -1410,5 +1516,6 @@ out:
 		(void)close(c.lfd);
 	free(c.conns);
 	free(c.ranks);
+	free(c.rk);
 	return rc;
 }

@@ -179,6 +179,7 @@ enum dp_ctl_event_type {
 	DP_CTL_EV_PROGRESS,  /* the slowest rank's step advanced: step, loss, tokens_per_s */
 	DP_CTL_EV_FAILURE,   /* the root cause: rank, host, msg, res */
 	DP_CTL_EV_RESTART,   /* a new attempt follows: attempt, msg (the cause) */
+	DP_CTL_EV_REPLACE,   /* before RESTART: host (failed node) replaced by spare, msg why */
 	DP_CTL_EV_DONE,	     /* the run is over: res */
 };
 
@@ -193,6 +194,7 @@ struct dp_ctl_event {
 	uint64_t step, total_steps;	 /* PROGRESS; total 0 if unknown */
 	double loss, tokens_per_s;	 /* PROGRESS: mean loss, summed tokens/s (NaN unknown) */
 	const char *msg;		 /* PREFLIGHT reason/notes, FAILURE/RESTART cause */
+	const char *spare;		 /* REPLACE: the node taking over host's ranks */
 	const struct dp_ctl_result *res; /* FAILURE, DONE */
 };
 /* ---- end of run events ---- */
@@ -209,6 +211,16 @@ struct dp_ctl_cfg {
 	double grace_s;			     /* SIGTERM -> SIGKILL; 0: 5 */
 	double dump_wait_s;		     /* after dump-stacks, before stopping; 0: 1 */
 	int max_restarts;		     /* whole-run restarts after a failure; 0: none */
+	/* Spare hosts (recipe cluster.spares), used in order: before a restart,
+	 * the node that caused the failure (the failed rank's host, the host ssh
+	 * could not reach, every host failing pre-flight) is swapped for the
+	 * next spare, which takes all its ranks (same rank ids and local
+	 * indexes, so the layout and checkpoints stay valid).  A replaced node
+	 * is not used again in the run.  A replacement always gets its restart
+	 * (restart_hook and the no-progress rule are not asked); max_restarts
+	 * still bounds the attempts.  Borrowed; NULL/0: none. */
+	const char *const *spares;
+	size_t nspares;
 	/* The run's checkpoints (recipe train.checkpoint): with a directory, the
 	 * ranks of a restart attempt get DP_CKPT_RESUME=1 and continue from the
 	 * last complete checkpoint.  NULL: none.  Borrowed. */
@@ -268,6 +280,11 @@ struct dp_ctl_result {
 	char pf_lines[DP_CTL_PF_LINES][384];
 	int npf_lines; /* lines kept */
 	int npf_bad;   /* failing nodes (may exceed npf_lines) */
+
+	/* spare replacements, in order: "restart N: node X failed (why); replaced by spare Y" */
+#define DP_CTL_REPLACED_LINES 8
+	char replaced[DP_CTL_REPLACED_LINES][512];
+	int nreplaced; /* lines kept (replacements beyond the cap are logged only) */
 };
 
 /* Run @spec to completion.  Returns 0 when the controller did its job -- the

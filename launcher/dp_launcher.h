@@ -98,11 +98,12 @@ struct dp_recipe {
 	char *path; /* the file it was loaded from (or the name given to _mem) */
 
 	struct {
-		struct dp_hostlist *hosts;		/* required; expanded, >= 1 host */
-		enum dp_recipe_launcher launcher;	/* default local */
-		char *user;				/* ssh user; NULL: the current user */
-		int port;				/* ssh port; default 22 */
-		char *identity;				/* ssh key file; NULL: agent/defaults */
+		struct dp_hostlist *hosts;	  /* required; expanded, >= 1 host */
+		struct dp_hostlist *spares;	  /* ssh only; replace failed hosts; NULL: none */
+		enum dp_recipe_launcher launcher; /* default local */
+		char *user;			  /* ssh user; NULL: the current user */
+		int port;			  /* ssh port; default 22 */
+		char *identity;			  /* ssh key file; NULL: agent/defaults */
 		enum dp_recipe_known_hosts known_hosts; /* default strict */
 		int gpus;				/* workers (GPUs) per node; default 1 */
 		int nics;		  /* NICs per node hint; 0 (default): detect */

@@ -58,7 +58,9 @@ struct dp_notify_event {
 	int attempt;		/* 0 for the first launch, n for the n-th restart */
 	int rank;		/* failing rank; < 0: none (left out) */
 	int exit_code;		/* failure/complete: the run's exit code; < 0: left out */
-	const char *root_cause; /* failure: the root-cause line; NULL otherwise */
+	const char *root_cause; /* failure: the root-cause line; restart: the spare
+				 * replacement line ("restart 1: node X failed
+				 * (why); replaced by spare Y"), or NULL */
 	double time;		/* seconds since the epoch; 0: now */
 };
 

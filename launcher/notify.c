@@ -99,7 +99,12 @@ static char *summary(const struct dp_notify_event *ev)
 			rc = asprintf(&s, "dpctl run %s failed", ev->run_id);
 		break;
 	case DP_NOTIFY_RESTART:
-		rc = asprintf(&s, "dpctl run %s restarting (restart %d)", ev->run_id, ev->attempt);
+		if (ev->root_cause) /* a spare replaced a node */
+			rc = asprintf(&s, "dpctl run %s restarting (restart %d): %s", ev->run_id,
+				      ev->attempt, ev->root_cause);
+		else
+			rc = asprintf(&s, "dpctl run %s restarting (restart %d)", ev->run_id,
+				      ev->attempt);
 		break;
 	case DP_NOTIFY_COMPLETE:
 		rc = asprintf(&s, "dpctl run %s completed", ev->run_id);

@@ -52,6 +52,8 @@ static const char *type_name(enum dp_ctl_event_type t)
 		return "failure";
 	case DP_CTL_EV_RESTART:
 		return "restart";
+	case DP_CTL_EV_REPLACE:
+		return "replace";
 	case DP_CTL_EV_DONE:
 		return "done";
 	}
@@ -75,6 +77,13 @@ static void add_result(json_t *o, const struct dp_ctl_result *res)
 	(void)json_object_set_new(o, "max_step", json_integer((json_int_t)res->max_step));
 	(void)json_object_set_new(o, "resume_step", json_integer((json_int_t)res->resume_step));
 	(void)json_object_set_new(o, "refused", json_integer(res->refused));
+	if (res->nreplaced) {
+		json_t *rep = json_array();
+
+		for (int i = 0; rep && i < res->nreplaced; i++)
+			(void)json_array_append_new(rep, json_string(res->replaced[i]));
+		(void)json_object_set_new(o, "replaced", rep);
+	}
 	if (res->outcome == DP_CTL_OK)
 		return;
 	(void)json_object_set_new(o, "cause", json_string(res->cause));
@@ -124,6 +133,11 @@ char *dp_progress_event_json(const struct dp_ctl_event *ev)
 		break;
 	case DP_CTL_EV_RESTART:
 		(void)json_object_set_new(o, "after", json_string(ev->msg ? ev->msg : ""));
+		break;
+	case DP_CTL_EV_REPLACE:
+		(void)json_object_set_new(o, "host", json_string(ev->host ? ev->host : ""));
+		(void)json_object_set_new(o, "spare", json_string(ev->spare ? ev->spare : ""));
+		(void)json_object_set_new(o, "msg", json_string(ev->msg ? ev->msg : ""));
 		break;
 	case DP_CTL_EV_FAILURE:
 	case DP_CTL_EV_DONE:

@@ -535,6 +535,7 @@ static const char *const preflight_names[] = { "ssh", "gpus", "nics", "ports", "
 
 static const struct field cluster_fields[] = {
 	{ .name = "hosts", .type = F_HOSTS, .off = OFF(cluster.hosts), .req = 1 },
+	{ .name = "spares", .type = F_HOSTS, .off = OFF(cluster.spares) },
 	ENUM("launcher", cluster.launcher, launcher_names),
 	STR("user", cluster.user),
 	INT("port", cluster.port, 1, 65535),
@@ -1325,6 +1326,34 @@ __attribute__((format(printf, 4, 5))) static void cerr(struct ctx *c, size_t off
 
 static void check_experts(struct ctx *c, int experts_ok, int ep_ok, int layers_ok);
 
+/* cluster.spares: ssh only (a spare replaces a failed host on a restart,
+ * launcher/ctl_launch.h), and no spare is also a host. */
+static void check_spares(struct ctx *c)
+{
+	const struct dp_recipe *r = c->r;
+
+	if (!r->cluster.spares)
+		return;
+	if (r->cluster.launcher != DP_RECIPE_LAUNCH_SSH && ok(c, OFF(cluster.launcher))) {
+		cerr(c, OFF(cluster.spares), "cluster.spares",
+		     "spares need launcher 'ssh', got '%s' (docs/launch.md: restarts)",
+		     dp_recipe_launcher_name(r->cluster.launcher));
+		return;
+	}
+	if (!r->cluster.hosts)
+		return;
+	for (size_t i = 0; i < dp_hostlist_count(r->cluster.spares); i++) {
+		const char *s = dp_hostlist_get(r->cluster.spares, i);
+
+		for (size_t j = 0; j < dp_hostlist_count(r->cluster.hosts); j++)
+			if (strcmp(s, dp_hostlist_get(r->cluster.hosts, j)) == 0) {
+				cerr(c, OFF(cluster.spares), "cluster.spares",
+				     "spare '%s' is also in cluster.hosts", s);
+				return;
+			}
+	}
+}
+
 static void check_consistency(struct ctx *c)
 {
 	struct dp_recipe *r = c->r;
@@ -1356,6 +1385,8 @@ static void check_consistency(struct ctx *c)
 	    r->cluster.hosts && nodes != 1)
 		cerr(c, OFF(cluster.hosts), "cluster.hosts",
 		     "launcher 'local' runs on one host, got %ld hosts", nodes);
+
+	check_spares(c);
 
 	if (have_hosts && pp_ok && ep_ok && dp_ok) {
 		long long prod = (long long)r->parallel.pp * r->parallel.ep * r->parallel.dp;
@@ -1580,6 +1611,7 @@ void dp_recipe_free(struct dp_recipe *r)
 		return;
 	free(r->path);
 	dp_hostlist_free(r->cluster.hosts);
+	dp_hostlist_free(r->cluster.spares);
 	free(r->cluster.user);
 	free(r->cluster.identity);
 	free(r->model.name);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "launcher/dp_launcher.h"
@@ -81,4 +82,50 @@ char *dp_test_write_tmp(const char *suffix, const char *text)
 	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
 	(void)close(fd);
 	return path;
+}
+
+int dp_test_netns_up(int id, int n, char *st, size_t len)
+{
+	char cmd[512];
+	FILE *p;
+	int rc;
+
+	(void)snprintf(cmd, sizeof(cmd), "%s/tests/netns/netns-cluster.sh up %d %d 2>/dev/null",
+		       DP_SRCDIR, id, n);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	st[0] = '\0';
+	while (fgets(st, (int)len, p))
+		;
+	rc = pclose(p);
+	if (!WIFEXITED(rc) || WEXITSTATUS(rc) != 0)
+		return -1;
+	st[strcspn(st, "\n")] = '\0';
+	return 0;
+}
+
+void dp_test_netns_down(int id)
+{
+	char cmd[512];
+
+	(void)snprintf(cmd, sizeof(cmd), "%s/tests/netns/netns-cluster.sh down %d", DP_SRCDIR, id);
+	(void)!system(cmd);
+}
+
+int dp_test_netns_dpworkers(int id, int n)
+{
+	char cmd[512], line[64];
+	int count = 0;
+	FILE *p;
+
+	(void)snprintf(cmd, sizeof(cmd),
+		       "for i in $(seq 1 %d); do ip netns pids dp%dn$i; done | "
+		       "xargs -r ps -o comm= -p 2>/dev/null | grep -c dpworker",
+		       n, id);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	if (fgets(line, sizeof(line), p))
+		count = (int)strtol(line, NULL, 10);
+	(void)pclose(p);
+	return count;
 }

@@ -33,4 +33,13 @@ char *dp_test_slurp(const char *path);
 /* Write @text to a new temporary file; returns its path (caller frees and unlinks). */
 char *dp_test_write_tmp(const char *suffix, const char *text);
 
+/* Namespace nodes (tests/netns/netns-cluster.sh, needs root): bring up
+ * cluster @id (subnet 10.254.ID.0/24) of @n nodes; 0 with its state
+ * directory in @st, or -1 when it cannot be built here (the test skips). */
+int dp_test_netns_up(int id, int n, char *st, size_t len);
+/* Remove cluster @id (everything netns-cluster.sh made). */
+void dp_test_netns_down(int id);
+/* dpworker processes (relays included) left in cluster @id's nodes 1..@n. */
+int dp_test_netns_dpworkers(int id, int n);
+
 #endif

@@ -87,20 +87,7 @@ static struct dp_test_run launch(const char *steps, const char *fail)
 /* dpworker processes (relays included) left in the cluster's namespaces. */
 static int leftovers(void)
 {
-	char cmd[512], line[64];
-	int n = 0;
-	FILE *p;
-
-	(void)snprintf(cmd, sizeof(cmd),
-		       "for i in $(seq 1 %d); do ip netns pids dp%dn$i; done | "
-		       "xargs -r ps -o comm= -p 2>/dev/null | grep -c dpworker",
-		       NNODES, cluster_id);
-	p = popen(cmd, "r");
-	assert_non_null(p);
-	if (fgets(line, sizeof(line), p))
-		n = (int)strtol(line, NULL, 10);
-	(void)pclose(p);
-	return n;
+	return dp_test_netns_dpworkers(cluster_id, NNODES);
 }
 
 static void wait_no_leftovers(void)
