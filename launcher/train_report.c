@@ -635,9 +635,10 @@ static int simulated_lanes(const struct dp_train_report *tr, struct svg_parts *p
 			break;
 		}
 		for (size_t j = 0; j < rs->nslots; j++)
-			p->box[i][j] = (struct dp_sched_chart_box){ .op = *rs->slots[j].op,
-								    .start = rs->slots[j].start * 1e3,
-								    .end = rs->slots[j].end * 1e3 };
+			p->box[i][j] =
+				(struct dp_sched_chart_box){ .op = *rs->slots[j].op,
+							     .start = rs->slots[j].start * 1e3,
+							     .end = rs->slots[j].end * 1e3 };
 		p->lane[i].box = p->box[i];
 		p->lane[i].nbox = rs->nslots;
 		*nlanes = k + 1;
@@ -650,7 +651,8 @@ static int simulated_lanes(const struct dp_train_report *tr, struct svg_parts *p
 
 int dp_train_report_svg(const struct dp_train_report *tr, struct dp_buf *out, struct dp_err *err)
 {
-	int n = tr->cfg.nranks, pp = tr->cfg.pp > 0 ? tr->cfg.pp : 0, nsim = 0, ep = ep_of(&tr->cfg);
+	int n = tr->cfg.nranks, pp = tr->cfg.pp > 0 ? tr->cfg.pp : 0, nsim = 0,
+	    ep = ep_of(&tr->cfg);
 	struct svg_parts p = { .lane = calloc((size_t)(n + pp), sizeof(*p.lane)),
 			       .box = calloc((size_t)(n + pp), sizeof(*p.box)),
 			       .label = calloc((size_t)(n + pp), sizeof(*p.label)) };
@@ -682,11 +684,13 @@ int dp_train_report_svg(const struct dp_train_report *tr, struct dp_buf *out, st
 	}
 	while (!tr->tl[first].have)
 		first++;
-	(void)snprintf(title, sizeof(title), "dpctl run: %s pp %d%s%.0d%s%.0d micro %d, step %llu: "
-					     "measured vs simulated (ms)",
+	(void)snprintf(title, sizeof(title),
+		       "dpctl run: %s pp %d%s%.0d%s%.0d micro %d, step %llu: "
+		       "measured vs simulated (ms)",
 		       dp_sched_algo_name(tr->cfg.algo), tr->cfg.pp, ep > 1 ? " ep " : "",
-		       ep > 1 ? ep : 0, tr->cfg.dp > 1 ? " dp " : "", tr->cfg.dp > 1 ? tr->cfg.dp : 0,
-		       tr->cfg.micro, (unsigned long long)tr->tl[first].step);
+		       ep > 1 ? ep : 0, tr->cfg.dp > 1 ? " dp " : "",
+		       tr->cfg.dp > 1 ? tr->cfg.dp : 0, tr->cfg.micro,
+		       (unsigned long long)tr->tl[first].step);
 	(void)snprintf(mtitle, sizeof(mtitle),
 		       "measured: the last step every rank recorded, from its earliest op");
 	(void)snprintf(stitle, sizeof(stitle),

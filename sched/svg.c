@@ -80,8 +80,8 @@ static int text(struct dp_buf *b, const char *attrs, const char *s)
 	return rc ? rc : dp_buf_adds(b, "</text>\n");
 }
 
-static int cell(struct dp_buf *b, const struct dp_sched_chart *c, const struct dp_sched_chart_box *bx,
-		double x0, double y, double scale)
+static int cell(struct dp_buf *b, const struct dp_sched_chart *c,
+		const struct dp_sched_chart_box *bx, double x0, double y, double scale)
 {
 	const struct dp_sched_op *op = &bx->op;
 	double x = x0 + bx->start * scale, w = (bx->end - bx->start) * scale;
@@ -171,8 +171,9 @@ static int lanes(struct dp_buf *b, const struct dp_sched_chart *c,
 	if (!rc && g->title) {
 		char at[64];
 
-		(void)snprintf(at, sizeof(at), "x=\"6\" y=\"%.2f\" font-size=\"12\" "
-					       "font-weight=\"bold\"",
+		(void)snprintf(at, sizeof(at),
+			       "x=\"6\" y=\"%.2f\" font-size=\"12\" "
+			       "font-weight=\"bold\"",
 			       *y + 12);
 		rc = text(b, at, g->title);
 		*y += TITLE_H;

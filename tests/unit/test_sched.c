@@ -681,7 +681,9 @@ static void chart_svg_groups_axis_escaping(void **state)
 		{ .op = { .kind = DP_SCHED_OP_FB, .leg = 1, .micro = 4, .micro2 = 2 },
 		  .start = 4,
 		  .end = 9.5 },
-		{ .op = { .kind = DP_SCHED_OP_RF, .micro = 0 }, .start = 0, .end = 1 }, /* not drawn */
+		{ .op = { .kind = DP_SCHED_OP_RF, .micro = 0 },
+		  .start = 0,
+		  .end = 1 }, /* not drawn */
 	};
 	const struct dp_sched_chart_lane lane[] = {
 		{ .label = "rank 0 <a & \"b\">", .box = box, .nbox = 3 },
@@ -690,8 +692,13 @@ static void chart_svg_groups_axis_escaping(void **state)
 	const struct dp_sched_chart_group g = {
 		.id = "measured", .title = "step 'x' & y", .lane = lane, .nlanes = 2
 	};
-	const struct dp_sched_chart c = { .title = "t<1>", .unit = "ms", .span = 10, .scale = 20,
-					  .label_w = 100, .group = &g, .ngroups = 1 };
+	const struct dp_sched_chart c = { .title = "t<1>",
+					  .unit = "ms",
+					  .span = 10,
+					  .scale = 20,
+					  .label_w = 100,
+					  .group = &g,
+					  .ngroups = 1 };
 	struct dp_buf b;
 	xmlDocPtr doc;
 	xmlNodePtr n, grp = NULL;

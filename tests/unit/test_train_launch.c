@@ -171,8 +171,8 @@ static xmlXPathObjectPtr svg_eval(xmlDocPtr doc, const char *expr)
 	xmlXPathObjectPtr o;
 
 	assert_non_null(ctx);
-	assert_int_equal(xmlXPathRegisterNs(ctx, BAD_CAST "s", BAD_CAST "http://www.w3.org/2000/svg"),
-			 0);
+	assert_int_equal(
+		xmlXPathRegisterNs(ctx, BAD_CAST "s", BAD_CAST "http://www.w3.org/2000/svg"), 0);
 	o = xmlXPathEvalExpression(BAD_CAST expr, ctx);
 	xmlXPathFreeContext(ctx);
 	if (!o || o->type != XPATH_NODESET)
@@ -276,8 +276,9 @@ static void trains_like_train_local_dp(const char *algo, int dp, int pp, int ep,
 			fail_msg("%s dp %d pp %d ep %d: rank %d has %d boxes, %d trace ops", algo,
 				 dp, pp, ep, i, svg_count(doc, xp), seen[i]);
 	}
-	(void)snprintf(svgpath, sizeof(svgpath), "//s:g[@id='measured']/s:text[starts-with(., "
-						 "'rank %d (pp %d, ep %d')]",
+	(void)snprintf(svgpath, sizeof(svgpath),
+		       "//s:g[@id='measured']/s:text[starts-with(., "
+		       "'rank %d (pp %d, ep %d')]",
 		       n - 1, pp - 1, ep - 1);
 	assert_int_equal(svg_count(doc, svgpath), 1);
 	assert_int_equal(svg_count(doc, "//s:g[@id='simulated']/s:rect[@class='idle']"), pp);
