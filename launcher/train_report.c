@@ -520,18 +520,17 @@ static int write_file(const char *path, const char *data, size_t len, struct dp_
 	return 0;
 }
 
-/* Everything the chart borrows, freed together. */
+/* Everything the chart borrows, freed together: lane[i].box is allocated
+ * here (const for the chart only). */
 struct svg_parts {
 	struct dp_sched_chart_lane *lane; /* [nranks + pp]: measured, then simulated */
-	struct dp_sched_chart_box **box;  /* [nranks + pp] */
 	char (*label)[96];		  /* [nranks + pp] */
 };
 
-static void svg_parts_release(struct svg_parts *p, int n)
+static void svg_parts_release(struct svg_parts *p, size_t n)
 {
-	for (int i = 0; p->box && i < n; i++)
-		free(p->box[i]);
-	free(p->box);
+	for (size_t i = 0; p->lane && i < n; i++)
+		free((void *)p->lane[i].box);
 	free(p->lane);
 	free(p->label);
 }
@@ -573,6 +572,7 @@ static int measured_lanes(const struct dp_train_report *tr, struct svg_parts *p,
 	for (int r = 0; r < n; r++) {
 		const struct rank_tl *x = &tr->tl[r];
 		uint64_t o = shared ? o_min : x->t0;
+		struct dp_sched_chart_box *box;
 		size_t len;
 
 		lane_label(tr, r, p->label[r], sizeof(p->label[r]));
@@ -586,12 +586,13 @@ static int measured_lanes(const struct dp_train_report *tr, struct svg_parts *p,
 		p->lane[r].label = p->label[r];
 		if (!x->have || !x->n)
 			continue;
-		p->box[r] = calloc(x->n, sizeof(*p->box[r]));
-		if (!p->box[r])
+		box = calloc(x->n, sizeof(*box));
+		if (!box)
 			return -ENOMEM;
+		p->lane[r].box = box;
 		for (size_t i = 0; i < x->n; i++) {
 			const struct dp_ctl_tl_op *q = &x->op[i];
-			struct dp_sched_chart_box *b = &p->box[r][i];
+			struct dp_sched_chart_box *b = &box[i];
 
 			b->op = (struct dp_sched_op){ .kind = q->kind,
 						      .leg = q->leg,
@@ -604,7 +605,6 @@ static int measured_lanes(const struct dp_train_report *tr, struct svg_parts *p,
 			if (b->end > *span)
 				*span = b->end;
 		}
-		p->lane[r].box = p->box[r];
 		p->lane[r].nbox = x->n;
 	}
 	return 0;
@@ -626,20 +626,20 @@ static int simulated_lanes(const struct dp_train_report *tr, struct svg_parts *p
 	for (int k = 0; k < sim.nranks && k < tr->cfg.pp && !rc; k++) {
 		const struct dp_sched_rank_stats *rs = &sim.ranks[k];
 		int i = tr->cfg.nranks + k;
+		struct dp_sched_chart_box *box;
 
 		(void)snprintf(p->label[i], sizeof(p->label[i]), "pp %d simulated", k);
 		p->lane[i].label = p->label[i];
-		p->box[i] = calloc(rs->nslots ? rs->nslots : 1, sizeof(*p->box[i]));
-		if (!p->box[i]) {
+		box = calloc(rs->nslots ? rs->nslots : 1, sizeof(*box));
+		if (!box) {
 			rc = -ENOMEM;
 			break;
 		}
+		p->lane[i].box = box;
 		for (size_t j = 0; j < rs->nslots; j++)
-			p->box[i][j] =
-				(struct dp_sched_chart_box){ .op = *rs->slots[j].op,
-							     .start = rs->slots[j].start * 1e3,
-							     .end = rs->slots[j].end * 1e3 };
-		p->lane[i].box = p->box[i];
+			box[j] = (struct dp_sched_chart_box){ .op = *rs->slots[j].op,
+							      .start = rs->slots[j].start * 1e3,
+							      .end = rs->slots[j].end * 1e3 };
 		p->lane[i].nbox = rs->nslots;
 		*nlanes = k + 1;
 	}
@@ -653,9 +653,9 @@ int dp_train_report_svg(const struct dp_train_report *tr, struct dp_buf *out, st
 {
 	int n = tr->cfg.nranks, pp = tr->cfg.pp > 0 ? tr->cfg.pp : 0, nsim = 0,
 	    ep = ep_of(&tr->cfg);
-	struct svg_parts p = { .lane = calloc((size_t)(n + pp), sizeof(*p.lane)),
-			       .box = calloc((size_t)(n + pp), sizeof(*p.box)),
-			       .label = calloc((size_t)(n + pp), sizeof(*p.label)) };
+	size_t nl = (size_t)n + (size_t)pp;
+	struct svg_parts p = { .lane = calloc(nl, sizeof(*p.lane)),
+			       .label = calloc(nl, sizeof(*p.label)) };
 	char title[192], mtitle[160], stitle[192];
 	struct dp_sched_chart_group g[2] = {
 		{ .id = "measured", .title = mtitle, .lane = p.lane, .nlanes = n },
@@ -667,7 +667,7 @@ int dp_train_report_svg(const struct dp_train_report *tr, struct dp_buf *out, st
 	size_t maxlab = 0;
 	int rc, first = 0;
 
-	if (!p.lane || !p.box || !p.label) {
+	if (!p.lane || !p.label) {
 		rc = dp_err_set(err, ENOMEM, "report: out of memory");
 		goto out;
 	}
@@ -711,7 +711,7 @@ int dp_train_report_svg(const struct dp_train_report *tr, struct dp_buf *out, st
 	c.label_w = fmax(64.0, 12.0 + 6.6 * (double)maxlab);
 	rc = dp_sched_chart_svg(&c, out, err);
 out:
-	svg_parts_release(&p, n + pp);
+	svg_parts_release(&p, nl);
 	return rc;
 }
 

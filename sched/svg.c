@@ -135,7 +135,7 @@ static int axis(struct dp_buf *b, const struct dp_sched_chart *c, double left, d
 			 "<g class=\"axis\" stroke=\"#333\" stroke-width=\"0.5\">\n"
 			 "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\"/>\n",
 			 left, y + 4, left + span * scale, y + 4);
-	for (long k = 0; !rc && k * step <= span * (1 + 1e-9); k++) {
+	for (long k = 0; !rc && (double)k * step <= span * (1 + 1e-9); k++) {
 		double x = left + (double)k * step * scale;
 
 		rc = dp_buf_addf(b,

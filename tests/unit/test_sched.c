@@ -722,7 +722,7 @@ static void chart_svg_groups_axis_escaping(void **state)
 		if (n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST "g") == 0)
 			grp = n;
 	assert_non_null(grp);
-	for (n = grp->children; n; n = n->next) {
+	for (n = grp ? grp->children : NULL; n; n = n->next) {
 		xmlChar *cls, *v;
 
 		if (n->type != XML_ELEMENT_NODE)

@@ -610,74 +610,10 @@ static void report_sums_shares_in_rank_order(void **state)
 	dp_train_report_free(tr);
 }
 
-static void report_bubble_and_trace(void **state)
-{
-	struct dp_train_report_cfg cfg = {
-		.nranks = 2, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2
-	};
-	struct dp_train_report *tr = NULL;
-	struct dp_ctl_timeline *t = calloc(1, sizeof(*t));
-	struct dp_train_bubble b[2];
-	struct dp_train_durations d;
-	char *dir = tmpdir(), path[300];
-	json_t *j;
-	/* 1f1b pp 2 micro 2, F = 1 ms, B = 2 ms, rank 1 starts after rank 0's F0 */
-	static const struct {
-		int rank, kind, micro;
-		double start, end;
-	} ops[] = {
-		{ 0, DP_SCHED_OP_F, 0, 0, 1 }, { 0, DP_SCHED_OP_F, 1, 1, 2 },
-		{ 0, DP_SCHED_OP_B, 0, 4, 6 }, { 0, DP_SCHED_OP_B, 1, 7, 9 },
-		{ 1, DP_SCHED_OP_F, 0, 1, 2 }, { 1, DP_SCHED_OP_B, 0, 2, 4 },
-		{ 1, DP_SCHED_OP_F, 1, 4, 5 }, { 1, DP_SCHED_OP_B, 1, 5, 7 },
-	};
-
-	(void)state;
-	assert_non_null(t);
-	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
-	assert_int_equal(dp_train_report_bubbles(tr, b, &d, NULL), -ENODATA);
-	for (int r = 0; r < 2; r++) {
-		memset(t, 0, sizeof(*t));
-		t->step = 7;
-		t->t0_ns = 1000000000;
-		t->t1_ns = 1010000000;
-		for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
-			struct dp_ctl_tl_op *o;
-
-			if (ops[i].rank != r)
-				continue;
-			o = &t->op[t->n++];
-			o->kind = (uint8_t)ops[i].kind;
-			o->micro = ops[i].micro;
-			o->micro2 = -1;
-			o->start_ns = t->t0_ns + (uint64_t)(ops[i].start * 1e6);
-			o->end_ns = t->t0_ns + (uint64_t)(ops[i].end * 1e6);
-		}
-		dp_train_report_timeline(tr, r, "localhost", t);
-	}
-	assert_int_equal(dp_train_report_bubbles(tr, b, &d, NULL), 0);
-	assert_true(fabs(d.f - 1e-3) < 1e-9 && fabs(d.b - 2e-3) < 1e-9);
-	/* both ranks busy 6 ms over a 9 ms span */
-	assert_true(fabs(b[0].busy - 6e-3) < 1e-9 && fabs(b[1].busy - 6e-3) < 1e-9);
-	assert_true(fabs(b[0].bubble - 3e-3) < 1e-9 && fabs(b[1].bubble - 3e-3) < 1e-9);
-	/* 1F1B pp 2: the simulator's makespan for F 1, B 2 is 9 as measured */
-	assert_true(fabs(b[0].predicted - 3e-3) < 1e-9);
-	(void)snprintf(path, sizeof(path), "%s/trace.json", dir);
-	assert_int_equal(dp_train_report_write_trace(tr, path, NULL), 0);
-	j = json_load_file(path, 0, NULL);
-	assert_non_null(j);
-	/* 2 thread names + 1 process name + 8 ops */
-	assert_int_equal(json_array_size(json_object_get(j, "traceEvents")), 11);
-	json_decref(j);
-	dp_train_report_free(tr);
-	free(t);
-	rm_rf(dir);
-	free(dir);
-}
-
-/* Feed the 1f1b pp 2 micro 2 timeline of report_bubble_and_trace (F 1 ms,
- * B 2 ms) for the ranks in @mask. */
-static void feed_1f1b(struct dp_train_report *tr, unsigned mask)
+/* Feed a 1f1b pp 2 micro 2 timeline (F = 1 ms, B = 2 ms, rank 1 starts
+ * after rank 0's F0) of step 7 for the ranks in @mask, the first op @lead_ns
+ * after the step start. */
+static void feed_1f1b(struct dp_train_report *tr, unsigned mask, uint64_t lead_ns)
 {
 	static const struct {
 		int rank, kind, micro;
@@ -696,7 +632,6 @@ static void feed_1f1b(struct dp_train_report *tr, unsigned mask)
 			continue;
 		memset(t, 0, sizeof(*t));
 		t->step = 7;
-		/* the step starts 0.5 ms before the first op */
 		t->t0_ns = 1000000000;
 		t->t1_ns = 1010000000;
 		for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
@@ -708,12 +643,46 @@ static void feed_1f1b(struct dp_train_report *tr, unsigned mask)
 			o->kind = (uint8_t)ops[i].kind;
 			o->micro = ops[i].micro;
 			o->micro2 = -1;
-			o->start_ns = t->t0_ns + 500000 + (uint64_t)(ops[i].start * 1e6);
-			o->end_ns = t->t0_ns + 500000 + (uint64_t)(ops[i].end * 1e6);
+			o->start_ns = t->t0_ns + lead_ns + (uint64_t)(ops[i].start * 1e6);
+			o->end_ns = t->t0_ns + lead_ns + (uint64_t)(ops[i].end * 1e6);
 		}
 		dp_train_report_timeline(tr, r, "localhost", t);
 	}
 	free(t);
+}
+
+static void report_bubble_and_trace(void **state)
+{
+	struct dp_train_report_cfg cfg = {
+		.nranks = 2, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2
+	};
+	struct dp_train_report *tr = NULL;
+	struct dp_train_bubble b[2];
+	struct dp_train_durations d;
+	char *dir = tmpdir(), path[300];
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
+	assert_int_equal(dp_train_report_bubbles(tr, b, &d, NULL), -ENODATA);
+	feed_1f1b(tr, 3, 0);
+	assert_int_equal(dp_train_report_bubbles(tr, b, &d, NULL), 0);
+	assert_true(fabs(d.f - 1e-3) < 1e-9 && fabs(d.b - 2e-3) < 1e-9);
+	/* both ranks busy 6 ms over a 9 ms span */
+	assert_true(fabs(b[0].busy - 6e-3) < 1e-9 && fabs(b[1].busy - 6e-3) < 1e-9);
+	assert_true(fabs(b[0].bubble - 3e-3) < 1e-9 && fabs(b[1].bubble - 3e-3) < 1e-9);
+	/* 1F1B pp 2: the simulator's makespan for F 1, B 2 is 9 as measured */
+	assert_true(fabs(b[0].predicted - 3e-3) < 1e-9);
+	(void)snprintf(path, sizeof(path), "%s/trace.json", dir);
+	assert_int_equal(dp_train_report_write_trace(tr, path, NULL), 0);
+	j = json_load_file(path, 0, NULL);
+	assert_non_null(j);
+	/* 2 thread names + 1 process name + 8 ops */
+	assert_int_equal(json_array_size(json_object_get(j, "traceEvents")), 11);
+	json_decref(j);
+	dp_train_report_free(tr);
+	rm_rf(dir);
+	free(dir);
 }
 
 /* timeline.svg from a made-up merged timeline: a lane per rank, a box per
@@ -741,7 +710,7 @@ static void report_timeline_svg(void **state)
 	assert_int_equal(dp_train_report_write_svg(tr, path, &err), -ENODATA);
 	assert_non_null(strstr(err.msg, "no timeline"));
 	assert_int_equal(access(path, F_OK), -1);
-	feed_1f1b(tr, 3);
+	feed_1f1b(tr, 3, 500000); /* the first op 0.5 ms into the step */
 	assert_int_equal(dp_train_report_write_svg(tr, path, NULL), 0);
 	doc = svg_load(path);
 	assert_int_equal(svg_count(doc, "//s:g[@id='measured']/s:rect[@class='idle']"), 2);
@@ -770,7 +739,7 @@ static void report_timeline_svg(void **state)
 
 	/* a failed run: only rank 1 sent its timeline */
 	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
-	feed_1f1b(tr, 2);
+	feed_1f1b(tr, 2, 500000);
 	dp_buf_init(&b, 1 << 20);
 	assert_int_equal(dp_train_report_svg(tr, &b, NULL), 0);
 	doc = xmlReadMemory(dp_buf_str(&b), (int)strlen(dp_buf_str(&b)), "t.svg", NULL,
