@@ -7,7 +7,8 @@
 # ranks of each stage) joined through the controller, 300 steps, the loss
 # falling, and
 # at the end a summary (loss first -> last, tokens/s, measured vs simulated
-# bubble per rank) and the path of the merged trace.json.
+# bubble per rank) and the paths of the merged trace.json and timeline.svg
+# (measured lanes per rank over the simulated schedule).
 set -euo pipefail
 B=${1:-build}
 R=recipes/local-demo.yaml
@@ -27,3 +28,4 @@ DPWORKER="$B/dpworker" "$B/dpctl" launch --run-dir "$RUN" "$R"
 echo "== dpctl report $RUN: one HTML page (timeline, loss curve, bubble, events)"
 "$B/dpctl" report "$RUN"
 echo "== open $RUN/trace.json in chrome://tracing or https://ui.perfetto.dev"
+echo "== open $RUN/timeline.svg in a browser: measured op lanes per rank over the simulated schedule"

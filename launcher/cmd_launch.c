@@ -534,8 +534,8 @@ struct train_run {
 	long steps, every;
 	FILE *out;
 	char run_dir[PATH_MAX];
-	char trace[PATH_MAX + 16];
-	int trace_ok;
+	char trace[PATH_MAX + 16], svg[PATH_MAX + 16];
+	int trace_ok, svg_ok;
 	/* progress: the controller's heartbeat-based progress events carry
 	 * per-rank loss shares, so a training run reports each completed step
 	 * (exact loss, step tokens/s) from the train report instead */
@@ -647,10 +647,12 @@ static int make_run_dir(struct dp_cli *cli, const struct dp_recipe *r, const cha
 				    "launch: cannot create run directory '%s': %s", t->run_dir,
 				    strerror(-rc));
 	(void)snprintf(t->trace, sizeof(t->trace), "%s/trace.json", t->run_dir);
+	(void)snprintf(t->svg, sizeof(t->svg), "%s/timeline.svg", t->run_dir);
 	return EX_OK;
 }
 
-/* After the run: summary (human, or the "train" object of --json) and trace. */
+/* After the run: summary (human, or the "train" object of --json), trace
+ * and timeline.svg (the latter also from a failed run's partial timeline). */
 static json_t *train_finish(struct train_run *t)
 {
 	struct dp_err e = { 0 };
@@ -660,16 +662,20 @@ static json_t *train_finish(struct train_run *t)
 	t->trace_ok = dp_train_report_write_trace(t->tr, t->trace, &e) == 0;
 	if (!t->trace_ok)
 		dp_log(DP_LOG_WARN, "launch", "no trace: %s", e.msg);
+	t->svg_ok = dp_train_report_write_svg(t->tr, t->svg, &e) == 0;
+	if (!t->svg_ok)
+		dp_log(DP_LOG_WARN, "launch", "no timeline.svg: %s", e.msg);
 	if (t->cli->json) {
 		json_t *losses = json_array();
 
 		for (size_t i = 0; i < n; i++)
 			(void)json_array_append_new(losses,
 						    json_real(dp_train_report_loss(t->tr, i)));
-		o = json_pack("{s:I, s:o, s:f, s:f, s:s, s:s?}", "steps", (json_int_t)n, "losses",
-			      losses, "tokens_per_s", dp_train_report_tokens_per_s(t->tr), "wall_s",
-			      dp_train_report_wall_s(t->tr), "run_dir", t->run_dir, "trace",
-			      t->trace_ok ? t->trace : NULL);
+		o = json_pack("{s:I, s:o, s:f, s:f, s:s, s:s?, s:s?}", "steps", (json_int_t)n,
+			      "losses", losses, "tokens_per_s", dp_train_report_tokens_per_s(t->tr),
+			      "wall_s", dp_train_report_wall_s(t->tr), "run_dir", t->run_dir,
+			      "trace", t->trace_ok ? t->trace : NULL, "timeline_svg",
+			      t->svg_ok ? t->svg : NULL);
 	} else if (!t->cli->quiet) {
 		struct dp_buf b;
 
@@ -679,6 +685,8 @@ static json_t *train_finish(struct train_run *t)
 		dp_buf_release(&b);
 		if (t->trace_ok)
 			(void)fprintf(t->cli->out, "trace: %s\n", t->trace);
+		if (t->svg_ok)
+			(void)fprintf(t->cli->out, "timeline: %s\n", t->svg);
 	}
 	return o;
 }
@@ -1395,7 +1403,8 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"recipe's env section; --dry-run prints each rank's argv and environment.\n"
 		"A RECIPE run trains: step losses as they complete, then a summary (loss\n"
 		"first -> last, tokens/s, measured vs simulated bubble per rank) and the\n"
-		"merged op timeline in RUN-DIR/trace.json.\n"
+		"merged op timeline in RUN-DIR/trace.json (Chrome trace) and\n"
+		"RUN-DIR/timeline.svg (measured lanes over the simulated schedule).\n"
 		"\n"
 		"Options:\n"
 		"  --local N             run N ranks on this machine (the local backend)\n"
@@ -1426,7 +1435,8 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"  --run-dir DIR         write DIR/logs/rank-NNNN.log (each rank's output),\n"
 		"                        DIR/events.jsonl (the --json events), DIR/run.jsonl\n"
 		"                        and metrics.prom (for dpctl report) and, training,\n"
-		"                        DIR/trace.json (a training run always has one:\n"
+		"                        DIR/trace.json and DIR/timeline.svg (a training\n"
+		"                        run always has a run directory:\n"
 		"                        $TMPDIR/dpctl-runs/RECIPE-TIME-PID, TMPDIR=/tmp)\n"
 		"  --prefix TEMPLATE     prefix of rank lines; {host} and {rank} are replaced\n"
 		"                        ('[{host}:{rank}]')\n"

@@ -6,6 +6,11 @@
  *   metrics.prom  (Prometheus text)     -> per-rank bubble and a2a bytes
  *   trace.json    (Chrome trace, optional) -> schedule timeline; bubble and
  *                  a2a bytes when metrics.prom lacks them
+ *   timeline.svg  (the controller's measured vs simulated timeline,
+ *                  optional) -> inline under the schedule timeline, parsed
+ *                  (libxml2), checked against the few elements and
+ *                  attributes the controller writes and written out again
+ *                  escaped, so a tampered file cannot inject anything
  *
  * Every part is optional: a missing source gives a "no data" note in its
  * section, never an error.  The page has inline CSS and inline SVG only (no
@@ -15,6 +20,8 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -459,7 +466,107 @@ static void summary(FILE *f, const struct report *r, const char *dir)
 	(void)fputs("</table>\n</section>\n", f);
 }
 
-static void timeline(FILE *f, const struct report *r)
+#define MAX_SVG (16L << 20) /* a larger timeline.svg is not shown */
+
+/* Is the tree under @n (siblings included) only what the controller's
+ * timeline.svg holds: the elements below, attributes without a namespace,
+ * event handlers, links or styles, values without "(" (no url(...)), and
+ * text?  Anything else (script, foreignObject, comments, entities, CDATA)
+ * and the file is not shown. */
+static int svg_safe(xmlNodePtr n, int depth)
+{
+	static const char *const elems[] = { "svg", "g", "rect", "text", "title", "line", NULL };
+
+	for (; n; n = n->next) {
+		int ok = 0;
+
+		if (n->type == XML_TEXT_NODE)
+			continue;
+		if (n->type != XML_ELEMENT_NODE || depth > 8)
+			return 0;
+		for (int i = 0; elems[i]; i++)
+			ok |= xmlStrcmp(n->name, BAD_CAST elems[i]) == 0;
+		for (xmlAttrPtr a = n->properties; ok && a; a = a->next) {
+			xmlChar *v = xmlNodeListGetString(n->doc, a->children, 1);
+
+			ok = !a->ns && xmlStrncasecmp(a->name, BAD_CAST "on", 2) != 0 &&
+			     !xmlStrcasestr(a->name, BAD_CAST "href") &&
+			     xmlStrcasecmp(a->name, BAD_CAST "style") != 0 &&
+			     !xmlStrchr(v ? v : BAD_CAST "", '(');
+			xmlFree(v);
+		}
+		if (!ok || !svg_safe(n->children, depth + 1))
+			return 0;
+	}
+	return 1;
+}
+
+/* Write the checked tree as HTML-embedded SVG, every name, value and text
+ * escaped (the xmlns declaration is dropped: inline SVG needs none; the
+ * text nodes keep the file's line breaks). */
+static void svg_write(FILE *f, xmlNodePtr n, int root)
+{
+	for (; n; n = n->next) {
+		if (n->type == XML_TEXT_NODE) {
+			esc(f, (const char *)n->content);
+			continue;
+		}
+		(void)fputc('<', f);
+		esc(f, (const char *)n->name);
+		if (root) /* as wide as the page, the height from the viewBox */
+			(void)fputs(" width=\"100%\"", f);
+		for (xmlAttrPtr a = n->properties; a; a = a->next) {
+			xmlChar *v;
+
+			if (root && (xmlStrcmp(a->name, BAD_CAST "width") == 0 ||
+				     xmlStrcmp(a->name, BAD_CAST "height") == 0))
+				continue;
+			v = xmlNodeListGetString(n->doc, a->children, 1);
+			(void)fputc(' ', f);
+			esc(f, (const char *)a->name);
+			(void)fputs("=\"", f);
+			esc(f, (const char *)v);
+			(void)fputc('"', f);
+			xmlFree(v);
+		}
+		(void)fputc('>', f);
+		svg_write(f, n->children, 0);
+		(void)fputs("</", f);
+		esc(f, (const char *)n->name);
+		(void)fputc('>', f);
+	}
+}
+
+/* RUN_DIR/timeline.svg (the controller's measured vs simulated timeline),
+ * if any, inline after a safety check. */
+static void measured_svg(FILE *f, const char *dir)
+{
+	char path[4096];
+	struct stat st;
+	xmlDocPtr doc;
+	xmlNodePtr root;
+
+	(void)snprintf(path, sizeof(path), "%s/timeline.svg", dir);
+	if (stat(path, &st) != 0)
+		return;
+	(void)fputs("<h3>Measured vs simulated (timeline.svg)</h3>\n", f);
+	doc = S_ISREG(st.st_mode) && st.st_size <= MAX_SVG
+		      ? xmlReadFile(path, NULL,
+				    XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING)
+		      : NULL;
+	root = doc ? xmlDocGetRootElement(doc) : NULL;
+	if (!root || doc->intSubset || xmlStrcmp(root->name, BAD_CAST "svg") != 0 ||
+	    !svg_safe(root, 0))
+		none(f, "timeline.svg is not shown: not the SVG the controller writes");
+	else {
+		(void)fputs("<div id=\"timeline-measured\">\n", f);
+		svg_write(f, root, 1);
+		(void)fputs("</div>\n", f);
+	}
+	xmlFreeDoc(doc);
+}
+
+static void timeline(FILE *f, const struct report *r, const char *dir)
 {
 	const int left = 150, lane_h = 18, w = CHART_W - left - 10;
 	double span = r->t1 - r->t0;
@@ -470,6 +577,7 @@ static void timeline(FILE *f, const struct report *r)
 	section(f, "timeline", "Schedule timeline");
 	if (!r->trace || r->nlanes == 0 || !(span > 0)) {
 		none(f, "no trace.json in this run directory: no schedule timeline");
+		measured_svg(f, dir);
 		(void)fputs("</section>\n", f);
 		return;
 	}
@@ -517,6 +625,7 @@ static void timeline(FILE *f, const struct report *r)
 		    "<span><i style=\"background:#f0953a\"></i>weight grad</span>"
 		    "<span><i style=\"background:#8e6cc2\"></i>all-to-all</span></p>\n",
 		    f);
+	measured_svg(f, dir);
 	(void)fputs("</section>\n", f);
 }
 
@@ -724,7 +833,7 @@ static void page(FILE *f, struct report *r, const char *dir)
 		      "</title>\n<style>%s</style>\n</head>\n<body>\n<h1>dpctl run report</h1>\n",
 		      css);
 	summary(f, r, dir);
-	timeline(f, r);
+	timeline(f, r, dir);
 	loss_curve(f, r);
 	per_rank(f, r, 1);
 	per_rank(f, r, 0);
@@ -803,7 +912,8 @@ const struct dp_cli_cmd dp_cmd_report = {
 		 "\n"
 		 "Write one self-contained HTML page (inline CSS and SVG, no scripts, no\n"
 		 "external URLs) about the run in RUN_DIR (dpctl launch --run-dir): summary\n"
-		 "and root cause, schedule timeline (trace.json), loss curve, pipeline bubble\n"
+		 "and root cause, schedule timeline (trace.json; the measured vs simulated\n"
+		 "timeline.svg under it), loss curve, pipeline bubble\n"
 		 "and all-to-all bytes per rank (metrics.prom, else trace.json), and the\n"
 		 "health events (run.jsonl).  Missing inputs leave a note, not an error.\n"
 		 "Prints the path written.\n"

@@ -1,9 +1,10 @@
 /* launcher/dp_train_report.h - what the controller makes of a training run's
  * STEP and TIMELINE frames: the step loss (the sum of every rank's loss
  * share, added in rank order, as `dpworker --train-local` does), tokens/s,
- * the op timelines of the last step merged into one Chrome trace, and the
- * measured bubble of every rank next to the simulator's prediction for the
- * measured F, B, W and F&B durations.
+ * the op timelines of the last step merged into one Chrome trace and one SVG
+ * timeline (measured over simulated), and the measured bubble of every rank
+ * next to the simulator's prediction for the measured F, B, W and F&B
+ * durations.
  *
  *   struct dp_train_report_cfg rc = { .nranks = 4, .algo = DP_SCHED_DUALPIPE,
  *                                     .pp = 4, .micro = 8 };
@@ -11,6 +12,7 @@
  *   cfg.train = &dp_train_report_events; cfg.train_arg = tr;   (struct dp_ctl_cfg)
  *   dp_ctl_run(&cfg, &spec, &res, &err);
  *   dp_train_report_write_trace(tr, "run/trace.json", &err);
+ *   dp_train_report_write_svg(tr, "run/timeline.svg", &err);
  *   dp_train_report_summary(tr, &buf, &err);
  *   dp_train_report_free(tr);
  *
@@ -90,6 +92,22 @@ int dp_train_report_bubbles(const struct dp_train_report *tr, struct dp_train_bu
  * or -errno with @err naming the path. */
 int dp_train_report_write_trace(const struct dp_train_report *tr, const char *path,
 				struct dp_err *err);
+
+/* The measured timeline as a standalone SVG document (sched's chart, see
+ * dp_sched_chart_svg): group "measured", one lane per rank labelled
+ * "rank R (pp P, ep E[, dp D])" holding the ops of the last step that rank
+ * recorded (the ranks send the timeline of their last step), in ms from the
+ * earliest op of any rank (ranks on one host share their clock; otherwise
+ * each rank is placed from its own step start), a rank without a timeline
+ * an empty lane (": no timeline"); then group "simulated", one lane per pp
+ * rank, the simulator's timeline of the same schedule for the measured mean
+ * F, B, W and F&B durations (dp_train_report_bubbles' prediction), on the
+ * same ms axis.  Works with what was received (a failed run): 0, or
+ * -ENODATA (no timeline from any rank) / -ENOMEM / -E2BIG with @err.
+ * dp_train_report_write_svg() writes it to @path atomically. */
+int dp_train_report_svg(const struct dp_train_report *tr, struct dp_buf *out, struct dp_err *err);
+int dp_train_report_write_svg(const struct dp_train_report *tr, const char *path,
+			      struct dp_err *err);
 
 /* Append the human summary (loss first -> last, tokens/s, wall time, the
  * bubble table) to @out.  0 or -ENOMEM/-E2BIG. */

@@ -305,16 +305,60 @@ static uint64_t origin(const struct dp_train_report *tr, int r)
 	return o;
 }
 
+/* The measured mean durations (seconds) over every op received: b is the
+ * full backward, or I + W where the schedule splits it; fb defaults to
+ * f + b where no F&B ran. */
+static void mean_times(const struct dp_train_report *tr, struct dp_sched_times *t)
+{
+	double sum[DP_SCHED_OP_FB + 1] = { 0 };
+	long cnt[DP_SCHED_OP_FB + 1] = { 0 };
+
+	for (int r = 0; r < tr->cfg.nranks; r++)
+		for (size_t i = 0; tr->tl[r].have && i < tr->tl[r].n; i++) {
+			const struct dp_ctl_tl_op *o = &tr->tl[r].op[i];
+
+			sum[o->kind] += (double)(o->end_ns - o->start_ns) * 1e-9;
+			cnt[o->kind]++;
+		}
+	t->f = cnt[DP_SCHED_OP_F] ? sum[DP_SCHED_OP_F] / (double)cnt[DP_SCHED_OP_F] : 0;
+	t->w = cnt[DP_SCHED_OP_W] ? sum[DP_SCHED_OP_W] / (double)cnt[DP_SCHED_OP_W] : 0;
+	if (cnt[DP_SCHED_OP_B])
+		t->b = sum[DP_SCHED_OP_B] / (double)cnt[DP_SCHED_OP_B];
+	else
+		t->b = (cnt[DP_SCHED_OP_I] ? sum[DP_SCHED_OP_I] / (double)cnt[DP_SCHED_OP_I] : 0) +
+		       t->w;
+	if (t->b < t->w)
+		t->b = t->w;
+	t->fb = cnt[DP_SCHED_OP_FB] ? sum[DP_SCHED_OP_FB] / (double)cnt[DP_SCHED_OP_FB]
+				    : t->f + t->b;
+}
+
+/* The run's schedule simulated for durations @t: 0 with *s and *sim
+ * (caller frees both), or -errno with @err. */
+static int predict(const struct dp_train_report *tr, const struct dp_sched_times *t,
+		   struct dp_sched **s, struct dp_sched_sim *sim, struct dp_err *err)
+{
+	struct dp_sched_cfg sc = { .algo = tr->cfg.algo, .pp = tr->cfg.pp, .micro = tr->cfg.micro };
+	int rc = dp_sched_build(&sc, s, err);
+
+	if (rc)
+		return rc;
+	rc = dp_sched_simulate(*s, t, sim, err);
+	if (rc) {
+		dp_sched_free(*s);
+		*s = NULL;
+	}
+	return rc;
+}
+
 int dp_train_report_bubbles(const struct dp_train_report *tr, struct dp_train_bubble *per_rank,
 			    struct dp_train_durations *d, struct dp_err *err)
 {
-	struct dp_sched_cfg sc = { .algo = tr->cfg.algo, .pp = tr->cfg.pp, .micro = tr->cfg.micro };
-	double sum[5] = { 0 }, span = 0;
-	long cnt[5] = { 0 };
+	double span = 0;
 	struct dp_sched_times t;
 	struct dp_sched_sim sim;
 	struct dp_sched *s = NULL;
-	int rc;
+	int rc, ep;
 
 	/* dp x pp x ep ranks (rank = (dp_rank * pp + pp_rank) * ep + ep_rank):
 	 * the ep ranks of a stage in every replica run the same op list, so
@@ -327,11 +371,7 @@ int dp_train_report_bubbles(const struct dp_train_report *tr, struct dp_train_bu
 		double busy = 0, end = 0;
 
 		for (size_t i = 0; i < x->n; i++) {
-			double dur = (double)(x->op[i].end_ns - x->op[i].start_ns) * 1e-9;
-
-			busy += dur;
-			sum[x->op[i].kind] += dur;
-			cnt[x->op[i].kind]++;
+			busy += (double)(x->op[i].end_ns - x->op[i].start_ns) * 1e-9;
 			if ((double)(x->op[i].end_ns - o) * 1e-9 > end)
 				end = (double)(x->op[i].end_ns - o) * 1e-9;
 		}
@@ -341,31 +381,18 @@ int dp_train_report_bubbles(const struct dp_train_report *tr, struct dp_train_bu
 	}
 	for (int r = 0; r < tr->cfg.nranks; r++)
 		per_rank[r].bubble = span - per_rank[r].busy;
-	t.f = cnt[DP_SCHED_OP_F] ? sum[DP_SCHED_OP_F] / (double)cnt[DP_SCHED_OP_F] : 0;
-	t.w = cnt[DP_SCHED_OP_W] ? sum[DP_SCHED_OP_W] / (double)cnt[DP_SCHED_OP_W] : 0;
-	if (cnt[DP_SCHED_OP_B])
-		t.b = sum[DP_SCHED_OP_B] / (double)cnt[DP_SCHED_OP_B];
-	else
-		t.b = (cnt[DP_SCHED_OP_I] ? sum[DP_SCHED_OP_I] / (double)cnt[DP_SCHED_OP_I] : 0) +
-		      t.w;
-	if (t.b < t.w)
-		t.b = t.w;
-	t.fb = cnt[DP_SCHED_OP_FB] ? sum[DP_SCHED_OP_FB] / (double)cnt[DP_SCHED_OP_FB] : t.f + t.b;
+	mean_times(tr, &t);
 	if (d)
 		*d = (struct dp_train_durations){ .f = t.f, .b = t.b, .w = t.w, .fb = t.fb };
-	rc = dp_sched_build(&sc, &s, err);
+	rc = predict(tr, &t, &s, &sim, err);
 	if (rc)
 		return rc;
-	rc = dp_sched_simulate(s, &t, &sim, err);
-	if (!rc) {
-		int ep = ep_of(&tr->cfg);
-
-		for (int r = 0; r < tr->cfg.nranks && r / ep % tr->cfg.pp < sim.nranks; r++)
-			per_rank[r].predicted = sim.makespan - sim.ranks[r / ep % tr->cfg.pp].busy;
-		dp_sched_sim_release(&sim);
-	}
+	ep = ep_of(&tr->cfg);
+	for (int r = 0; r < tr->cfg.nranks && r / ep % tr->cfg.pp < sim.nranks; r++)
+		per_rank[r].predicted = sim.makespan - sim.ranks[r / ep % tr->cfg.pp].busy;
+	dp_sched_sim_release(&sim);
 	dp_sched_free(s);
-	return rc;
+	return 0;
 }
 
 static json_t *trace_json(const struct dp_train_report *tr)
@@ -446,6 +473,259 @@ int dp_train_report_write_trace(const struct dp_train_report *tr, const char *pa
 		rc = dp_err_set(err, e, "report: cannot write '%s': %s", path, strerror(e));
 	}
 	json_decref(root);
+	return rc;
+}
+
+/* ---- timeline.svg --------------------------------------------------------------- */
+
+#define SVG_CAP ((size_t)64 << 20)
+
+/* "rank R (pp P, ep E[, dp D])"; plain "rank R" if the layout does not
+ * divide (a report made with a wrong nranks). */
+static void lane_label(const struct dp_train_report *tr, int r, char *buf, size_t len)
+{
+	int ep = ep_of(&tr->cfg), pp = tr->cfg.pp;
+
+	if (ep < 1 || pp < 1)
+		(void)snprintf(buf, len, "rank %d", r);
+	else if (tr->cfg.dp > 1)
+		(void)snprintf(buf, len, "rank %d (pp %d, ep %d, dp %d)", r, r / ep % pp, r % ep,
+			       r / ep / pp);
+	else
+		(void)snprintf(buf, len, "rank %d (pp %d, ep %d)", r, r / ep % pp, r % ep);
+}
+
+/* @data to @path through a temporary file and rename(). */
+static int write_file(const char *path, const char *data, size_t len, struct dp_err *err)
+{
+	char tmp[4096];
+	FILE *f;
+	int e = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return dp_err_set(err, ENAMETOOLONG, "report: path '%s' is too long", path);
+	f = fopen(tmp, "w");
+	if (!f)
+		e = errno;
+	else if (fwrite(data, 1, len, f) != len)
+		e = errno ? errno : EIO;
+	if (f && fclose(f) != 0 && !e)
+		e = errno ? errno : EIO;
+	if (!e && rename(tmp, path) != 0)
+		e = errno;
+	if (e) {
+		(void)unlink(tmp);
+		return dp_err_set(err, e, "report: cannot write '%s': %s", path, strerror(e));
+	}
+	return 0;
+}
+
+/* Everything the chart borrows, freed together: lane[i].box is allocated
+ * here (const for the chart only). */
+struct svg_parts {
+	struct dp_sched_chart_lane *lane; /* [nranks + pp]: measured, then simulated */
+	char (*label)[96];		  /* [nranks + pp] */
+};
+
+static void svg_parts_release(struct svg_parts *p, size_t n)
+{
+	for (size_t i = 0; p->lane && i < n; i++)
+		free((void *)p->lane[i].box);
+	free(p->lane);
+	free(p->label);
+}
+
+/* The measured lanes: the ops of every rank's recorded step in ms from the
+ * earliest op of any rank.  Ranks of one host share CLOCK_MONOTONIC, so
+ * their ops are placed on it; with several hosts each rank's ops are
+ * placed from its own step start (t0), which is as close as the clocks
+ * allow.  *span gets the end of the last op. */
+static int measured_lanes(const struct dp_train_report *tr, struct svg_parts *p, double *span)
+{
+	int n = tr->cfg.nranks, first = -1, shared = 1;
+	uint64_t o_min = UINT64_MAX;
+	double base = INFINITY;
+
+	for (int r = 0; r < n; r++) {
+		if (!tr->tl[r].have)
+			continue;
+		if (first < 0)
+			first = r;
+		else if (strcmp(tr->tl[r].host, tr->tl[first].host) != 0)
+			shared = 0;
+		if (tr->tl[r].t0 < o_min)
+			o_min = tr->tl[r].t0;
+	}
+	if (first < 0)
+		return -ENODATA;
+	for (int r = 0; r < n; r++) {
+		const struct rank_tl *x = &tr->tl[r];
+		uint64_t o = shared ? o_min : x->t0;
+
+		for (size_t i = 0; x->have && i < x->n; i++)
+			if ((double)(int64_t)(x->op[i].start_ns - o) * 1e-6 < base)
+				base = (double)(int64_t)(x->op[i].start_ns - o) * 1e-6;
+	}
+	if (!isfinite(base))
+		base = 0;
+	*span = 0;
+	for (int r = 0; r < n; r++) {
+		const struct rank_tl *x = &tr->tl[r];
+		uint64_t o = shared ? o_min : x->t0;
+		struct dp_sched_chart_box *box;
+		size_t len;
+
+		lane_label(tr, r, p->label[r], sizeof(p->label[r]));
+		len = strlen(p->label[r]);
+		if (!x->have)
+			(void)snprintf(p->label[r] + len, sizeof(p->label[r]) - len,
+				       ": no timeline");
+		else if (x->step != tr->tl[first].step)
+			(void)snprintf(p->label[r] + len, sizeof(p->label[r]) - len, " step %llu",
+				       (unsigned long long)x->step);
+		p->lane[r].label = p->label[r];
+		if (!x->have || !x->n)
+			continue;
+		box = calloc(x->n, sizeof(*box));
+		if (!box)
+			return -ENOMEM;
+		p->lane[r].box = box;
+		for (size_t i = 0; i < x->n; i++) {
+			const struct dp_ctl_tl_op *q = &x->op[i];
+			struct dp_sched_chart_box *b = &box[i];
+
+			b->op = (struct dp_sched_op){ .kind = q->kind,
+						      .leg = q->leg,
+						      .leg2 = q->leg2,
+						      .micro = q->micro,
+						      .micro2 = q->micro2,
+						      .peer = -1 };
+			b->start = (double)(int64_t)(q->start_ns - o) * 1e-6 - base;
+			b->end = b->start + (double)(q->end_ns - q->start_ns) * 1e-6;
+			if (b->end > *span)
+				*span = b->end;
+		}
+		p->lane[r].nbox = x->n;
+	}
+	return 0;
+}
+
+/* The simulated lanes (one per pp rank, from p->lane[nranks]) for the
+ * measured mean durations; 0 with *nlanes = 0 when it cannot be simulated. */
+static int simulated_lanes(const struct dp_train_report *tr, struct svg_parts *p,
+			   struct dp_sched_times *t, double *makespan, int *nlanes)
+{
+	struct dp_sched *s = NULL;
+	struct dp_sched_sim sim;
+	int rc = 0;
+
+	*nlanes = 0;
+	mean_times(tr, t);
+	if (tr->cfg.pp < 1 || t->f <= 0 || predict(tr, t, &s, &sim, NULL) != 0)
+		return 0;
+	for (int k = 0; k < sim.nranks && k < tr->cfg.pp && !rc; k++) {
+		const struct dp_sched_rank_stats *rs = &sim.ranks[k];
+		int i = tr->cfg.nranks + k;
+		struct dp_sched_chart_box *box;
+
+		(void)snprintf(p->label[i], sizeof(p->label[i]), "pp %d simulated", k);
+		p->lane[i].label = p->label[i];
+		box = calloc(rs->nslots ? rs->nslots : 1, sizeof(*box));
+		if (!box) {
+			rc = -ENOMEM;
+			break;
+		}
+		p->lane[i].box = box;
+		for (size_t j = 0; j < rs->nslots; j++)
+			box[j] = (struct dp_sched_chart_box){ .op = *rs->slots[j].op,
+							      .start = rs->slots[j].start * 1e3,
+							      .end = rs->slots[j].end * 1e3 };
+		p->lane[i].nbox = rs->nslots;
+		*nlanes = k + 1;
+	}
+	*makespan = sim.makespan * 1e3;
+	dp_sched_sim_release(&sim);
+	dp_sched_free(s);
+	return rc;
+}
+
+int dp_train_report_svg(const struct dp_train_report *tr, struct dp_buf *out, struct dp_err *err)
+{
+	int n = tr->cfg.nranks, pp = tr->cfg.pp > 0 ? tr->cfg.pp : 0, nsim = 0,
+	    ep = ep_of(&tr->cfg);
+	size_t nl = (size_t)n + (size_t)pp;
+	struct svg_parts p = { .lane = calloc(nl, sizeof(*p.lane)),
+			       .label = calloc(nl, sizeof(*p.label)) };
+	char title[192], mtitle[160], stitle[192];
+	struct dp_sched_chart_group g[2] = {
+		{ .id = "measured", .title = mtitle, .lane = p.lane, .nlanes = n },
+		{ .id = "simulated", .title = stitle, .lane = p.lane ? p.lane + n : NULL },
+	};
+	struct dp_sched_chart c = { .title = title, .unit = "ms", .group = g, .ngroups = 1 };
+	struct dp_sched_times t = { 0 };
+	double span = 0, makespan = 0;
+	size_t maxlab = 0;
+	int rc, first = 0;
+
+	if (!p.lane || !p.label) {
+		rc = dp_err_set(err, ENOMEM, "report: out of memory");
+		goto out;
+	}
+	rc = measured_lanes(tr, &p, &span);
+	if (rc == 0)
+		rc = simulated_lanes(tr, &p, &t, &makespan, &nsim);
+	if (rc == -ENODATA) {
+		rc = dp_err_set(err, ENODATA, "report: no timeline from any rank");
+		goto out;
+	}
+	if (rc) {
+		rc = dp_err_set(err, -rc, "report: out of memory");
+		goto out;
+	}
+	while (!tr->tl[first].have)
+		first++;
+	(void)snprintf(title, sizeof(title),
+		       "dpctl run: %s pp %d%s%.0d%s%.0d micro %d, step %llu: "
+		       "measured vs simulated (ms)",
+		       dp_sched_algo_name(tr->cfg.algo), tr->cfg.pp, ep > 1 ? " ep " : "",
+		       ep > 1 ? ep : 0, tr->cfg.dp > 1 ? " dp " : "",
+		       tr->cfg.dp > 1 ? tr->cfg.dp : 0, tr->cfg.micro,
+		       (unsigned long long)tr->tl[first].step);
+	(void)snprintf(mtitle, sizeof(mtitle),
+		       "measured: the last step every rank recorded, from its earliest op");
+	(void)snprintf(stitle, sizeof(stitle),
+		       "simulated for the measured mean F %.2f, B %.2f, W %.2f, F&B %.2f ms: "
+		       "makespan %.2f ms",
+		       t.f * 1e3, t.b * 1e3, t.w * 1e3, t.fb * 1e3, makespan);
+	g[1].nlanes = nsim;
+	if (nsim)
+		c.ngroups = 2;
+	c.span = span > makespan ? span : makespan;
+	if (c.span <= 0)
+		c.span = 1;
+	c.scale = 1600.0 / c.span;
+	for (int i = 0; i < n + nsim; i++)
+		if (strlen(p.label[i]) > maxlab)
+			maxlab = strlen(p.label[i]);
+	/* 12 px sans-serif: about 6.6 px a character */
+	c.label_w = fmax(64.0, 12.0 + 6.6 * (double)maxlab);
+	rc = dp_sched_chart_svg(&c, out, err);
+out:
+	svg_parts_release(&p, nl);
+	return rc;
+}
+
+int dp_train_report_write_svg(const struct dp_train_report *tr, const char *path,
+			      struct dp_err *err)
+{
+	struct dp_buf b;
+	int rc;
+
+	dp_buf_init(&b, SVG_CAP);
+	rc = dp_train_report_svg(tr, &b, err);
+	if (!rc)
+		rc = write_file(path, dp_buf_str(&b), strlen(dp_buf_str(&b)), err);
+	dp_buf_release(&b);
 	return rc;
 }
 

@@ -171,6 +171,49 @@ int dp_sched_fmt_parse(const char *name, enum dp_sched_fmt *out, struct dp_err *
 int dp_sched_format(const struct dp_sched *s, enum dp_sched_fmt fmt, int rank,
 		    const struct dp_sched_times *t, struct dp_buf *out, struct dp_err *err);
 
+/* ---- timeline charts (SVG) ----------------------------------------------
+ * The drawing behind DP_SCHED_FMT_SVG, for any timeline of compute ops, so
+ * that a measured timeline (RUN_DIR/timeline.svg of a training run, see
+ * launcher/dp_train_report.h) uses the colours and letters of the simulated
+ * one: F orange, B blue, I purple, W green, F&B red, a darker shade for leg
+ * 1, the micro-batch ("m", F&B "m|m2") in every box wide enough for it. */
+struct dp_sched_chart_box {
+	struct dp_sched_op op; /* kind F, B, I, W or FB (other kinds are not drawn) */
+	double start, end;     /* in the chart's time unit, 0 <= start <= end */
+};
+
+struct dp_sched_chart_lane {
+	const char *label; /* plain text, escaped here; NULL: none */
+	const struct dp_sched_chart_box *box;
+	size_t nbox;
+};
+
+struct dp_sched_chart_group {
+	const char *id;	   /* NULL, or an XML name: the group is <g id="..."> */
+	const char *title; /* NULL, or a line of plain text above the lanes */
+	const struct dp_sched_chart_lane *lane;
+	int nlanes;
+};
+
+struct dp_sched_chart {
+	const char *title; /* first line, plain text; NULL: empty */
+	const char *unit;  /* NULL: no axis; else a time axis (<g class="axis">) under
+			    * every group, ticks every 1, 2 or 5 x 10^k, "0 <unit>" first */
+	double span;	   /* the time the lanes cover, from 0; <= 0: 1 */
+	double scale;	   /* pixels per time unit; 0: min(24, max(1, 1600 / span)) */
+	double label_w;	   /* width of the lane label column in pixels; 0: 64 */
+	const struct dp_sched_chart_group *group;
+	int ngroups;
+};
+
+/* Append a standalone SVG document drawing @c to @out: a title line, then
+ * per group its title, one lane per lane (label, grey idle background as
+ * <rect class="idle">, a <rect class="op"> per box at x = label_w + start *
+ * scale, width (end - start) * scale, with a <title> tooltip), its axis, and
+ * a legend.  Everything of @c is borrowed for the call.  0 or -ENOMEM /
+ * -E2BIG (from @out) with @err. */
+int dp_sched_chart_svg(const struct dp_sched_chart *c, struct dp_buf *out, struct dp_err *err);
+
 /* One op as canonical text ("F0B1 7 3", "RF0 2 1", "WAIT") into @buf of @len
  * bytes; returns the snprintf-style length. */
 int dp_sched_op_str(const struct dp_sched_op *op, char *buf, size_t len);

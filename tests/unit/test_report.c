@@ -1,7 +1,8 @@
 /* tests/unit/test_report.c - `dpctl report RUN_DIR`: the HTML page from the
  * run directory fixture (run.jsonl, metrics.prom, trace.json from
  * `dpctl schedule --format trace`), from a partial and an empty directory,
- * escaping of run text, and no external references.  The page is rendered in
+ * escaping of run text, and no external references; the controller's
+ * timeline.svg shown inline, a tampered one not.  The page is rendered in
  * headless Chromium by tests/cli/test_report.sh.
  */
 #include <stdio.h>
@@ -96,6 +97,73 @@ static void empty_and_partial_run_dirs(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* @text as DIR/timeline.svg; the page `dpctl report -o - DIR` makes. */
+static struct dp_test_run report_with_svg(const char *dir, const char *text)
+{
+	char path[512];
+	FILE *f;
+
+	(void)snprintf(path, sizeof(path), "%s/timeline.svg", dir);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) >= 0, 1);
+	assert_int_equal(fclose(f), 0);
+	return dp_test_dpctl("report", "-o", "-", dir);
+}
+
+/* timeline.svg (the controller's measured timeline) is shown inline,
+ * escaped and without its xmlns URL; one with anything else is not. */
+static void measured_timeline_svg_inline(void **state)
+{
+	static const char head[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+				   "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"300\" "
+				   "height=\"100\" viewBox=\"0 0 300 100\">\n";
+	static const char *const bad[] = {
+		"<g id=\"measured\"><script>alert(1)</script></g>",
+		"<rect class=\"op\" onload=\"alert(1)\" x=\"1\"/>",
+		"<rect class=\"op\" fill=\"url(https://example.com/x)\"/>",
+		"<!-- a comment --><rect class=\"op\"/>",
+	};
+	char dir[] = "/tmp/dp-report-XXXXXX", text[1024], cmd[600];
+	struct dp_test_run r;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	(void)snprintf(text, sizeof(text),
+		       "%s<g id=\"measured\"><text x=\"6\" y=\"20\">rank 0 &lt;b&gt; &amp; "
+		       "&quot;c&quot;</text>\n<rect class=\"op\" x=\"70\" y=\"6\" width=\"20\" "
+		       "height=\"26\" fill=\"#f6b26b\"><title>F0 3: 1.000 ms</title></rect></g>\n"
+		       "</svg>\n",
+		       head);
+	r = report_with_svg(dir, text);
+	assert_int_equal(r.rc, 0);
+	assert_non_null(strstr(r.out, "<div id=\"timeline-measured\">\n<svg width=\"100%\" "
+				      "viewBox=\"0 0 300 100\">"));
+	assert_non_null(strstr(r.out, ">rank 0 &lt;b&gt; &amp; &quot;c&quot;</text>"));
+	assert_non_null(strstr(r.out, "<rect class=\"op\" x=\"70\" y=\"6\" width=\"20\" "
+				      "height=\"26\" fill=\"#f6b26b\"><title>F0 3: 1.000 ms</title>"
+				      "</rect>"));
+	no_external_refs(r.out);
+	dp_test_run_free(&r);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		(void)snprintf(text, sizeof(text), "%s%s</svg>\n", head, bad[i]);
+		r = report_with_svg(dir, text);
+		assert_int_equal(r.rc, 0);
+		assert_null(strstr(r.out, "timeline-measured"));
+		assert_non_null(strstr(r.out, "timeline.svg is not shown"));
+		assert_null(strstr(r.out, "alert"));
+		no_external_refs(r.out);
+		dp_test_run_free(&r);
+	}
+	/* not XML at all */
+	r = report_with_svg(dir, "<svg><rect></svg>");
+	assert_int_equal(r.rc, 0);
+	assert_non_null(strstr(r.out, "timeline.svg is not shown"));
+	dp_test_run_free(&r);
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void bad_arguments(void **state)
 {
 	struct dp_test_run r;
@@ -159,6 +227,7 @@ int main(void)
 		cmocka_unit_test(full_run_dir),
 		cmocka_unit_test(empty_and_partial_run_dirs),
 		cmocka_unit_test(bad_arguments),
+		cmocka_unit_test(measured_timeline_svg_inline),
 		cmocka_unit_test(training_loss_from_progress_events),
 	};
 

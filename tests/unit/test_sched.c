@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
 
 #include "common/dp_util.h"
 #include "sched/dp_sched.h"
@@ -670,6 +672,98 @@ static void svg_renders_to_png(void **state)
 	dp_sched_free(s);
 }
 
+/* The chart writer behind --format svg, with what the measured timeline
+ * uses on top: a group id and title, a time axis, labels needing escapes. */
+static void chart_svg_groups_axis_escaping(void **state)
+{
+	static const struct dp_sched_chart_box box[] = {
+		{ .op = { .kind = DP_SCHED_OP_F, .micro = 3, .micro2 = -1 }, .start = 1, .end = 3 },
+		{ .op = { .kind = DP_SCHED_OP_FB, .leg = 1, .micro = 4, .micro2 = 2 },
+		  .start = 4,
+		  .end = 9.5 },
+		{ .op = { .kind = DP_SCHED_OP_RF, .micro = 0 },
+		  .start = 0,
+		  .end = 1 }, /* not drawn */
+	};
+	const struct dp_sched_chart_lane lane[] = {
+		{ .label = "rank 0 <a & \"b\">", .box = box, .nbox = 3 },
+		{ .label = NULL },
+	};
+	const struct dp_sched_chart_group g = {
+		.id = "measured", .title = "step 'x' & y", .lane = lane, .nlanes = 2
+	};
+	const struct dp_sched_chart c = { .title = "t<1>",
+					  .unit = "ms",
+					  .span = 10,
+					  .scale = 20,
+					  .label_w = 100,
+					  .group = &g,
+					  .ngroups = 1 };
+	struct dp_buf b;
+	xmlDocPtr doc;
+	xmlNodePtr n, grp = NULL;
+	int idle = 0, ops = 0, axes = 0, ticks = 0, texts = 0;
+	double x[2] = { 0 }, w[2] = { 0 };
+	const char *svg;
+
+	(void)state;
+	dp_buf_init(&b, 1 << 20);
+	assert_int_equal(dp_sched_chart_svg(&c, &b, NULL), 0);
+	svg = dp_buf_str(&b);
+	assert_non_null(strstr(svg, ">rank 0 &lt;a &amp; &quot;b&quot;&gt;</text>"));
+	assert_non_null(strstr(svg, ">step &apos;x&apos; &amp; y</text>"));
+	assert_non_null(strstr(svg, ">t&lt;1&gt;</text>"));
+	assert_non_null(strstr(svg, "<title>FB1 4: 5.500 ms</title>"));
+	assert_non_null(strstr(svg, ">4|2</text>"));
+	doc = xmlReadMemory(svg, (int)strlen(svg), "chart.svg", NULL, XML_PARSE_NONET);
+	if (!doc)
+		fail_msg("not well-formed XML:\n%s", svg);
+	for (n = xmlDocGetRootElement(doc)->children; n; n = n->next)
+		if (n->type == XML_ELEMENT_NODE && xmlStrcmp(n->name, BAD_CAST "g") == 0)
+			grp = n;
+	assert_non_null(grp);
+	for (n = grp ? grp->children : NULL; n; n = n->next) {
+		xmlChar *cls, *v;
+
+		if (n->type != XML_ELEMENT_NODE)
+			continue;
+		cls = xmlGetProp(n, BAD_CAST "class");
+		if (xmlStrcmp(n->name, BAD_CAST "text") == 0) {
+			xmlChar *t = xmlNodeGetContent(n);
+
+			texts += xmlStrcmp(t, BAD_CAST "rank 0 <a & \"b\">") == 0;
+			xmlFree(t);
+		} else if (cls && xmlStrcmp(cls, BAD_CAST "idle") == 0) {
+			idle++;
+		} else if (cls && xmlStrcmp(cls, BAD_CAST "op") == 0 && ops < 2) {
+			v = xmlGetProp(n, BAD_CAST "x");
+			x[ops] = strtod((const char *)v, NULL);
+			xmlFree(v);
+			v = xmlGetProp(n, BAD_CAST "width");
+			w[ops++] = strtod((const char *)v, NULL);
+			xmlFree(v);
+		} else if (cls && xmlStrcmp(cls, BAD_CAST "op") == 0) {
+			ops++;
+		} else if (cls && xmlStrcmp(cls, BAD_CAST "axis") == 0) {
+			axes++;
+			for (xmlNodePtr t = n->children; t; t = t->next)
+				ticks += t->type == XML_ELEMENT_NODE &&
+					 xmlStrcmp(t->name, BAD_CAST "text") == 0;
+		}
+		xmlFree(cls);
+	}
+	assert_int_equal(idle, 2);
+	assert_int_equal(ops, 2); /* the RF is not a compute op */
+	assert_int_equal(texts, 1);
+	assert_int_equal(axes, 1);
+	assert_int_equal(ticks, 11); /* 0, 1, ..., 10 ms */
+	/* x = label_w + start * scale, width = (end - start) * scale */
+	assert_true(fabs(x[0] - 120) < 0.01 && fabs(w[0] - 40) < 0.01);
+	assert_true(fabs(x[1] - 180) < 0.01 && fabs(w[1] - 110) < 0.01);
+	xmlFreeDoc(doc);
+	dp_buf_release(&b);
+}
+
 static void trace_is_chrome_json_of_the_timeline(void **state)
 {
 	struct dp_sched *s = build(DP_SCHED_DUALPIPEV, 4, 10, 0);
@@ -910,6 +1004,7 @@ int main(void)
 		cmocka_unit_test(simulation_timeline_is_consistent),
 		cmocka_unit_test(simulation_rejects_bad_times),
 		cmocka_unit_test(svg_renders_to_png),
+		cmocka_unit_test(chart_svg_groups_axis_escaping),
 		cmocka_unit_test(trace_is_chrome_json_of_the_timeline),
 		cmocka_unit_test(cli_schedule_prints_golden_and_one_rank),
 		cmocka_unit_test(cli_errors_have_exit_codes_and_messages),

@@ -1,7 +1,7 @@
 /* tests/unit/test_train_launch.c - `dpctl launch RECIPE` trains: the ranks
  * find each other through the controller, the step losses the controller
  * computes equal what `dpworker --train-local` prints for the same model,
- * trace.json holds the ops of every rank, a rank killed mid-training takes
+ * trace.json and timeline.svg hold the ops of every rank, a rank killed mid-training takes
  * the whole run down, what the executor cannot run is refused naming the
  * recipe line, and the train report's arithmetic (tests of
  * launcher/dp_train_report.h with made-up frames).
@@ -23,6 +23,9 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <libxml/parser.h>
+#include <libxml/xpath.h>
+#include <libxml/xpathInternals.h>
 
 #include "common/dp_buf.h"
 #include "common/dp_log.h"
@@ -150,15 +153,68 @@ static int train_local(const char *model, const char *algo, int dp, int pp, int 
 	return n;
 }
 
+/* timeline.svg: parse @path (fails the test unless well-formed XML). */
+static xmlDocPtr svg_load(const char *path)
+{
+	xmlDocPtr doc = xmlReadFile(path, NULL, XML_PARSE_NONET);
+
+	if (!doc)
+		fail_msg("%s is not well-formed XML", path);
+	return doc;
+}
+
+/* The nodes matching XPath @expr (prefix s: the SVG namespace); caller
+ * frees with xmlXPathFreeObject. */
+static xmlXPathObjectPtr svg_eval(xmlDocPtr doc, const char *expr)
+{
+	xmlXPathContextPtr ctx = xmlXPathNewContext(doc);
+	xmlXPathObjectPtr o;
+
+	assert_non_null(ctx);
+	assert_int_equal(
+		xmlXPathRegisterNs(ctx, BAD_CAST "s", BAD_CAST "http://www.w3.org/2000/svg"), 0);
+	o = xmlXPathEvalExpression(BAD_CAST expr, ctx);
+	xmlXPathFreeContext(ctx);
+	if (!o || o->type != XPATH_NODESET)
+		fail_msg("xpath %s", expr);
+	return o;
+}
+
+static int svg_count(xmlDocPtr doc, const char *expr)
+{
+	xmlXPathObjectPtr o = svg_eval(doc, expr);
+	int n = o->nodesetval ? o->nodesetval->nodeNr : 0;
+
+	xmlXPathFreeObject(o);
+	return n;
+}
+
+/* Attribute @name of node @i of @expr as a number. */
+static double svg_num(xmlDocPtr doc, const char *expr, int i, const char *name)
+{
+	xmlXPathObjectPtr o = svg_eval(doc, expr);
+	xmlChar *v;
+	double d;
+
+	assert_true(o->nodesetval && i < o->nodesetval->nodeNr);
+	v = xmlGetProp(o->nodesetval->nodeTab[i], BAD_CAST name);
+	assert_non_null(v);
+	d = strtod((const char *)v, NULL);
+	xmlFree(v);
+	xmlXPathFreeObject(o);
+	return d;
+}
+
 /* Train through dpctl and compare every step loss with --train-local; check
  * trace.json has ops from every rank. */
 static void trains_like_train_local_dp(const char *algo, int dp, int pp, int ep, int micro)
 {
 	enum { STEPS = 4 };
 	char *path = recipe_dp(dp, pp, ep, algo, micro, STEPS, NULL), *dir = tmpdir();
-	char model[512], want[STEPS][32], trace[600];
+	char model[512], want[STEPS][32], trace[600], svgpath[600];
 	struct dp_test_run r;
 	json_t *o, *losses, *t, *ev;
+	xmlDocPtr doc;
 	int seen[8] = { 0 }, n = dp * pp * ep;
 
 	assert_true(n <= 8);
@@ -203,6 +259,31 @@ static void trains_like_train_local_dp(const char *algo, int dp, int pp, int ep,
 		if (seen[i] < micro) /* at least one F per micro-batch of its chunks */
 			fail_msg("%s dp %d pp %d ep %d: rank %d has %d ops in the trace", algo, dp,
 				 pp, ep, i, seen[i]);
+	/* timeline.svg: the same merged step, one measured lane per rank with
+	 * its ops, and the simulated schedule (one lane per pp rank) under it */
+	(void)snprintf(svgpath, sizeof(svgpath), "%s/timeline.svg", dir);
+	assert_string_equal(json_string_value(json_object_get(o, "timeline_svg")), svgpath);
+	doc = svg_load(svgpath);
+	assert_int_equal(svg_count(doc, "//s:g[@id='measured']/s:rect[@class='idle']"), n);
+	for (int i = 0; i < n; i++) {
+		char xp[160];
+
+		(void)snprintf(xp, sizeof(xp),
+			       "//s:g[@id='measured']/s:rect[@class='op'][count("
+			       "preceding-sibling::s:rect[@class='idle']) = %d]",
+			       i + 1);
+		if (svg_count(doc, xp) != seen[i])
+			fail_msg("%s dp %d pp %d ep %d: rank %d has %d boxes, %d trace ops", algo,
+				 dp, pp, ep, i, svg_count(doc, xp), seen[i]);
+	}
+	(void)snprintf(svgpath, sizeof(svgpath),
+		       "//s:g[@id='measured']/s:text[starts-with(., "
+		       "'rank %d (pp %d, ep %d')]",
+		       n - 1, pp - 1, ep - 1);
+	assert_int_equal(svg_count(doc, svgpath), 1);
+	assert_int_equal(svg_count(doc, "//s:g[@id='simulated']/s:rect[@class='idle']"), pp);
+	assert_int_equal(svg_count(doc, "//s:g[@class='axis']"), 2);
+	xmlFreeDoc(doc);
 	json_decref(t);
 	json_decref(o);
 	dp_test_run_free(&r);
@@ -302,6 +383,7 @@ static void human_output_has_summary(void **state)
 	assert_non_null(strstr(r.out, "  rank 1: busy "));
 	assert_non_null(strstr(r.out, "simulated"));
 	assert_non_null(strstr(r.out, "trace: "));
+	assert_non_null(strstr(r.out, "/timeline.svg\n"));
 	/* the progress line (stderr, not a terminal) shows the step's loss --
 	 * the sum of the ranks' shares -- not a per-rank figure */
 	{
@@ -528,18 +610,11 @@ static void report_sums_shares_in_rank_order(void **state)
 	dp_train_report_free(tr);
 }
 
-static void report_bubble_and_trace(void **state)
+/* Feed a 1f1b pp 2 micro 2 timeline (F = 1 ms, B = 2 ms, rank 1 starts
+ * after rank 0's F0) of step 7 for the ranks in @mask, the first op @lead_ns
+ * after the step start. */
+static void feed_1f1b(struct dp_train_report *tr, unsigned mask, uint64_t lead_ns)
 {
-	struct dp_train_report_cfg cfg = {
-		.nranks = 2, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2
-	};
-	struct dp_train_report *tr = NULL;
-	struct dp_ctl_timeline *t = calloc(1, sizeof(*t));
-	struct dp_train_bubble b[2];
-	struct dp_train_durations d;
-	char *dir = tmpdir(), path[300];
-	json_t *j;
-	/* 1f1b pp 2 micro 2, F = 1 ms, B = 2 ms, rank 1 starts after rank 0's F0 */
 	static const struct {
 		int rank, kind, micro;
 		double start, end;
@@ -549,12 +624,12 @@ static void report_bubble_and_trace(void **state)
 		{ 1, DP_SCHED_OP_F, 0, 1, 2 }, { 1, DP_SCHED_OP_B, 0, 2, 4 },
 		{ 1, DP_SCHED_OP_F, 1, 4, 5 }, { 1, DP_SCHED_OP_B, 1, 5, 7 },
 	};
+	struct dp_ctl_timeline *t = calloc(1, sizeof(*t));
 
-	(void)state;
 	assert_non_null(t);
-	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
-	assert_int_equal(dp_train_report_bubbles(tr, b, &d, NULL), -ENODATA);
 	for (int r = 0; r < 2; r++) {
+		if (!(mask & (1u << r)))
+			continue;
 		memset(t, 0, sizeof(*t));
 		t->step = 7;
 		t->t0_ns = 1000000000;
@@ -568,11 +643,29 @@ static void report_bubble_and_trace(void **state)
 			o->kind = (uint8_t)ops[i].kind;
 			o->micro = ops[i].micro;
 			o->micro2 = -1;
-			o->start_ns = t->t0_ns + (uint64_t)(ops[i].start * 1e6);
-			o->end_ns = t->t0_ns + (uint64_t)(ops[i].end * 1e6);
+			o->start_ns = t->t0_ns + lead_ns + (uint64_t)(ops[i].start * 1e6);
+			o->end_ns = t->t0_ns + lead_ns + (uint64_t)(ops[i].end * 1e6);
 		}
 		dp_train_report_timeline(tr, r, "localhost", t);
 	}
+	free(t);
+}
+
+static void report_bubble_and_trace(void **state)
+{
+	struct dp_train_report_cfg cfg = {
+		.nranks = 2, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2
+	};
+	struct dp_train_report *tr = NULL;
+	struct dp_train_bubble b[2];
+	struct dp_train_durations d;
+	char *dir = tmpdir(), path[300];
+	json_t *j;
+
+	(void)state;
+	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
+	assert_int_equal(dp_train_report_bubbles(tr, b, &d, NULL), -ENODATA);
+	feed_1f1b(tr, 3, 0);
 	assert_int_equal(dp_train_report_bubbles(tr, b, &d, NULL), 0);
 	assert_true(fabs(d.f - 1e-3) < 1e-9 && fabs(d.b - 2e-3) < 1e-9);
 	/* both ranks busy 6 ms over a 9 ms span */
@@ -588,7 +681,76 @@ static void report_bubble_and_trace(void **state)
 	assert_int_equal(json_array_size(json_object_get(j, "traceEvents")), 11);
 	json_decref(j);
 	dp_train_report_free(tr);
-	free(t);
+	rm_rf(dir);
+	free(dir);
+}
+
+/* timeline.svg from a made-up merged timeline: a lane per rank, a box per
+ * op at its measured place (ms from the earliest op), the simulated lanes,
+ * the axes; a failed run's partial timeline still draws; none is ENODATA. */
+static void report_timeline_svg(void **state)
+{
+	struct dp_train_report_cfg cfg = {
+		.nranks = 2, .algo = DP_SCHED_1F1B, .pp = 2, .micro = 2
+	};
+	/* rank 0's ops in ms from the earliest op */
+	static const double start[] = { 0, 1, 4, 7 }, end[] = { 1, 2, 6, 9 };
+	struct dp_train_report *tr = NULL;
+	char *dir = tmpdir(), path[300];
+	const char *r0 = "//s:g[@id='measured']/s:rect[@class='op'][count("
+			 "preceding-sibling::s:rect[@class='idle']) = 1]";
+	struct dp_err err = { 0 };
+	struct dp_buf b;
+	xmlDocPtr doc;
+	double left, scale;
+
+	(void)state;
+	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
+	(void)snprintf(path, sizeof(path), "%s/timeline.svg", dir);
+	assert_int_equal(dp_train_report_write_svg(tr, path, &err), -ENODATA);
+	assert_non_null(strstr(err.msg, "no timeline"));
+	assert_int_equal(access(path, F_OK), -1);
+	feed_1f1b(tr, 3, 500000); /* the first op 0.5 ms into the step */
+	assert_int_equal(dp_train_report_write_svg(tr, path, NULL), 0);
+	doc = svg_load(path);
+	assert_int_equal(svg_count(doc, "//s:g[@id='measured']/s:rect[@class='idle']"), 2);
+	assert_int_equal(svg_count(doc, "//s:g[@id='measured']/s:rect[@class='op']"), 8);
+	assert_int_equal(svg_count(doc, r0), 4);
+	assert_int_equal(svg_count(doc, "//s:g[@id='measured']/s:text[. = 'rank 0 (pp 0, ep 0)']"),
+			 1);
+	assert_int_equal(svg_count(doc, "//s:g[@id='measured']/s:text[. = 'rank 1 (pp 1, ep 0)']"),
+			 1);
+	/* the simulator's 1F1B for F 1, B 2: the same 9 ms, 4 ops per rank */
+	assert_int_equal(svg_count(doc, "//s:g[@id='simulated']/s:rect[@class='idle']"), 2);
+	assert_int_equal(svg_count(doc, "//s:g[@id='simulated']/s:rect[@class='op']"), 8);
+	assert_int_equal(svg_count(doc, "//s:g[@class='axis']"), 2);
+	assert_int_equal(svg_count(doc, "//s:g[@class='axis']/s:text[. = '0 ms']"), 2);
+	/* the idle background spans the 9 ms */
+	left = svg_num(doc, "//s:g[@id='measured']/s:rect[@class='idle']", 0, "x");
+	scale = svg_num(doc, "//s:g[@id='measured']/s:rect[@class='idle']", 0, "width") / 9;
+	assert_true(scale > 1);
+	for (int i = 0; i < 4; i++) {
+		assert_true(fabs(svg_num(doc, r0, i, "x") - (left + start[i] * scale)) < 0.02);
+		assert_true(fabs(svg_num(doc, r0, i, "width") - (end[i] - start[i]) * scale) <
+			    0.02);
+	}
+	xmlFreeDoc(doc);
+	dp_train_report_free(tr);
+
+	/* a failed run: only rank 1 sent its timeline */
+	assert_int_equal(dp_train_report_new(&cfg, &tr, NULL), 0);
+	feed_1f1b(tr, 2, 500000);
+	dp_buf_init(&b, 1 << 20);
+	assert_int_equal(dp_train_report_svg(tr, &b, NULL), 0);
+	doc = xmlReadMemory(dp_buf_str(&b), (int)strlen(dp_buf_str(&b)), "t.svg", NULL,
+			    XML_PARSE_NONET);
+	assert_non_null(doc);
+	assert_int_equal(svg_count(doc, "//s:g[@id='measured']/s:rect[@class='idle']"), 2);
+	assert_int_equal(svg_count(doc, "//s:g[@id='measured']/s:rect[@class='op']"), 4);
+	assert_int_equal(svg_count(doc, "//s:text[. = 'rank 0 (pp 0, ep 0): no timeline']"), 1);
+	xmlFreeDoc(doc);
+	dp_buf_release(&b);
+	dp_train_report_free(tr);
 	rm_rf(dir);
 	free(dir);
 }
@@ -898,6 +1060,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(report_sums_shares_in_rank_order),
 		cmocka_unit_test(report_bubble_and_trace),
+		cmocka_unit_test(report_timeline_svg),
 		cmocka_unit_test(report_dp_replicas),
 		cmocka_unit_test(unsupported_layout_names_the_line),
 		cmocka_unit_test(dualpipe_pp2_matches_train_local),
