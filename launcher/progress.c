@@ -199,7 +199,7 @@ static void show_progress(struct dp_progress *p, const struct dp_ctl_event *ev)
 			       (int)(100.0 * (double)ev->step / (double)ev->total_steps));
 		decile = (long)(10 * ev->step / ev->total_steps);
 	}
-	n = snprintf(line, sizeof(line), "step %llu%s%s  loss %.4g  %.3g tokens/s  eta %s",
+	n = snprintf(line, sizeof(line), "step %llu%s%s  loss %.4g  %.0f tokens/s  eta %s",
 		     (unsigned long long)ev->step, tot, pct, ev->loss, ev->tokens_per_s, eta);
 	if (n < 0)
 		return;

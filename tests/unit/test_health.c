@@ -372,7 +372,7 @@ static void tty_progress_is_one_rewritten_line(void **state)
 	(void)fclose(cfg.status);
 	assert_null(strchr(text, '\n'));
 	assert_null(strchr(text, '\033')); /* no color asked */
-	assert_non_null(strstr(text, "\rstep 3/10 (30%)  loss 2.5  1e+03 tokens/s  eta 0:07"));
+	assert_non_null(strstr(text, "\rstep 3/10 (30%)  loss 2.5  1000 tokens/s  eta 0:07"));
 	assert_int_equal(text[len - 1], '\r'); /* erased at the end */
 	free(text);
 }
