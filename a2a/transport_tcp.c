@@ -591,6 +591,7 @@ const struct dp_a2a_transport dp_a2a_tcp = {
 	.send_take = dp_a2a_stream_send_take,
 	.recv = dp_a2a_stream_recv,
 	.recv_any = dp_a2a_stream_recv_any,
+	.try_recv_any = dp_a2a_stream_try_recv_any,
 	.flush = dp_a2a_stream_flush,
 	.put = dp_a2a_no_put,
 	.close = tcp_close_ep,

@@ -35,6 +35,9 @@ cleanup() {
 	if [ -n "$nsid" ]; then
 		tests/netns/netns-cluster.sh down "$nsid" >/dev/null 2>&1 || true
 	fi
+	if [ -n "${A2A_KEEP:-}" ]; then # keep each node's output (e.g. with DP_LOG=a2a:debug)
+		mkdir -p "$A2A_KEEP" && cp "$tmp"/node* "$A2A_KEEP"/ 2>/dev/null || true
+	fi
 	rm -rf "$tmp"
 }
 trap cleanup EXIT

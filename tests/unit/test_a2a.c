@@ -734,6 +734,7 @@ static void transport_table_contract(void **state)
 		assert_non_null(all[i]->recv);
 		assert_non_null(all[i]->recv_any);
 		assert_non_null(all[i]->send_take);
+		assert_non_null(all[i]->try_recv_any);
 		assert_non_null(all[i]->flush);
 		assert_non_null(all[i]->put);
 		assert_non_null(all[i]->close);
