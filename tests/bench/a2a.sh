@@ -32,11 +32,18 @@ common=(--hidden "${A2A_HIDDEN:-1024}" --experts 256 --groups 8 --max-nodes 4 --
 tmp=$(mktemp -d /tmp/dp-a2a-bench.XXXXXX)
 nsid=""
 cleanup() {
-	if [ -n "$nsid" ]; then
-		tests/netns/netns-cluster.sh down "$nsid" >/dev/null 2>&1 || true
-	fi
 	if [ -n "${A2A_KEEP:-}" ]; then # keep each node's output (e.g. with DP_LOG=a2a:debug)
 		mkdir -p "$A2A_KEEP" && cp "$tmp"/node* "$A2A_KEEP"/ 2>/dev/null || true
+		# and the links' tc counters (drops, overlimits) and TCP counters
+		for n in $(seq 1 "$NN"); do
+			[ -n "$nsid" ] || break
+			ip netns exec "dp${nsid}n$n" tc -s qdisc show dev eth0 >"$A2A_KEEP/tc$n" 2>&1
+			tc -s qdisc show dev "dp${nsid}h$n" >>"$A2A_KEEP/tc$n" 2>&1
+			ip netns exec "dp${nsid}n$n" nstat -az >"$A2A_KEEP/nstat$n" 2>&1
+		done
+	fi
+	if [ -n "$nsid" ]; then
+		tests/netns/netns-cluster.sh down "$nsid" >/dev/null 2>&1 || true
 	fi
 	rm -rf "$tmp"
 }

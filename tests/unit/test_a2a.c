@@ -933,6 +933,139 @@ static void silent_peer_times_out(void **state)
 	rank0_sees("tcp", child_silent, -ETIMEDOUT, "timed out");
 }
 
+/* ---- job token on the tcp hello ------------------------------------------- */
+
+/* Rank 1 (a child, token @t1) dials rank 0 (here, token @t0); both open
+ * with a 2 s bound.  Returns rank 0's open rc with its message in @msg;
+ * *child = 0 if rank 1 opened and built a plan with rank 0, 1 if its open
+ * was refused (-EACCES naming rank 0 and the token), 2 otherwise. */
+static int token_pair(const uint8_t *t0, const uint8_t *t1, char *msg, size_t msglen, int *child)
+{
+	static const struct scen sc = { 1, 2, 4, 1, 1, 1, 4, 4, R_RANDOM, 9 };
+	struct world wd = { .sc = &sc, .transport = "tcp" };
+	struct dp_a2a_comm_cfg cfg;
+	struct dp_a2a_comm *c = NULL;
+	struct dp_a2a_plan *p = NULL;
+	struct dp_err err = { 0 };
+	int32_t idx[4] = { 0, 1, 2, 3 };
+	float w[4] = { 1, 1, 1, 1 };
+	int rc, st = 0;
+	pid_t pid;
+
+	wd.lfds = calloc(2, sizeof(int));
+	wd.addrs = calloc(2, sizeof(char *));
+	make_listeners(2, wd.lfds, wd.addrs);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		(void)alarm(20);
+		(void)close(wd.lfds[0]);
+		fill_cfg(&wd, 1, &cfg);
+		cfg.timeout_ms = 2000;
+		cfg.token = t1;
+		rc = dp_a2a_comm_open(&cfg, &c, &err);
+		if (rc == -EACCES && strstr(err.msg, "rank 0") && strstr(err.msg, "wrong job token"))
+			_exit(1);
+		if (rc == 0 && dp_a2a_plan_build(c, DP_A2A_NAIVE, 4, 1, idx, w, &p, &err) == 0)
+			_exit(0);
+		_exit(2);
+	}
+	(void)close(wd.lfds[1]);
+	wd.lfds[1] = -1;
+	fill_cfg(&wd, 0, &cfg);
+	cfg.timeout_ms = 2000;
+	cfg.token = t0;
+	rc = dp_a2a_comm_open(&cfg, &c, &err);
+	if (rc == 0)
+		rc = dp_a2a_plan_build(c, DP_A2A_NAIVE, 4, 1, idx, w, &p, &err);
+	(void)snprintf(msg, msglen, "%s", rc ? err.msg : "");
+	dp_a2a_plan_free(p);
+	dp_a2a_comm_close(c);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	*child = WIFEXITED(st) ? WEXITSTATUS(st) : 3;
+	for (int i = 0; i < 2; i++)
+		free((void *)wd.addrs[i]);
+	free(wd.addrs);
+	free(wd.lfds);
+	return rc;
+}
+
+static void tcp_hello_checks_job_token(void **state)
+{
+	uint8_t good[DP_A2A_TOKEN_LEN], bad[DP_A2A_TOKEN_LEN];
+	char msg[DP_ERR_MSG_MAX];
+	time_t t0 = time(NULL);
+	int child = -1;
+
+	(void)state;
+	memset(good, 0x5a, sizeof(good));
+	memcpy(bad, good, sizeof(bad));
+	bad[DP_A2A_TOKEN_LEN - 1] ^= 1; /* differs in the last byte only */
+	/* the same token: connects, and data flows */
+	assert_int_equal(token_pair(good, good, msg, sizeof(msg), &child), 0);
+	assert_int_equal(child, 0);
+	/* a wrong token: the dialler is refused at once, the acceptor times out
+	 * naming the refused peer; nothing hangs */
+	assert_int_equal(token_pair(good, bad, msg, sizeof(msg), &child), -ETIMEDOUT);
+	assert_int_equal(child, 1);
+	assert_non_null(strstr(msg, "refused 127.0.0.1:"));
+	assert_non_null(strstr(msg, "(says rank 1): wrong job token"));
+	/* no token against a token, either way round */
+	assert_int_equal(token_pair(good, NULL, msg, sizeof(msg), &child), -ETIMEDOUT);
+	assert_int_equal(child, 1);
+	assert_non_null(strstr(msg, "no job token"));
+	assert_int_equal(token_pair(NULL, good, msg, sizeof(msg), &child), -ETIMEDOUT);
+	assert_int_equal(child, 1);
+	/* no token on either side: as before */
+	assert_int_equal(token_pair(NULL, NULL, msg, sizeof(msg), &child), 0);
+	assert_int_equal(child, 0);
+	assert_true(time(NULL) - t0 <= 20);
+}
+
+/* try_recv_any never waits: -EAGAIN with nothing in, the message once sent;
+ * the stub for transports without it says -EOPNOTSUPP. */
+static void try_recv_any_does_not_wait(void **state)
+{
+	struct dp_a2a_loop *loop = NULL;
+	struct dp_a2a_comm_cfg cfg;
+	struct dp_a2a_comm *c[2] = { NULL, NULL };
+	struct dp_err err = { 0 };
+	int peer = 1, which = -1;
+	uint32_t tag = 0x77;
+	void *b = NULL;
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(dp_a2a_loop_new(2, 4096, &loop, &err), 0);
+	for (int r = 0; r < 2; r++) {
+		dp_a2a_comm_cfg_init(&cfg);
+		cfg.transport = "loop";
+		cfg.loop = loop;
+		cfg.rank = r;
+		cfg.nodes = 1;
+		cfg.ranks_per_node = 2;
+		cfg.experts = 2;
+		cfg.hidden = 1;
+		assert_int_equal(dp_a2a_comm_open(&cfg, &c[r], &err), 0);
+	}
+	assert_int_equal(c[0]->ep->tp->try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len,
+						     &err),
+			 -EAGAIN);
+	assert_int_equal(c[1]->ep->tp->send(c[1]->ep, 0, tag, "hello", 5, &err), 0);
+	assert_int_equal(c[0]->ep->tp->try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len,
+						     &err),
+			 0);
+	assert_int_equal(which, 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(b, "hello", 5);
+	free(b);
+	assert_int_equal(dp_a2a_no_try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len, &err),
+			 -EOPNOTSUPP);
+	dp_a2a_comm_close(c[0]);
+	dp_a2a_comm_close(c[1]);
+	dp_a2a_loop_free(loop);
+}
+
 static void open_rejects_bad_shapes(void **state)
 {
 	struct dp_a2a_comm_cfg cfg;
@@ -1002,6 +1135,8 @@ int main(void)
 		cmocka_unit_test(tcp_garbled_frame_is_an_error),
 		cmocka_unit_test(shm_garbled_frame_is_an_error),
 		cmocka_unit_test(silent_peer_times_out),
+		cmocka_unit_test(tcp_hello_checks_job_token),
+		cmocka_unit_test(try_recv_any_does_not_wait),
 		cmocka_unit_test(verbs_transport),
 		cmocka_unit_test(cuda_transport),
 		cmocka_unit_test(bench_command_runs_and_checks_formula),
