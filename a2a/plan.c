@@ -808,6 +808,7 @@ struct pipe {
 	float *own1, *own2;
 	void **held; /* messages srow/brow point into, freed at the end */
 	int nheld, capheld;
+	int64_t t0, first_emit, last_emit, last_part; /* debug timeline, us */
 	int *need;  /* combine: contributions missing per chunk */
 	int *tneed; /* combine: node parts missing per token */
 	const float **rows;
@@ -1143,6 +1144,9 @@ static int emit(struct dp_a2a_plan *p, struct pipe *w, int n, int cc, struct dp_
 		landed(p, w, node, c0, cnt);
 		return 0;
 	}
+	w->last_emit = dp_a2a_now_us() - w->t0;
+	if (!w->first_emit)
+		w->first_emit = w->last_emit;
 	count_bytes(p, p->in1[n].peer, (size_t)cnt * hb, &p->st.combine_inter,
 		    &p->st.combine_intra);
 	return c->ep->tp->send_take(c->ep, p->in1[n].peer, TAG_C1, msg, len, err);
@@ -1213,8 +1217,10 @@ static int combine_take(struct dp_a2a_plan *p, struct pipe *w, struct cwait *cw,
 		(e < R ? w->srow[e] : w->brow[e - R])[start + j] = rows + (size_t)j * H;
 	cw->rem[e] -= cnt;
 	cw->pending -= cnt;
-	if (e < R)
+	if (e < R) {
+		w->last_part = dp_a2a_now_us() - w->t0;
 		return arrived(p, w, e, start, cnt, err);
+	}
 	landed(p, w, e - R, start, cnt);
 	return 0;
 }
@@ -1262,6 +1268,7 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	    *chi = calloc(((size_t)N * (size_t)R), sizeof(int));
 	float *part = malloc((size_t)C * hb);
 
+	w.t0 = t0;
 	cw.peers = calloc(((size_t)N + (size_t)R), sizeof(int));
 	cw.ent = calloc(((size_t)N + (size_t)R), sizeof(int));
 	cw.rem = calloc(((size_t)N + (size_t)R), sizeof(int));
@@ -1381,9 +1388,11 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 			goto out;
 	}
 	dp_log(DP_LOG_DEBUG, "a2a",
-	       "rank %d combine: compute %.1f ms, then %d messages in %.1f ms (%.1f ms waiting)",
+	       "rank %d combine: compute %.1f ms, then %d messages in %.1f ms (%.1f ms waiting); "
+	       "sums sent back from %.1f to %.1f ms, last partial in at %.1f ms",
 	       c->rank, (double)(t1 - t0) / 1e3, nmsg, (double)(dp_a2a_now_us() - t1) / 1e3,
-	       (double)twait / 1e3);
+	       (double)twait / 1e3, (double)w.first_emit / 1e3, (double)w.last_emit / 1e3,
+	       (double)w.last_part / 1e3);
 out:
 	pipe_release(&w, p);
 	free(part);
