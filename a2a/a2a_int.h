@@ -154,8 +154,8 @@ int dp_a2a_stream_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf,
 		       struct dp_err *err);
 int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
 			   int *which, void **buf, size_t *len, struct dp_err *err);
-int dp_a2a_stream_try_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags,
-				int n, int *which, void **buf, size_t *len, struct dp_err *err);
+int dp_a2a_stream_try_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			       int *which, void **buf, size_t *len, struct dp_err *err);
 int dp_a2a_stream_flush(struct dp_a2a_ep *ep, struct dp_err *err);
 
 /* The shm rings among the ranks of one node for the tcp transport: a shm

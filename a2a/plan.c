@@ -809,8 +809,8 @@ struct pipe {
 	void **held; /* messages srow/brow point into, freed at the end */
 	int nheld, capheld;
 	int64_t t0, first_emit, last_emit, last_part; /* debug timeline, us */
-	int *need;  /* combine: contributions missing per chunk */
-	int *tneed; /* combine: node parts missing per token */
+	int *need;				      /* combine: contributions missing per chunk */
+	int *tneed;				      /* combine: node parts missing per token */
 	const float **rows;
 	unsigned char *filled; /* dispatch: received token rows seen */
 };

@@ -438,8 +438,8 @@ int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_
 	}
 }
 
-int dp_a2a_stream_try_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags,
-				int n, int *which, void **buf, size_t *len, struct dp_err *err)
+int dp_a2a_stream_try_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			       int *which, void **buf, size_t *len, struct dp_err *err)
 {
 	struct dp_a2a_stream *s = dp_container_of_stream(ep);
 	int rc = 0;

@@ -464,8 +464,11 @@ static int token_ok(const struct tcp_ep *e, const struct hello *in)
 static int dial(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, int j, int64_t deadline,
 		struct dp_err *err)
 {
-	struct hello h = { HELLO_MAGIC, (uint32_t)cfg->rank, (uint32_t)e->s.ep.world,
-			   (uint32_t)e->has_token, { 0 } };
+	struct hello h = { HELLO_MAGIC,
+			   (uint32_t)cfg->rank,
+			   (uint32_t)e->s.ep.world,
+			   (uint32_t)e->has_token,
+			   { 0 } };
 	uint32_t ans = 0;
 	int rc;
 
@@ -484,8 +487,8 @@ static int dial(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, int j, int6
 				  cfg->addrs[j], cfg->rank);
 	if (rc == -ECONNRESET || (!rc && ans != HELLO_OK))
 		return dp_err_set(err, EPROTO,
-				  "a2a: tcp: rank %d at '%s' did not accept the hello of rank %d", j,
-				  cfg->addrs[j], cfg->rank);
+				  "a2a: tcp: rank %d at '%s' did not accept the hello of rank %d",
+				  j, cfg->addrs[j], cfg->rank);
 	if (rc)
 		return dp_err_set(err, -rc, "a2a: tcp: hello to rank %d at '%s': %s", j,
 				  cfg->addrs[j], strerror(-rc));
@@ -519,8 +522,8 @@ static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct d
 		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
 			return dp_err_set(
 				err, ETIMEDOUT,
-				"a2a: tcp: rank %d: only %d of %d peers connected in %d ms%s%s", me, n,
-				expect, cfg->timeout_ms, refused[0] ? "; " : "", refused);
+				"a2a: tcp: rank %d: only %d of %d peers connected in %d ms%s%s", me,
+				n, expect, cfg->timeout_ms, refused[0] ? "; " : "", refused);
 		fd = accept4(e->lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0) {
 			n--;

@@ -206,7 +206,7 @@ static int link_load(const struct bcfg *b, uint64_t busy[2], int *busy_node, str
 	uint64_t tb = (uint64_t)b->hidden * sizeof(float);
 	int32_t *idx = calloc(T * K + 1, sizeof(int32_t));
 	float *w = malloc(T * K * sizeof(float) + 1);
-	uint64_t *io = calloc(2 * 2 * N, sizeof(uint64_t)); /* [algo][out, in][node] */
+	uint64_t *io = calloc((size_t)4 * N, sizeof(uint64_t)); /* [algo][out, in][node] */
 	unsigned char *seen = calloc((size_t)world, 1);
 
 	if (!idx || !w || !io || !seen) {
@@ -682,12 +682,13 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 			"(token, remote rank) x %llu B = %.2f MB\n",
 			(unsigned long long)pn, (unsigned long long)tb, (double)(pn * tb) / 1e6,
 			(unsigned long long)pr, (unsigned long long)tb, (double)(pr * tb) / 1e6);
-		(void)fprintf(cli->out,
-			      "links: the busiest node link (node %d) carries two-hop %.2f MB one way, "
-			      "naive %.2f MB (whole job; every node's link: %.2f / %.2f MB on average)\n",
-			      busy_node, (double)busy[1] / 1e6, (double)busy[0] / 1e6,
-			      (double)(pn * tb) / 1e6 / (double)b.nodes,
-			      (double)(pr * tb) / 1e6 / (double)b.nodes);
+		(void)fprintf(
+			cli->out,
+			"links: the busiest node link (node %d) carries two-hop %.2f MB one way, "
+			"naive %.2f MB (whole job; every node's link: %.2f / %.2f MB on average)\n",
+			busy_node, (double)busy[1] / 1e6, (double)busy[0] / 1e6,
+			(double)(pn * tb) / 1e6 / (double)b.nodes,
+			(double)(pr * tb) / 1e6 / (double)b.nodes);
 		(void)fprintf(cli->out, "ratio naive/two-hop: inter-node bytes %.2fx, time %.2fx\n",
 			      inter[1] ? (double)inter[0] / (double)inter[1] : 0.0,
 			      disp[1] + comb[1] > 0 ? (disp[0] + comb[0]) / (disp[1] + comb[1])

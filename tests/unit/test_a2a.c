@@ -964,7 +964,8 @@ static int token_pair(const uint8_t *t0, const uint8_t *t1, char *msg, size_t ms
 		cfg.timeout_ms = 2000;
 		cfg.token = t1;
 		rc = dp_a2a_comm_open(&cfg, &c, &err);
-		if (rc == -EACCES && strstr(err.msg, "rank 0") && strstr(err.msg, "wrong job token"))
+		if (rc == -EACCES && strstr(err.msg, "rank 0") &&
+		    strstr(err.msg, "wrong job token"))
 			_exit(1);
 		if (rc == 0 && dp_a2a_plan_build(c, DP_A2A_NAIVE, 4, 1, idx, w, &p, &err) == 0)
 			_exit(0);
@@ -1048,13 +1049,12 @@ static void try_recv_any_does_not_wait(void **state)
 		cfg.hidden = 1;
 		assert_int_equal(dp_a2a_comm_open(&cfg, &c[r], &err), 0);
 	}
-	assert_int_equal(c[0]->ep->tp->try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len,
-						     &err),
-			 -EAGAIN);
+	assert_int_equal(
+		c[0]->ep->tp->try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len, &err),
+		-EAGAIN);
 	assert_int_equal(c[1]->ep->tp->send(c[1]->ep, 0, tag, "hello", 5, &err), 0);
-	assert_int_equal(c[0]->ep->tp->try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len,
-						     &err),
-			 0);
+	assert_int_equal(
+		c[0]->ep->tp->try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len, &err), 0);
 	assert_int_equal(which, 0);
 	assert_int_equal(len, 5);
 	assert_memory_equal(b, "hello", 5);
