@@ -254,7 +254,8 @@ struct world {
 	int *lfds;
 	const char **ctl_addrs; /* verbs: a tcp control plane for allgather */
 	int *ctl_lfds;
-	struct result *res; /* world entries, shared with children */
+	struct result *res;   /* world entries, shared with children */
+	const uint8_t *token; /* tcp: the job token of the next fill_cfg() */
 };
 
 /* The control plane's all-gather, over a tcp endpoint. */
@@ -304,6 +305,7 @@ static void fill_cfg(struct world *wd, int rank, struct dp_a2a_comm_cfg *cfg)
 	cfg->shm_ring_bytes = 8192; /* small: frames wrap and fill the rings */
 	cfg->addrs = wd->addrs;
 	cfg->listen_fd = wd->lfds ? wd->lfds[rank] : -1;
+	cfg->token = wd->token;
 	cfg->cuda_device = 0; /* the test machine may have one GPU */
 }
 
@@ -800,53 +802,78 @@ static void cuda_transport(void **state)
 
 /* ---- error paths ------------------------------------------------------------ */
 
+/* Two tcp listeners, then rank 1 forked to run @child (which must _exit);
+ * this process keeps rank 0's listener.  The child's pid. */
+static pid_t fork_rank1(struct world *wd, void (*child)(struct world *))
+{
+	pid_t pid;
+
+	wd->lfds = calloc(2, sizeof(int));
+	wd->addrs = calloc(2, sizeof(char *));
+	make_listeners(2, wd->lfds, wd->addrs);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		(void)alarm(20);
+		(void)close(wd->lfds[0]);
+		child(wd);
+		_exit(0);
+	}
+	(void)close(wd->lfds[1]);
+	wd->lfds[1] = -1;
+	return pid;
+}
+
+static void free_pair(struct world *wd)
+{
+	for (int i = 0; i < 2; i++)
+		free((void *)wd->addrs[i]);
+	free(wd->addrs);
+	free(wd->lfds);
+}
+
+/* Open rank @rank of @wd (bounded by @timeout_ms), build a naive plan of
+ * four tokens with the other rank, close both.  The first error. */
+static int open_and_plan(struct world *wd, int rank, int timeout_ms, struct dp_err *err)
+{
+	struct dp_a2a_comm_cfg cfg;
+	struct dp_a2a_comm *c = NULL;
+	struct dp_a2a_plan *p = NULL;
+	int32_t idx[4] = { 0, 1, 2, 3 };
+	float w[4] = { 1, 1, 1, 1 };
+	int rc;
+
+	fill_cfg(wd, rank, &cfg);
+	cfg.timeout_ms = timeout_ms;
+	rc = dp_a2a_comm_open(&cfg, &c, err);
+	if (rc == 0)
+		rc = dp_a2a_plan_build(c, DP_A2A_NAIVE, 4, 1, idx, w, &p, err);
+	if (rc)
+		assert_null(p); /* *out is set only on success */
+	dp_a2a_plan_free(p);
+	dp_a2a_comm_close(c);
+	return rc;
+}
+
 /* Rank 0 in this process, rank 1 a child doing @child; plan_build on rank 0
  * must fail with @want within a bound. */
 static void rank0_sees(const char *tp, void (*child)(struct world *), int want, const char *needle)
 {
 	static const struct scen sc = { 1, 2, 4, 1, 1, 1, 4, 4, R_RANDOM, 9 };
 	struct world wd = { .sc = &sc, .transport = tp };
-	struct dp_a2a_comm_cfg cfg;
-	struct dp_a2a_comm *c = NULL;
-	struct dp_a2a_plan *p = NULL;
 	struct dp_err err = { 0 };
-	int32_t idx[4] = { 0, 1, 2, 3 };
-	float w[4] = { 1, 1, 1, 1 };
 	time_t t0 = time(NULL);
 	pid_t pid;
-	int rc;
 
 	(void)snprintf(wd.shm_name, sizeof(wd.shm_name), "/dp-a2a-err-%d", (int)getpid());
-	wd.lfds = calloc(2, sizeof(int));
-	wd.addrs = calloc(2, sizeof(char *));
-	make_listeners(2, wd.lfds, wd.addrs);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		(void)alarm(20);
-		(void)close(wd.lfds[0]);
-		child(&wd);
-		_exit(0);
-	}
-	(void)close(wd.lfds[1]);
-	wd.lfds[1] = -1;
-	fill_cfg(&wd, 0, &cfg);
-	cfg.timeout_ms = 3000;
-	rc = dp_a2a_comm_open(&cfg, &c, &err);
-	if (rc == 0)
-		rc = dp_a2a_plan_build(c, DP_A2A_NAIVE, 4, 1, idx, w, &p, &err);
-	assert_int_equal(rc, want);
+	pid = fork_rank1(&wd, child);
+	assert_int_equal(open_and_plan(&wd, 0, 3000, &err), want);
 	assert_non_null(strstr(err.msg, needle));
-	assert_null(p);
 	assert_true(time(NULL) - t0 <= 6);
-	dp_a2a_comm_close(c);
 	(void)kill(pid, SIGKILL);
 	(void)waitpid(pid, NULL, 0);
 	(void)shm_unlink(wd.shm_name);
-	for (int i = 0; i < 2; i++)
-		free((void *)wd.addrs[i]);
-	free(wd.addrs);
-	free(wd.lfds);
+	free_pair(&wd);
 }
 
 static void child_dies(struct world *wd)
@@ -935,59 +962,36 @@ static void silent_peer_times_out(void **state)
 
 /* ---- job token on the tcp hello ------------------------------------------- */
 
+/* Rank 1 of token_pair(): open with a 2 s bound, then a plan with rank 0.
+ * Exits 0 if both worked, 1 if the open was refused (-EACCES naming rank 0
+ * and the token), 2 otherwise. */
+static void child_token(struct world *wd)
+{
+	struct dp_err err = { 0 };
+	int rc = open_and_plan(wd, 1, 2000, &err);
+
+	if (rc == -EACCES && strstr(err.msg, "rank 0") && strstr(err.msg, "wrong job token"))
+		_exit(1);
+	_exit(rc == 0 ? 0 : 2);
+}
+
 /* Rank 1 (a child, token @t1) dials rank 0 (here, token @t0); both open
- * with a 2 s bound.  Returns rank 0's open rc with its message in @msg;
- * *child = 0 if rank 1 opened and built a plan with rank 0, 1 if its open
- * was refused (-EACCES naming rank 0 and the token), 2 otherwise. */
+ * with a 2 s bound.  Returns rank 0's rc (open, then a plan) with its
+ * message in @msg; *child = child_token()'s exit code. */
 static int token_pair(const uint8_t *t0, const uint8_t *t1, char *msg, size_t msglen, int *child)
 {
 	static const struct scen sc = { 1, 2, 4, 1, 1, 1, 4, 4, R_RANDOM, 9 };
-	struct world wd = { .sc = &sc, .transport = "tcp" };
-	struct dp_a2a_comm_cfg cfg;
-	struct dp_a2a_comm *c = NULL;
-	struct dp_a2a_plan *p = NULL;
+	struct world wd = { .sc = &sc, .transport = "tcp", .token = t1 };
 	struct dp_err err = { 0 };
-	int32_t idx[4] = { 0, 1, 2, 3 };
-	float w[4] = { 1, 1, 1, 1 };
+	pid_t pid = fork_rank1(&wd, child_token);
 	int rc, st = 0;
-	pid_t pid;
 
-	wd.lfds = calloc(2, sizeof(int));
-	wd.addrs = calloc(2, sizeof(char *));
-	make_listeners(2, wd.lfds, wd.addrs);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		(void)alarm(20);
-		(void)close(wd.lfds[0]);
-		fill_cfg(&wd, 1, &cfg);
-		cfg.timeout_ms = 2000;
-		cfg.token = t1;
-		rc = dp_a2a_comm_open(&cfg, &c, &err);
-		if (rc == -EACCES && strstr(err.msg, "rank 0") &&
-		    strstr(err.msg, "wrong job token"))
-			_exit(1);
-		if (rc == 0 && dp_a2a_plan_build(c, DP_A2A_NAIVE, 4, 1, idx, w, &p, &err) == 0)
-			_exit(0);
-		_exit(2);
-	}
-	(void)close(wd.lfds[1]);
-	wd.lfds[1] = -1;
-	fill_cfg(&wd, 0, &cfg);
-	cfg.timeout_ms = 2000;
-	cfg.token = t0;
-	rc = dp_a2a_comm_open(&cfg, &c, &err);
-	if (rc == 0)
-		rc = dp_a2a_plan_build(c, DP_A2A_NAIVE, 4, 1, idx, w, &p, &err);
+	wd.token = t0;
+	rc = open_and_plan(&wd, 0, 2000, &err);
 	(void)snprintf(msg, msglen, "%s", rc ? err.msg : "");
-	dp_a2a_plan_free(p);
-	dp_a2a_comm_close(c);
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	*child = WIFEXITED(st) ? WEXITSTATUS(st) : 3;
-	for (int i = 0; i < 2; i++)
-		free((void *)wd.addrs[i]);
-	free(wd.addrs);
-	free(wd.lfds);
+	free_pair(&wd);
 	return rc;
 }
 
