@@ -21,7 +21,13 @@
  * Sockets: TCP_NODELAY (frames are written whole by gather writes, so
  * Nagle only delays the tail); SO_SNDBUF / SO_RCVBUF to other nodes from
  * $DP_A2A_TCP_SNDBUF / $DP_A2A_TCP_RCVBUF when set (bytes), else the
- * kernel's autotuning. */
+ * kernel's autotuning.  Congestion control to other nodes: cubic, or
+ * $DP_A2A_TCP_CC ("system": the host's default).  An all-to-all runs
+ * (nodes - 1) x ranks_per_node flows through each node link at once; BBR
+ * (a common default) probes past a shallow bottleneck queue with that many
+ * flows: on the test cluster it had ~13% of the packets dropped at the
+ * links, retransmitted ~30x more segments than cubic and hit retransmission
+ * timeouts (docs/benchmarks.md). */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -40,6 +46,7 @@
 #include "common/dp_banned.h"
 
 #define HELLO_MAGIC	0x44505443u /* "DPTC" */
+#define DEF_CC		"cubic"	    /* congestion control to other nodes */
 #define HELLO_OK	0x4f4b4f4bu /* the acceptor's answer: "OKOK" */
 #define HELLO_BAD_TOKEN 0x4241444bu /* "BADK": wrong or missing job token */
 
@@ -331,7 +338,14 @@ static void tune(int fd, int remote_peer)
 {
 	int one = 1, snd = env_bytes("DP_A2A_TCP_SNDBUF"), rcv = env_bytes("DP_A2A_TCP_RCVBUF");
 
+	const char *cc = getenv("DP_A2A_TCP_CC");
+
+	if (!cc || !*cc)
+		cc = DEF_CC;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* not built into this kernel (or "system"): the system's default */
+	if (remote_peer && strcmp(cc, "system") != 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc));
 	if (remote_peer && snd)
 		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
 	if (remote_peer && rcv)

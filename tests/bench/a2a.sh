@@ -139,6 +139,12 @@ if [ $up = 77 ]; then
 	exit 0
 fi
 [ $up = 0 ] || { echo "a2a: netns-cluster.sh up failed ($up)" >&2 && exit 1; }
+if [ -n "${A2A_NETNS_CC:-}" ]; then # the namespaces' default congestion control (MPI's too)
+	for n in $(seq 1 "$NN"); do
+		ip netns exec "dp${id}n$n" sysctl -qw net.ipv4.tcp_congestion_control="$A2A_NETNS_CC"
+	done
+fi
+echo "   (congestion control in the namespaces: $(ip netns exec "dp${id}n1" sysctl -n net.ipv4.tcp_congestion_control); dpctl to other nodes: ${DP_A2A_TCP_CC:-cubic})"
 peers=""
 for r in $(seq 0 $((NN * NRPN - 1))); do
 	peers="$peers${peers:+,}10.254.$id.$((r / NRPN + 1)):$((23000 + r))"
