@@ -16,7 +16,9 @@
 #     Open MPI; everything is torn down on exit.  The tbf burst is
 #     A2A_NETNS_BURST (default: 256kb from 1 Gbit/s up, else 64kb: a 64 kB
 #     burst holds one 1 Gbit/s TCP stream to ~88% of the rate here).
-# A2A_LOCAL=0 skips part 1.  dpctl's ranks of a node talk through shm rings
+# A2A_LOCAL=0 skips part 1, A2A_MPI=0 the MPI rows; A2A_KEEP=DIR keeps each
+# node's output and the namespaces' tc and nstat counters; A2A_NETNS_CC sets
+# the namespaces' default congestion control (if the kernel allows it there).  dpctl's ranks of a node talk through shm rings
 # (--intra-node shm, as MPI's vader); A2A_INTRA=tcp puts them on sockets.
 # Prints per phase time, algorithm bandwidth and inter-node bytes, the ratio
 # MPI/two-hop time and achieved/shaped capacity.  dpctl fails if its bytes
@@ -33,7 +35,8 @@ tmp=$(mktemp -d /tmp/dp-a2a-bench.XXXXXX)
 nsid=""
 cleanup() {
 	if [ -n "${A2A_KEEP:-}" ]; then # keep each node's output (e.g. with DP_LOG=a2a:debug)
-		mkdir -p "$A2A_KEEP" && cp "$tmp"/node* "$A2A_KEEP"/ 2>/dev/null || true
+		mkdir -p "$A2A_KEEP"
+		cp "$tmp"/node* "$A2A_KEEP"/ 2>/dev/null || true
 		# and the links' tc counters (drops, overlimits) and TCP counters
 		for n in $(seq 1 "$NN"); do
 			[ -n "$nsid" ] || break
