@@ -1109,6 +1109,25 @@ static void bench_command_runs_and_checks_formula(void **state)
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.out, "\"inter_bytes_ratio\":"));
 	assert_non_null(strstr(r.out, "\"two_hop\":{"));
+	{
+		/* 2 nodes: each carries one way what one node sends the other,
+		 * so the busiest link's two-hop bytes are at least half the
+		 * job's ((token, remote node) x 32 B) and at most all of them */
+		const char *f = strstr(r.out, "\"token_remote_node\":");
+		const char *bl = strstr(r.out, "\"busiest_link\":{\"node\":");
+		const char *tb = bl ? strstr(bl, "\"two_hop_bytes\":") : NULL;
+		unsigned long long pairs, busy;
+		long node;
+
+		assert_non_null(f);
+		assert_non_null(tb);
+		pairs = strtoull(f + strlen("\"token_remote_node\":"), NULL, 10);
+		node = strtol(bl + strlen("\"busiest_link\":{\"node\":"), NULL, 10);
+		busy = strtoull(tb + strlen("\"two_hop_bytes\":"), NULL, 10);
+		assert_true(node == 0 || node == 1);
+		assert_true(pairs > 0);
+		assert_true(2 * busy >= pairs * 32 && busy <= pairs * 32);
+	}
 	dp_test_run_free(&r);
 	r = dp_test_dpctl("bench", "a2a", "--topk", "99");
 	assert_int_equal(r.rc, 64);
