@@ -1121,12 +1121,14 @@ static void bench_command_runs_and_checks_formula(void **state)
 
 		assert_non_null(f);
 		assert_non_null(tb);
-		pairs = strtoull(f + strlen("\"token_remote_node\":"), NULL, 10);
-		node = strtol(bl + strlen("\"busiest_link\":{\"node\":"), NULL, 10);
-		busy = strtoull(tb + strlen("\"two_hop_bytes\":"), NULL, 10);
-		assert_true(node == 0 || node == 1);
-		assert_true(pairs > 0);
-		assert_true(2 * busy >= pairs * 32 && busy <= pairs * 32);
+		if (f && bl && tb) { /* (the analyzer does not see assert's exit) */
+			pairs = strtoull(f + strlen("\"token_remote_node\":"), NULL, 10);
+			node = strtol(bl + strlen("\"busiest_link\":{\"node\":"), NULL, 10);
+			busy = strtoull(tb + strlen("\"two_hop_bytes\":"), NULL, 10);
+			assert_true(node == 0 || node == 1);
+			assert_true(pairs > 0);
+			assert_true(2 * busy >= pairs * 32 && busy <= pairs * 32);
+		}
 	}
 	dp_test_run_free(&r);
 	r = dp_test_dpctl("bench", "a2a", "--topk", "99");
