@@ -53,6 +53,12 @@ struct dp_a2a_transport {
 	 * so that waiting on the first one cannot deadlock. */
 	int (*recv_any)(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
 			int *which, void **buf, size_t *len, struct dp_err *err);
+	/* optional: recv_any that does not wait: one pass moving whatever the
+	 * transport can move now, then the first complete message as recv_any
+	 * would return it, or -EAGAIN (no error text) when none is in yet.
+	 * Lets a rank handle arrivals between its own compute steps. */
+	int (*try_recv_any)(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			    int *which, void **buf, size_t *len, struct dp_err *err);
 	/* optional: wait until every queued send has left this rank */
 	int (*flush)(struct dp_a2a_ep *ep, struct dp_err *err);
 	/* optional: one-sided copy into @peer's registered window at @off */
@@ -84,6 +90,8 @@ int dp_a2a_send_take_copy(struct dp_a2a_ep *ep, int peer, uint32_t tag, void *bu
 /* recv_any for transports without a multi-peer wait: recv from @peers[0]. */
 int dp_a2a_recv_any_first(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
 			  int *which, void **buf, size_t *len, struct dp_err *err);
+int dp_a2a_no_try_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			   int *which, void **buf, size_t *len, struct dp_err *err);
 int dp_a2a_no_put(struct dp_a2a_ep *ep, int peer, size_t off, const void *src, size_t len,
 		  struct dp_err *err);
 
@@ -146,6 +154,8 @@ int dp_a2a_stream_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf,
 		       struct dp_err *err);
 int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
 			   int *which, void **buf, size_t *len, struct dp_err *err);
+int dp_a2a_stream_try_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			       int *which, void **buf, size_t *len, struct dp_err *err);
 int dp_a2a_stream_flush(struct dp_a2a_ep *ep, struct dp_err *err);
 
 /* The shm rings among the ranks of one node for the tcp transport: a shm

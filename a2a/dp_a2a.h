@@ -103,6 +103,12 @@ struct dp_a2a_comm_cfg {
 	 * Set listen_fd to -1 otherwise (0 is a valid descriptor). */
 	const char *const *addrs;
 	int listen_fd;
+	/* tcp: the job token (DP_A2A_TOKEN_LEN bytes, copied at open) or NULL.
+	 * Set: every connection's hello carries it, and a rank refuses a
+	 * connection whose hello has another token (or none), so a stray or
+	 * foreign process cannot join the job's all-to-all.  Both ends of a
+	 * job must agree on having one. */
+	const uint8_t *token;
 	/* tcp: > 0 paces this rank's bytes to other nodes to this many Mbit/s
 	 * (a token bucket, like one NIC per rank), to make the inter-node
 	 * fabric the bottleneck on a single machine; 0: unpaced */
@@ -124,6 +130,8 @@ struct dp_a2a_comm_cfg {
 	int ib_port;	       /* 0: 1 */
 	int cuda_device;       /* -1: local index */
 };
+
+#define DP_A2A_TOKEN_LEN 32 /* the control plane's job token (DP_CTL_TOKEN_LEN) */
 
 /* Initialise @cfg with defaults (listen_fd = -1, cuda_device = -1). */
 void dp_a2a_comm_cfg_init(struct dp_a2a_comm_cfg *cfg);

@@ -800,28 +800,56 @@ struct fwd_hdr {
 };
 
 struct pipe {
-	float **stage; /* combine, relay: out2 channel q's partial rows */
-	float **buf1;  /* combine, source: rows from out1 channel i */
-	float *acc;    /* combine, relay: one chunk being summed */
-	int *need;     /* combine: contributions missing per chunk */
-	int *tneed;    /* combine: node parts missing per token */
+	/* combine, relay: srow[q][pos] = partial row pos of out2 channel q,
+	 * pointing into the message it came in (or into own2 for this rank's
+	 * own partials); combine, source: brow[i][j] = row j of out1 channel i
+	 * as sent back (or into own1 for this node's part) */
+	const float ***srow, ***brow;
+	float *own1, *own2;
+	void **held; /* messages srow/brow point into, freed at the end */
+	int nheld, capheld;
+	int64_t t0, first_emit, last_emit, last_part; /* debug timeline, us */
+	int *need;				      /* combine: contributions missing per chunk */
+	int *tneed;				      /* combine: node parts missing per token */
 	const float **rows;
 	unsigned char *filled; /* dispatch: received token rows seen */
 };
 
 static void pipe_release(struct pipe *w, const struct dp_a2a_plan *p)
 {
-	for (int q = 0; w->stage && q < p->c->rpn; q++)
-		free(w->stage[q]);
-	for (int i = 0; w->buf1 && i < p->nout1; i++)
-		free(w->buf1[i]);
-	free(w->stage);
-	free(w->buf1);
-	free(w->acc);
+	for (int q = 0; w->srow && q < p->c->rpn; q++)
+		free((void *)w->srow[q]);
+	for (int i = 0; w->brow && i < p->nout1; i++)
+		free((void *)w->brow[i]);
+	for (int i = 0; i < w->nheld; i++)
+		free(w->held[i]);
+	free((void *)w->srow);
+	free((void *)w->brow);
+	free(w->own1);
+	free(w->own2);
+	free((void *)w->held);
 	free(w->need);
 	free(w->tneed);
 	free((void *)w->rows);
 	free(w->filled);
+}
+
+/* Keep message @b until the op ends (rows point into it); frees it on error. */
+static int hold(struct pipe *w, void *b, struct dp_err *err)
+{
+	if (w->nheld == w->capheld) {
+		int cap = w->capheld ? 2 * w->capheld : 64;
+		void **n = realloc((void *)w->held, (size_t)cap * sizeof(*n));
+
+		if (!n) {
+			free(b);
+			return dp_err_set(err, ENOMEM, "a2a: out of memory");
+		}
+		w->held = n;
+		w->capheld = cap;
+	}
+	w->held[w->nheld++] = b;
+	return 0;
 }
 
 /* First position in [lo, hi) of out2 channel @q whose in1 row is >= @v. */
@@ -1069,43 +1097,59 @@ static void landed(struct dp_a2a_plan *p, struct pipe *w, int i, int a, int cnt)
 
 			if (pos < 0)
 				continue;
-			assert(w->buf1[n]);
-			s = w->buf1[n] + (size_t)pos * H;
+			s = w->brow[n][pos];
+			assert(s);
 			for (int h = 0; h < H; h++)
 				d[h] += s[h];
 		}
 	}
 }
 
-/* Combine, relay: chunk @cc of in1 channel @n has all its contributions. */
+/* Combine, relay: chunk @cc of in1 channel @n has all its contributions.
+ * The sum goes straight into the message that carries it back (or into
+ * own1 for this node's tokens): no staging copy. */
 static int emit(struct dp_a2a_plan *p, struct pipe *w, int n, int cc, struct dp_err *err)
 {
 	const struct dp_a2a_comm *c = p->c;
 	int H = c->hidden, C = p->C, node = c->rank / c->rpn, c0 = cc * C;
 	int cnt = p->in1[n].n - c0 < C ? p->in1[n].n - c0 : C;
+	size_t hb = (size_t)H * sizeof(float), len = sizeof(struct fwd_hdr) + (size_t)cnt * hb;
+	struct fwd_hdr hd = { (uint32_t)c0, (uint32_t)cnt };
+	char *msg = NULL;
+	float *acc;
 
-	memset(w->acc, 0, (size_t)cnt * H * sizeof(float));
+	if (n == node) {
+		acc = w->own1 + (size_t)c0 * H;
+	} else {
+		msg = malloc(len);
+		if (!msg)
+			return dp_err_set(err, ENOMEM, "a2a: out of memory");
+		memcpy(msg, &hd, sizeof(hd));
+		acc = (float *)(void *)(msg + sizeof(hd));
+	}
+	memset(acc, 0, (size_t)cnt * hb);
 	for (int q = 0; q < c->rpn; q++) { /* local rank order */
 		int a = lower_row(p, q, n, c0), b = lower_row(p, q, n, c0 + cnt);
 
-		assert(a == b || w->stage[q]);
 		for (int pos = a; pos < b; pos++) {
-			float *d = w->acc + (size_t)(p->out2[q].row[pos] - c0) * H;
-			const float *s = w->stage[q] + (size_t)pos * H;
+			float *d = acc + (size_t)(p->out2[q].row[pos] - c0) * H;
+			const float *s = w->srow[q][pos];
 
+			assert(s);
 			for (int h = 0; h < H; h++)
 				d[h] += s[h];
 		}
 	}
 	if (n == node) {
-		memcpy(w->buf1[node] + (size_t)c0 * H, w->acc, (size_t)cnt * H * sizeof(float));
 		landed(p, w, node, c0, cnt);
 		return 0;
 	}
-	for (int j = 0; j < cnt; j++)
-		w->rows[j] = w->acc + (size_t)j * H;
-	return send_fwd(p, p->in1[n].peer, TAG_C1, c0, w->rows, cnt, &p->st.combine_inter,
-			&p->st.combine_intra, err);
+	w->last_emit = dp_a2a_now_us() - w->t0;
+	if (!w->first_emit)
+		w->first_emit = w->last_emit;
+	count_bytes(p, p->in1[n].peer, (size_t)cnt * hb, &p->st.combine_inter,
+		    &p->st.combine_intra);
+	return c->ep->tp->send_take(c->ep, p->in1[n].peer, TAG_C1, msg, len, err);
 }
 
 /* Combine, relay: partial rows [a, a + cnt) of out2 channel @q are in. */
@@ -1128,52 +1172,150 @@ static int arrived(struct dp_a2a_plan *p, struct pipe *w, int q, int a, int cnt,
 	return 0;
 }
 
+/* Combine: the peers still owing messages (partials into this relay first,
+ * then sums back to this source), for recv_any. */
+struct cwait {
+	int *peers, *ent, *rem;
+	uint32_t *tags;
+	int pending;
+};
+
+static int cwait_list(const struct dp_a2a_plan *p, const struct cwait *cw)
+{
+	int N = p->c->nodes, R = p->c->rpn, k = 0;
+
+	for (int e = 0; e < N + R; e++) {
+		if (!cw->rem[e])
+			continue;
+		cw->peers[k] = e < R ? p->out2[e].peer : p->out1[e - R].peer;
+		cw->tags[k] = e < R ? TAG_C2 : TAG_C1;
+		cw->ent[k++] = e;
+	}
+	return k;
+}
+
+/* Combine: take message @b (@len bytes) from the peer of entry @e. */
+static int combine_take(struct dp_a2a_plan *p, struct pipe *w, struct cwait *cw, int e, void *b,
+			size_t len, struct dp_err *err)
+{
+	int R = p->c->rpn, H = p->c->hidden, start = 0, cnt = 0, rc;
+	const struct chan *ch = e < R ? &p->out2[e] : &p->out1[e - R];
+	const float *rows;
+
+	rc = check_fwd(p, ch, b, len, &start, &cnt, err);
+	if (!rc && cnt > cw->rem[e])
+		rc = dp_err_set(err, EPROTO, "a2a: rank %d sent too many rows", ch->peer);
+	if (rc) {
+		free(b);
+		return rc;
+	}
+	rc = hold(w, b, err);
+	if (rc)
+		return rc;
+	rows = (const float *)(const void *)((const char *)b + sizeof(struct fwd_hdr));
+	for (int j = 0; j < cnt; j++)
+		(e < R ? w->srow[e] : w->brow[e - R])[start + j] = rows + (size_t)j * H;
+	cw->rem[e] -= cnt;
+	cw->pending -= cnt;
+	if (e < R) {
+		w->last_part = dp_a2a_now_us() - w->t0;
+		return arrived(p, w, e, start, cnt, err);
+	}
+	landed(p, w, e - R, start, cnt);
+	return 0;
+}
+
+/* Combine: handle what has already come in, without waiting, so that a
+ * relay sums and sends back complete chunks while this rank still computes
+ * its own partials.  *off set when the transport cannot (try_recv_any
+ * -EOPNOTSUPP): then everything waits for step 2. */
+static int combine_drain(struct dp_a2a_plan *p, struct pipe *w, struct cwait *cw, int *off,
+			 struct dp_err *err)
+{
+	const struct dp_a2a_comm *c = p->c;
+
+	while (!*off && cw->pending > 0) {
+		int k = cwait_list(p, cw), which = 0, rc;
+		void *b = NULL;
+		size_t len = 0;
+
+		rc = c->ep->tp->try_recv_any(c->ep, cw->peers, cw->tags, k, &which, &b, &len, err);
+		if (rc == -EAGAIN)
+			return 0;
+		if (rc == -EOPNOTSUPP) {
+			*off = 1;
+			return 0;
+		}
+		if (rc)
+			return rc;
+		rc = combine_take(p, w, cw, cw->ent[which], b, len, err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 {
 	struct dp_a2a_comm *c = p->c;
 	int N = c->nodes, R = c->rpn, node = c->rank / R, li = c->rank % R, H = c->hidden;
-	int C = p->C, pending = 0, rc = 0, maxn = 0, nmsg = 0;
+	int C = p->C, rc = 0, maxn = 0, nmsg = 0, nodrain = 0;
 	int64_t t0 = dp_a2a_now_us(), t1, t2, twait = 0;
 	size_t hb = (size_t)H * sizeof(float);
 	struct pipe w = { 0 };
-	int *peers = calloc(((size_t)N + (size_t)R), sizeof(int)),
-	    *ent = calloc(((size_t)N + (size_t)R), sizeof(int));
-	int *rem = calloc(((size_t)N + (size_t)R), sizeof(int));
+	struct cwait cw = { 0 };
 	int *clo = calloc(((size_t)N * (size_t)R), sizeof(int)),
 	    *chi = calloc(((size_t)N * (size_t)R), sizeof(int));
-	uint32_t *tags = calloc(((size_t)N + (size_t)R), sizeof(uint32_t));
 	float *part = malloc((size_t)C * hb);
 
-	w.stage = calloc((size_t)R, sizeof(*w.stage));
-	w.buf1 = calloc((size_t)N, sizeof(*w.buf1));
-	w.acc = malloc((size_t)C * hb);
+	w.t0 = t0;
+	cw.peers = calloc(((size_t)N + (size_t)R), sizeof(int));
+	cw.ent = calloc(((size_t)N + (size_t)R), sizeof(int));
+	cw.rem = calloc(((size_t)N + (size_t)R), sizeof(int));
+	cw.tags = calloc(((size_t)N + (size_t)R), sizeof(uint32_t));
+	w.srow = calloc((size_t)R, sizeof(*w.srow));
+	w.brow = calloc((size_t)N, sizeof(*w.brow));
+	w.own1 = malloc((size_t)(p->out1[node].n + 1) * hb);
+	w.own2 = malloc((size_t)(p->out2[li].n + 1) * hb);
 	w.need = malloc(((size_t)p->coff[N] + 1) * sizeof(int));
 	w.tneed = malloc(((size_t)p->T + 1) * sizeof(int));
 	w.rows = calloc((size_t)C, sizeof(*w.rows));
-	if (!peers || !ent || !rem || !clo || !chi || !tags || !part || !w.stage || !w.buf1 ||
-	    !w.acc || !w.need || !w.tneed || !w.rows) {
+	if (!cw.peers || !cw.ent || !cw.rem || !clo || !chi || !cw.tags || !part || !w.srow ||
+	    !w.brow || !w.own1 || !w.own2 || !w.need || !w.tneed || !w.rows) {
 		rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
 		goto out;
 	}
 	for (int q = 0; q < R && !rc; q++)
-		if (!(w.stage[q] = malloc((size_t)(p->out2[q].n + 1) * hb)))
+		if (!(w.srow[q] = calloc((size_t)p->out2[q].n + 1, sizeof(**w.srow))))
 			rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
 	for (int i = 0; i < N && !rc; i++)
-		if (!(w.buf1[i] = malloc((size_t)(p->out1[i].n + 1) * hb)))
+		if (!(w.brow[i] = calloc((size_t)p->out1[i].n + 1, sizeof(**w.brow))))
 			rc = dp_err_set(err, ENOMEM, "a2a: out of memory");
 	if (rc)
 		goto out;
+	for (int pos = 0; pos < p->out2[li].n; pos++)
+		w.srow[li][pos] = w.own2 + (size_t)pos * H;
+	for (int j = 0; j < p->out1[node].n; j++)
+		w.brow[node][j] = w.own1 + (size_t)j * H;
 	memcpy(w.need, p->cneed, (size_t)p->coff[N] * sizeof(int));
 	memcpy(w.tneed, p->tneed, (size_t)p->T * sizeof(int));
 	for (int t = 0; t < p->T; t++) /* routed nowhere */
 		if (!w.tneed[t])
 			memset(p->out + (size_t)t * H, 0, hb);
+	for (int q = 0; q < R; q++)
+		if (q != li) {
+			cw.rem[q] = p->out2[q].n;
+			cw.pending += cw.rem[q];
+		}
+	for (int i = 0; i < N; i++)
+		if (i != node) {
+			cw.rem[R + i] = p->out1[i].n;
+			cw.pending += cw.rem[R + i];
+		}
 	/* in2 channel i holds source node n's tokens at [clo, chi)[i * N + n] */
 	for (int i = 0; i < R; i++) {
 		const struct chan *ch = &p->in2[i];
 
-		for (int n = 0; n < N; n++)
-			clo[i * N + n] = chi[i * N + n] = 0;
 		for (int pos = ch->n - 1; pos >= 0; pos--) {
 			int n = p->recv[ch->idx[pos]].src_rank / R;
 
@@ -1187,14 +1329,17 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 	}
 	/* 1. this rank's experts, in rounds of one chunk per (source node,
 	 * relay); node X starts with node X + 1, so that the relays of
-	 * different nodes send back to different nodes at the same time */
+	 * different nodes send back to different nodes at the same time.
+	 * Between sends, whatever has come in is handled (combine_drain): a
+	 * relay's sums leave as soon as their chunk is complete, not after
+	 * this rank's own compute. */
 	for (int c0 = 0; c0 < maxn; c0 += C)
 		for (int kn = 1; kn <= N; kn++)
 			for (int k = 1; k <= R; k++) {
 				int n = (node + kn) % N, i = (li + k) % R;
 				const struct chan *ch = &p->in2[i];
 				int a = clo[i * N + n] + c0, cnt = chi[i * N + n] - a;
-				float *dst = i == li ? w.stage[li] + (size_t)a * H : part;
+				float *dst = i == li ? w.own2 + (size_t)a * H : part;
 
 				if (cnt <= 0)
 					continue;
@@ -1203,13 +1348,17 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 				for (int j = 0; j < cnt; j++) {
 					const struct dp_a2a_recv *r = &p->recv[ch->idx[a + j]];
 					float *d = dst + (size_t)j * H;
+					const float *y = p->y + (size_t)r->slot * H;
+					float wt = r->weight[0];
 
-					memset(d, 0, hb);
-					for (int sl = 0; sl < r->nslots; sl++) {
-						const float *y = p->y + (size_t)(r->slot + sl) * H;
-
+					/* 0 + first term: what memset and += gave */
+					for (int h = 0; h < H; h++)
+						d[h] = 0.0f + wt * y[h];
+					for (int sl = 1; sl < r->nslots; sl++) {
+						y = p->y + (size_t)(r->slot + sl) * H;
+						wt = r->weight[sl];
 						for (int h = 0; h < H; h++)
-							d[h] += r->weight[sl] * y[h];
+							d[h] += wt * y[h];
 					}
 					w.rows[j] = d;
 				}
@@ -1217,87 +1366,42 @@ static int combine_two_hop(struct dp_a2a_plan *p, struct dp_err *err)
 					     : send_fwd(p, ch->peer, TAG_C2, a, w.rows, cnt,
 							&p->st.combine_inter, &p->st.combine_intra,
 							err);
+				if (!rc)
+					rc = combine_drain(p, &w, &cw, &nodrain, err);
 				if (rc)
 					goto out;
 			}
-	for (int q = 0; q < R; q++)
-		if (q != li) {
-			rem[q] = p->out2[q].n;
-			pending += rem[q];
-		}
-	for (int i = 0; i < N; i++)
-		if (i != node) {
-			rem[R + i] = p->out1[i].n;
-			pending += rem[R + i];
-		}
 	t1 = dp_a2a_now_us();
-	/* 2. partials into the relay, sums back at the source */
-	while (pending > 0) {
-		int k = 0, which = 0, e;
+	/* 2. the rest: partials into the relay, sums back at the source */
+	while (cw.pending > 0) {
+		int k = cwait_list(p, &cw), which = 0;
 		void *b = NULL;
 		size_t len = 0;
 
-		for (int e2 = 0; e2 < N + R; e2++) {
-			if (!rem[e2])
-				continue;
-			peers[k] = e2 < R ? p->out2[e2].peer : p->out1[e2 - R].peer;
-			tags[k] = e2 < R ? TAG_C2 : TAG_C1;
-			ent[k++] = e2;
-		}
 		t2 = dp_a2a_now_us();
-		rc = c->ep->tp->recv_any(c->ep, peers, tags, k, &which, &b, &len, err);
+		rc = c->ep->tp->recv_any(c->ep, cw.peers, cw.tags, k, &which, &b, &len, err);
 		twait += dp_a2a_now_us() - t2;
 		nmsg++;
-		if (rc)
-			goto out;
-		e = ent[which];
-		if (e < R) {
-			int a = 0, cnt = 0;
-
-			rc = check_fwd(p, &p->out2[e], b, len, &a, &cnt, err);
-			if (!rc && cnt > rem[e])
-				rc = dp_err_set(err, EPROTO, "a2a: rank %d sent too many rows",
-						p->out2[e].peer);
-			if (!rc) {
-				memcpy(w.stage[e] + (size_t)a * H,
-				       (const char *)b + sizeof(struct fwd_hdr), (size_t)cnt * hb);
-				rem[e] -= cnt;
-				pending -= cnt;
-				rc = arrived(p, &w, e, a, cnt, err);
-			}
-		} else {
-			const struct chan *ch = &p->out1[e - R];
-			int start = 0, cnt = 0;
-
-			rc = check_fwd(p, ch, b, len, &start, &cnt, err);
-			if (!rc && cnt > rem[e])
-				rc = dp_err_set(err, EPROTO, "a2a: rank %d sent too many rows",
-						ch->peer);
-			if (!rc) {
-				memcpy(w.buf1[e - R] + (size_t)start * H,
-				       (const char *)b + sizeof(struct fwd_hdr), (size_t)cnt * hb);
-				rem[e] -= cnt;
-				pending -= cnt;
-				landed(p, &w, e - R, start, cnt);
-			}
-		}
-		free(b);
+		if (!rc)
+			rc = combine_take(p, &w, &cw, cw.ent[which], b, len, err);
 		if (rc)
 			goto out;
 	}
 	dp_log(DP_LOG_DEBUG, "a2a",
-	       "rank %d combine: queue %.1f ms, then %d messages in %.1f ms (%.1f ms waiting)",
+	       "rank %d combine: compute %.1f ms, then %d messages in %.1f ms (%.1f ms waiting); "
+	       "sums sent back from %.1f to %.1f ms, last partial in at %.1f ms",
 	       c->rank, (double)(t1 - t0) / 1e3, nmsg, (double)(dp_a2a_now_us() - t1) / 1e3,
-	       (double)twait / 1e3);
+	       (double)twait / 1e3, (double)w.first_emit / 1e3, (double)w.last_emit / 1e3,
+	       (double)w.last_part / 1e3);
 out:
 	pipe_release(&w, p);
 	free(part);
-	free(peers);
-	free(ent);
-	free(rem);
+	free(cw.peers);
+	free(cw.ent);
+	free(cw.rem);
+	free(cw.tags);
 	free(clo);
 	free(chi);
-	free(tags);
 	return rc;
 }
 

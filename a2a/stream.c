@@ -384,6 +384,21 @@ static int take(struct dp_a2a_stream *s, int peer, uint32_t tag, void **buf, siz
 	return 0;
 }
 
+/* Take the first complete message among @peers: 1 with *rc = take()'s
+ * result, or 0 when none is in. */
+static int take_first(struct dp_a2a_stream *s, const int *peers, const uint32_t *tags, int n,
+		      int *which, void **buf, size_t *len, int *rc, struct dp_err *err)
+{
+	for (int i = 0; i < n; i++)
+		if (s->q->p[peers[i]].in_head) {
+			*rc = take(s, peers[i], tags[i], buf, len, err);
+			if (!*rc)
+				*which = i;
+			return 1;
+		}
+	return 0;
+}
+
 int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
 			   int *which, void **buf, size_t *len, struct dp_err *err)
 {
@@ -397,15 +412,10 @@ int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_
 		return dp_err_set(err, EINVAL, "a2a: recv from no peer");
 	for (int idle = 0;;) {
 		int64_t left = 0;
-		int rc;
+		int rc = 0;
 
-		for (int i = 0; i < n; i++)
-			if (s->q->p[peers[i]].in_head) {
-				rc = take(s, peers[i], tags[i], buf, len, err);
-				if (!rc)
-					*which = i;
-				return rc;
-			}
+		if (take_first(s, peers, tags, n, which, buf, len, &rc, err))
+			return rc;
 		for (int i = 0; i < n; i++)
 			if (s->q->p[peers[i]].err)
 				return peer_error(s, peers[i], s->q->p[peers[i]].err, err);
@@ -426,6 +436,28 @@ int dp_a2a_stream_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_
 		}
 		idle = progress(s, idle ? (left < 50 ? (int)left : 50) : 0) == 0;
 	}
+}
+
+int dp_a2a_stream_try_recv_any(struct dp_a2a_ep *ep, const int *peers, const uint32_t *tags, int n,
+			       int *which, void **buf, size_t *len, struct dp_err *err)
+{
+	struct dp_a2a_stream *s = dp_container_of_stream(ep);
+	int rc = 0;
+
+	if (n < 1)
+		return dp_err_set(err, EINVAL, "a2a: recv from no peer");
+	for (int i = 0; i < n; i++)
+		if (peers[i] < 0 || peers[i] >= ep->world)
+			return dp_err_set(err, EINVAL, "a2a: bad peer %d", peers[i]);
+	if (take_first(s, peers, tags, n, which, buf, len, &rc, err))
+		return rc;
+	(void)progress(s, 0);
+	if (take_first(s, peers, tags, n, which, buf, len, &rc, err))
+		return rc;
+	for (int i = 0; i < n; i++)
+		if (s->q->p[peers[i]].err)
+			return peer_error(s, peers[i], s->q->p[peers[i]].err, err);
+	return -EAGAIN;
 }
 
 int dp_a2a_stream_recv(struct dp_a2a_ep *ep, int peer, uint32_t tag, void **buf, size_t *len,

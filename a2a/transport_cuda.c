@@ -263,6 +263,7 @@ const struct dp_a2a_transport dp_a2a_cuda = {
 	.send_take = cuda_send_take,
 	.recv = cuda_recv,
 	.recv_any = cuda_recv_any,
+	.try_recv_any = dp_a2a_no_try_recv_any,
 	.flush = cuda_flush,
 	.put = cuda_put,
 	.close = cuda_close_ep,

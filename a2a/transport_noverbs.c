@@ -54,6 +54,7 @@ const struct dp_a2a_transport dp_a2a_verbs = {
 	.send_take = dp_a2a_send_take_copy,
 	.recv = nv_recv,
 	.recv_any = dp_a2a_recv_any_first,
+	.try_recv_any = dp_a2a_no_try_recv_any,
 	.flush = dp_a2a_no_flush,
 	.put = dp_a2a_no_put,
 	.close = nv_close,

@@ -5,6 +5,14 @@
  * names the connecting rank, then length-prefixed frames (a2a_int.h) driven
  * by the stream engine in stream.c.
  *
+ * The hello is { magic, rank, world, has_token, token[32] }; the accepting
+ * rank answers one word: HELLO_OK, or HELLO_BAD_TOKEN before it closes the
+ * connection.  With a job token configured (cfg.token), a hello with another
+ * token or none is refused: the acceptor keeps waiting for the real peer
+ * (a stray connection must not end the job) and names the refused peer in
+ * its timeout error; the dialler reports the refusal at once.  Tokens are
+ * compared in constant time (dp_ctl_token_equal, as the PP links do).
+ *
  * With cfg.tcp_local_shm the ranks of a node skip the sockets between them
  * and use shm rings instead (dp_a2a_shm_open_polled, segment
  * "<shm_name>-n<node>"), the CPU stand-in for NVLink next to tcp's IB: one
@@ -13,7 +21,13 @@
  * Sockets: TCP_NODELAY (frames are written whole by gather writes, so
  * Nagle only delays the tail); SO_SNDBUF / SO_RCVBUF to other nodes from
  * $DP_A2A_TCP_SNDBUF / $DP_A2A_TCP_RCVBUF when set (bytes), else the
- * kernel's autotuning. */
+ * kernel's autotuning.  Congestion control to other nodes: cubic, or
+ * $DP_A2A_TCP_CC ("system": the host's default).  An all-to-all runs
+ * (nodes - 1) x ranks_per_node flows through each node link at once; BBR
+ * (a common default) probes past a shallow bottleneck queue with that many
+ * flows: on the test cluster it had ~13% of the packets dropped at the
+ * links, retransmitted ~30x more segments than cubic and hit retransmission
+ * timeouts (docs/benchmarks.md). */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -28,14 +42,22 @@
 #include <unistd.h>
 
 #include "a2a/a2a_int.h"
+#include "launcher/ctl_proto.h"
 #include "common/dp_banned.h"
 
-#define HELLO_MAGIC 0x44505443u /* "DPTC" */
+#define HELLO_MAGIC	0x44505443u /* "DPTC" */
+#define DEF_CC		"cubic"	    /* congestion control to other nodes */
+#define HELLO_OK	0x4f4b4f4bu /* the acceptor's answer: "OKOK" */
+#define HELLO_BAD_TOKEN 0x4241444bu /* "BADK": wrong or missing job token */
+
+_Static_assert(DP_A2A_TOKEN_LEN == DP_CTL_TOKEN_LEN, "a2a token is the job token");
 
 struct hello {
 	uint32_t magic;
 	uint32_t rank;
 	uint32_t world;
+	uint32_t has_token;
+	uint8_t token[DP_A2A_TOKEN_LEN];
 };
 
 struct tcp_ep {
@@ -46,6 +68,8 @@ struct tcp_ep {
 	int *map;		 /* pfd index -> peer */
 	struct dp_a2a_ep *local; /* shm rings to this node's ranks, or NULL */
 	struct dp_a2a_stream *ls;
+	int has_token;
+	uint8_t token[DP_A2A_TOKEN_LEN];
 	int bell_fd;
 	double bytes_per_us; /* inter-node pacing, 0: off */
 	double tokens;	     /* bytes we may send to other nodes now */
@@ -314,7 +338,14 @@ static void tune(int fd, int remote_peer)
 {
 	int one = 1, snd = env_bytes("DP_A2A_TCP_SNDBUF"), rcv = env_bytes("DP_A2A_TCP_RCVBUF");
 
+	const char *cc = getenv("DP_A2A_TCP_CC");
+
+	if (!cc || !*cc)
+		cc = DEF_CC;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* not built into this kernel (or "system"): the system's default */
+	if (remote_peer && strcmp(cc, "system") != 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc, (socklen_t)strlen(cc));
 	if (remote_peer && snd)
 		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
 	if (remote_peer && rcv)
@@ -419,26 +450,78 @@ static int connect_to(const char *addr, int64_t deadline, int *out, struct dp_er
 	return rc;
 }
 
+/* "host:port" of the far end of @fd, for messages. */
+static void peer_name(int fd, char *buf, size_t len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char host[128], port[16];
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) ||
+	    getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port),
+			NI_NUMERICHOST | NI_NUMERICSERV)) {
+		(void)snprintf(buf, len, "an unknown address");
+		return;
+	}
+	(void)snprintf(buf, len, "%s:%s", host, port);
+}
+
+/* Does @in carry our job token (or, without one, no token either)? */
+static int token_ok(const struct tcp_ep *e, const struct hello *in)
+{
+	if (!e->has_token)
+		return in->has_token == 0;
+	return in->has_token == 1 && dp_ctl_token_equal(in->token, e->token);
+}
+
+/* Dial rank @j, say hello, read its answer. */
+static int dial(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, int j, int64_t deadline,
+		struct dp_err *err)
+{
+	struct hello h = { HELLO_MAGIC,
+			   (uint32_t)cfg->rank,
+			   (uint32_t)e->s.ep.world,
+			   (uint32_t)e->has_token,
+			   { 0 } };
+	uint32_t ans = 0;
+	int rc;
+
+	if (e->has_token)
+		memcpy(h.token, e->token, sizeof(h.token));
+	rc = connect_to(cfg->addrs[j], deadline, &e->fds[j], err);
+	if (rc)
+		return rc;
+	tune(e->fds[j], j / e->s.ep.rpn != cfg->rank / e->s.ep.rpn);
+	rc = io_full(e->fds[j], &h, sizeof(h), 1, deadline);
+	if (!rc)
+		rc = io_full(e->fds[j], &ans, sizeof(ans), 0, deadline);
+	if (!rc && ans == HELLO_BAD_TOKEN)
+		return dp_err_set(err, EACCES,
+				  "a2a: tcp: rank %d at '%s' refused rank %d: wrong job token", j,
+				  cfg->addrs[j], cfg->rank);
+	if (rc == -ECONNRESET || (!rc && ans != HELLO_OK))
+		return dp_err_set(err, EPROTO,
+				  "a2a: tcp: rank %d at '%s' did not accept the hello of rank %d",
+				  j, cfg->addrs[j], cfg->rank);
+	if (rc)
+		return dp_err_set(err, -rc, "a2a: tcp: hello to rank %d at '%s': %s", j,
+				  cfg->addrs[j], strerror(-rc));
+	return 0;
+}
+
 static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct dp_err *err)
 {
 	int world = e->s.ep.world, me = cfg->rank;
 	int64_t deadline = dp_a2a_now_ms() + cfg->timeout_ms;
-	struct hello h = { HELLO_MAGIC, (uint32_t)me, (uint32_t)world };
-	int rc;
-
-	int expect = 0;
+	char refused[200] = "";
+	int rc, expect = 0;
 
 	for (int j = 0; j < me; j++) {
 		if (on_ring(e, j))
 			continue;
-		rc = connect_to(cfg->addrs[j], deadline, &e->fds[j], err);
+		rc = dial(e, cfg, j, deadline, err);
 		if (rc)
 			return rc;
-		tune(e->fds[j], j / e->s.ep.rpn != me / e->s.ep.rpn);
-		rc = io_full(e->fds[j], &h, sizeof(h), 1, deadline);
-		if (rc)
-			return dp_err_set(err, -rc, "a2a: tcp: hello to rank %d: %s", j,
-					  strerror(-rc));
 	}
 	for (int j = me + 1; j < world; j++)
 		expect += !on_ring(e, j);
@@ -446,25 +529,46 @@ static int wire_up(struct tcp_ep *e, const struct dp_a2a_comm_cfg *cfg, struct d
 		struct pollfd p = { e->lfd, POLLIN, 0 };
 		int64_t left = deadline - dp_a2a_now_ms();
 		struct hello in = { 0 };
+		uint32_t ans = HELLO_OK;
+		char who[160];
 		int fd;
 
 		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
 			return dp_err_set(
 				err, ETIMEDOUT,
-				"a2a: tcp: rank %d: only %d of %d peers connected in %d ms", me, n,
-				expect, cfg->timeout_ms);
+				"a2a: tcp: rank %d: only %d of %d peers connected in %d ms%s%s", me,
+				n, expect, cfg->timeout_ms, refused[0] ? "; " : "", refused);
 		fd = accept4(e->lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0) {
 			n--;
 			continue;
 		}
 		rc = io_full(fd, &in, sizeof(in), 0, deadline);
+		if (!rc && in.magic == HELLO_MAGIC && !token_ok(e, &in)) {
+			/* not of this job: refuse it and wait for the real peer */
+			peer_name(fd, who, sizeof(who));
+			(void)snprintf(refused, sizeof(refused),
+				       "refused %s (says rank %u): %s job token", who, in.rank,
+				       in.has_token ? "wrong" : "no");
+			ans = HELLO_BAD_TOKEN;
+			(void)io_full(fd, &ans, sizeof(ans), 1, deadline);
+			(void)close(fd);
+			n--;
+			continue;
+		}
 		if (rc || in.magic != HELLO_MAGIC || in.world != (uint32_t)world ||
 		    in.rank <= (uint32_t)me || in.rank >= (uint32_t)world || e->fds[in.rank] >= 0 ||
 		    on_ring(e, (int)in.rank)) {
+			peer_name(fd, who, sizeof(who));
 			(void)close(fd);
-			return dp_err_set(err, EPROTO, "a2a: tcp: rank %d: bad hello from a peer",
-					  me);
+			return dp_err_set(err, EPROTO, "a2a: tcp: rank %d: bad hello from %s", me,
+					  who);
+		}
+		rc = io_full(fd, &ans, sizeof(ans), 1, deadline);
+		if (rc) {
+			(void)close(fd);
+			return dp_err_set(err, -rc, "a2a: tcp: rank %d: answering rank %u: %s", me,
+					  in.rank, strerror(-rc));
 		}
 		tune(fd, (int)in.rank / e->s.ep.rpn != me / e->s.ep.rpn);
 		e->fds[in.rank] = fd;
@@ -513,6 +617,7 @@ static void tcp_close_ep(struct dp_a2a_ep *ep)
 		(void)close(e->lfd);
 	if (e->local)
 		e->local->tp->close(e->local);
+	explicit_bzero(e->token, sizeof(e->token));
 	free(e->fds);
 	free(e->pfd);
 	free(e->map);
@@ -540,6 +645,10 @@ static int tcp_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **out
 	e->s.ep.timeout_ms = cfg->timeout_ms;
 	e->s.ops = &tcp_stream_ops;
 	e->s.what = "tcp";
+	if (cfg->token) {
+		e->has_token = 1;
+		memcpy(e->token, cfg->token, sizeof(e->token));
+	}
 	e->bytes_per_us = cfg->tcp_inter_mbps > 0 ? cfg->tcp_inter_mbps / 8 : 0;
 	e->burst = e->bytes_per_us * 2000 > 65536 ? e->bytes_per_us * 2000 : 65536;
 	e->refill_us = now_us();
@@ -591,6 +700,7 @@ const struct dp_a2a_transport dp_a2a_tcp = {
 	.send_take = dp_a2a_stream_send_take,
 	.recv = dp_a2a_stream_recv,
 	.recv_any = dp_a2a_stream_recv_any,
+	.try_recv_any = dp_a2a_stream_try_recv_any,
 	.flush = dp_a2a_stream_flush,
 	.put = dp_a2a_no_put,
 	.close = tcp_close_ep,

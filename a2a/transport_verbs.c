@@ -449,6 +449,7 @@ const struct dp_a2a_transport dp_a2a_verbs = {
 	.send_take = dp_a2a_stream_send_take,
 	.recv = dp_a2a_stream_recv,
 	.recv_any = dp_a2a_stream_recv_any,
+	.try_recv_any = dp_a2a_stream_try_recv_any,
 	.flush = dp_a2a_stream_flush,
 	.put = dp_a2a_no_put,
 	.close = verbs_close_ep,

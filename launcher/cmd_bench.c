@@ -192,6 +192,81 @@ out:
 	return rc;
 }
 
+/* The load on each node's link, both directions, for the whole job (every
+ * rank's routing is reproducible here): bytes a node's ranks send to other
+ * nodes and receive from them, two-hop (unique (token, remote node)) and
+ * naive (unique (token, remote rank)).  *busy[a] = the largest of those
+ * per-node figures, i.e. the bytes the busiest link must carry one way;
+ * the phase cannot end before that link has moved them.  Combine reverses
+ * every transfer, so the same figure bounds it. */
+static int link_load(const struct bcfg *b, uint64_t busy[2], int *busy_node, struct dp_err *err)
+{
+	int world = (int)(b->nodes * b->rpn), per = (int)b->experts / world, rc = 0;
+	size_t T = (size_t)b->tokens, K = (size_t)b->topk, N = (size_t)b->nodes;
+	uint64_t tb = (uint64_t)b->hidden * sizeof(float);
+	int32_t *idx = calloc(T * K + 1, sizeof(int32_t));
+	float *w = malloc(T * K * sizeof(float) + 1);
+	uint64_t *io = calloc((size_t)4 * N, sizeof(uint64_t)); /* [algo][out, in][node] */
+	unsigned char *seen = calloc((size_t)world, 1);
+
+	if (!idx || !w || !io || !seen) {
+		rc = dp_err_set(err, ENOMEM, "bench: out of memory");
+		goto out;
+	}
+	for (int r = 0; r < world && !rc; r++) {
+		int rn = r / (int)b->rpn;
+
+		rc = gen_route(b, r, idx, w, NULL, err);
+		for (size_t t = 0; t < T && !rc; t++) {
+			memset(seen, 0, (size_t)world);
+			for (size_t k = 0; k < K; k++) {
+				int32_t e = idx[t * K + k];
+				int dr, dn;
+
+				if (e < 0)
+					continue;
+				dr = e / per;
+				dn = dr / (int)b->rpn;
+				if (dn == rn)
+					continue;
+				/* seen: 1 rank counted (naive), 2 its node counted (two-hop) */
+				for (int a = 0; a < 2; a++) {
+					int first = 1;
+
+					if (a == 1) {
+						for (int q = dn * (int)b->rpn;
+						     q < (dn + 1) * (int)b->rpn; q++)
+							if (seen[q] & 2)
+								first = 0;
+					} else if (seen[dr] & 1) {
+						first = 0;
+					}
+					if (!first)
+						continue;
+					io[(size_t)a * 2 * N + (size_t)rn] += tb;
+					io[(size_t)a * 2 * N + N + (size_t)dn] += tb;
+				}
+				seen[dr] |= 3;
+			}
+		}
+	}
+	for (int a = 0; a < 2 && !rc; a++) {
+		busy[a] = 0;
+		for (size_t i = 0; i < 2 * N; i++)
+			if (io[(size_t)a * 2 * N + i] > busy[a]) {
+				busy[a] = io[(size_t)a * 2 * N + i];
+				if (a == 1)
+					*busy_node = (int)(i % N);
+			}
+	}
+out:
+	free(idx);
+	free(w);
+	free(io);
+	free(seen);
+	return rc;
+}
+
 static int bench_rank(const struct bcfg *b, int rank, const char **addrs, int lfd, struct bres *res)
 {
 	size_t T = (size_t)b->tokens, K = (size_t)b->topk, H = (size_t)b->hidden;
@@ -429,7 +504,8 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 	int *lfds;
 	pid_t *pids;
 	double disp[2] = { 0, 0 }, comb[2] = { 0, 0 }, cpu[2] = { 0, 0 };
-	uint64_t inter[2] = { 0, 0 }, intra[2] = { 0, 0 }, pn = 0, pr = 0, tb;
+	uint64_t inter[2] = { 0, 0 }, intra[2] = { 0, 0 }, pn = 0, pr = 0, tb, busy[2] = { 0, 0 };
+	int busy_node = 0;
 	static const char *const names[2] = { "naive", "two-hop" };
 
 	rc = parse_opts(cli, argc, argv, &b, &json);
@@ -546,16 +622,26 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 		pn += res[i].pairs_node;
 		pr += res[i].pairs_rank;
 	}
+	{
+		struct dp_err err = { 0 };
+
+		if (link_load(&b, busy, &busy_node, &err)) {
+			rc = dp_cli_error(cli, EX_OSERR, "%s", err.msg);
+			goto out;
+		}
+	}
 	if (json) {
 		(void)fprintf(
 			cli->out,
 			"{\"transport\":\"%s\",\"nodes\":%ld,\"ranks_per_node\":%ld,\"tokens\":%ld,"
 			"\"hidden\":%ld,\"experts\":%ld,\"groups\":%ld,\"max_nodes\":%ld,\"topk\":%ld,"
 			"\"iters\":%ld,\"inter_mbps\":%g,\"node\":%ld,\"token_bytes\":%llu,"
-			"\"formula\":{\"token_remote_node\":%llu,\"token_remote_rank\":%llu},",
+			"\"formula\":{\"token_remote_node\":%llu,\"token_remote_rank\":%llu},"
+			"\"busiest_link\":{\"node\":%d,\"two_hop_bytes\":%llu,\"naive_bytes\":%llu},",
 			b.tp, b.nodes, b.rpn, b.tokens, b.hidden, b.experts, b.groups, b.maxn,
 			b.topk, b.iters, b.mbps, b.node, (unsigned long long)tb,
-			(unsigned long long)pn, (unsigned long long)pr);
+			(unsigned long long)pn, (unsigned long long)pr, busy_node,
+			(unsigned long long)busy[1], (unsigned long long)busy[0]);
 		for (int a = 0; a < 2; a++)
 			(void)fprintf(cli->out,
 				      "\"%s\":{\"dispatch_ms\":%.3f,\"combine_ms\":%.3f,"
@@ -596,6 +682,13 @@ static int bench_a2a(struct dp_cli *cli, int argc, char **argv)
 			"(token, remote rank) x %llu B = %.2f MB\n",
 			(unsigned long long)pn, (unsigned long long)tb, (double)(pn * tb) / 1e6,
 			(unsigned long long)pr, (unsigned long long)tb, (double)(pr * tb) / 1e6);
+		(void)fprintf(
+			cli->out,
+			"links: the busiest node link (node %d) carries two-hop %.2f MB one way, "
+			"naive %.2f MB (whole job; every node's link: %.2f / %.2f MB on average)\n",
+			busy_node, (double)busy[1] / 1e6, (double)busy[0] / 1e6,
+			(double)(pn * tb) / 1e6 / (double)b.nodes,
+			(double)(pr * tb) / 1e6 / (double)b.nodes);
 		(void)fprintf(cli->out, "ratio naive/two-hop: inter-node bytes %.2fx, time %.2fx\n",
 			      inter[1] ? (double)inter[0] / (double)inter[1] : 0.0,
 			      disp[1] + comb[1] > 0 ? (disp[0] + comb[0]) / (disp[1] + comb[1])

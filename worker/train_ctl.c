@@ -754,6 +754,7 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		rc = ep_exchange(&l, cc, links, addr, a2a_port, ep_addr, &e);
 		dp_a2a_comm_cfg_init(&a2a);
 		a2a.transport = "tcp";
+		a2a.token = ccfg->token; /* the a2a hello is token-checked too */
 		for (long j = 0; j < l.ep; j++)
 			ep_ap[j] = ep_addr[j];
 		a2a.addrs = ep_ap;

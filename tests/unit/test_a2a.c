@@ -254,7 +254,8 @@ struct world {
 	int *lfds;
 	const char **ctl_addrs; /* verbs: a tcp control plane for allgather */
 	int *ctl_lfds;
-	struct result *res; /* world entries, shared with children */
+	struct result *res;   /* world entries, shared with children */
+	const uint8_t *token; /* tcp: the job token of the next fill_cfg() */
 };
 
 /* The control plane's all-gather, over a tcp endpoint. */
@@ -304,6 +305,7 @@ static void fill_cfg(struct world *wd, int rank, struct dp_a2a_comm_cfg *cfg)
 	cfg->shm_ring_bytes = 8192; /* small: frames wrap and fill the rings */
 	cfg->addrs = wd->addrs;
 	cfg->listen_fd = wd->lfds ? wd->lfds[rank] : -1;
+	cfg->token = wd->token;
 	cfg->cuda_device = 0; /* the test machine may have one GPU */
 }
 
@@ -734,6 +736,7 @@ static void transport_table_contract(void **state)
 		assert_non_null(all[i]->recv);
 		assert_non_null(all[i]->recv_any);
 		assert_non_null(all[i]->send_take);
+		assert_non_null(all[i]->try_recv_any);
 		assert_non_null(all[i]->flush);
 		assert_non_null(all[i]->put);
 		assert_non_null(all[i]->close);
@@ -799,53 +802,78 @@ static void cuda_transport(void **state)
 
 /* ---- error paths ------------------------------------------------------------ */
 
+/* Two tcp listeners, then rank 1 forked to run @child (which must _exit);
+ * this process keeps rank 0's listener.  The child's pid. */
+static pid_t fork_rank1(struct world *wd, void (*child)(struct world *))
+{
+	pid_t pid;
+
+	wd->lfds = calloc(2, sizeof(int));
+	wd->addrs = calloc(2, sizeof(char *));
+	make_listeners(2, wd->lfds, wd->addrs);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		(void)alarm(20);
+		(void)close(wd->lfds[0]);
+		child(wd);
+		_exit(0);
+	}
+	(void)close(wd->lfds[1]);
+	wd->lfds[1] = -1;
+	return pid;
+}
+
+static void free_pair(struct world *wd)
+{
+	for (int i = 0; i < 2; i++)
+		free((void *)wd->addrs[i]);
+	free(wd->addrs);
+	free(wd->lfds);
+}
+
+/* Open rank @rank of @wd (bounded by @timeout_ms), build a naive plan of
+ * four tokens with the other rank, close both.  The first error. */
+static int open_and_plan(struct world *wd, int rank, int timeout_ms, struct dp_err *err)
+{
+	struct dp_a2a_comm_cfg cfg;
+	struct dp_a2a_comm *c = NULL;
+	struct dp_a2a_plan *p = NULL;
+	int32_t idx[4] = { 0, 1, 2, 3 };
+	float w[4] = { 1, 1, 1, 1 };
+	int rc;
+
+	fill_cfg(wd, rank, &cfg);
+	cfg.timeout_ms = timeout_ms;
+	rc = dp_a2a_comm_open(&cfg, &c, err);
+	if (rc == 0)
+		rc = dp_a2a_plan_build(c, DP_A2A_NAIVE, 4, 1, idx, w, &p, err);
+	if (rc)
+		assert_null(p); /* *out is set only on success */
+	dp_a2a_plan_free(p);
+	dp_a2a_comm_close(c);
+	return rc;
+}
+
 /* Rank 0 in this process, rank 1 a child doing @child; plan_build on rank 0
  * must fail with @want within a bound. */
 static void rank0_sees(const char *tp, void (*child)(struct world *), int want, const char *needle)
 {
 	static const struct scen sc = { 1, 2, 4, 1, 1, 1, 4, 4, R_RANDOM, 9 };
 	struct world wd = { .sc = &sc, .transport = tp };
-	struct dp_a2a_comm_cfg cfg;
-	struct dp_a2a_comm *c = NULL;
-	struct dp_a2a_plan *p = NULL;
 	struct dp_err err = { 0 };
-	int32_t idx[4] = { 0, 1, 2, 3 };
-	float w[4] = { 1, 1, 1, 1 };
 	time_t t0 = time(NULL);
 	pid_t pid;
-	int rc;
 
 	(void)snprintf(wd.shm_name, sizeof(wd.shm_name), "/dp-a2a-err-%d", (int)getpid());
-	wd.lfds = calloc(2, sizeof(int));
-	wd.addrs = calloc(2, sizeof(char *));
-	make_listeners(2, wd.lfds, wd.addrs);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		(void)alarm(20);
-		(void)close(wd.lfds[0]);
-		child(&wd);
-		_exit(0);
-	}
-	(void)close(wd.lfds[1]);
-	wd.lfds[1] = -1;
-	fill_cfg(&wd, 0, &cfg);
-	cfg.timeout_ms = 3000;
-	rc = dp_a2a_comm_open(&cfg, &c, &err);
-	if (rc == 0)
-		rc = dp_a2a_plan_build(c, DP_A2A_NAIVE, 4, 1, idx, w, &p, &err);
-	assert_int_equal(rc, want);
+	pid = fork_rank1(&wd, child);
+	assert_int_equal(open_and_plan(&wd, 0, 3000, &err), want);
 	assert_non_null(strstr(err.msg, needle));
-	assert_null(p);
 	assert_true(time(NULL) - t0 <= 6);
-	dp_a2a_comm_close(c);
 	(void)kill(pid, SIGKILL);
 	(void)waitpid(pid, NULL, 0);
 	(void)shm_unlink(wd.shm_name);
-	for (int i = 0; i < 2; i++)
-		free((void *)wd.addrs[i]);
-	free(wd.addrs);
-	free(wd.lfds);
+	free_pair(&wd);
 }
 
 static void child_dies(struct world *wd)
@@ -932,6 +960,116 @@ static void silent_peer_times_out(void **state)
 	rank0_sees("tcp", child_silent, -ETIMEDOUT, "timed out");
 }
 
+/* ---- job token on the tcp hello ------------------------------------------- */
+
+/* Rank 1 of token_pair(): open with a 2 s bound, then a plan with rank 0.
+ * Exits 0 if both worked, 1 if the open was refused (-EACCES naming rank 0
+ * and the token), 2 otherwise. */
+static void child_token(struct world *wd)
+{
+	struct dp_err err = { 0 };
+	int rc = open_and_plan(wd, 1, 2000, &err);
+
+	if (rc == -EACCES && strstr(err.msg, "rank 0") && strstr(err.msg, "wrong job token"))
+		_exit(1);
+	_exit(rc == 0 ? 0 : 2);
+}
+
+/* Rank 1 (a child, token @t1) dials rank 0 (here, token @t0); both open
+ * with a 2 s bound.  Returns rank 0's rc (open, then a plan) with its
+ * message in @msg; *child = child_token()'s exit code. */
+static int token_pair(const uint8_t *t0, const uint8_t *t1, char *msg, size_t msglen, int *child)
+{
+	static const struct scen sc = { 1, 2, 4, 1, 1, 1, 4, 4, R_RANDOM, 9 };
+	struct world wd = { .sc = &sc, .transport = "tcp", .token = t1 };
+	struct dp_err err = { 0 };
+	pid_t pid = fork_rank1(&wd, child_token);
+	int rc, st = 0;
+
+	wd.token = t0;
+	rc = open_and_plan(&wd, 0, 2000, &err);
+	(void)snprintf(msg, msglen, "%s", rc ? err.msg : "");
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	*child = WIFEXITED(st) ? WEXITSTATUS(st) : 3;
+	free_pair(&wd);
+	return rc;
+}
+
+static void tcp_hello_checks_job_token(void **state)
+{
+	uint8_t good[DP_A2A_TOKEN_LEN], bad[DP_A2A_TOKEN_LEN];
+	char msg[DP_ERR_MSG_MAX];
+	time_t t0 = time(NULL);
+	int child = -1;
+
+	(void)state;
+	memset(good, 0x5a, sizeof(good));
+	memcpy(bad, good, sizeof(bad));
+	bad[DP_A2A_TOKEN_LEN - 1] ^= 1; /* differs in the last byte only */
+	/* the same token: connects, and data flows */
+	assert_int_equal(token_pair(good, good, msg, sizeof(msg), &child), 0);
+	assert_int_equal(child, 0);
+	/* a wrong token: the dialler is refused at once, the acceptor times out
+	 * naming the refused peer; nothing hangs */
+	assert_int_equal(token_pair(good, bad, msg, sizeof(msg), &child), -ETIMEDOUT);
+	assert_int_equal(child, 1);
+	assert_non_null(strstr(msg, "refused 127.0.0.1:"));
+	assert_non_null(strstr(msg, "(says rank 1): wrong job token"));
+	/* no token against a token, either way round */
+	assert_int_equal(token_pair(good, NULL, msg, sizeof(msg), &child), -ETIMEDOUT);
+	assert_int_equal(child, 1);
+	assert_non_null(strstr(msg, "no job token"));
+	assert_int_equal(token_pair(NULL, good, msg, sizeof(msg), &child), -ETIMEDOUT);
+	assert_int_equal(child, 1);
+	/* no token on either side: as before */
+	assert_int_equal(token_pair(NULL, NULL, msg, sizeof(msg), &child), 0);
+	assert_int_equal(child, 0);
+	assert_true(time(NULL) - t0 <= 20);
+}
+
+/* try_recv_any never waits: -EAGAIN with nothing in, the message once sent;
+ * the stub for transports without it says -EOPNOTSUPP. */
+static void try_recv_any_does_not_wait(void **state)
+{
+	struct dp_a2a_loop *loop = NULL;
+	struct dp_a2a_comm_cfg cfg;
+	struct dp_a2a_comm *c[2] = { NULL, NULL };
+	struct dp_err err = { 0 };
+	int peer = 1, which = -1;
+	uint32_t tag = 0x77;
+	void *b = NULL;
+	size_t len = 0;
+
+	(void)state;
+	assert_int_equal(dp_a2a_loop_new(2, 4096, &loop, &err), 0);
+	for (int r = 0; r < 2; r++) {
+		dp_a2a_comm_cfg_init(&cfg);
+		cfg.transport = "loop";
+		cfg.loop = loop;
+		cfg.rank = r;
+		cfg.nodes = 1;
+		cfg.ranks_per_node = 2;
+		cfg.experts = 2;
+		cfg.hidden = 1;
+		assert_int_equal(dp_a2a_comm_open(&cfg, &c[r], &err), 0);
+	}
+	assert_int_equal(
+		c[0]->ep->tp->try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len, &err),
+		-EAGAIN);
+	assert_int_equal(c[1]->ep->tp->send(c[1]->ep, 0, tag, "hello", 5, &err), 0);
+	assert_int_equal(
+		c[0]->ep->tp->try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len, &err), 0);
+	assert_int_equal(which, 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(b, "hello", 5);
+	free(b);
+	assert_int_equal(dp_a2a_no_try_recv_any(c[0]->ep, &peer, &tag, 1, &which, &b, &len, &err),
+			 -EOPNOTSUPP);
+	dp_a2a_comm_close(c[0]);
+	dp_a2a_comm_close(c[1]);
+	dp_a2a_loop_free(loop);
+}
+
 static void open_rejects_bad_shapes(void **state)
 {
 	struct dp_a2a_comm_cfg cfg;
@@ -971,6 +1109,27 @@ static void bench_command_runs_and_checks_formula(void **state)
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.out, "\"inter_bytes_ratio\":"));
 	assert_non_null(strstr(r.out, "\"two_hop\":{"));
+	{
+		/* 2 nodes: each carries one way what one node sends the other,
+		 * so the busiest link's two-hop bytes are at least half the
+		 * job's ((token, remote node) x 32 B) and at most all of them */
+		const char *f = strstr(r.out, "\"token_remote_node\":");
+		const char *bl = strstr(r.out, "\"busiest_link\":{\"node\":");
+		const char *tb = bl ? strstr(bl, "\"two_hop_bytes\":") : NULL;
+		unsigned long long pairs, busy;
+		long node;
+
+		assert_non_null(f);
+		assert_non_null(tb);
+		if (f && bl && tb) { /* (the analyzer does not see assert's exit) */
+			pairs = strtoull(f + strlen("\"token_remote_node\":"), NULL, 10);
+			node = strtol(bl + strlen("\"busiest_link\":{\"node\":"), NULL, 10);
+			busy = strtoull(tb + strlen("\"two_hop_bytes\":"), NULL, 10);
+			assert_true(node == 0 || node == 1);
+			assert_true(pairs > 0);
+			assert_true(2 * busy >= pairs * 32 && busy <= pairs * 32);
+		}
+	}
 	dp_test_run_free(&r);
 	r = dp_test_dpctl("bench", "a2a", "--topk", "99");
 	assert_int_equal(r.rc, 64);
@@ -1001,6 +1160,8 @@ int main(void)
 		cmocka_unit_test(tcp_garbled_frame_is_an_error),
 		cmocka_unit_test(shm_garbled_frame_is_an_error),
 		cmocka_unit_test(silent_peer_times_out),
+		cmocka_unit_test(tcp_hello_checks_job_token),
+		cmocka_unit_test(try_recv_any_does_not_wait),
 		cmocka_unit_test(verbs_transport),
 		cmocka_unit_test(cuda_transport),
 		cmocka_unit_test(bench_command_runs_and_checks_formula),
