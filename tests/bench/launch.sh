@@ -127,7 +127,7 @@ run dpctl-topo "$DPCTL" topo validate --known-hosts "$st/known_hosts" --worker "
 "$DPWORKER" --version | head -1 >"$tmp/expect"
 if command -v pdsh >/dev/null; then
 	export PDSH_SSH_ARGS_APPEND="${ssh_opts[*]}"
-	run pdsh pdsh -R ssh -l root -f "$FANOUT" -w "$hosts" "$DPWORKER" --version
+	run pdsh pdsh -S -R ssh -l root -f "$FANOUT" -w "$hosts" "$DPWORKER" --version
 	unset PDSH_SSH_ARGS_APPEND
 else
 	echo "launch: no pdsh (apt-get install pdsh): its row is skipped"
