@@ -72,7 +72,14 @@ fi
 [ $up = 0 ] || { cat "$tmp/up" >&2 && echo "launch: netns-cluster.sh up failed ($up)" >&2 && exit 1; }
 st=$(tail -1 "$tmp/up")
 if [ -n "$DELAY" ]; then
-	for i in $(seq 1 "$N"); do tc qdisc add dev "dp${id}h$i" root netem delay "$DELAY"; done
+	for i in $(seq 1 "$N"); do
+		if ! tc qdisc add dev "dp${id}h$i" root netem delay "$DELAY" 2>"$tmp/tc"; then
+			echo "launch: LAUNCH_DELAY ignored: tc netem: $(head -1 "$tmp/tc") (no sch_netem?)"
+			for j in $(seq 1 $((i - 1))); do tc qdisc del dev "dp${id}h$j" root; done
+			DELAY=""
+			break
+		fi
+	done
 fi
 hosts=$(paste -sd, "$st/nodes")
 echo "   $N nodes (10.254.$id.1-$N), link delay ${DELAY:-none}, $K runs each;" \
