@@ -127,6 +127,24 @@ static void wait_no_leftovers(void)
 	assert_int_equal(leftovers(), 0);
 }
 
+/* "rank R" of the first "ssh: rank R started on HOST" line in @err, where
+ * @tail is " started on HOST\n"; "" if there is none. */
+static const char *first_start(const char *err, const char *tail)
+{
+	static char who[32];
+	const char *p = strstr(err, tail), *b;
+
+	who[0] = '\0';
+	if (!p)
+		return who;
+	for (b = p; b > err && b[-1] != '\n'; b--)
+		;
+	b = strstr(b, "rank ");
+	if (b && b < p)
+		(void)snprintf(who, sizeof(who), "%.*s", (int)(p - b), b);
+	return who;
+}
+
 static void two_relays_start_twelve_ranks(void **state)
 {
 	struct dp_test_run r;
@@ -146,12 +164,19 @@ static void two_relays_start_twelve_ranks(void **state)
 		       cluster_id, NNODES, state_dir);
 	recipe = dp_test_write_tmp(".yaml", text);
 	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", state_dir);
+	(void)setenv("DP_LOG", "launch:info,ssh:debug", 1); /* "rank R started on HOST" */
 	r = dp_test_dpctl("launch", "--known-hosts", kh, "--fake-steps", "3", "--fake-step-ms", "5",
 			  recipe);
+	(void)setenv("DP_LOG", "launch:info", 1);
 	(void)unlink(recipe);
 	free(recipe);
 	if (r.rc != 0)
 		fail_msg("rc %d: %s\n%s", r.rc, r.err, r.out);
+	/* the subtree waits for its relay: a relay host starts it first */
+	for (int n = 1; n <= 4; n += 3) {
+		(void)snprintf(want, sizeof(want), " started on 10.254.%d.%d\n", cluster_id, n);
+		assert_string_equal(first_start(r.err, want), "rank -1");
+	}
 	/* hosts 1-3 and 4-6 are the two subtrees: 1 and 4 relay for the others */
 	(void)snprintf(want, sizeof(want), "relay on 10.254.%d.1 starts 4 ranks on 2 hosts",
 		       cluster_id);
