@@ -11,7 +11,7 @@ clang clang-format clang-tidy cppcheck libclang-rt-14-dev
 librsvg2-bin iproute2 openssh-server openssh-client groff-base man-db openssl
 chromium python3
 slurmctld slurmd slurm-client munge
-libopenmpi-dev openmpi-bin"
+libopenmpi-dev openmpi-bin pdsh"
 
 missing=""
 for p in $PKGS; do

@@ -25,8 +25,9 @@
 #include "launcher/ctl_launch.h"
 #include "common/dp_banned.h"
 
-#define MAX_INPUT ((size_t)1 << 30)
-#define MAX_FDS	  4096
+#define MAX_INPUT   ((size_t)1 << 30)
+#define MAX_FDS	    4096
+#define RELAY_CHUNK 65536
 
 struct relay {
 	FILE *out;
@@ -69,27 +70,48 @@ static const struct dp_launch_events events = {
 	.spawn_failed = ev_spawn_failed,
 };
 
-/* The first line of @fd, read a byte at a time so nothing after it is
- * consumed (the TERM/KILL lines that follow are read later).  Caller frees. */
-static char *read_header(int fd)
+/* The first line of @fd, read in chunks: a first-level relay of a big
+ * cluster gets megabytes (every rank's spec and the whole known_hosts), and
+ * a read() per byte cost seconds there.  Whatever follows the newline in
+ * the last chunk (TERM/KILL lines sent early) goes to @rest, where
+ * read_commands() finds it.  NULL (or "") at end of input before any byte;
+ * NULL past MAX_INPUT or on ENOMEM.  Caller frees. */
+static char *read_header(int fd, struct dp_buf *rest)
 {
 	struct dp_buf b;
-	char ch;
+	char chunk[RELAY_CHUNK];
+	size_t scanned = 0;
 
 	dp_buf_init(&b, MAX_INPUT);
 	for (;;) {
-		ssize_t n = read(fd, &ch, 1);
+		ssize_t n = read(fd, chunk, sizeof(chunk));
+		char *nl;
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0 || ch == '\n')
+		if (n <= 0)
 			break;
-		if (dp_buf_add(&b, &ch, 1)) {
-			dp_buf_release(&b);
-			return NULL;
+		if (dp_buf_add(&b, chunk, (size_t)n))
+			goto fail;
+		explicit_bzero(chunk, (size_t)n); /* it may hold the key */
+		nl = memchr(b.data + scanned, '\n', b.len - scanned);
+		if (nl) {
+			size_t after = b.len - (size_t)(nl + 1 - b.data);
+
+			if (after && dp_buf_add(rest, nl + 1, after))
+				goto fail;
+			b.len -= after + 1;
+			b.data[b.len] = '\0';
+			break;
 		}
+		scanned = b.len;
 	}
 	return dp_buf_detach(&b, NULL);
+fail:
+	if (b.data)
+		explicit_bzero(b.data, b.len);
+	dp_buf_release(&b);
+	return NULL;
 }
 
 /* A NULL-terminated copy of a JSON array of strings (the strings stay in
@@ -155,7 +177,7 @@ int dp_launch_relay_main(int in_fd, FILE *out, FILE *log)
 	double stop_at = 0, grace;
 
 	dp_buf_init(&pend, (size_t)1 << 20);
-	line = read_header(in_fd);
+	line = read_header(in_fd, &pend);
 	root = line ? json_loads(line, 0, &je) : NULL;
 	if (line)
 		explicit_bzero(line, strlen(line)); /* it held the key and the token */

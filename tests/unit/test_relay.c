@@ -2,7 +2,10 @@
  * 6-node namespace cluster (tests/netns/netns-cluster.sh) with width 2: the
  * controller connects to 2 nodes, each of which runs `dpworker --relay` for
  * 2 more.  Skipped without root/namespaces/sshd, or when $DPWORKER is not
- * set (make check sets it). */
+ * set (make check sets it).  The relay's input handling runs in-process,
+ * without the cluster: read() is wrapped (test_relay.ldflags) to count the
+ * calls on the input. */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +13,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/dp_buf.h"
+#include "launcher/ctl_launch.h"
 #include "tests/unit/dp_test.h"
+
+static int read_fd = -1; /* the relay input under test */
+static int read_calls;
+
+ssize_t __real_read(int fd, void *buf, size_t len);
+ssize_t __wrap_read(int fd, void *buf, size_t len);
+ssize_t __wrap_read(int fd, void *buf, size_t len)
+{
+	if (fd == read_fd)
+		read_calls++;
+	return __real_read(fd, buf, len);
+}
 
 #define NNODES 6
 
@@ -97,6 +114,24 @@ static void wait_no_leftovers(void)
 	assert_int_equal(leftovers(), 0);
 }
 
+/* "rank R" of the first "ssh: rank R started on HOST" line in @err, where
+ * @tail is " started on HOST\n"; "" if there is none. */
+static const char *first_start(const char *err, const char *tail)
+{
+	static char who[32];
+	const char *p = strstr(err, tail), *b;
+
+	who[0] = '\0';
+	if (!p)
+		return who;
+	for (b = p; b > err && b[-1] != '\n'; b--)
+		;
+	b = strstr(b, "rank ");
+	if (b && b < p)
+		(void)snprintf(who, sizeof(who), "%.*s", (int)(p - b), b);
+	return who;
+}
+
 static void two_relays_start_twelve_ranks(void **state)
 {
 	struct dp_test_run r;
@@ -116,12 +151,19 @@ static void two_relays_start_twelve_ranks(void **state)
 		       cluster_id, NNODES, state_dir);
 	recipe = dp_test_write_tmp(".yaml", text);
 	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", state_dir);
+	(void)setenv("DP_LOG", "launch:info,ssh:debug", 1); /* "rank R started on HOST" */
 	r = dp_test_dpctl("launch", "--known-hosts", kh, "--fake-steps", "3", "--fake-step-ms", "5",
 			  recipe);
+	(void)setenv("DP_LOG", "launch:info", 1);
 	(void)unlink(recipe);
 	free(recipe);
 	if (r.rc != 0)
 		fail_msg("rc %d: %s\n%s", r.rc, r.err, r.out);
+	/* the subtree waits for its relay: a relay host starts it first */
+	for (int n = 1; n <= 4; n += 3) {
+		(void)snprintf(want, sizeof(want), " started on 10.254.%d.%d\n", cluster_id, n);
+		assert_string_equal(first_start(r.err, want), "rank -1");
+	}
 	/* hosts 1-3 and 4-6 are the two subtrees: 1 and 4 relay for the others */
 	(void)snprintf(want, sizeof(want), "relay on 10.254.%d.1 starts 4 ranks on 2 hosts",
 		       cluster_id);
@@ -212,6 +254,59 @@ static void unreachable_node_behind_a_relay_is_named(void **state)
 	wait_no_leftovers();
 }
 
+/* A first-level relay of a big cluster gets megabytes of input (every
+ * rank's spec, the whole known_hosts): it must read it in chunks, not a
+ * read() per byte (that took seconds), and still see the rank that comes
+ * after a megabyte of known_hosts and the command line after the header.
+ * Rank 7's host refuses ssh (port 1), so the relay reports it failed. */
+static void big_relay_input_is_read_in_chunks(void **state)
+{
+	struct dp_buf in;
+	char path[] = "/tmp/dp-relay-in-XXXXXX", *text;
+	FILE *out = tmpfile(), *log = tmpfile();
+	int fd, rc;
+	long len;
+
+	(void)state;
+	assert_non_null(out);
+	assert_non_null(log);
+	dp_buf_init(&in, (size_t)4 << 20);
+	assert_int_equal(dp_buf_adds(&in, "{\"width\":0,\"port\":1,\"user\":\"root\","
+					  "\"grace_s\":1,\"known_hosts\":\""),
+			 0);
+	for (int i = 0; i < 8192; i++) /* 1 MiB */
+		assert_int_equal(dp_buf_addf(&in, "# host %05d %-100s\\n", i, "key"), 0);
+	assert_int_equal(dp_buf_adds(&in, "\",\"token\":\"abcd\",\"ranks\":[{\"rank\":7,"
+					  "\"host\":\"127.0.0.1\",\"local\":0,\"argv\":[\"true\"],"
+					  "\"env\":[],\"extra\":[]}]}\nTERM -1\n"),
+			 0);
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, in.data, in.len), (ssize_t)in.len);
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	read_fd = fd;
+	read_calls = 0;
+	rc = dp_launch_relay_main(fd, out, log);
+	read_fd = -1;
+	(void)close(fd);
+	(void)unlink(path);
+	dp_buf_release(&in);
+	assert_int_equal(rc, 0);
+	assert_true(read_calls > 0);
+	assert_true(read_calls < 100); /* 1 MiB in 64 KiB chunks; it was a million */
+	len = ftell(out);
+	assert_true(len > 0);
+	text = calloc(1, (size_t)len + 1);
+	assert_non_null(text);
+	rewind(out);
+	assert_int_equal(fread(text, 1, (size_t)len, out), (size_t)len);
+	if (!strstr(text, "F 7 ") || !strstr(text, "'127.0.0.1' port 1"))
+		fail_msg("relay output: %s", text);
+	free(text);
+	(void)fclose(out);
+	(void)fclose(log);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -219,6 +314,7 @@ int main(void)
 		cmocka_unit_test(failure_behind_a_relay_stops_everything),
 		cmocka_unit_test(hang_behind_a_relay_stops_everything),
 		cmocka_unit_test(unreachable_node_behind_a_relay_is_named),
+		cmocka_unit_test(big_relay_input_is_read_in_chunks),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
