@@ -182,7 +182,7 @@ static void runs_across_namespace_nodes_over_ssh(void **state)
 			       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1, "
 			       "top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
 			       "parallel: {pp: 2, ep: 2, schedule: dualpipe, micro_batches: 4}\n"
-			       "train: {steps: 3, batch: 16}\n"
+			       "train: {steps: 3, batch: 32}\n"
 			       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30}\n",
 			       id_num, id);
 		tpath = dp_test_write_tmp(".yaml", train);
