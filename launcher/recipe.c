@@ -1343,8 +1343,7 @@ static void check_batch(struct ctx *c)
 		(void)snprintf(near, sizeof(near), "%ld", below > 0 ? below : unit);
 	cerr(c, OFF(train.batch), "train.batch",
 	     "%ld is not a multiple of micro_batches %d x dp %d x ep %d = %ld; use %s",
-	     r->train.batch, r->parallel.micro_batches, r->parallel.dp, r->parallel.ep, unit,
-	     near);
+	     r->train.batch, r->parallel.micro_batches, r->parallel.dp, r->parallel.ep, unit, near);
 }
 
 static void check_experts(struct ctx *c, int experts_ok, int ep_ok, int layers_ok);
@@ -1401,8 +1400,7 @@ static void check_consistency(struct ctx *c)
 	/* the global batch: one sequence per micro-batch on every DP replica
 	 * and EP rank (each EP rank takes micro-batches of its own) */
 	if (!given(c, OFF(train.batch)) && mb_ok && dp_ok && ep_ok)
-		r->train.batch =
-			(long)r->parallel.micro_batches * r->parallel.dp * r->parallel.ep;
+		r->train.batch = (long)r->parallel.micro_batches * r->parallel.dp * r->parallel.ep;
 	if (!given(c, OFF(model.max_nodes_per_token)) && groups_ok && nodes > 0)
 		r->model.max_nodes_per_token =
 			(int)(r->model.groups < nodes ? r->model.groups : nodes);
