@@ -457,6 +457,19 @@ static void other_consistency_rules(void **state)
 		"https:// URL\n");
 }
 
+/* `dpctl recipe check @path` fails (exit 65) with exactly "@path:@msg\n". */
+static void expect_check_error(const char *path, const char *msg)
+{
+	struct dp_test_run r = dp_test_dpctl("recipe", "check", path);
+	size_t plen = strlen(path);
+
+	assert_int_equal(r.rc, EX_DATAERR);
+	if (strncmp(r.err, path, plen) != 0 || r.err[plen] != ':' ||
+	    strcmp(r.err + plen + 1, msg) != 0)
+		fail_msg("want '%s:%s', got '%s'", path, msg, r.err);
+	dp_test_run_free(&r);
+}
+
 /* train.batch is the global batch: a multiple of micro_batches x dp x ep,
  * else an error at the key with the nearest valid batches. */
 static void batch_counts_every_ep_rank(void **state)
@@ -465,32 +478,19 @@ static void batch_counts_every_ep_rank(void **state)
 				    "model: {layers: 4, hidden: 32, experts: 4, top_k: 1}\n"
 				    "parallel: {pp: 2, ep: 2, dp: 2, micro_batches: 4}\n"
 				    "train: {batch: 8}\n";
-	char path[512], want[800], *p;
-	struct dp_test_run r;
+	char *p;
 
 	(void)state;
 	/* DeepSeek-V3's 15360 over 32 micro-batches x dp 2 x ep 64: both
 	 * neighbours named, at FILE:LINE:COL of the value */
-	(void)snprintf(path, sizeof(path), "%s/batch-global.yaml", BAD);
-	r = dp_test_dpctl("recipe", "check", path);
-	assert_int_equal(r.rc, EX_DATAERR);
-	(void)snprintf(want, sizeof(want),
-		       "%s:8:10: error: key 'train.batch': 15360 is not a multiple of "
-		       "micro_batches 32 x dp 2 x ep 64 = 4096; use 12288 or 16384\n",
-		       path);
-	assert_string_equal(r.err, want);
-	dp_test_run_free(&r);
+	expect_check_error(BAD "/batch-global.yaml",
+			   "8:10: error: key 'train.batch': 15360 is not a multiple of "
+			   "micro_batches 32 x dp 2 x ep 64 = 4096; use 12288 or 16384\n");
 	/* below one sequence per micro-batch: only the multiple above; the old
 	 * rule (a multiple of micro_batches x dp = 8) no longer passes */
 	p = dp_test_write_tmp(".yaml", small);
-	r = dp_test_dpctl("recipe", "check", p);
-	assert_int_equal(r.rc, EX_DATAERR);
-	(void)snprintf(want, sizeof(want),
-		       "%s:4:16: error: key 'train.batch': 8 is not a multiple of micro_batches 4 "
-		       "x dp 2 x ep 2 = 16; use 16\n",
-		       p);
-	assert_string_equal(r.err, want);
-	dp_test_run_free(&r);
+	expect_check_error(p, "4:16: error: key 'train.batch': 8 is not a multiple of "
+			      "micro_batches 4 x dp 2 x ep 2 = 16; use 16\n");
 	(void)unlink(p);
 	free(p);
 }
