@@ -505,7 +505,7 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 	/* train.batch is the global batch: each rank's micro-batch holds
 	 * batch / (micro * dp * ep) sequences, and the model takes at most
 	 * 2^20 tokens in one (worker/model_cpu.c) */
-	if ((long long)dp_plan_seqs_per_micro(r) * r->model.seq_len > (1LL << 20))
+	if (dp_plan_seqs_per_micro(r) > (1L << 20) / r->model.seq_len) /* no overflow */
 		return refuse_key(cli, r, "train.batch",
 				  "%ld: %ld sequences of %d tokens per micro-batch (batch / "
 				  "(micro_batches %d x dp %d x ep %d)) is more than the model's "

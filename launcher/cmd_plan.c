@@ -229,10 +229,10 @@ static void print_table(struct dp_cli *cli, const struct view *v)
 	/* train.batch is the global batch: every DP replica and EP rank trains
 	 * micro_batches micro-batches of its own */
 	(void)fprintf(cli->out,
-		      "# global batch %ld = dp %d x ep %d x micro %d x %ld sequences, %lld tokens "
+		      "# global batch %ld = dp %d x ep %d x micro %d x %ld sequences, %.0f tokens "
 		      "per step\n",
 		      r->train.batch, r->parallel.dp, r->parallel.ep, r->parallel.micro_batches,
-		      dp_plan_seqs_per_micro(r), (long long)r->train.batch * r->model.seq_len);
+		      dp_plan_seqs_per_micro(r), (double)r->train.batch * r->model.seq_len);
 	(void)fprintf(cli->out, "%-20s %4s %6s %3s %4s %9s %4s %9s %4s %4s\n", "node", "gpu",
 		      "rank", "dp", "pp", "stages", "ep", v->eplb ? "slots" : "experts", "nic",
 		      "numa");
