@@ -502,6 +502,17 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 		return refuse_key(cli, r, "parallel.dp",
 				  "pp %d + ep %d + dp %d: a rank would need more than %d peers",
 				  r->parallel.pp, r->parallel.ep, r->parallel.dp, DP_CTL_WANT_MAX);
+	/* train.batch is the global batch: each rank's micro-batch holds
+	 * batch / (micro * dp * ep) sequences, and the model takes at most
+	 * 2^20 tokens in one (worker/model_cpu.c) */
+	if (dp_plan_seqs_per_micro(r) > (1L << 20) / r->model.seq_len) /* no overflow */
+		return refuse_key(cli, r, "train.batch",
+				  "%ld: %ld sequences of %d tokens per micro-batch (batch / "
+				  "(micro_batches %d x dp %d x ep %d)) is more than the model's "
+				  "%ld tokens",
+				  r->train.batch, dp_plan_seqs_per_micro(r), r->model.seq_len,
+				  r->parallel.micro_batches, r->parallel.dp, r->parallel.ep,
+				  1L << 20);
 	/* cuda with CUDA built: the pre-flight gate then wants a GPU on every node */
 	if (r->train.backend == DP_RECIPE_BACKEND_CUDA && !dp_gpu_built())
 		return refuse_key(cli, r, "train.backend",

@@ -226,6 +226,13 @@ static void print_table(struct dp_cli *cli, const struct view *v)
 		      r->path, p->nranks, r->parallel.pp, r->parallel.ep, r->parallel.dp,
 		      p->cfg.nodes, p->cfg.gpus_per_node,
 		      dp_recipe_schedule_name(r->parallel.schedule));
+	/* train.batch is the global batch: every DP replica and EP rank trains
+	 * micro_batches micro-batches of its own */
+	(void)fprintf(cli->out,
+		      "# global batch %ld = dp %d x ep %d x micro %d x %ld sequences, %.0f tokens "
+		      "per step\n",
+		      r->train.batch, r->parallel.dp, r->parallel.ep, r->parallel.micro_batches,
+		      dp_plan_seqs_per_micro(r), (double)r->train.batch * r->model.seq_len);
 	(void)fprintf(cli->out, "%-20s %4s %6s %3s %4s %9s %4s %9s %4s %4s\n", "node", "gpu",
 		      "rank", "dp", "pp", "stages", "ep", v->eplb ? "slots" : "experts", "nic",
 		      "numa");
@@ -431,6 +438,9 @@ static void plan_json(struct jw *w, const struct view *v)
 	INTKEY("pp", r->parallel.pp);
 	INTKEY("ep", r->parallel.ep);
 	INTKEY("dp", r->parallel.dp);
+	INTKEY("micro_batches", r->parallel.micro_batches);
+	INTKEY("batch", r->train.batch);
+	INTKEY("seqs_per_micro_batch", dp_plan_seqs_per_micro(r));
 	INTKEY("stages", p->nstages);
 	jw_key(w, ",", "spares");
 	jw_raw(w, "[");

@@ -144,7 +144,8 @@ struct dp_recipe {
 
 	struct {
 		long steps; /* default 100 */
-		long batch; /* global sequences per step; default micro_batches*dp */
+		long batch; /* global sequences per step, over all DP replicas and EP
+			     * ranks; default micro_batches * dp * ep */
 		double lr;  /* learning rate; default 3e-4 */
 		long seed;  /* default 42 */
 		enum dp_recipe_backend backend;		  /* default cpu */

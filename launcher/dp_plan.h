@@ -111,6 +111,12 @@ struct dp_plan_env {
 	char ckpt_every[48];		    /* DP_CKPT_EVERY=... */
 };
 
+/* Sequences in one micro-batch of recipe @r: train.batch is the global
+ * batch, so batch / (micro_batches * dp * ep) (every DP replica and EP rank
+ * runs micro_batches micro-batches of its own); 0 for a batch smaller than
+ * that product (the recipe check refuses one that does not divide). */
+long dp_plan_seqs_per_micro(const struct dp_recipe *r);
+
 /* The recipe's env section as "NAME=value" strings, NULL-terminated.
  * Caller frees with dp_plan_strv_free(); NULL and @err on ENOMEM. */
 char **dp_plan_recipe_env(const struct dp_recipe *r, struct dp_err *err);

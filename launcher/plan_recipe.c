@@ -113,12 +113,20 @@ void dp_plan_strv_free(char **v)
 	free(v);
 }
 
+long dp_plan_seqs_per_micro(const struct dp_recipe *r)
+{
+	long unit = (long)r->parallel.micro_batches * r->parallel.dp * r->parallel.ep;
+
+	return unit > 0 ? r->train.batch / unit : 0;
+}
+
 /* The model of a recipe as dpworker reads it (DP_MODEL; worker/train_ctl.c):
  * a token may use max_nodes_per_token expert groups (the recipe's own
- * reading of that key); sequences per micro-batch = batch / (micro * dp). */
+ * reading of that key); batch is the global batch, so sequences per
+ * micro-batch = batch / (micro * dp * ep) (dp_plan_seqs_per_micro()). */
 static void model_env(const struct dp_recipe *r, char *buf, size_t len)
 {
-	long seqs = r->train.batch / ((long)r->parallel.micro_batches * r->parallel.dp);
+	long seqs = dp_plan_seqs_per_micro(r);
 
 	(void)snprintf(buf, len,
 		       "DP_MODEL=layers=%d,hidden=%d,ffn=%d,experts=%d,shared=%d,top_k=%d,"

@@ -1324,6 +1324,28 @@ __attribute__((format(printf, 4, 5))) static void cerr(struct ctx *c, size_t off
 	free(msg);
 }
 
+/* train.batch is the global batch: every DP replica and every EP rank runs
+ * micro_batches micro-batches of batch / (micro_batches * dp * ep)
+ * sequences, so it must be a multiple of that product.  The error gives the
+ * nearest multiples below and above (the one below only when it is > 0). */
+static void check_batch(struct ctx *c)
+{
+	const struct dp_recipe *r = c->r;
+	long unit = (long)r->parallel.micro_batches * r->parallel.dp * r->parallel.ep;
+	long below = r->train.batch / unit * unit;
+	char near[64];
+
+	if (r->train.batch % unit == 0)
+		return;
+	if (below > 0 && below <= LONG_MAX - unit)
+		(void)snprintf(near, sizeof(near), "%ld or %ld", below, below + unit);
+	else
+		(void)snprintf(near, sizeof(near), "%ld", below > 0 ? below : unit);
+	cerr(c, OFF(train.batch), "train.batch",
+	     "%ld is not a multiple of micro_batches %d x dp %d x ep %d = %ld; use %s",
+	     r->train.batch, r->parallel.micro_batches, r->parallel.dp, r->parallel.ep, unit, near);
+}
+
 static void check_experts(struct ctx *c, int experts_ok, int ep_ok, int layers_ok);
 
 /* cluster.spares: ssh only (a spare replaces a failed host on a restart,
@@ -1375,8 +1397,10 @@ static void check_consistency(struct ctx *c)
 		r->model.ffn_hidden = 4 * r->model.hidden;
 	if (!given(c, OFF(parallel.micro_batches)) && pp_ok)
 		r->parallel.micro_batches = 2 * r->parallel.pp;
-	if (!given(c, OFF(train.batch)) && mb_ok && dp_ok)
-		r->train.batch = (long)r->parallel.micro_batches * r->parallel.dp;
+	/* the global batch: one sequence per micro-batch on every DP replica
+	 * and EP rank (each EP rank takes micro-batches of its own) */
+	if (!given(c, OFF(train.batch)) && mb_ok && dp_ok && ep_ok)
+		r->train.batch = (long)r->parallel.micro_batches * r->parallel.dp * r->parallel.ep;
 	if (!given(c, OFF(model.max_nodes_per_token)) && groups_ok && nodes > 0)
 		r->model.max_nodes_per_token =
 			(int)(r->model.groups < nodes ? r->model.groups : nodes);
@@ -1477,14 +1501,9 @@ static void check_consistency(struct ctx *c)
 			     r->model.top_k, reach, r->model.max_nodes_per_token,
 			     r->model.experts / r->model.groups);
 	}
-	if (given(c, OFF(train.batch)) && ok(c, OFF(train.batch)) && pp_ok && mb_ok && dp_ok) {
-		long unit = (long)r->parallel.micro_batches * r->parallel.dp;
-
-		if (r->train.batch % unit != 0)
-			cerr(c, OFF(train.batch), "train.batch",
-			     "%ld is not a multiple of micro_batches*dp = %ld", r->train.batch,
-			     unit);
-	}
+	if (given(c, OFF(train.batch)) && ok(c, OFF(train.batch)) && pp_ok && mb_ok && dp_ok &&
+	    ep_ok)
+		check_batch(c);
 	if (ok(c, OFF(health.heartbeat_s)) && ok(c, OFF(health.hang_timeout_s)) &&
 	    r->health.hang_timeout_s <= r->health.heartbeat_s)
 		cerr(c, OFF(health.hang_timeout_s), "health.hang_timeout_s",

@@ -82,6 +82,21 @@ static void runs_a_local_recipe(void **state)
 	dp_test_run_free(&r);
 }
 
+/* `dpctl launch` of recipe @text is refused before anything starts (exit
+ * 69) with @want (the key and its line) on stderr. */
+static void expect_refused(const char *text, const char *want)
+{
+	char *bad = dp_test_write_tmp(".yaml", text);
+	struct dp_test_run r = dp_test_dpctl("launch", bad);
+
+	assert_int_equal(r.rc, 69);
+	if (!strstr(r.err, want))
+		fail_msg("no '%s' in: %s", want, r.err);
+	dp_test_run_free(&r);
+	(void)unlink(bad);
+	free(bad);
+}
+
 static void refuses_what_it_cannot_run(void **state)
 {
 	struct dp_test_run r;
@@ -90,18 +105,23 @@ static void refuses_what_it_cannot_run(void **state)
 	(void)state;
 	/* a layout the executor cannot run (more micro-batches per step over
 	 * the dp replicas than it takes): the key and its line */
-	bad = dp_test_write_tmp(".yaml", "cluster: {hosts: localhost, gpus: 2}\n"
-					 "model: {layers: 4, hidden: 32, experts: 8, top_k: 2,\n"
-					 "        shared_experts: 1}\n"
-					 "parallel:\n  pp: 1\n  schedule: 1f1b\n  dp: 2\n"
-					 "  micro_batches: 1048576\n");
-	r = dp_test_dpctl("launch", bad);
-	assert_int_equal(r.rc, 69);
-	if (!strstr(r.err, ":7: key 'parallel.dp': dp 2 x ep 1 x 1048576 micro-batches"))
-		fail_msg("%s", r.err);
-	dp_test_run_free(&r);
-	(void)unlink(bad);
-	free(bad);
+	expect_refused("cluster: {hosts: localhost, gpus: 2}\n"
+		       "model: {layers: 4, hidden: 32, experts: 8, top_k: 2,\n"
+		       "        shared_experts: 1}\n"
+		       "parallel:\n  pp: 1\n  schedule: 1f1b\n  dp: 2\n"
+		       "  micro_batches: 1048576\n",
+		       ":7: key 'parallel.dp': dp 2 x ep 1 x 1048576 micro-batches");
+	/* a global batch whose micro-batches hold more tokens than the model
+	 * takes: 2^19 sequences over ep 2 x 2 micro-batches are 2^17 of 16
+	 * tokens each */
+	expect_refused("cluster: {hosts: localhost, gpus: 2}\n"
+		       "model: {layers: 4, hidden: 32, experts: 8, top_k: 2,\n"
+		       "        shared_experts: 1, seq_len: 16}\n"
+		       "parallel: {pp: 1, ep: 2, schedule: 1f1b, micro_batches: 2}\n"
+		       "train:\n  batch: 524288\n",
+		       ":6: key 'train.batch': 524288: 131072 sequences of 16 tokens per "
+		       "micro-batch (batch / (micro_batches 2 x dp 1 x ep 2)) is more than "
+		       "the model's 1048576 tokens");
 	/* slurm outside an allocation: refused, pointing at --submit (test_slurm.c) */
 	(void)unsetenv("SLURM_JOB_ID");
 	r = dp_test_dpctl("launch", "--fake-steps", "3", recipe_path("slurm"));
@@ -182,7 +202,7 @@ static void runs_across_namespace_nodes_over_ssh(void **state)
 			       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1, "
 			       "top_k: 2, groups: 4, vocab: 32, seq_len: 16}\n"
 			       "parallel: {pp: 2, ep: 2, schedule: dualpipe, micro_batches: 4}\n"
-			       "train: {steps: 3, batch: 16}\n"
+			       "train: {steps: 3, batch: 32}\n"
 			       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30}\n",
 			       id_num, id);
 		tpath = dp_test_write_tmp(".yaml", train);

@@ -597,6 +597,61 @@ static void env_and_argv_match_launch(void **state)
 	free(recipe);
 }
 
+/* train.batch is the global batch: dp 2 x ep 2 x 4 micro-batches of 48
+ * sequences leave 3 per micro-batch, which every rank's DP_MODEL carries
+ * (the text table, --show-env and --json agree). */
+static void global_batch_splits_over_dp_and_ep(void **state)
+{
+	char *recipe = dp_test_write_tmp(
+		".yaml", "cluster: {hosts: localhost, gpus: 8}\n"
+			 "model: {layers: 4, hidden: 32, experts: 4, top_k: 2, seq_len: 16}\n"
+			 "parallel: {pp: 2, ep: 2, dp: 2, micro_batches: 4}\n"
+			 "train: {batch: 48}\n");
+	struct dp_test_run rt = dp_test_dpctl("plan", "--show-env", recipe);
+	struct dp_test_run rj = dp_test_dpctl("plan", "--json", recipe);
+	json_t *o = run_json(&rj), *ranks;
+	const char *s = rt.out;
+	int n = 0;
+
+	(void)state;
+	if (rt.rc != 0)
+		fail_msg("rc %d: %s", rt.rc, rt.err);
+	assert_non_null(strstr(rt.out, "\n# global batch 48 = dp 2 x ep 2 x micro 4 x 3 sequences, "
+				       "768 tokens per step\n"));
+	while ((s = strstr(s, " DP_MODEL="))) {
+		size_t len = strcspn(s + 1, " \n") + 1;
+		char model[512];
+
+		(void)snprintf(model, sizeof(model), "%.*s", (int)len, s);
+		if (!strstr(model, ",seqs=3,"))
+			fail_msg("rank %d: %s", n, model);
+		n++;
+		s += len;
+	}
+	assert_int_equal(n, 8);
+	assert_int_equal(json_integer_value(json_object_get(o, "batch")), 48);
+	assert_int_equal(json_integer_value(json_object_get(o, "micro_batches")), 4);
+	assert_int_equal(json_integer_value(json_object_get(o, "seqs_per_micro_batch")), 3);
+	ranks = json_object_get(o, "ranks");
+	assert_int_equal(json_array_size(ranks), 8);
+	for (size_t i = 0; i < json_array_size(ranks); i++) {
+		json_t *env = json_object_get(json_array_get(ranks, i), "env");
+		int seen = 0;
+
+		for (size_t k = 0; k < json_array_size(env); k++) {
+			const char *e = json_string_value(json_array_get(env, k));
+
+			seen += strncmp(e, "DP_MODEL=", 9) == 0 && strstr(e, ",seqs=3,") != NULL;
+		}
+		assert_int_equal(seen, 1);
+	}
+	json_decref(o);
+	dp_test_run_free(&rt);
+	dp_test_run_free(&rj);
+	(void)unlink(recipe);
+	free(recipe);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -614,6 +669,7 @@ int main(void)
 		cmocka_unit_test(heterogeneous_nodes_are_refused),
 		cmocka_unit_test(nodes_check_names_each_difference),
 		cmocka_unit_test(env_and_argv_match_launch),
+		cmocka_unit_test(global_batch_splits_over_dp_and_ep),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "launcher/dp_launcher.h"
+#include "launcher/dp_plan.h"
 #include "tests/unit/dp_test.h"
 
 #define RECIPES DP_SRCDIR "/recipes"
@@ -110,6 +111,9 @@ static void local_demo_loads(void **state)
 	assert_int_equal(r->parallel.ep, 2);
 	assert_int_equal(r->parallel.schedule, DP_RECIPE_SCHED_DUALPIPE);
 	assert_int_equal(r->parallel.micro_batches, 8);
+	/* the global batch: ep 2 x 8 micro-batches x 4 sequences */
+	assert_int_equal(r->train.batch, 64);
+	assert_int_equal(dp_plan_seqs_per_micro(r), 4);
 	assert_int_equal(r->train.backend, DP_RECIPE_BACKEND_CPU);
 	assert_true(r->train.lr > 0.00099 && r->train.lr < 0.00101);
 	assert_string_equal(r->train.checkpoint_dir, "/tmp/dpctl-demo/ckpt");
@@ -136,6 +140,10 @@ static void deepseek_v3_loads(void **state)
 	assert_int_equal(r->parallel.pp * r->parallel.ep * r->parallel.dp, 2048);
 	assert_int_equal(r->parallel.pp, 16);
 	assert_int_equal(r->parallel.ep, 64);
+	/* the paper's global batch, 3 sequences per micro-batch of 40 */
+	assert_int_equal(r->parallel.micro_batches, 40);
+	assert_int_equal(r->train.batch, 15360);
+	assert_int_equal(dp_plan_seqs_per_micro(r), 3);
 	assert_int_equal(r->model.layers, 61);
 	assert_int_equal(r->model.hidden, 7168);
 	assert_int_equal(r->model.experts, 256);
@@ -436,7 +444,8 @@ static void other_consistency_rules(void **state)
 		"6:17: error: key 'model.dense_layers': must be less than model.layers = 8, "
 		"got 8\n"
 		"8:10: error: key 'model.heads': model.hidden = 100 is not divisible by 8 heads\n"
-		"14:10: error: key 'train.batch': 20 is not a multiple of micro_batches*dp = 8\n"
+		"14:10: error: key 'train.batch': 20 is not a multiple of micro_batches 8 x dp 1 x "
+		"ep 1 = 8; use 16 or 24\n"
 		"16:12: error: key 'train.checkpoint.every': needs train.checkpoint.dir\n"
 		"19:19: error: key 'health.hang_timeout_s': 5 must be greater than "
 		"health.heartbeat_s = 10\n"
@@ -446,6 +455,60 @@ static void other_consistency_rules(void **state)
 		"http:// or https:// URL\n"
 		"26:13: error: key 'metrics.push_url': 'example.org' is not an http:// or "
 		"https:// URL\n");
+}
+
+/* `dpctl recipe check @path` fails (exit 65) with exactly "@path:@msg\n". */
+static void expect_check_error(const char *path, const char *msg)
+{
+	struct dp_test_run r = dp_test_dpctl("recipe", "check", path);
+	size_t plen = strlen(path);
+
+	assert_int_equal(r.rc, EX_DATAERR);
+	if (strncmp(r.err, path, plen) != 0 || r.err[plen] != ':' ||
+	    strcmp(r.err + plen + 1, msg) != 0)
+		fail_msg("want '%s:%s', got '%s'", path, msg, r.err);
+	dp_test_run_free(&r);
+}
+
+/* train.batch is the global batch: a multiple of micro_batches x dp x ep,
+ * else an error at the key with the nearest valid batches. */
+static void batch_counts_every_ep_rank(void **state)
+{
+	static const char small[] = "cluster: {hosts: localhost, gpus: 8}\n"
+				    "model: {layers: 4, hidden: 32, experts: 4, top_k: 1}\n"
+				    "parallel: {pp: 2, ep: 2, dp: 2, micro_batches: 4}\n"
+				    "train: {batch: 8}\n";
+	char *p;
+
+	(void)state;
+	/* DeepSeek-V3's 15360 over 32 micro-batches x dp 2 x ep 64: both
+	 * neighbours named, at FILE:LINE:COL of the value */
+	expect_check_error(BAD "/batch-global.yaml",
+			   "8:10: error: key 'train.batch': 15360 is not a multiple of "
+			   "micro_batches 32 x dp 2 x ep 64 = 4096; use 12288 or 16384\n");
+	/* below one sequence per micro-batch: only the multiple above; the old
+	 * rule (a multiple of micro_batches x dp = 8) no longer passes */
+	p = dp_test_write_tmp(".yaml", small);
+	expect_check_error(p, "4:16: error: key 'train.batch': 8 is not a multiple of "
+			      "micro_batches 4 x dp 2 x ep 2 = 16; use 16\n");
+	(void)unlink(p);
+	free(p);
+}
+
+/* With no train.batch, one sequence per micro-batch on every DP replica and
+ * EP rank: micro_batches x dp x ep. */
+static void default_batch_counts_every_ep_rank(void **state)
+{
+	static const char text[] = "cluster: {hosts: localhost, gpus: 12}\n"
+				   "model: {layers: 4, hidden: 32, experts: 4, top_k: 1}\n"
+				   "parallel: {pp: 2, ep: 2, dp: 3, micro_batches: 6}\n";
+	struct dp_recipe *r = NULL;
+	struct dp_err err = { 0 };
+
+	(void)state;
+	assert_int_equal(dp_recipe_load_mem("mem.yaml", text, strlen(text), &r, NULL, &err), 0);
+	assert_int_equal(r->train.batch, 6 * 3 * 2);
+	dp_recipe_free(r);
 }
 
 /* An error about a key that was not given points at its section. */
@@ -704,6 +767,8 @@ int main(void)
 		cmocka_unit_test(expert_layout_rules),
 		cmocka_unit_test(host_errors),
 		cmocka_unit_test(other_consistency_rules),
+		cmocka_unit_test(batch_counts_every_ep_rank),
+		cmocka_unit_test(default_batch_counts_every_ep_rank),
 		cmocka_unit_test(defaulted_key_points_at_section),
 		cmocka_unit_test(diags_accumulate_across_loads),
 		cmocka_unit_test(unreadable_files),

@@ -63,7 +63,8 @@ static struct dp_test_run dpctl_run(const char *const *argv)
 }
 #define DPCTL(...) dpctl_run((const char *const[]){ __VA_ARGS__, NULL })
 
-/* A local recipe of @dp x @pp x @ep ranks, 4 sequences per micro-batch;
+/* A local recipe of @dp x @pp x @ep ranks, 4 sequences per micro-batch (the
+ * global batch is 4 x micro x dp x ep);
  * @extra is appended (more keys). */
 static char *recipe_dp(int dp, int pp, int ep, const char *algo, int micro, int steps,
 		       const char *extra)
@@ -78,7 +79,7 @@ static char *recipe_dp(int dp, int pp, int ep, const char *algo, int micro, int 
 		       "train: {steps: %d, batch: %d, lr: 0.003, seed: 3}\n"
 		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
 		       "max_restarts: 0}\n%s",
-		       dp * pp * ep, pp, ep, dp, algo, micro, steps, 4 * micro * dp,
+		       dp * pp * ep, pp, ep, dp, algo, micro, steps, 4 * micro * dp * ep,
 		       extra ? extra : "");
 	return dp_test_write_tmp(".yaml", text);
 }
