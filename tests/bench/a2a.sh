@@ -15,7 +15,11 @@
 #     shaped links.  Skipped (exit 0, message) without root, namespaces or
 #     Open MPI; everything is torn down on exit.  The tbf burst is
 #     A2A_NETNS_BURST (default: 256kb from 1 Gbit/s up, else 64kb: a 64 kB
-#     burst holds one 1 Gbit/s TCP stream to ~88% of the rate here).
+#     burst holds one 1 Gbit/s TCP stream to ~88% of the rate here).  The
+#     links' MTU is A2A_NETNS_MTU (default 9000, the jumbo frames of a
+#     datacentre fabric; with 1500 the 2 cores of a CI machine, which also
+#     run every node's kernel network stack, become the bottleneck at
+#     1 Gbit/s before the links do).
 # A2A_LOCAL=0 skips part 1, A2A_MPI=0 the MPI rows; A2A_KEEP=DIR keeps each
 # node's output and the namespaces' tc and nstat counters; A2A_NETNS_CC sets
 # the namespaces' default congestion control (if the kernel allows it there).  dpctl's ranks of a node talk through shm rings
@@ -118,7 +122,8 @@ case "$RATE" in
 esac
 burst=${A2A_NETNS_BURST:-64kb}
 [ -z "${A2A_NETNS_BURST:-}" ] && [ "$mbit" -ge 1000 ] && burst=256kb
-echo "   (tbf burst $burst latency 50ms; load average $(cut -d' ' -f1-3 /proc/loadavg) at start)"
+mtu=${A2A_NETNS_MTU:-9000}
+echo "   (tbf burst $burst latency 50ms, MTU $mtu; load average $(cut -d' ' -f1-3 /proc/loadavg) at start)"
 id=$((150 + $$ % 90))
 free=0
 for _ in $(seq 1 90); do # an ID no other cluster on this machine uses (up would reset it)
@@ -133,7 +138,7 @@ if [ $free = 0 ]; then
 	exit 0
 fi
 set +e
-NETNS_TC_BURST=$burst timeout 60 tests/netns/netns-cluster.sh up "$id" "$NN" "$RATE" >/dev/null
+NETNS_MTU=$mtu NETNS_TC_BURST=$burst timeout 60 tests/netns/netns-cluster.sh up "$id" "$NN" "$RATE" >/dev/null
 up=$?
 set -e
 nsid=$id # cleanup takes down whatever up made, even half of it

@@ -9,6 +9,7 @@
 #
 # The shaping is `tc tbf rate RATE burst $NETNS_TC_BURST latency
 # $NETNS_TC_LATENCY` (defaults 64kb and 50ms) on both ends of each link.
+# NETNS_MTU (default: the kernel's, 1500) sets the MTU of both veth ends.
 #
 # `up` prints the state directory, which holds: nodes (one IP per line),
 # id (client key), known_hosts, and the sshd logs.  The controller side (the
@@ -83,6 +84,10 @@ for i in $(seq 1 "$n"); do
 	ip link add "dp${id}h$i" type veth peer name "dp${id}p$i"
 	ip link set "dp${id}p$i" netns "$ns"
 	ip link set "dp${id}h$i" master "$br" up
+	if [ -n "${NETNS_MTU:-}" ]; then
+		ip link set "dp${id}h$i" mtu "$NETNS_MTU"
+		ip netns exec "$ns" ip link set "dp${id}p$i" mtu "$NETNS_MTU"
+	fi
 	ip netns exec "$ns" ip link set lo up
 	ip netns exec "$ns" ip link set "dp${id}p$i" name eth0
 	ip netns exec "$ns" ip addr add "$ip4/24" dev eth0
