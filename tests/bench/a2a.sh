@@ -124,16 +124,7 @@ burst=${A2A_NETNS_BURST:-64kb}
 [ -z "${A2A_NETNS_BURST:-}" ] && [ "$mbit" -ge 1000 ] && burst=256kb
 mtu=${A2A_NETNS_MTU:-9000}
 echo "   (tbf burst $burst latency 50ms, MTU $mtu; load average $(cut -d' ' -f1-3 /proc/loadavg) at start)"
-id=$((150 + $$ % 90))
-free=0
-for _ in $(seq 1 90); do # an ID no other cluster on this machine uses (up would reset it)
-	if [ ! -e "/tmp/dpnetns-$id" ] && ! ip link show "dpbr$id" >/dev/null 2>&1; then
-		free=1
-		break
-	fi
-	id=$((150 + (id - 149) % 90))
-done
-if [ $free = 0 ]; then
+if ! id=$(tests/netns/netns-cluster.sh free-id); then
 	echo "a2a: netns part skipped (no free cluster ID in 150..239)"
 	exit 0
 fi

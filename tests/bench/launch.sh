@@ -47,16 +47,7 @@ if [ "$(id -u)" != 0 ]; then
 	echo "launch: skipped (needs root for the namespace cluster)"
 	exit 0
 fi
-id=$((150 + $$ % 90))
-free=0
-for _ in $(seq 1 90); do # an ID no other cluster on this machine uses (up would reset it)
-	if [ ! -e "/tmp/dpnetns-$id" ] && ! ip link show "dpbr$id" >/dev/null 2>&1; then
-		free=1
-		break
-	fi
-	id=$((150 + (id - 149) % 90))
-done
-if [ $free = 0 ]; then
+if ! id=$(tests/netns/netns-cluster.sh free-id); then
 	echo "launch: skipped (no free cluster ID in 150..239)"
 	exit 0
 fi

@@ -6,6 +6,7 @@
 #   netns-cluster.sh up   ID N [RATE]   ID 1..250 picks the subnet 10.254.ID.0/24;
 #                                        RATE (e.g. 200mbit) shapes every node link
 #   netns-cluster.sh down ID
+#   netns-cluster.sh free-id             prints an unused ID in 150..239
 #
 # The shaping is `tc tbf rate RATE burst $NETNS_TC_BURST latency
 # $NETNS_TC_LATENCY` (defaults 64kb and 50ms) on both ends of each link.
@@ -17,7 +18,20 @@
 # exits 77 (skip) without them.  Everything made here is removed by `down`.
 set -euo pipefail
 
-cmd=${1:?usage: up|down ID [N] [RATE]}
+cmd=${1:?usage: up|down ID [N] [RATE] | free-id}
+if [ "$cmd" = free-id ]; then
+	# an ID in 150..239 that no cluster on this machine uses now (up would
+	# reset it), starting from one picked by the caller's PID; exit 1 if none
+	id=$((150 + PPID % 90))
+	for _ in $(seq 1 90); do
+		if [ ! -e "/tmp/dpnetns-$id" ] && ! ip link show "dpbr$id" >/dev/null 2>&1; then
+			echo "$id"
+			exit 0
+		fi
+		id=$((150 + (id - 149) % 90))
+	done
+	exit 1
+fi
 id=${2:?ID}
 n=${3:-3}
 rate=${4:-}
