@@ -32,7 +32,7 @@ DPCTL=${DPCTL:-build/dpctl}
 B=$(dirname "$DPCTL")
 NODES=${A2A_NODES:-2} RPN=${A2A_RPN:-4} TOKENS=${A2A_TOKENS:-512} ITERS=${A2A_ITERS:-3}
 NN=${A2A_NETNS_NODES:-4} NRPN=${A2A_NETNS_RPN:-4} RATE=${A2A_NETNS_RATE:-1gbit}
-NTOKENS=${A2A_NETNS_TOKENS:-256} INTRA=${A2A_INTRA:-shm}
+NTOKENS=${A2A_NETNS_TOKENS:-1024} INTRA=${A2A_INTRA:-shm}
 common=(--hidden "${A2A_HIDDEN:-1024}" --experts 256 --groups 8 --max-nodes 4 --topk 8
 	--iters "$ITERS" --intra-node "$INTRA")
 tmp=$(mktemp -d /tmp/dp-a2a-bench.XXXXXX)
