@@ -20,6 +20,7 @@
 #     datacentre fabric; with 1500 the 2 cores of a CI machine, which also
 #     run every node's kernel network stack, become the bottleneck at
 #     1 Gbit/s before the links do).
+# The netns part moves A2A_NETNS_TOKENS tokens per rank (default 1024).
 # A2A_LOCAL=0 skips part 1, A2A_MPI=0 the MPI rows; A2A_KEEP=DIR keeps each
 # node's output and the namespaces' tc and nstat counters; A2A_NETNS_CC sets
 # the namespaces' default congestion control (if the kernel allows it there).  dpctl's ranks of a node talk through shm rings
