@@ -917,10 +917,9 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 		break;
 	case DP_RECIPE_LAUNCH_SSH:
 		if (n > MAX_HOSTS)
-			return dp_cli_error(
-				cli, EX_UNAVAILABLE,
-				"launch: %zu hosts; this build launches at most %d over ssh", n,
-				MAX_HOSTS);
+			return refuse_key(cli, r, "cluster.hosts",
+					  "%zu hosts; this build launches at most %d over ssh", n,
+					  MAX_HOSTS);
 		for (size_t i = 0; i < n; i++)
 			hosts[i] = dp_hostlist_get(r->cluster.hosts, i);
 		*nhosts = (int)n;
@@ -932,9 +931,9 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 		lopts->relay_width = r->cluster.relay_width; /* 0: flat (or $DP_SSH_RELAY_WIDTH) */
 		o->nspares = r->cluster.spares ? dp_hostlist_count(r->cluster.spares) : 0;
 		if (o->nspares > MAX_HOSTS)
-			return dp_cli_error(cli, EX_UNAVAILABLE,
-					    "launch: %zu spares; this build takes at most %d",
-					    o->nspares, MAX_HOSTS);
+			return refuse_key(cli, r, "cluster.spares",
+					  "%zu spares; this build takes at most %d", o->nspares,
+					  MAX_HOSTS);
 		for (size_t i = 0; i < o->nspares; i++)
 			o->spares[i] = dp_hostlist_get(r->cluster.spares, i);
 		cfg->spares = o->spares;
