@@ -504,9 +504,10 @@ static int write_file(const char *path, const char *data, size_t len, struct dp_
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
 		return dp_err_set(err, ENAMETOOLONG, "report: path '%s' is too long", path);
+	errno = 0; /* a short write or close below gives its own errno, or EIO */
 	f = fopen(tmp, "w");
 	if (!f)
-		e = errno;
+		e = errno ? errno : EIO;
 	else if (fwrite(data, 1, len, f) != len)
 		e = errno ? errno : EIO;
 	if (f && fclose(f) != 0 && !e)
