@@ -506,9 +506,7 @@ static int write_file(const char *path, const char *data, size_t len, struct dp_
 		return dp_err_set(err, ENAMETOOLONG, "report: path '%s' is too long", path);
 	errno = 0; /* a short write or close below gives its own errno, or EIO */
 	f = fopen(tmp, "w");
-	if (!f)
-		e = errno ? errno : EIO;
-	else if (fwrite(data, 1, len, f) != len)
+	if (!f || fwrite(data, 1, len, f) != len)
 		e = errno ? errno : EIO;
 	if (f && fclose(f) != 0 && !e)
 		e = errno ? errno : EIO;
