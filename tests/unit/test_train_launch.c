@@ -889,6 +889,26 @@ static json_int_t result_int(json_t *done, const char *key)
 	return json_integer_value(v);
 }
 
+/* The train events of @out_a (uninterrupted) and @out_b (restarted) both
+ * carry @n step losses, equal bit for bit. */
+static void expect_same_losses(const char *out_a, const char *out_b, size_t n)
+{
+	json_t *ta = train_event(out_a), *tb = train_event(out_b);
+	json_t *la = json_object_get(ta, "losses"), *lb = json_object_get(tb, "losses");
+
+	assert_int_equal(json_array_size(la), n);
+	assert_int_equal(json_array_size(lb), n);
+	for (size_t k = 0; k < n; k++) {
+		double x = json_real_value(json_array_get(la, k)),
+		       y = json_real_value(json_array_get(lb, k));
+
+		if (!(x == y) || !isfinite(x))
+			fail_msg("step %zu: uninterrupted %.9g, restarted %.9g", k, x, y);
+	}
+	json_decref(ta);
+	json_decref(tb);
+}
+
 /* Rank @rank of a dp @dp run fails before step 4 of the first attempt: the
  * run restarts once, resumes from the step-4 checkpoint, and its per-step
  * losses equal those of an uninterrupted run bit for bit.  Both runs use
@@ -898,7 +918,7 @@ static void check_restart(int dp, int rank)
 {
 	char *ck = tmpdir(), *run = tmpdir(), log[600], fail[32], want[64], *text;
 	struct dp_test_run a, b;
-	json_t *la, *lb, *ta, *tb, *done;
+	json_t *done;
 
 	(void)snprintf(fail, sizeof(fail), "4:%d", rank);
 	a = ckpt_run_dp(dp, ck, run, 1, NULL);
@@ -918,22 +938,8 @@ static void check_restart(int dp, int rank)
 	if (!text || !strstr(text, want))
 		fail_msg("rank %d did not resume at step 4:\n%s", rank, text ? text : "(no log)");
 	free(text);
-	ta = train_event(a.out);
-	tb = train_event(b.out);
-	la = json_object_get(ta, "losses");
-	lb = json_object_get(tb, "losses");
-	assert_int_equal(json_array_size(la), 6);
-	assert_int_equal(json_array_size(lb), 6);
-	for (size_t k = 0; k < 6; k++) {
-		double x = json_real_value(json_array_get(la, k)),
-		       y = json_real_value(json_array_get(lb, k));
-
-		if (!(x == y) || !isfinite(x))
-			fail_msg("step %zu: uninterrupted %.9g, restarted %.9g", k, x, y);
-	}
+	expect_same_losses(a.out, b.out, 6);
 	json_decref(done);
-	json_decref(ta);
-	json_decref(tb);
 	dp_test_run_free(&a);
 	dp_test_run_free(&b);
 	rm_rf(ck);
@@ -967,7 +973,7 @@ static void restart_skips_corrupt_checkpoint(void **state)
 {
 	char *ck = tmpdir(), *run = tmpdir();
 	struct dp_test_run a, b;
-	json_t *la, *lb, *ta, *tb, *done;
+	json_t *done;
 
 	(void)state;
 	worker_or_skip();
@@ -980,21 +986,8 @@ static void restart_skips_corrupt_checkpoint(void **state)
 	done = done_event(b.out);
 	assert_int_equal(result_int(done, "attempts"), 2);
 	assert_int_equal(result_int(done, "resume_step"), 2);
-	ta = train_event(a.out);
-	tb = train_event(b.out);
-	la = json_object_get(ta, "losses");
-	lb = json_object_get(tb, "losses");
-	assert_int_equal(json_array_size(lb), 6);
-	for (size_t k = 0; k < 6; k++) {
-		double x = json_real_value(json_array_get(la, k)),
-		       y = json_real_value(json_array_get(lb, k));
-
-		if (!(x == y) || !isfinite(x))
-			fail_msg("step %zu: uninterrupted %.9g, restarted %.9g", k, x, y);
-	}
+	expect_same_losses(a.out, b.out, 6);
 	json_decref(done);
-	json_decref(ta);
-	json_decref(tb);
 	dp_test_run_free(&a);
 	dp_test_run_free(&b);
 	rm_rf(ck);
