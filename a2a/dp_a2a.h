@@ -210,6 +210,21 @@ int dp_a2a_dispatch_wait(struct dp_a2a_plan *p, struct dp_err *err);
 int dp_a2a_combine_issue(struct dp_a2a_plan *p, const float *y, float *out, struct dp_err *err);
 int dp_a2a_combine_wait(struct dp_a2a_plan *p, struct dp_err *err);
 
+/* Plain all-to-all of contiguous slices (collective over the comm, no
+ * plan): @send + soff[j] (slen[j] bytes) goes to rank j, and rank j's slice
+ * for this rank lands at @recv + roff[j], which must be rlen[j] bytes long
+ * (-EPROTO naming the ranks otherwise).  For rows already packed by owner
+ * (an expert-parallel executor's).  @on_device: @send and @recv are CUDA
+ * device memory of the comm's GPU, moved by one NCCL group on the cuda
+ * transport (-EINVAL on any other transport); else host memory, one frame
+ * per peer.  Blocks until this rank's part is done.  -EBUSY while a
+ * dispatch or combine is in flight. */
+int dp_a2a_alltoallv(struct dp_a2a_comm *c, const void *send, const size_t *soff,
+		     const size_t *slen, void *recv, const size_t *roff, const size_t *rlen,
+		     int on_device, struct dp_err *err);
+/* 1 if the comm moves CUDA device memory (the cuda transport), else 0. */
+int dp_a2a_comm_on_device(const struct dp_a2a_comm *c);
+
 /* Formula counts for @ntokens tokens of rank @rank: unique (token, node
  * other than the rank's own) pairs, and unique (token, rank on another node)
  * pairs.  Times the token size, they are the bytes two-hop and naive
