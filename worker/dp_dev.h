@@ -62,6 +62,38 @@ const char *dp_model_stage_backend(const struct dp_model_stage *st);
  * -EINVAL naming it.  Does not probe the device. */
 int dp_dev_backend_check(const char *name, struct dp_err *err);
 
+/* ---- device memory for an executor (expert parallelism on the device) ----
+ * A device stage's own device: an executor keeps the packed expert rows
+ * there and moves them with a device all-to-all (dp_a2a_alltoallv on the
+ * cuda transport), so they never cross to the host.  All return -EINVAL
+ * on a cpu stage (dev_sync: 0).  Memory from one stage may be used by
+ * another stage of the same backend and device; the caller orders the
+ * uses across stages with dp_model_stage_dev_sync(). */
+
+/* @on: the packed-row arguments of dp_model_dispatch, _expert_forward,
+ * _combine_forward, _combine_backward, _expert_backward_input and
+ * _attn_backward are device memory (dp_model_stage_dev_alloc) and stay
+ * there; off (the default): host memory, copied in and out. */
+int dp_model_stage_dev_io(struct dp_model_stage *st, int on, struct dp_err *err);
+/* Zeroed device memory of @bytes (at least 1); caller frees with
+ * dp_model_stage_dev_free (NULL-safe). */
+int dp_model_stage_dev_alloc(struct dp_model_stage *st, size_t bytes, void **out,
+			     struct dp_err *err);
+void dp_model_stage_dev_free(struct dp_model_stage *st, void *p);
+/* Host @src to device @dst, ordered before the stage's later kernels. */
+int dp_model_stage_dev_h2d(struct dp_model_stage *st, void *dst, const void *src, size_t bytes,
+			   struct dp_err *err);
+/* Device @src to host @dst, after the stage's queued work; returns when
+ * @dst holds the data. */
+int dp_model_stage_dev_d2h(struct dp_model_stage *st, void *dst, const void *src, size_t bytes,
+			   struct dp_err *err);
+/* Row gather on the device: dst row r = src row idx[r] (rows of H floats,
+ * @idx device memory), r < @rows. */
+int dp_model_stage_dev_gather(struct dp_model_stage *st, float *dst, const float *src,
+			      const int32_t *idx, long rows, struct dp_err *err);
+/* Wait until the work queued on the stage's streams is done. */
+int dp_model_stage_dev_sync(struct dp_model_stage *st, struct dp_err *err);
+
 /* ---- the backend table ---------------------------------------------------- */
 
 /* Arguments of one kernel launch (worker/dev_kernels.h says which fields

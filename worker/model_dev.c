@@ -8,7 +8,9 @@
  * routing (needed by the executor's dispatch) is also on the host.  At the
  * component boundaries the host arrays of the caller are copied in (h2d,
  * communication stream) and out (d2h), so the executor, the checkpoint and
- * the gradient all-reduce see the stage API of dp_model.h unchanged.
+ * the gradient all-reduce see the stage API of dp_model.h unchanged; with
+ * dp_model_stage_dev_io() the packed expert rows are device memory
+ * instead and never leave the device.
  *
  * Differences from the host model (docs/model.md, "Device backend"): GEMMs
  * may sum in their own order (cuBLAS does; the emulator sums each element
@@ -32,6 +34,7 @@ struct devm_stage {
 	const struct dp_dev_ops *ops;
 	float *w, *g, *m, *v; /* device: the tensors back to back */
 	int mirror;	      /* the host arrays hold the device state */
+	int io;		      /* dp_model_stage_dev_io(): packed rows are device memory */
 	int rc;		      /* a failure in a void call, for the next int call */
 	struct dp_err err;
 };
@@ -286,6 +289,11 @@ static int d2h(const struct dp_model_stage *st,
 	return bytes ? st->dev->ops->d2h(st->dev->dev, dst, src, bytes, err) : 0;
 }
 
+/* Rows the caller hands in (@src: host memory, or device memory with
+ * dp_model_stage_dev_io) into device array @dst. */
+static int rows_in(const struct dp_model_stage *st, float *dst, const float *src, size_t n,
+		   struct dp_err *err);
+
 /* Kernel @id of layer @L (NULL: stage-wide) with the context's arguments. */
 static int kern_l(const struct dp_model_stage *st, const struct dp_model_ctx *c,
 		  const struct lctx *L, int id, size_t n, struct dp_err *err)
@@ -302,6 +310,79 @@ static int copy(const struct dp_model_stage *st,
 	struct dp_dev_kargs a = { .a = src, .y = dst };
 
 	return kern(st, DP_DEV_K_COPY, &a, n, err);
+}
+
+static int rows_in(const struct dp_model_stage *st, float *dst, const float *src, size_t n,
+		   struct dp_err *err)
+{
+	return st->dev->io ? copy(st, dst, src, n, err) : h2d(st, dst, src, n * sizeof(float), err);
+}
+
+/* Device rows @src out to the caller's @dst (host, or with dev_io device:
+ * then @src == @dst when the kernel already wrote there). */
+static int rows_out(const struct dp_model_stage *st, float *dst, const float *src, size_t n,
+		    struct dp_err *err)
+{
+	if (!st->dev->io)
+		return d2h(st, dst, src, n * sizeof(float), err);
+	return dst == src ? 0 : copy(st, dst, src, n, err);
+}
+
+/* ---- device memory for the caller ------------------------------------------------ */
+
+int dp_model_stage_dev_io(struct dp_model_stage *st, int on, struct dp_err *err)
+{
+	if (!st->dev)
+		return dp_err_set(err, EINVAL, "model: dev_io: a cpu stage has no device");
+	st->dev->io = on != 0;
+	return 0;
+}
+
+int dp_model_stage_dev_alloc(struct dp_model_stage *st, size_t bytes, void **out,
+			     struct dp_err *err)
+{
+	if (!st->dev)
+		return dp_err_set(err, EINVAL, "model: dev_alloc: a cpu stage has no device");
+	return st->dev->ops->alloc(st->dev->dev, bytes ? bytes : 1, out, err);
+}
+
+void dp_model_stage_dev_free(struct dp_model_stage *st, void *p)
+{
+	if (st && st->dev && p)
+		st->dev->ops->free(st->dev->dev, p);
+}
+
+int dp_model_stage_dev_h2d(struct dp_model_stage *st, void *dst, const void *src, size_t bytes,
+			   struct dp_err *err)
+{
+	if (!st->dev)
+		return dp_err_set(err, EINVAL, "model: dev_h2d: a cpu stage has no device");
+	return h2d(st, dst, src, bytes, err);
+}
+
+int dp_model_stage_dev_d2h(struct dp_model_stage *st, void *dst, const void *src, size_t bytes,
+			   struct dp_err *err)
+{
+	if (!st->dev)
+		return dp_err_set(err, EINVAL, "model: dev_d2h: a cpu stage has no device");
+	return d2h(st, dst, src, bytes, err);
+}
+
+int dp_model_stage_dev_gather(struct dp_model_stage *st, float *dst, const float *src,
+			      const int32_t *idx, long rows, struct dp_err *err)
+{
+	struct dp_dev_kargs a = { .a = src, .ia = idx, .y = dst, .n0 = (long)st->H };
+
+	if (!st->dev)
+		return dp_err_set(err, EINVAL, "model: dev_gather: a cpu stage has no device");
+	return rows > 0 ? kern(st, DP_DEV_K_GATHER, &a, (size_t)rows, err) : 0;
+}
+
+int dp_model_stage_dev_sync(struct dp_model_stage *st, struct dp_err *err)
+{
+	if (!st->dev)
+		return 0;
+	return st->dev->ops->sync(st->dev->dev, err);
 }
 
 /* ---- contexts ---------------------------------------------------------------- */
@@ -488,10 +569,11 @@ int devm_dispatch(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx
 		  struct dp_err *err)
 {
 	const size_t H = st->H, R = st->T * st->K;
-	struct dp_dev_kargs a = { .a = L->h, .ia = L->row_tok_d, .y = c->pk, .n0 = (long)H };
+	float *dst = st->dev->io ? packed : c->pk;
+	struct dp_dev_kargs a = { .a = L->h, .ia = L->row_tok_d, .y = dst, .n0 = (long)H };
 	int rc = kern(st, DP_DEV_K_GATHER, &a, R, err);
 
-	return rc ? rc : d2h(st, packed, c->pk, R * H * sizeof(float), err);
+	return rc ? rc : rows_out(st, packed, dst, R * H, err);
 }
 
 int devm_expert_forward(struct dp_model_stage *st, struct ectx *x, int layer, int e,
@@ -499,20 +581,21 @@ int devm_expert_forward(struct dp_model_stage *st, struct ectx *x, int layer, in
 {
 	const size_t H = st->H, F = st->F, rows = x->n;
 	struct dp_dev_kargs a = { .a = x->u, .y = x->z };
+	float *o = st->dev->io ? out : x->o;
 	int rc;
 
-	if ((rc = h2d(st, x->in, in, rows * H * sizeof(float), err)) ||
+	if ((rc = rows_in(st, x->in, in, rows * H, err)) ||
 	    (rc = mm(st, x->in, DW(st, layer, P_E1(e)), x->u, rows, H, F, 0.0f, err)) ||
 	    (rc = kern(st, DP_DEV_K_SILU, &a, rows * F, err)) ||
-	    (rc = mm(st, x->z, DW(st, layer, P_E2(e)), x->o, rows, F, H, 0.0f, err)))
+	    (rc = mm(st, x->z, DW(st, layer, P_E2(e)), o, rows, F, H, 0.0f, err)))
 		return rc;
-	return d2h(st, out, x->o, rows * H * sizeof(float), err);
+	return rows_out(st, out, o, rows * H, err);
 }
 
 int devm_combine_forward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L,
 			 const float *packed_out, struct dp_err *err)
 {
-	int rc = h2d(st, L->ey, packed_out, st->T * st->K * st->H * sizeof(float), err);
+	int rc = rows_in(st, L->ey, packed_out, st->T * st->K * st->H, err);
 
 	return rc ? rc : kern_l(st, c, L, DP_DEV_K_COMBINE, st->T, err);
 }
@@ -562,13 +645,13 @@ int devm_combine_backward(struct dp_model_stage *st, struct dp_model_ctx *c, str
 	int rc;
 
 	cb.a = dout;
-	cb.y = c->pk;
+	cb.y = st->dev->io ? packed_dy : c->pk;
 	/* shared expert; routed: packed dY = w * dOut, softmax backward; then
 	 * dh = dOut + shared + gate (attn_backward adds the experts) */
 	if ((rc = mm_t(st, dout, DW(st, layer, P_S2), L->dsu, T, F, H, 0.0f, err)) ||
 	    (rc = kern(st, DP_DEV_K_SILU_BACK, &sb, T * F, err)) ||
 	    (rc = kern(st, DP_DEV_K_COMBINE_BWD, &cb, T, err)) ||
-	    (rc = d2h(st, packed_dy, c->pk, T * K * H * sizeof(float), err)) ||
+	    (rc = rows_out(st, packed_dy, cb.y, T * K * H, err)) ||
 	    (rc = copy(st, L->dh, dout, T * H, err)) ||
 	    (rc = mm_t(st, L->dsu, DW(st, layer, P_S1), L->dh, T, H, F, 1.0f, err)) ||
 	    (rc = mm_t(st, L->dl, DW(st, layer, P_WG), L->dh, T, H, E, 1.0f, err)))
@@ -581,14 +664,15 @@ int devm_expert_backward_input(struct dp_model_stage *st, struct ectx *x, int la
 {
 	const size_t H = st->H, F = st->F, rows = x->n;
 	struct dp_dev_kargs a = { .a = x->u, .y = x->du };
+	float *o = st->dev->io ? din : x->o;
 	int rc;
 
-	if ((rc = h2d(st, x->dy, dout, rows * H * sizeof(float), err)) ||
+	if ((rc = rows_in(st, x->dy, dout, rows * H, err)) ||
 	    (rc = mm_t(st, x->dy, DW(st, layer, P_E2(e)), x->du, rows, F, H, 0.0f, err)) ||
 	    (rc = kern(st, DP_DEV_K_SILU_BACK, &a, rows * F, err)) ||
-	    (rc = mm_t(st, x->du, DW(st, layer, P_E1(e)), x->o, rows, H, F, 0.0f, err)))
+	    (rc = mm_t(st, x->du, DW(st, layer, P_E1(e)), o, rows, H, F, 0.0f, err)))
 		return rc;
-	return d2h(st, din, x->o, rows * H * sizeof(float), err);
+	return rows_out(st, din, o, rows * H, err);
 }
 
 int devm_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *c, struct lctx *L, int layer,
@@ -598,9 +682,9 @@ int devm_attn_backward(struct dp_model_stage *st, struct dp_model_ctx *c, struct
 	struct dp_dev_kargs rows = dp_model_kargs(c, L, DP_DEV_K_ADD_ROWS);
 	int rc;
 
-	rows.a = c->pk;
+	rows.a = st->dev->io ? packed_dx : c->pk;
 	/* dh += the experts' rows; then dx = dh + dq Wq' + dk Wk' + dv Wv' */
-	if ((rc = h2d(st, c->pk, packed_dx, T * K * H * sizeof(float), err)) ||
+	if ((!st->dev->io && (rc = h2d(st, c->pk, packed_dx, T * K * H * sizeof(float), err))) ||
 	    (rc = kern(st, DP_DEV_K_ADD_ROWS, &rows, T, err)) ||
 	    (rc = mm_t(st, L->dh, DW(st, layer, P_WO), L->da, T, H, H, 0.0f, err)) ||
 	    (rc = kern_l(st, c, L, DP_DEV_K_ATTN_BWD_Q, T, err)) ||

@@ -314,6 +314,155 @@ static void emu_expert_calls_match_cpu(void **state)
 	}
 }
 
+/* One micro-batch through a whole-model stage by the component calls, as
+ * an EP executor runs them; with @dev_io the packed rows stay in device
+ * buffers (dp_model_stage_dev_io).  *loss and the stage's gradients are
+ * the result.  0 or the first error. */
+static int component_pass(struct dp_model_stage *st, int dev_io, double *loss, struct dp_err *err)
+{
+	const struct dp_model_cfg *cfg = dp_model_stage_cfg(st);
+	const size_t T = (size_t)dp_model_cfg_tokens(cfg), H = (size_t)cfg->hidden;
+	const size_t bytes = T * (size_t)cfg->top_k * H * sizeof(float);
+	struct dp_model_ctx *ctx = NULL;
+	float *pk = NULL, *out = NULL, *din = NULL;
+	static int32_t tok[MAX_T], tgt[MAX_T];
+	struct dp_model_io io = { .tokens = tok, .targets = tgt };
+	int rc;
+
+	dp_model_batch(cfg, 0, 0, tok, tgt);
+	rc = dp_model_ctx_new(st, &ctx, err);
+	if (!rc && dev_io) {
+		if (!(rc = dp_model_stage_dev_io(st, 1, err)) &&
+		    !(rc = dp_model_stage_dev_alloc(st, bytes, (void **)&pk, err)) &&
+		    !(rc = dp_model_stage_dev_alloc(st, bytes, (void **)&out, err)))
+			rc = dp_model_stage_dev_alloc(st, bytes, (void **)&din, err);
+	} else if (!rc) {
+		pk = malloc(bytes);
+		out = malloc(bytes);
+		din = malloc(bytes);
+		rc = pk && out && din ? 0 : -ENOMEM;
+	}
+	dp_model_stage_zero_grad(st);
+	if (!rc)
+		rc = dp_model_forward_begin(st, ctx, &io, err);
+	for (int l = 0; l < cfg->layers && !rc; l++) {
+		const struct dp_model_route *r;
+
+		if ((rc = dp_model_attn_forward(st, ctx, l, err)) ||
+		    (rc = dp_model_dispatch(st, ctx, l, pk, err)))
+			break;
+		r = dp_model_ctx_route(ctx, l);
+		for (int e = 0; e < cfg->experts && !rc; e++) {
+			size_t o = (size_t)r->offset[e] * H;
+
+			rc = dp_model_expert_forward(st, ctx, l, e, r->offset[e + 1] - r->offset[e],
+						     pk + o, out + o, err);
+		}
+		if (!rc)
+			rc = dp_model_combine_forward(st, ctx, l, out, err);
+	}
+	if (!rc)
+		rc = dp_model_forward_end(st, ctx, NULL, loss, err);
+	if (!rc)
+		rc = dp_model_backward_begin(st, ctx, NULL, err);
+	for (int l = cfg->layers - 1; l >= 0 && !rc; l--) {
+		const struct dp_model_route *r = dp_model_ctx_route(ctx, l);
+
+		rc = dp_model_combine_backward(st, ctx, l, pk, err);
+		for (int e = 0; e < cfg->experts && !rc; e++) {
+			size_t o = (size_t)r->offset[e] * H;
+
+			rc = dp_model_expert_backward_input(
+				st, ctx, l, e, r->offset[e + 1] - r->offset[e], pk + o, din + o, err);
+		}
+		if (!rc)
+			rc = dp_model_attn_backward(st, ctx, l, din, err);
+	}
+	if (!rc)
+		rc = dp_model_backward_end(st, ctx, NULL, err);
+	if (!rc)
+		rc = dp_model_backward_weight(st, ctx, err);
+	if (dev_io) {
+		dp_model_stage_dev_free(st, pk);
+		dp_model_stage_dev_free(st, out);
+		dp_model_stage_dev_free(st, din);
+	} else {
+		free(pk);
+		free(out);
+		free(din);
+	}
+	dp_model_ctx_free(ctx);
+	return rc;
+}
+
+/* Packed rows in device memory give the same loss and gradients, bit for
+ * bit, as packed rows copied through the host: only the copies change.
+ * 0, or the error of a stage call. */
+static int dev_io_matches(const char *backend, struct dp_err *err)
+{
+	struct dp_model_cfg cfg;
+	struct dp_model_stage *st[2] = { NULL, NULL };
+	double loss[2] = { 0, 0 };
+	int rc = 0;
+
+	dp_model_cfg_default(&cfg);
+	cfg.micro_batches = 1;
+	for (int k = 0; k < 2 && !rc; k++) {
+		rc = dp_model_stage_new_split_dev(&cfg, 1, 0, backend, 0, &st[k], err);
+		if (!rc)
+			rc = component_pass(st[k], k, &loss[k], err);
+	}
+	if (!rc) {
+		struct dp_model_flat a, b;
+
+		assert_true(loss[0] > 0.5);
+		assert_true(loss[0] == loss[1]);
+		dp_model_stage_flat(st[0], &a);
+		dp_model_stage_flat(st[1], &b);
+		assert_int_equal(a.n, b.n);
+		assert_memory_equal(a.g, b.g, a.n * sizeof(float));
+		assert_true(a.g[0] != 0.0f || a.g[a.n - 1] != 0.0f);
+	}
+	dp_model_stage_free(st[0]);
+	dp_model_stage_free(st[1]);
+	return rc;
+}
+
+static void emu_dev_io_matches_host_io(void **state)
+{
+	struct dp_model_cfg cfg;
+	struct dp_model_stage *st = NULL;
+	struct dp_err err = { 0 };
+	void *p = NULL;
+
+	(void)state;
+	if (dev_io_matches("emu", &err))
+		fail_msg("%s", err.msg);
+	/* a cpu stage has no device memory to give */
+	dp_model_cfg_default(&cfg);
+	assert_int_equal(dp_model_stage_new_split(&cfg, 1, 0, &st, &err), 0);
+	assert_int_equal(dp_model_stage_dev_io(st, 1, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "cpu stage"));
+	assert_int_equal(dp_model_stage_dev_alloc(st, 64, &p, &err), -EINVAL);
+	assert_null(p);
+	dp_model_stage_free(st);
+}
+
+static void cuda_dev_io_matches_host_io(void **state)
+{
+	struct dp_err err = { 0 };
+	int rc;
+
+	(void)state;
+	rc = dev_io_matches("cuda", &err);
+	if (rc == -ENOSYS || rc == -ENODEV) {
+		print_message("skip: %s\n", err.msg);
+		skip();
+	}
+	if (rc)
+		fail_msg("%s", err.msg);
+}
+
 /* Host changes to the flat arrays reach the device after the commit (as the
  * executor's all-reduce and a checkpoint load do), and not before. */
 static void flat_commit_uploads_the_mirror(void **state)
@@ -447,6 +596,8 @@ int main(void)
 		cmocka_unit_test(emu_gemm_is_column_major),
 		cmocka_unit_test(emu_matches_cpu),
 		cmocka_unit_test(emu_expert_calls_match_cpu),
+		cmocka_unit_test(emu_dev_io_matches_host_io),
+		cmocka_unit_test(cuda_dev_io_matches_host_io),
 		cmocka_unit_test(flat_commit_uploads_the_mirror),
 		cmocka_unit_test(cuda_matches_cpu),
 	};
