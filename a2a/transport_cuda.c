@@ -279,6 +279,11 @@ int dp_a2a_cuda_exchange(struct dp_a2a_ep *ep, const void *const *sendbuf, const
 	if (!ep || ep->tp != &dp_a2a_cuda)
 		return dp_err_set(err, EINVAL, "a2a: cuda: exchange needs a cuda endpoint");
 	e = cuda_of(ep);
+	/* the caller's thread (an executor's communication thread) may not
+	 * have this endpoint's device current */
+	ce = cudaSetDevice(e->dev);
+	if (ce != cudaSuccess)
+		return cuda_fail(err, "exchange", ce);
 	(void)ncclGroupStart();
 	for (int j = 0; j < ep->world && nr == ncclSuccess; j++) {
 		if (sendlen[j])

@@ -14,7 +14,10 @@
  * routed experts of each layer are split over the group (expert e on EP rank
  * dp_model_expert_owner(), E / ep each); the MoE block sends each token's
  * rows to the owner of its expert and back through a2a/ (dispatch/combine),
- * on one communication thread per rank.  Gradients of everything but the
+ * on one communication thread per rank; on a device backend (emu, or cuda
+ * over the cuda a2a transport, which a "tcp" ep_comm becomes) the rows stay
+ * in device memory and move by dp_a2a_alltoallv (docs/executor.md, "Device
+ * rows").  Gradients of everything but the
  * routed experts are summed over the group (EP rank order) after the step,
  * then every gradient over the dp replicas (replica order).
  *
@@ -160,6 +163,9 @@ struct dp_exec_times {
 	long n_f, n_b, n_i, n_w, n_fb;
 	double f, b, i, w, fb;
 	long n_overlapped;
+	/* EP exchanges whose rows stayed in device memory (a device backend:
+	 * emu, or cuda over the cuda transport) */
+	long n_dev_exchanges;
 };
 void dp_exec_times(const struct dp_exec *ex, struct dp_exec_times *out);
 

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/dp_util.h"
 #include "worker/dp_dev.h"
 #include "worker/dp_exec.h"
 
@@ -182,10 +183,26 @@ static int sender_flush(struct sender *s, struct dp_err *err)
 
 /* ---- EP communication thread: one a2a job at a time ---------------------- */
 
+/* The a2a plan of one (micro-batch, layer), kept from its forward to the end
+ * of its backward-for-input, and where each received row goes. */
+struct ep_layer {
+	struct dp_a2a_plan *plan;
+	int nrecv;
+	int *order; /* [nrecv]: received row of local packed row k */
+	int *inv;   /* device rows: [nrecv]: local packed row of received row i */
+	int *loff;  /* [experts/ep + 1]: local expert i has packed rows loff[i].. */
+	size_t *cnt; /* device rows: [2 ep]: rows sent to, then received from, each EP rank */
+};
+
 enum { JOB_PLAN_DISPATCH = 1, JOB_DISPATCH, JOB_COMBINE };
+
+struct ep_layer;
 
 struct comm_job {
 	int kind;
+	struct ep_layer *el;	   /* device rows (dp_exec devep): the layer's counts */
+	size_t cap;		   /* device PLAN_DISPATCH: rows rx holds */
+	size_t need;		   /* set by device PLAN_DISPATCH: rx needs this many rows */
 	struct dp_a2a_plan **plan; /* PLAN_DISPATCH builds it; others use *plan */
 	int n;			   /* rows of this rank (T*K), one expert each */
 	const int32_t *idx;	   /* PLAN_DISPATCH: expert of each row */
@@ -199,20 +216,83 @@ struct commth {
 	struct dp_a2a_comm *comm;
 	enum dp_a2a_algo algo;
 	size_t H;
+	int ep, nloc;
+	int on_device;	/* rows are CUDA device memory (the cuda transport) */
+	size_t *v;	/* [4 ep]: alltoallv offsets and lengths */
+	long ndev;	/* exchanges of device rows */
 	pthread_t th;
 	int started;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
-	const struct comm_job *job;
+	struct comm_job *job;
 	int state; /* 0 idle, 1 submitted, 2 done */
 	int stop, rc;
 	struct dp_err err;
 };
 
-static int run_job(struct commth *ct, const struct comm_job *j, struct dp_err *err)
+/* Device rows: the layer's row counts per EP rank from the plan (sent:
+ * packed rows are sorted by expert, so by owner; received: by source). */
+static int dev_counts(struct commth *ct, const struct comm_job *j, struct dp_err *err)
+{
+	struct ep_layer *el = j->el;
+	const struct dp_a2a_recv *rv = dp_a2a_plan_recv(*j->plan);
+	int n = dp_a2a_plan_recv_count(*j->plan);
+
+	if (!el->cnt)
+		el->cnt = calloc(2 * (size_t)ct->ep, sizeof(size_t));
+	if (!el->cnt)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	memset(el->cnt, 0, 2 * (size_t)ct->ep * sizeof(size_t));
+	for (int i = 0; i < j->n; i++)
+		el->cnt[j->idx[i] / ct->nloc]++;
+	for (int i = 0; i < n; i++)
+		el->cnt[ct->ep + rv[i].src_rank]++;
+	return 0;
+}
+
+/* Device rows: one alltoallv of whole rows with the layer's counts, from
+ * packed (by owner) to received (by source) order, or back (@back). */
+static int dev_exchange(struct commth *ct, const struct ep_layer *el, int back, const float *in,
+			float *out, struct dp_err *err)
+{
+	const size_t rb = ct->H * sizeof(float), *sc = el->cnt + (back ? ct->ep : 0),
+		     *rc = el->cnt + (back ? 0 : ct->ep);
+	size_t *soff = ct->v, *slen = soff + ct->ep, *roff = slen + ct->ep, *rlen = roff + ct->ep;
+	size_t so = 0, ro = 0;
+
+	for (int k = 0; k < ct->ep; k++) {
+		soff[k] = so;
+		slen[k] = sc[k] * rb;
+		so += slen[k];
+		roff[k] = ro;
+		rlen[k] = rc[k] * rb;
+		ro += rlen[k];
+	}
+	ct->ndev++;
+	return dp_a2a_alltoallv(ct->comm, in, soff, slen, out, roff, rlen, ct->on_device, err);
+}
+
+static int run_job(struct commth *ct, struct comm_job *j, struct dp_err *err)
 {
 	int rc;
 
+	if (j->el && j->kind == JOB_PLAN_DISPATCH) {
+		size_t n;
+
+		rc = dp_a2a_plan_build(ct->comm, ct->algo, j->n, 1, j->idx, j->w, j->plan, err);
+		if (!rc)
+			rc = dev_counts(ct, j, err);
+		if (rc)
+			return rc;
+		n = (size_t)dp_a2a_plan_recv_count(*j->plan);
+		if (n > j->cap) { /* the compute thread grows rx, then DISPATCH */
+			j->need = n;
+			return 0;
+		}
+		return dev_exchange(ct, j->el, 0, j->in, j->out, err);
+	}
+	if (j->el)
+		return dev_exchange(ct, j->el, j->kind == JOB_COMBINE, j->in, j->out, err);
 	switch (j->kind) {
 	case JOB_PLAN_DISPATCH: {
 		size_t n;
@@ -265,7 +345,7 @@ static void *comm_main(void *arg)
 }
 
 /* Hand @j (borrowed until comm_wait) to the communication thread. */
-static void comm_submit(struct commth *ct, const struct comm_job *j)
+static void comm_submit(struct commth *ct, struct comm_job *j)
 {
 	(void)pthread_mutex_lock(&ct->mu);
 	assert(ct->state == 0);
@@ -304,18 +384,11 @@ static void comm_stop(struct commth *ct)
 	}
 	dp_a2a_comm_close(ct->comm);
 	ct->comm = NULL;
+	free(ct->v);
+	ct->v = NULL;
 }
 
 /* ---- executor ------------------------------------------------------------ */
-
-/* The a2a plan of one (micro-batch, layer), kept from its forward to the end
- * of its backward-for-input, and where each received row goes. */
-struct ep_layer {
-	struct dp_a2a_plan *plan;
-	int nrecv;
-	int *order; /* [nrecv]: received row of local packed row k */
-	int *loff;  /* [experts/ep + 1]: local expert i has packed rows loff[i].. */
-};
 
 struct chunk {
 	struct dp_model_stage *st;
@@ -342,6 +415,11 @@ struct dp_exec {
 	struct dp_pp_link **links; /* borrowed */
 	struct sender *snd;	   /* [nranks] */
 	struct commth ct;	   /* ep > 1 */
+	/* ep > 1 on a device stage: the packed expert rows stay in device
+	 * memory (dp_model_stage_dev_io) and move by dp_a2a_alltoallv; one
+	 * buffer set for forward tasks, one for backward tasks */
+	int devep;
+	struct dbuf *db; /* [2]: backward, forward */
 	struct ep_layer **epl;	   /* [legs][mpl]: [layers of the chunk], ep > 1 */
 	struct dp_exec_times times;
 	float **box;		    /* [2 (in/out)][2 kinds][legs][mpl] */
@@ -355,6 +433,15 @@ struct dp_exec {
 	struct dp_exec_op_time *tl; /* [nops]: timeline of the last step */
 	size_t ntl;
 	double tl_t0, tl_t1;
+};
+
+/* Device buffers of one kind of task (devep), allocated from chunk 0's
+ * stage and kept: pk, pk2 of T*K rows, rx, lin, lout of cap rows, ord of
+ * 2 cap indices (gather order in, then out). */
+struct dbuf {
+	float *pk, *pk2, *rx, *lin, *lout;
+	int32_t *ord;
+	size_t cap;
 };
 
 static double mono_s(void)
@@ -431,7 +518,9 @@ static void epl_release(struct dp_exec *ex, int i)
 	for (int l = 0; l < count; l++) {
 		dp_a2a_plan_free(el[l].plan);
 		free(el[l].order);
+		free(el[l].inv);
 		free(el[l].loff);
+		free(el[l].cnt);
 	}
 	free(el);
 	ex->epl[i] = NULL;
@@ -465,6 +554,14 @@ void dp_exec_free(struct dp_exec *ex)
 			free(ex->box[i]);
 		free(ex->box);
 	}
+	for (int i = 0; ex->db && i < 2; i++) {
+		struct dbuf *b = &ex->db[i];
+		void *p[] = { b->pk, b->pk2, b->rx, b->lin, b->lout, b->ord };
+
+		for (size_t k = 0; k < DP_ARRAY_SIZE(p); k++)
+			dp_model_stage_dev_free(ex->ch[0].st, p[k]);
+	}
+	free(ex->db);
 	for (int i = 0; i < 2; i++) {
 		for (int j = 0; j < ex->ch[i].nfree; j++)
 			dp_model_ctx_free(ex->ch[i].pool[j]);
@@ -478,6 +575,60 @@ void dp_exec_free(struct dp_exec *ex)
 	free(ex->tl);
 	dp_sched_free(ex->sched);
 	free(ex);
+}
+
+static int is_backend(const struct dp_exec *ex, const char *name)
+{
+	return ex->cfg.backend && strcmp(ex->cfg.backend, name) == 0;
+}
+
+/* devep: the chunks take device rows; pk and pk2 of both buffer sets. */
+static int dev_buffers(struct dp_exec *ex, struct dp_err *err)
+{
+	const size_t bytes =
+		(size_t)ex->T * (size_t)ex->cfg.model.top_k * (size_t)ex->H * sizeof(float);
+	struct dp_model_stage *st = ex->ch[0].st;
+	int rc = 0;
+
+	ex->db = calloc(2, sizeof(*ex->db));
+	if (!ex->db)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	for (int i = 0; i < ex->nch && !rc; i++)
+		rc = dp_model_stage_dev_io(ex->ch[i].st, 1, err);
+	for (int i = 0; i < 2 && !rc; i++)
+		if (!(rc = dp_model_stage_dev_alloc(st, bytes, (void **)&ex->db[i].pk, err)))
+			rc = dp_model_stage_dev_alloc(st, bytes, (void **)&ex->db[i].pk2, err);
+	/* zeroed on chunk 0's streams: done before another chunk uses them */
+	return rc ? rc : dp_model_stage_dev_sync(st, err);
+}
+
+/* devep: room for @rows received rows in @b (contents not kept). */
+static int dev_grow(struct dp_exec *ex, struct dbuf *b, size_t rows, struct dp_err *err)
+{
+	struct dp_model_stage *st = ex->ch[0].st;
+	const size_t rb = (size_t)ex->H * sizeof(float);
+	size_t cap = b->cap + b->cap / 2;
+	int rc;
+
+	if (rows <= b->cap)
+		return 0;
+	if (cap < rows)
+		cap = rows;
+	dp_model_stage_dev_free(st, b->rx);
+	dp_model_stage_dev_free(st, b->lin);
+	dp_model_stage_dev_free(st, b->lout);
+	dp_model_stage_dev_free(st, b->ord);
+	b->rx = b->lin = b->lout = NULL;
+	b->ord = NULL;
+	b->cap = 0;
+	if ((rc = dp_model_stage_dev_alloc(st, cap * rb, (void **)&b->rx, err)) ||
+	    (rc = dp_model_stage_dev_alloc(st, cap * rb, (void **)&b->lin, err)) ||
+	    (rc = dp_model_stage_dev_alloc(st, cap * rb, (void **)&b->lout, err)) ||
+	    (rc = dp_model_stage_dev_alloc(st, 2 * cap * sizeof(int32_t), (void **)&b->ord, err)) ||
+	    (rc = dp_model_stage_dev_sync(st, err)))
+		return rc;
+	b->cap = cap;
+	return 0;
 }
 
 static int open_ep(struct dp_exec *ex, struct dp_err *err)
@@ -499,11 +650,27 @@ static int open_ep(struct dp_exec *ex, struct dp_err *err)
 	if (cc.nodes * cc.ranks_per_node != ex->ep)
 		return dp_err_set(err, EINVAL, "exec: a2a shape %d x %d is not ep %d", cc.nodes,
 				  cc.ranks_per_node, ex->ep);
+	/* a cuda stage between hosts: the cuda transport (its messages on the
+	 * same tcp addresses) moves the rows GPU to GPU */
+	if (is_backend(ex, "cuda") && cc.transport && strcmp(cc.transport, "tcp") == 0) {
+		cc.transport = "cuda";
+		cc.cuda_device = ex->cfg.device;
+	}
 	rc = dp_a2a_comm_open(&cc, &ct->comm, err);
 	if (rc)
 		return dp_err_prefix(err, "exec: rank %d: ep group", ex->cfg.rank);
 	ct->algo = ex->cfg.ep_algo;
 	ct->H = (size_t)ex->H;
+	ct->ep = ex->ep;
+	ct->nloc = ex->nloc;
+	ct->on_device = dp_a2a_comm_on_device(ct->comm);
+	ct->v = calloc(4 * (size_t)ex->ep, sizeof(size_t));
+	if (!ct->v)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	/* emu memory is host memory: any transport moves it */
+	ex->devep = is_backend(ex, "emu") || (is_backend(ex, "cuda") && ct->on_device);
+	if (ex->devep && (rc = dev_buffers(ex, err)))
+		return rc;
 	(void)pthread_mutex_init(&ct->mu, NULL);
 	(void)pthread_cond_init(&ct->cv, NULL);
 	if (pthread_create(&ct->th, NULL, comm_main, ct)) {
@@ -723,13 +890,16 @@ struct task {
 	size_t cap;	   /* rows of rx (backward), lin, lout */
 	int32_t *idx;	   /* [T*K] expert of each packed row */
 	float *ones;	   /* [T*K] */
+	struct dbuf *db;   /* devep: the device buffers (pk, pk2 are theirs) */
 	struct comm_job job;
 };
 
 static void task_release(struct task *t)
 {
-	free(t->pk);
-	free(t->pk2);
+	if (!t->db) {
+		free(t->pk);
+		free(t->pk2);
+	}
 	free(t->rx);
 	free(t->lin);
 	free(t->lout);
@@ -749,8 +919,14 @@ static int task_init(struct dp_exec *ex, struct task *t, struct dp_err *err)
 	if (t->fwd && !ex->epl[slot] && count)
 		ex->epl[slot] = calloc((size_t)count, sizeof(struct ep_layer));
 	t->el = ex->epl[slot];
-	t->pk = malloc(rows * (size_t)ex->H * sizeof(float));
-	t->pk2 = malloc(rows * (size_t)ex->H * sizeof(float));
+	if (ex->devep) {
+		t->db = &ex->db[t->fwd];
+		t->pk = t->db->pk;
+		t->pk2 = t->db->pk2;
+	} else {
+		t->pk = malloc(rows * (size_t)ex->H * sizeof(float));
+		t->pk2 = malloc(rows * (size_t)ex->H * sizeof(float));
+	}
 	t->idx = malloc(rows * sizeof(int32_t));
 	t->ones = malloc(rows * sizeof(float));
 	if ((count && !t->el) || !t->pk || !t->pk2 || !t->idx || !t->ones)
@@ -803,8 +979,9 @@ static int build_order(struct dp_exec *ex, struct ep_layer *el, struct dp_err *e
 
 	el->nrecv = n;
 	el->order = malloc((size_t)(n ? n : 1) * sizeof(int));
+	el->inv = ex->devep ? malloc((size_t)(n ? n : 1) * sizeof(int)) : NULL;
 	el->loff = calloc((size_t)ex->nloc + 1, sizeof(int));
-	if (!el->order || !el->loff)
+	if (!el->order || !el->loff || (ex->devep && !el->inv))
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	for (int i = 0; i < n; i++) {
 		int e = rv[i].expert[0] - e0;
@@ -828,7 +1005,37 @@ static int build_order(struct dp_exec *ex, struct ep_layer *el, struct dp_err *e
 		}
 		free(fill);
 	}
+	for (int k = 0; el->inv && k < n; k++)
+		el->inv[el->order[k]] = k;
 	return 0;
+}
+
+/* local_experts with device rows (devep): the same moves as row gathers
+ * on the device, by the layer's order uploaded next to them. */
+static int local_experts_dev(struct dp_exec *ex, struct task *t, int layer, struct ep_layer *el,
+			     struct dp_err *err)
+{
+	struct dp_model_stage *st = t->c->st;
+	struct dbuf *b = t->db;
+	const size_t H = (size_t)ex->H, n = (size_t)el->nrecv;
+	int rc;
+
+	if (!n)
+		return 0;
+	if ((rc = dp_model_stage_dev_h2d(st, b->ord, el->order, n * sizeof(int32_t), err)) ||
+	    (rc = dp_model_stage_dev_h2d(st, b->ord + b->cap, el->inv, n * sizeof(int32_t), err)) ||
+	    (rc = dp_model_stage_dev_gather(st, b->lin, b->rx, b->ord, (long)n, err)))
+		return rc;
+	for (int i = 0; i < ex->nloc && !rc; i++) {
+		const int e = ex->erank * ex->nloc + i, m = el->loff[i + 1] - el->loff[i];
+		const size_t off = (size_t)el->loff[i] * H;
+
+		rc = t->fwd ? dp_model_expert_forward(st, t->ctx, layer, e, m, b->lin + off,
+						      b->lout + off, err)
+			    : dp_model_expert_backward_input(st, t->ctx, layer, e, m, b->lin + off,
+							     b->lout + off, err);
+	}
+	return rc ? rc : dp_model_stage_dev_gather(st, b->rx, b->lout, b->ord + b->cap, (long)n, err);
 }
 
 /* The expert MLPs this rank owns on the rows in t->rx (forward or
@@ -873,10 +1080,13 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 		if (t->fwd)
 			rc = build_order(ex, el, err);
 		if (!rc)
-			rc = local_experts(ex, t, layer, el, err);
-		t->job = (struct comm_job){
-			.kind = JOB_COMBINE, .plan = &el->plan, .in = t->rx, .out = t->pk2
-		};
+			rc = t->db ? local_experts_dev(ex, t, layer, el, err)
+				   : local_experts(ex, t, layer, el, err);
+		t->job = (struct comm_job){ .kind = JOB_COMBINE,
+					    .plan = &el->plan,
+					    .el = t->db ? el : NULL,
+					    .in = t->db ? t->db->rx : t->rx,
+					    .out = t->pk2 };
 	} else if (t->fwd) {
 		const int layer = first + li;
 
@@ -900,7 +1110,13 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 						    .w = t->ones,
 						    .in = t->pk,
 						    .rx = &t->rx };
-			t->cap = 0; /* rx is reallocated by the exchange */
+			if (t->db) {
+				t->job.el = &t->el[li];
+				t->job.out = t->db->rx;
+				t->job.cap = t->db->cap;
+			} else {
+				t->cap = 0; /* rx is reallocated by the exchange */
+			}
 		}
 	} else {
 		const int layer = first + count - 1 - li;
@@ -915,13 +1131,21 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 			struct ep_layer *el = &t->el[layer - first];
 
 			rc = dp_model_combine_backward(st, t->ctx, layer, t->pk, err);
-			if (!rc && grow(t, (size_t)el->nrecv, (size_t)ex->H, 1))
+			if (!rc && t->db)
+				rc = dev_grow(ex, t->db, (size_t)el->nrecv, err);
+			else if (!rc && grow(t, (size_t)el->nrecv, (size_t)ex->H, 1))
 				rc = dp_err_set(err, ENOMEM, "exec: out of memory");
-			t->job = (struct comm_job){
-				.kind = JOB_DISPATCH, .plan = &el->plan, .in = t->pk, .out = t->rx
-			};
+			t->job = (struct comm_job){ .kind = JOB_DISPATCH,
+						    .plan = &el->plan,
+						    .el = t->db ? el : NULL,
+						    .in = t->pk,
+						    .out = t->db ? t->db->rx : t->rx };
 		}
 	}
+	/* device rows: the exchange (another stream, another thread) or the
+	 * next task on these buffers reads what the queued kernels write */
+	if (!rc && t->db)
+		rc = dp_model_stage_dev_sync(st, err);
 	if (!rc)
 		t->step++;
 	return rc;
@@ -959,12 +1183,30 @@ static int run_tasks(struct dp_exec *ex, struct task *const *t, int n, struct dp
 				ran = 1;
 			}
 		if (!ran && busy >= 0) {
+			struct task *b = t[busy];
+
 			rc = comm_wait(&ex->ct, err);
 			if (rc) {
 				busy = -1;
 				goto out;
 			}
-			t[busy]->step++;
+			if (b->job.need) {
+				/* device rows: the plan is built, rx too small;
+				 * grow it here, then move the rows at once (every
+				 * rank of the group must see the same order of
+				 * exchanges) */
+				rc = dev_grow(ex, b->db, b->job.need, err);
+				if (rc) {
+					busy = -1;
+					goto out;
+				}
+				b->job.kind = JOB_DISPATCH;
+				b->job.out = b->db->rx;
+				b->job.need = 0;
+				comm_submit(&ex->ct, &b->job);
+				continue;
+			}
+			b->step++;
 			busy = -1;
 		}
 	}
@@ -1648,4 +1890,5 @@ int dp_exec_owns_expert(const struct dp_exec *ex, int e)
 void dp_exec_times(const struct dp_exec *ex, struct dp_exec_times *out)
 {
 	*out = ex->times;
+	out->n_dev_exchanges = ex->ct.ndev;
 }

@@ -62,6 +62,7 @@ struct rank_res {
 	int peak;
 	int nch;
 	long overlapped;
+	long dev_exchanges; /* EP exchanges of device rows */
 	struct chunk_res ch[MAX_CHUNK];
 };
 
@@ -157,6 +158,7 @@ static int rank_child(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, 
 	}
 	dp_exec_times(ex, &tm);
 	r.overlapped = tm.n_overlapped;
+	r.dev_exchanges = tm.n_dev_exchanges;
 	if (write_all(fd, &r, sizeof(r)))
 		goto fail;
 	for (int c = 0; c < r.nch; c++) {
@@ -926,6 +928,14 @@ static void check_backend(const char *backend, double loss_rel, int params)
 		  .overlap = 1,
 		  .transport = "shm" },
 		{ .algo = DP_SCHED_1F1B, .pp = 2, .dp = 2, .micro = 4 },
+		/* two "nodes" over tcp (cuda: the cuda transport, NCCL) */
+		{ .algo = DP_SCHED_DUALPIPEV,
+		  .pp = 2,
+		  .ep = 2,
+		  .micro = 4,
+		  .overlap = 1,
+		  .two_hop = 1,
+		  .transport = "tcp" },
 	};
 	struct dp_model_cfg mc;
 	double worst_g = 0, worst_w = 0, worst_l = 0;
@@ -934,6 +944,7 @@ static void check_backend(const char *backend, double loss_rel, int params)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct tcase dev = cases[i];
 		const int ep = dev.ep > 1 ? dev.ep : 1, n = (dev.dp > 1 ? dev.dp : 1) * dev.pp * ep;
+		const int nstages = dev.algo == DP_SCHED_DUALPIPEV ? 2 * dev.pp : dev.pp;
 		struct rank_res a[MAX_RANKS], b[MAX_RANKS];
 		char what[96];
 
@@ -944,6 +955,13 @@ static void check_backend(const char *backend, double loss_rel, int params)
 		run_pipeline(&dev, b);
 		for (int r = 0; r < n; r++) {
 			assert_int_equal(a[r].nch, b[r].nch);
+			/* a device stage keeps the EP rows on the device: emu
+			 * always, cuda where the transport is cuda (tcp) */
+			assert_int_equal(a[r].dev_exchanges, 0);
+			if (ep > 1 && (strcmp(backend, "emu") == 0 || strcmp(dev.transport, "tcp") == 0))
+				assert_true(b[r].dev_exchanges >= 4L * STEPS);
+			else
+				assert_int_equal(b[r].dev_exchanges, 0);
 			for (int k = 0; k < STEPS; k++) {
 				const double d = fabs(a[r].loss[k] - b[r].loss[k]);
 
@@ -953,8 +971,8 @@ static void check_backend(const char *backend, double loss_rel, int params)
 			for (int c = 0; params && c < a[r].nch; c++) {
 				struct dp_model_stage *st = NULL;
 
-				assert_int_equal(dp_model_stage_new_split(
-							 &mc, dev.pp, a[r].ch[c].stage, &st, NULL),
+				assert_int_equal(dp_model_stage_new_split(&mc, nstages, a[r].ch[c].stage,
+									  &st, NULL),
 						 0);
 				(void)snprintf(what, sizeof(what), "%s ep %d %s rank %d chunk %d",
 					       dp_sched_algo_name(dev.algo), ep, backend, r, c);
