@@ -46,9 +46,10 @@ static int host_alltoallv(struct dp_a2a_comm *c, const char *send, const size_t 
 			return rc;
 		if (n != rlen[j]) {
 			free(b);
-			return dp_err_set(err, EPROTO,
-					  "a2a: alltoallv: rank %d sent %zu bytes, rank %d expected %zu",
-					  j, n, c->rank, rlen[j]);
+			return dp_err_set(
+				err, EPROTO,
+				"a2a: alltoallv: rank %d sent %zu bytes, rank %d expected %zu", j,
+				n, c->rank, rlen[j]);
 		}
 		if (n)
 			memcpy(recv + roff[j], b, n);
@@ -89,9 +90,10 @@ int dp_a2a_alltoallv(struct dp_a2a_comm *c, const void *send, const size_t *soff
 	if (c->busy)
 		return dp_err_set(err, EBUSY, "a2a: an exchange is already in flight");
 	if (on_device && c->ep->tp != &dp_a2a_cuda)
-		return dp_err_set(err, EINVAL,
-				  "a2a: alltoallv: device memory needs the cuda transport, not '%s'",
-				  c->ep->tp->name);
+		return dp_err_set(
+			err, EINVAL,
+			"a2a: alltoallv: device memory needs the cuda transport, not '%s'",
+			c->ep->tp->name);
 	c->busy = 1;
 	rc = on_device ? dev_alltoallv(c, send, soff, slen, recv, roff, rlen, err)
 		       : host_alltoallv(c, send, soff, slen, recv, roff, rlen, err);

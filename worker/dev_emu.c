@@ -142,7 +142,8 @@ static void emu_free(struct dp_dev *d, void *p)
 /* A copy between device @dev and host @host, checked as a GPU would. */
 static int emu_copy(void *dst, const void *src, size_t bytes, int to_dev, struct dp_err *err)
 {
-	const void *dev = to_dev ? (const void *)dst : src, *host = to_dev ? src : (const void *)dst;
+	const void *dev = to_dev ? (const void *)dst : src,
+		   *host = to_dev ? src : (const void *)dst;
 	int d, h;
 
 	if (!bytes)
@@ -152,8 +153,8 @@ static int emu_copy(void *dst, const void *src, size_t bytes, int to_dev, struct
 	h = where(host, bytes);
 	(void)pthread_mutex_unlock(&blocks_mu);
 	if (d != 1 || h != -1)
-		return dp_err_set(err, EFAULT, "model: emu: %s of %zu bytes: %s", to_dev ? "h2d" : "d2h",
-				  bytes,
+		return dp_err_set(err, EFAULT, "model: emu: %s of %zu bytes: %s",
+				  to_dev ? "h2d" : "d2h", bytes,
 				  d != 1 ? "the device side is not device memory"
 					 : "the host side is device memory");
 	memcpy(dst, src, bytes);

@@ -188,9 +188,9 @@ static int sender_flush(struct sender *s, struct dp_err *err)
 struct ep_layer {
 	struct dp_a2a_plan *plan;
 	int nrecv;
-	int *order; /* [nrecv]: received row of local packed row k */
-	int *inv;   /* device rows: [nrecv]: local packed row of received row i */
-	int *loff;  /* [experts/ep + 1]: local expert i has packed rows loff[i].. */
+	int *order;  /* [nrecv]: received row of local packed row k */
+	int *inv;    /* device rows: [nrecv]: local packed row of received row i */
+	int *loff;   /* [experts/ep + 1]: local expert i has packed rows loff[i].. */
 	size_t *cnt; /* device rows: [2 ep]: rows sent to, then received from, each EP rank */
 };
 
@@ -217,9 +217,9 @@ struct commth {
 	enum dp_a2a_algo algo;
 	size_t H;
 	int ep, nloc;
-	int on_device;	/* rows are CUDA device memory (the cuda transport) */
-	size_t *v;	/* [4 ep]: alltoallv offsets and lengths */
-	long ndev;	/* exchanges of device rows */
+	int on_device; /* rows are CUDA device memory (the cuda transport) */
+	size_t *v;     /* [4 ep]: alltoallv offsets and lengths */
+	long ndev;     /* exchanges of device rows */
 	pthread_t th;
 	int started;
 	pthread_mutex_t mu;
@@ -419,8 +419,8 @@ struct dp_exec {
 	 * memory (dp_model_stage_dev_io) and move by dp_a2a_alltoallv; one
 	 * buffer set for forward tasks, one for backward tasks */
 	int devep;
-	struct dbuf *db; /* [2]: backward, forward */
-	struct ep_layer **epl;	   /* [legs][mpl]: [layers of the chunk], ep > 1 */
+	struct dbuf *db;       /* [2]: backward, forward */
+	struct ep_layer **epl; /* [legs][mpl]: [layers of the chunk], ep > 1 */
 	struct dp_exec_times times;
 	float **box;		    /* [2 (in/out)][2 kinds][legs][mpl] */
 	struct dp_model_ctx **live; /* [legs][mpl] */
@@ -999,14 +999,14 @@ static int build_order(struct dp_exec *ex, struct ep_layer *el, struct dp_err *e
 		if (!fill)
 			return dp_err_set(err, ENOMEM, "exec: out of memory");
 		for (int i = 0; i < n; i++) {
-			int e = rv[i].expert[0] - e0;
+			int e = rv[i].expert[0] - e0, k = el->loff[e] + fill[e]++;
 
-			el->order[el->loff[e] + fill[e]++] = i;
+			el->order[k] = i;
+			if (el->inv)
+				el->inv[i] = k;
 		}
 		free(fill);
 	}
-	for (int k = 0; el->inv && k < n; k++)
-		el->inv[el->order[k]] = k;
 	return 0;
 }
 
@@ -1035,7 +1035,8 @@ static int local_experts_dev(struct dp_exec *ex, struct task *t, int layer, stru
 			    : dp_model_expert_backward_input(st, t->ctx, layer, e, m, b->lin + off,
 							     b->lout + off, err);
 	}
-	return rc ? rc : dp_model_stage_dev_gather(st, b->rx, b->lout, b->ord + b->cap, (long)n, err);
+	return rc ? rc
+		  : dp_model_stage_dev_gather(st, b->rx, b->lout, b->ord + b->cap, (long)n, err);
 }
 
 /* The expert MLPs this rank owns on the rows in t->rx (forward or

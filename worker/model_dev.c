@@ -360,8 +360,10 @@ int dp_model_stage_dev_h2d(struct dp_model_stage *st, void *dst, const void *src
 	return h2d(st, dst, src, bytes, err);
 }
 
-int dp_model_stage_dev_d2h(struct dp_model_stage *st, void *dst, const void *src, size_t bytes,
-			   struct dp_err *err)
+int dp_model_stage_dev_d2h(
+	struct dp_model_stage *st,
+	void *dst, // NOLINT(readability-non-const-parameter): written by the copy
+	const void *src, size_t bytes, struct dp_err *err)
 {
 	if (!st->dev)
 		return dp_err_set(err, EINVAL, "model: dev_d2h: a cpu stage has no device");

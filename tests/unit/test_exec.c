@@ -958,7 +958,8 @@ static void check_backend(const char *backend, double loss_rel, int params)
 			/* a device stage keeps the EP rows on the device: emu
 			 * always, cuda where the transport is cuda (tcp) */
 			assert_int_equal(a[r].dev_exchanges, 0);
-			if (ep > 1 && (strcmp(backend, "emu") == 0 || strcmp(dev.transport, "tcp") == 0))
+			if (ep > 1 &&
+			    (strcmp(backend, "emu") == 0 || strcmp(dev.transport, "tcp") == 0))
 				assert_true(b[r].dev_exchanges >= 4L * STEPS);
 			else
 				assert_int_equal(b[r].dev_exchanges, 0);
@@ -966,13 +967,16 @@ static void check_backend(const char *backend, double loss_rel, int params)
 				const double d = fabs(a[r].loss[k] - b[r].loss[k]);
 
 				worst_l = fmax(worst_l, a[r].loss[k] > 0 ? d / a[r].loss[k] : d);
-				assert_true(d <= loss_rel * fabs(a[r].loss[k]));
+				if (!(d <= loss_rel * fabs(a[r].loss[k])))
+					fail_msg("%s ep %d %s rank %d step %d: loss %.9g, cpu %.9g",
+						 dp_sched_algo_name(dev.algo), ep, backend, r, k,
+						 b[r].loss[k], a[r].loss[k]);
 			}
 			for (int c = 0; params && c < a[r].nch; c++) {
 				struct dp_model_stage *st = NULL;
 
-				assert_int_equal(dp_model_stage_new_split(&mc, nstages, a[r].ch[c].stage,
-									  &st, NULL),
+				assert_int_equal(dp_model_stage_new_split(
+							 &mc, nstages, a[r].ch[c].stage, &st, NULL),
 						 0);
 				(void)snprintf(what, sizeof(what), "%s ep %d %s rank %d chunk %d",
 					       dp_sched_algo_name(dev.algo), ep, backend, r, c);

@@ -372,8 +372,9 @@ static int component_pass(struct dp_model_stage *st, int dev_io, double *loss, s
 		for (int e = 0; e < cfg->experts && !rc; e++) {
 			size_t o = (size_t)r->offset[e] * H;
 
-			rc = dp_model_expert_backward_input(
-				st, ctx, l, e, r->offset[e + 1] - r->offset[e], pk + o, din + o, err);
+			rc = dp_model_expert_backward_input(st, ctx, l, e,
+							    r->offset[e + 1] - r->offset[e], pk + o,
+							    din + o, err);
 		}
 		if (!rc)
 			rc = dp_model_attn_backward(st, ctx, l, din, err);
