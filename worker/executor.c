@@ -1634,65 +1634,101 @@ static size_t replicated(struct dp_model_stage *st, float *buf, int back)
 	return n;
 }
 
+/* Shard @k of @count of @n floats: [*off, *off + *len), the first n %
+ * count shards one float longer. */
+static void shard_of(size_t n, int count, int k, size_t *off, size_t *len)
+{
+	const size_t q = n / (size_t)count, r = n % (size_t)count, kk = (size_t)k;
+
+	*off = kk * q + (kk < r ? kk : r);
+	*len = q + (kk < r);
+}
+
+/* Queue @len floats at @src for global rank @peer as message (@kind, leg
+ * @c, micro @phase) of this step (copied: the caller's buffer stays its). */
+static int post_floats(struct dp_exec *ex, int peer, int kind, int c, int phase, const float *src,
+		       size_t len, struct dp_err *err)
+{
+	struct msg_hdr h = {
+		.magic = MSG_MAGIC, .kind = (uint8_t)kind, .leg = (uint8_t)c, .micro = phase
+	};
+	float *copy = malloc(len * sizeof(float) + 1);
+
+	if (!copy)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	if (len)
+		memcpy(copy, src, len * sizeof(float));
+	h.step = ex->step;
+	h.bytes = len * sizeof(float);
+	return sender_post(&ex->snd[peer], &h, copy, err);
+}
+
 /* Sum @buf[c] (@n[c] floats, c < nch) over @count ranks, global rank
  * @base + j * @stride for j = 0..count-1 (this rank is j = @me), into
- * @buf on every one of them: each adds the ranks' values in j order
- * (0 + 1 + 2 ...) from the same bits, so all get the same result.  All
- * sends are queued before the first receive (no deadlock on socket
- * buffers).  Messages are @kind, leg c, micro-batch 0. */
+ * @buf on every one of them, as a reduce-scatter then an all-gather: rank
+ * j owns shard j (shard_of) and gets that shard of every rank (micro 0),
+ * adds them in j order (0 + 1 + 2 ...), and sends the sum to every rank
+ * (micro 1).  Every element is the same sum in the same order wherever it
+ * is computed, so all ranks get the same bits (and the bits of summing
+ * whole vectors in j order); each rank sends about 2 n (count - 1) / count
+ * floats instead of n (count - 1), and adds n instead of n count.  All of
+ * a phase's sends are queued before its first receive, and each link
+ * carries (scatter c0, c1, gather c0, c1) in the order they are read, so
+ * nothing waits on socket buffers.  Messages are @kind, leg c. */
 static int sum_over(struct dp_exec *ex, int kind, int base, int stride, int count, int me,
 		    float *const *buf, const size_t *n, struct dp_err *err)
 {
 	float *acc = NULL, *in = NULL;
+	size_t off, len;
 	int rc = 0;
 
-	for (int c = 0; c < ex->nch; c++)
-		for (int j = 0; j < count; j++) {
-			struct msg_hdr h = { .magic = MSG_MAGIC,
-					     .kind = (uint8_t)kind,
-					     .leg = (uint8_t)c };
-			float *copy;
-
-			if (j == me)
-				continue;
-			copy = malloc(n[c] * sizeof(float) + 1);
-			if (!copy)
-				return dp_err_set(err, ENOMEM, "exec: out of memory");
-			memcpy(copy, buf[c], n[c] * sizeof(float));
-			h.step = ex->step;
-			h.bytes = n[c] * sizeof(float);
-			rc = sender_post(&ex->snd[base + j * stride], &h, copy, err);
-			if (rc)
-				return rc;
+	for (int c = 0; c < ex->nch && !rc; c++)
+		for (int j = 0; j < count && !rc; j++) {
+			shard_of(n[c], count, j, &off, &len);
+			if (j != me)
+				rc = post_floats(ex, base + j * stride, kind, c, 0, buf[c] + off,
+						 len, err);
 		}
 	for (int c = 0; c < ex->nch && !rc; c++) {
+		shard_of(n[c], count, me, &off, &len);
 		free(acc);
 		free(in);
-		acc = malloc(n[c] * sizeof(float) + 1);
-		in = malloc(n[c] * sizeof(float) + 1);
+		acc = malloc(len * sizeof(float) + 1);
+		in = malloc(len * sizeof(float) + 1);
 		if (!acc || !in) {
 			rc = dp_err_set(err, ENOMEM, "exec: out of memory");
 			break;
 		}
 		for (int j = 0; j < count && !rc; j++) {
-			const float *src = buf[c];
+			const float *src = buf[c] + off;
 
 			if (j != me) {
 				rc = recv_msg(ex, base + j * stride, kind, c, 0, in,
-					      n[c] * sizeof(float), err);
+					      len * sizeof(float), err);
 				src = in;
 			}
 			if (rc)
 				break;
 			if (j == 0)
-				memcpy(acc, src, n[c] * sizeof(float));
+				memcpy(acc, src, len * sizeof(float));
 			else
-				for (size_t i = 0; i < n[c]; i++)
+				for (size_t i = 0; i < len; i++)
 					acc[i] = acc[i] + src[i];
 		}
-		if (!rc)
-			memcpy(buf[c], acc, n[c] * sizeof(float));
+		if (rc)
+			break;
+		memcpy(buf[c] + off, acc, len * sizeof(float));
+		for (int j = 0; j < count && !rc; j++)
+			if (j != me)
+				rc = post_floats(ex, base + j * stride, kind, c, 1, acc, len, err);
 	}
+	for (int c = 0; c < ex->nch && !rc; c++)
+		for (int j = 0; j < count && !rc; j++) {
+			shard_of(n[c], count, j, &off, &len);
+			if (j != me)
+				rc = recv_msg(ex, base + j * stride, kind, c, 1, buf[c] + off,
+					      len * sizeof(float), err);
+		}
 	free(acc);
 	free(in);
 	return rc;

@@ -1067,6 +1067,11 @@ static void dp_matches_reference(void **state)
 	check_layout(DP_SCHED_1F1B, 2, 2, 1, 4, 0);
 	check_layout(DP_SCHED_ZB1P, 2, 2, 1, 4, 0);
 	check_layout(DP_SCHED_DUALPIPEV, 2, 2, 1, 4, 0);
+	/* three and seven replicas: the all-reduce's shards; with seven they
+	 * are of unequal length (the test model's tensors are multiples of 12
+	 * floats) */
+	check_layout(DP_SCHED_1F1B, 3, 2, 1, 4, 0);
+	check_layout(DP_SCHED_1F1B, 7, 1, 1, 2, 0);
 }
 
 static void dp_with_ep_matches_reference(void **state)
@@ -1074,6 +1079,8 @@ static void dp_with_ep_matches_reference(void **state)
 	(void)state;
 	check_layout(DP_SCHED_DUALPIPE, 2, 2, 2, 4, 1);
 	check_layout(DP_SCHED_1F1B, 2, 2, 2, 4, 0);
+	/* an EP group of four: the EP all-reduce over four shards */
+	check_layout(DP_SCHED_DUALPIPE, 1, 2, 4, 4, 1);
 }
 
 /* A replica needs its DP peers: rank 1 of dp 2 x pp 2 talks to rank 0
