@@ -274,10 +274,10 @@ static void check_replaced(const struct dp_test_run *r, const char *why)
 }
 
 /* 2 hosts + 1 spare, pp 2 with a checkpoint every 2 steps: rank 1 on node 2
- * fails before step 4 on every attempt on that node
- * (DP_TEST_FAIL_ONLY_ON).  The run restarts once with node 3 in node 2's
- * place, resumes from the step-4 checkpoint, and its losses equal those of
- * an uninterrupted run. */
+ * is killed (SIGKILL, a node failure) before step 4 on every attempt on
+ * that node (DP_TEST_FAIL_ONLY_ON).  The run restarts once with node 3 in
+ * node 2's place, resumes from the step-4 checkpoint, and its losses equal
+ * those of an uninterrupted run. */
 static void failed_node_is_replaced_by_a_spare(void **state)
 {
 	char ck[] = "/tmp/dp-spares-XXXXXX", run[] = "/tmp/dp-spares-run-XXXXXX", more[600],
@@ -297,7 +297,7 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 			       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30, "
 			       "max_restarts: 2}\n%s%s%s",
 			       ck,
-			       k ? "env: {DP_TEST_FAIL_AT_STEP: '4:1:always', "
+			       k ? "env: {DP_TEST_FAIL_AT_STEP: '4:1:kill', "
 				   "DP_TEST_FAIL_ONLY_ON: '"
 				 : "",
 			       k ? node[2] : "", k ? "'}\n" : "");
@@ -310,7 +310,7 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 	(void)!system(cmd);
 	if (a.rc != 0)
 		fail_msg("uninterrupted: rc %d\n%s\n%s", a.rc, a.err, a.out);
-	check_replaced(&b, "rank-exit");
+	check_replaced(&b, "rank-signal");
 	done = event_obj(b.out, "done");
 	assert_int_equal(json_integer_value(json_object_get(done, "resume_step")), 4);
 	json_decref(done);
