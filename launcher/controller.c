@@ -110,6 +110,7 @@ struct ctl {
 	struct dp_launch_spec own;
 	size_t next_spare; /* cfg->spares[next_spare] is the next one to use */
 	int replaced_now;  /* this restart swapped in a spare (its line is the last kept) */
+	size_t swapped;	   /* nodes swapped at the restarts in a row since the last progress */
 };
 
 static double now_s(void)
@@ -236,6 +237,29 @@ const char *dp_ctl_outcome_name(enum dp_ctl_outcome o)
 		return "preflight";
 	}
 	return "unknown";
+}
+
+int dp_ctl_node_failure(const struct dp_ctl_result *r)
+{
+	switch (r->outcome) {
+	case DP_CTL_SPAWN_FAILED:
+	case DP_CTL_RENDEZVOUS:
+	case DP_CTL_RANK_LOST:
+	case DP_CTL_RANK_HANG:
+	case DP_CTL_PREFLIGHT_FAILED:
+		return 1;
+	case DP_CTL_RANK_SIGNAL: {
+		/* exit_code is 128 + the signal (ctl_launch.h, exited()) */
+		int sig = r->exit_code - 128;
+
+		return sig != SIGABRT && sig != SIGSEGV && sig != SIGFPE && sig != SIGILL;
+	}
+	case DP_CTL_OK:
+	case DP_CTL_RANK_EXIT:
+	case DP_CTL_RANK_NODONE:
+		break;
+	}
+	return 0;
 }
 
 /* ---- output ----------------------------------------------------------------- */
@@ -1260,21 +1284,29 @@ out:
 	return rc;
 }
 
+/* @s at the end of the string in @buf (cut to fit). */
+static void append(char *buf, size_t size, const char *s)
+{
+	size_t len = strlen(buf);
+
+	(void)snprintf(buf + len, size - len, "%s", s);
+}
+
 static double dflt(double v, double d)
 {
 	return v > 0 && isfinite(v) ? v : d;
 }
 
 /* After failed attempt @attempt (0-based): 1 if restarting would make no
- * progress, with the reason added to the root-cause line.  With periodic
- * checkpoints a restart resumes from the last complete one: a restart that
- * failed again before writing a new one would be resumed at the same step
- * again (the first failure always gets its restart).  Without them: an
- * attempt that got no further (max step) than the one before it. */
-static int no_progress(struct ctl *c, int attempt, uint64_t prev_step)
+ * progress, with the reason for the root-cause line ("; not restarting:
+ * ...") in @why.  With periodic checkpoints a restart resumes from the last
+ * complete one: a restart that failed again before writing a new one would
+ * be resumed at the same step again (the first failure always gets its
+ * restart).  Without them: an attempt that got no further (max step) than
+ * the one before it. */
+static int no_progress(struct ctl *c, int attempt, uint64_t prev_step, char *why, size_t len)
 {
-	struct dp_ctl_result *res = c->res;
-	size_t len = strlen(res->cause);
+	const struct dp_ctl_result *res = c->res;
 	uint64_t every = c->cfg->ckpt_every > 0 ? (uint64_t)c->cfg->ckpt_every : 0, next, at;
 
 	/* where this attempt resumed: its first step, or (no step done) where it
@@ -1291,14 +1323,14 @@ static int no_progress(struct ctl *c, int attempt, uint64_t prev_step)
 	if (!c->cfg->ckpt_dir || !*c->cfg->ckpt_dir || !every) {
 		if (res->max_step > prev_step)
 			return 0;
-		(void)snprintf(res->cause + len, sizeof(res->cause) - len,
+		(void)snprintf(why, len,
 			       "; not restarting: attempt %d got no further than step %llu",
 			       attempt + 1, (unsigned long long)res->max_step);
 		return 1;
 	}
 	if (next > at)
 		return 0;
-	(void)snprintf(res->cause + len, sizeof(res->cause) - len,
+	(void)snprintf(why, len,
 		       "; not restarting: attempt %d resumed at step %llu and failed before "
 		       "the next checkpoint (every %llu steps), no progress",
 		       attempt + 1, (unsigned long long)at, (unsigned long long)every);
@@ -1332,19 +1364,39 @@ static void replace_host(struct ctl *c, const char *old, const char *why)
 	for (size_t i = 0; i < c->own.nranks; i++)
 		if (strcmp(c->rk[i].host, old) == 0)
 			c->rk[i].host = spare;
+	c->swapped++;
 }
 
 /* After a failed attempt: swap the node(s) that caused it for spares.
- * Returns 1 if it did (the restart then runs on the new nodes), 0 if
- * there is nothing to replace or not spares enough. */
-static int use_spares(struct ctl *c)
+ * Only a node failure swaps (dp_ctl_node_failure(): spawn-failed,
+ * rendezvous, rank-lost, rank-hang, pre-flight, and rank-signal except the
+ * program's own SIGABRT/SIGSEGV/SIGFPE/SIGILL); a rank's plain non-zero exit
+ * is the job's failure, which a spare would only repeat: the normal restart
+ * rules apply to it.  A swapped restart is not asked to make progress (the
+ * new node gets its chance), but swaps in a row are: with @stuck (the
+ * attempt that failed made no progress, no_progress()) after a swapped
+ * restart, it stops the run with the reason added to the cause line
+ * rather than use another spare.  Returns 1 if it swapped (the restart
+ * then runs on the new nodes), -1 to stop, 0 if there is nothing to
+ * replace or not spares enough. */
+static int use_spares(struct ctl *c, int stuck)
 {
 	struct dp_ctl_result *res = c->res;
 	size_t left = c->cfg->nspares - c->next_spare;
 	char old[256];
 
-	if (!left)
+	if (!left || !dp_ctl_node_failure(res))
 		return 0;
+	if (stuck && c->swapped) {
+		char why[128];
+
+		(void)snprintf(why, sizeof(why),
+			       "; not restarting: attempt %d made no progress after replacing "
+			       "%zu node%s",
+			       c->attempt, c->swapped, c->swapped == 1 ? "" : "s");
+		append(res->cause, sizeof(res->cause), why);
+		return -1;
+	}
 	if (res->outcome == DP_CTL_PREFLIGHT_FAILED) {
 		/* every failing node, or none: a partial swap fails pre-flight again */
 		const char *bad[DP_CTL_PF_LINES * 4];
@@ -1459,21 +1511,28 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 		if (attempt >= cfg->max_restarts)
 			break;
 		{
-			/* with a spare in, the next attempt runs on other nodes and
-			 * gets its restart; without one, a node failing pre-flight
-			 * fails it again, and a restart loop without progress stops */
-			size_t clen = strlen(res->cause);
-			int replaced = use_spares(&c), stuck;
+			/* after a node failure, with a spare in, the next attempt
+			 * runs on other nodes and gets its restart, unless a swap
+			 * in a row made no progress either; without one, a node
+			 * failing pre-flight fails it again, and a restart loop
+			 * without progress stops.  no_progress() also sets where
+			 * the next attempt resumes. */
+			char why[300] = "";
+			int stuck = no_progress(&c, attempt, prev_step, why, sizeof(why)), replaced;
 
-			if (!replaced && res->outcome == DP_CTL_PREFLIGHT_FAILED)
-				break;
-			/* no_progress() also sets where the next attempt resumes */
-			stuck = cfg->restart_hook && !replaced
-					? !cfg->restart_hook(cfg->hook_arg, res, attempt + 1)
-					: no_progress(&c, attempt, prev_step);
-			if (replaced) {
-				res->cause[clen] = '\0';
-			} else if (stuck) {
+			if (!stuck)
+				c.swapped = 0;
+			replaced = use_spares(&c, stuck);
+			if (!replaced) {
+				c.swapped = 0;
+				if (res->outcome == DP_CTL_PREFLIGHT_FAILED)
+					break;
+				if (cfg->restart_hook)
+					stuck = !cfg->restart_hook(cfg->hook_arg, res, attempt + 1);
+				else if (stuck)
+					append(res->cause, sizeof(res->cause), why);
+			}
+			if (replaced < 0 || (!replaced && stuck)) {
 				dp_log(DP_LOG_WARN, "ctl", "not restarting after attempt %d",
 				       attempt + 1);
 				break;

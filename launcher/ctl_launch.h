@@ -211,13 +211,17 @@ struct dp_ctl_cfg {
 	double grace_s;			     /* SIGTERM -> SIGKILL; 0: 5 */
 	double dump_wait_s;		     /* after dump-stacks, before stopping; 0: 1 */
 	int max_restarts;		     /* whole-run restarts after a failure; 0: none */
-	/* Spare hosts (recipe cluster.spares), used in order: before a restart,
-	 * the node that caused the failure (the failed rank's host, the host ssh
-	 * could not reach, every host failing pre-flight) is swapped for the
-	 * next spare, which takes all its ranks (same rank ids and local
-	 * indexes, so the layout and checkpoints stay valid).  A replaced node
-	 * is not used again in the run.  A replacement always gets its restart
-	 * (restart_hook and the no-progress rule are not asked); max_restarts
+	/* Spare hosts (recipe cluster.spares), used in order: before a restart
+	 * after a node failure (dp_ctl_node_failure()), the node that caused it
+	 * (the failed rank's host, the host ssh could not reach, every host
+	 * failing pre-flight) is swapped for the next spare, which takes all
+	 * its ranks (same rank ids and local indexes, so the layout and
+	 * checkpoints stay valid).  A replaced node is not used again in the
+	 * run.  A job failure (a rank's own non-zero exit) swaps nothing.  A
+	 * replacement gets its restart (restart_hook and the no-progress rule
+	 * are not asked), unless the attempt that failed was itself one after
+	 * a swap and made no progress: then the run stops ("not restarting:
+	 * attempt N made no progress after replacing K nodes").  max_restarts
 	 * still bounds the attempts.  Borrowed; NULL/0: none. */
 	const char *const *spares;
 	size_t nspares;
@@ -295,5 +299,18 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 
 /* Name of an outcome ("rank-exit"). */
 const char *dp_ctl_outcome_name(enum dp_ctl_outcome o);
+
+/* 1 if the root cause in @r is the node's, so that a spare should take its
+ * ranks; 0 if it is the job's, which would follow the ranks to any node.
+ * Node failures: a rank that could not be started (spawn-failed), did not
+ * rendezvous, lost its connection (rank-lost), hung (rank-hang), or was
+ * killed by a signal other than SIGABRT, SIGSEGV, SIGFPE or SIGILL
+ * (rank-signal: SIGKILL from the OOM killer or a dying node, SIGBUS from a
+ * memory error, ...), and a failed pre-flight gate.  Job failures: a rank
+ * that exited or reported done with a non-zero code (rank-exit: a bad
+ * recipe value, an error the program reported), exited 0 without done
+ * (rank-no-done), or raised one of those four signals (abort, a bad
+ * pointer, a division by zero, a trap: the program's own bug). */
+int dp_ctl_node_failure(const struct dp_ctl_result *r);
 
 #endif

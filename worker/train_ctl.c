@@ -48,6 +48,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -578,13 +579,16 @@ static void test_corrupt(const char *dir, long step, int rank)
 	(void)close(fd);
 }
 
-/* DP_TEST_FAIL_AT_STEP=K:RANK[:always|:corrupt] (tests only): global rank
- * RANK fails (exit 70) before step K of the first attempt (DP_CKPT_RESUME
- * unset), or of every attempt with ":always"; after the checkpoint of step K
- * is complete when one is due, so that the resume point is certain.  With
- * ":corrupt" it first damages its file of that checkpoint (with dp > 1 the
- * one it loads, replica 0's), so a restart must fall back to the one
- * before.  1: fail now. */
+/* DP_TEST_FAIL_AT_STEP=K:RANK[:always|:kill|:corrupt] (tests only): global
+ * rank RANK fails (exit 70) before step K of the first attempt
+ * (DP_CKPT_RESUME unset), or of every attempt with ":always"; after the
+ * checkpoint of step K is complete when one is due, so that the resume point
+ * is certain.  ":kill" is ":always" with the rank killing itself with
+ * SIGKILL instead (as the OOM killer would: a node failure to the
+ * controller, where an exit code is the job's).  With ":corrupt" it first
+ * damages its file of that checkpoint (with dp > 1 the one it loads,
+ * replica 0's), so a restart must fall back to the one before.  1: fail
+ * now. */
 static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg *xc, uint32_t rank,
 			 long k, long total)
 {
@@ -599,7 +603,8 @@ static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg 
 	always = strchr(colon + 1, ':');
 	if (always)
 		*always++ = '\0';
-	if ((ck->resume && !(always && strcmp(always, "always") == 0)) ||
+	if ((ck->resume &&
+	     !(always && (strcmp(always, "always") == 0 || strcmp(always, "kill") == 0))) ||
 	    dp_parse_long(buf, 0, LONG_MAX, &at, "step", NULL) ||
 	    dp_parse_long(colon + 1, 0, LONG_MAX, &who, "rank", NULL) || at != k ||
 	    (uint32_t)who != rank)
@@ -613,6 +618,8 @@ static int test_fail_now(const struct dp_ckpt_cfg *ck, const struct dp_exec_cfg 
 			/* the file it would load: replica 0's of its pp and ep rank */
 			test_corrupt(ck->dir, k, xc->rank % (xc->pp * (xc->ep > 1 ? xc->ep : 1)));
 	}
+	if (always && strcmp(always, "kill") == 0)
+		(void)raise(SIGKILL);
 	return 1;
 }
 

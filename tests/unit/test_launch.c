@@ -325,6 +325,129 @@ static void restarts_are_bounded(void **state)
 	assert_int_equal(res.attempts, 2);
 }
 
+/* ---- spares: which failures swap a node ------------------------------------ */
+
+static void node_failure_is_told_from_a_job_failure(void **state)
+{
+	static const struct {
+		enum dp_ctl_outcome o;
+		int code, node;
+	} cases[] = {
+		{ DP_CTL_SPAWN_FAILED, EX_UNAVAILABLE, 1 },
+		{ DP_CTL_RENDEZVOUS, EX_UNAVAILABLE, 1 },
+		{ DP_CTL_RANK_LOST, EX_IOERR, 1 },
+		{ DP_CTL_RANK_HANG, DP_CTL_EXIT_HANG, 1 },
+		{ DP_CTL_PREFLIGHT_FAILED, DP_CTL_EXIT_PREFLIGHT, 1 },
+		{ DP_CTL_RANK_SIGNAL, 128 + SIGKILL, 1 },
+		{ DP_CTL_RANK_SIGNAL, 128 + SIGBUS, 1 },
+		{ DP_CTL_RANK_SIGNAL, 128 + SIGTERM, 1 },
+		/* the program's own bug, on any node */
+		{ DP_CTL_RANK_SIGNAL, 128 + SIGABRT, 0 },
+		{ DP_CTL_RANK_SIGNAL, 128 + SIGSEGV, 0 },
+		{ DP_CTL_RANK_SIGNAL, 128 + SIGFPE, 0 },
+		{ DP_CTL_RANK_SIGNAL, 128 + SIGILL, 0 },
+		/* exit codes, even ones that look like a signal's */
+		{ DP_CTL_RANK_EXIT, 65, 0 },
+		{ DP_CTL_RANK_EXIT, 70, 0 },
+		{ DP_CTL_RANK_EXIT, 128 + SIGKILL, 0 },
+		{ DP_CTL_RANK_NODONE, EX_PROTOCOL, 0 },
+		{ DP_CTL_OK, 0, 0 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dp_ctl_result r = { .outcome = cases[i].o, .exit_code = cases[i].code };
+
+		if (dp_ctl_node_failure(&r) != cases[i].node)
+			fail_msg("%s with code %d: node failure %d, want %d",
+				 dp_ctl_outcome_name(cases[i].o), cases[i].code,
+				 dp_ctl_node_failure(&r), cases[i].node);
+	}
+}
+
+static void count_replace(void *arg, const struct dp_ctl_event *ev)
+{
+	if (ev->type == DP_CTL_EV_REPLACE)
+		(*(int *)arg)++;
+}
+
+/* Rank 1 on node n2 runs @failing on every attempt, rank 0 on n1 sleeps;
+ * spares s1..s3 (the local backend runs them all here), up to 5 restarts.
+ * Returns the REPLACE events seen. */
+static int run_with_spares(const char *const *failing, struct dp_ctl_result *res)
+{
+	static const char *const sleeper[] = { "/bin/sleep", "5", NULL };
+	static const char *const spares[] = { "s1", "s2", "s3" };
+	struct dp_ctl_cfg cfg = { .rendezvous_s = 5, .grace_s = 1, .max_restarts = 5 };
+	struct dp_err err = { 0 };
+	struct spec_buf sb;
+	int replaces = 0;
+	char mark[64];
+
+	set_mark(mark, sizeof(mark));
+	make_spec(&sb, 2, sleeper, 1, failing);
+	sb.ranks[0].host = "n1";
+	sb.ranks[1].host = "n2";
+	cfg.spares = spares;
+	cfg.nspares = 3;
+	cfg.on_event = count_replace;
+	cfg.event_arg = &replaces;
+	if (dp_ctl_run(&cfg, &sb.spec, res, &err) != 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(leftovers(mark), 0);
+	return replaces;
+}
+
+/* A rank that exits 65 on every attempt (a bad recipe value, say) is the
+ * job's failure: no spare is used, and the no-progress rule stops the loop
+ * after the second attempt, still on n2. */
+static void job_failure_keeps_the_spares(void **state)
+{
+	static const char *const bad[] = { "/bin/sh", "-c", "echo bad value; exit 65", NULL };
+	static const char *const segv[] = { "/bin/sh", "-c", "kill -SEGV $$", NULL };
+	struct dp_ctl_result res;
+
+	(void)state;
+	assert_int_equal(run_with_spares(bad, &res), 0);
+	assert_int_equal(res.nreplaced, 0);
+	assert_int_equal(res.attempts, 2);
+	assert_int_equal(res.outcome, DP_CTL_RANK_EXIT);
+	assert_int_equal(res.exit_code, 65);
+	assert_string_equal(res.failed_host, "n2");
+	if (!strstr(res.cause, "; not restarting: attempt 2 got no further than step 0"))
+		fail_msg("%s", res.cause);
+	/* a segfault is the program's too */
+	assert_int_equal(run_with_spares(segv, &res), 0);
+	assert_int_equal(res.nreplaced, 0);
+	assert_int_equal(res.attempts, 2);
+	assert_int_equal(res.outcome, DP_CTL_RANK_SIGNAL);
+	assert_int_equal(res.exit_code, 128 + SIGSEGV);
+	assert_string_equal(res.failed_host, "n2");
+}
+
+/* A rank killed (SIGKILL) on every node: n2 is swapped for s1, whose
+ * attempt gets its restart regardless of progress; failing there too
+ * without progress, the run stops rather than use s2. */
+static void second_swap_without_progress_stops(void **state)
+{
+	static const char *const killed[] = { "/bin/sh", "-c", "kill -9 $$", NULL };
+	struct dp_ctl_result res;
+
+	(void)state;
+	assert_int_equal(run_with_spares(killed, &res), 1);
+	assert_int_equal(res.nreplaced, 1);
+	assert_string_equal(res.replaced[0],
+			    "restart 1: node n2 failed (rank-signal); replaced by spare s1");
+	assert_int_equal(res.attempts, 2);
+	assert_int_equal(res.outcome, DP_CTL_RANK_SIGNAL);
+	assert_int_equal(res.exit_code, 128 + SIGKILL);
+	assert_string_equal(res.failed_host, "s1");
+	if (!strstr(res.cause, "; not restarting: attempt 2 made no progress after replacing 1 "
+			       "node") ||
+	    strstr(res.cause, "got no further"))
+		fail_msg("%s", res.cause);
+}
+
 static void port_in_use_is_refused(void **state)
 {
 	static const char *const t[] = { "/bin/true", NULL };
@@ -973,6 +1096,9 @@ int main(void)
 		cmocka_unit_test(missing_program_fails_at_spawn),
 		cmocka_unit_test(exit_zero_without_done_is_a_failure),
 		cmocka_unit_test(restarts_are_bounded),
+		cmocka_unit_test(node_failure_is_told_from_a_job_failure),
+		cmocka_unit_test(job_failure_keeps_the_spares),
+		cmocka_unit_test(second_swap_without_progress_stops),
 		cmocka_unit_test(port_in_use_is_refused),
 		cmocka_unit_test(four_rank_run_completes),
 		cmocka_unit_test(hanging_rank_is_detected),

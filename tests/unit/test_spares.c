@@ -1,7 +1,8 @@
 /* tests/unit/test_spares.c - spare nodes (recipe cluster.spares): the
- * recipe checks, plan and dry-run output, and a restart that swaps a failed
- * namespace node for a spare (tests/netns/netns-cluster.sh; skipped where
- * root, iproute2, sshd or namespaces are missing). */
+ * recipe checks, plan and dry-run output, a restart that swaps a failed
+ * namespace node for a spare, and the failures that swap none or stop after
+ * one swap (tests/netns/netns-cluster.sh; skipped where root, iproute2,
+ * sshd or namespaces are missing). */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -152,7 +153,7 @@ static void restart_webhook_names_the_spare(void **state)
 				      .attempt = 1,
 				      .rank = -1,
 				      .exit_code = -1,
-				      .root_cause = "restart 1: node n2 failed (rank-exit); "
+				      .root_cause = "restart 1: node n2 failed (rank-signal); "
 						    "replaced by spare s1",
 				      .time = 1 };
 	char *s = dp_notify_event_json(&ev, NULL);
@@ -165,7 +166,7 @@ static void restart_webhook_names_the_spare(void **state)
 	assert_string_equal(json_string_value(json_object_get(o, "root_cause")), ev.root_cause);
 	assert_string_equal(json_string_value(json_object_get(o, "text")),
 			    "dpctl run r1 restarting (restart 1): restart 1: node n2 failed "
-			    "(rank-exit); replaced by spare s1");
+			    "(rank-signal); replaced by spare s1");
 	json_decref(o);
 	free(s);
 }
@@ -189,7 +190,7 @@ static json_t *event_obj(const char *out, const char *name)
 static int nid;		 /* cluster id: subnet 10.254.ID.0/24 */
 static char nst[256];	 /* its state directory */
 static int nup;		 /* 1: the cluster is up */
-static char node[4][32]; /* node[i]: the address of node i (1..3) */
+static char node[5][32]; /* node[i]: the address of node i (1..4) */
 
 static int cluster_up(void **state)
 {
@@ -197,10 +198,10 @@ static int cluster_up(void **state)
 
 	(void)state;
 	nid = 20 + (getpid() + 13) % 200;
-	for (int i = 1; i <= 3; i++)
+	for (int i = 1; i <= 4; i++)
 		(void)snprintf(node[i], sizeof(node[i]), "10.254.%d.%d", nid, i);
 	/* without it (no root / namespaces / sshd here) the cluster tests skip */
-	nup = w && access(w, X_OK) == 0 && dp_test_netns_up(nid, 3, nst, sizeof(nst)) == 0;
+	nup = w && access(w, X_OK) == 0 && dp_test_netns_up(nid, 4, nst, sizeof(nst)) == 0;
 	return 0;
 }
 
@@ -212,11 +213,12 @@ static int cluster_down(void **state)
 	return 0;
 }
 
-/* `dpctl --json launch` of nodes 1-2 with node 3 as the spare, pp 2, one
- * rank per node; @more: the recipe's other lines; @fake: --fake-steps 3
- * instead of training; @run: --run-dir or NULL.  Then waits until no
- * dpworker is left on any node (fails the test if one stays). */
-static struct dp_test_run spare_launch(const char *more, int fake, const char *run)
+/* `dpctl --json launch` of nodes 1-2 with node 3 as the spare (and node 4
+ * the second with @two), pp 2, one rank per node; @more: the recipe's other
+ * lines; @fake: --fake-steps 3 instead of training; @run: --run-dir or
+ * NULL.  Then waits until no dpworker is left on any node (fails the test
+ * if one stays). */
+static struct dp_test_run spare_launch(const char *more, int fake, const char *run, int two)
 {
 	char text[1400], kh[300], *path;
 	struct dp_test_run r;
@@ -224,9 +226,9 @@ static struct dp_test_run spare_launch(const char *more, int fake, const char *r
 
 	(void)snprintf(kh, sizeof(kh), "%s/known_hosts", nst);
 	(void)snprintf(text, sizeof(text),
-		       "cluster:\n  hosts: 10.254.%d.[1-2]\n  spares: %s\n  launcher: ssh\n"
+		       "cluster:\n  hosts: 10.254.%d.[1-2]\n  spares: [%s%s%s]\n  launcher: ssh\n"
 		       "  user: root\n  identity: %s/id\n  gpus: 1\n" MODEL "%s",
-		       nid, node[3], nst, more);
+		       nid, node[3], two ? ", " : "", two ? node[4] : "", nst, more);
 	path = dp_test_write_tmp(".yaml", text);
 	if (fake)
 		r = dp_test_dpctl("--json", "launch", "--known-hosts", kh, "--fake-steps", "3",
@@ -236,7 +238,7 @@ static struct dp_test_run spare_launch(const char *more, int fake, const char *r
 				  "--grace-s", "2", path);
 	(void)unlink(path);
 	free(path);
-	for (int i = 0; i < 100 && (left = dp_test_netns_dpworkers(nid, 3)) != 0; i++)
+	for (int i = 0; i < 100 && (left = dp_test_netns_dpworkers(nid, 4)) != 0; i++)
 		(void)usleep(100 * 1000);
 	if (left != 0)
 		fail_msg("%d dpworker processes left on the nodes", left);
@@ -274,10 +276,10 @@ static void check_replaced(const struct dp_test_run *r, const char *why)
 }
 
 /* 2 hosts + 1 spare, pp 2 with a checkpoint every 2 steps: rank 1 on node 2
- * fails before step 4 on every attempt on that node
- * (DP_TEST_FAIL_ONLY_ON).  The run restarts once with node 3 in node 2's
- * place, resumes from the step-4 checkpoint, and its losses equal those of
- * an uninterrupted run. */
+ * is killed (SIGKILL, a node failure) before step 4 on every attempt on
+ * that node (DP_TEST_FAIL_ONLY_ON).  The run restarts once with node 3 in
+ * node 2's place, resumes from the step-4 checkpoint, and its losses equal
+ * those of an uninterrupted run. */
 static void failed_node_is_replaced_by_a_spare(void **state)
 {
 	char ck[] = "/tmp/dp-spares-XXXXXX", run[] = "/tmp/dp-spares-run-XXXXXX", more[600],
@@ -297,20 +299,20 @@ static void failed_node_is_replaced_by_a_spare(void **state)
 			       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30, "
 			       "max_restarts: 2}\n%s%s%s",
 			       ck,
-			       k ? "env: {DP_TEST_FAIL_AT_STEP: '4:1:always', "
+			       k ? "env: {DP_TEST_FAIL_AT_STEP: '4:1:kill', "
 				   "DP_TEST_FAIL_ONLY_ON: '"
 				 : "",
 			       k ? node[2] : "", k ? "'}\n" : "");
 		if (k)
-			b = spare_launch(more, 0, run);
+			b = spare_launch(more, 0, run, 0);
 		else
-			a = spare_launch(more, 0, run);
+			a = spare_launch(more, 0, run, 0);
 	}
 	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", ck, run);
 	(void)!system(cmd);
 	if (a.rc != 0)
 		fail_msg("uninterrupted: rc %d\n%s\n%s", a.rc, a.err, a.out);
-	check_replaced(&b, "rank-exit");
+	check_replaced(&b, "rank-signal");
 	done = event_obj(b.out, "done");
 	assert_int_equal(json_integer_value(json_object_get(done, "resume_step")), 4);
 	json_decref(done);
@@ -351,8 +353,106 @@ static void node_failing_preflight_is_replaced(void **state)
 		       "max_restarts: 1, preflight: [clock], max_clock_offset_s: 5}\n"
 		       "env: {DP_TEST_CLOCK_SKEW_S: '-120', DP_TEST_FAIL_ONLY_ON: '%s'}\n",
 		       node[2]);
-	r = spare_launch(more, 1, NULL);
+	r = spare_launch(more, 1, NULL, 0);
 	check_replaced(&r, "pre-flight");
+	dp_test_run_free(&r);
+}
+
+/* `dpctl launch` of a 6-step training run without checkpoints, up to 3
+ * restarts, with @fail as DP_TEST_FAIL_AT_STEP (on every node), nodes 3 and
+ * 4 the spares. */
+static struct dp_test_run spare_train(const char *fail)
+{
+	char run[] = "/tmp/dp-spares-run-XXXXXX", more[400], cmd[100];
+	struct dp_test_run r;
+
+	assert_non_null(mkdtemp(run));
+	(void)snprintf(more, sizeof(more),
+		       "train: {steps: 6, batch: 16, lr: 0.003, seed: 3}\n"
+		       "health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30, "
+		       "max_restarts: 3}\n"
+		       "env: {DP_TEST_FAIL_AT_STEP: '%s'}\n",
+		       fail);
+	r = spare_launch(more, 0, run, 1);
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", run);
+	(void)!system(cmd);
+	return r;
+}
+
+/* @r stopped after 2 attempts with exit code @rc and @want in the done
+ * event's cause; a rank ran on the first spare (node 3) only with
+ * @on_spare, never on the second (node 4). */
+static void check_stop(const struct dp_test_run *r, int rc, const char *want, int on_spare)
+{
+	char tag[48];
+	json_t *done;
+
+	if (r->rc != rc)
+		fail_msg("rc %d, want %d\n%s\n%s", r->rc, rc, r->err, r->out);
+	done = event_obj(r->out, "done");
+	assert_int_equal(json_integer_value(json_object_get(done, "attempts")), 2);
+	if (!strstr(json_string_value(json_object_get(done, "cause")), want))
+		fail_msg("no '%s' in the cause: %s", want,
+			 json_string_value(json_object_get(done, "cause")));
+	(void)snprintf(tag, sizeof(tag), "[%s:", node[3]);
+	if (!on_spare && strstr(r->err, tag))
+		fail_msg("a rank ran on the spare:\n%s", r->err);
+	if (on_spare && !strstr(r->err, tag))
+		fail_msg("no rank ran on the spare:\n%s", r->err);
+	(void)snprintf(tag, sizeof(tag), "[%s:", node[4]);
+	if (strstr(r->err, tag))
+		fail_msg("a rank ran on the second spare:\n%s", r->err);
+	json_decref(done);
+}
+
+/* Rank 1 exits 70 before step 2 on every attempt, on any node (a job
+ * failure, like a bad recipe value): the spare is never used, and the
+ * second attempt, which gets no further, is the last. */
+static void exit_code_keeps_the_spare(void **state)
+{
+	struct dp_test_run r;
+	json_t *done;
+
+	(void)state;
+	if (!nup)
+		skip();
+	r = spare_train("2:1:always");
+	check_stop(&r, 70, "; not restarting: attempt 2 got no further than step ", 0);
+	if (strstr(r.out, "\"event\":\"replace\""))
+		fail_msg("a replacement:\n%s", r.out);
+	done = event_obj(r.out, "done");
+	assert_int_equal(json_array_size(json_object_get(done, "replaced")), 0);
+	assert_string_equal(json_string_value(json_object_get(done, "outcome")), "rank-exit");
+	json_decref(done);
+	dp_test_run_free(&r);
+}
+
+/* Rank 1 is killed (SIGKILL) before step 2 on every node: node 2 is
+ * replaced once, the spare fails the same way without progress, and the
+ * run stops there, the second spare unused. */
+static void kill_everywhere_uses_one_spare(void **state)
+{
+	struct dp_test_run r;
+	char want[200];
+	json_t *done;
+
+	(void)state;
+	if (!nup)
+		skip();
+	r = spare_train("2:1:kill");
+	check_stop(&r, 128 + SIGKILL,
+		   "; not restarting: attempt 2 made no progress after "
+		   "replacing 1 node",
+		   1);
+	(void)snprintf(want, sizeof(want),
+		       "restart 1: node %s failed (rank-signal); replaced by spare %s", node[2],
+		       node[3]);
+	done = event_obj(r.out, "done");
+	assert_int_equal(json_array_size(json_object_get(done, "replaced")), 1);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(done, "replaced"), 0)),
+			    want);
+	assert_string_equal(json_string_value(json_object_get(done, "outcome")), "rank-signal");
+	json_decref(done);
 	dp_test_run_free(&r);
 }
 
@@ -373,7 +473,7 @@ static void unreachable_node_is_replaced(void **state)
 	(void)usleep(300 * 1000);
 	r = spare_launch("health: {heartbeat_s: 0.2, hang_timeout_s: 20, rendezvous_s: 30, "
 			 "max_restarts: 1}\n",
-			 1, NULL);
+			 1, NULL, 0);
 	check_replaced(&r, "spawn-failed");
 	(void)snprintf(want, sizeof(want), "[%s:1] step 3/3", node[3]);
 	if (!strstr(r.err, want))
@@ -391,6 +491,8 @@ int main(void)
 		cmocka_unit_test(restart_webhook_names_the_spare),
 		cmocka_unit_test(failed_node_is_replaced_by_a_spare),
 		cmocka_unit_test(node_failing_preflight_is_replaced),
+		cmocka_unit_test(exit_code_keeps_the_spare),
+		cmocka_unit_test(kill_everywhere_uses_one_spare),
 		cmocka_unit_test(unreachable_node_is_replaced), /* last: stops node 2's sshd */
 	};
 
