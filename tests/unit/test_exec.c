@@ -43,6 +43,7 @@
 #include "sched/dp_sched.h"
 #include "worker/dp_dev.h"
 #include "worker/dp_exec.h"
+#include "worker/dp_gpu.h"
 #include "tests/unit/dp_test.h"
 
 #define STEPS	  3
@@ -76,6 +77,7 @@ struct tcase {
 	int two_hop;	       /* tcp: two nodes x ep/2 ranks, two-hop */
 	const char *transport; /* ep > 1: "shm" or "tcp" */
 	const char *backend;   /* model backend: NULL (cpu) or "emu" */
+	int spread;	       /* cuda: EP rank j on GPU j (NCCL wants a GPU per rank) */
 };
 
 static void test_cfg(struct dp_model_cfg *m)
@@ -240,7 +242,8 @@ static void run_pipeline(const struct tcase *tc, struct rank_res *res)
 						   .ep = ep,
 						   .dp = dp,
 						   .overlap = tc->overlap,
-						   .backend = tc->backend };
+						   .backend = tc->backend,
+						   .device = tc->spread ? r % ep : 0 };
 			struct dp_a2a_comm_cfg cc;
 			int code;
 
@@ -915,7 +918,7 @@ static void ep_1f1b_and_others_match_reference(void **state)
  * route a token differently): the losses within 1e-3 relative only.  This
  * runs the device stage through the executor's component calls, the
  * DualPipe gradient exchange, the EP and the DP all-reduce (flat_commit). */
-static void check_backend(const char *backend, double loss_rel, int params)
+static void check_backend(const char *backend, double loss_rel, int params, int gpus)
 {
 	static const struct tcase cases[] = {
 		{ .algo = DP_SCHED_DUALPIPE, .pp = 2, .micro = 4 },
@@ -951,6 +954,17 @@ static void check_backend(const char *backend, double loss_rel, int params)
 		memset(a, 0, sizeof(a));
 		memset(b, 0, sizeof(b));
 		dev.backend = backend;
+		if (strcmp(backend, "cuda") == 0 && dev.transport &&
+		    strcmp(dev.transport, "tcp") == 0) {
+			/* the cuda a2a transport: one GPU per EP rank */
+			if (gpus < ep) {
+				print_message(
+					"skip: %s ep %d over the cuda transport needs %d GPUs\n",
+					dp_sched_algo_name(dev.algo), ep, ep);
+				continue;
+			}
+			dev.spread = 1;
+		}
 		run_pipeline(&cases[i], a);
 		run_pipeline(&dev, b);
 		for (int r = 0; r < n; r++) {
@@ -1000,7 +1014,7 @@ static void check_backend(const char *backend, double loss_rel, int params)
 static void emu_backend_matches_cpu(void **state)
 {
 	(void)state;
-	check_backend("emu", 1e-6, 1);
+	check_backend("emu", 1e-6, 1, 1);
 }
 
 /* Skipped without a CUDA build or a GPU (the ranks would fail to start). */
@@ -1009,7 +1023,7 @@ static void cuda_backend_matches_cpu(void **state)
 	struct dp_model_cfg mc;
 	struct dp_model_stage *st = NULL;
 	struct dp_err err = { 0 };
-	int rc;
+	int rc, gpus = 0;
 
 	(void)state;
 	test_cfg(&mc);
@@ -1020,7 +1034,8 @@ static void cuda_backend_matches_cpu(void **state)
 		skip();
 	}
 	assert_int_equal(rc, 0);
-	check_backend("cuda", 1e-3, 0);
+	assert_int_equal(dp_gpu_count(&gpus, &err), 0);
+	check_backend("cuda", 1e-3, 0, gpus);
 }
 
 /* The four-component overlap moves no number: overlapped and plain runs
