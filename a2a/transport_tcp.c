@@ -11,7 +11,7 @@
  * token or none is refused: the acceptor keeps waiting for the real peer
  * (a stray connection must not end the job) and names the refused peer in
  * its timeout error; the dialler reports the refusal at once.  Tokens are
- * compared in constant time (dp_ctl_token_equal, as the PP links do).
+ * compared in constant time (dp_mem_equal_ct, as the PP links do).
  *
  * With cfg.tcp_local_shm the ranks of a node skip the sockets between them
  * and use shm rings instead (dp_a2a_shm_open_polled, segment
@@ -42,15 +42,12 @@
 #include <unistd.h>
 
 #include "a2a/a2a_int.h"
-#include "launcher/ctl_proto.h"
 #include "common/dp_banned.h"
 
 #define HELLO_MAGIC	0x44505443u /* "DPTC" */
 #define DEF_CC		"cubic"	    /* congestion control to other nodes */
 #define HELLO_OK	0x4f4b4f4bu /* the acceptor's answer: "OKOK" */
 #define HELLO_BAD_TOKEN 0x4241444bu /* "BADK": wrong or missing job token */
-
-_Static_assert(DP_A2A_TOKEN_LEN == DP_CTL_TOKEN_LEN, "a2a token is the job token");
 
 struct hello {
 	uint32_t magic;
@@ -471,7 +468,7 @@ static int token_ok(const struct tcp_ep *e, const struct hello *in)
 {
 	if (!e->has_token)
 		return in->has_token == 0;
-	return in->has_token == 1 && dp_ctl_token_equal(in->token, e->token);
+	return in->has_token == 1 && dp_mem_equal_ct(in->token, e->token, DP_A2A_TOKEN_LEN);
 }
 
 /* Dial rank @j, say hello, read its answer. */

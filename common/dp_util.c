@@ -57,3 +57,14 @@ int dp_str_endswith(const char *s, const char *suffix)
 
 	return ls >= lx && memcmp(s + ls - lx, suffix, lx) == 0;
 }
+
+int dp_mem_equal_ct(const void *a, const void *b, size_t n)
+{
+	const unsigned char *x = a, *y = b;
+	volatile unsigned char diff = 0;
+
+	/* no early exit: every byte is looked at whatever the first mismatch */
+	for (size_t i = 0; i < n; i++)
+		diff |= (unsigned char)(x[i] ^ y[i]);
+	return diff == 0;
+}

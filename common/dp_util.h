@@ -21,6 +21,10 @@ int dp_parse_double(const char *s, double lo, double hi, double *out, const char
 /* strdup() that fills @err on ENOMEM.  Caller frees; NULL on failure. */
 char *dp_strdup(const char *s, struct dp_err *err);
 
+/* 1 if the @n bytes at @a and @b are equal, else 0, in a time that does
+ * not depend on where they differ (secrets: job tokens). */
+int dp_mem_equal_ct(const void *a, const void *b, size_t n);
+
 /* Non-zero if @s ends with @suffix. */
 int dp_str_endswith(const char *s, const char *suffix);
 

@@ -12,6 +12,7 @@
 
 #include "launcher/ctl_proto.h"
 #include "common/dp_banned.h"
+#include "common/dp_util.h"
 
 const char *dp_ctl_type_name(int type)
 {
@@ -630,12 +631,7 @@ int dp_ctl_token_from_hex(const char *hex, uint8_t token[DP_CTL_TOKEN_LEN], stru
 
 int dp_ctl_token_equal(const uint8_t a[DP_CTL_TOKEN_LEN], const uint8_t b[DP_CTL_TOKEN_LEN])
 {
-	volatile uint8_t diff = 0;
-
-	/* no early exit: the time taken does not depend on where they differ */
-	for (size_t i = 0; i < DP_CTL_TOKEN_LEN; i++)
-		diff |= (uint8_t)(a[i] ^ b[i]);
-	return diff == 0;
+	return dp_mem_equal_ct(a, b, DP_CTL_TOKEN_LEN);
 }
 
 int dp_ctl_write_all(int fd, const void *buf, size_t len)

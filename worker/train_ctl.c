@@ -68,6 +68,8 @@
 #include "worker/dp_worker.h"
 #include "common/dp_banned.h"
 
+_Static_assert(DP_A2A_TOKEN_LEN == DP_CTL_TOKEN_LEN, "the a2a hello carries the job token");
+
 #define LINK_MAGIC	 0x4450504cu /* "DPPL" */
 #define EP_MAGIC	 0x44504541u /* "DPEA" */
 #define MESH_TIMEOUT_S	 60.0

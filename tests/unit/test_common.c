@@ -105,6 +105,24 @@ static void log_filters_by_module(void **state)
 	assert_int_equal(dp_log_configure("warn", &err), 0);
 }
 
+/* Equal, and unequal at the first, a middle and the last byte; n 0. */
+static void mem_equal_ct_compares_every_byte(void **state)
+{
+	unsigned char a[32], b[32];
+
+	(void)state;
+	for (int i = 0; i < 32; i++)
+		a[i] = b[i] = (unsigned char)(i * 37 + 1);
+	assert_int_equal(dp_mem_equal_ct(a, b, sizeof(a)), 1);
+	assert_int_equal(dp_mem_equal_ct(a, b, 0), 1);
+	for (int i = 0; i < 32; i += 15) {
+		b[i] ^= 0x80;
+		assert_int_equal(dp_mem_equal_ct(a, b, sizeof(a)), 0);
+		assert_int_equal(dp_mem_equal_ct(a, b, (size_t)i), 1); /* before the change */
+		b[i] ^= 0x80;
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -112,6 +130,7 @@ int main(void)
 		cmocka_unit_test(buf_grows_and_respects_cap),
 		cmocka_unit_test(parse_long_checks_range_and_junk),
 		cmocka_unit_test(parse_double_rejects_nan),
+		cmocka_unit_test(mem_equal_ct_compares_every_byte),
 		cmocka_unit_test(log_filters_by_module),
 	};
 
