@@ -196,8 +196,6 @@ struct ep_layer {
 
 enum { JOB_PLAN_DISPATCH = 1, JOB_DISPATCH, JOB_COMBINE };
 
-struct ep_layer;
-
 struct comm_job {
 	int kind;
 	struct ep_layer *el;	   /* device rows (dp_exec devep): the layer's counts */
