@@ -1008,6 +1008,27 @@ static int build_order(struct dp_exec *ex, struct ep_layer *el, struct dp_err *e
 	return 0;
 }
 
+/* The MLP (forward or backward-for-input) of each expert this rank owns,
+ * on its rows of @in (local expert order, el->loff) into @out: host
+ * memory, or device memory of the stage with devep. */
+static int expert_calls(struct dp_exec *ex, struct task *t, int layer, const struct ep_layer *el,
+			const float *in, float *out, struct dp_err *err)
+{
+	struct dp_model_stage *st = t->c->st;
+	int rc = 0;
+
+	for (int i = 0; i < ex->nloc && !rc; i++) {
+		const int e = ex->erank * ex->nloc + i, n = el->loff[i + 1] - el->loff[i];
+		const size_t off = (size_t)el->loff[i] * (size_t)ex->H;
+
+		rc = t->fwd ? dp_model_expert_forward(st, t->ctx, layer, e, n, in + off, out + off,
+						      err)
+			    : dp_model_expert_backward_input(st, t->ctx, layer, e, n, in + off,
+							     out + off, err);
+	}
+	return rc;
+}
+
 /* local_experts with device rows (devep): the same moves as row gathers
  * on the device, by the layer's order uploaded next to them. */
 static int local_experts_dev(struct dp_exec *ex, struct task *t, int layer, struct ep_layer *el,
@@ -1015,7 +1036,7 @@ static int local_experts_dev(struct dp_exec *ex, struct task *t, int layer, stru
 {
 	struct dp_model_stage *st = t->c->st;
 	struct dbuf *b = t->db;
-	const size_t H = (size_t)ex->H, n = (size_t)el->nrecv;
+	const size_t n = (size_t)el->nrecv;
 	int rc;
 
 	if (!n)
@@ -1024,15 +1045,7 @@ static int local_experts_dev(struct dp_exec *ex, struct task *t, int layer, stru
 	    (rc = dp_model_stage_dev_h2d(st, b->ord + b->cap, el->inv, n * sizeof(int32_t), err)) ||
 	    (rc = dp_model_stage_dev_gather(st, b->lin, b->rx, b->ord, (long)n, err)))
 		return rc;
-	for (int i = 0; i < ex->nloc && !rc; i++) {
-		const int e = ex->erank * ex->nloc + i, m = el->loff[i + 1] - el->loff[i];
-		const size_t off = (size_t)el->loff[i] * H;
-
-		rc = t->fwd ? dp_model_expert_forward(st, t->ctx, layer, e, m, b->lin + off,
-						      b->lout + off, err)
-			    : dp_model_expert_backward_input(st, t->ctx, layer, e, m, b->lin + off,
-							     b->lout + off, err);
-	}
+	rc = expert_calls(ex, t, layer, el, b->lin, b->lout, err);
 	return rc ? rc
 		  : dp_model_stage_dev_gather(st, b->rx, b->lout, b->ord + b->cap, (long)n, err);
 }
@@ -1042,23 +1055,14 @@ static int local_experts_dev(struct dp_exec *ex, struct task *t, int layer, stru
 static int local_experts(struct dp_exec *ex, struct task *t, int layer, struct ep_layer *el,
 			 struct dp_err *err)
 {
-	struct dp_model_stage *st = t->c->st;
 	const size_t H = (size_t)ex->H;
-	int rc = 0;
+	int rc;
 
 	if (grow(t, (size_t)el->nrecv, H, 0))
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	for (int k = 0; k < el->nrecv; k++)
 		memcpy(t->lin + (size_t)k * H, t->rx + (size_t)el->order[k] * H, H * sizeof(float));
-	for (int i = 0; i < ex->nloc && !rc; i++) {
-		const int e = ex->erank * ex->nloc + i, n = el->loff[i + 1] - el->loff[i];
-		const size_t off = (size_t)el->loff[i] * H;
-
-		rc = t->fwd ? dp_model_expert_forward(st, t->ctx, layer, e, n, t->lin + off,
-						      t->lout + off, err)
-			    : dp_model_expert_backward_input(st, t->ctx, layer, e, n, t->lin + off,
-							     t->lout + off, err);
-	}
+	rc = expert_calls(ex, t, layer, el, t->lin, t->lout, err);
 	for (int k = 0; k < el->nrecv && !rc; k++)
 		memcpy(t->rx + (size_t)el->order[k] * H, t->lout + (size_t)k * H,
 		       H * sizeof(float));
