@@ -289,11 +289,6 @@ static int d2h(const struct dp_model_stage *st,
 	return bytes ? st->dev->ops->d2h(st->dev->dev, dst, src, bytes, err) : 0;
 }
 
-/* Rows the caller hands in (@src: host memory, or device memory with
- * dp_model_stage_dev_io) into device array @dst. */
-static int rows_in(const struct dp_model_stage *st, float *dst, const float *src, size_t n,
-		   struct dp_err *err);
-
 /* Kernel @id of layer @L (NULL: stage-wide) with the context's arguments. */
 static int kern_l(const struct dp_model_stage *st, const struct dp_model_ctx *c,
 		  const struct lctx *L, int id, size_t n, struct dp_err *err)
@@ -312,6 +307,8 @@ static int copy(const struct dp_model_stage *st,
 	return kern(st, DP_DEV_K_COPY, &a, n, err);
 }
 
+/* Rows the caller hands in (@src: host memory, or device memory with
+ * dp_model_stage_dev_io) into device array @dst. */
 static int rows_in(const struct dp_model_stage *st, float *dst, const float *src, size_t n,
 		   struct dp_err *err)
 {
