@@ -152,6 +152,7 @@ struct dp_recipe {
 		enum dp_recipe_pp_transport pp_transport; /* default tcp; nccl needs cuda */
 		char *checkpoint_dir;			  /* NULL (default): no checkpoints */
 		long checkpoint_every; /* steps between checkpoints; 0: at the end */
+		long checkpoint_keep;  /* newest complete checkpoints kept; 0: all */
 	} train;
 
 	struct {

@@ -109,6 +109,7 @@ struct dp_plan_env {
 	char model[384];		    /* DP_MODEL=... (worker/train_ctl.c reads it) */
 	char ckpt_dir[4096 + 16];	    /* DP_CKPT_DIR=... */
 	char ckpt_every[48];		    /* DP_CKPT_EVERY=... */
+	char ckpt_keep[48];		    /* DP_CKPT_KEEP=... */
 };
 
 /* Sequences in one micro-batch of recipe @r: train.batch is the global

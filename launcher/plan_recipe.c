@@ -177,8 +177,11 @@ void dp_plan_env_build(const struct dp_recipe *r, char *const *renv, const struc
 			       r->train.checkpoint_dir);
 		(void)snprintf(out->ckpt_every, sizeof(out->ckpt_every), "DP_CKPT_EVERY=%ld",
 			       r->train.checkpoint_every);
+		(void)snprintf(out->ckpt_keep, sizeof(out->ckpt_keep), "DP_CKPT_KEEP=%ld",
+			       r->train.checkpoint_keep);
 		out->v[k++] = out->ckpt_dir;
 		out->v[k++] = out->ckpt_every;
+		out->v[k++] = out->ckpt_keep;
 	}
 	for (size_t i = 0; renv && renv[i] && k < DP_PLAN_ENV_MAX; i++)
 		out->v[k++] = renv[i];

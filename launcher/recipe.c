@@ -579,6 +579,7 @@ static const struct field parallel_fields[] = {
 static const struct field checkpoint_fields[] = {
 	STR("dir", train.checkpoint_dir),
 	LONG("every", train.checkpoint_every, 0, LONG_MAX),
+	LONG("keep", train.checkpoint_keep, 0, 1000000000L),
 	{ 0 },
 };
 
@@ -1512,6 +1513,10 @@ static void check_consistency(struct ctx *c)
 	if (ok(c, OFF(train.checkpoint_every)) && r->train.checkpoint_every > 0 &&
 	    !r->train.checkpoint_dir && ok(c, OFF(train.checkpoint_dir)))
 		cerr(c, OFF(train.checkpoint_every), "train.checkpoint.every",
+		     "needs train.checkpoint.dir");
+	if (ok(c, OFF(train.checkpoint_keep)) && r->train.checkpoint_keep > 0 &&
+	    !r->train.checkpoint_dir && ok(c, OFF(train.checkpoint_dir)))
+		cerr(c, OFF(train.checkpoint_keep), "train.checkpoint.keep",
 		     "needs train.checkpoint.dir");
 	/* NCCL moves device buffers between GPUs: no GPU, no NCCL */
 	if (ok(c, OFF(train.pp_transport)) && ok(c, OFF(train.backend)) &&

@@ -672,7 +672,19 @@ int dp_ckpt_maybe_save(const struct dp_ckpt_cfg *cc, const struct dp_exec_cfg *x
 	if (!(cc->every > 0 && done % cc->every == 0) && done != total)
 		return 0;
 	rc = dp_ckpt_save(cc->dir, xc, ex, done, cc->wait_ms, err);
-	return rc ? rc : 1;
+	if (rc)
+		return rc;
+	if (cc->keep > 0 && xc->rank == 0) {
+		struct dp_err e = { 0 };
+		int removed = 0;
+
+		if (dp_ckpt_prune(cc->dir, cc->keep, &removed, &e))
+			dp_log(DP_LOG_WARN, "ckpt", "keeping the last %ld: %s", cc->keep, e.msg);
+		else if (removed)
+			dp_log(DP_LOG_INFO, "ckpt", "removed %d old checkpoint%s (keep %ld)",
+			       removed, removed == 1 ? "" : "s", cc->keep);
+	}
+	return 1;
 }
 
 /* ---- check, find, load ---------------------------------------------------------- */
@@ -845,6 +857,86 @@ static int list_steps(const char *dir, long **out, size_t *n, struct dp_err *err
 out:
 	free(steps);
 	(void)closedir(d);
+	return rc;
+}
+
+/* Remove step directory @sdir: manifest first, then its other entries
+ * (regular files only), then itself.  0 or -errno with @err. */
+static int remove_step(const char *sdir, struct dp_err *err)
+{
+	char mpath[4200];
+	struct dirent *de;
+	DIR *d;
+	int rc = 0, e;
+
+	(void)snprintf(mpath, sizeof(mpath), "%s/%s", sdir, MANIFEST);
+	if (unlink(mpath) && (e = errno) != ENOENT)
+		return ck_err(err, e, "ckpt: cannot remove '%s': %s", mpath, strerror(e));
+	d = opendir(sdir);
+	if (!d) {
+		e = errno;
+		return ck_err(err, e, "ckpt: cannot open '%s': %s", sdir, strerror(e));
+	}
+	while ((de = readdir(d))) {
+		struct stat sb;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISDIR(sb.st_mode)) {
+			rc = ck_err(err, ENOTEMPTY, "ckpt: '%s' holds a directory '%s': left alone",
+				    sdir, de->d_name);
+			continue;
+		}
+		if (unlinkat(dirfd(d), de->d_name, 0) && (e = errno) != ENOENT && !rc)
+			rc = ck_err(err, e, "ckpt: cannot remove '%s/%s': %s", sdir, de->d_name,
+				    strerror(e));
+	}
+	(void)closedir(d);
+	if (!rc && rmdir(sdir)) {
+		e = errno;
+		rc = ck_err(err, e, "ckpt: cannot remove '%s': %s", sdir, strerror(e));
+	}
+	return rc;
+}
+
+int dp_ckpt_prune(const char *dir, long keep, int *removed, struct dp_err *err)
+{
+	long *steps = NULL;
+	size_t n = 0;
+	long complete = 0;
+	int rc, gone = 0;
+
+	if (removed)
+		*removed = 0;
+	if (!dir || !*dir || keep < 1)
+		return ck_err(err, EINVAL, "ckpt: prune needs a directory and keep >= 1");
+	rc = list_steps(dir, &steps, &n, err);
+	for (size_t i = 0; i < n && !rc; i++) {
+		char sdir[4096] = "", mpath[4200];
+		struct dp_err e = { 0 };
+
+		if ((i > 0 && steps[i] == steps[i - 1]) ||
+		    dp_ckpt_step_path(dir, steps[i], sdir, sizeof(sdir), &e))
+			continue;
+		if (complete < keep) {
+			(void)snprintf(mpath, sizeof(mpath), "%s/%s", sdir, MANIFEST);
+			complete += access(mpath, F_OK) == 0;
+			continue;
+		}
+		if (remove_step(sdir, &e)) {
+			dp_log(DP_LOG_WARN, "ckpt", "%s", e.msg);
+			if (err && !err->code)
+				*err = e;
+			continue;
+		}
+		gone++;
+	}
+	free(steps);
+	if (removed)
+		*removed = gone;
+	if (!rc && err && err->code)
+		rc = -err->code;
 	return rc;
 }
 
@@ -1024,9 +1116,18 @@ int dp_ckpt_cfg_env(struct dp_ckpt_cfg *cc, struct dp_err *err)
 			cc->resume = (int)v;
 		}
 	}
-	if ((!cc->dir || !*cc->dir) && (cc->every > 0 || cc->resume))
+	if (cc->keep < 0) {
+		s = getenv("DP_CKPT_KEEP");
+		cc->keep = 0;
+		if (s && *s) {
+			if (dp_parse_long(s, 0, 1000000000L, &v, "DP_CKPT_KEEP", err))
+				return -EINVAL;
+			cc->keep = v;
+		}
+	}
+	if ((!cc->dir || !*cc->dir) && (cc->every > 0 || cc->resume || cc->keep > 0))
 		return ck_err(err, EINVAL,
-			      "checkpoint interval or resume given without a directory "
+			      "checkpoint interval, keep or resume given without a directory "
 			      "(--ckpt-dir or DP_CKPT_DIR)");
 	return 0;
 }

@@ -2,7 +2,8 @@
  * ranks over socketpairs and print the step loss) and `dpworker
  * --train` (one rank, TCP links to its peers).  With --ep the EP groups use
  * the a2a shm transport (local) or tcp on each peer's port + 1.  Checkpoints:
- * --ckpt-dir, --ckpt-every, --resume or DP_CKPT_DIR/DP_CKPT_EVERY/DP_CKPT_RESUME.
+ * --ckpt-dir, --ckpt-every, --ckpt-keep, --resume or
+ * DP_CKPT_DIR/DP_CKPT_EVERY/DP_CKPT_KEEP/DP_CKPT_RESUME.
  * docs/executor.md. */
 #include <errno.h>
 #include <getopt.h>
@@ -65,6 +66,9 @@ static const char train_usage[] =
 	"  --ckpt-dir DIR    write checkpoints to DIR/step-N/ (default: $DP_CKPT_DIR)\n"
 	"  --ckpt-every N    a checkpoint every N steps, and one after the last\n"
 	"                    (default: $DP_CKPT_EVERY, else only after the last)\n"
+	"  --ckpt-keep K     after each save keep the newest K complete checkpoints\n"
+	"                    and remove older step directories (default: $DP_CKPT_KEEP,\n"
+	"                    else 0: keep all)\n"
 	"  --resume          continue from the newest complete checkpoint in DIR\n"
 	"                    (or start at step 0 if there is none; $DP_CKPT_RESUME=1)\n"
 	"  -h, --help        print this help\n";
@@ -86,6 +90,7 @@ enum {
 	O_EP_MBPS,
 	O_CKPT_DIR,
 	O_CKPT_EVERY,
+	O_CKPT_KEEP,
 	O_RESUME,
 	O_DP,
 	O_BACKEND,
@@ -112,6 +117,7 @@ static const struct option train_opts_tab[] = {
 	{ "device", required_argument, NULL, O_DEVICE },
 	{ "ckpt-dir", required_argument, NULL, O_CKPT_DIR },
 	{ "ckpt-every", required_argument, NULL, O_CKPT_EVERY },
+	{ "ckpt-keep", required_argument, NULL, O_CKPT_KEEP },
 	{ "resume", no_argument, NULL, O_RESUME },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -135,6 +141,7 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 	o->cfg.overlap = 1;
 	o->steps = 30;
 	o->ck.every = -1;
+	o->ck.keep = -1;
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", train_opts_tab, NULL)) != -1) {
@@ -205,6 +212,10 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 			break;
 		case O_CKPT_EVERY:
 			if (dp_parse_long(optarg, 0, 1000000000L, &o->ck.every, "--ckpt-every", e))
+				return -EINVAL;
+			break;
+		case O_CKPT_KEEP:
+			if (dp_parse_long(optarg, 0, 1000000000L, &o->ck.keep, "--ckpt-keep", e))
 				return -EINVAL;
 			break;
 		case O_RESUME:

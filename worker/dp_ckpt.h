@@ -51,13 +51,15 @@ struct dp_ckpt_cfg {
 	long every;	 /* save after every @every completed steps; 0: only after the last */
 	int resume;	 /* non-zero: start from the newest complete checkpoint in @dir */
 	int wait_ms;	 /* how long rank 0 waits for the other ranks' files; 0: 60000 */
+	long keep;	 /* > 0: after a save, keep the newest @keep complete checkpoints
+			  * (dp_ckpt_prune); 0: keep all; < 0: unset (dp_ckpt_cfg_env) */
 };
 
-/* Fill the fields of @cc that are unset (dir NULL, every < 0, resume 0)
- * from DP_CKPT_DIR, DP_CKPT_EVERY and DP_CKPT_RESUME (1/0); every < 0
- * with no variable becomes 0.  -EINVAL if DP_CKPT_EVERY or DP_CKPT_RESUME
- * is not a number, or if a step interval or resume is set without a
- * directory. */
+/* Fill the fields of @cc that are unset (dir NULL, every < 0, resume 0,
+ * keep < 0) from DP_CKPT_DIR, DP_CKPT_EVERY, DP_CKPT_RESUME (1/0) and
+ * DP_CKPT_KEEP; every or keep < 0 with no variable becomes 0.  -EINVAL if
+ * a variable is not a number in range, or if a step interval, resume or
+ * keep is set without a directory. */
 int dp_ckpt_cfg_env(struct dp_ckpt_cfg *cc, struct dp_err *err);
 
 /* CRC32C (Castagnoli, reflected 0x82F63B78) of @len bytes, continuing from
@@ -76,7 +78,9 @@ int dp_ckpt_save(const char *dir, const struct dp_exec_cfg *xc, struct dp_exec *
 
 /* The step-loop hook: after @done completed steps of @total, save if
  * checkpoints are on and @done is a multiple of cc->every, or @done ==
- * @total.  1 if a checkpoint was written, 0 if none was due, or -errno. */
+ * @total; then, with cc->keep > 0, global rank 0 prunes (dp_ckpt_prune;
+ * a failure to remove is logged, not returned: training goes on).  1 if
+ * a checkpoint was written, 0 if none was due, or -errno. */
 int dp_ckpt_maybe_save(const struct dp_ckpt_cfg *cc, const struct dp_exec_cfg *xc,
 		       struct dp_exec *ex, long done, long total, struct dp_err *err);
 
@@ -103,6 +107,17 @@ int dp_ckpt_load(const char *dir, long step, const struct dp_exec_cfg *xc, struc
  * a fresh start is not an error).  Without cc->resume *start = 0. */
 int dp_ckpt_resume(const struct dp_ckpt_cfg *cc, const struct dp_exec_cfg *xc, struct dp_exec *ex,
 		   long *start, struct dp_err *err);
+
+/* Retention: walking the step directories of @dir newest first, keep
+ * every one up to and including the @keep-th that has a manifest (a
+ * complete checkpoint; an incomplete directory newer than that is left
+ * alone), and remove every older step directory, complete or not: its
+ * manifest first (so a half-removed directory reads as incomplete), then
+ * its files, then the directory.  Anything else in @dir, and a step
+ * directory holding a subdirectory, is left alone (the latter logged).
+ * *removed (may be NULL) gets the number of directories removed.  @keep
+ * >= 1; 0 or -errno (the first failure; it goes on with the others). */
+int dp_ckpt_prune(const char *dir, long keep, int *removed, struct dp_err *err);
 
 /* "DIR/step-00000025" into @buf; -ENAMETOOLONG if it does not fit. */
 int dp_ckpt_step_path(const char *dir, long step, char *buf, size_t size, struct dp_err *err);

@@ -630,7 +630,7 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 {
 	struct dp_exec *ex = NULL;
 	struct dp_exec_cfg cfg = l->cfg;
-	struct dp_ckpt_cfg ck = { .every = -1 };
+	struct dp_ckpt_cfg ck = { .every = -1, .keep = -1 };
 	uint64_t tokens, step_tokens;
 	int rc = dp_ckpt_cfg_env(&ck, err);
 	long k, start = 0;

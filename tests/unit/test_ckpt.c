@@ -737,6 +737,129 @@ static void crash_before_rename_leaves_nothing_visible(void **state)
 	free(d);
 }
 
+/* A fake step directory under @dir: a rank file, and a manifest if
+ * @complete. */
+static void fake_step(const char *dir, long step, int complete)
+{
+	char p[4200];
+	FILE *f;
+
+	(void)snprintf(p, sizeof(p), "%s/step-%08ld", dir, step);
+	assert_int_equal(mkdir(p, 0755), 0);
+	(void)snprintf(p, sizeof(p), "%s/step-%08ld/rank-0000.bin", dir, step);
+	f = fopen(p, "w");
+	assert_non_null(f);
+	(void)fclose(f);
+	if (complete) {
+		(void)snprintf(p, sizeof(p), "%s/step-%08ld/manifest.json", dir, step);
+		f = fopen(p, "w");
+		assert_non_null(f);
+		(void)fclose(f);
+	}
+}
+
+static int step_exists(const char *dir, long step)
+{
+	char p[4200];
+
+	(void)snprintf(p, sizeof(p), "%s/step-%08ld", dir, step);
+	return access(p, F_OK) == 0;
+}
+
+/* Retention: the newest K complete checkpoints stay, with any incomplete
+ * directory newer than the K-th; everything older goes; other entries
+ * stay; a step directory holding a directory is left alone and named. */
+static void prune_keeps_the_newest_complete(void **state)
+{
+	struct dp_err err = { 0 };
+	char *d = make_tmpdir(), p[4200];
+	int removed = -1;
+
+	(void)state;
+	fake_step(d, 1, 1);
+	fake_step(d, 2, 1);
+	fake_step(d, 3, 0);
+	fake_step(d, 4, 1);
+	fake_step(d, 5, 0); /* a save in progress, or one that failed */
+	(void)snprintf(p, sizeof(p), "%s/notes.txt", d);
+	{
+		FILE *f = fopen(p, "w");
+
+		assert_non_null(f);
+		(void)fclose(f);
+	}
+	assert_int_equal(dp_ckpt_prune(d, 2, &removed, &err), 0);
+	assert_int_equal(removed, 1);
+	assert_false(step_exists(d, 1));
+	for (long s = 2; s <= 5; s++)
+		assert_true(step_exists(d, s));
+	assert_int_equal(dp_ckpt_prune(d, 1, &removed, &err), 0);
+	assert_int_equal(removed, 2); /* 3 (incomplete, older than 4) and 2 */
+	assert_false(step_exists(d, 2));
+	assert_false(step_exists(d, 3));
+	assert_true(step_exists(d, 4) && step_exists(d, 5));
+	assert_int_equal(access(p, F_OK), 0);
+	/* keep 1 again: nothing older left */
+	assert_int_equal(dp_ckpt_prune(d, 1, &removed, &err), 0);
+	assert_int_equal(removed, 0);
+	/* an old step directory with a directory inside: reported, kept */
+	fake_step(d, 0, 1);
+	(void)snprintf(p, sizeof(p), "%s/step-%08d/extra", d, 0);
+	assert_int_equal(mkdir(p, 0755), 0);
+	assert_int_equal(dp_ckpt_prune(d, 1, &removed, &err), -ENOTEMPTY);
+	assert_non_null(strstr(err.msg, "holds a directory 'extra'"));
+	assert_true(step_exists(d, 0));
+	assert_true(step_exists(d, 4));
+	assert_int_equal(dp_ckpt_prune(d, 0, NULL, &err), -EINVAL);
+	rm_rf(d);
+	free(d);
+}
+
+/* maybe_save with keep 2 on a real pair of ranks: after steps 1..4 only
+ * the newest two remain, and they are complete. */
+static void maybe_save_keeps_the_last_two(void **state)
+{
+	struct dp_ckpt_cfg cc = { .every = 1, .keep = 2, .wait_ms = 5000 };
+	struct dp_err err = { 0 };
+	struct pair p;
+	char *d = make_tmpdir();
+	long latest = -1;
+
+	(void)state;
+	cc.dir = d;
+	pair_new(&p);
+	for (long s = 1; s <= 4; s++) {
+		/* rank 1 first: rank 0 waits for its file, writes the
+		 * manifest, then prunes */
+		assert_int_equal(dp_ckpt_maybe_save(&cc, &p.xc[1], p.ex[1], s, 4, &err), 1);
+		assert_int_equal(dp_ckpt_maybe_save(&cc, &p.xc[0], p.ex[0], s, 4, &err), 1);
+	}
+	assert_false(step_exists(d, 1));
+	assert_false(step_exists(d, 2));
+	assert_int_equal(dp_ckpt_check(d, 3, &p.xc[0], &err), 0);
+	assert_int_equal(dp_ckpt_check(d, 4, &p.xc[1], &err), 0);
+	assert_int_equal(dp_ckpt_latest(d, &p.xc[0], &latest, &err), 0);
+	assert_int_equal(latest, 4);
+	/* the environment sets keep; keep needs a directory */
+	{
+		struct dp_ckpt_cfg c2 = { .dir = d, .every = -1, .keep = -1 };
+		struct dp_ckpt_cfg c3 = { .every = -1, .keep = -1 };
+
+		assert_int_equal(setenv("DP_CKPT_KEEP", "5", 1), 0);
+		assert_int_equal(dp_ckpt_cfg_env(&c2, &err), 0);
+		assert_int_equal(c2.keep, 5);
+		assert_int_equal(dp_ckpt_cfg_env(&c3, &err), -EINVAL);
+		assert_non_null(strstr(err.msg, "without a directory"));
+		c2.keep = -1;
+		assert_int_equal(setenv("DP_CKPT_KEEP", "-1", 1), 0);
+		assert_int_equal(dp_ckpt_cfg_env(&c2, &err), -EINVAL);
+		assert_int_equal(unsetenv("DP_CKPT_KEEP"), 0);
+	}
+	pair_free(&p);
+	rm_rf(d);
+	free(d);
+}
+
 static void maybe_save_and_env(void **state)
 {
 	struct dp_ckpt_cfg cc = { .every = -1 };
@@ -1235,6 +1358,8 @@ int main(void)
 		cmocka_unit_test(fallback_and_fresh_start),
 		cmocka_unit_test(crash_before_rename_leaves_nothing_visible),
 		cmocka_unit_test(maybe_save_and_env),
+		cmocka_unit_test(prune_keeps_the_newest_complete),
+		cmocka_unit_test(maybe_save_keeps_the_last_two),
 		cmocka_unit_test(train_local_options),
 		cmocka_unit_test(train_local_ep_resume),
 		cmocka_unit_test(train_tcp_resume),

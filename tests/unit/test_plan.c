@@ -542,7 +542,8 @@ static void env_and_argv_match_launch(void **state)
 			 "          gpus: 2}\n"
 			 "model: {layers: 4, hidden: 64, experts: 4, top_k: 2}\n"
 			 "parallel: {pp: 2, ep: 2, schedule: dualpipev}\n"
-			 "train: {steps: 7, seed: 3}\n"
+			 "train: {steps: 7, seed: 3,\n"
+			 "        checkpoint: {dir: /tmp/dp-plan-ckpt, every: 2, keep: 3}}\n"
 			 "env:\n  QUOTED: \"it's \\\"$(x)\\\"; y\"\n  EMPTY:\n  TAB: \"a\\tb\"\n");
 	struct dp_test_run rp = dp_test_dpctl("plan", "--json", recipe);
 	struct dp_test_run rl = dp_test_dpctl("--json", "launch", "--dry-run", recipe);
@@ -579,8 +580,10 @@ static void env_and_argv_match_launch(void **state)
 			seen += strcmp(e, "TAB=a\tb") == 0;
 			seen += strcmp(e, "DP_STAGES=1,2") == 0; /* DualPipeV: r and 2PP-1-r */
 			seen += strcmp(e, "DP_STEPS=7") == 0;
+			seen += strcmp(e, "DP_CKPT_EVERY=2") == 0;
+			seen += strcmp(e, "DP_CKPT_KEEP=3") == 0;
 		}
-		assert_int_equal(seen, 5);
+		assert_int_equal(seen, 7);
 	}
 	assert_true(json_equal(json_object_get(p, "launch_env"), json_object_get(l, "env")));
 	json_decref(p);

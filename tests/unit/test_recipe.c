@@ -118,6 +118,7 @@ static void local_demo_loads(void **state)
 	assert_true(r->train.lr > 0.00099 && r->train.lr < 0.00101);
 	assert_string_equal(r->train.checkpoint_dir, "/tmp/dpctl-demo/ckpt");
 	assert_int_equal(r->train.checkpoint_every, 25);
+	assert_int_equal(r->train.checkpoint_keep, 3);
 	assert_int_equal(r->health.max_restarts, 1); /* restarts resume from a checkpoint */
 	assert_int_equal(r->health.preflight, DP_RECIPE_PREFLIGHT_PORTS);
 	/* max_nodes_per_token defaults to min(groups, nodes) = 1 */
@@ -241,6 +242,7 @@ static void defaults_fill_every_optional_key(void **state)
 	assert_int_equal(r->train.backend, DP_RECIPE_BACKEND_CPU);
 	assert_null(r->train.checkpoint_dir);
 	assert_int_equal(r->train.checkpoint_every, 0);
+	assert_int_equal(r->train.checkpoint_keep, 0); /* keep all */
 	assert_true(r->health.heartbeat_s == 5);
 	assert_true(r->health.hang_timeout_s == 120);
 	assert_true(r->health.rendezvous_s == 60);
@@ -447,13 +449,14 @@ static void other_consistency_rules(void **state)
 		"14:10: error: key 'train.batch': 20 is not a multiple of micro_batches 8 x dp 1 x "
 		"ep 1 = 8; use 16 or 24\n"
 		"16:12: error: key 'train.checkpoint.every': needs train.checkpoint.dir\n"
-		"19:19: error: key 'health.hang_timeout_s': 5 must be greater than "
+		"17:11: error: key 'train.checkpoint.keep': needs train.checkpoint.dir\n"
+		"20:19: error: key 'health.hang_timeout_s': 5 must be greater than "
 		"health.heartbeat_s = 10\n"
-		"21:3: error: key 'env.1BAD': not a valid environment variable name\n"
-		"22:9: error: key 'env.GOOD': expected a string, got a list\n"
-		"24:14: error: key 'notify.webhooks[0]': 'ftp://example.org/x' is not an "
+		"22:3: error: key 'env.1BAD': not a valid environment variable name\n"
+		"23:9: error: key 'env.GOOD': expected a string, got a list\n"
+		"25:14: error: key 'notify.webhooks[0]': 'ftp://example.org/x' is not an "
 		"http:// or https:// URL\n"
-		"26:13: error: key 'metrics.push_url': 'example.org' is not an http:// or "
+		"27:13: error: key 'metrics.push_url': 'example.org' is not an http:// or "
 		"https:// URL\n");
 }
 
