@@ -367,8 +367,9 @@ int dp_model_stage_dev_d2h(
 	return d2h(st, dst, src, bytes, err);
 }
 
-int dp_model_stage_dev_gather(struct dp_model_stage *st, float *dst, const float *src,
-			      const int32_t *idx, long rows, struct dp_err *err)
+int dp_model_stage_dev_gather(struct dp_model_stage *st,
+			      float *dst, // NOLINT(readability-non-const-parameter): kernel output
+			      const float *src, const int32_t *idx, long rows, struct dp_err *err)
 {
 	struct dp_dev_kargs a = { .a = src, .ia = idx, .y = dst, .n0 = (long)st->H };
 

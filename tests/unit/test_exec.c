@@ -75,9 +75,9 @@ struct tcase {
 	int dp; /* 0 or 1: none */
 	int overlap;
 	int two_hop;	       /* tcp: two nodes x ep/2 ranks, two-hop */
+	int spread;	       /* cuda: EP rank j on GPU j (NCCL wants a GPU per rank) */
 	const char *transport; /* ep > 1: "shm" or "tcp" */
 	const char *backend;   /* model backend: NULL (cpu) or "emu" */
-	int spread;	       /* cuda: EP rank j on GPU j (NCCL wants a GPU per rank) */
 };
 
 static void test_cfg(struct dp_model_cfg *m)
