@@ -682,6 +682,18 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 	rc = dp_exec_new(&cfg, links, &ex, err);
 	if (rc)
 		return rc;
+	{
+		int slots = 0, er = 0, ep = 1;
+
+		dp_exec_coords(ex, NULL, &er, &ep);
+		if (dp_exec_placement(ex, &slots))
+			(void)fprintf(out,
+				      "rank %d: EPLB placement, %d expert slots per layer (%d "
+				      "redundant), %s loads; this rank holds slots %d..%d\n",
+				      cfg.rank, slots, cfg.redundant,
+				      cfg.expert_load ? "recipe" : "uniform", er * slots / ep,
+				      (er + 1) * slots / ep - 1);
+	}
 	/* every rank scans the same directory and so picks the same step */
 	if (ck.resume)
 		rc = dp_ckpt_resume(&ck, &cfg, ex, &start, err);

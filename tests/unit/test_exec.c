@@ -761,6 +761,38 @@ static void train_local_prints_a_falling_loss(void **state)
 	assert_true(last < first / 2);
 }
 
+/* --ep 2 --redundant 2 (an EPLB placement of 10 slots) trains the same
+ * model: falling losses, the first one that of the contiguous run to the
+ * printed digits; with --expert-loads too. */
+static void train_local_redundant_experts(void **state)
+{
+	char *plain[] = { "dpworker", "--train-local", "--pp", "2",	"--micro", "4", "--steps",
+			  "12",	      "--layers",      "2",    "--ep", "2" };
+	char *red[] = { "dpworker", "--train-local", "--pp", "2",  "--micro",	  "4",	 "--steps",
+			"12",	    "--layers",	     "2",    "--ep", "2", "--redundant", "2" };
+	char path[] = "/tmp/dp-exec-loads-XXXXXX";
+	char *loads[] = { "dpworker", "--train-local", "--pp",	 "2",	"--micro", "4",
+			  "--steps",  "12",	       "--layers", "2",	"--ep",	   "2",
+			  "--redundant", "2",	       "--expert-loads", path };
+	const char *text = "{\"weight\": [[9, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 2, 7]]}";
+	double f0, l0, f1, l1, f2, l2;
+	int fd;
+
+	(void)state;
+	train_local_losses(plain, (int)(sizeof(plain) / sizeof(plain[0])), &f0, &l0);
+	train_local_losses(red, (int)(sizeof(red) / sizeof(red[0])), &f1, &l1);
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	(void)close(fd);
+	train_local_losses(loads, (int)(sizeof(loads) / sizeof(loads[0])), &f2, &l2);
+	(void)unlink(path);
+	assert_true(f1 > 2.0 && l1 < f1 / 2);
+	assert_true(f2 > 2.0 && l2 < f2 / 2);
+	assert_true(fabs(f1 - f0) < 1e-6 && fabs(f2 - f0) < 1e-6);
+	printf("# --redundant 2: loss %.4f -> %.4f (contiguous %.4f -> %.4f)\n", f1, l1, f0, l0);
+}
+
 /* --backend emu prints the losses of the host model (to the printed 6
  * digits); an unknown backend is a usage error naming it. */
 static void train_local_backend_option(void **state)
@@ -1379,6 +1411,7 @@ int main(void)
 		cmocka_unit_test(mismatched_message_is_an_error),
 		cmocka_unit_test(missing_link_is_rejected),
 		cmocka_unit_test(train_local_prints_a_falling_loss),
+		cmocka_unit_test(train_local_redundant_experts),
 		cmocka_unit_test(train_over_tcp_matches_reference),
 		cmocka_unit_test(ep_dualpipe_matches_reference),
 		cmocka_unit_test(ep_1f1b_and_others_match_reference),
