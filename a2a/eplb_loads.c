@@ -173,8 +173,9 @@ int dp_eplb_loads_format(const float *weight, int layers, int experts, char **ou
 	for (int l = 0; l < layers; l++) {
 		n += (size_t)snprintf(s + n, cap - n, "%s[", l ? "," : "");
 		for (int e = 0; e < experts; e++)
-			n += (size_t)snprintf(s + n, cap - n, "%s%.9g", e ? "," : "",
-					      (double)weight[(size_t)l * (size_t)experts + (size_t)e]);
+			n += (size_t)snprintf(
+				s + n, cap - n, "%s%.9g", e ? "," : "",
+				(double)weight[(size_t)l * (size_t)experts + (size_t)e]);
 		n += (size_t)snprintf(s + n, cap - n, "]");
 	}
 	(void)snprintf(s + n, cap - n, "]}");

@@ -31,7 +31,7 @@
 #include "worker/dp_ckpt.h"
 
 #define MAGIC	       "DPCKPT\n" /* 8 bytes with the NUL */
-#define FP_N	       19 /* fingerprint fields written; versions 1 and 2 have 17, 18 */
+#define FP_N	       19	  /* fingerprint fields written; versions 1 and 2 have 17, 18 */
 #define FP_N_V1	       17
 #define FP_N_V2	       18
 #define HDR_PB_OF(nfp) (40 + 8 * (nfp)) /* payload_bytes offset */
@@ -80,8 +80,8 @@ uint32_t dp_ckpt_crc32c(uint32_t crc, const void *buf, size_t len)
 /* ---- configuration fingerprint ------------------------------------------ */
 
 static const char *const fp_names[FP_N] = {
-	"algo",		  "pp",	   "micro",  "layers",	    "hidden", "ffn_hidden", "experts",
-	"shared_experts", "top_k", "groups", "topk_groups", "vocab",  "seq_len",    "seqs",
+	"algo",		  "pp",	   "micro",  "layers",	    "hidden",	    "ffn_hidden", "experts",
+	"shared_experts", "top_k", "groups", "topk_groups", "vocab",	    "seq_len",	  "seqs",
 	"lr_bits",	  "seed",  "ep",     "dp",	    "expert_slots",
 };
 

@@ -34,7 +34,7 @@ struct train_opts {
 	int timing;  /* --timing: each rank prints its op times at the end */
 	double mbps; /* --ep-mbps: local EP groups on tcp, one rank per "node", paced */
 	int help;
-	char *peers; /* borrowed from argv */
+	char *peers;		/* borrowed from argv */
 	const char *loads_path; /* --expert-loads, borrowed from argv */
 	float *loads;		/* its loads (owned): cfg.expert_load */
 	struct dp_ckpt_cfg ck;
@@ -566,8 +566,8 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 			      dp_sched_algo_name(o->cfg.algo), o->cfg.dp > 1 ? "dp " : "",
 			      o->cfg.dp > 1 ? o->cfg.dp : 0, o->cfg.dp > 1 ? " " : "", o->cfg.pp,
 			      o->cfg.ep > 1 ? " ep " : "", o->cfg.ep > 1 ? o->cfg.ep : 0,
-			      o->cfg.redundant ? " redundant " : "", o->cfg.redundant,
-			      o->cfg.micro, o->steps - start, now_s() - t0, first, last);
+			      o->cfg.redundant ? " redundant " : "", o->cfg.redundant, o->cfg.micro,
+			      o->steps - start, now_s() - t0, first, last);
 out:
 	for (int r = 0; pid && r < pp; r++) {
 		int st;

@@ -422,9 +422,9 @@ struct dp_exec {
 	int32_t *p2l, *l2p, *lcnt;
 	int *lexp, *nlexp, *lpos;
 	long *slot_rows;
-	int dp, drank;		    /* DP replicas, this rank's replica */
-	int pbase;		    /* global rank of this replica's pp rank 0, ep rank 0 */
-	int nranks;		    /* dp * pp * ep */
+	int dp, drank; /* DP replicas, this rank's replica */
+	int pbase;     /* global rank of this replica's pp rank 0, ep rank 0 */
+	int nranks;    /* dp * pp * ep */
 	int nch;
 	struct chunk ch[2];
 	struct dp_pp_link **links; /* borrowed */
@@ -728,8 +728,9 @@ static int need_peer(struct dp_exec *ex, struct dp_pp_link *const *links, int pe
 static int eplb_placement(struct dp_exec *ex, struct dp_err *err)
 {
 	const struct dp_model_cfg *m = &ex->cfg.model;
-	const int L = m->layers, E = m->experts, nodes =
-		ex->cfg.ep_comm && ex->cfg.ep_comm->nodes > 0 ? ex->cfg.ep_comm->nodes : 1;
+	const int L = m->layers, E = m->experts,
+		  nodes = ex->cfg.ep_comm && ex->cfg.ep_comm->nodes > 0 ? ex->cfg.ep_comm->nodes
+									: 1;
 	const struct dp_eplb_cfg ec = { .layers = L,
 					.experts = E,
 					.replicas = ex->R,
@@ -752,8 +753,9 @@ static int eplb_placement(struct dp_exec *ex, struct dp_err *err)
 	rc = dp_eplb_plan_build(load, &ec, &plan, err);
 	free(uniform);
 	if (rc)
-		return dp_err_prefix(err, "exec: expert placement (%d experts + %d redundant "
-					  "on ep %d, %d node%s)",
+		return dp_err_prefix(err,
+				     "exec: expert placement (%d experts + %d redundant "
+				     "on ep %d, %d node%s)",
 				     E, ex->cfg.redundant, ex->ep, nodes, nodes == 1 ? "" : "s");
 	ex->xw = dp_eplb_plan_width(plan);
 	ex->p2l = malloc((size_t)L * (size_t)ex->R * sizeof(int32_t));

@@ -177,8 +177,8 @@ int dp_worker_model_parse(const char *spec, struct dp_model_cfg *cfg, struct dp_
 struct layout {
 	struct dp_exec_cfg cfg;
 	long steps, ep, dp, ep_rank, dp_rank;
-	int nccl;     /* DP_PP_TRANSPORT=nccl */
-	float *loads; /* DP_EXPERT_LOADS (owned): cfg.expert_load */
+	int nccl;      /* DP_PP_TRANSPORT=nccl */
+	float *loads;  /* DP_EXPERT_LOADS (owned): cfg.expert_load */
 	long ep_nodes; /* DP_EP_NODES: nodes an EP group spans (EPLB's nodes) */
 };
 
@@ -249,7 +249,7 @@ static int read_placement(struct layout *l, struct dp_err *err)
 	l->cfg.redundant = (int)red;
 	if (!text || !*text)
 		return 0;
-	if ((rc = dp_eplb_loads_parse(text, "DP_EXPERT_LOADS", &l->loads, &rows, &cols, err)))
+	if (dp_eplb_loads_parse(text, "DP_EXPERT_LOADS", &l->loads, &rows, &cols, err))
 		return dp_err_prefix(err, "train");
 	if (rows != l->cfg.model.layers || cols != l->cfg.model.experts) {
 		free(l->loads);

@@ -978,8 +978,8 @@ static void downgrade_rank_file(const char *path, int version)
 	assert_true(len > 208);
 	assert_int_equal((unsigned char)b[8], 3); /* version 3 */
 	assert_int_equal((unsigned char)b[36], 19);
-	memcpy(h, b, 40 + 8 * nfp);		   /* magic .. fp[0..nfp-1] */
-	memcpy(h + 40 + 8 * nfp, b + 40 + 8 * 19, 12); /* payload_bytes, payload_crc */
+	memcpy(h, b, 40 + 8 * nfp);			 /* magic .. fp[0..nfp-1] */
+	memcpy(h + 40 + 8 * nfp, b + (40 + 8 * 19), 12); /* payload_bytes, payload_crc */
 	h[8] = (unsigned char)version;
 	h[36] = (unsigned char)nfp; /* fingerprint fields */
 	crc = dp_ckpt_crc32c(0, h, hb - 4);

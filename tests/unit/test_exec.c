@@ -449,7 +449,8 @@ static long check_placement(const struct tcase *tc, const struct rank_res *res, 
 			assert_int_equal(res[r].placed, placed);
 			assert_int_equal(res[r].slots, R);
 			if (placed)
-				assert_memory_equal(res[r].p2l[l], res[0].p2l[l], sizeof(res[0].p2l[l]));
+				assert_memory_equal(res[r].p2l[l], res[0].p2l[l],
+						    sizeof(res[0].p2l[l]));
 			for (int q = 0; q < R; q++) {
 				if (q / nslot != r % ep)
 					assert_int_equal(res[r].slot_rows[l][q], 0);
@@ -468,15 +469,16 @@ static long check_placement(const struct tcase *tc, const struct rank_res *res, 
 				if (res[0].p2l[l][q] != e)
 					continue;
 				if (slot[q] == 0)
-					fail_msg("layer %d expert %d: replica slot %d got no rows", l, e,
-						 q);
+					fail_msg("layer %d expert %d: replica slot %d got no rows",
+						 l, e, q);
 				hi = hi < 0 || slot[q] > hi ? slot[q] : hi;
 				lo = lo < 0 || slot[q] < lo ? slot[q] : lo;
 			}
 			if (hi - lo > fwd)
-				fail_msg("layer %d expert %d: replicas took %ld and %ld rows (split "
-					 "not even)",
-					 l, e, hi, lo);
+				fail_msg(
+					"layer %d expert %d: replicas took %ld and %ld rows (split "
+					"not even)",
+					l, e, hi, lo);
 		}
 	}
 	return most;
@@ -766,14 +768,21 @@ static void train_local_prints_a_falling_loss(void **state)
  * printed digits; with --expert-loads too. */
 static void train_local_redundant_experts(void **state)
 {
-	char *plain[] = { "dpworker", "--train-local", "--pp", "2",	"--micro", "4", "--steps",
+	char *plain[] = { "dpworker", "--train-local", "--pp", "2",    "--micro", "4", "--steps",
 			  "12",	      "--layers",      "2",    "--ep", "2" };
-	char *red[] = { "dpworker", "--train-local", "--pp", "2",  "--micro",	  "4",	 "--steps",
-			"12",	    "--layers",	     "2",    "--ep", "2", "--redundant", "2" };
+	char *red[] = {
+		"dpworker", "--train-local", "--pp", "2",    "--micro", "4",	       "--steps",
+		"12",	    "--layers",	     "2",    "--ep", "2",	"--redundant", "2"
+	};
 	char path[] = "/tmp/dp-exec-loads-XXXXXX";
-	char *loads[] = { "dpworker", "--train-local", "--pp",	 "2",	"--micro", "4",
-			  "--steps",  "12",	       "--layers", "2",	"--ep",	   "2",
-			  "--redundant", "2",	       "--expert-loads", path };
+	char *loads[] = { "dpworker",	    "--train-local",
+			  "--pp",	    "2",
+			  "--micro",	    "4",
+			  "--steps",	    "12",
+			  "--layers",	    "2",
+			  "--ep",	    "2",
+			  "--redundant",    "2",
+			  "--expert-loads", path };
 	const char *text = "{\"weight\": [[9, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 2, 7]]}";
 	double f0, l0, f1, l1, f2, l2;
 	int fd;
@@ -1090,7 +1099,9 @@ static void eplb_matches_reference(void **state)
  * busiest rank-layer runs fewer expert rows (the same rows in all). */
 static void eplb_moves_rows(void **state)
 {
-	struct tcase tc = { .algo = DP_SCHED_1F1B, .pp = 1, .ep = 2, .micro = 4, .transport = "shm" };
+	struct tcase tc = {
+		.algo = DP_SCHED_1F1B, .pp = 1, .ep = 2, .micro = 4, .transport = "shm"
+	};
 	struct rank_res a[MAX_RANKS], b[MAX_RANKS];
 	float loads[MAX_LAYER * 4];
 	long most_a, most_b;
@@ -1102,13 +1113,12 @@ static void eplb_moves_rows(void **state)
 	most_a = check_placement(&tc, a, 2, 2);
 	for (int l = 0; l < MAX_LAYER; l++)
 		for (int e = 0; e < 4; e++) /* slot = expert, on rank e / 2 */
-			loads[l * 4 + e] = (float)a[e / 2].slot_rows[l][e];
+			loads[l * 4 + e] = (float)a[e >> 1].slot_rows[l][e];
 	tc.redundant = 2;
 	tc.loads = loads;
 	run_pipeline(&tc, b);
 	most_b = check_placement(&tc, b, 2, 2);
-	assert_int_equal(a[0].expert_rows + a[1].expert_rows,
-			 b[0].expert_rows + b[1].expert_rows);
+	assert_int_equal(a[0].expert_rows + a[1].expert_rows, b[0].expert_rows + b[1].expert_rows);
 	assert_true(most_b < most_a);
 	printf("# eplb: expert rows per rank %ld + %ld contiguous, %ld + %ld placed; busiest "
 	       "rank-layer %ld -> %ld\n",
@@ -1375,7 +1385,7 @@ static void ep_bad_config_is_rejected(void **state)
 	cfg.redundant = 1;
 	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "4 experts + 1 redundant = 5 expert slots do not split "
-					 "over ep 2"));
+					"over ep 2"));
 	cfg.redundant = -1;
 	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "redundant experts -1 out of range"));
@@ -1396,8 +1406,8 @@ static void ep_bad_config_is_rejected(void **state)
 		cfg.expert_load = bad;
 		assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
 		assert_non_null(strstr(err.msg, "exec: expert placement (4 experts + 2 redundant "
-						 "on ep 2, 1 node): eplb: load of layer 1 expert 1 "
-						 "is not finite"));
+						"on ep 2, 1 node): eplb: load of layer 1 expert 1 "
+						"is not finite"));
 	}
 	assert_null(ex);
 }

@@ -488,8 +488,7 @@ static void recipe_with_redundant_experts_trains(void **state)
 	int seen = 0;
 
 	(void)state;
-	if (!getenv("DPWORKER") || access(getenv("DPWORKER"), X_OK) != 0)
-		skip();
+	(void)worker_or_skip();
 	(void)snprintf(text, sizeof(text),
 		       "cluster: {hosts: localhost, launcher: local, gpus: 4}\n"
 		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
