@@ -429,7 +429,7 @@ static void same_replicas(struct dp_model_stage *st, const float *a, const float
  * replica of an expert took rows, at most one row apart per forward (the
  * even split q % logcnt).  Without
  * a placement: slot = expert, E / ep per rank.  Returns the most rows one
- * rank ran in one layer. */
+ * rank ran in one layer.  ep 1 runs whole stages: no EP rows to count. */
 static long check_placement(const struct tcase *tc, const struct rank_res *res, int n, int ep)
 {
 	struct dp_model_cfg mc;
@@ -440,6 +440,11 @@ static long check_placement(const struct tcase *tc, const struct rank_res *res, 
 
 	test_cfg(&mc);
 	assert_int_equal(R, placed ? mc.experts + tc->redundant : mc.experts);
+	if (ep == 1) {
+		for (int r = 0; r < n; r++)
+			assert_int_equal(res[r].expert_rows, 0);
+		return 0;
+	}
 	for (int l = 0; l < mc.layers; l++) {
 		long slot[MAX_SLOTS] = { 0 }, total = 0;
 
@@ -744,6 +749,17 @@ static void train_local_losses(char **args, int nargs, double *first, double *la
 	free(buf);
 }
 
+/* The run of @args lowers the loss from above 2 to under half of it;
+ * *first gets the first loss. */
+static void falls(char **args, int nargs, double *first)
+{
+	double last;
+
+	train_local_losses(args, nargs, first, &last);
+	assert_true(*first > 2.0);
+	assert_true(last < *first / 2);
+}
+
 static void train_local_prints_a_falling_loss(void **state)
 {
 	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2", "--micro",
@@ -752,15 +768,11 @@ static void train_local_prints_a_falling_loss(void **state)
 		"dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2",	   "--micro",
 		"4",	    "--steps",	     "12",     "--layers", "2",	   "--ep", "2"
 	};
-	double first, last;
+	double first;
 
 	(void)state;
-	train_local_losses(args, (int)(sizeof(args) / sizeof(args[0])), &first, &last);
-	assert_true(first > 2.0);
-	assert_true(last < first / 2);
-	train_local_losses(ep_args, (int)(sizeof(ep_args) / sizeof(ep_args[0])), &first, &last);
-	assert_true(first > 2.0);
-	assert_true(last < first / 2);
+	falls(args, (int)(sizeof(args) / sizeof(args[0])), &first);
+	falls(ep_args, (int)(sizeof(ep_args) / sizeof(ep_args[0])), &first);
 }
 
 /* --ep 2 --redundant 2 (an EPLB placement of 10 slots) trains the same
@@ -768,38 +780,30 @@ static void train_local_prints_a_falling_loss(void **state)
  * printed digits; with --expert-loads too. */
 static void train_local_redundant_experts(void **state)
 {
-	char *plain[] = { "dpworker", "--train-local", "--pp", "2",    "--micro", "4", "--steps",
-			  "12",	      "--layers",      "2",    "--ep", "2" };
-	char *red[] = {
-		"dpworker", "--train-local", "--pp", "2",    "--micro", "4",	       "--steps",
-		"12",	    "--layers",	     "2",    "--ep", "2",	"--redundant", "2"
-	};
 	char path[] = "/tmp/dp-exec-loads-XXXXXX";
-	char *loads[] = { "dpworker",	    "--train-local",
-			  "--pp",	    "2",
-			  "--micro",	    "4",
-			  "--steps",	    "12",
-			  "--layers",	    "2",
-			  "--ep",	    "2",
-			  "--redundant",    "2",
-			  "--expert-loads", path };
+	/* the first 12 arguments: contiguous; 14: --redundant 2; all 16 */
+	char *args[] = { "dpworker",	   "--train-local",
+			 "--pp",	   "2",
+			 "--micro",	   "4",
+			 "--steps",	   "12",
+			 "--layers",	   "2",
+			 "--ep",	   "2",
+			 "--redundant",	   "2",
+			 "--expert-loads", path };
 	const char *text = "{\"weight\": [[9, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 2, 7]]}";
-	double f0, l0, f1, l1, f2, l2;
+	double f0, f1, f2;
 	int fd;
 
 	(void)state;
-	train_local_losses(plain, (int)(sizeof(plain) / sizeof(plain[0])), &f0, &l0);
-	train_local_losses(red, (int)(sizeof(red) / sizeof(red[0])), &f1, &l1);
+	falls(args, 12, &f0);
+	falls(args, 14, &f1);
 	fd = mkstemp(path);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
 	(void)close(fd);
-	train_local_losses(loads, (int)(sizeof(loads) / sizeof(loads[0])), &f2, &l2);
+	falls(args, 16, &f2);
 	(void)unlink(path);
-	assert_true(f1 > 2.0 && l1 < f1 / 2);
-	assert_true(f2 > 2.0 && l2 < f2 / 2);
 	assert_true(fabs(f1 - f0) < 1e-6 && fabs(f2 - f0) < 1e-6);
-	printf("# --redundant 2: loss %.4f -> %.4f (contiguous %.4f -> %.4f)\n", f1, l1, f0, l0);
 }
 
 /* --backend emu prints the losses of the host model (to the printed 6
@@ -1008,8 +1012,10 @@ static void train_over_tcp_with_ep_matches_reference(void **state)
 	check_tcp_pair(args, (int)(sizeof(args) / sizeof(args[0])), 15, 1, 4, 3e-6, "ep");
 }
 
-/* dp x pp x ep ranks, EP groups on shm. */
-static void check_layout(enum dp_sched_algo algo, int dp, int pp, int ep, int micro, int overlap)
+/* dp x pp x ep ranks, EP groups on shm; with @redundant or @loads an EPLB
+ * placement. */
+static void check_placed(enum dp_sched_algo algo, int dp, int pp, int ep, int micro, int overlap,
+			 int redundant, const float *loads)
 {
 	const struct tcase tc = { .algo = algo,
 				  .pp = pp,
@@ -1017,9 +1023,16 @@ static void check_layout(enum dp_sched_algo algo, int dp, int pp, int ep, int mi
 				  .dp = dp,
 				  .micro = micro,
 				  .overlap = overlap,
-				  .transport = "shm" };
+				  .transport = "shm",
+				  .redundant = redundant,
+				  .loads = loads };
 
 	check_tcase(&tc);
+}
+
+static void check_layout(enum dp_sched_algo algo, int dp, int pp, int ep, int micro, int overlap)
+{
+	check_placed(algo, dp, pp, ep, micro, overlap, 0, NULL);
 }
 
 static void check_ep(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap)
@@ -1036,21 +1049,19 @@ static void ep_dualpipe_matches_reference(void **state)
 	check_ep(DP_SCHED_DUALPIPE, 4, 2, 8, 1);
 }
 
+/* 1f1b pp 2 x ep 2, two "nodes" of one rank, two-hop over tcp */
+static const struct tcase tcp_two_hop = {
+	.algo = DP_SCHED_1F1B, .pp = 2, .ep = 2, .micro = 4, .transport = "tcp", .two_hop = 1
+};
+
 static void ep_1f1b_and_others_match_reference(void **state)
 {
-	const struct tcase tcp = { .algo = DP_SCHED_1F1B,
-				   .pp = 2,
-				   .ep = 2,
-				   .micro = 4,
-				   .transport = "tcp",
-				   .two_hop = 1 };
-
 	(void)state;
 	check_ep(DP_SCHED_1F1B, 2, 2, 4, 0);
 	check_ep(DP_SCHED_1F1B, 4, 2, 6, 0);
 	check_ep(DP_SCHED_ZB1P, 2, 2, 4, 0);
 	check_ep(DP_SCHED_DUALPIPEV, 2, 2, 4, 1);
-	check_tcase(&tcp); /* two "nodes" of one rank, two-hop over tcp */
+	check_tcase(&tcp_two_hop);
 }
 
 /* An EPLB placement (cfg.redundant slots, uniform or skewed loads): the
@@ -1060,30 +1071,16 @@ static void ep_1f1b_and_others_match_reference(void **state)
 static void check_eplb(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap,
 		       int redundant, const float *loads)
 {
-	const struct tcase tc = { .algo = algo,
-				  .pp = pp,
-				  .ep = ep,
-				  .micro = micro,
-				  .overlap = overlap,
-				  .transport = "shm",
-				  .redundant = redundant,
-				  .loads = loads };
-
-	check_tcase(&tc);
+	check_placed(algo, 1, pp, ep, micro, overlap, redundant, loads);
 }
 
 static void eplb_matches_reference(void **state)
 {
-	const struct tcase tcp = { .algo = DP_SCHED_1F1B,
-				   .pp = 2,
-				   .ep = 2,
-				   .micro = 4,
-				   .transport = "tcp",
-				   .two_hop = 1,
-				   .redundant = 2,
-				   .loads = skewed_loads };
+	struct tcase tcp = tcp_two_hop;
 
 	(void)state;
+	tcp.redundant = 2;
+	tcp.loads = skewed_loads;
 	check_eplb(DP_SCHED_DUALPIPE, 2, 2, 4, 1, 4, NULL);
 	check_eplb(DP_SCHED_1F1B, 2, 2, 4, 0, 4, NULL);
 	check_eplb(DP_SCHED_ZB1P, 2, 2, 4, 0, 2, skewed_loads);

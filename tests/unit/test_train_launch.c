@@ -215,13 +215,40 @@ static double svg_num(xmlDocPtr doc, const char *expr, int i, const char *name)
 
 /* Train through dpctl and compare every step loss with --train-local; check
  * trace.json has ops from every rank. */
+/* The run @r succeeded, its train event has @n losses equal to @want (at
+ * the 6 decimals --train-local prints) and falling; the event (caller
+ * frees).  @what names the run in failures. */
+static json_t *losses_match(const struct dp_test_run *r, char want[][32], size_t n,
+			    const char *what)
+{
+	json_t *o, *losses;
+
+	if (r->rc != 0)
+		fail_msg("%s: rc %d\n%s\n%s", what, r->rc, r->err, r->out);
+	o = train_event(r->out);
+	losses = json_object_get(o, "losses");
+	assert_int_equal(json_array_size(losses), n);
+	for (size_t k = 0; k < n; k++) {
+		char got[32];
+
+		(void)snprintf(got, sizeof(got), "%.6f",
+			       json_real_value(json_array_get(losses, k)));
+		if (strcmp(got, want[k]) != 0)
+			fail_msg("%s step %zu: dpctl loss %s, --train-local %s", what, k, got,
+				 want[k]);
+	}
+	assert_true(json_real_value(json_array_get(losses, n - 1)) <
+		    json_real_value(json_array_get(losses, 0)));
+	return o;
+}
+
 static void trains_like_train_local_dp(const char *algo, int dp, int pp, int ep, int micro)
 {
 	enum { STEPS = 4 };
 	char *path = recipe_dp(dp, pp, ep, algo, micro, STEPS, NULL), *dir = tmpdir();
-	char model[512], want[STEPS][32], trace[600], svgpath[600];
+	char model[512], want[STEPS][32], trace[600], svgpath[600], what[96];
 	struct dp_test_run r;
-	json_t *o, *losses, *t, *ev;
+	json_t *o, *t, *ev;
 	xmlDocPtr doc;
 	int seen[8] = { 0 }, n = dp * pp * ep;
 
@@ -229,24 +256,8 @@ static void trains_like_train_local_dp(const char *algo, int dp, int pp, int ep,
 	dry_run_model(path, model, sizeof(model));
 	assert_int_equal(train_local(model, algo, dp, pp, ep, micro, STEPS, want), STEPS);
 	r = DPCTL("--json", "launch", "--run-dir", dir, path);
-	if (r.rc != 0)
-		fail_msg("%s dp %d pp %d ep %d: rc %d\n%s\n%s", algo, dp, pp, ep, r.rc, r.err,
-			 r.out);
-	o = train_event(r.out);
-	losses = json_object_get(o, "losses");
-	assert_int_equal(json_array_size(losses), STEPS);
-	for (size_t k = 0; k < STEPS; k++) {
-		char got[32];
-
-		(void)snprintf(got, sizeof(got), "%.6f",
-			       json_real_value(json_array_get(losses, k)));
-		if (strcmp(got, want[k]) != 0)
-			fail_msg("%s dp %d pp %d ep %d step %zu: dpctl loss %s, --train-local %s",
-				 algo, dp, pp, ep, k, got, want[k]);
-	}
-	/* the loss falls */
-	assert_true(json_real_value(json_array_get(losses, STEPS - 1)) <
-		    json_real_value(json_array_get(losses, 0)));
+	(void)snprintf(what, sizeof(what), "%s dp %d pp %d ep %d", algo, dp, pp, ep);
+	o = losses_match(&r, want, STEPS, what);
 	(void)snprintf(trace, sizeof(trace), "%s/trace.json", dir);
 	assert_string_equal(json_string_value(json_object_get(o, "trace")), trace);
 	t = json_load_file(trace, 0, NULL);
@@ -484,7 +495,7 @@ static void recipe_with_redundant_experts_trains(void **state)
 	char *loads = dp_test_write_tmp(".json", loads_text), *path, *dir = tmpdir();
 	char text[1024], model[512], extra[600], want[STEPS][32];
 	struct dp_test_run r, d;
-	json_t *o, *env, *losses;
+	json_t *o, *env;
 	int seen = 0;
 
 	(void)state;
@@ -523,21 +534,7 @@ static void recipe_with_redundant_experts_trains(void **state)
 	(void)snprintf(extra, sizeof(extra), "--redundant 2 --expert-loads '%s'", loads);
 	assert_int_equal(train_local_x(model, "dualpipe", 1, 2, 2, 4, STEPS, extra, want), STEPS);
 	r = DPCTL("--json", "launch", "--run-dir", dir, path);
-	if (r.rc != 0)
-		fail_msg("rc %d\n%s\n%s", r.rc, r.err, r.out);
-	o = train_event(r.out);
-	losses = json_object_get(o, "losses");
-	assert_int_equal(json_array_size(losses), STEPS);
-	for (size_t k = 0; k < STEPS; k++) {
-		char got[32];
-
-		(void)snprintf(got, sizeof(got), "%.6f",
-			       json_real_value(json_array_get(losses, k)));
-		if (strcmp(got, want[k]) != 0)
-			fail_msg("step %zu: dpctl loss %s, --train-local %s", k, got, want[k]);
-	}
-	assert_true(json_real_value(json_array_get(losses, STEPS - 1)) <
-		    json_real_value(json_array_get(losses, 0)));
+	o = losses_match(&r, want, STEPS, "redundant_experts 2");
 	/* the executor of EP rank 1 placed the experts by EPLB */
 	{
 		char log[600], *t;
