@@ -1098,8 +1098,8 @@ static int grow(struct task *t, size_t rows, size_t H, int with_rx)
 	return 0;
 }
 
-/* The local logical expert index (ex->lexp) of received row @i of layer
- * @layer: its physical slot must be one of this rank's. */
+/* The local logical expert index (ex->lexp) of the received row @rv of
+ * layer @layer, or -1 if its physical slot is not one of this rank's. */
 static int row_local(const struct dp_exec *ex, int layer, const struct dp_a2a_recv *rv)
 {
 	const int s = rv->expert[0], s0 = ex->erank * ex->nslot;

@@ -557,7 +557,7 @@ static void recipe_with_redundant_experts_trains(void **state)
 	free(dir);
 }
 
-static void large_expert_loads_are_refused(void **state)
+static void oversized_placement_is_refused(void **state)
 {
 	/* 64 layers x 256 experts of "1," is more than 32 KiB of JSON */
 	char *loads = malloc(64 * (256 * 2 + 4) + 32), *lpath, text[1024];
@@ -586,6 +586,13 @@ static void large_expert_loads_are_refused(void **state)
 	(void)unlink(lpath);
 	free(lpath);
 	free(loads);
+	/* more redundant slots than the executor places */
+	expect_refused("cluster: {hosts: localhost, gpus: 2}\n"
+		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
+		       "        top_k: 2, redundant_experts: 5000}\n"
+		       "parallel: {pp: 1, ep: 2, schedule: 1f1b}\n",
+		       ":3: key 'model.redundant_experts': 5000: the executor places at most "
+		       "4096");
 }
 
 static double mono(void)
@@ -1196,7 +1203,7 @@ int main(void)
 		cmocka_unit_test(report_dp_replicas),
 		cmocka_unit_test(unsupported_layout_names_the_line),
 		cmocka_unit_test(recipe_with_redundant_experts_trains),
-		cmocka_unit_test(large_expert_loads_are_refused),
+		cmocka_unit_test(oversized_placement_is_refused),
 		cmocka_unit_test(dualpipe_pp2_matches_train_local),
 		cmocka_unit_test(dualpipe_pp4_matches_train_local),
 		cmocka_unit_test(zb1p_pp4_matches_train_local),
