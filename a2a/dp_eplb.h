@@ -124,5 +124,14 @@ int dp_eplb_plan_balance_mean(const struct dp_eplb_plan *plan, double *before, d
  * Outputs are written only on success. */
 int dp_eplb_loads_read(const char *path, float **weight, int *layers, int *experts,
 		       struct dp_err *err);
+/* The same from the JSON text @text (NUL-terminated); @name stands for
+ * the file in messages (e.g. an environment variable's name). */
+int dp_eplb_loads_parse(const char *text, const char *name, float **weight, int *layers,
+			int *experts, struct dp_err *err);
+/* The compact text {"weight":[[...],...]} of @weight ([layers][experts],
+ * each load printed with %.9g, which reads back as the same float) into
+ * *out (caller frees).  0 or -ENOMEM. */
+int dp_eplb_loads_format(const float *weight, int layers, int experts, char **out,
+			 struct dp_err *err);
 
 #endif

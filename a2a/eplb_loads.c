@@ -52,27 +52,16 @@ static int load_value(const char *path, json_t *v, size_t l, size_t e, float *ou
 	return 0;
 }
 
-int dp_eplb_loads_read(const char *path, float **weight, int *layers, int *experts,
-		       struct dp_err *err)
+/* The load matrix of the parsed document @root (consumed); @path names it
+ * in messages. */
+static int loads_of(const char *path, json_t *root, float **weight, int *layers, int *experts,
+		    struct dp_err *err)
 {
-	json_error_t jerr;
-	json_t *root, *rows;
+	json_t *rows;
 	float *w = NULL;
 	size_t L, E;
-	FILE *f;
 	int rc;
 
-	f = fopen(path, "rb");
-	if (!f) {
-		int e = errno;
-
-		return dp_err_set(err, e, "eplb: cannot open '%s': %s", path, strerror(e));
-	}
-	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
-	(void)fclose(f);
-	if (!root)
-		return dp_err_set(err, EBADMSG, "eplb: '%s' line %d column %d: %s", path, jerr.line,
-				  jerr.column, jerr.text);
 	rows = json_is_object(root) ? json_object_get(root, "weight") : NULL;
 	if (!rows || !json_is_array(rows)) {
 		rc = dp_err_set(err, EINVAL,
@@ -137,4 +126,59 @@ out:
 	free(w);
 	json_decref(root);
 	return rc;
+}
+
+int dp_eplb_loads_read(const char *path, float **weight, int *layers, int *experts,
+		       struct dp_err *err)
+{
+	json_error_t jerr;
+	json_t *root;
+	FILE *f;
+
+	f = fopen(path, "rb");
+	if (!f) {
+		int e = errno;
+
+		return dp_err_set(err, e, "eplb: cannot open '%s': %s", path, strerror(e));
+	}
+	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+	(void)fclose(f);
+	if (!root)
+		return dp_err_set(err, EBADMSG, "eplb: '%s' line %d column %d: %s", path, jerr.line,
+				  jerr.column, jerr.text);
+	return loads_of(path, root, weight, layers, experts, err);
+}
+
+int dp_eplb_loads_parse(const char *text, const char *name, float **weight, int *layers,
+			int *experts, struct dp_err *err)
+{
+	json_error_t jerr;
+	json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+
+	if (!root)
+		return dp_err_set(err, EBADMSG, "eplb: '%s' column %d: %s", name, jerr.column,
+				  jerr.text);
+	return loads_of(name, root, weight, layers, experts, err);
+}
+
+int dp_eplb_loads_format(const float *weight, int layers, int experts, char **out,
+			 struct dp_err *err)
+{
+	size_t cap = 64 + (size_t)layers * ((size_t)experts * 17 + 4), n = 0;
+	char *s = malloc(cap);
+
+	if (!s)
+		return dp_err_set(err, ENOMEM, "eplb: out of memory");
+	n += (size_t)snprintf(s + n, cap - n, "{\"weight\":[");
+	for (int l = 0; l < layers; l++) {
+		n += (size_t)snprintf(s + n, cap - n, "%s[", l ? "," : "");
+		for (int e = 0; e < experts; e++)
+			n += (size_t)snprintf(
+				s + n, cap - n, "%s%.9g", e ? "," : "",
+				(double)weight[(size_t)l * (size_t)experts + (size_t)e]);
+		n += (size_t)snprintf(s + n, cap - n, "]");
+	}
+	(void)snprintf(s + n, cap - n, "]}");
+	*out = s;
+	return 0;
 }

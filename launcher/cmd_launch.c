@@ -526,6 +526,19 @@ static int check_trainable(struct dp_cli *cli, const struct dp_recipe *r)
 		return refuse_key(cli, r, "model.dense_layers",
 				  "%d: the CPU model has MoE layers only (0)",
 				  r->model.dense_layers);
+	/* an EPLB placement (dp_plan_places_experts): the executor takes up to
+	 * 4096 redundant slots, and the ranks get the loads in DP_EXPERT_LOADS
+	 * (launcher/plan_recipe.c) */
+	if (dp_plan_places_experts(r) && r->model.redundant_experts > 4096)
+		return refuse_key(cli, r, "model.redundant_experts",
+				  "%d: the executor places at most 4096 redundant expert slots",
+				  r->model.redundant_experts);
+	if (dp_plan_places_experts(r) && r->model.expert_load && !r->model.expert_loads_env)
+		return refuse_key(cli, r, "model.expert_loads",
+				  "the loads are %zu bytes of DP_EXPERT_LOADS, more than the %d "
+				  "the training ranks take through their environment (fewer "
+				  "layers or experts, or no loads: uniform)",
+				  r->model.expert_loads_bytes, DP_RECIPE_LOADS_ENV_MAX);
 	sc.algo = recipe_algo(r);
 	if (dp_sched_check(&sc, &e))
 		return refuse_key(cli, r, "parallel.micro_batches", "%s", e.msg);

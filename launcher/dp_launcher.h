@@ -94,6 +94,10 @@ struct dp_recipe_env {
 	char *value; /* the scalar's text ("" for null) */
 };
 
+/* Bytes of model.expert_loads text the training ranks take through the
+ * environment (DP_EXPERT_LOADS); dpctl launch refuses larger loads. */
+#define DP_RECIPE_LOADS_ENV_MAX 32768
+
 struct dp_recipe {
 	char *path; /* the file it was loaded from (or the name given to _mem) */
 
@@ -132,6 +136,12 @@ struct dp_recipe {
 		 * [layers - dense_layers][experts] row-major. */
 		char *expert_loads;
 		float *expert_load;
+		/* the same loads for the training ranks: "DP_EXPERT_LOADS={...}" with
+		 * one row per layer (dense layers uniform), NULL if the text is over
+		 * DP_RECIPE_LOADS_ENV_MAX bytes (expert_loads_bytes) or there are no
+		 * loads */
+		char *expert_loads_env;
+		size_t expert_loads_bytes;
 	} model;
 
 	struct {

@@ -87,6 +87,10 @@ int dp_plan_rank_of(const struct dp_plan *p, int dp, int pp, int ep);
 struct dp_eplb_plan;
 int dp_plan_experts(const struct dp_recipe *r, const struct dp_plan *p, struct dp_eplb_plan **out,
 		    struct dp_err *err);
+/* Does training place the experts by EPLB: parallel.ep > 1 and
+ * redundant_experts or expert_loads set?  (With ep 1 one rank holds every
+ * expert: the keys only shape `dpctl plan`'s EPLB report.) */
+int dp_plan_places_experts(const struct dp_recipe *r);
 
 /* ---- worker argv and environment -------------------------------------------
  *
@@ -95,8 +99,10 @@ int dp_plan_experts(const struct dp_recipe *r, const struct dp_plan *p, struct d
  *   DP_PP_RANK DP_EP_RANK DP_DP_RANK DP_STAGES DP_PP_SIZE DP_EP_SIZE DP_DP_SIZE
  *   DP_SCHEDULE DP_MICRO_BATCHES DP_STEPS DP_SEED, with train.backend cuda
  *   also DP_BACKEND=cuda DP_DEVICE (the rank's GPU index on its node; 0 under
- *   Slurm, which binds one GPU per task) DP_PP_TRANSPORT (tcp or nccl), then
- *   env: in file order.
+ *   Slurm, which binds one GPU per task) DP_PP_TRANSPORT (tcp or nccl), with
+ *   an EPLB placement (dp_plan_places_experts) DP_REDUNDANT_EXPERTS and
+ *   DP_EP_NODES, then DP_MODEL, with expert loads DP_EXPERT_LOADS, the
+ *   checkpoint variables, then env: in file order.
  * The controller adds DP_JOB_TOKEN, DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE,
  * DP_LOCAL_RANK and DP_HEARTBEAT_S at spawn time (launcher/controller.c). */
 
@@ -105,7 +111,7 @@ int dp_plan_experts(const struct dp_recipe *r, const struct dp_plan *p, struct d
 /* One rank's environment (caller-embedded; no release needed). */
 struct dp_plan_env {
 	const char *v[DP_PLAN_ENV_MAX + 1]; /* "NAME=value", NULL-terminated */
-	char layout[16][48];		    /* storage for the layout entries */
+	char layout[20][48];		    /* storage for the layout entries */
 	char model[384];		    /* DP_MODEL=... (worker/train_ctl.c reads it) */
 	char ckpt_dir[4096 + 16];	    /* DP_CKPT_DIR=... */
 	char ckpt_every[48];		    /* DP_CKPT_EVERY=... */

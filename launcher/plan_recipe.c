@@ -46,6 +46,11 @@ int dp_plan_from_recipe(const struct dp_recipe *r, struct dp_plan **out, struct 
 
 /* ---- expert placement ------------------------------------------------------ */
 
+int dp_plan_places_experts(const struct dp_recipe *r)
+{
+	return r->parallel.ep > 1 && (r->model.redundant_experts > 0 || r->model.expert_load);
+}
+
 int dp_plan_experts(const struct dp_recipe *r, const struct dp_plan *p, struct dp_eplb_plan **out,
 		    struct dp_err *err)
 {
@@ -168,9 +173,19 @@ void dp_plan_env_build(const struct dp_recipe *r, char *const *renv, const struc
 		       r->cluster.launcher == DP_RECIPE_LAUNCH_SLURM ? 0 : x->local);
 		LAYOUT("DP_PP_TRANSPORT=%s", dp_recipe_pp_transport_name(r->train.pp_transport));
 	}
+	if (dp_plan_places_experts(r)) {
+		/* the EPLB placement of dp_plan_experts(): slots, and the nodes
+		 * an EP group spans (dp_plan_build's ep_group_nodes) */
+		const int g = r->cluster.gpus, ep = r->parallel.ep;
+
+		LAYOUT("DP_REDUNDANT_EXPERTS=%d", r->model.redundant_experts);
+		LAYOUT("DP_EP_NODES=%d", g > 0 && ep >= g ? ep / g : 1);
+	}
 #undef LAYOUT
 	model_env(r, out->model, sizeof(out->model));
 	out->v[k++] = out->model;
+	if (dp_plan_places_experts(r) && r->model.expert_loads_env)
+		out->v[k++] = r->model.expert_loads_env;
 	if (r->train.checkpoint_dir) {
 		/* for the checkpoint code of the step loop */
 		(void)snprintf(out->ckpt_dir, sizeof(out->ckpt_dir), "DP_CKPT_DIR=%s",

@@ -1528,6 +1528,39 @@ static void check_consistency(struct ctx *c)
 	check_experts(c, experts_ok, ep_ok, layers_ok);
 }
 
+/* The loads as the training ranks take them (DP_EXPERT_LOADS, read by
+ * worker/train_ctl.c): the training model makes every layer an MoE layer,
+ * so the dense layers get uniform rows, then the file's rows.  Kept only up
+ * to DP_RECIPE_LOADS_ENV_MAX bytes (dpctl launch refuses more). */
+static void loads_env(struct ctx *c)
+{
+	struct dp_recipe *r = c->r;
+	const int L = r->model.layers, E = r->model.experts, dense = r->model.dense_layers;
+	float *all = malloc((size_t)L * (size_t)E * sizeof(float));
+	char *text = NULL;
+
+	if (!all) {
+		c->nomem = 1;
+		return;
+	}
+	for (size_t i = 0; i < (size_t)dense * (size_t)E; i++)
+		all[i] = 1.0f;
+	memcpy(all + (size_t)dense * (size_t)E, r->model.expert_load,
+	       (size_t)(L - dense) * (size_t)E * sizeof(float));
+	if (dp_eplb_loads_format(all, L, E, &text, NULL) != 0) {
+		c->nomem = 1;
+	} else {
+		r->model.expert_loads_bytes = strlen(text);
+		if (r->model.expert_loads_bytes <= DP_RECIPE_LOADS_ENV_MAX &&
+		    asprintf(&r->model.expert_loads_env, "DP_EXPERT_LOADS=%s", text) < 0) {
+			r->model.expert_loads_env = NULL;
+			c->nomem = 1;
+		}
+	}
+	free(text);
+	free(all);
+}
+
 /* model.redundant_experts and model.expert_loads (EPLB in `dpctl plan`): the
  * slots must split evenly over the EP ranks, and the loads file is resolved
  * against the recipe's directory, read, and checked against the model shape
@@ -1582,6 +1615,7 @@ static void check_experts(struct ctx *c, int experts_ok, int ep_ok, int layers_o
 	else if (layers_ok && experts_ok && ok(c, OFF(model.dense_layers))) {
 		r->model.expert_load = w;
 		w = NULL;
+		loads_env(c);
 	}
 	free(w);
 }
@@ -1641,6 +1675,7 @@ void dp_recipe_free(struct dp_recipe *r)
 	free(r->model.name);
 	free(r->model.expert_loads);
 	free(r->model.expert_load);
+	free(r->model.expert_loads_env);
 	free(r->train.checkpoint_dir);
 	for (size_t i = 0; i < r->n_env; i++) {
 		free(r->env[i].name);

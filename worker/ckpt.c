@@ -1,8 +1,9 @@
 /* worker/ckpt.c - checkpoints of the pipeline executor (see dp_ckpt.h and
  * docs/executor.md, "Checkpoints").
  *
- * Rank file: a 200-byte little-endian header (192 in version 1, whose
- * fingerprint has no dp field: read as dp 1), then per chunk a record
+ * Rank file: a 208-byte little-endian header (192 in version 1, whose
+ * fingerprint has no dp field: read as dp 1; 200 in version 2, without
+ * expert_slots: read as 0, the contiguous placement), then per chunk a record
  * (stage, Adam step, n, then w, m, v as n floats each, host order: the
  * supported hosts are little-endian).  The header carries its own CRC32C
  * and the payload's, so a file can be checked without the manifest (rank 0
@@ -30,8 +31,9 @@
 #include "worker/dp_ckpt.h"
 
 #define MAGIC	       "DPCKPT\n" /* 8 bytes with the NUL */
-#define FP_N	       18	  /* fingerprint fields written; version 1 files have 17 */
+#define FP_N	       19	  /* fingerprint fields written; versions 1 and 2 have 17, 18 */
 #define FP_N_V1	       17
+#define FP_N_V2	       18
 #define HDR_PB_OF(nfp) (40 + 8 * (nfp)) /* payload_bytes offset */
 #define HDR_PB	       HDR_PB_OF(FP_N)
 #define HDR_BYTES      (HDR_PB + 16)
@@ -78,10 +80,22 @@ uint32_t dp_ckpt_crc32c(uint32_t crc, const void *buf, size_t len)
 /* ---- configuration fingerprint ------------------------------------------ */
 
 static const char *const fp_names[FP_N] = {
-	"algo",		  "pp",	   "micro",  "layers",	    "hidden", "ffn_hidden", "experts",
-	"shared_experts", "top_k", "groups", "topk_groups", "vocab",  "seq_len",    "seqs",
-	"lr_bits",	  "seed",  "ep",     "dp",
+	"algo",		  "pp",	   "micro",  "layers",	    "hidden",	    "ffn_hidden", "experts",
+	"shared_experts", "top_k", "groups", "topk_groups", "vocab",	    "seq_len",	  "seqs",
+	"lr_bits",	  "seed",  "ep",     "dp",	    "expert_slots",
 };
+
+/* Fingerprint fields of format @version, and the value a field an older
+ * format lacks stands for: dp 1, expert_slots 0 (contiguous placement). */
+static int fp_count(long version)
+{
+	return version == 1 ? FP_N_V1 : version == 2 ? FP_N_V2 : FP_N;
+}
+
+static int64_t fp_default(int i)
+{
+	return i == 17 ? 1 : 0;
+}
 
 /* Rank files of a checkpoint: pp x ep, replica 0's ranks (ep 0 means 1). */
 static int nranks_of(const struct dp_exec_cfg *xc)
@@ -120,6 +134,12 @@ static void fingerprint(const struct dp_exec_cfg *xc, int64_t *fp)
 	fp[15] = (int64_t)m->seed;
 	fp[16] = xc->ep > 1 ? xc->ep : 1;
 	fp[17] = xc->dp > 1 ? xc->dp : 1;
+	/* the expert placement: 0 contiguous (a rank's copies of the experts
+	 * it does not own are stale), else R slots of an EPLB placement
+	 * (dp_exec.h: every rank holds every expert's current values) */
+	fp[18] = (xc->ep > 1 && (xc->redundant > 0 || xc->expert_load))
+			 ? (int64_t)m->experts + xc->redundant
+			 : 0;
 }
 
 static void fp_value_str(int i, int64_t v, char *buf, size_t size)
@@ -214,7 +234,8 @@ static void hdr_encode(const struct hdr *h, unsigned char *b)
 	put32(b + HDR_PB + 12, dp_ckpt_crc32c(0, b, HDR_PB + 12));
 }
 
-/* Versions 1 (17 fingerprint fields, no dp: dp 1) and 2 (18). */
+/* Versions 1 (17 fingerprint fields, no dp: dp 1), 2 (18, no
+ * expert_slots: 0) and 3 (19). */
 static int hdr_decode(const unsigned char *b, size_t len, struct hdr *h, struct dp_err *err)
 {
 	uint32_t nfp;
@@ -231,7 +252,7 @@ static int hdr_decode(const unsigned char *b, size_t len, struct hdr *h, struct 
 		return ck_err(err, ESTALE, "format version %u, this build reads 1 to %d",
 			      h->version, DP_CKPT_VERSION);
 	nfp = get32(b + 36);
-	if (nfp != (h->version == 1 ? FP_N_V1 : FP_N))
+	if (nfp != (uint32_t)fp_count(h->version))
 		return ck_err(err, EBADMSG, "bad header (fingerprint size)");
 	pb = HDR_PB_OF(nfp);
 	h->bytes = pb + 16;
@@ -247,7 +268,7 @@ static int hdr_decode(const unsigned char *b, size_t len, struct hdr *h, struct 
 	for (uint32_t i = 0; i < nfp; i++)
 		h->fp[i] = (int64_t)get64(b + 40 + (size_t)8 * i);
 	for (uint32_t i = nfp; i < FP_N; i++)
-		h->fp[i] = 1; /* dp: version 1 knew no data parallelism */
+		h->fp[i] = fp_default((int)i); /* a field older formats lack */
 	h->payload_bytes = get64(b + pb);
 	h->payload_crc = get32(b + pb + 8);
 	return 0;
@@ -734,8 +755,8 @@ static int manifest_check(const char *sdir, long step, const struct dp_exec_cfg 
 				have[i] = -1;
 			else
 				have[i] = a;
-		} else if (!v && version == 1 && i >= FP_N_V1) {
-			have[i] = 1; /* dp: version 1 knew no data parallelism */
+		} else if (!v && i >= fp_count((long)version)) {
+			have[i] = fp_default(i); /* a field older formats lack */
 		} else {
 			have[i] = json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
 		}

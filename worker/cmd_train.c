@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "a2a/dp_eplb.h"
 #include "common/dp_log.h"
 #include "common/dp_util.h"
 #include "worker/dp_ckpt.h"
@@ -34,7 +35,9 @@ struct train_opts {
 	int timing;  /* --timing: each rank prints its op times at the end */
 	double mbps; /* --ep-mbps: local EP groups on tcp, one rank per "node", paced */
 	int help;
-	char *peers; /* borrowed from argv */
+	char *peers;		/* borrowed from argv */
+	const char *loads_path; /* --expert-loads, borrowed from argv */
+	float *loads;		/* its loads (owned): cfg.expert_load */
 	struct dp_ckpt_cfg ck;
 };
 
@@ -56,6 +59,12 @@ static const char train_usage[] =
 	"  --layers L        MoE layers of the model (default 4)\n"
 	"  --rank R          --train: this rank\n"
 	"  --peers LIST      --train: every rank's host:port, rank order\n"
+	"  --redundant N     --ep > 1: N extra expert slots per layer, placed by EPLB\n"
+	"                    (experts + N a multiple of --ep; busy experts get\n"
+	"                    replicas; $DP_REDUNDANT_EXPERTS under dpctl launch)\n"
+	"  --expert-loads F  --ep > 1: the per-layer expert loads EPLB balances, a\n"
+	"                    `dpctl eplb --loads` file with one row per layer\n"
+	"                    (default: uniform)\n"
 	"  --no-overlap      no F&B overlap of compute and all-to-all\n"
 	"  --timing          each rank prints its mean op times at the end\n"
 	"  --ep-mbps M       --train-local: EP all-to-all over tcp paced to M Mbit/s\n"
@@ -95,6 +104,8 @@ enum {
 	O_DP,
 	O_BACKEND,
 	O_DEVICE,
+	O_REDUNDANT,
+	O_LOADS,
 };
 
 static const struct option train_opts_tab[] = {
@@ -115,6 +126,8 @@ static const struct option train_opts_tab[] = {
 	{ "ep-mbps", required_argument, NULL, O_EP_MBPS },
 	{ "backend", required_argument, NULL, O_BACKEND },
 	{ "device", required_argument, NULL, O_DEVICE },
+	{ "redundant", required_argument, NULL, O_REDUNDANT },
+	{ "expert-loads", required_argument, NULL, O_LOADS },
 	{ "ckpt-dir", required_argument, NULL, O_CKPT_DIR },
 	{ "ckpt-every", required_argument, NULL, O_CKPT_EVERY },
 	{ "ckpt-keep", required_argument, NULL, O_CKPT_KEEP },
@@ -122,6 +135,25 @@ static const struct option train_opts_tab[] = {
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
+
+/* --expert-loads: one row of experts loads per layer of the model. */
+static int read_loads(struct train_opts *o, struct dp_err *e)
+{
+	int rows = 0, cols = 0;
+
+	if (o->cfg.ep < 2)
+		return dp_err_set(e, EINVAL, "--expert-loads needs --ep 2 or more");
+	if (dp_eplb_loads_read(o->loads_path, &o->loads, &rows, &cols, e))
+		return dp_err_prefix(e, "--expert-loads");
+	o->cfg.expert_load = o->loads;
+	if (rows != o->cfg.model.layers || cols != o->cfg.model.experts)
+		return dp_err_set(e, EINVAL,
+				  "--expert-loads: '%s' has %d x %d loads, the model %d layers x "
+				  "%d experts",
+				  o->loads_path, rows, cols, o->cfg.model.layers,
+				  o->cfg.model.experts);
+	return 0;
+}
 
 static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 {
@@ -231,6 +263,14 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 				return -EINVAL;
 			o->cfg.device = (int)v;
 			break;
+		case O_REDUNDANT:
+			if (dp_parse_long(optarg, 0, 4096, &v, "--redundant", e))
+				return -EINVAL;
+			o->cfg.redundant = (int)v;
+			break;
+		case O_LOADS:
+			o->loads_path = optarg;
+			break;
 		case 'h':
 			o->help = 1;
 			return 0;
@@ -251,6 +291,11 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 				  o->cfg.rank);
 	if (!o->local && !o->peers && o->cfg.pp * o->cfg.ep * o->cfg.dp > 1)
 		return dp_err_set(e, EINVAL, "--train needs --peers host:port,... (one per rank)");
+	if (o->cfg.redundant && o->cfg.ep < 2)
+		return dp_err_set(e, EINVAL, "--redundant %d needs --ep 2 or more",
+				  o->cfg.redundant);
+	if (o->loads_path)
+		return read_loads(o, e);
 	return 0;
 }
 
@@ -527,12 +572,13 @@ static int train_local(const struct train_opts *o, FILE *out, FILE *err)
 	}
 	if (rc == EX_OK)
 		(void)fprintf(out,
-			      "done: %s %s%.0d%spp %d%s%.0d micro %d, %ld steps in %.2f s, loss "
-			      "%.4f -> %.4f\n",
+			      "done: %s %s%.0d%spp %d%s%.0d%s%.0d micro %d, %ld steps in %.2f s, "
+			      "loss %.4f -> %.4f\n",
 			      dp_sched_algo_name(o->cfg.algo), o->cfg.dp > 1 ? "dp " : "",
 			      o->cfg.dp > 1 ? o->cfg.dp : 0, o->cfg.dp > 1 ? " " : "", o->cfg.pp,
 			      o->cfg.ep > 1 ? " ep " : "", o->cfg.ep > 1 ? o->cfg.ep : 0,
-			      o->cfg.micro, o->steps - start, now_s() - t0, first, last);
+			      o->cfg.redundant ? " redundant " : "", o->cfg.redundant, o->cfg.micro,
+			      o->steps - start, now_s() - t0, first, last);
 out:
 	for (int r = 0; pid && r < pp; r++) {
 		int st;
@@ -692,10 +738,12 @@ int dp_worker_cmd_train(int argc, char **argv, FILE *out, FILE *err)
 
 	if (parse(argc, argv, &o, &e)) {
 		(void)fprintf(err, "dpworker: error: %s\n", e.msg);
+		free(o.loads);
 		return EX_USAGE;
 	}
 	if (o.help) {
 		(void)fputs(train_usage, out);
+		free(o.loads);
 		return EX_OK;
 	}
 	/* checkpoint warnings (a skipped checkpoint and why) go to @err;
@@ -704,5 +752,6 @@ int dp_worker_cmd_train(int argc, char **argv, FILE *out, FILE *err)
 	(void)dp_log_configure(getenv("DP_LOG"), NULL);
 	rc = o.local ? train_local(&o, out, err) : train_tcp(&o, out, err);
 	dp_log_set_sink(NULL);
+	free(o.loads);
 	return rc;
 }

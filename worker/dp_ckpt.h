@@ -10,7 +10,8 @@
  * Data parallelism: the dp replicas hold the same bits, so only replica 0
  * writes (dp_ckpt_save returns 0 at once on the others) and every replica
  * loads the file of its own rank within the replica, rank % (pp * ep).  dp
- * is part of the configuration fingerprint.
+ * is part of the configuration fingerprint, and so is the expert placement
+ * (expert_slots: 0 contiguous, else experts + redundant of an EPLB one).
  *
  * A checkpoint named step-N holds the state after N completed steps (steps
  * 0..N-1 and their optimizer updates): a resumed run starts at step N.
@@ -43,7 +44,9 @@
 #include "common/dp_err.h"
 #include "worker/dp_exec.h"
 
-#define DP_CKPT_VERSION 2 /* rank file and manifest format; 1 is still read (dp 1) */
+/* rank file and manifest format; 1 (dp 1) and 2 (contiguous expert
+ * placement) are still read */
+#define DP_CKPT_VERSION 3
 
 /* Checkpoint settings of a run (caller-embedded, nothing to release). */
 struct dp_ckpt_cfg {

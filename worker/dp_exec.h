@@ -12,13 +12,17 @@
  * is global micro-batch (d * ep + j) * micro + m of a step of micro * ep *
  * dp micro-batches; the loss is the mean over all their tokens.  The
  * routed experts of each layer are split over the group (expert e on EP rank
- * dp_model_expert_owner(), E / ep each); the MoE block sends each token's
+ * dp_model_expert_owner(), E / ep each; or with cfg.redundant /
+ * cfg.expert_load, an EPLB placement of E + redundant physical slots,
+ * busy experts replicated, each replica taking an even share of its
+ * expert's rows); the MoE block sends each token's
  * rows to the owner of its expert and back through a2a/ (dispatch/combine),
  * on one communication thread per rank; on a device backend (emu, or cuda
  * over the cuda a2a transport, which a "tcp" ep_comm becomes) the rows stay
  * in device memory and move by dp_a2a_alltoallv (docs/executor.md, "Device
  * rows").  Gradients of everything but the
- * routed experts are summed over the group (EP rank order) after the step,
+ * routed experts (with an EPLB placement: of everything) are summed over
+ * the group (EP rank order) after the step,
  * then every gradient over the dp replicas (replica order).
  *
  *   struct dp_exec_cfg cfg = { .algo = DP_SCHED_DUALPIPE, .pp = 4, .micro = 8, .rank = r };
@@ -44,6 +48,7 @@
 #define DP_EXEC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "a2a/dp_a2a.h"
 #include "common/dp_err.h"
@@ -111,6 +116,15 @@ struct dp_exec_cfg {
 	 * host emulator) or "cuda" (GPU @device); see worker/dp_dev.h */
 	const char *backend;
 	int device;
+	/* ep > 1: an EPLB placement of the routed experts (a2a/dp_eplb.h,
+	 * docs/executor.md "Expert placement").  @redundant extra physical
+	 * expert slots per MoE layer, R = experts + redundant slots in all
+	 * (a multiple of ep), EP rank j holding slots [j R/ep, (j+1) R/ep);
+	 * @expert_load [layers][experts] the loads EPLB balances (borrowed
+	 * for dp_exec_new; NULL: uniform).  Both 0/NULL: the contiguous
+	 * placement (expert e on dp_model_expert_owner()). */
+	int redundant;
+	const float *expert_load;
 };
 
 struct dp_exec; /* opaque: dp_exec_new() creates, dp_exec_free() frees */
@@ -143,17 +157,30 @@ void dp_exec_free(struct dp_exec *ex); /* NULL is a no-op; joins the sender thre
  * ranks gives the step loss.  0 or -errno with @err (-EPROTO: a peer sent
  * something else than the schedule says; -EPIPE/-ECONNRESET: link lost). */
 int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err);
-/* Adam on every chunk (after dp_exec_step).  With ep > 1 the routed experts
- * this rank does not own keep zero gradients (their values here are stale;
- * their owner holds the real ones). */
+/* Adam on every chunk (after dp_exec_step).  With ep > 1 and the contiguous
+ * placement the routed experts this rank does not own keep zero gradients
+ * (their values here are stale; their owner holds the real ones); with an
+ * EPLB placement every EP rank has every expert's summed gradient, so all
+ * replicas stay bit-identical. */
 void dp_exec_optimizer_step(struct dp_exec *ex);
 
 /* Coordinates of this rank: pp rank (0..pp-1), ep rank (0..ep-1), ep (>= 1). */
 void dp_exec_coords(const struct dp_exec *ex, int *pp_rank, int *ep_rank, int *ep);
 /* Its replica: dp rank (0..dp-1) and dp (>= 1).  Either may be NULL. */
 void dp_exec_dp_coords(const struct dp_exec *ex, int *dp_rank, int *dp);
-/* Does this rank own routed expert @e (always, with ep 1)? */
+/* Does this rank hold the current values of routed expert @e: always with
+ * ep 1 or an EPLB placement (every EP rank gets every expert's summed
+ * gradient), else only on its owner dp_model_expert_owner(). */
 int dp_exec_owns_expert(const struct dp_exec *ex, int e);
+/* The EPLB placement in use: *slots gets R (physical slots per layer) and
+ * the result is phy2log [layers][R] (the logical expert of each slot; owned
+ * by @ex); NULL with *slots = experts for the contiguous placement. */
+const int32_t *dp_exec_placement(const struct dp_exec *ex, int *slots);
+/* Rows this rank ran through expert forwards since dp_exec_new, per
+ * physical slot of model layer @layer (R entries into @rows; slots of other
+ * EP ranks and layers outside this rank's chunks stay 0).  -EINVAL for a
+ * layer out of range.  With the contiguous placement slot = expert. */
+int dp_exec_slot_rows(const struct dp_exec *ex, int layer, long *rows);
 
 /* Wall time spent in compute ops since dp_exec_new: F, full B, I, W and
  * F&B (count and seconds each), for the overlap benchmark; and how many
@@ -166,6 +193,8 @@ struct dp_exec_times {
 	/* EP exchanges whose rows stayed in device memory (a device backend:
 	 * emu, or cuda over the cuda transport) */
 	long n_dev_exchanges;
+	/* rows this rank ran through routed expert forwards (ep > 1) */
+	long n_expert_rows;
 };
 void dp_exec_times(const struct dp_exec *ex, struct dp_exec_times *out);
 

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "a2a/dp_eplb.h"
 #include "common/dp_util.h"
 #include "worker/dp_dev.h"
 #include "worker/dp_exec.h"
@@ -190,8 +191,11 @@ struct ep_layer {
 	int nrecv;
 	int *order;  /* [nrecv]: received row of local packed row k */
 	int *inv;    /* device rows: [nrecv]: local packed row of received row i */
-	int *loff;   /* [experts/ep + 1]: local expert i has packed rows loff[i].. */
+	int *loff;   /* [nslot + 1]: local expert i (lexp) has packed rows loff[i].. */
 	size_t *cnt; /* device rows: [2 ep]: rows sent to, then received from, each EP rank */
+	/* device rows with an EPLB placement: [2 T K]: the send order (packed
+	 * rows stably sorted by destination rank), then its inverse */
+	int32_t *perm;
 };
 
 enum { JOB_PLAN_DISPATCH = 1, JOB_DISPATCH, JOB_COMBINE };
@@ -214,7 +218,7 @@ struct commth {
 	struct dp_a2a_comm *comm;
 	enum dp_a2a_algo algo;
 	size_t H;
-	int ep, nloc;
+	int ep, nslot; /* nslot: physical expert slots per EP rank */
 	int on_device; /* rows are CUDA device memory (the cuda transport) */
 	size_t *v;     /* [4 ep]: alltoallv offsets and lengths */
 	long ndev;     /* exchanges of device rows */
@@ -229,7 +233,9 @@ struct commth {
 };
 
 /* Device rows: the layer's row counts per EP rank from the plan (sent:
- * packed rows are sorted by expert, so by owner; received: by source). */
+ * the rows leave grouped by owner: packed rows are sorted by expert, and
+ * with an EPLB placement they are put in that order first, ep_layer.perm;
+ * received: by source). */
 static int dev_counts(struct commth *ct, const struct comm_job *j, struct dp_err *err)
 {
 	struct ep_layer *el = j->el;
@@ -242,7 +248,7 @@ static int dev_counts(struct commth *ct, const struct comm_job *j, struct dp_err
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	memset(el->cnt, 0, 2 * (size_t)ct->ep * sizeof(size_t));
 	for (int i = 0; i < j->n; i++)
-		el->cnt[j->idx[i] / ct->nloc]++;
+		el->cnt[j->idx[i] / ct->nslot]++;
 	for (int i = 0; i < n; i++)
 		el->cnt[ct->ep + rv[i].src_rank]++;
 	return 0;
@@ -404,10 +410,21 @@ struct dp_exec {
 	struct dp_exec_cfg cfg;
 	struct dp_sched *sched;
 	int nstages, legs, mpl, T, H;
-	int ep, prank, erank, nloc; /* nloc: experts per EP rank */
-	int dp, drank;		    /* DP replicas, this rank's replica */
-	int pbase;		    /* global rank of this replica's pp rank 0, ep rank 0 */
-	int nranks;		    /* dp * pp * ep */
+	int ep, prank, erank;
+	/* expert placement (ep > 1): R physical slots per layer, nslot = R / ep
+	 * on each EP rank.  place: an EPLB placement (p2l [L][R], l2p
+	 * [L][E][xw], lcnt [L][E] from a2a/dp_eplb.h); else R = E, slot =
+	 * expert.  lexp [L][nslot]: the distinct logical experts this rank
+	 * holds in each layer, ascending (nlexp [L] of them); lpos [L][E]: the
+	 * index of expert e there, -1 if not here.  slot_rows [L][R]: rows run
+	 * through each slot's expert forward. */
+	int place, R, nslot, xw;
+	int32_t *p2l, *l2p, *lcnt;
+	int *lexp, *nlexp, *lpos;
+	long *slot_rows;
+	int dp, drank; /* DP replicas, this rank's replica */
+	int pbase;     /* global rank of this replica's pp rank 0, ep rank 0 */
+	int nranks;    /* dp * pp * ep */
 	int nch;
 	struct chunk ch[2];
 	struct dp_pp_link **links; /* borrowed */
@@ -439,6 +456,7 @@ struct dp_exec {
 struct dbuf {
 	float *pk, *pk2, *rx, *lin, *lout;
 	int32_t *ord;
+	int32_t *sord; /* EPLB placement: [2 T*K]: ep_layer.perm */
 	size_t cap;
 };
 
@@ -519,6 +537,7 @@ static void epl_release(struct dp_exec *ex, int i)
 		free(el[l].inv);
 		free(el[l].loff);
 		free(el[l].cnt);
+		free(el[l].perm);
 	}
 	free(el);
 	ex->epl[i] = NULL;
@@ -554,7 +573,7 @@ void dp_exec_free(struct dp_exec *ex)
 	}
 	for (int i = 0; ex->db && i < 2; i++) {
 		struct dbuf *b = &ex->db[i];
-		void *p[] = { b->pk, b->pk2, b->rx, b->lin, b->lout, b->ord };
+		void *p[] = { b->pk, b->pk2, b->rx, b->lin, b->lout, b->ord, b->sord };
 
 		for (size_t k = 0; k < DP_ARRAY_SIZE(p); k++)
 			dp_model_stage_dev_free(ex->ch[0].st, p[k]);
@@ -566,6 +585,13 @@ void dp_exec_free(struct dp_exec *ex)
 		free(ex->ch[i].pool);
 		dp_model_stage_free(ex->ch[i].st);
 	}
+	free(ex->p2l);
+	free(ex->l2p);
+	free(ex->lcnt);
+	free(ex->lexp);
+	free(ex->nlexp);
+	free(ex->lpos);
+	free(ex->slot_rows);
 	free(ex->posts);
 	free(ex->tokens);
 	free(ex->targets);
@@ -583,8 +609,8 @@ static int is_backend(const struct dp_exec *ex, const char *name)
 /* devep: the chunks take device rows; pk and pk2 of both buffer sets. */
 static int dev_buffers(struct dp_exec *ex, struct dp_err *err)
 {
-	const size_t bytes =
-		(size_t)ex->T * (size_t)ex->cfg.model.top_k * (size_t)ex->H * sizeof(float);
+	const size_t rows = (size_t)ex->T * (size_t)ex->cfg.model.top_k,
+		     bytes = rows * (size_t)ex->H * sizeof(float);
 	struct dp_model_stage *st = ex->ch[0].st;
 	int rc = 0;
 
@@ -596,6 +622,9 @@ static int dev_buffers(struct dp_exec *ex, struct dp_err *err)
 	for (int i = 0; i < 2 && !rc; i++)
 		if (!(rc = dp_model_stage_dev_alloc(st, bytes, (void **)&ex->db[i].pk, err)))
 			rc = dp_model_stage_dev_alloc(st, bytes, (void **)&ex->db[i].pk2, err);
+	for (int i = 0; i < 2 && !rc && ex->place; i++)
+		rc = dp_model_stage_dev_alloc(st, 2 * rows * sizeof(int32_t),
+					      (void **)&ex->db[i].sord, err);
 	/* zeroed on chunk 0's streams: done before another chunk uses them */
 	return rc ? rc : dp_model_stage_dev_sync(st, err);
 }
@@ -639,7 +668,7 @@ static int open_ep(struct dp_exec *ex, struct dp_err *err)
 		return dp_err_set(err, EINVAL, "exec: ep %d needs an a2a configuration", ex->ep);
 	cc = *ex->cfg.ep_comm;
 	cc.rank = ex->erank;
-	cc.experts = ex->cfg.model.experts;
+	cc.experts = ex->R; /* the a2a's experts are the physical slots */
 	cc.hidden = ex->H;
 	if (!cc.nodes && !cc.ranks_per_node) {
 		cc.nodes = 1;
@@ -660,7 +689,7 @@ static int open_ep(struct dp_exec *ex, struct dp_err *err)
 	ct->algo = ex->cfg.ep_algo;
 	ct->H = (size_t)ex->H;
 	ct->ep = ex->ep;
-	ct->nloc = ex->nloc;
+	ct->nslot = ex->nslot;
 	ct->on_device = dp_a2a_comm_on_device(ct->comm);
 	ct->v = calloc(4 * (size_t)ex->ep, sizeof(size_t));
 	if (!ct->v)
@@ -692,6 +721,111 @@ static int need_peer(struct dp_exec *ex, struct dp_pp_link *const *links, int pe
 				  ex->cfg.rank, peer);
 	ex->links[peer] = links[peer];
 	return sender_start(&ex->snd[peer], links[peer], err);
+}
+
+/* The EPLB placement (ex->place): every EP rank builds the same one from
+ * the same loads (dp_eplb is deterministic). */
+static int eplb_placement(struct dp_exec *ex, struct dp_err *err)
+{
+	const struct dp_model_cfg *m = &ex->cfg.model;
+	const int L = m->layers, E = m->experts,
+		  nodes = ex->cfg.ep_comm && ex->cfg.ep_comm->nodes > 0 ? ex->cfg.ep_comm->nodes
+									: 1;
+	const struct dp_eplb_cfg ec = { .layers = L,
+					.experts = E,
+					.replicas = ex->R,
+					.groups = m->groups,
+					.nodes = nodes,
+					.gpus = ex->ep };
+	struct dp_eplb_plan *plan = NULL;
+	float *uniform = NULL;
+	const float *load = ex->cfg.expert_load;
+	int rc;
+
+	if (!load) {
+		uniform = malloc((size_t)L * (size_t)E * sizeof(float));
+		if (!uniform)
+			return dp_err_set(err, ENOMEM, "exec: out of memory");
+		for (size_t i = 0; i < (size_t)L * (size_t)E; i++)
+			uniform[i] = 1.0f;
+		load = uniform;
+	}
+	rc = dp_eplb_plan_build(load, &ec, &plan, err);
+	free(uniform);
+	if (rc)
+		return dp_err_prefix(err,
+				     "exec: expert placement (%d experts + %d redundant "
+				     "on ep %d, %d node%s)",
+				     E, ex->cfg.redundant, ex->ep, nodes, nodes == 1 ? "" : "s");
+	ex->xw = dp_eplb_plan_width(plan);
+	ex->p2l = malloc((size_t)L * (size_t)ex->R * sizeof(int32_t));
+	ex->l2p = malloc((size_t)L * (size_t)E * (size_t)ex->xw * sizeof(int32_t));
+	ex->lcnt = malloc((size_t)L * (size_t)E * sizeof(int32_t));
+	if (!ex->p2l || !ex->l2p || !ex->lcnt) {
+		dp_eplb_plan_free(plan);
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	}
+	memcpy(ex->p2l, dp_eplb_plan_phy2log(plan), (size_t)L * (size_t)ex->R * sizeof(int32_t));
+	memcpy(ex->l2p, dp_eplb_plan_log2phy(plan),
+	       (size_t)L * (size_t)E * (size_t)ex->xw * sizeof(int32_t));
+	memcpy(ex->lcnt, dp_eplb_plan_logcnt(plan), (size_t)L * (size_t)E * sizeof(int32_t));
+	dp_eplb_plan_free(plan);
+	return 0;
+}
+
+/* The physical slots of this rank and the local logical experts of every
+ * layer: the contiguous placement (slot = expert, E / ep per rank) or an
+ * EPLB one (cfg.redundant, cfg.expert_load). */
+static int placement(struct dp_exec *ex, struct dp_err *err)
+{
+	const struct dp_model_cfg *m = &ex->cfg.model;
+	const int L = m->layers, E = m->experts, red = ex->cfg.redundant;
+	int rc;
+
+	if (red < 0 || red > 4096)
+		return dp_err_set(err, EINVAL, "exec: redundant experts %d out of range 0..4096",
+				  red);
+	if (ex->ep == 1 && red > 0)
+		return dp_err_set(err, EINVAL,
+				  "exec: %d redundant experts need expert parallelism (ep > 1)",
+				  red);
+	ex->place = ex->ep > 1 && (red > 0 || ex->cfg.expert_load);
+	ex->R = E + (ex->place ? red : 0);
+	if (ex->R % ex->ep) {
+		if (ex->place)
+			return dp_err_set(err, EINVAL,
+					  "exec: %d experts + %d redundant = %d expert slots do "
+					  "not split over ep %d (need a multiple of ep)",
+					  E, red, ex->R, ex->ep);
+		return dp_err_set(err, EINVAL, "exec: %d experts do not split over ep %d", E,
+				  ex->ep);
+	}
+	ex->nslot = ex->R / ex->ep;
+	if (ex->place && (rc = eplb_placement(ex, err)))
+		return rc;
+	ex->lexp = malloc((size_t)L * (size_t)ex->nslot * sizeof(int));
+	ex->nlexp = calloc((size_t)L, sizeof(int));
+	ex->lpos = malloc((size_t)L * (size_t)E * sizeof(int));
+	ex->slot_rows = calloc((size_t)L * (size_t)ex->R, sizeof(long));
+	if (!ex->lexp || !ex->nlexp || !ex->lpos || !ex->slot_rows)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	for (int l = 0; l < L; l++) {
+		int *pos = ex->lpos + (size_t)l * E;
+
+		for (int e = 0; e < E; e++)
+			pos[e] = -1;
+		for (int k = 0; k < ex->nslot; k++) {
+			const int s = ex->erank * ex->nslot + k;
+
+			pos[ex->place ? ex->p2l[(size_t)l * ex->R + s] : s] = -2; /* here */
+		}
+		for (int e = 0; e < E; e++)
+			if (pos[e] == -2) {
+				pos[e] = ex->nlexp[l];
+				ex->lexp[(size_t)l * ex->nslot + ex->nlexp[l]++] = e;
+			}
+	}
+	return 0;
 }
 
 int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
@@ -734,12 +868,9 @@ int dp_exec_new(const struct dp_exec_cfg *cfg, struct dp_pp_link *const *links,
 	rc = dp_model_cfg_check(&ex->cfg.model, err);
 	if (rc)
 		goto fail;
-	if (ex->cfg.model.experts % ep) {
-		rc = dp_err_set(err, EINVAL, "exec: %d experts do not split over ep %d",
-				ex->cfg.model.experts, ep);
+	rc = placement(ex, err);
+	if (rc)
 		goto fail;
-	}
-	ex->nloc = ex->cfg.model.experts / ep;
 	rc = dp_sched_build(&sc, &ex->sched, err);
 	if (rc)
 		goto fail;
@@ -967,37 +1098,53 @@ static int grow(struct task *t, size_t rows, size_t H, int with_rx)
 	return 0;
 }
 
+/* The local logical expert index (ex->lexp) of the received row @rv of
+ * layer @layer, or -1 if its physical slot is not one of this rank's. */
+static int row_local(const struct dp_exec *ex, int layer, const struct dp_a2a_recv *rv)
+{
+	const int s = rv->expert[0], s0 = ex->erank * ex->nslot;
+
+	if (rv->nslots != 1 || s < s0 || s >= s0 + ex->nslot)
+		return -1;
+	return ex->lpos[(size_t)layer * ex->cfg.model.experts +
+			(ex->place ? ex->p2l[(size_t)layer * ex->R + s] : s)];
+}
+
 /* After the forward dispatch: where each received row goes.  Rows arrive
- * ordered by (source rank, source row); local expert i takes its rows in
- * that order. */
-static int build_order(struct dp_exec *ex, struct ep_layer *el, struct dp_err *err)
+ * ordered by (source rank, source row), each for a physical slot; local
+ * logical expert i (ex->lexp, ascending) takes the rows of all its slots
+ * here in that order, so one expert call per (layer, expert) sees them. */
+static int build_order(struct dp_exec *ex, struct ep_layer *el, int layer, struct dp_err *err)
 {
 	const struct dp_a2a_recv *rv = dp_a2a_plan_recv(el->plan);
-	int n = dp_a2a_plan_recv_count(el->plan), e0 = ex->erank * ex->nloc;
+	const int n = dp_a2a_plan_recv_count(el->plan), nl = ex->nlexp[layer];
+	long *srows = ex->slot_rows + (size_t)layer * ex->R;
 
 	el->nrecv = n;
 	el->order = malloc((size_t)(n ? n : 1) * sizeof(int));
 	el->inv = ex->devep ? malloc((size_t)(n ? n : 1) * sizeof(int)) : NULL;
-	el->loff = calloc((size_t)ex->nloc + 1, sizeof(int));
+	el->loff = calloc((size_t)nl + 1, sizeof(int));
 	if (!el->order || !el->loff || (ex->devep && !el->inv))
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	for (int i = 0; i < n; i++) {
-		int e = rv[i].expert[0] - e0;
+		int e = row_local(ex, layer, &rv[i]);
 
-		if (rv[i].nslots != 1 || rv[i].slot != i || e < 0 || e >= ex->nloc)
-			return dp_err_set(err, EPROTO, "exec: rank %d got a row for expert %d",
+		if (e < 0 || rv[i].slot != i)
+			return dp_err_set(err, EPROTO, "exec: rank %d got a row for expert slot %d",
 					  ex->cfg.rank, rv[i].expert[0]);
 		el->loff[e + 1]++;
+		srows[rv[i].expert[0]]++;
 	}
-	for (int e = 0; e < ex->nloc; e++)
+	ex->times.n_expert_rows += n;
+	for (int e = 0; e < nl; e++)
 		el->loff[e + 1] += el->loff[e];
 	{
-		int *fill = calloc((size_t)ex->nloc, sizeof(int));
+		int *fill = calloc((size_t)nl + 1, sizeof(int));
 
 		if (!fill)
 			return dp_err_set(err, ENOMEM, "exec: out of memory");
 		for (int i = 0; i < n; i++) {
-			int e = rv[i].expert[0] - e0, k = el->loff[e] + fill[e]++;
+			int e = row_local(ex, layer, &rv[i]), k = el->loff[e] + fill[e]++;
 
 			el->order[k] = i;
 			if (el->inv)
@@ -1008,17 +1155,19 @@ static int build_order(struct dp_exec *ex, struct ep_layer *el, struct dp_err *e
 	return 0;
 }
 
-/* The MLP (forward or backward-for-input) of each expert this rank owns,
- * on its rows of @in (local expert order, el->loff) into @out: host
- * memory, or device memory of the stage with devep. */
+/* The MLP (forward or backward-for-input) of each logical expert this rank
+ * holds in @layer (one call each, all its slots' rows), on its rows of @in
+ * (local expert order, el->loff) into @out: host memory, or device memory
+ * of the stage with devep. */
 static int expert_calls(struct dp_exec *ex, struct task *t, int layer, const struct ep_layer *el,
 			const float *in, float *out, struct dp_err *err)
 {
 	struct dp_model_stage *st = t->c->st;
 	int rc = 0;
 
-	for (int i = 0; i < ex->nloc && !rc; i++) {
-		const int e = ex->erank * ex->nloc + i, n = el->loff[i + 1] - el->loff[i];
+	for (int i = 0; i < ex->nlexp[layer] && !rc; i++) {
+		const int e = ex->lexp[(size_t)layer * ex->nslot + i],
+			  n = el->loff[i + 1] - el->loff[i];
 		const size_t off = (size_t)el->loff[i] * (size_t)ex->H;
 
 		rc = t->fwd ? dp_model_expert_forward(st, t->ctx, layer, e, n, in + off, out + off,
@@ -1069,11 +1218,72 @@ static int local_experts(struct dp_exec *ex, struct task *t, int layer, struct e
 	return rc;
 }
 
+/* The physical slot of each packed row of @layer (route @r): the q-th row
+ * of logical expert e goes to its replica q % logcnt (an even split, which
+ * EPLB's balance assumes); with the contiguous placement to slot e. */
+static void route_slots(const struct dp_exec *ex, int layer, const struct dp_model_route *r,
+			int32_t *idx)
+{
+	for (int e = 0; e < r->experts; e++) {
+		const size_t le = (size_t)layer * (size_t)r->experts + (size_t)e;
+
+		for (int i = r->offset[e]; i < r->offset[e + 1]; i++)
+			idx[i] = ex->place ? ex->l2p[le * (size_t)ex->xw +
+						     (size_t)((i - r->offset[e]) % ex->lcnt[le])]
+					   : e;
+	}
+}
+
+/* Device rows with an EPLB placement: the packed rows of a layer are not
+ * grouped by destination any more; el->perm gets the send order (a stable
+ * sort of the @n rows by the EP rank of their slot @idx, so each
+ * destination sees its rows in packed order, as the plan lists them)
+ * and its inverse. */
+static int send_order(const struct dp_exec *ex, struct ep_layer *el, const int32_t *idx, int n,
+		      struct dp_err *err)
+{
+	int *next = calloc((size_t)ex->ep + 1, sizeof(int));
+
+	free(el->perm);
+	el->perm = malloc(2 * (size_t)(n ? n : 1) * sizeof(int32_t));
+	if (!next || !el->perm) {
+		free(next);
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	}
+	for (int i = 0; i < n; i++)
+		next[idx[i] / ex->nslot + 1]++;
+	for (int d = 0; d < ex->ep; d++)
+		next[d + 1] += next[d];
+	for (int i = 0; i < n; i++) {
+		const int k = next[idx[i] / ex->nslot]++;
+
+		el->perm[k] = i;
+		el->perm[n + i] = k;
+	}
+	free(next);
+	return 0;
+}
+
+/* Device rows with an EPLB placement: t->pk2 gets t->pk in send order
+ * (before a dispatch), or with @back in packed order from the send order
+ * a combine left in t->pk. */
+static int dev_permute(const struct dp_exec *ex, struct task *t, const struct ep_layer *el,
+		       int back, struct dp_err *err)
+{
+	struct dp_model_stage *st = t->c->st;
+	const size_t n = (size_t)ex->T * (size_t)ex->cfg.model.top_k;
+	int rc = dp_model_stage_dev_h2d(st, t->db->sord, el->perm + (back ? n : 0),
+					n * sizeof(int32_t), err);
+
+	return rc ? rc : dp_model_stage_dev_gather(st, t->pk2, t->pk, t->db->sord, (long)n, err);
+}
+
 static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 {
 	struct dp_model_stage *st = t->c->st;
 	const int first = dp_model_stage_first(st), count = dp_model_stage_count(st);
 	const int li = t->step / 4, nrows = ex->T * ex->cfg.model.top_k;
+	const int perm = t->db && ex->place; /* device rows leave in send order */
 	int rc = 0;
 
 	if (t->step % 4 == 2) {
@@ -1081,7 +1291,7 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 		struct ep_layer *el = &t->el[layer - first];
 
 		if (t->fwd)
-			rc = build_order(ex, el, err);
+			rc = build_order(ex, el, layer, err);
 		if (!rc)
 			rc = t->db ? local_experts_dev(ex, t, layer, el, err)
 				   : local_experts(ex, t, layer, el, err);
@@ -1089,12 +1299,15 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 					    .plan = &el->plan,
 					    .el = t->db ? el : NULL,
 					    .in = t->db ? t->db->rx : t->rx,
-					    .out = t->pk2 };
+					    .out = perm ? t->pk : t->pk2 };
 	} else if (t->fwd) {
 		const int layer = first + li;
 
-		rc = li == 0 ? dp_model_forward_begin(st, t->ctx, &t->io, err)
-			     : dp_model_combine_forward(st, t->ctx, layer - 1, t->pk2, err);
+		if (li > 0 && perm)
+			rc = dev_permute(ex, t, &t->el[li - 1], 1, err);
+		if (!rc)
+			rc = li == 0 ? dp_model_forward_begin(st, t->ctx, &t->io, err)
+				     : dp_model_combine_forward(st, t->ctx, layer - 1, t->pk2, err);
 		if (!rc && li == count)
 			rc = dp_model_forward_end(st, t->ctx, t->out, &t->loss, err);
 		else if (!rc)
@@ -1103,15 +1316,15 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 			const struct dp_model_route *r = dp_model_ctx_route(t->ctx, layer);
 
 			rc = dp_model_dispatch(st, t->ctx, layer, t->pk, err);
-			for (int e = 0; e < r->experts; e++)
-				for (int i = r->offset[e]; i < r->offset[e + 1]; i++)
-					t->idx[i] = e;
+			route_slots(ex, layer, r, t->idx);
+			if (!rc && perm && !(rc = send_order(ex, &t->el[li], t->idx, nrows, err)))
+				rc = dev_permute(ex, t, &t->el[li], 0, err);
 			t->job = (struct comm_job){ .kind = JOB_PLAN_DISPATCH,
 						    .plan = &t->el[li].plan,
 						    .n = nrows,
 						    .idx = t->idx,
 						    .w = t->ones,
-						    .in = t->pk,
+						    .in = perm ? t->pk2 : t->pk,
 						    .rx = &t->rx };
 			if (t->db) {
 				t->job.el = &t->el[li];
@@ -1124,8 +1337,11 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 	} else {
 		const int layer = first + count - 1 - li;
 
-		rc = li == 0 ? dp_model_backward_begin(st, t->ctx, t->dy, err)
-			     : dp_model_attn_backward(st, t->ctx, layer + 1, t->pk2, err);
+		if (li > 0 && perm)
+			rc = dev_permute(ex, t, &t->el[layer + 1 - first], 1, err);
+		if (!rc)
+			rc = li == 0 ? dp_model_backward_begin(st, t->ctx, t->dy, err)
+				     : dp_model_attn_backward(st, t->ctx, layer + 1, t->pk2, err);
 		if (!rc && li == count) {
 			rc = dp_model_backward_end(st, t->ctx, t->out, err);
 			if (!rc && t->full)
@@ -1134,6 +1350,8 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 			struct ep_layer *el = &t->el[layer - first];
 
 			rc = dp_model_combine_backward(st, t->ctx, layer, t->pk, err);
+			if (!rc && perm)
+				rc = dev_permute(ex, t, el, 0, err);
 			if (!rc && t->db)
 				rc = dev_grow(ex, t->db, (size_t)el->nrecv, err);
 			else if (!rc && grow(t, (size_t)el->nrecv, (size_t)ex->H, 1))
@@ -1141,7 +1359,7 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 			t->job = (struct comm_job){ .kind = JOB_DISPATCH,
 						    .plan = &el->plan,
 						    .el = t->db ? el : NULL,
-						    .in = t->pk,
+						    .in = perm ? t->pk2 : t->pk,
 						    .out = t->db ? t->db->rx : t->rx };
 		}
 	}
@@ -1616,16 +1834,18 @@ out:
 }
 
 /* Gradient elements of chunk @c summed over the EP group: every tensor but
- * the routed experts.  Packs them into @buf (NULL: count only) or, with
- * @back, unpacks @buf into the gradients.  Returns the count. */
-static size_t replicated(struct dp_model_stage *st, float *buf, int back)
+ * the routed experts, or with @experts (an EPLB placement: an expert's
+ * rows were spread over the ranks holding its replicas) every tensor.
+ * Packs them into @buf (NULL: count only) or, with @back, unpacks @buf
+ * into the gradients.  Returns the count. */
+static size_t replicated(struct dp_model_stage *st, float *buf, int back, int experts)
 {
 	size_t n = 0;
 
 	for (int i = 0; i < dp_model_stage_ntensors(st); i++) {
 		struct dp_model_tensor t;
 
-		if (dp_model_stage_tensor(st, i, &t) || t.expert >= 0)
+		if (dp_model_stage_tensor(st, i, &t) || (t.expert >= 0 && !experts))
 			continue;
 		if (buf && back)
 			memcpy(t.g, buf + n, t.n * sizeof(float));
@@ -1736,9 +1956,10 @@ static int sum_over(struct dp_exec *ex, int kind, int base, int stride, int coun
 	return rc;
 }
 
-/* EP all-reduce: each chunk's replicated gradients become the sum over the
- * EP ranks of the group, in EP rank order, so the replicas stay
- * bit-identical. */
+/* EP all-reduce: each chunk's replicated gradients (with an EPLB placement
+ * the routed experts too: every rank ends with every expert's whole
+ * gradient) become the sum over the EP ranks of the group, in EP rank
+ * order, so the replicas stay bit-identical. */
 static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 {
 	float *mine[2] = { NULL, NULL };
@@ -1746,18 +1967,18 @@ static int reduce_ep(struct dp_exec *ex, struct dp_err *err)
 	int rc = 0;
 
 	for (int c = 0; c < ex->nch && !rc; c++) {
-		n[c] = replicated(ex->ch[c].st, NULL, 0);
+		n[c] = replicated(ex->ch[c].st, NULL, 0, ex->place);
 		mine[c] = malloc(n[c] * sizeof(float) + 1);
 		if (!mine[c])
 			rc = dp_err_set(err, ENOMEM, "exec: out of memory");
 		else
-			(void)replicated(ex->ch[c].st, mine[c], 0);
+			(void)replicated(ex->ch[c].st, mine[c], 0, ex->place);
 	}
 	if (!rc)
 		rc = sum_over(ex, KIND_R, ex->pbase + ex->prank * ex->ep, 1, ex->ep, ex->erank,
 			      mine, n, err);
 	for (int c = 0; c < ex->nch && !rc; c++) {
-		(void)replicated(ex->ch[c].st, mine[c], 1);
+		(void)replicated(ex->ch[c].st, mine[c], 1, ex->place);
 		/* replicated() wrote the host mirror of a device stage */
 		rc = dp_model_stage_flat_commit(ex->ch[c].st, err);
 	}
@@ -1923,7 +2144,21 @@ void dp_exec_coords(const struct dp_exec *ex, int *pp_rank, int *ep_rank, int *e
 
 int dp_exec_owns_expert(const struct dp_exec *ex, int e)
 {
-	return dp_model_expert_owner(&ex->cfg.model, ex->ep, e) == ex->erank;
+	return ex->place || dp_model_expert_owner(&ex->cfg.model, ex->ep, e) == ex->erank;
+}
+
+const int32_t *dp_exec_placement(const struct dp_exec *ex, int *slots)
+{
+	*slots = ex->R;
+	return ex->place ? ex->p2l : NULL;
+}
+
+int dp_exec_slot_rows(const struct dp_exec *ex, int layer, long *rows)
+{
+	if (layer < 0 || layer >= ex->cfg.model.layers)
+		return -EINVAL;
+	memcpy(rows, ex->slot_rows + (size_t)layer * ex->R, (size_t)ex->R * sizeof(long));
+	return 0;
 }
 
 void dp_exec_times(const struct dp_exec *ex, struct dp_exec_times *out)

@@ -1,7 +1,8 @@
 /* worker/train_ctl.c - one training rank started by `dpctl launch RECIPE`:
  * the layout and the model come from the environment (DP_PP_RANK,
  * DP_PP_SIZE, DP_SCHEDULE, DP_MICRO_BATCHES, DP_STEPS, DP_SEED, DP_MODEL,
- * ...), the PP peers from the controller.
+ * DP_REDUNDANT_EXPERTS, DP_EXPERT_LOADS, ...), the PP peers from the
+ * controller.
  *
  * Start-up: listen for PP links on an ephemeral port of every interface,
  * join the control plane (hello), report the endpoint -- the local address
@@ -58,6 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "a2a/dp_eplb.h"
 #include "common/dp_log.h"
 #include "common/dp_util.h"
 #include "launcher/ctl_proto.h"
@@ -175,7 +177,9 @@ int dp_worker_model_parse(const char *spec, struct dp_model_cfg *cfg, struct dp_
 struct layout {
 	struct dp_exec_cfg cfg;
 	long steps, ep, dp, ep_rank, dp_rank;
-	int nccl; /* DP_PP_TRANSPORT=nccl */
+	int nccl;      /* DP_PP_TRANSPORT=nccl */
+	float *loads;  /* DP_EXPERT_LOADS (owned): cfg.expert_load */
+	long ep_nodes; /* DP_EP_NODES: nodes an EP group spans (EPLB's nodes) */
 };
 
 /* DP_BACKEND (cpu, cuda; emu: a test knob, the device code on the host
@@ -223,6 +227,42 @@ static int check_device(const struct layout *l, struct dp_err *err)
 	return 0;
 }
 
+/* The expert placement (launcher/plan_recipe.c sets these from the
+ * recipe's model.redundant_experts and model.expert_loads):
+ * DP_REDUNDANT_EXPERTS extra slots, DP_EP_NODES the nodes of an EP group
+ * (the a2a comm's shape, which the placement takes as EPLB's nodes, as
+ * `dpctl plan` does), DP_EXPERT_LOADS the loads as JSON {"weight":
+ * [[...], ...]}, one row per layer of DP_MODEL.  The last thing
+ * read_layout does: l->loads is the only allocation. */
+static int read_placement(struct layout *l, struct dp_err *err)
+{
+	const char *text = getenv("DP_EXPERT_LOADS");
+	long red = 0;
+	int rows = 0, cols = 0, rc;
+
+	if ((rc = env_long("DP_REDUNDANT_EXPERTS", 0, 4096, 0, &red, err)) ||
+	    (rc = env_long("DP_EP_NODES", 1, l->ep, 1, &l->ep_nodes, err)))
+		return rc;
+	if (l->ep % l->ep_nodes)
+		return dp_err_set(err, EINVAL, "train: DP_EP_NODES %ld does not divide ep %ld",
+				  l->ep_nodes, l->ep);
+	l->cfg.redundant = (int)red;
+	if (!text || !*text)
+		return 0;
+	if (dp_eplb_loads_parse(text, "DP_EXPERT_LOADS", &l->loads, &rows, &cols, err))
+		return dp_err_prefix(err, "train");
+	if (rows != l->cfg.model.layers || cols != l->cfg.model.experts) {
+		free(l->loads);
+		l->loads = NULL;
+		return dp_err_set(err, EINVAL,
+				  "train: DP_EXPERT_LOADS has %d x %d loads, the model %d layers "
+				  "x %d experts",
+				  rows, cols, l->cfg.model.layers, l->cfg.model.experts);
+	}
+	l->cfg.expert_load = l->loads;
+	return 0;
+}
+
 static int read_layout(struct layout *l, struct dp_err *err)
 {
 	const char *algo = getenv("DP_SCHEDULE"), *model = getenv("DP_MODEL");
@@ -261,7 +301,9 @@ static int read_layout(struct layout *l, struct dp_err *err)
 	l->cfg.rank = (int)((l->dp_rank * pp + rank) * l->ep + l->ep_rank);
 	l->cfg.micro = (int)micro;
 	l->cfg.model.seed = (uint64_t)seed;
-	return read_backend(l, err);
+	if ((rc = read_backend(l, err)))
+		return rc;
+	return read_placement(l, err);
 }
 
 /* Ranks of the run: dp x pp x ep. */
@@ -640,6 +682,18 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 	rc = dp_exec_new(&cfg, links, &ex, err);
 	if (rc)
 		return rc;
+	{
+		int slots = 0, er = 0, ep = 1;
+
+		dp_exec_coords(ex, NULL, &er, &ep);
+		if (dp_exec_placement(ex, &slots))
+			(void)fprintf(out,
+				      "rank %d: EPLB placement, %d expert slots per layer (%d "
+				      "redundant), %s loads; this rank holds slots %d..%d\n",
+				      cfg.rank, slots, cfg.redundant,
+				      cfg.expert_load ? "recipe" : "uniform", er * slots / ep,
+				      (er + 1) * slots / ep - 1);
+	}
 	/* every rank scans the same directory and so picks the same step */
 	if (ck.resume)
 		rc = dp_ckpt_resume(&ck, &cfg, ex, &start, err);
@@ -767,6 +821,8 @@ int dp_worker_train_ctl(const struct dp_ctl_client_cfg *ccfg, FILE *out, FILE *e
 		for (long j = 0; j < l.ep; j++)
 			ep_ap[j] = ep_addr[j];
 		a2a.addrs = ep_ap;
+		a2a.nodes = (int)l.ep_nodes;
+		a2a.ranks_per_node = (int)(l.ep / l.ep_nodes);
 		if (!rc) {
 			a2a.listen_fd = a2a_lfd;
 			a2a_lfd = -1;
@@ -811,6 +867,7 @@ out:
 	free(want);
 	free(ep_addr);
 	free(ep_ap);
+	free(l.loads);
 	if (lfd >= 0)
 		(void)close(lfd);
 	if (a2a_lfd >= 0)

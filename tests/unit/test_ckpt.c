@@ -17,8 +17,11 @@
  * - data parallelism: with --dp 2 only replica 0 writes (pp x ep files),
  *   every replica resumes from them with the uninterrupted run's losses, and
  *   a checkpoint of another dp is refused naming the field;
- * - format version 1 (no dp in the fingerprint) still loads as dp 1, and a
- *   newer version is refused naming both versions.
+ * - format version 1 (no dp in the fingerprint) still loads as dp 1,
+ *   version 2 (no expert_slots) as the contiguous placement, and a newer
+ *   version is refused naming both versions;
+ * - an EPLB placement (--redundant) resumes exactly, and a run with another
+ *   placement refuses its checkpoint naming expert_slots.
  * The model is tiny (test_cfg): every run takes milliseconds. */
 #include <dirent.h>
 #include <errno.h>
@@ -1032,6 +1035,47 @@ static void train_local_ep_resume(void **state)
 	check_layout_resume("1", "2", "1", "1", "ep is 2 in the checkpoint, 1 in this run");
 }
 
+/* pp 2 x ep 2 with an EPLB placement (--redundant 2: 10 slots): the
+ * resumed run continues with the uninterrupted run's losses, and a run with
+ * the contiguous placement or another slot count refuses the checkpoint
+ * naming expert_slots. */
+static void train_local_eplb_resume(void **state)
+{
+	char *d = make_tmpdir();
+	struct cmd_out full, part, res, r, r2;
+
+	(void)state;
+	full = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2",
+					      "--redundant", "2", "--steps", "4", "--layers", "2",
+					      NULL });
+	assert_int_equal(full.rc, 0);
+	part = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2",
+					      "--redundant", "2", "--steps", "2", "--layers", "2",
+					      "--ckpt-dir", d, NULL });
+	assert_int_equal(part.rc, 0);
+	res = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2",
+					     "--redundant", "2", "--steps", "4", "--layers", "2",
+					     "--ckpt-dir", d, "--resume", NULL });
+	expect_resumed(&full, &res, 2, 3);
+	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--steps",
+					   "1", "--layers", "2", "--ckpt-dir", d, "--resume",
+					   NULL });
+	assert_int_equal(r.rc, 0);
+	assert_non_null(strstr(r.err, "expert_slots is 10 in the checkpoint, 0 in this run"));
+	r2 = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2",
+					    "--redundant", "4", "--steps", "1", "--layers", "2",
+					    "--ckpt-dir", d, "--resume", NULL });
+	assert_int_equal(r2.rc, 0);
+	assert_non_null(strstr(r2.err, "expert_slots is 10 in the checkpoint, 12 in this run"));
+	cmd_free(&r);
+	cmd_free(&r2);
+	cmd_free(&full);
+	cmd_free(&part);
+	cmd_free(&res);
+	rm_rf(d);
+	free(d);
+}
+
 /* dp 2 x pp 2 (x ep 2): replica 0 writes rank-0000.. rank-<pp*ep-1>, both
  * replicas resume from them; a dp 1 run refuses them. */
 static void train_local_dp_resume(void **state)
@@ -1041,37 +1085,40 @@ static void train_local_dp_resume(void **state)
 	check_layout_resume("2", "2", "1", "2", "dp is 2 in the checkpoint, 1 in this run");
 }
 
-/* Rewrite rank file @path of format 2 as format 1 would have written it:
- * 17 fingerprint fields (no dp), a 192-byte header. */
-static void downgrade_rank_file(const char *path)
+/* Rewrite rank file @path of format 3 (19 fingerprint fields, a 208-byte
+ * header) as format @version would have written it: 1 has 17 fields (no
+ * dp), a 192-byte header; 2 has 18 (no expert_slots), 200 bytes. */
+static void downgrade_rank_file(const char *path, int version)
 {
-	unsigned char h[192];
+	const size_t nfp = version == 1 ? 17 : 18, hb = 40 + 8 * nfp + 16;
+	unsigned char h[208];
 	size_t len = 0;
 	char *b = slurp_bin(path, &len);
 	uint32_t crc;
 	FILE *f;
 
 	assert_non_null(b);
-	assert_true(len > 200);
-	assert_int_equal((unsigned char)b[8], 2); /* version 2 */
-	assert_int_equal((unsigned char)b[36], 18);
-	memcpy(h, b, 176);	      /* magic .. fp[0..16] */
-	memcpy(h + 176, b + 184, 12); /* payload_bytes, payload_crc */
-	h[8] = 1;		      /* version */
-	h[36] = 17;		      /* fingerprint fields */
-	crc = dp_ckpt_crc32c(0, h, 188);
+	assert_true(len > 208);
+	assert_int_equal((unsigned char)b[8], 3); /* version 3 */
+	assert_int_equal((unsigned char)b[36], 19);
+	memcpy(h, b, 40 + 8 * nfp);			 /* magic .. fp[0..nfp-1] */
+	memcpy(h + 40 + 8 * nfp, b + (40 + 8 * 19), 12); /* payload_bytes, payload_crc */
+	h[8] = (unsigned char)version;
+	h[36] = (unsigned char)nfp; /* fingerprint fields */
+	crc = dp_ckpt_crc32c(0, h, hb - 4);
 	for (int i = 0; i < 4; i++)
-		h[188 + i] = (unsigned char)(crc >> (8 * i));
+		h[hb - 4 + i] = (unsigned char)(crc >> (8 * i));
 	f = fopen(path, "wb");
 	assert_non_null(f);
-	assert_int_equal(fwrite(h, 1, sizeof(h), f), sizeof(h));
-	assert_int_equal(fwrite(b + 200, 1, len - 200, f), len - 200);
+	assert_int_equal(fwrite(h, 1, hb, f), hb);
+	assert_int_equal(fwrite(b + 208, 1, len - 208, f), len - 208);
 	assert_int_equal(fclose(f), 0);
 	free(b);
 }
 
-/* Rewrite the manifest of @sdir as version @version without the dp key,
- * with the rank files' new sizes and checksums. */
+/* Rewrite the manifest of @sdir as version @version without the keys it
+ * did not have (1: dp, expert_slots; 2: expert_slots), with the rank
+ * files' new sizes and checksums. */
 static void downgrade_manifest(const char *sdir, int version, int nfiles)
 {
 	char mpath[4200], path[4200], crcs[16];
@@ -1081,7 +1128,10 @@ static void downgrade_manifest(const char *sdir, int version, int nfiles)
 	m = json_load_file(mpath, 0, NULL);
 	assert_non_null(m);
 	assert_int_equal(json_object_set_new(m, "version", json_integer(version)), 0);
-	(void)json_object_del(json_object_get(m, "config"), "dp"); /* absent the second time */
+	/* absent the second time */
+	if (version == 1)
+		(void)json_object_del(json_object_get(m, "config"), "dp");
+	(void)json_object_del(json_object_get(m, "config"), "expert_slots");
 	files = json_object_get(m, "files");
 	for (int r = 0; r < nfiles; r++) {
 		json_t *ent = json_array_get(files, (size_t)r);
@@ -1101,9 +1151,10 @@ static void downgrade_manifest(const char *sdir, int version, int nfiles)
 	json_decref(m);
 }
 
-/* A checkpoint written before dp existed (format 1) is read as dp 1:
+/* A checkpoint written before dp existed (format 1) is read as dp 1, one
+ * before expert placements (format 2) as the contiguous placement:
  * checked, loaded, and the resumed run goes on with the same losses. */
-static void version_1_checkpoint_still_loads(void **state)
+static void check_old_version(int version)
 {
 	struct dp_exec_cfg xc, dp2;
 	double loss[MAX_STEPS], again[MAX_STEPS];
@@ -1112,13 +1163,12 @@ static void version_1_checkpoint_still_loads(void **state)
 	struct dp_err err = { 0 };
 	long start = -1;
 
-	(void)state;
 	assert_int_equal(dp_ckpt_step_path(d, 2, sdir, sizeof(sdir), NULL), 0);
 	for (int r = 0; r < 2; r++) {
 		rank_file(d, 2, r, path, sizeof(path));
-		downgrade_rank_file(path);
+		downgrade_rank_file(path, version);
 	}
-	downgrade_manifest(sdir, 1, 2);
+	downgrade_manifest(sdir, version, 2);
 	assert_int_equal(dp_ckpt_check(d, 2, &xc, &err), 0);
 	dp2 = xc;
 	dp2.dp = 2;
@@ -1131,11 +1181,23 @@ static void version_1_checkpoint_still_loads(void **state)
 	assert_int_equal(start, 2);
 	assert_memory_equal(loss + 2, again + 2, 2 * sizeof(double));
 	/* a version this build does not know: refused, naming both */
-	downgrade_manifest(sdir, 3, 0);
+	downgrade_manifest(sdir, 4, 0);
 	assert_int_equal(dp_ckpt_check(d, 2, &xc, &err), -ESTALE);
-	assert_non_null(strstr(err.msg, "format version 3, this build reads 1 to 2"));
+	assert_non_null(strstr(err.msg, "format version 4, this build reads 1 to 3"));
 	rm_rf(d);
 	free(d);
+}
+
+static void version_1_checkpoint_still_loads(void **state)
+{
+	(void)state;
+	check_old_version(1);
+}
+
+static void version_2_checkpoint_still_loads(void **state)
+{
+	(void)state;
+	check_old_version(2);
 }
 
 static void train_local_options(void **state)
@@ -1365,6 +1427,8 @@ int main(void)
 		cmocka_unit_test(train_tcp_resume),
 		cmocka_unit_test(train_local_dp_resume),
 		cmocka_unit_test(version_1_checkpoint_still_loads),
+		cmocka_unit_test(version_2_checkpoint_still_loads),
+		cmocka_unit_test(train_local_eplb_resume),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

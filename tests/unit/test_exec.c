@@ -50,6 +50,8 @@
 #define MAX_PP	  4
 #define MAX_RANKS 8 /* dp x pp x ep */
 #define MAX_CHUNK 2
+#define MAX_LAYER 6  /* test_cfg's layers */
+#define MAX_SLOTS 16 /* experts + redundant */
 
 struct chunk_res {
 	int stage;
@@ -64,6 +66,11 @@ struct rank_res {
 	int nch;
 	long overlapped;
 	long dev_exchanges; /* EP exchanges of device rows */
+	long expert_rows;   /* rows through this rank's expert forwards */
+	int slots;	    /* physical expert slots per layer (R) */
+	int placed;	    /* an EPLB placement: p2l holds it */
+	int32_t p2l[MAX_LAYER][MAX_SLOTS];
+	long slot_rows[MAX_LAYER][MAX_SLOTS];
 	struct chunk_res ch[MAX_CHUNK];
 };
 
@@ -76,8 +83,16 @@ struct tcase {
 	int overlap;
 	int two_hop;	       /* tcp: two nodes x ep/2 ranks, two-hop */
 	int spread;	       /* cuda: EP rank j on GPU j (NCCL wants a GPU per rank) */
+	int redundant;	       /* EPLB placement: extra expert slots per layer */
 	const char *transport; /* ep > 1: "shm" or "tcp" */
 	const char *backend;   /* model backend: NULL (cpu) or "emu" */
+	const float *loads;    /* its [layers][experts] loads; NULL: uniform */
+};
+
+/* Non-uniform EPLB loads for test_cfg: expert l % 4 of layer l is busy,
+ * so each layer replicates another expert. */
+static const float skewed_loads[MAX_LAYER * 4] = {
+	10, 1, 1, 1, 1, 10, 1, 1, 1, 1, 10, 1, 1, 1, 1, 10, 10, 1, 1, 1, 1, 2, 9, 1,
 };
 
 static void test_cfg(struct dp_model_cfg *m)
@@ -161,6 +176,21 @@ static int rank_child(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, 
 	dp_exec_times(ex, &tm);
 	r.overlapped = tm.n_overlapped;
 	r.dev_exchanges = tm.n_dev_exchanges;
+	r.expert_rows = tm.n_expert_rows;
+	{
+		const int32_t *p2l = dp_exec_placement(ex, &r.slots);
+
+		r.placed = p2l != NULL;
+		if (r.slots > MAX_SLOTS || cfg->model.layers > MAX_LAYER)
+			goto fail;
+		for (int l = 0; l < cfg->model.layers; l++) {
+			if (p2l)
+				memcpy(r.p2l[l], p2l + (size_t)l * r.slots,
+				       (size_t)r.slots * sizeof(int32_t));
+			if (dp_exec_slot_rows(ex, l, r.slot_rows[l]))
+				goto fail;
+		}
+	}
 	if (write_all(fd, &r, sizeof(r)))
 		goto fail;
 	for (int c = 0; c < r.nch; c++) {
@@ -243,7 +273,9 @@ static void run_pipeline(const struct tcase *tc, struct rank_res *res)
 						   .dp = dp,
 						   .overlap = tc->overlap,
 						   .backend = tc->backend,
-						   .device = tc->spread ? r % ep : 0 };
+						   .device = tc->spread ? r % ep : 0,
+						   .redundant = tc->redundant,
+						   .expert_load = tc->loads };
 			struct dp_a2a_comm_cfg cc;
 			int code;
 
@@ -372,9 +404,10 @@ static double compare_flat(struct dp_model_stage *st, const float *a, const floa
 	return worst;
 }
 
-/* Replicated tensors (all but the routed experts) of two chunks holding the
- * same stage must be bit-identical. */
-static void same_replicas(struct dp_model_stage *st, const float *a, const float *b,
+/* Replicated tensors (all but the routed experts; with @experts, an EPLB
+ * placement, all) of two chunks holding the same stage must be
+ * bit-identical. */
+static void same_replicas(struct dp_model_stage *st, const float *a, const float *b, int experts,
 			  const char *what)
 {
 	size_t off = 0;
@@ -383,10 +416,77 @@ static void same_replicas(struct dp_model_stage *st, const float *a, const float
 		struct dp_model_tensor t;
 
 		assert_int_equal(dp_model_stage_tensor(st, i, &t), 0);
-		if (t.expert < 0 && memcmp(a + off, b + off, t.n * sizeof(float)) != 0)
+		if ((experts || t.expert < 0) && memcmp(a + off, b + off, t.n * sizeof(float)) != 0)
 			fail_msg("%s: replicas of %s differ", what, t.name);
 		off += t.n;
 	}
+}
+
+/* The EPLB placement was really used (replica 0's EP groups; @n ranks of
+ * @ep per group): every rank of a group has the same one; a slot's rows
+ * were computed by its EP rank only; every row of every layer was
+ * computed once (steps x micro x ep micro-batches of T*K rows); and every
+ * replica of an expert took rows, at most one row apart per forward (the
+ * even split q % logcnt).  Without
+ * a placement: slot = expert, E / ep per rank.  Returns the most rows one
+ * rank ran in one layer.  ep 1 runs whole stages: no EP rows to count. */
+static long check_placement(const struct tcase *tc, const struct rank_res *res, int n, int ep)
+{
+	struct dp_model_cfg mc;
+	const int placed = ep > 1 && (tc->redundant || tc->loads);
+	const int R = res[0].slots, nslot = R / ep;
+	const long fwd = (long)STEPS * tc->micro * ep; /* forwards per layer and group */
+	long most = 0;
+
+	test_cfg(&mc);
+	assert_int_equal(R, placed ? mc.experts + tc->redundant : mc.experts);
+	if (ep == 1) {
+		for (int r = 0; r < n; r++)
+			assert_int_equal(res[r].expert_rows, 0);
+		return 0;
+	}
+	for (int l = 0; l < mc.layers; l++) {
+		long slot[MAX_SLOTS] = { 0 }, total = 0;
+
+		for (int r = 0; r < n; r++) {
+			long mine = 0;
+
+			assert_int_equal(res[r].placed, placed);
+			assert_int_equal(res[r].slots, R);
+			if (placed)
+				assert_memory_equal(res[r].p2l[l], res[0].p2l[l],
+						    sizeof(res[0].p2l[l]));
+			for (int q = 0; q < R; q++) {
+				if (q / nslot != r % ep)
+					assert_int_equal(res[r].slot_rows[l][q], 0);
+				slot[q] += res[r].slot_rows[l][q];
+				mine += res[r].slot_rows[l][q];
+			}
+			most = mine > most ? mine : most;
+		}
+		for (int q = 0; q < R; q++)
+			total += slot[q];
+		assert_int_equal(total, fwd * dp_model_cfg_tokens(&mc) * mc.top_k);
+		for (int e = 0; placed && e < mc.experts; e++) {
+			long hi = -1, lo = -1;
+
+			for (int q = 0; q < R; q++) {
+				if (res[0].p2l[l][q] != e)
+					continue;
+				if (slot[q] == 0)
+					fail_msg("layer %d expert %d: replica slot %d got no rows",
+						 l, e, q);
+				hi = hi < 0 || slot[q] > hi ? slot[q] : hi;
+				lo = lo < 0 || slot[q] < lo ? slot[q] : lo;
+			}
+			if (hi - lo > fwd)
+				fail_msg(
+					"layer %d expert %d: replicas took %ld and %ld rows (split "
+					"not even)",
+					l, e, hi, lo);
+		}
+	}
+	return most;
 }
 
 static void check_tcase(const struct tcase *tc)
@@ -409,10 +509,14 @@ static void check_tcase(const struct tcase *tc)
 	double g_rel = regroup ? 1e-4 : 0, g_abs = regroup ? 1e-6 : 0;
 	double w_rel = regroup ? 1e-3 : 0, w_abs = regroup ? 1e-5 : 0;
 	double worst_g = 0, worst_w = 0, loss;
+	/* an EPLB placement: every rank holds every expert's current values */
+	const int placed = ep > 1 && (tc->redundant || tc->loads), cep = placed ? 1 : ep;
+	long most;
 	char what[160];
 
 	memset(res, 0, sizeof(res));
 	run_pipeline(tc, res);
+	most = check_placement(tc, res, pp * ep, ep);
 
 	/* peak activations against the simulator (every EP rank of a stage,
 	 * in every replica, runs the pp rank's op list) */
@@ -462,7 +566,7 @@ static void check_tcase(const struct tcase *tc)
 						       dp_sched_algo_name(algo), dp, pp, ep, r);
 					worst_g = fmax(worst_g,
 						       compare_flat(st, res[r].ch[c].g, f.g, g_rel,
-								    g_abs, what, ep, r % ep, 1));
+								    g_abs, what, cep, r % ep, 1));
 				}
 			for (int i = 0; i < nstages; i++)
 				dp_model_stage_step(dp_model_ref_stage(ref, i));
@@ -477,13 +581,15 @@ static void check_tcase(const struct tcase *tc)
 			(void)snprintf(what, sizeof(what), "%s dp %d pp %d ep %d rank %d params",
 				       dp_sched_algo_name(algo), dp, pp, ep, r);
 			worst_w = fmax(worst_w, compare_flat(st, res[r].ch[c].w, f.w, w_rel, w_abs,
-							     what, ep, r % ep, 0));
+							     what, cep, r % ep, 0));
 			/* the EP replicas of the stage: bit-identical */
 			if (r % ep) {
 				(void)snprintf(what, sizeof(what), "%s pp %d ep %d rank %d",
 					       dp_sched_algo_name(algo), pp, ep, r);
-				same_replicas(st, res[r].ch[c].w, res[r - r % ep].ch[c].w, what);
-				same_replicas(st, res[r].ch[c].g, res[r - r % ep].ch[c].g, what);
+				same_replicas(st, res[r].ch[c].w, res[r - r % ep].ch[c].w, placed,
+					      what);
+				same_replicas(st, res[r].ch[c].g, res[r - r % ep].ch[c].g, placed,
+					      what);
 			}
 			/* the DP replicas: the whole chunk bit-identical to replica 0 */
 			if (r >= pp * ep) {
@@ -508,9 +614,13 @@ static void check_tcase(const struct tcase *tc)
 		if (!tc->overlap || ep == 1)
 			assert_int_equal(res[r].overlapped, 0);
 	printf("# %-9s dp %d pp %d ep %d micro %2d%s%s: loss %.6f, worst grad diff %.2g, params "
-	       "%.2g of max, peak rank 0 %d\n",
+	       "%.2g of max, peak rank 0 %d",
 	       dp_sched_algo_name(algo), dp, pp, ep, micro, ep > 1 ? " " : "",
 	       ep > 1 ? tc->transport : "", loss, worst_g, worst_w, res[0].peak);
+	if (placed)
+		printf(", +%d slots%s, busiest rank-layer %ld rows", tc->redundant,
+		       tc->loads ? " skewed" : "", most);
+	printf("\n");
 	dp_model_ref_free(ref);
 	free_res(res, n);
 }
@@ -639,6 +749,17 @@ static void train_local_losses(char **args, int nargs, double *first, double *la
 	free(buf);
 }
 
+/* The run of @args lowers the loss from above 2 to under half of it;
+ * *first gets the first loss. */
+static void falls(char **args, int nargs, double *first)
+{
+	double last;
+
+	train_local_losses(args, nargs, first, &last);
+	assert_true(*first > 2.0);
+	assert_true(last < *first / 2);
+}
+
 static void train_local_prints_a_falling_loss(void **state)
 {
 	char *args[] = { "dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2", "--micro",
@@ -647,15 +768,42 @@ static void train_local_prints_a_falling_loss(void **state)
 		"dpworker", "--train-local", "--algo", "dualpipe", "--pp", "2",	   "--micro",
 		"4",	    "--steps",	     "12",     "--layers", "2",	   "--ep", "2"
 	};
-	double first, last;
+	double first;
 
 	(void)state;
-	train_local_losses(args, (int)(sizeof(args) / sizeof(args[0])), &first, &last);
-	assert_true(first > 2.0);
-	assert_true(last < first / 2);
-	train_local_losses(ep_args, (int)(sizeof(ep_args) / sizeof(ep_args[0])), &first, &last);
-	assert_true(first > 2.0);
-	assert_true(last < first / 2);
+	falls(args, (int)(sizeof(args) / sizeof(args[0])), &first);
+	falls(ep_args, (int)(sizeof(ep_args) / sizeof(ep_args[0])), &first);
+}
+
+/* --ep 2 --redundant 2 (an EPLB placement of 10 slots) trains the same
+ * model: falling losses, the first one that of the contiguous run to the
+ * printed digits; with --expert-loads too. */
+static void train_local_redundant_experts(void **state)
+{
+	char path[] = "/tmp/dp-exec-loads-XXXXXX";
+	/* the first 12 arguments: contiguous; 14: --redundant 2; all 16 */
+	char *args[] = { "dpworker",	   "--train-local",
+			 "--pp",	   "2",
+			 "--micro",	   "4",
+			 "--steps",	   "12",
+			 "--layers",	   "2",
+			 "--ep",	   "2",
+			 "--redundant",	   "2",
+			 "--expert-loads", path };
+	const char *text = "{\"weight\": [[9, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 2, 7]]}";
+	double f0, f1, f2;
+	int fd;
+
+	(void)state;
+	falls(args, 12, &f0);
+	falls(args, 14, &f1);
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	(void)close(fd);
+	falls(args, 16, &f2);
+	(void)unlink(path);
+	assert_true(fabs(f1 - f0) < 1e-6 && fabs(f2 - f0) < 1e-6);
 }
 
 /* --backend emu prints the losses of the host model (to the printed 6
@@ -864,8 +1012,10 @@ static void train_over_tcp_with_ep_matches_reference(void **state)
 	check_tcp_pair(args, (int)(sizeof(args) / sizeof(args[0])), 15, 1, 4, 3e-6, "ep");
 }
 
-/* dp x pp x ep ranks, EP groups on shm. */
-static void check_layout(enum dp_sched_algo algo, int dp, int pp, int ep, int micro, int overlap)
+/* dp x pp x ep ranks, EP groups on shm; with @redundant or @loads an EPLB
+ * placement. */
+static void check_placed(enum dp_sched_algo algo, int dp, int pp, int ep, int micro, int overlap,
+			 int redundant, const float *loads)
 {
 	const struct tcase tc = { .algo = algo,
 				  .pp = pp,
@@ -873,9 +1023,16 @@ static void check_layout(enum dp_sched_algo algo, int dp, int pp, int ep, int mi
 				  .dp = dp,
 				  .micro = micro,
 				  .overlap = overlap,
-				  .transport = "shm" };
+				  .transport = "shm",
+				  .redundant = redundant,
+				  .loads = loads };
 
 	check_tcase(&tc);
+}
+
+static void check_layout(enum dp_sched_algo algo, int dp, int pp, int ep, int micro, int overlap)
+{
+	check_placed(algo, dp, pp, ep, micro, overlap, 0, NULL);
 }
 
 static void check_ep(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap)
@@ -892,21 +1049,80 @@ static void ep_dualpipe_matches_reference(void **state)
 	check_ep(DP_SCHED_DUALPIPE, 4, 2, 8, 1);
 }
 
+/* 1f1b pp 2 x ep 2, two "nodes" of one rank, two-hop over tcp */
+static const struct tcase tcp_two_hop = {
+	.algo = DP_SCHED_1F1B, .pp = 2, .ep = 2, .micro = 4, .transport = "tcp", .two_hop = 1
+};
+
 static void ep_1f1b_and_others_match_reference(void **state)
 {
-	const struct tcase tcp = { .algo = DP_SCHED_1F1B,
-				   .pp = 2,
-				   .ep = 2,
-				   .micro = 4,
-				   .transport = "tcp",
-				   .two_hop = 1 };
-
 	(void)state;
 	check_ep(DP_SCHED_1F1B, 2, 2, 4, 0);
 	check_ep(DP_SCHED_1F1B, 4, 2, 6, 0);
 	check_ep(DP_SCHED_ZB1P, 2, 2, 4, 0);
 	check_ep(DP_SCHED_DUALPIPEV, 2, 2, 4, 1);
-	check_tcase(&tcp); /* two "nodes" of one rank, two-hop over tcp */
+	check_tcase(&tcp_two_hop);
+}
+
+/* An EPLB placement (cfg.redundant slots, uniform or skewed loads): the
+ * same training as the reference, every expert held and updated on every
+ * EP rank bit-identically, and the rows really went to the replicas
+ * (check_placement). */
+static void check_eplb(enum dp_sched_algo algo, int pp, int ep, int micro, int overlap,
+		       int redundant, const float *loads)
+{
+	check_placed(algo, 1, pp, ep, micro, overlap, redundant, loads);
+}
+
+static void eplb_matches_reference(void **state)
+{
+	struct tcase tcp = tcp_two_hop;
+
+	(void)state;
+	tcp.redundant = 2;
+	tcp.loads = skewed_loads;
+	check_eplb(DP_SCHED_DUALPIPE, 2, 2, 4, 1, 4, NULL);
+	check_eplb(DP_SCHED_1F1B, 2, 2, 4, 0, 4, NULL);
+	check_eplb(DP_SCHED_ZB1P, 2, 2, 4, 0, 2, skewed_loads);
+	check_eplb(DP_SCHED_DUALPIPEV, 2, 2, 4, 1, 4, skewed_loads);
+	check_eplb(DP_SCHED_DUALPIPE, 2, 4, 4, 1, 4, skewed_loads);
+	/* loads alone: R = E, the experts permuted over the ranks */
+	check_eplb(DP_SCHED_1F1B, 2, 2, 4, 0, 0, skewed_loads);
+	check_tcase(&tcp); /* two "nodes" (hierarchical EPLB), two-hop over tcp */
+}
+
+/* The placement moves rows: a contiguous run measures each expert's rows
+ * per layer; with those as the EPLB loads and 2 redundant slots the
+ * busiest rank-layer runs fewer expert rows (the same rows in all). */
+static void eplb_moves_rows(void **state)
+{
+	struct tcase tc = {
+		.algo = DP_SCHED_1F1B, .pp = 1, .ep = 2, .micro = 4, .transport = "shm"
+	};
+	struct rank_res a[MAX_RANKS], b[MAX_RANKS];
+	float loads[MAX_LAYER * 4];
+	long most_a, most_b;
+
+	(void)state;
+	memset(a, 0, sizeof(a));
+	memset(b, 0, sizeof(b));
+	run_pipeline(&tc, a);
+	most_a = check_placement(&tc, a, 2, 2);
+	for (int l = 0; l < MAX_LAYER; l++)
+		for (int e = 0; e < 4; e++) /* slot = expert, on rank e / 2 */
+			loads[l * 4 + e] = (float)a[e >> 1].slot_rows[l][e];
+	tc.redundant = 2;
+	tc.loads = loads;
+	run_pipeline(&tc, b);
+	most_b = check_placement(&tc, b, 2, 2);
+	assert_int_equal(a[0].expert_rows + a[1].expert_rows, b[0].expert_rows + b[1].expert_rows);
+	assert_true(most_b < most_a);
+	printf("# eplb: expert rows per rank %ld + %ld contiguous, %ld + %ld placed; busiest "
+	       "rank-layer %ld -> %ld\n",
+	       a[0].expert_rows, a[1].expert_rows, b[0].expert_rows, b[1].expert_rows, most_a,
+	       most_b);
+	free_res(a, 2);
+	free_res(b, 2);
 }
 
 /* The executor on a device backend (worker/dp_dev.h) against "cpu", same
@@ -939,6 +1155,24 @@ static void check_backend(const char *backend, double loss_rel, int params, int 
 		  .overlap = 1,
 		  .two_hop = 1,
 		  .transport = "tcp" },
+		/* EPLB placements: device rows sent in destination order */
+		{ .algo = DP_SCHED_DUALPIPE,
+		  .pp = 2,
+		  .ep = 2,
+		  .micro = 4,
+		  .overlap = 1,
+		  .transport = "shm",
+		  .redundant = 4,
+		  .loads = skewed_loads },
+		{ .algo = DP_SCHED_DUALPIPEV,
+		  .pp = 2,
+		  .ep = 2,
+		  .micro = 4,
+		  .overlap = 1,
+		  .two_hop = 1,
+		  .transport = "tcp",
+		  .redundant = 2,
+		  .loads = skewed_loads },
 	};
 	struct dp_model_cfg mc;
 	double worst_g = 0, worst_w = 0, worst_l = 0;
@@ -948,6 +1182,7 @@ static void check_backend(const char *backend, double loss_rel, int params, int 
 		struct tcase dev = cases[i];
 		const int ep = dev.ep > 1 ? dev.ep : 1, n = (dev.dp > 1 ? dev.dp : 1) * dev.pp * ep;
 		const int nstages = dev.algo == DP_SCHED_DUALPIPEV ? 2 * dev.pp : dev.pp;
+		const int cep = dev.redundant || dev.loads ? 1 : ep; /* placed: all experts */
 		struct rank_res a[MAX_RANKS], b[MAX_RANKS];
 		char what[96];
 
@@ -967,6 +1202,8 @@ static void check_backend(const char *backend, double loss_rel, int params, int 
 		}
 		run_pipeline(&cases[i], a);
 		run_pipeline(&dev, b);
+		if (ep > 1)
+			(void)check_placement(&dev, b, dev.pp * ep, ep);
 		for (int r = 0; r < n; r++) {
 			assert_int_equal(a[r].nch, b[r].nch);
 			/* a device stage keeps the EP rows on the device: emu
@@ -996,10 +1233,10 @@ static void check_backend(const char *backend, double loss_rel, int params, int 
 					       dp_sched_algo_name(dev.algo), ep, backend, r, c);
 				worst_g = fmax(worst_g,
 					       compare_flat(st, b[r].ch[c].g, a[r].ch[c].g, 1e-5,
-							    1e-6, what, ep, r % ep, 0));
+							    1e-6, what, cep, r % ep, 0));
 				worst_w = fmax(worst_w,
 					       compare_flat(st, b[r].ch[c].w, a[r].ch[c].w, 1e-4,
-							    1e-5, what, ep, r % ep, 0));
+							    1e-5, what, cep, r % ep, 0));
 				dp_model_stage_free(st);
 			}
 		}
@@ -1141,6 +1378,34 @@ static void ep_bad_config_is_rejected(void **state)
 	cfg.rank = 1; /* needs links to its pipeline neighbour 3 */
 	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "needs a link to rank 3"));
+	/* EPLB: 4 + 1 slots do not split over 2 ranks; replicas need EP */
+	cfg.redundant = 1;
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "4 experts + 1 redundant = 5 expert slots do not split "
+					"over ep 2"));
+	cfg.redundant = -1;
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "redundant experts -1 out of range"));
+	cfg.redundant = 2;
+	cfg.ep = 1;
+	cfg.rank = 0;
+	assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "2 redundant experts need expert parallelism (ep > 1)"));
+	/* a load that EPLB refuses: named with the placement */
+	{
+		float bad[6 * 4];
+
+		for (int i = 0; i < 6 * 4; i++)
+			bad[i] = 1;
+		bad[5] = NAN;
+		cfg.ep = 2;
+		cfg.rank = 1;
+		cfg.expert_load = bad;
+		assert_int_equal(dp_exec_new(&cfg, links, &ex, &err), -EINVAL);
+		assert_non_null(strstr(err.msg, "exec: expert placement (4 experts + 2 redundant "
+						"on ep 2, 1 node): eplb: load of layer 1 expert 1 "
+						"is not finite"));
+	}
 	assert_null(ex);
 }
 
@@ -1153,9 +1418,12 @@ int main(void)
 		cmocka_unit_test(mismatched_message_is_an_error),
 		cmocka_unit_test(missing_link_is_rejected),
 		cmocka_unit_test(train_local_prints_a_falling_loss),
+		cmocka_unit_test(train_local_redundant_experts),
 		cmocka_unit_test(train_over_tcp_matches_reference),
 		cmocka_unit_test(ep_dualpipe_matches_reference),
 		cmocka_unit_test(ep_1f1b_and_others_match_reference),
+		cmocka_unit_test(eplb_matches_reference),
+		cmocka_unit_test(eplb_moves_rows),
 		cmocka_unit_test(ep_overlap_changes_no_number),
 		cmocka_unit_test(emu_backend_matches_cpu),
 		cmocka_unit_test(cuda_backend_matches_cpu),

@@ -128,18 +128,19 @@ static void dry_run_model(const char *path, char *model, size_t len)
 	dp_test_run_free(&r);
 }
 
-/* `DP_MODEL=... dpworker --train-local ...`: the printed loss of each step. */
-static int train_local(const char *model, const char *algo, int dp, int pp, int ep, int micro,
-		       int steps, char lines[][32])
+/* `DP_MODEL=... dpworker --train-local ... EXTRA`: the printed loss of
+ * each step. */
+static int train_local_x(const char *model, const char *algo, int dp, int pp, int ep, int micro,
+			 int steps, const char *extra, char lines[][32])
 {
-	char cmd[1024], line[256];
+	char cmd[2048], line[256];
 	int n = 0;
 	FILE *p;
 
 	(void)snprintf(cmd, sizeof(cmd),
 		       "env '%s' '%s' --train-local --algo %s --dp %d --pp %d --ep %d --micro %d "
-		       "--steps %d --seed 3",
-		       model, getenv("DPWORKER"), algo, dp, pp, ep, micro, steps);
+		       "--steps %d --seed 3 %s",
+		       model, getenv("DPWORKER"), algo, dp, pp, ep, micro, steps, extra);
 	p = popen(cmd, "r");
 	assert_non_null(p);
 	while (fgets(line, sizeof(line), p)) {
@@ -152,6 +153,12 @@ static int train_local(const char *model, const char *algo, int dp, int pp, int 
 	}
 	assert_int_equal(pclose(p), 0);
 	return n;
+}
+
+static int train_local(const char *model, const char *algo, int dp, int pp, int ep, int micro,
+		       int steps, char lines[][32])
+{
+	return train_local_x(model, algo, dp, pp, ep, micro, steps, "", lines);
 }
 
 /* timeline.svg: parse @path (fails the test unless well-formed XML). */
@@ -208,13 +215,40 @@ static double svg_num(xmlDocPtr doc, const char *expr, int i, const char *name)
 
 /* Train through dpctl and compare every step loss with --train-local; check
  * trace.json has ops from every rank. */
+/* The run @r succeeded, its train event has @n losses equal to @want (at
+ * the 6 decimals --train-local prints) and falling; the event (caller
+ * frees).  @what names the run in failures. */
+static json_t *losses_match(const struct dp_test_run *r, char want[][32], size_t n,
+			    const char *what)
+{
+	json_t *o, *losses;
+
+	if (r->rc != 0)
+		fail_msg("%s: rc %d\n%s\n%s", what, r->rc, r->err, r->out);
+	o = train_event(r->out);
+	losses = json_object_get(o, "losses");
+	assert_int_equal(json_array_size(losses), n);
+	for (size_t k = 0; k < n; k++) {
+		char got[32];
+
+		(void)snprintf(got, sizeof(got), "%.6f",
+			       json_real_value(json_array_get(losses, k)));
+		if (strcmp(got, want[k]) != 0)
+			fail_msg("%s step %zu: dpctl loss %s, --train-local %s", what, k, got,
+				 want[k]);
+	}
+	assert_true(json_real_value(json_array_get(losses, n - 1)) <
+		    json_real_value(json_array_get(losses, 0)));
+	return o;
+}
+
 static void trains_like_train_local_dp(const char *algo, int dp, int pp, int ep, int micro)
 {
 	enum { STEPS = 4 };
 	char *path = recipe_dp(dp, pp, ep, algo, micro, STEPS, NULL), *dir = tmpdir();
-	char model[512], want[STEPS][32], trace[600], svgpath[600];
+	char model[512], want[STEPS][32], trace[600], svgpath[600], what[96];
 	struct dp_test_run r;
-	json_t *o, *losses, *t, *ev;
+	json_t *o, *t, *ev;
 	xmlDocPtr doc;
 	int seen[8] = { 0 }, n = dp * pp * ep;
 
@@ -222,24 +256,8 @@ static void trains_like_train_local_dp(const char *algo, int dp, int pp, int ep,
 	dry_run_model(path, model, sizeof(model));
 	assert_int_equal(train_local(model, algo, dp, pp, ep, micro, STEPS, want), STEPS);
 	r = DPCTL("--json", "launch", "--run-dir", dir, path);
-	if (r.rc != 0)
-		fail_msg("%s dp %d pp %d ep %d: rc %d\n%s\n%s", algo, dp, pp, ep, r.rc, r.err,
-			 r.out);
-	o = train_event(r.out);
-	losses = json_object_get(o, "losses");
-	assert_int_equal(json_array_size(losses), STEPS);
-	for (size_t k = 0; k < STEPS; k++) {
-		char got[32];
-
-		(void)snprintf(got, sizeof(got), "%.6f",
-			       json_real_value(json_array_get(losses, k)));
-		if (strcmp(got, want[k]) != 0)
-			fail_msg("%s dp %d pp %d ep %d step %zu: dpctl loss %s, --train-local %s",
-				 algo, dp, pp, ep, k, got, want[k]);
-	}
-	/* the loss falls */
-	assert_true(json_real_value(json_array_get(losses, STEPS - 1)) <
-		    json_real_value(json_array_get(losses, 0)));
+	(void)snprintf(what, sizeof(what), "%s dp %d pp %d ep %d", algo, dp, pp, ep);
+	o = losses_match(&r, want, STEPS, what);
 	(void)snprintf(trace, sizeof(trace), "%s/trace.json", dir);
 	assert_string_equal(json_string_value(json_object_get(o, "trace")), trace);
 	t = json_load_file(trace, 0, NULL);
@@ -462,6 +480,119 @@ static void unsupported_layout_names_the_line(void **state)
 		       "parallel: {pp: 2}\n",
 		       ":2: key 'model.shared_experts': 2");
 	/* train.backend cuda: tests/unit/test_gpucomm.c */
+}
+
+/* A recipe with model.redundant_experts and model.expert_loads trains with
+ * that EPLB placement: the ranks get DP_REDUNDANT_EXPERTS, DP_EP_NODES and
+ * DP_EXPERT_LOADS (the loads as JSON), and the losses are those of
+ * `dpworker --train-local --redundant 2 --expert-loads FILE`; loads too
+ * large for the environment are refused naming the key's line. */
+static void recipe_with_redundant_experts_trains(void **state)
+{
+	enum { STEPS = 4 };
+	const char *loads_text = "{\"weight\": [[9, 1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 2, "
+				 "7],\n [1, 1, 3, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1]]}\n";
+	char *loads = dp_test_write_tmp(".json", loads_text), *path, *dir = tmpdir();
+	char text[1024], model[512], extra[600], want[STEPS][32];
+	struct dp_test_run r, d;
+	json_t *o, *env;
+	int seen = 0;
+
+	(void)state;
+	(void)worker_or_skip();
+	(void)snprintf(text, sizeof(text),
+		       "cluster: {hosts: localhost, launcher: local, gpus: 4}\n"
+		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
+		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16,\n"
+		       "        redundant_experts: 2, expert_loads: '%s'}\n"
+		       "parallel: {pp: 2, ep: 2, schedule: dualpipe, micro_batches: 4}\n"
+		       "train: {steps: %d, batch: 32, lr: 0.003, seed: 3}\n"
+		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
+		       "max_restarts: 0}\n",
+		       loads, STEPS);
+	path = dp_test_write_tmp(".yaml", text);
+	d = DPCTL("--json", "launch", "--dry-run", path);
+	assert_int_equal(d.rc, 0);
+	o = json_loads(d.out, 0, NULL);
+	assert_non_null(o);
+	env = json_object_get(json_array_get(json_object_get(o, "ranks"), 3), "env");
+	for (size_t k = 0; k < json_array_size(env); k++) {
+		const char *e = json_string_value(json_array_get(env, k));
+
+		if (strncmp(e, "DP_MODEL=", 9) == 0)
+			(void)snprintf(model, sizeof(model), "%s", e);
+		seen |= strcmp(e, "DP_REDUNDANT_EXPERTS=2") == 0;
+		seen |= (strcmp(e, "DP_EP_NODES=1") == 0) << 1;
+		seen |= (strcmp(e, "DP_EXPERT_LOADS={\"weight\":[[9,1,1,1,1,1,1,1],[1,1,1,1,1,1,2,"
+				   "7],[1,1,3,1,1,1,1,1],[1,1,1,1,1,1,1,1]]}") == 0)
+			<< 2;
+	}
+	if (seen != 7)
+		fail_msg("placement variables %d missing in:\n%s", seen, d.out);
+	json_decref(o);
+	dp_test_run_free(&d);
+	(void)snprintf(extra, sizeof(extra), "--redundant 2 --expert-loads '%s'", loads);
+	assert_int_equal(train_local_x(model, "dualpipe", 1, 2, 2, 4, STEPS, extra, want), STEPS);
+	r = DPCTL("--json", "launch", "--run-dir", dir, path);
+	o = losses_match(&r, want, STEPS, "redundant_experts 2");
+	/* the executor of EP rank 1 placed the experts by EPLB */
+	{
+		char log[600], *t;
+
+		(void)snprintf(log, sizeof(log), "%s/logs/rank-0003.log", dir);
+		t = dp_test_slurp(log);
+		assert_non_null(t);
+		if (!strstr(t, "rank 3: EPLB placement, 10 expert slots per layer (2 redundant), "
+			       "recipe loads; this rank holds slots 5..9"))
+			fail_msg("%s:\n%s", log, t);
+		free(t);
+	}
+	json_decref(o);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+	(void)unlink(loads);
+	free(loads);
+	rm_rf(dir);
+	free(dir);
+}
+
+static void oversized_placement_is_refused(void **state)
+{
+	/* 64 layers x 256 experts of "1," is more than 32 KiB of JSON */
+	char *loads = malloc(64 * (256 * 2 + 4) + 32), *lpath, text[1024];
+	size_t n = 0;
+
+	(void)state;
+	assert_non_null(loads);
+	n += (size_t)sprintf(loads + n, "{\"weight\": [");
+	for (int l = 0; l < 64; l++) {
+		n += (size_t)sprintf(loads + n, "%s[", l ? "," : "");
+		for (int e = 0; e < 256; e++)
+			n += (size_t)sprintf(loads + n, "%s1", e ? "," : "");
+		n += (size_t)sprintf(loads + n, "]");
+	}
+	(void)sprintf(loads + n, "]}");
+	lpath = dp_test_write_tmp(".json", loads);
+	(void)snprintf(text, sizeof(text),
+		       "cluster: {hosts: localhost, gpus: 2}\n"
+		       "model: {layers: 64, hidden: 32, experts: 256, shared_experts: 1,\n"
+		       "        top_k: 2, groups: 4,\n"
+		       "        expert_loads: '%s'}\n"
+		       "parallel: {pp: 1, ep: 2, schedule: 1f1b}\n",
+		       lpath);
+	expect_refused(text, ":4: key 'model.expert_loads': the loads are 32908 bytes of "
+			     "DP_EXPERT_LOADS, more than the 32768");
+	(void)unlink(lpath);
+	free(lpath);
+	free(loads);
+	/* more redundant slots than the executor places */
+	expect_refused("cluster: {hosts: localhost, gpus: 2}\n"
+		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
+		       "        top_k: 2, redundant_experts: 5000}\n"
+		       "parallel: {pp: 1, ep: 2, schedule: 1f1b}\n",
+		       ":3: key 'model.redundant_experts': 5000: the executor places at most "
+		       "4096");
 }
 
 static double mono(void)
@@ -1071,6 +1202,8 @@ int main(void)
 		cmocka_unit_test(report_timeline_svg),
 		cmocka_unit_test(report_dp_replicas),
 		cmocka_unit_test(unsupported_layout_names_the_line),
+		cmocka_unit_test(recipe_with_redundant_experts_trains),
+		cmocka_unit_test(oversized_placement_is_refused),
 		cmocka_unit_test(dualpipe_pp2_matches_train_local),
 		cmocka_unit_test(dualpipe_pp4_matches_train_local),
 		cmocka_unit_test(zb1p_pp4_matches_train_local),
