@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <limits.h>
 #include <math.h>
@@ -238,6 +239,25 @@ static int route_addr(const char *host, char *buf, size_t len)
 		(void)close(fd);
 	freeaddrinfo(ai);
 	return rc;
+}
+
+/* The controller holds a connection per rank and an ssh socket per host (a
+ * local run: a pidfd and two pipes per rank): past about 1000 ranks the
+ * usual soft limit of 1024 descriptors runs out.  Raise it toward the hard
+ * limit, and warn when even that is short. */
+static void raise_nofile(struct dp_cli *cli, size_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < need)
+		(void)fprintf(cli->err,
+			      "dpctl: warning: launch: this run needs about %zu open files; the "
+			      "limit is %llu (ulimit -n)\n",
+			      need, (unsigned long long)rl.rlim_cur);
 }
 
 /* "R:S" or "R:S:C" into up to three numbers. */
@@ -1353,6 +1373,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			cfg.bind_addr = bindbuf;
 		}
 	}
+	raise_nofile(cli, 64 + (size_t)nranks * (nhosts ? 1 : 4) + (size_t)nhosts);
 	cfg.out = cli->json ? cli->err : cli->out;
 	if (training) {
 		struct dp_train_report_cfg tc = { .nranks = (int)nranks,

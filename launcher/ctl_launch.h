@@ -288,7 +288,8 @@ struct dp_ctl_result {
 	/* spare replacements, in order: "restart N: node X failed (why); replaced by spare Y" */
 #define DP_CTL_REPLACED_LINES 8
 	char replaced[DP_CTL_REPLACED_LINES][512];
-	int nreplaced; /* lines kept (replacements beyond the cap are logged only) */
+	int nreplaced;	   /* lines kept (the first DP_CTL_REPLACED_LINES) */
+	int nreplaced_all; /* replacements in all (more than nreplaced: lines were dropped) */
 };
 
 /* Run @spec to completion.  Returns 0 when the controller did its job -- the

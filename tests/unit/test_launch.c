@@ -25,6 +25,7 @@
 #include "common/dp_log.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/ctl_proto.h"
+#include "launcher/dp_preflight.h"
 #include "tests/unit/dp_test.h"
 
 #define MAXR 8
@@ -445,6 +446,58 @@ static void second_swap_without_progress_stops(void **state)
 	if (!strstr(res.cause, "; not restarting: attempt 2 made no progress after replacing 1 "
 			       "node") ||
 	    strstr(res.cause, "got no further"))
+		fail_msg("%s", res.cause);
+}
+
+/* 70 nodes fail the pre-flight gate at once (every worker's clock is off):
+ * all 70 go to spares in one restart -- more than a fixed list of failing
+ * nodes once held (64) -- and the result keeps the first lines and counts
+ * them all.  The second attempt fails pre-flight too and the run stops. */
+static void many_failing_nodes_all_go_to_spares(void **state)
+{
+	enum { N = 70, NSPARE = 80 };
+	static const char *const env[] = { "DP_TEST_CLOCK_SKEW_S=-120", NULL };
+	struct dp_preflight_plan pf = { .checks = DP_PF_CLOCK, .max_clock_s = 5 };
+	struct dp_ctl_cfg cfg = {
+		.rendezvous_s = 30, .grace_s = 1, .max_restarts = 1, .preflight = &pf
+	};
+	struct dp_launch_rank ranks[N];
+	struct dp_launch_spec spec = { .ranks = ranks, .nranks = N };
+	const char *argv[] = { worker_or_skip(), "--fake-steps", "1", NULL }, *spares[NSPARE];
+	char hosts[N][8], sp[NSPARE][8], mark[64];
+	struct dp_ctl_result res;
+	struct dp_err err = { 0 };
+	int replaces = 0;
+
+	(void)state;
+	set_mark(mark, sizeof(mark));
+	for (int i = 0; i < N; i++) {
+		(void)snprintf(hosts[i], sizeof(hosts[i]), "n%d", i + 1);
+		ranks[i] = (struct dp_launch_rank){
+			.rank = i, .host = hosts[i], .local_index = 0, .argv = argv, .env = env
+		};
+	}
+	for (int i = 0; i < NSPARE; i++) {
+		(void)snprintf(sp[i], sizeof(sp[i]), "s%d", i + 1);
+		spares[i] = sp[i];
+	}
+	cfg.spares = spares;
+	cfg.nspares = NSPARE;
+	cfg.on_event = count_replace;
+	cfg.event_arg = &replaces;
+	if (dp_ctl_run(&cfg, &spec, &res, &err) != 0)
+		fail_msg("%s", err.msg);
+	assert_int_equal(leftovers(mark), 0);
+	assert_int_equal(res.outcome, DP_CTL_PREFLIGHT_FAILED);
+	assert_int_equal(res.attempts, 2);
+	assert_int_equal(replaces, N);
+	assert_int_equal(res.nreplaced_all, N);
+	assert_int_equal(res.nreplaced, DP_CTL_REPLACED_LINES);
+	assert_string_equal(res.replaced[0],
+			    "restart 1: node n1 failed (pre-flight); replaced by spare s1");
+	assert_int_equal(res.npf_bad, N);
+	assert_int_equal(res.npf_lines, DP_CTL_PF_LINES);
+	if (!strstr(res.cause, "pre-flight failed on 70 of 70 nodes: s1 (rank 0): "))
 		fail_msg("%s", res.cause);
 }
 
@@ -1099,6 +1152,7 @@ int main(void)
 		cmocka_unit_test(node_failure_is_told_from_a_job_failure),
 		cmocka_unit_test(job_failure_keeps_the_spares),
 		cmocka_unit_test(second_swap_without_progress_stops),
+		cmocka_unit_test(many_failing_nodes_all_go_to_spares),
 		cmocka_unit_test(port_in_use_is_refused),
 		cmocka_unit_test(four_rank_run_completes),
 		cmocka_unit_test(hanging_rank_is_detected),
