@@ -125,7 +125,7 @@ static const struct option opts[] = {
  * hostlist ("n[1-1000000]") from allocating per-rank state for millions of
  * ranks (a few KiB each, here and in the controller). */
 #define MAX_HOSTS 65536
-#define MAX_RANKS (MAX_HOSTS * 8) /* hosts x ranks per host */
+#define MAX_RANKS 524288 /* MAX_HOSTS x 8 ranks per host */
 
 struct launch_opts {
 	long nlocal;
@@ -950,11 +950,11 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 	n = dp_hostlist_count(r->cluster.hosts);
 	nspares = r->cluster.spares ? dp_hostlist_count(r->cluster.spares) : 0;
 	if (n > MAX_HOSTS)
-		return refuse_key(cli, r, "cluster.hosts", "%zu hosts; this build launches at most %d",
-				  n, MAX_HOSTS);
+		return refuse_key(cli, r, "cluster.hosts",
+				  "%zu hosts; this build launches at most %d", n, MAX_HOSTS);
 	if (nspares > MAX_HOSTS)
-		return refuse_key(cli, r, "cluster.spares", "%zu spares; this build takes at most %d",
-				  nspares, MAX_HOSTS);
+		return refuse_key(cli, r, "cluster.spares",
+				  "%zu spares; this build takes at most %d", nspares, MAX_HOSTS);
 	if (n * (size_t)r->cluster.gpus > MAX_RANKS)
 		return refuse_key(cli, r, "cluster.hosts",
 				  "%zu hosts x %d GPUs = %zu ranks; this build launches at most %d",

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -115,7 +116,7 @@ struct ctl {
 	size_t next_spare; /* cfg->spares[next_spare] is the next one to use */
 	int replaced_now;  /* this restart swapped in a spare (its line is last_replace) */
 	char last_replace[512];
-	size_t swapped;	   /* nodes swapped at the restarts in a row since the last progress */
+	size_t swapped; /* nodes swapped at the restarts in a row since the last progress */
 };
 
 static double now_s(void)
@@ -633,8 +634,8 @@ static void group_hosts(struct ctl *c)
 static void on_preflight(struct ctl *c, int rank, const struct dp_ctl_preflight *pf)
 {
 	struct rank *r = &c->ranks[rank];
-	int bad = dp_preflight_judge(c->cfg->preflight, r->host_n, pf,
-				     r->pf_sent, wall_s(), r->pf_why, sizeof(r->pf_why));
+	int bad = dp_preflight_judge(c->cfg->preflight, r->host_n, pf, r->pf_sent, wall_s(),
+				     r->pf_why, sizeof(r->pf_why));
 
 	r->pf_state = bad ? PF_FAIL : PF_PASS;
 	dp_log(DP_LOG_INFO, "ctl", "rank %d on %s: pre-flight %s%s%s", rank, r->spec->host,
@@ -1408,6 +1409,53 @@ static void replace_host(struct ctl *c, const char *old, const char *why)
 	c->swapped++;
 }
 
+struct failed_rank {
+	const char *host;
+	size_t rank;
+};
+
+static int cmp_failed(const void *a, const void *b)
+{
+	const struct failed_rank *x = a, *y = b;
+	int d = strcmp(x->host, y->host);
+
+	return d ? d : (x->rank > y->rank) - (x->rank < y->rank);
+}
+
+static int cmp_failed_rank(const void *a, const void *b)
+{
+	const struct failed_rank *x = a, *y = b;
+
+	return (x->rank > y->rank) - (x->rank < y->rank);
+}
+
+int dp_ctl_failed_nodes(const char *const *host, size_t n, const char **out, size_t max)
+{
+	struct failed_rank *f = calloc(n ? n : 1, sizeof(*f));
+	size_t nf = 0, k = 0;
+
+	if (!f)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (host[i])
+			f[nf++] = (struct failed_rank){ host[i], i };
+	/* by host (then rank): keep each host's first failing rank ... */
+	qsort(f, nf, sizeof(*f), cmp_failed);
+	for (size_t i = 0; i < nf; i++)
+		if (i == 0 || strcmp(f[i].host, f[k - 1].host) != 0)
+			f[k++] = f[i];
+	/* ... and put those back in rank order */
+	qsort(f, k, sizeof(*f), cmp_failed_rank);
+	if (k > max || k > INT_MAX) {
+		free(f);
+		return -E2BIG;
+	}
+	for (size_t i = 0; i < k; i++)
+		out[i] = f[i].host;
+	free(f);
+	return (int)k;
+}
+
 /* After a failed attempt: swap the node(s) that caused it for spares.
  * Only a node failure swaps (dp_ctl_node_failure(): spawn-failed,
  * rendezvous, rank-lost, rank-hang, pre-flight, and rank-signal except the
@@ -1439,39 +1487,27 @@ static int use_spares(struct ctl *c, int stuck)
 		return -1;
 	}
 	if (res->outcome == DP_CTL_PREFLIGHT_FAILED) {
-		/* every failing node, or none: a partial swap fails pre-flight again.
-		 * There may be hundreds (a bad image on a rack), as many as spares. */
+		/* every failing node, or none: a partial swap fails pre-flight
+		 * again.  There may be hundreds (a bad image on a rack). */
+		const char **host = calloc(c->own.nranks, sizeof(*host));
 		const char **bad = calloc(left, sizeof(*bad));
-		size_t nbad = 0;
-		int swapped;
+		int nbad = -ENOMEM;
 
-		if (!bad) {
+		if (host && bad) {
+			for (size_t i = 0; i < c->own.nranks; i++)
+				if (c->ranks[i].pf_state == PF_FAIL)
+					host[i] = c->ranks[i].spec->host;
+			nbad = dp_ctl_failed_nodes(host, c->own.nranks, bad, left);
+		}
+		if (nbad == -ENOMEM)
 			dp_log(DP_LOG_WARN, "ctl", "spares: out of memory, not replacing");
-			return 0;
-		}
-		for (size_t i = 0; i < c->own.nranks; i++) {
-			const struct rank *r = &c->ranks[i];
-			size_t k;
-
-			if (r->pf_state != PF_FAIL)
-				continue;
-			for (k = nbad; k > 0 && strcmp(bad[k - 1], r->spec->host) != 0; k--)
-				;
-			if (k > 0)
-				continue;
-			if (nbad == left) {
-				nbad = 0; /* not spares enough */
-				break;
-			}
-			bad[nbad++] = r->spec->host;
-		}
-		for (size_t k = 0; k < nbad; k++) {
+		for (int k = 0; k < nbad; k++) {
 			(void)snprintf(old, sizeof(old), "%s", bad[k]);
 			replace_host(c, old, "pre-flight");
 		}
-		swapped = nbad > 0;
+		free(host);
 		free(bad);
-		return swapped;
+		return nbad > 0;
 	}
 	if (res->failed_rank < 0 || !res->failed_host[0])
 		return 0;

@@ -147,15 +147,16 @@ static void refuses_what_it_cannot_run(void **state)
 static void dry_run_of_1024_hosts(void **state)
 {
 	char *path = dp_test_write_tmp(
-		".yaml", "cluster:\n"
-			 "  launcher: ssh\n"
-			 "  hosts: node[0001-1024]\n"
-			 "  spares: spare[001-300]\n"
-			 "  gpus: 8\n"
-			 "  user: root\n"
-			 "model: {layers: 64, hidden: 32, experts: 64, shared_experts: 1, top_k: 2}\n"
-			 "parallel: {pp: 16, ep: 64, dp: 8, schedule: 1f1b}\n"
-			 "train: {steps: 3}\n");
+		".yaml",
+		"cluster:\n"
+		"  launcher: ssh\n"
+		"  hosts: node[0001-1024]\n"
+		"  spares: spare[001-300]\n"
+		"  gpus: 8\n"
+		"  user: root\n"
+		"model: {layers: 64, hidden: 32, experts: 64, shared_experts: 1, top_k: 2}\n"
+		"parallel: {pp: 16, ep: 64, dp: 8, schedule: 1f1b}\n"
+		"train: {steps: 3}\n");
 	struct dp_test_run r = dp_test_dpctl("launch", "--dry-run", path);
 	json_t *o, *ranks, *spares, *x;
 
@@ -216,8 +217,8 @@ static char *host_list(int n)
 static void ssh_flag_takes_many_hosts(void **state)
 {
 	char *list = host_list(4096);
-	struct dp_test_run r = dp_test_dpctl("launch", "--dry-run", "--fake-steps", "1", "--ssh",
-					     list);
+	struct dp_test_run r =
+		dp_test_dpctl("launch", "--dry-run", "--fake-steps", "1", "--ssh", list);
 
 	(void)state;
 	if (r.rc != 0 || !strstr(r.out, "\n4096 ranks on 4096 hosts\n") ||
@@ -229,7 +230,8 @@ static void ssh_flag_takes_many_hosts(void **state)
 	list = host_list(65537);
 	r = dp_test_dpctl("launch", "--dry-run", "--fake-steps", "1", "--ssh", list);
 	assert_int_equal(r.rc, 64);
-	if (!strstr(r.err, "--ssh: 'h1,h2,") || !strstr(r.err, "...' is not a list of 1 to 65536 hosts"))
+	if (!strstr(r.err, "--ssh: 'h1,h2,") ||
+	    !strstr(r.err, "...' is not a list of 1 to 65536 hosts"))
 		fail_msg("%s", r.err);
 	dp_test_run_free(&r);
 	free(list);
