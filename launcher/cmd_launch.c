@@ -17,7 +17,6 @@
 #include <jansson.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <limits.h>
 #include <math.h>
@@ -247,17 +246,13 @@ static int route_addr(const char *host, char *buf, size_t len)
  * limit, and warn when even that is short. */
 static void raise_nofile(struct dp_cli *cli, size_t need)
 {
-	struct rlimit rl;
+	long have = dp_nofile_raise(need);
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
-	    rl.rlim_cur >= need)
-		return;
-	rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
-	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < need)
+	if (have < 0 || (size_t)have < need)
 		(void)fprintf(cli->err,
-			      "dpctl: warning: launch: this run needs about %zu open files; the "
-			      "limit is %llu (ulimit -n)\n",
-			      need, (unsigned long long)rl.rlim_cur);
+			      "dpctl: warning: launch: this run needs about %zu open files; "
+			      "cannot raise the limit that far (ulimit -n)\n",
+			      need);
 }
 
 /* "R:S" or "R:S:C" into up to three numbers. */
