@@ -1,8 +1,10 @@
 /* common/dp_util.c - checked parsing and string helpers. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "common/dp_util.h"
 
@@ -67,4 +69,20 @@ int dp_mem_equal_ct(const void *a, const void *b, size_t n)
 	for (size_t i = 0; i < n; i++)
 		diff |= (unsigned char)(x[i] ^ y[i]);
 	return diff == 0;
+}
+
+long dp_nofile_raise(size_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return -errno;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+		rl.rlim_cur =
+			rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			return -errno;
+	}
+	return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > LONG_MAX ? LONG_MAX
+								      : (long)rl.rlim_cur;
 }

@@ -28,4 +28,11 @@ int dp_mem_equal_ct(const void *a, const void *b, size_t n);
 /* Non-zero if @s ends with @suffix. */
 int dp_str_endswith(const char *s, const char *suffix);
 
+/* Raise this process's soft open-file limit (RLIMIT_NOFILE) to @need, or
+ * as far toward it as the hard limit allows; never lowers it.  Returns the
+ * soft limit now (>= @need: enough), or -errno.  For the launcher's
+ * controller and relays: a socket per rank and host, thousands of them,
+ * where the usual soft limit is 1024. */
+long dp_nofile_raise(size_t need);
+
 #endif

@@ -117,9 +117,14 @@ static const struct option opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-#define MAX_LOCAL 1024
+#define MAX_LOCAL 1024 /* --local N: ranks on this machine */
 #define MAX_ARGS  24
-#define MAX_HOSTS 256
+/* Hosts, and spares, one launch takes (cluster.hosts, cluster.spares,
+ * --ssh).  The lists live on the heap; the caps only stop a runaway
+ * hostlist ("n[1-1000000]") from allocating per-rank state for millions of
+ * ranks (a few KiB each, here and in the controller). */
+#define MAX_HOSTS 65536
+#define MAX_RANKS 524288 /* MAX_HOSTS x 8 ranks per host */
 
 struct launch_opts {
 	long nlocal;
@@ -137,8 +142,9 @@ struct launch_opts {
 	int submit;		      /* --submit */
 	const char *time, *partition; /* --time, --partition for the batch job */
 	struct dp_hostlist *alloc;    /* the allocation's nodes ($SLURM_JOB_NODELIST) */
-	/* ssh: recipe cluster.spares, borrowed from the recipe */
-	const char *spares[MAX_HOSTS];
+	/* ssh: recipe cluster.spares; the array is ours (freed by
+	 * cmd_launch), the names are borrowed from the recipe */
+	const char **spares;
 	size_t nspares;
 };
 
@@ -185,20 +191,31 @@ static void build_args(const struct launch_opts *o, long rank, struct rank_args 
 	ra->argv[k] = NULL;
 }
 
-/* Split "a,b,c" (a copy in @buf) into @hosts; returns the count or -1. */
-static int split_hosts(char *buf, const char **hosts, int max)
+/* Split --ssh "a,b,c" into *@hosts, names pointing into *@buf (a copy of
+ * @list).  Both are the caller's to free, also on failure.  Returns the
+ * count, -EINVAL for an empty name, -E2BIG past MAX_HOSTS, or -ENOMEM. */
+static int split_hosts(const char *list, char **buf, const char ***hosts)
 {
-	int n = 0;
+	size_t n = 1;
+	int k = 0;
 
-	for (char *p = buf, *comma; p && *p; p = comma ? comma + 1 : NULL) {
+	for (const char *p = list; *p; p++)
+		n += *p == ',';
+	if (n > MAX_HOSTS)
+		return -E2BIG;
+	*buf = strdup(list);
+	*hosts = calloc(n, sizeof(**hosts));
+	if (!*buf || !*hosts)
+		return -ENOMEM;
+	for (char *p = *buf, *comma; p; p = comma ? comma + 1 : NULL) {
 		comma = strchr(p, ',');
 		if (comma)
 			*comma = '\0';
-		if (!*p || n == max)
-			return -1;
-		hosts[n++] = p;
+		if (!*p)
+			return -EINVAL;
+		(*hosts)[k++] = p;
 	}
-	return n;
+	return k;
 }
 
 /* The local IPv4 address that routes to @host (a connected UDP socket sends
@@ -223,6 +240,21 @@ static int route_addr(const char *host, char *buf, size_t len)
 	return rc;
 }
 
+/* The controller holds a connection per rank and an ssh socket per host (a
+ * local run: a pidfd and two pipes per rank): past about 1000 ranks the
+ * usual soft limit of 1024 descriptors runs out.  Raise it toward the hard
+ * limit, and warn when even that is short. */
+static void raise_nofile(struct dp_cli *cli, size_t need)
+{
+	long have = dp_nofile_raise(need);
+
+	if (have < 0 || (size_t)have < need)
+		(void)fprintf(cli->err,
+			      "dpctl: warning: launch: this run needs about %zu open files; "
+			      "cannot raise the limit that far (ulimit -n)\n",
+			      need);
+}
+
 /* "R:S" or "R:S:C" into up to three numbers. */
 static int parse_triple(struct dp_cli *cli, const char *opt, const char *s, long *a, long *b,
 			long *c)
@@ -239,15 +271,16 @@ static int parse_triple(struct dp_cli *cli, const char *opt, const char *s, long
 		p2 = strchr(p1, ':');
 	if (p2)
 		*p2++ = '\0';
-	if (dp_parse_long(buf, 0, MAX_LOCAL - 1, a, opt, &err) ||
+	if (dp_parse_long(buf, 0, MAX_RANKS - 1, a, opt, &err) ||
 	    dp_parse_long(p1, 1, 1000000000, b, opt, &err) ||
 	    (p2 && dp_parse_long(p2, 1, 255, c, opt, &err)))
 		return dp_cli_usage_error(cli, "launch ", "%s", err.msg);
 	return 0;
 }
 
+/* @nhosts: the hosts the ranks are on (0: this machine). */
 static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec,
-			 const struct launch_opts *lo)
+			 const struct launch_opts *lo, int nhosts)
 {
 	json_t *arr = cli->json ? json_array() : NULL;
 
@@ -291,9 +324,10 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec,
 
 		for (size_t i = 0; sp && i < lo->nspares; i++)
 			(void)json_array_append_new(sp, json_string(lo->spares[i]));
-		top = json_pack("{s:o, s:[s,s,s,s,s,s], s:o}", "ranks", arr, "env", "DP_JOB_TOKEN",
-				"DP_CONTROLLER", "DP_RANK", "DP_WORLD_SIZE", "DP_LOCAL_RANK",
-				"DP_HEARTBEAT_S", "spares", sp);
+		top = json_pack("{s:o, s:[s,s,s,s,s,s], s:o, s:i}", "ranks", arr, "env",
+				"DP_JOB_TOKEN", "DP_CONTROLLER", "DP_RANK", "DP_WORLD_SIZE",
+				"DP_LOCAL_RANK", "DP_HEARTBEAT_S", "spares", sp, "hosts",
+				nhosts ? nhosts : 1);
 
 		(void)json_dumpf(top, cli->out, JSON_INDENT(2));
 		(void)fputc('\n', cli->out);
@@ -303,6 +337,9 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec,
 			"environment of every rank: DP_JOB_TOKEN (a fresh secret per run), "
 			"DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE, DP_LOCAL_RANK, DP_HEARTBEAT_S\n",
 			cli->out);
+		(void)fprintf(cli->out, "%zu rank%s on %d host%s\n", spec->nranks,
+			      spec->nranks == 1 ? "" : "s", nhosts ? nhosts : 1,
+			      nhosts > 1 ? "s" : "");
 		if (lo->nspares) {
 			(void)fputs("spares (replace a failed node on a restart):", cli->out);
 			for (size_t i = 0; i < lo->nspares; i++)
@@ -719,7 +756,7 @@ static json_t *train_finish(struct train_run *t)
  * yet; otherwise the nodes are the first hosts-count nodes of
  * $SLURM_JOB_NODELIST (the recipe's host names only give the count). */
 static int slurm_setup(struct dp_cli *cli, const struct dp_recipe *r, struct launch_opts *o,
-		       const char **hosts, int *nhosts, long *per_host,
+		       const char ***hosts, int *nhosts, long *per_host,
 		       struct dp_launch_opts *lopts)
 {
 	size_t n = dp_hostlist_count(r->cluster.hosts), have;
@@ -729,10 +766,6 @@ static int slurm_setup(struct dp_cli *cli, const struct dp_recipe *r, struct lau
 
 	o->slurm = 1;
 	*per_host = r->cluster.gpus;
-	if (n > MAX_HOSTS)
-		return dp_cli_error(cli, EX_UNAVAILABLE,
-				    "launch: %zu hosts; this build launches at most %d", n,
-				    MAX_HOSTS);
 	if (r->train.backend == DP_RECIPE_BACKEND_CUDA) {
 		/* one GPU per task, the one closest to the task's CPUs */
 		lopts->slurm_gpus_per_task = 1;
@@ -760,8 +793,11 @@ static int slurm_setup(struct dp_cli *cli, const struct dp_recipe *r, struct lau
 				    "inside salloc/sbatch",
 				    r->path);
 	}
+	*hosts = calloc(n, sizeof(**hosts));
+	if (!*hosts)
+		return dp_cli_error(cli, EX_OSERR, "launch: out of memory");
 	for (size_t i = 0; i < n; i++)
-		hosts[i] = dp_hostlist_get(use, i);
+		(*hosts)[i] = dp_hostlist_get(use, i);
 	*nhosts = (int)n;
 	return EX_OK;
 }
@@ -906,35 +942,47 @@ out:
  * recipe's environment as "NAME=value" strings.  Returns an exit code. */
 static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts *o,
 			struct dp_recipe **recipe, struct dp_plan **plan, char ***renv,
-			const char **hosts, int *nhosts, long *per_host,
+			const char ***hosts, int *nhosts, long *per_host,
 			struct dp_launch_opts *lopts, struct dp_ctl_cfg *cfg,
 			struct dp_preflight_plan *pf)
 {
 	struct dp_recipe *r;
 	struct dp_err e = { 0 };
-	size_t n;
+	size_t n, nspares;
 	int code = dp_cli_load_recipe(cli, path, recipe);
 
 	if (code)
 		return code;
 	r = *recipe;
+	/* the caps, before any per-rank work */
+	n = dp_hostlist_count(r->cluster.hosts);
+	nspares = r->cluster.spares ? dp_hostlist_count(r->cluster.spares) : 0;
+	if (n > MAX_HOSTS)
+		return refuse_key(cli, r, "cluster.hosts",
+				  "%zu hosts; this build launches at most %d", n, MAX_HOSTS);
+	if (nspares > MAX_HOSTS)
+		return refuse_key(cli, r, "cluster.spares",
+				  "%zu spares; this build takes at most %d", nspares, MAX_HOSTS);
+	if (n * (size_t)r->cluster.gpus > MAX_RANKS)
+		return refuse_key(cli, r, "cluster.hosts",
+				  "%zu hosts x %d GPUs = %zu ranks; this build launches at most %d",
+				  n, r->cluster.gpus, n * (size_t)r->cluster.gpus, MAX_RANKS);
 	if (dp_plan_from_recipe(r, plan, &e))
 		return dp_cli_error(cli, EX_DATAERR, "%s", e.msg);
 	*renv = dp_plan_recipe_env(r, &e);
 	if (!*renv)
 		return dp_cli_error(cli, EX_OSERR, "launch: out of memory");
-	n = dp_hostlist_count(r->cluster.hosts);
 	switch (r->cluster.launcher) {
 	case DP_RECIPE_LAUNCH_LOCAL:
 		o->nlocal = r->cluster.gpus; /* recipe check: local has exactly one host */
 		break;
 	case DP_RECIPE_LAUNCH_SSH:
-		if (n > MAX_HOSTS)
-			return refuse_key(cli, r, "cluster.hosts",
-					  "%zu hosts; this build launches at most %d over ssh", n,
-					  MAX_HOSTS);
+		*hosts = calloc(n, sizeof(**hosts));
+		o->spares = calloc(nspares ? nspares : 1, sizeof(*o->spares));
+		if (!*hosts || !o->spares)
+			return dp_cli_error(cli, EX_OSERR, "launch: out of memory");
 		for (size_t i = 0; i < n; i++)
-			hosts[i] = dp_hostlist_get(r->cluster.hosts, i);
+			(*hosts)[i] = dp_hostlist_get(r->cluster.hosts, i);
 		*nhosts = (int)n;
 		*per_host = r->cluster.gpus;
 		if (!lopts->ssh_identity)
@@ -942,11 +990,7 @@ static int recipe_setup(struct dp_cli *cli, const char *path, struct launch_opts
 		lopts->ssh_user = r->cluster.user;
 		lopts->ssh_port = r->cluster.port;
 		lopts->relay_width = r->cluster.relay_width; /* 0: flat (or $DP_SSH_RELAY_WIDTH) */
-		o->nspares = r->cluster.spares ? dp_hostlist_count(r->cluster.spares) : 0;
-		if (o->nspares > MAX_HOSTS)
-			return refuse_key(cli, r, "cluster.spares",
-					  "%zu spares; this build takes at most %d", o->nspares,
-					  MAX_HOSTS);
+		o->nspares = nspares;
 		for (size_t i = 0; i < o->nspares; i++)
 			o->spares[i] = dp_hostlist_get(r->cluster.spares, i);
 		cfg->spares = o->spares;
@@ -1062,8 +1106,11 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	struct rank_args *args = NULL;
 	struct dp_launch_spec spec;
 	struct dp_err err = { 0 };
-	char wbuf[PATH_MAX], hostbuf[4096], bindbuf[64];
-	const char *hosts[MAX_HOSTS];
+	char wbuf[PATH_MAX], bindbuf[64];
+	/* --ssh: the list (borrowed argv) and our copy of it, split; or the
+	 * recipe's hosts (names borrowed from the recipe).  The arrays are ours. */
+	const char *ssh_list = NULL, **hosts = NULL;
+	char *hostbuf = NULL;
 	struct dp_launch_opts lopts = { 0 };
 	struct dp_recipe *recipe = NULL;
 	struct dp_plan *plan = NULL;
@@ -1140,13 +1187,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			cfg.line_fmt = prefix;
 			continue;
 		case OPT_SSH:
-			(void)snprintf(hostbuf, sizeof(hostbuf), "%s", optarg);
-			nhosts = split_hosts(hostbuf, hosts, MAX_HOSTS);
-			if (nhosts <= 0 || strlen(optarg) >= sizeof(hostbuf))
-				return dp_cli_usage_error(cli, "launch ",
-							  "--ssh: '%s' is not a list of 1 to %d "
-							  "hosts separated by commas",
-							  optarg, MAX_HOSTS);
+			ssh_list = optarg; /* split below: nothing to free on an early return */
 			continue;
 		case OPT_SSH_IDENTITY:
 			lopts.ssh_identity = optarg;
@@ -1202,7 +1243,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			l = &o.fake_step_ms, lo = 0, hi = 3600000;
 			break;
 		case OPT_FAKE_ABSENT:
-			l = &o.absent_rank, lo = 0, hi = MAX_LOCAL - 1;
+			l = &o.absent_rank, lo = 0, hi = MAX_RANKS - 1;
 			break;
 		default:
 			return dp_cli_bad_option(cli, "launch", argc, argv);
@@ -1214,16 +1255,34 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		if (l && dp_parse_long(optarg, lo, hi, l, name, &err) != 0)
 			return dp_cli_usage_error(cli, "launch ", "%s", err.msg);
 	}
+	if (ssh_list) {
+		nhosts = split_hosts(ssh_list, &hostbuf, &hosts);
+		if (nhosts == -ENOMEM) {
+			rc = dp_cli_error(cli, EX_OSERR, "launch: out of memory");
+			goto out;
+		}
+		if (nhosts <= 0) {
+			rc = dp_cli_usage_error(cli, "launch ",
+						"--ssh: '%.200s%s' is not a list of 1 to %d hosts "
+						"separated by commas",
+						ssh_list, strlen(ssh_list) > 200 ? "..." : "",
+						MAX_HOSTS);
+			goto out;
+		}
+	}
 	if (optind < argc) {
-		if (optind + 1 < argc)
-			return dp_cli_usage_error(cli, "launch ",
-						  "expected one RECIPE, got '%s' too",
-						  argv[optind + 1]);
-		if (o.nlocal > 0 || nhosts > 0)
-			return dp_cli_usage_error(cli, "launch ",
-						  "give a RECIPE or --local/--ssh, not both");
+		if (optind + 1 < argc) {
+			rc = dp_cli_usage_error(cli, "launch ", "expected one RECIPE, got '%s' too",
+						argv[optind + 1]);
+			goto out;
+		}
+		if (o.nlocal > 0 || nhosts > 0) {
+			rc = dp_cli_usage_error(cli, "launch ",
+						"give a RECIPE or --local/--ssh, not both");
+			goto out;
+		}
 		o.recipe_mode = 1;
-		rc = recipe_setup(cli, argv[optind], &o, &recipe, &plan, &renv, hosts, &nhosts,
+		rc = recipe_setup(cli, argv[optind], &o, &recipe, &plan, &renv, &hosts, &nhosts,
 				  &per_host, &lopts, &cfg, &pf);
 		if (rc)
 			goto out;
@@ -1253,9 +1312,9 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		goto out;
 	}
 	nranks = o.nlocal > 0 ? o.nlocal : nhosts * per_host;
-	if (nranks > MAX_LOCAL) {
+	if (nranks > MAX_RANKS) {
 		rc = dp_cli_usage_error(cli, "launch ", "%ld ranks is more than %d", nranks,
-					MAX_LOCAL);
+					MAX_RANKS);
 		goto out;
 	}
 	if (o.fail_rank >= nranks || o.hang_rank >= nranks || o.absent_rank >= nranks) {
@@ -1291,7 +1350,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	if (o.dry_run) {
 		rc = dp_launch_spec_check(&spec, &err)
 			     ? dp_cli_error(cli, EX_SOFTWARE, "%s", err.msg)
-			     : print_dry_run(cli, &spec, &o);
+			     : print_dry_run(cli, &spec, &o, nhosts);
 		goto out;
 	}
 	cfg.backend = o.slurm ? "slurm" : nhosts ? "ssh" : "local";
@@ -1322,6 +1381,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 			cfg.bind_addr = bindbuf;
 		}
 	}
+	raise_nofile(cli, 64 + (size_t)nranks * (nhosts ? 1 : 4) + (size_t)nhosts);
 	cfg.out = cli->json ? cli->err : cli->out;
 	if (training) {
 		struct dp_train_report_cfg tc = { .nranks = (int)nranks,
@@ -1404,6 +1464,9 @@ out:
 	dp_plan_free(plan);
 	dp_recipe_free(recipe);
 	dp_hostlist_free(o.alloc);
+	free(o.spares);
+	free(hosts);
+	free(hostbuf);
 	return rc;
 }
 
@@ -1428,6 +1491,8 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"first -> last, tokens/s, measured vs simulated bubble per rank) and the\n"
 		"merged op timeline in RUN-DIR/trace.json (Chrome trace) and\n"
 		"RUN-DIR/timeline.svg (measured lanes over the simulated schedule).\n"
+		"One launch takes up to 65536 hosts (cluster.hosts, --ssh), as many spares,\n"
+		"and 524288 ranks (--local: 1024).\n"
 		"\n"
 		"Options:\n"
 		"  --local N             run N ranks on this machine (the local backend)\n"
@@ -1446,7 +1511,8 @@ const struct dp_cli_cmd dp_cmd_launch = {
 		"                        with --ssh: the address that routes to the first host)\n"
 		"  --port P              controller port, 0 = any free port (0)\n"
 		"  --worker PATH         dpworker binary (default: $DPWORKER, next to dpctl, PATH)\n"
-		"  --dry-run             print what would be started, start nothing\n"
+		"  --dry-run             print what would be started (every rank, then the\n"
+		"                        rank and host count), start nothing\n"
 		"\n"
 		"Pre-flight gate and output:\n"
 		"  --preflight CHECKS    checks every node passes before the run starts: a comma\n"

@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -72,6 +73,10 @@ struct rank {
 	double pf_sent; /* CLOCK_REALTIME when the probe went out */
 	char pf_why[256];
 	double loss, tps; /* from the last heartbeat */
+	/* its node (group_hosts()): the lowest rank on the same host, how
+	 * many ranks it has; pf_listed on the lowest rank: in the pre-flight
+	 * failure lines */
+	int host_first, host_n, pf_listed;
 };
 
 enum { PF_NONE, PF_PROBED, PF_PASS, PF_FAIL };
@@ -109,8 +114,9 @@ struct ctl {
 	struct dp_launch_rank *rk;
 	struct dp_launch_spec own;
 	size_t next_spare; /* cfg->spares[next_spare] is the next one to use */
-	int replaced_now;  /* this restart swapped in a spare (its line is the last kept) */
-	size_t swapped;	   /* nodes swapped at the restarts in a row since the last progress */
+	int replaced_now;  /* this restart swapped in a spare (its line is last_replace) */
+	char last_replace[512];
+	size_t swapped; /* nodes swapped at the restarts in a row since the last progress */
 };
 
 static double now_s(void)
@@ -208,7 +214,7 @@ static void post(struct ctl *c, enum dp_notify_kind kind)
 	} else if (kind == DP_NOTIFY_COMPLETE) {
 		ev.exit_code = 0;
 	} else if (kind == DP_NOTIFY_RESTART && c->replaced_now) {
-		ev.root_cause = c->res->replaced[c->res->nreplaced - 1];
+		ev.root_cause = c->last_replace;
 	}
 	if (c->cfg->notify)
 		(void)dp_notify_post(c->cfg->notify, &ev, NULL); /* never fatal */
@@ -579,20 +585,57 @@ static int send_peers(struct ctl *c)
 
 /* ---- pre-flight and progress (health) ----------------------------------------- */
 
-static int ranks_on_host(const struct ctl *c, const char *host)
+static int cmp_rank_host(const void *a, const void *b, void *arg)
 {
-	int n = 0;
+	const struct rank *rk = arg;
+	int i = *(const int *)a, j = *(const int *)b;
+	int d = strcmp(rk[i].spec->host, rk[j].spec->host);
 
-	for (size_t i = 0; i < c->spec->nranks; i++)
-		n += strcmp(c->spec->ranks[i].host, host) == 0;
-	return n;
+	return d ? d : (i > j) - (i < j);
+}
+
+/* Fill every rank's host_first and host_n: one sort by host, not a scan of
+ * all ranks per rank (quadratic: thousands of hosts x 8 ranks).  Without
+ * memory for the sort, the scans. */
+static void group_hosts(struct ctl *c)
+{
+	int n = (int)c->spec->nranks, *idx = malloc((size_t)n * sizeof(*idx));
+
+	if (!idx) {
+		for (int i = 0; i < n; i++) {
+			struct rank *r = &c->ranks[i];
+
+			r->host_first = -1;
+			for (int j = 0; j < n; j++)
+				if (strcmp(c->ranks[j].spec->host, r->spec->host) == 0) {
+					r->host_n++;
+					if (r->host_first < 0)
+						r->host_first = j;
+				}
+		}
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		idx[i] = i;
+	qsort_r(idx, (size_t)n, sizeof(*idx), cmp_rank_host, c->ranks);
+	for (int a = 0, b; a < n; a = b) {
+		for (b = a + 1;
+		     b < n && strcmp(c->ranks[idx[b]].spec->host, c->ranks[idx[a]].spec->host) == 0;
+		     b++)
+			;
+		for (int k = a; k < b; k++) {
+			c->ranks[idx[k]].host_first = idx[a]; /* sorted by rank within a host */
+			c->ranks[idx[k]].host_n = b - a;
+		}
+	}
+	free(idx);
 }
 
 static void on_preflight(struct ctl *c, int rank, const struct dp_ctl_preflight *pf)
 {
 	struct rank *r = &c->ranks[rank];
-	int bad = dp_preflight_judge(c->cfg->preflight, ranks_on_host(c, r->spec->host), pf,
-				     r->pf_sent, wall_s(), r->pf_why, sizeof(r->pf_why));
+	int bad = dp_preflight_judge(c->cfg->preflight, r->host_n, pf, r->pf_sent, wall_s(),
+				     r->pf_why, sizeof(r->pf_why));
 
 	r->pf_state = bad ? PF_FAIL : PF_PASS;
 	dp_log(DP_LOG_INFO, "ctl", "rank %d on %s: pre-flight %s%s%s", rank, r->spec->host,
@@ -609,20 +652,17 @@ static void fail_preflight(struct ctl *c)
 	int first = -1;
 
 	res->npf_lines = res->npf_bad = 0;
+	for (size_t i = 0; i < c->spec->nranks; i++)
+		c->ranks[i].pf_listed = 0;
 	for (size_t i = 0; i < c->spec->nranks; i++) {
 		const struct rank *r = &c->ranks[i];
-		int seen = 0, listed = 0;
+		struct rank *node = &c->ranks[r->host_first];
 
 		/* a node's ranks report alike: one line for its first failing rank */
-		for (size_t j = 0; j < i; j++) {
-			if (strcmp(c->ranks[j].spec->host, r->spec->host) != 0)
-				continue;
-			seen = 1;
-			listed |= c->ranks[j].pf_state == PF_FAIL;
-		}
-		nhosts += !seen;
-		if (r->pf_state != PF_FAIL || listed)
+		nhosts += (size_t)r->host_first == i;
+		if (r->pf_state != PF_FAIL || node->pf_listed)
 			continue;
+		node->pf_listed = 1;
 		if (first < 0)
 			first = (int)i;
 		if (res->npf_lines < DP_CTL_PF_LINES)
@@ -1168,6 +1208,7 @@ static int run_once(struct ctl *c, struct dp_err *err)
 	memset(c->ranks, 0, c->spec->nranks * sizeof(*c->ranks));
 	for (size_t i = 0; i < c->spec->nranks; i++)
 		c->ranks[c->spec->ranks[i].rank].spec = &c->spec->ranks[i];
+	group_hosts(c);
 	rc = dp_ctl_token_new(c->token, err);
 	if (rc)
 		return rc;
@@ -1349,11 +1390,12 @@ static void replace_host(struct ctl *c, const char *old, const char *why)
 	(void)snprintf(line, sizeof(line), "restart %d: node %s failed (%s); replaced by spare %s",
 		       c->attempt, old, why, spare);
 	dp_log(DP_LOG_WARN, "ctl", "%s", line);
-	if (res->nreplaced < DP_CTL_REPLACED_LINES) {
+	if (res->nreplaced < DP_CTL_REPLACED_LINES)
 		(void)snprintf(res->replaced[res->nreplaced++], sizeof(res->replaced[0]), "%s",
 			       line);
-		c->replaced_now = 1;
-	}
+	res->nreplaced_all++;
+	(void)snprintf(c->last_replace, sizeof(c->last_replace), "%s", line);
+	c->replaced_now = 1;
 	event(c, "replace", ",\"host\":%s,\"spare\":%s,\"reason\":%s",
 	      json_str(old, ob, sizeof(ob)), json_str(spare, sb, sizeof(sb)),
 	      json_str(why, wb, sizeof(wb)));
@@ -1365,6 +1407,53 @@ static void replace_host(struct ctl *c, const char *old, const char *why)
 		if (strcmp(c->rk[i].host, old) == 0)
 			c->rk[i].host = spare;
 	c->swapped++;
+}
+
+struct failed_rank {
+	const char *host;
+	size_t rank;
+};
+
+static int cmp_failed(const void *a, const void *b)
+{
+	const struct failed_rank *x = a, *y = b;
+	int d = strcmp(x->host, y->host);
+
+	return d ? d : (x->rank > y->rank) - (x->rank < y->rank);
+}
+
+static int cmp_failed_rank(const void *a, const void *b)
+{
+	const struct failed_rank *x = a, *y = b;
+
+	return (x->rank > y->rank) - (x->rank < y->rank);
+}
+
+int dp_ctl_failed_nodes(const char *const *host, size_t n, const char **out, size_t max)
+{
+	struct failed_rank *f = calloc(n ? n : 1, sizeof(*f));
+	size_t nf = 0, k = 0;
+
+	if (!f)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (host[i])
+			f[nf++] = (struct failed_rank){ host[i], i };
+	/* by host (then rank): keep each host's first failing rank ... */
+	qsort(f, nf, sizeof(*f), cmp_failed);
+	for (size_t i = 0; i < nf; i++)
+		if (i == 0 || strcmp(f[i].host, f[k - 1].host) != 0)
+			f[k++] = f[i];
+	/* ... and put those back in rank order */
+	qsort(f, k, sizeof(*f), cmp_failed_rank);
+	if (k > max || k > INT_MAX) {
+		free(f);
+		return -E2BIG;
+	}
+	for (size_t i = 0; i < k; i++)
+		out[i] = f[i].host;
+	free(f);
+	return (int)k;
 }
 
 /* After a failed attempt: swap the node(s) that caused it for spares.
@@ -1398,28 +1487,26 @@ static int use_spares(struct ctl *c, int stuck)
 		return -1;
 	}
 	if (res->outcome == DP_CTL_PREFLIGHT_FAILED) {
-		/* every failing node, or none: a partial swap fails pre-flight again */
-		const char *bad[DP_CTL_PF_LINES * 4];
-		size_t nbad = 0;
+		/* every failing node, or none: a partial swap fails pre-flight
+		 * again.  There may be hundreds (a bad image on a rack). */
+		const char **host = calloc(c->own.nranks, sizeof(*host));
+		const char **bad = calloc(left, sizeof(*bad));
+		int nbad = -ENOMEM;
 
-		for (size_t i = 0; i < c->own.nranks; i++) {
-			const struct rank *r = &c->ranks[i];
-			size_t k;
-
-			if (r->pf_state != PF_FAIL)
-				continue;
-			for (k = 0; k < nbad && strcmp(bad[k], r->spec->host) != 0; k++)
-				;
-			if (k < nbad)
-				continue;
-			if (nbad == sizeof(bad) / sizeof(bad[0]) || nbad == left)
-				return 0;
-			bad[nbad++] = r->spec->host;
+		if (host && bad) {
+			for (size_t i = 0; i < c->own.nranks; i++)
+				if (c->ranks[i].pf_state == PF_FAIL)
+					host[i] = c->ranks[i].spec->host;
+			nbad = dp_ctl_failed_nodes(host, c->own.nranks, bad, left);
 		}
-		for (size_t k = 0; k < nbad; k++) {
+		if (nbad == -ENOMEM)
+			dp_log(DP_LOG_WARN, "ctl", "spares: out of memory, not replacing");
+		for (int k = 0; k < nbad; k++) {
 			(void)snprintf(old, sizeof(old), "%s", bad[k]);
 			replace_host(c, old, "pre-flight");
 		}
+		free(host);
+		free(bad);
 		return nbad > 0;
 	}
 	if (res->failed_rank < 0 || !res->failed_host[0])

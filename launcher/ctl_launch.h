@@ -288,7 +288,8 @@ struct dp_ctl_result {
 	/* spare replacements, in order: "restart N: node X failed (why); replaced by spare Y" */
 #define DP_CTL_REPLACED_LINES 8
 	char replaced[DP_CTL_REPLACED_LINES][512];
-	int nreplaced; /* lines kept (replacements beyond the cap are logged only) */
+	int nreplaced;	   /* lines kept (the first DP_CTL_REPLACED_LINES) */
+	int nreplaced_all; /* replacements in all (more than nreplaced: lines were dropped) */
 };
 
 /* Run @spec to completion.  Returns 0 when the controller did its job -- the
@@ -312,5 +313,13 @@ const char *dp_ctl_outcome_name(enum dp_ctl_outcome o);
  * (rank-no-done), or raised one of those four signals (abort, a bad
  * pointer, a division by zero, a trap: the program's own bug). */
 int dp_ctl_node_failure(const struct dp_ctl_result *r);
+
+/* The nodes a failed pre-flight gate swaps: @host[i] is the host of rank i
+ * if that rank failed, NULL if it passed (i < @n).  Writes each failing
+ * host once, in the order of its first failing rank, to @out (room for
+ * @max; the names are @host's).  Returns how many, or -E2BIG when more
+ * than @max hosts failed (fewer spares than failing nodes: no swap, a
+ * partial one fails again), or -ENOMEM.  O(n log n): thousands of nodes. */
+int dp_ctl_failed_nodes(const char *const *host, size_t n, const char **out, size_t max);
 
 #endif

@@ -547,13 +547,26 @@ static void set_nonblock(int fd)
 		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+/* Index of @host in @nodes (@nn of them), or @nn.  @hint (the previous
+ * rank's) first: ranks come node by node, so with thousands of nodes this
+ * is usually one compare, not a scan. */
+static int find_node(const char **nodes, int nn, const char *host, int hint)
+{
+	if (hint >= 0 && hint < nn && strcmp(nodes[hint], host) == 0)
+		return hint;
+	for (int k = 0; k < nn; k++)
+		if (strcmp(nodes[k], host) == 0)
+			return k;
+	return nn;
+}
+
 /* Order the ranks into tasks and build every task command.  0 or -errno. */
 static int plan_tasks(struct slurm_session *ss, char **nodelist_out, int *nnodes, int *per_node,
 		      struct dp_err *err)
 {
 	const char **nodes = calloc(ss->n, sizeof(*nodes));
 	int *count = calloc(ss->n, sizeof(*count));
-	int nn = 0, g = 0, rc = 0;
+	int nn = 0, g = 0, rc = 0, k = -1;
 	struct dp_buf nl;
 
 	dp_buf_init(&nl, 1 << 20);
@@ -563,10 +576,7 @@ static int plan_tasks(struct slurm_session *ss, char **nodelist_out, int *nnodes
 	}
 	/* nodes in order of their lowest rank: the plan's node order */
 	for (size_t i = 0; i < ss->n; i++) {
-		int k;
-
-		for (k = 0; k < nn && strcmp(nodes[k], ss->ranks[i].host) != 0; k++)
-			;
+		k = find_node(nodes, nn, ss->ranks[i].host, k);
 		if (k == nn)
 			nodes[nn++] = ss->ranks[i].host;
 		count[k]++;
@@ -582,10 +592,8 @@ static int plan_tasks(struct slurm_session *ss, char **nodelist_out, int *nnodes
 		ss->task_rank[i] = -1;
 	for (size_t i = 0; i < ss->n && !rc; i++) {
 		struct srank *r = &ss->ranks[i];
-		int k;
 
-		for (k = 0; k < nn && nodes[k] && strcmp(nodes[k], r->host) != 0; k++)
-			;
+		k = find_node(nodes, nn, r->host, k);
 		if (k == nn || count[k] != g || r->local < 0 || r->local >= g) {
 			rc = dp_err_set(err, EINVAL,
 					"slurm: srun runs the same number of tasks on every node; "
@@ -600,8 +608,8 @@ static int plan_tasks(struct slurm_session *ss, char **nodelist_out, int *nnodes
 		else
 			ss->task_rank[r->task] = (int)i;
 	}
-	for (int k = 0; k < nn && !rc; k++)
-		rc = dp_buf_addf(&nl, "%s%s", k ? "," : "", nodes[k]) ? -ENOMEM : 0;
+	for (int j = 0; j < nn && !rc; j++)
+		rc = dp_buf_addf(&nl, "%s%s", j ? "," : "", nodes[j]) ? -ENOMEM : 0;
 	if (rc == -ENOMEM)
 		rc = dp_err_set(err, ENOMEM, "slurm: out of memory");
 	if (!rc) {
@@ -661,6 +669,26 @@ static int start_srun(struct slurm_session *ss, struct dp_err *err)
 	if (!env) {
 		rc = dp_err_set(err, ENOMEM, "slurm: out of memory");
 		goto out;
+	}
+	{
+		/* every task's command rides in srun's environment: an exec
+		 * takes ARG_MAX bytes of it and the arguments (a few thousand
+		 * ranks), so say so here rather than have execve() fail */
+		long max = sysconf(_SC_ARG_MAX);
+		size_t total = strlen(argv[0]) + 1 + sizeof(*argv);
+
+		for (char **v = env; *v; v++)
+			total += strlen(*v) + 1 + sizeof(*v);
+		for (char **v = argv + 1; *v; v++)
+			total += strlen(*v) + 1 + sizeof(*v);
+		if (max > 0 && total > (size_t)max) {
+			rc = dp_err_set(err, E2BIG,
+					"slurm: the commands of %zu tasks take %zu bytes of srun's "
+					"environment, more than the %ld an exec takes (ARG_MAX: "
+					"ulimit -s / 4)",
+					ss->n, total, max);
+			goto out;
+		}
 	}
 	if (pipe2(outp, O_CLOEXEC) || pipe2(errp, O_CLOEXEC)) {
 		e = errno;

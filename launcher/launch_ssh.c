@@ -248,9 +248,11 @@ static int ssh_spawn(struct dp_launch_session *s, const struct dp_launch_rank *r
 	void *p;
 	int rc;
 
-	for (size_t i = 0; i < ss->nhosts && !h; i++)
-		if (strcmp(ss->hosts[i]->name, r->host) == 0)
-			h = ss->hosts[i];
+	/* newest first: ranks come in rank order, a host's ranks together, so
+	 * with thousands of hosts this is one compare, not a scan */
+	for (size_t i = ss->nhosts; i > 0 && !h; i--)
+		if (strcmp(ss->hosts[i - 1]->name, r->host) == 0)
+			h = ss->hosts[i - 1];
 	if (!h) {
 		p = realloc(ss->hosts, (ss->nhosts + 1) * sizeof(struct host *));
 		if (!p)

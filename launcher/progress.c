@@ -83,6 +83,8 @@ static void add_result(json_t *o, const struct dp_ctl_result *res)
 		for (int i = 0; rep && i < res->nreplaced; i++)
 			(void)json_array_append_new(rep, json_string(res->replaced[i]));
 		(void)json_object_set_new(o, "replaced", rep);
+		/* the lines are the first few; this counts them all */
+		(void)json_object_set_new(o, "replaced_total", json_integer(res->nreplaced_all));
 	}
 	if (res->outcome == DP_CTL_OK)
 		return;

@@ -1354,6 +1354,8 @@ static void check_experts(struct ctx *c, int experts_ok, int ep_ok, int layers_o
 static void check_spares(struct ctx *c)
 {
 	const struct dp_recipe *r = c->r;
+	const char **names;
+	size_t nh;
 
 	if (!r->cluster.spares)
 		return;
@@ -1365,16 +1367,26 @@ static void check_spares(struct ctx *c)
 	}
 	if (!r->cluster.hosts)
 		return;
+	/* the hosts sorted, each spare looked up: thousands of each are fine */
+	nh = dp_hostlist_count(r->cluster.hosts);
+	names = malloc(nh * sizeof(*names));
+	if (!names) {
+		c->nomem = 1;
+		return;
+	}
+	for (size_t j = 0; j < nh; j++)
+		names[j] = dp_hostlist_get(r->cluster.hosts, j);
+	qsort(names, nh, sizeof(*names), cmp_str);
 	for (size_t i = 0; i < dp_hostlist_count(r->cluster.spares); i++) {
 		const char *s = dp_hostlist_get(r->cluster.spares, i);
 
-		for (size_t j = 0; j < dp_hostlist_count(r->cluster.hosts); j++)
-			if (strcmp(s, dp_hostlist_get(r->cluster.hosts, j)) == 0) {
-				cerr(c, OFF(cluster.spares), "cluster.spares",
-				     "spare '%s' is also in cluster.hosts", s);
-				return;
-			}
+		if (bsearch(&s, names, nh, sizeof(*names), cmp_str)) {
+			cerr(c, OFF(cluster.spares), "cluster.spares",
+			     "spare '%s' is also in cluster.hosts", s);
+			break;
+		}
 	}
+	free(names);
 }
 
 static void check_consistency(struct ctx *c)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "common/dp_buf.h"
+#include "common/dp_util.h"
 #include "launcher/ctl_launch.h"
 #include "common/dp_banned.h"
 
@@ -172,7 +173,8 @@ int dp_launch_relay_main(int in_fd, FILE *out, FILE *log)
 	struct dp_err err = { 0 };
 	struct dp_buf pend;
 	struct pollfd *fds = NULL;
-	size_t n = 0;
+	size_t n = 0, need;
+	long have;
 	int code = 70, khfd = -1, stopping = 0, eof = 0;
 	double stop_at = 0, grace;
 
@@ -221,6 +223,12 @@ int dp_launch_relay_main(int in_fd, FILE *out, FILE *log)
 	fds = calloc(MAX_FDS + 1, sizeof(*fds));
 	if (!ranks || !extra || !fds)
 		goto out;
+	/* an ssh socket per host below us (up to MAX_FDS): past the usual 1024 */
+	need = 64 + (n < MAX_FDS ? n : MAX_FDS);
+	have = dp_nofile_raise(need);
+	if (have < 0 || (size_t)have < need)
+		(void)fprintf(log, "dpworker: relay: cannot raise the open-file limit to %zu\n",
+			      need);
 	if (dp_launch_ssh.open(&o, &s, &err)) {
 		(void)fprintf(log, "dpworker: relay: %s\n", err.msg);
 		goto out;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "common/dp_buf.h"
 #include "common/dp_err.h"
@@ -123,6 +124,28 @@ static void mem_equal_ct_compares_every_byte(void **state)
 	}
 }
 
+/* The open-file limit goes up to what is needed, only as far as the hard
+ * limit, and never down. */
+static void nofile_raise_stops_at_the_hard_limit(void **state)
+{
+	struct rlimit old, rl;
+
+	(void)state;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	if (old.rlim_max != RLIM_INFINITY && old.rlim_max < 512)
+		skip();
+	rl = old;
+	rl.rlim_cur = 256;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	assert_int_equal(dp_nofile_raise(300), 300);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	assert_int_equal(rl.rlim_cur, 300);
+	assert_int_equal(dp_nofile_raise(100), 300); /* not lowered */
+	if (old.rlim_max != RLIM_INFINITY && old.rlim_max < (rlim_t)1 << 30)
+		assert_int_equal(dp_nofile_raise((size_t)old.rlim_max + 1), (long)old.rlim_max);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -132,6 +155,7 @@ int main(void)
 		cmocka_unit_test(parse_double_rejects_nan),
 		cmocka_unit_test(mem_equal_ct_compares_every_byte),
 		cmocka_unit_test(log_filters_by_module),
+		cmocka_unit_test(nofile_raise_stops_at_the_hard_limit),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

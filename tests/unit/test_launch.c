@@ -25,6 +25,7 @@
 #include "common/dp_log.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/ctl_proto.h"
+#include "launcher/dp_preflight.h"
 #include "tests/unit/dp_test.h"
 
 #define MAXR 8
@@ -446,6 +447,102 @@ static void second_swap_without_progress_stops(void **state)
 			       "node") ||
 	    strstr(res.cause, "got no further"))
 		fail_msg("%s", res.cause);
+}
+
+/* 10 nodes fail the pre-flight gate at once (every worker's clock is off):
+ * all 10 go to spares in one restart, and the result keeps the first
+ * DP_CTL_REPLACED_LINES lines and counts them all.  The second attempt
+ * fails pre-flight too and the run stops. */
+static void many_failing_nodes_all_go_to_spares(void **state)
+{
+	enum { N = 10, NSPARE = 12 };
+	static const char *const env[] = { "DP_TEST_CLOCK_SKEW_S=-120", NULL };
+	struct dp_preflight_plan pf = { .checks = DP_PF_CLOCK, .max_clock_s = 5 };
+	struct dp_ctl_cfg cfg = {
+		.rendezvous_s = 30, .grace_s = 1, .max_restarts = 1, .preflight = &pf
+	};
+	struct dp_launch_rank *ranks = calloc(N, sizeof(*ranks));
+	struct dp_launch_spec spec = { .ranks = ranks, .nranks = N };
+	const char *argv[] = { worker_or_skip(), "--fake-steps", "1", NULL }, *spares[NSPARE];
+	char hosts[N][8], sp[NSPARE][8], mark[64];
+	struct dp_ctl_result res;
+	struct dp_err err = { 0 };
+	int replaces = 0;
+
+	(void)state;
+	assert_non_null(ranks);
+	set_mark(mark, sizeof(mark));
+	for (int i = 0; i < N; i++) {
+		(void)snprintf(hosts[i], sizeof(hosts[i]), "n%d", i + 1);
+		ranks[i] = (struct dp_launch_rank){
+			.rank = i, .host = hosts[i], .local_index = 0, .argv = argv, .env = env
+		};
+	}
+	for (int i = 0; i < NSPARE; i++) {
+		(void)snprintf(sp[i], sizeof(sp[i]), "s%d", i + 1);
+		spares[i] = sp[i];
+	}
+	cfg.spares = spares;
+	cfg.nspares = NSPARE;
+	cfg.on_event = count_replace;
+	cfg.event_arg = &replaces;
+	if (dp_ctl_run(&cfg, &spec, &res, &err) != 0)
+		fail_msg("%s", err.msg);
+	free(ranks);
+	assert_int_equal(leftovers(mark), 0);
+	assert_int_equal(res.outcome, DP_CTL_PREFLIGHT_FAILED);
+	assert_int_equal(res.attempts, 2);
+	assert_int_equal(replaces, N);
+	assert_int_equal(res.nreplaced_all, N);
+	assert_int_equal(res.nreplaced, DP_CTL_REPLACED_LINES);
+	assert_string_equal(res.replaced[0],
+			    "restart 1: node n1 failed (pre-flight); replaced by spare s1");
+	assert_int_equal(res.npf_bad, N);
+	assert_int_equal(res.npf_lines, N);
+	if (!strstr(res.cause, "pre-flight failed on 10 of 10 nodes: s1 (rank 0): "))
+		fail_msg("%s", res.cause);
+}
+
+/* Which nodes a failed pre-flight swaps, at scale: 1024 nodes x 8 ranks,
+ * 300 of them failing (one to all of their ranks, more than the 64 a
+ * fixed list once held): each once, in the order of its first failing
+ * rank; one more failing node than spares: none (-E2BIG). */
+static void failed_nodes_are_picked_once_in_rank_order(void **state)
+{
+	enum { NODES = 1024, PER = 8, NRANKS = NODES * PER, NBAD = 300 };
+	const char **host = calloc(NRANKS, sizeof(*host)), **out = calloc(NODES, sizeof(*out));
+	char(*name)[8] = calloc(NODES, sizeof(*name));
+
+	(void)state;
+	assert_true(host && out && name);
+	for (int h = 0; h < NODES; h++)
+		(void)snprintf(name[h], sizeof(name[h]), "n%04d", h);
+	/* node 3h+1 fails for h < NBAD, on ranks local (h % PER)..PER-1; the
+	 * ranks of node n go round-robin (rank r on node r % NODES), so a
+	 * node's ranks are not next to each other */
+	for (int r = 0; r < NRANKS; r++) {
+		int node = r % NODES, local = r / NODES;
+
+		if (node % 3 == 1 && node / 3 < NBAD && local >= (node / 3) % PER)
+			host[r] = name[node];
+	}
+	assert_int_equal(dp_ctl_failed_nodes(host, NRANKS, out, NODES), NBAD);
+	for (int k = 0; k < NBAD; k++) /* each node once */
+		for (int j = 0; j < k; j++)
+			assert_true(strcmp(out[j], out[k]) != 0);
+	/* the nodes failing from local 0 (h % PER == 0) have the lowest first
+	 * failing ranks: node 1 (rank 1), node 25 (h 8, rank 25), ... */
+	assert_string_equal(out[0], "n0001");
+	assert_string_equal(out[1], "n0025");
+	assert_string_equal(out[NBAD - 1], "n0886"); /* h 295: from local 7, rank 7 * 1024 + 886 */
+	assert_int_equal(dp_ctl_failed_nodes(host, NRANKS, out, NBAD), NBAD);
+	assert_int_equal(dp_ctl_failed_nodes(host, NRANKS, out, NBAD - 1), -E2BIG);
+	/* none failing: none */
+	memset(host, 0, NRANKS * sizeof(*host));
+	assert_int_equal(dp_ctl_failed_nodes(host, NRANKS, out, 1), 0);
+	free(host);
+	free(out);
+	free(name);
 }
 
 static void port_in_use_is_refused(void **state)
@@ -1099,6 +1196,8 @@ int main(void)
 		cmocka_unit_test(node_failure_is_told_from_a_job_failure),
 		cmocka_unit_test(job_failure_keeps_the_spares),
 		cmocka_unit_test(second_swap_without_progress_stops),
+		cmocka_unit_test(many_failing_nodes_all_go_to_spares),
+		cmocka_unit_test(failed_nodes_are_picked_once_in_rank_order),
 		cmocka_unit_test(port_in_use_is_refused),
 		cmocka_unit_test(four_rank_run_completes),
 		cmocka_unit_test(hanging_rank_is_detected),

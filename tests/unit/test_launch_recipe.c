@@ -141,6 +141,102 @@ static void refuses_what_it_cannot_run(void **state)
 	free(bad);
 }
 
+/* A recipe of 1024 ssh hosts x 8 GPUs and 300 spares (past the old fixed
+ * 256-host lists): --dry-run plans every rank on its host, in order, and
+ * `dpctl plan` agrees.  Nothing is started. */
+static void dry_run_of_1024_hosts(void **state)
+{
+	char *path = dp_test_write_tmp(
+		".yaml",
+		"cluster:\n"
+		"  launcher: ssh\n"
+		"  hosts: node[0001-1024]\n"
+		"  spares: spare[001-300]\n"
+		"  gpus: 8\n"
+		"  user: root\n"
+		"model: {layers: 64, hidden: 32, experts: 64, shared_experts: 1, top_k: 2}\n"
+		"parallel: {pp: 16, ep: 64, dp: 8, schedule: 1f1b}\n"
+		"train: {steps: 3}\n");
+	struct dp_test_run r = dp_test_dpctl("launch", "--dry-run", path);
+	json_t *o, *ranks, *spares, *x;
+
+	(void)state;
+	if (r.rc != 0 || !strstr(r.out, "\n8192 ranks on 1024 hosts\n") ||
+	    !strstr(r.out, "\nrank 2048 on node0257 (local 0): ") ||
+	    !strstr(r.out, "\nrank 8191 on node1024 (local 7): ") ||
+	    !strstr(r.out, "spares (replace a failed node on a restart): spare001 spare002 ") ||
+	    !strstr(r.out, " spare299 spare300\n"))
+		fail_msg("rc %d: %s\n%.2000s", r.rc, r.err, r.out);
+	dp_test_run_free(&r);
+
+	r = dp_test_dpctl("--json", "launch", "--dry-run", path);
+	assert_int_equal(r.rc, 0);
+	o = json_loads(r.out, 0, NULL);
+	assert_non_null(o);
+	assert_int_equal(json_integer_value(json_object_get(o, "hosts")), 1024);
+	ranks = json_object_get(o, "ranks");
+	assert_int_equal(json_array_size(ranks), 8192);
+	for (size_t i = 0; i < 8192; i += 1021) {
+		char want[16];
+
+		x = json_array_get(ranks, i);
+		(void)snprintf(want, sizeof(want), "node%04zu", i / 8 + 1);
+		assert_int_equal(json_integer_value(json_object_get(x, "rank")), (json_int_t)i);
+		assert_string_equal(json_string_value(json_object_get(x, "host")), want);
+		assert_int_equal(json_integer_value(json_object_get(x, "local_index")), i % 8);
+	}
+	spares = json_object_get(o, "spares");
+	assert_int_equal(json_array_size(spares), 300);
+	assert_string_equal(json_string_value(json_array_get(spares, 299)), "spare300");
+	json_decref(o);
+	dp_test_run_free(&r);
+
+	r = dp_test_dpctl("plan", path);
+	if (r.rc != 0 || !strstr(r.out, ": 8192 ranks = pp 16 x ep 64 x dp 8 on 1024 nodes x 8,"))
+		fail_msg("rc %d: %s\n%.500s", r.rc, r.err, r.out);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+}
+
+/* "h1,h2,...,hN" (caller frees). */
+static char *host_list(int n)
+{
+	size_t cap = (size_t)n * 8 + 1, len = 0;
+	char *s = malloc(cap);
+
+	assert_non_null(s);
+	for (int i = 1; i <= n; i++)
+		len += (size_t)snprintf(s + len, cap - len, "%sh%d", i > 1 ? "," : "", i);
+	assert_true(len < cap);
+	return s;
+}
+
+/* --ssh takes thousands of hosts (a heap list, no 4 KiB copy) and refuses
+ * one past the cap, naming the flag. */
+static void ssh_flag_takes_many_hosts(void **state)
+{
+	char *list = host_list(4096);
+	struct dp_test_run r =
+		dp_test_dpctl("launch", "--dry-run", "--fake-steps", "1", "--ssh", list);
+
+	(void)state;
+	if (r.rc != 0 || !strstr(r.out, "\n4096 ranks on 4096 hosts\n") ||
+	    !strstr(r.out, "\nrank 4095 on h4096 (local 0): "))
+		fail_msg("rc %d: %s\n%.500s", r.rc, r.err, r.out);
+	dp_test_run_free(&r);
+	free(list);
+
+	list = host_list(65537);
+	r = dp_test_dpctl("launch", "--dry-run", "--fake-steps", "1", "--ssh", list);
+	assert_int_equal(r.rc, 64);
+	if (!strstr(r.err, "--ssh: 'h1,h2,") ||
+	    !strstr(r.err, "...' is not a list of 1 to 65536 hosts"))
+		fail_msg("%s", r.err);
+	dp_test_run_free(&r);
+	free(list);
+}
+
 /* Two namespace nodes with an sshd each; the recipe names them. */
 static void runs_across_namespace_nodes_over_ssh(void **state)
 {
@@ -254,6 +350,8 @@ int main(void)
 		cmocka_unit_test(dry_run_shows_layout_environment),
 		cmocka_unit_test(runs_a_local_recipe),
 		cmocka_unit_test(refuses_what_it_cannot_run),
+		cmocka_unit_test(dry_run_of_1024_hosts),
+		cmocka_unit_test(ssh_flag_takes_many_hosts),
 		cmocka_unit_test(runs_across_namespace_nodes_over_ssh),
 	};
 

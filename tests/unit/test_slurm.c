@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sysexits.h>
@@ -511,6 +512,51 @@ static void backend_runs_ranks_through_srun(void **state)
 	free(ranks);
 }
 
+/* 2048 ranks (256 nodes x 8) whose task commands, all in srun's
+ * environment, are more than an exec takes (ARG_MAX, a quarter of the
+ * stack limit, set to 4 MiB here): a spawn failure that says so, before
+ * anything is started (srun here would fail the test). */
+static void too_many_task_commands_for_one_exec(void **state)
+{
+	enum { N = 2048 };
+	static char big[1100];
+	const char *argv[] = { "dpworker", NULL }, *env[] = { big, NULL };
+	struct dp_launch_rank *ranks = calloc(N, sizeof(*ranks));
+	char(*host)[8] = calloc(N / 8, sizeof(*host));
+	struct dp_launch_spec spec = { ranks, N };
+	struct dp_launch_opts lo = { .srun = "/bin/false" };
+	struct dp_ctl_cfg cfg = { .backend = "slurm", .launch = &lo, .rendezvous_s = 10 };
+	struct rlimit old, rl;
+	struct dp_ctl_result res;
+	struct dp_err err = { 0 };
+
+	(void)state;
+	assert_true(ranks && host);
+	(void)snprintf(big, sizeof(big), "BIG=%01000d", 7);
+	for (int i = 0; i < N; i++) {
+		(void)snprintf(host[i / 8], sizeof(host[0]), "n%03d", i / 8);
+		ranks[i] = (struct dp_launch_rank){ .rank = i,
+						    .host = host[i / 8],
+						    .local_index = i % 8,
+						    .argv = argv,
+						    .env = env };
+	}
+	assert_int_equal(getrlimit(RLIMIT_STACK, &old), 0);
+	rl = old;
+	rl.rlim_cur = (rlim_t)4 << 20;
+	assert_int_equal(setrlimit(RLIMIT_STACK, &rl), 0);
+	(void)setenv("SLURM_JOB_ID", "1", 1);
+	assert_int_equal(dp_ctl_run(&cfg, &spec, &res, &err), 0);
+	(void)unsetenv("SLURM_JOB_ID");
+	assert_int_equal(setrlimit(RLIMIT_STACK, &old), 0);
+	assert_int_equal(res.outcome, DP_CTL_SPAWN_FAILED);
+	if (!strstr(res.cause, "slurm: the commands of 2048 tasks take ") ||
+	    !strstr(res.cause, "more than the 1048576 an exec takes (ARG_MAX"))
+		fail_msg("%s", res.cause);
+	free(ranks);
+	free(host);
+}
+
 static void probe_needs_an_allocation(void **state)
 {
 	int prio = -1;
@@ -539,6 +585,7 @@ int main(void)
 		cmocka_unit_test(submit_gives_the_script_to_sbatch),
 		cmocka_unit_test(dpctl_launch_submit),
 		cmocka_unit_test(backend_runs_ranks_through_srun),
+		cmocka_unit_test(too_many_task_commands_for_one_exec),
 		cmocka_unit_test(probe_needs_an_allocation),
 	};
 

@@ -440,20 +440,31 @@ static void expect_refused(const char *text, const char *want)
 static void unsupported_layout_names_the_line(void **state)
 {
 	(void)state;
-	/* more ssh hosts, or spares, than one launch takes */
-	expect_refused("cluster: {launcher: ssh, hosts: \"n[1-300]\", gpus: 1}\n"
-		       "model: {layers: 300, hidden: 32, experts: 8, shared_experts: 1,\n"
+	/* more ssh hosts, spares or ranks than one launch takes (the caps in
+	 * launcher/cmd_launch.c; test_launch_recipe.c: 1024 hosts are fine) */
+	expect_refused("cluster: {launcher: ssh, hosts: \"n[1-65537]\", gpus: 1}\n"
+		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
 		       "        top_k: 2}\n"
-		       "parallel: {pp: 300, schedule: 1f1b}\n"
+		       "parallel: {pp: 1, dp: 65537, schedule: 1f1b}\n"
 		       "train: {steps: 3}\n",
-		       ":1: key 'cluster.hosts': 300 hosts; this build launches at most 256");
-	expect_refused("cluster: {launcher: ssh, hosts: \"n[1-2]\", spares: \"s[1-300]\",\n"
+		       ":1: key 'cluster.hosts': 65537 hosts; this build launches at most 65536");
+	expect_refused("cluster: {launcher: ssh, hosts: \"n[1-2]\", spares: \"s[1-65537]\",\n"
 		       "          gpus: 1}\n"
 		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
 		       "        top_k: 2}\n"
 		       "parallel: {pp: 2, schedule: 1f1b}\n"
 		       "train: {steps: 3}\n",
-		       ":1: key 'cluster.spares': 300 spares; this build takes at most 256");
+		       ":1: key 'cluster.spares': 65537 spares; this build takes at most 65536");
+	expect_refused("cluster:\n"
+		       "  launcher: slurm\n"
+		       "  hosts: \"n[1-65536]\"\n"
+		       "  gpus: 16\n"
+		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
+		       "        top_k: 2}\n"
+		       "parallel: {pp: 1, dp: 1048576, schedule: 1f1b}\n"
+		       "train: {steps: 3}\n",
+		       ":3: key 'cluster.hosts': 65536 hosts x 16 GPUs = 1048576 ranks; this "
+		       "build launches at most 524288");
 	/* more replicas than the peers one rank may ask the controller for */
 	expect_refused("cluster: {hosts: localhost, gpus: 600}\n"
 		       "model: {layers: 4, hidden: 32, experts: 8, shared_experts: 1,\n"
