@@ -162,11 +162,9 @@ static int cuda_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **ou
 			    : ctl_allgather(e->ctl, &mine, sizeof(mine), all, err);
 	if (rc)
 		goto fail;
-	if (ncclCommInitRank(&e->nccl, world, all[0].id, me) != ncclSuccess) {
-		e->nccl = NULL;
-		rc = dp_err_set(err, EIO, "a2a: cuda: ncclCommInitRank failed");
-		goto fail;
-	}
+	/* map the node peers' windows before ncclCommInitRank: it returns only
+	 * once every rank has joined, so no rank can go on (and free its window
+	 * on an early close) while a peer still has to open it */
 	for (int j = 0; j < world; j++) {
 		if (j == me || j / rpn != me / rpn)
 			continue;
@@ -178,6 +176,11 @@ static int cuda_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **ou
 			goto fail;
 		}
 		e->peer_bytes[j] = all[j].win_bytes;
+	}
+	if (ncclCommInitRank(&e->nccl, world, all[0].id, me) != ncclSuccess) {
+		e->nccl = NULL;
+		rc = dp_err_set(err, EIO, "a2a: cuda: ncclCommInitRank failed");
+		goto fail;
 	}
 	free(all);
 	*out = &e->ep;
