@@ -276,7 +276,7 @@ int dp_a2a_cuda_exchange(struct dp_a2a_ep *ep, const void *const *sendbuf, const
 			 void *const *recvbuf, const size_t *recvlen, struct dp_err *err)
 {
 	struct cuda_ep *e;
-	ncclResult_t nr = ncclSuccess;
+	ncclResult_t nr = ncclSuccess, gr;
 	cudaError_t ce;
 
 	if (!ep || ep->tp != &dp_a2a_cuda)
@@ -294,7 +294,12 @@ int dp_a2a_cuda_exchange(struct dp_a2a_ep *ep, const void *const *sendbuf, const
 		if (nr == ncclSuccess && recvlen[j])
 			nr = ncclRecv(recvbuf[j], recvlen[j], ncclChar, j, e->nccl, e->stream);
 	}
-	if (ncclGroupEnd() != ncclSuccess || nr != ncclSuccess)
+	/* the group is closed also after a failed send/recv; a failure found
+	 * only at its end (mismatched sizes, a peer gone) is in gr */
+	gr = ncclGroupEnd();
+	if (nr == ncclSuccess)
+		nr = gr;
+	if (nr != ncclSuccess)
 		return dp_err_set(err, EIO, "a2a: cuda: NCCL exchange failed: %s",
 				  ncclGetErrorString(nr));
 	ce = cudaStreamSynchronize(e->stream);
