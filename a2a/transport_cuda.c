@@ -162,11 +162,9 @@ static int cuda_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **ou
 			    : ctl_allgather(e->ctl, &mine, sizeof(mine), all, err);
 	if (rc)
 		goto fail;
-	if (ncclCommInitRank(&e->nccl, world, all[0].id, me) != ncclSuccess) {
-		e->nccl = NULL;
-		rc = dp_err_set(err, EIO, "a2a: cuda: ncclCommInitRank failed");
-		goto fail;
-	}
+	/* map the node peers' windows before ncclCommInitRank: it returns only
+	 * once every rank has joined, so no rank can go on (and free its window
+	 * on an early close) while a peer still has to open it */
 	for (int j = 0; j < world; j++) {
 		if (j == me || j / rpn != me / rpn)
 			continue;
@@ -178,6 +176,11 @@ static int cuda_open_ep(const struct dp_a2a_comm_cfg *cfg, struct dp_a2a_ep **ou
 			goto fail;
 		}
 		e->peer_bytes[j] = all[j].win_bytes;
+	}
+	if (ncclCommInitRank(&e->nccl, world, all[0].id, me) != ncclSuccess) {
+		e->nccl = NULL;
+		rc = dp_err_set(err, EIO, "a2a: cuda: ncclCommInitRank failed");
+		goto fail;
 	}
 	free(all);
 	*out = &e->ep;
@@ -273,7 +276,7 @@ int dp_a2a_cuda_exchange(struct dp_a2a_ep *ep, const void *const *sendbuf, const
 			 void *const *recvbuf, const size_t *recvlen, struct dp_err *err)
 {
 	struct cuda_ep *e;
-	ncclResult_t nr = ncclSuccess;
+	ncclResult_t nr = ncclSuccess, gr;
 	cudaError_t ce;
 
 	if (!ep || ep->tp != &dp_a2a_cuda)
@@ -291,7 +294,12 @@ int dp_a2a_cuda_exchange(struct dp_a2a_ep *ep, const void *const *sendbuf, const
 		if (nr == ncclSuccess && recvlen[j])
 			nr = ncclRecv(recvbuf[j], recvlen[j], ncclChar, j, e->nccl, e->stream);
 	}
-	if (ncclGroupEnd() != ncclSuccess || nr != ncclSuccess)
+	/* the group is closed also after a failed send/recv; a failure found
+	 * only at its end (mismatched sizes, a peer gone) is in gr */
+	gr = ncclGroupEnd();
+	if (nr == ncclSuccess)
+		nr = gr;
+	if (nr != ncclSuccess)
 		return dp_err_set(err, EIO, "a2a: cuda: NCCL exchange failed: %s",
 				  ncclGetErrorString(nr));
 	ce = cudaStreamSynchronize(e->stream);

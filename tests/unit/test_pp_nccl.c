@@ -37,8 +37,7 @@
 #include "tests/unit/dp_test.h"
 
 #ifdef DP_HAVE_CUDA
-#include <cuda_runtime.h>
-#include <nccl.h>
+#include "tests/unit/dp_test_cuda.h"
 
 /* ---- the fake --------------------------------------------------------------------- */
 
@@ -84,38 +83,6 @@ static __thread struct fgroup *cur_group;
 static __thread int group_depth;
 static ncclUniqueId world_id;
 static int fake = 1; /* 0: the real libraries */
-
-/* the wrapped symbols, and the real ones for fake = 0 */
-#define W(ret, name, params)                                                                       \
-	ret __wrap_##name params;                                                                  \
-	ret __real_##name params;
-W(cudaError_t, cudaGetDeviceCount, (int *n))
-W(cudaError_t, cudaSetDevice, (int d))
-W(cudaError_t, cudaGetLastError, (void))
-W(const char *, cudaGetErrorString, (cudaError_t e))
-W(cudaError_t, cudaStreamCreateWithFlags, (cudaStream_t * s, unsigned int f))
-W(cudaError_t, cudaStreamDestroy, (cudaStream_t s))
-W(cudaError_t, cudaStreamQuery, (cudaStream_t s))
-W(cudaError_t, cudaMalloc, (void **p, size_t n))
-W(cudaError_t, cudaMallocHost, (void **p, size_t n))
-W(cudaError_t, cudaFree, (void *p))
-W(cudaError_t, cudaFreeHost, (void *p))
-W(cudaError_t, cudaMemcpyAsync,
-  (void *dst, const void *src, size_t n, enum cudaMemcpyKind k, cudaStream_t s))
-W(ncclResult_t, ncclGetUniqueId, (ncclUniqueId * id))
-W(ncclResult_t, ncclCommInitRank, (ncclComm_t * c, int n, ncclUniqueId id, int rank))
-W(ncclResult_t, ncclCommFinalize, (ncclComm_t c))
-W(ncclResult_t, ncclCommDestroy, (ncclComm_t c))
-W(ncclResult_t, ncclCommAbort, (ncclComm_t c))
-W(ncclResult_t, ncclCommGetAsyncError, (ncclComm_t c, ncclResult_t *r))
-W(const char *, ncclGetErrorString, (ncclResult_t r))
-W(ncclResult_t, ncclGroupStart, (void))
-W(ncclResult_t, ncclGroupEnd, (void))
-W(ncclResult_t, ncclSend,
-  (const void *b, size_t n, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t s))
-W(ncclResult_t, ncclRecv,
-  (void *b, size_t n, ncclDataType_t t, int peer, ncclComm_t c, cudaStream_t s))
-#undef W
 
 #define REAL(name, ...)                                                                            \
 	do {                                                                                       \
