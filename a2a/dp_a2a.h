@@ -212,12 +212,14 @@ int dp_a2a_combine_wait(struct dp_a2a_plan *p, struct dp_err *err);
 
 /* Plain all-to-all of contiguous slices (collective over the comm, no
  * plan): @send + soff[j] (slen[j] bytes) goes to rank j, and rank j's slice
- * for this rank lands at @recv + roff[j], which must be rlen[j] bytes long
- * (-EPROTO naming the ranks otherwise).  For rows already packed by owner
- * (an expert-parallel executor's).  @on_device: @send and @recv are CUDA
- * device memory of the comm's GPU, moved by one NCCL group on the cuda
- * transport (-EINVAL on any other transport); else host memory, one frame
- * per peer.  Blocks until this rank's part is done.  -EBUSY while a
+ * for this rank lands at @recv + roff[j], which must be rlen[j] bytes long.
+ * For rows already packed by owner (an expert-parallel executor's).
+ * @on_device: @send and @recv are CUDA device memory of the comm's GPU,
+ * moved by one NCCL group on the cuda transport (-EINVAL on any other
+ * transport); the lengths are not compared first, so the caller must get
+ * them right (NCCL may fail or wait for ever on a mismatch).  Else host
+ * memory, one frame per peer, and a wrong length is -EPROTO naming the
+ * ranks.  Blocks until this rank's part is done.  -EBUSY while a
  * dispatch or combine is in flight. */
 int dp_a2a_alltoallv(struct dp_a2a_comm *c, const void *send, const size_t *soff,
 		     const size_t *slen, void *recv, const size_t *roff, const size_t *rlen,
