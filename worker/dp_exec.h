@@ -125,6 +125,13 @@ struct dp_exec_cfg {
 	 * placement (expert e on dp_model_expert_owner()). */
 	int redundant;
 	const float *expert_load;
+	/* with an EPLB placement: re-place the experts after every
+	 * @rebalance_every completed steps (steps whose number + 1 is a
+	 * multiple of it) from the rows the model routed to each (layer,
+	 * logical expert) in those steps, summed over every rank that holds
+	 * the layer (docs/executor.md, "Rebalancing").  0: never (the
+	 * placement of dp_exec_new stays); > 0 without a placement: -EINVAL. */
+	int rebalance_every;
 };
 
 struct dp_exec; /* opaque: dp_exec_new() creates, dp_exec_free() frees */
@@ -181,6 +188,38 @@ const int32_t *dp_exec_placement(const struct dp_exec *ex, int *slots);
  * EP ranks and layers outside this rank's chunks stay 0).  -EINVAL for a
  * layer out of range.  With the contiguous placement slot = expert. */
 int dp_exec_slot_rows(const struct dp_exec *ex, int layer, long *rows);
+
+/* Rebalancing (cfg.rebalance_every > 0): what the latest re-placement did,
+ * and the state a checkpoint keeps.  busiest_before/after: the most rows
+ * the window's loads put on one EP rank in one layer of this rank's chunks
+ * (each expert's rows split evenly over its replicas, as the routing does)
+ * with the old and the new placement. */
+struct dp_exec_rebalance {
+	long count;	   /* re-placements since dp_exec_new (or the restored state) */
+	long step;	   /* the first step the latest one applies to; -1: none yet */
+	long window;	   /* steps whose loads the latest one used */
+	long busiest_before, busiest_after;
+	long window_steps; /* steps counted in the current (partial) window */
+	/* [layers][experts], owned by the executor, valid until its next
+	 * step or restore: the loads that built the current placement (this
+	 * rank's layers: routed rows; the others: the loads of dp_exec_new),
+	 * and the rows routed in the current window, summed over the ranks
+	 * holding each layer (0 for layers this rank does not hold) */
+	const float *load;
+	const int64_t *rows;
+};
+/* 0, or -EINVAL (with @err) when the executor does not rebalance. */
+int dp_exec_rebalance_info(const struct dp_exec *ex, struct dp_exec_rebalance *out,
+			   struct dp_err *err);
+/* Resume: make @load ([layers][experts], finite) the loads of the current
+ * placement (rebuilt from them, as the run that saved them did), @rows the
+ * current window's counts, @window_steps its steps and @count the
+ * re-placements so far.  Call between steps, on every rank, with what
+ * dp_exec_rebalance_info() gave that rank's counterpart.  0, -EINVAL (not
+ * rebalancing, bad values) or an EPLB error; on failure the placement is
+ * unchanged. */
+int dp_exec_rebalance_restore(struct dp_exec *ex, const float *load, const int64_t *rows,
+			      long window_steps, long count, struct dp_err *err);
 
 /* Wall time spent in compute ops since dp_exec_new: F, full B, I, W and
  * F&B (count and seconds each), for the overlap benchmark; and how many
