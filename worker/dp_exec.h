@@ -211,6 +211,11 @@ struct dp_exec_rebalance {
 /* 0, or -EINVAL (with @err) when the executor does not rebalance. */
 int dp_exec_rebalance_info(const struct dp_exec *ex, struct dp_exec_rebalance *out,
 			   struct dp_err *err);
+/* After dp_exec_step(@step): 1 with the log line "step S+1: EPLB
+ * re-placed from the last N steps' loads; busiest rank-layer B -> A rows"
+ * in @buf (@size bytes, truncated to fit) if that step ended with a
+ * re-placement, else 0. */
+int dp_exec_rebalance_note(const struct dp_exec *ex, long step, char *buf, size_t size);
 /* Resume: make @load ([layers][experts], finite) the loads of the current
  * placement (rebuilt from them, as the run that saved them did), @rows the
  * current window's counts, @window_steps its steps and @count the

@@ -2374,6 +2374,18 @@ int dp_exec_rebalance_info(const struct dp_exec *ex, struct dp_exec_rebalance *o
 	return 0;
 }
 
+int dp_exec_rebalance_note(const struct dp_exec *ex, long step, char *buf, size_t size)
+{
+	if (!ex->rebal || ex->rb.step != step + 1 || !size)
+		return 0;
+	(void)snprintf(buf, size,
+		       "step %ld: EPLB re-placed from the last %ld step%s' loads; busiest "
+		       "rank-layer %ld -> %ld rows",
+		       ex->rb.step, ex->rb.window, ex->rb.window == 1 ? "" : "s",
+		       ex->rb.busiest_before, ex->rb.busiest_after);
+	return 1;
+}
+
 int dp_exec_rebalance_restore(struct dp_exec *ex, const float *load, const int64_t *rows,
 			      long window_steps, long count, struct dp_err *err)
 {

@@ -896,6 +896,52 @@ static void train_local_redundant_experts(void **state)
 	assert_true(fabs(f1 - f0) < 1e-6 && fabs(f2 - f0) < 1e-6);
 }
 
+/* --rebalance-every 3 (with --redundant 2): falling losses, and every rank
+ * says on stderr when it re-placed (caught in a file: the ranks are forked
+ * children writing to fd 2); without a placement it is a usage error. */
+static void train_local_rebalance_every(void **state)
+{
+	char *args[] = { "dpworker",	      "--train-local", "--pp",	  "2", "--micro", "4",
+			 "--steps",	      "12",	       "--layers", "2", "--ep",	   "2",
+			 "--redundant",	      "2",	       "--rebalance-every",	  "3" };
+	char *bad[] = { "dpworker", "--train-local", "--ep", "2", "--rebalance-every", "3" };
+	char path[] = "/tmp/dp-exec-rebal-XXXXXX", text[16384], line[128];
+	int fd = mkstemp(path), saved;
+	double first;
+	ssize_t n;
+
+	(void)state;
+	assert_true(fd >= 0);
+	(void)fflush(stderr);
+	saved = dup(2);
+	assert_true(saved >= 0);
+	assert_int_equal(dup2(fd, 2), 2);
+	falls(args, (int)(sizeof(args) / sizeof(args[0])), &first);
+	(void)fflush(stderr);
+	assert_int_equal(dup2(saved, 2), 2);
+	(void)close(saved);
+	n = pread(fd, text, sizeof(text) - 1, 0);
+	(void)close(fd);
+	(void)unlink(path);
+	assert_true(n > 0);
+	text[n] = '\0';
+	for (int r = 0; r < 4; r++)
+		for (int k = 3; k <= 12; k += 3) {
+			(void)snprintf(line, sizeof(line),
+				       "rank %d: step %d: EPLB re-placed from the last 3 steps' loads; "
+				       "busiest rank-layer ",
+				       r, k);
+			if (!strstr(text, line))
+				fail_msg("no '%s' in:\n%s", line, text);
+		}
+	assert_int_not_equal(dp_worker_cmd_train((int)(sizeof(bad) / sizeof(bad[0])), bad, stdout,
+						 stdout),
+			     0);
+	print_message("rebalance: dpworker first loss %.6f; %.*s", first,
+		      (int)strcspn(strstr(text, "rank 0: step 3"), "\n") + 1,
+		      strstr(text, "rank 0: step 3"));
+}
+
 /* --backend emu prints the losses of the host model (to the printed 6
  * digits); an unknown backend is a usage error naming it. */
 static void train_local_backend_option(void **state)
@@ -1595,6 +1641,7 @@ int main(void)
 		cmocka_unit_test(missing_link_is_rejected),
 		cmocka_unit_test(train_local_prints_a_falling_loss),
 		cmocka_unit_test(train_local_redundant_experts),
+		cmocka_unit_test(train_local_rebalance_every),
 		cmocka_unit_test(train_over_tcp_matches_reference),
 		cmocka_unit_test(ep_dualpipe_matches_reference),
 		cmocka_unit_test(ep_1f1b_and_others_match_reference),
