@@ -458,6 +458,50 @@ static void recipe_expert_keys_report_file_line(void **state)
 	}
 }
 
+/* model.rebalance_every: without redundant_experts or expert_loads it is
+ * an error at its key (FILE:LINE:COL); with them `plan --show-env` gives
+ * the ranks DP_EPLB_REBALANCE_EVERY; 0 gives nothing. */
+static void recipe_rebalance_every(void **state)
+{
+	static const char *const fmt =
+		"cluster: {hosts: localhost, gpus: 2}\n"
+		"model:\n  layers: 3\n  hidden: 64\n  experts: 4\n  top_k: 2\n"
+		"  redundant_experts: %d\n  rebalance_every: %d\n"
+		"parallel: {pp: 1, ep: 2, schedule: 1f1b}\n";
+	char text[512], *rpath;
+	struct dp_test_run r;
+
+	(void)state;
+	(void)snprintf(text, sizeof(text), fmt, 0, 5);
+	rpath = dp_test_write_tmp(".yaml", text);
+	r = dp_test_dpctl("plan", rpath);
+	assert_int_equal(r.rc, 65);
+	if (strncmp(r.err, rpath, strlen(rpath)) != 0 ||
+	    !strstr(r.err, ":8:20: error: key 'model.rebalance_every': 5 needs an EPLB placement "
+			   "to re-place: set model.redundant_experts or model.expert_loads"))
+		fail_msg("got: %s", r.err);
+	dp_test_run_free(&r);
+	(void)unlink(rpath);
+	free(rpath);
+	(void)snprintf(text, sizeof(text), fmt, 2, 5);
+	rpath = dp_test_write_tmp(".yaml", text);
+	r = dp_test_dpctl("plan", "--show-env", rpath);
+	assert_int_equal(r.rc, 0);
+	assert_non_null(strstr(r.out, "DP_EPLB_REBALANCE_EVERY=5"));
+	assert_non_null(strstr(r.out, "DP_REDUNDANT_EXPERTS=2"));
+	dp_test_run_free(&r);
+	(void)unlink(rpath);
+	free(rpath);
+	(void)snprintf(text, sizeof(text), fmt, 2, 0);
+	rpath = dp_test_write_tmp(".yaml", text);
+	r = dp_test_dpctl("plan", "--show-env", rpath);
+	assert_int_equal(r.rc, 0);
+	assert_null(strstr(r.out, "DP_EPLB_REBALANCE_EVERY"));
+	dp_test_run_free(&r);
+	(void)unlink(rpath);
+	free(rpath);
+}
+
 /* ---- heterogeneous nodes ------------------------------------------------- */
 
 static void heterogeneous_nodes_are_refused(void **state)
@@ -669,6 +713,7 @@ int main(void)
 		cmocka_unit_test(cli_places_experts_like_eplb),
 		cmocka_unit_test(cli_uniform_loads_without_a_file),
 		cmocka_unit_test(recipe_expert_keys_report_file_line),
+		cmocka_unit_test(recipe_rebalance_every),
 		cmocka_unit_test(heterogeneous_nodes_are_refused),
 		cmocka_unit_test(nodes_check_names_each_difference),
 		cmocka_unit_test(env_and_argv_match_launch),

@@ -568,6 +568,74 @@ static void recipe_with_redundant_experts_trains(void **state)
 	free(dir);
 }
 
+/* model.rebalance_every: the ranks get DP_EPLB_REBALANCE_EVERY with the
+ * placement variables, re-place every 2 steps (each says so in its log)
+ * and train with the losses of `dpworker --train-local --redundant 2
+ * --rebalance-every 2`. */
+static void recipe_with_rebalancing_trains(void **state)
+{
+	enum { STEPS = 4 };
+	char *path, *dir = tmpdir();
+	char text[1024], model[512], want[STEPS][32];
+	struct dp_test_run r, d;
+	json_t *o, *env;
+	int seen = 0;
+
+	(void)state;
+	(void)worker_or_skip();
+	(void)snprintf(text, sizeof(text),
+		       "cluster: {hosts: localhost, launcher: local, gpus: 4}\n"
+		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
+		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16,\n"
+		       "        redundant_experts: 2, rebalance_every: 2}\n"
+		       "parallel: {pp: 2, ep: 2, schedule: dualpipe, micro_batches: 4}\n"
+		       "train: {steps: %d, batch: 32, lr: 0.003, seed: 3}\n"
+		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
+		       "max_restarts: 0}\n",
+		       STEPS);
+	path = dp_test_write_tmp(".yaml", text);
+	d = DPCTL("--json", "launch", "--dry-run", path);
+	assert_int_equal(d.rc, 0);
+	o = json_loads(d.out, 0, NULL);
+	assert_non_null(o);
+	env = json_object_get(json_array_get(json_object_get(o, "ranks"), 3), "env");
+	for (size_t k = 0; k < json_array_size(env); k++) {
+		const char *e = json_string_value(json_array_get(env, k));
+
+		if (strncmp(e, "DP_MODEL=", 9) == 0)
+			(void)snprintf(model, sizeof(model), "%s", e);
+		seen |= strcmp(e, "DP_REDUNDANT_EXPERTS=2") == 0;
+		seen |= (strcmp(e, "DP_EPLB_REBALANCE_EVERY=2") == 0) << 1;
+	}
+	if (seen != 3)
+		fail_msg("placement variables %d missing in:\n%s", seen, d.out);
+	json_decref(o);
+	dp_test_run_free(&d);
+	assert_int_equal(train_local_x(model, "dualpipe", 1, 2, 2, 4, STEPS,
+				       "--redundant 2 --rebalance-every 2", want),
+			 STEPS);
+	r = DPCTL("--json", "launch", "--run-dir", dir, path);
+	o = losses_match(&r, want, STEPS, "rebalance_every 2");
+	{
+		char log[600], *t;
+
+		(void)snprintf(log, sizeof(log), "%s/logs/rank-0003.log", dir);
+		t = dp_test_slurp(log);
+		assert_non_null(t);
+		if (!strstr(t, "rank 3: step 2: EPLB re-placed from the last 2 steps' loads; "
+			       "busiest rank-layer ") ||
+		    !strstr(t, "rank 3: step 4: EPLB re-placed"))
+			fail_msg("%s:\n%s", log, t);
+		free(t);
+	}
+	json_decref(o);
+	dp_test_run_free(&r);
+	(void)unlink(path);
+	free(path);
+	rm_rf(dir);
+	free(dir);
+}
+
 static void oversized_placement_is_refused(void **state)
 {
 	/* 64 layers x 256 experts of "1," is more than 32 KiB of JSON */
@@ -1214,6 +1282,7 @@ int main(void)
 		cmocka_unit_test(report_dp_replicas),
 		cmocka_unit_test(unsupported_layout_names_the_line),
 		cmocka_unit_test(recipe_with_redundant_experts_trains),
+		cmocka_unit_test(recipe_with_rebalancing_trains),
 		cmocka_unit_test(oversized_placement_is_refused),
 		cmocka_unit_test(dualpipe_pp2_matches_train_local),
 		cmocka_unit_test(dualpipe_pp4_matches_train_local),
