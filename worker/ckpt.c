@@ -36,7 +36,7 @@
 #include "worker/dp_ckpt.h"
 
 #define MAGIC	       "DPCKPT\n" /* 8 bytes with the NUL */
-#define FP_N	       20 /* fingerprint fields written; versions 1, 2, 3 have 17, 18, 19 */
+#define FP_N	       20	  /* fingerprint fields written; versions 1, 2, 3 have 17, 18, 19 */
 #define FP_N_V1	       17
 #define FP_N_V2	       18
 #define FP_N_V3	       19
@@ -87,9 +87,11 @@ uint32_t dp_ckpt_crc32c(uint32_t crc, const void *buf, size_t len)
 /* ---- configuration fingerprint ------------------------------------------ */
 
 static const char *const fp_names[FP_N] = {
-	"algo",		  "pp",	   "micro",  "layers",	    "hidden",	    "ffn_hidden", "experts",
-	"shared_experts", "top_k", "groups", "topk_groups", "vocab",	    "seq_len",	  "seqs",
-	"lr_bits",	  "seed",  "ep",     "dp",	    "expert_slots", "rebalance_every",
+	"algo",	   "pp",	 "micro",	 "layers",
+	"hidden",  "ffn_hidden", "experts",	 "shared_experts",
+	"top_k",   "groups",	 "topk_groups",	 "vocab",
+	"seq_len", "seqs",	 "lr_bits",	 "seed",
+	"ep",	   "dp",	 "expert_slots", "rebalance_every",
 };
 
 /* Fingerprint fields of format @version, and the value a field an older

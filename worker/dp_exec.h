@@ -195,9 +195,9 @@ int dp_exec_slot_rows(const struct dp_exec *ex, int layer, long *rows);
  * (each expert's rows split evenly over its replicas, as the routing does)
  * with the old and the new placement. */
 struct dp_exec_rebalance {
-	long count;	   /* re-placements since dp_exec_new (or the restored state) */
-	long step;	   /* the first step the latest one applies to; -1: none yet */
-	long window;	   /* steps whose loads the latest one used */
+	long count;  /* re-placements since dp_exec_new (or the restored state) */
+	long step;   /* the first step the latest one applies to; -1: none yet */
+	long window; /* steps whose loads the latest one used */
 	long busiest_before, busiest_after;
 	long window_steps; /* steps counted in the current (partial) window */
 	/* [layers][experts], owned by the executor, valid until its next

@@ -760,9 +760,9 @@ static int eplb_placement(struct dp_exec *ex, struct dp_err *err)
 				     "on ep %d, %d node%s)",
 				     E, ex->cfg.redundant, ex->ep, nodes, nodes == 1 ? "" : "s");
 	xw = dp_eplb_plan_width(plan);
-	p2l = malloc((size_t)L * (size_t)ex->R * sizeof(int32_t));
-	l2p = malloc((size_t)L * (size_t)E * (size_t)xw * sizeof(int32_t));
-	lcnt = malloc((size_t)L * (size_t)E * sizeof(int32_t));
+	p2l = malloc((size_t)L * (size_t)ex->R * sizeof(int32_t) + 1);
+	l2p = malloc((size_t)L * (size_t)E * (size_t)xw * sizeof(int32_t) + 1);
+	lcnt = malloc((size_t)L * (size_t)E * sizeof(int32_t) + 1);
 	if (!p2l || !l2p || !lcnt) {
 		free(p2l);
 		free(l2p);
@@ -771,7 +771,8 @@ static int eplb_placement(struct dp_exec *ex, struct dp_err *err)
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	}
 	memcpy(p2l, dp_eplb_plan_phy2log(plan), (size_t)L * (size_t)ex->R * sizeof(int32_t));
-	memcpy(l2p, dp_eplb_plan_log2phy(plan), (size_t)L * (size_t)E * (size_t)xw * sizeof(int32_t));
+	memcpy(l2p, dp_eplb_plan_log2phy(plan),
+	       (size_t)L * (size_t)E * (size_t)xw * sizeof(int32_t));
 	memcpy(lcnt, dp_eplb_plan_logcnt(plan), (size_t)L * (size_t)E * sizeof(int32_t));
 	dp_eplb_plan_free(plan);
 	free(ex->p2l);
@@ -2070,9 +2071,11 @@ static int sum_rows(struct dp_exec *ex, const int *peers, int n, int phase, int6
 		    struct dp_err *err)
 {
 	const size_t LE = (size_t)ex->cfg.model.layers * (size_t)ex->cfg.model.experts;
-	int64_t *in = malloc(LE * sizeof(int64_t));
-	int rc = in ? 0 : dp_err_set(err, ENOMEM, "exec: out of memory");
+	int64_t *in = calloc(LE + 1, sizeof(int64_t));
+	int rc = 0;
 
+	if (!in)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	for (int i = 0; i < n && !rc; i++)
 		rc = post_bytes(ex, peers[i], KIND_C, phase, 0, v, LE * sizeof(int64_t), err);
 	for (int i = 0; i < n && !rc; i++) {
@@ -2175,7 +2178,7 @@ static int replace_experts(struct dp_exec *ex, struct dp_err *err)
 {
 	const int L = ex->cfg.model.layers, E = ex->cfg.model.experts;
 	const size_t LE = (size_t)L * (size_t)E;
-	float *old = malloc(LE * sizeof(float));
+	float *old = malloc(LE * sizeof(float) + 1);
 	long before = busiest(ex);
 	int rc;
 
@@ -2400,7 +2403,7 @@ int dp_exec_rebalance_restore(struct dp_exec *ex, const float *load, const int64
 	for (size_t k = 0; k < LE; k++)
 		if (rows[k] < 0)
 			return dp_err_set(err, EINVAL, "exec: bad rebalancing state");
-	old = malloc(LE * sizeof(float));
+	old = malloc(LE * sizeof(float) + 1);
 	if (!old)
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	memcpy(old, ex->load, LE * sizeof(float));

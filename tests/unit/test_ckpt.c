@@ -1256,8 +1256,9 @@ static void resume_rebalancing(void **state)
 	assert_int_equal(start, 3);
 	for (int k = 3; k < 6; k++)
 		if (res[k] != full[k])
-			fail_msg("rebalancing step %d: loss %.17g after resume, %.17g uninterrupted",
-				 k, res[k], full[k]);
+			fail_msg(
+				"rebalancing step %d: loss %.17g after resume, %.17g uninterrupted",
+				k, res[k], full[k]);
 	/* the same rank files at step 6 (the resumed run wrote them too) */
 	assert_same_files(da, db, 6, 4);
 	other = xc;
@@ -1290,18 +1291,17 @@ static void train_local_rebalance_resume(void **state)
 					      "--redundant", "2", "--rebalance-every", "2",
 					      "--steps", "6", "--layers", "2", NULL });
 	assert_int_equal(full.rc, 0);
-	part = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2",
-					      "--redundant", "2", "--rebalance-every", "2",
-					      "--steps", "3", "--layers", "2", "--ckpt-dir", d, NULL });
+	part = run_cmd((const char *const[]){
+		"--train-local", "--pp", "2", "--ep", "2", "--redundant", "2", "--rebalance-every",
+		"2", "--steps", "3", "--layers", "2", "--ckpt-dir", d, NULL });
 	assert_int_equal(part.rc, 0);
-	res = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2",
-					     "--redundant", "2", "--rebalance-every", "2",
-					     "--steps", "6", "--layers", "2", "--ckpt-dir", d,
-					     "--resume", NULL });
+	res = run_cmd((const char *const[]){
+		"--train-local", "--pp", "2", "--ep", "2", "--redundant", "2", "--rebalance-every",
+		"2", "--steps", "6", "--layers", "2", "--ckpt-dir", d, "--resume", NULL });
 	expect_resumed(&full, &res, 3, 5);
-	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2",
-					   "--redundant", "2", "--rebalance-every", "3", "--steps",
-					   "4", "--layers", "2", "--ckpt-dir", d, "--resume", NULL });
+	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--redundant",
+					   "2", "--rebalance-every", "3", "--steps", "4",
+					   "--layers", "2", "--ckpt-dir", d, "--resume", NULL });
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.err, "rebalance_every is 2 in the checkpoint, 3 in this run"));
 	cmd_free(&r);

@@ -91,10 +91,10 @@ struct tcase {
 	int two_hop;	       /* tcp: two nodes x ep/2 ranks, two-hop */
 	int spread;	       /* cuda: EP rank j on GPU j (NCCL wants a GPU per rank) */
 	int redundant;	       /* EPLB placement: extra expert slots per layer */
+	int rebalance;	       /* cfg.rebalance_every */
 	const char *transport; /* ep > 1: "shm" or "tcp" */
 	const char *backend;   /* model backend: NULL (cpu) or "emu" */
 	const float *loads;    /* its [layers][experts] loads; NULL: uniform */
-	int rebalance;	       /* cfg.rebalance_every */
 };
 
 /* Non-uniform EPLB loads for test_cfg: expert l % 4 of layer l is busy,
@@ -189,7 +189,7 @@ static int rank_child(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, 
 		dp_exec_optimizer_step(ex);
 	}
 	if (cfg->rebalance_every) {
-		if ((rc = dp_exec_rebalance_info(ex, &r.rb, &err)))
+		if (dp_exec_rebalance_info(ex, &r.rb, &err))
 			goto fail;
 		memcpy(r.load, r.rb.load, sizeof(r.load));
 		r.rb.load = NULL;
@@ -901,9 +901,22 @@ static void train_local_redundant_experts(void **state)
  * children writing to fd 2); without a placement it is a usage error. */
 static void train_local_rebalance_every(void **state)
 {
-	char *args[] = { "dpworker",	      "--train-local", "--pp",	  "2", "--micro", "4",
-			 "--steps",	      "12",	       "--layers", "2", "--ep",	   "2",
-			 "--redundant",	      "2",	       "--rebalance-every",	  "3" };
+	char *args[] = { "dpworker",
+			 "--train-local",
+			 "--pp",
+			 "2",
+			 "--micro",
+			 "4",
+			 "--steps",
+			 "12",
+			 "--layers",
+			 "2",
+			 "--ep",
+			 "2",
+			 "--redundant",
+			 "2",
+			 "--rebalance-every",
+			 "3" };
 	char *bad[] = { "dpworker", "--train-local", "--ep", "2", "--rebalance-every", "3" };
 	char path[] = "/tmp/dp-exec-rebal-XXXXXX", text[16384], line[128];
 	int fd = mkstemp(path), saved;
@@ -927,16 +940,16 @@ static void train_local_rebalance_every(void **state)
 	text[n] = '\0';
 	for (int r = 0; r < 4; r++)
 		for (int k = 3; k <= 12; k += 3) {
-			(void)snprintf(line, sizeof(line),
-				       "rank %d: step %d: EPLB re-placed from the last 3 steps' loads; "
-				       "busiest rank-layer ",
-				       r, k);
+			(void)snprintf(
+				line, sizeof(line),
+				"rank %d: step %d: EPLB re-placed from the last 3 steps' loads; "
+				"busiest rank-layer ",
+				r, k);
 			if (!strstr(text, line))
 				fail_msg("no '%s' in:\n%s", line, text);
 		}
-	assert_int_not_equal(dp_worker_cmd_train((int)(sizeof(bad) / sizeof(bad[0])), bad, stdout,
-						 stdout),
-			     0);
+	assert_int_not_equal(
+		dp_worker_cmd_train((int)(sizeof(bad) / sizeof(bad[0])), bad, stdout, stdout), 0);
 	print_message("rebalance: dpworker first loss %.6f; %.*s", first,
 		      (int)strcspn(strstr(text, "rank 0: step 3"), "\n") + 1,
 		      strstr(text, "rank 0: step 3"));
