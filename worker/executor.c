@@ -2169,6 +2169,27 @@ static long busiest(const struct dp_exec *ex)
 	return most;
 }
 
+/* Make @load the loads of the placement and rebuild it (EPLB, then the
+ * local tables); on failure the old loads and placement stay. */
+static int place_from(struct dp_exec *ex, const float *load, struct dp_err *err)
+{
+	const size_t LE = (size_t)ex->cfg.model.layers * (size_t)ex->cfg.model.experts;
+	float *old = malloc(LE * sizeof(float) + 1);
+	int rc;
+
+	if (!old)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	memcpy(old, ex->load, LE * sizeof(float));
+	memmove(ex->load, load, LE * sizeof(float));
+	rc = eplb_placement(ex, err);
+	if (rc)
+		memcpy(ex->load, old, LE * sizeof(float));
+	else
+		local_tables(ex);
+	free(old);
+	return rc;
+}
+
 /* Re-place from the window: this rank's layers get the window's rows as
  * loads (the others keep theirs: nobody here routes them), EPLB builds
  * the new placement (the same on every rank holding a layer: they all
@@ -2178,24 +2199,20 @@ static int replace_experts(struct dp_exec *ex, struct dp_err *err)
 {
 	const int L = ex->cfg.model.layers, E = ex->cfg.model.experts;
 	const size_t LE = (size_t)L * (size_t)E;
-	float *old = malloc(LE * sizeof(float) + 1);
+	float *load = malloc(LE * sizeof(float) + 1);
 	long before = busiest(ex);
 	int rc;
 
-	if (!old)
+	if (!load)
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
-	memcpy(old, ex->load, LE * sizeof(float));
+	memcpy(load, ex->load, LE * sizeof(float));
 	for (int l = 0; l < L; l++)
 		for (int e = 0; holds_layer(ex, l) && e < E; e++)
-			ex->load[(size_t)l * E + e] = (float)ex->win[(size_t)l * E + e];
-	rc = eplb_placement(ex, err);
-	if (rc) {
-		memcpy(ex->load, old, LE * sizeof(float));
-		free(old);
+			load[(size_t)l * E + e] = (float)ex->win[(size_t)l * E + e];
+	rc = place_from(ex, load, err);
+	free(load);
+	if (rc)
 		return rc;
-	}
-	free(old);
-	local_tables(ex);
 	ex->rb.count++;
 	ex->rb.step = ex->step + 1;
 	ex->rb.window = ex->rb.window_steps;
@@ -2393,7 +2410,6 @@ int dp_exec_rebalance_restore(struct dp_exec *ex, const float *load, const int64
 			      long window_steps, long count, struct dp_err *err)
 {
 	const size_t LE = (size_t)ex->cfg.model.layers * (size_t)ex->cfg.model.experts;
-	float *old;
 	int rc;
 
 	if (!ex->rebal)
@@ -2403,19 +2419,9 @@ int dp_exec_rebalance_restore(struct dp_exec *ex, const float *load, const int64
 	for (size_t k = 0; k < LE; k++)
 		if (rows[k] < 0)
 			return dp_err_set(err, EINVAL, "exec: bad rebalancing state");
-	old = malloc(LE * sizeof(float) + 1);
-	if (!old)
-		return dp_err_set(err, ENOMEM, "exec: out of memory");
-	memcpy(old, ex->load, LE * sizeof(float));
-	memcpy(ex->load, load, LE * sizeof(float));
-	rc = eplb_placement(ex, err);
-	if (rc) {
-		memcpy(ex->load, old, LE * sizeof(float));
-		free(old);
+	rc = place_from(ex, load, err);
+	if (rc)
 		return rc;
-	}
-	free(old);
-	local_tables(ex);
 	memcpy(ex->win, rows, LE * sizeof(int64_t));
 	ex->rb.window_steps = window_steps;
 	ex->rb.count = count;

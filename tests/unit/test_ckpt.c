@@ -1276,38 +1276,56 @@ static void resume_rebalancing(void **state)
 	free(db);
 }
 
-/* pp 2 x ep 2, 2 redundant slots, re-placed every 2 steps: stopped after
- * step 3 (a partial window: one step counted since the re-placement after
- * step 2), resumed to 6: the losses equal the uninterrupted run's as
- * printed (%.6f per rank share: compared as doubles by the dp_ckpt_resume
- * test, here as text); another rebalance_every is refused naming it. */
+/* dpworker with the options @base (NULL-terminated), then --steps @steps,
+ * --ckpt-dir @dir unless NULL, and --resume if @resume. */
+static struct cmd_out run_with(const char *const *base, const char *steps, const char *dir,
+			       int resume)
+{
+	const char *argv[32];
+	int n = 0;
+
+	while (*base && n < 24)
+		argv[n++] = *base++;
+	argv[n++] = "--steps";
+	argv[n++] = steps;
+	if (dir) {
+		argv[n++] = "--ckpt-dir";
+		argv[n++] = dir;
+	}
+	if (resume)
+		argv[n++] = "--resume";
+	argv[n] = NULL;
+	return run_cmd(argv);
+}
+
+/* dpworker --rebalance-every 2 (pp 2 x ep 2, 2 redundant slots): stopped
+ * after step 3 (one step of a window counted), resumed to 6: the printed
+ * losses are the uninterrupted run's (as doubles: resume_rebalancing);
+ * --rebalance-every 3 refuses the checkpoint naming the field. */
 static void train_local_rebalance_resume(void **state)
 {
+	static const char *const base[] = {
+		"--train-local",     "--pp", "2", "--ep", "2", "--redundant", "2", "--layers", "2",
+		"--rebalance-every", "2",    NULL
+	};
+	static const char *const other[] = {
+		"--train-local",     "--pp", "2", "--ep", "2", "--redundant", "2", "--layers", "2",
+		"--rebalance-every", "3",    NULL
+	};
 	char *d = make_tmpdir();
-	struct cmd_out full, part, res, r;
+	struct cmd_out o[4]; /* full, stopped, resumed, refused */
 
 	(void)state;
-	full = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2",
-					      "--redundant", "2", "--rebalance-every", "2",
-					      "--steps", "6", "--layers", "2", NULL });
-	assert_int_equal(full.rc, 0);
-	part = run_cmd((const char *const[]){
-		"--train-local", "--pp", "2", "--ep", "2", "--redundant", "2", "--rebalance-every",
-		"2", "--steps", "3", "--layers", "2", "--ckpt-dir", d, NULL });
-	assert_int_equal(part.rc, 0);
-	res = run_cmd((const char *const[]){
-		"--train-local", "--pp", "2", "--ep", "2", "--redundant", "2", "--rebalance-every",
-		"2", "--steps", "6", "--layers", "2", "--ckpt-dir", d, "--resume", NULL });
-	expect_resumed(&full, &res, 3, 5);
-	r = run_cmd((const char *const[]){ "--train-local", "--pp", "2", "--ep", "2", "--redundant",
-					   "2", "--rebalance-every", "3", "--steps", "4",
-					   "--layers", "2", "--ckpt-dir", d, "--resume", NULL });
-	assert_int_equal(r.rc, 0);
-	assert_non_null(strstr(r.err, "rebalance_every is 2 in the checkpoint, 3 in this run"));
-	cmd_free(&r);
-	cmd_free(&full);
-	cmd_free(&part);
-	cmd_free(&res);
+	o[0] = run_with(base, "6", NULL, 0);
+	o[1] = run_with(base, "3", d, 0);
+	assert_int_equal(o[0].rc + o[1].rc, 0);
+	o[2] = run_with(base, "6", d, 1);
+	expect_resumed(&o[0], &o[2], 3, 5);
+	o[3] = run_with(other, "4", d, 1);
+	assert_int_equal(o[3].rc, 0);
+	assert_non_null(strstr(o[3].err, "rebalance_every is 2 in the checkpoint, 3 in this run"));
+	for (int i = 0; i < 4; i++)
+		cmd_free(&o[i]);
 	rm_rf(d);
 	free(d);
 }

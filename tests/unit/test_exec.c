@@ -948,8 +948,19 @@ static void train_local_rebalance_every(void **state)
 			if (!strstr(text, line))
 				fail_msg("no '%s' in:\n%s", line, text);
 		}
-	assert_int_not_equal(
-		dp_worker_cmd_train((int)(sizeof(bad) / sizeof(bad[0])), bad, stdout, stdout), 0);
+	{
+		char *msg = NULL;
+		size_t mlen = 0;
+		FILE *m = open_memstream(&msg, &mlen);
+
+		assert_non_null(m);
+		assert_int_equal(
+			dp_worker_cmd_train((int)(sizeof(bad) / sizeof(bad[0])), bad, m, m), 64);
+		(void)fclose(m);
+		assert_non_null(strstr(msg, "--rebalance-every 3 needs --ep 2 or more and "
+					    "--redundant or --expert-loads"));
+		free(msg);
+	}
 	print_message("rebalance: dpworker first loss %.6f; %.*s", first,
 		      (int)strcspn(strstr(text, "rank 0: step 3"), "\n") + 1,
 		      strstr(text, "rank 0: step 3"));
@@ -1246,35 +1257,30 @@ static void eplb_matches_reference(void **state)
  * (check_rebalance). */
 static void rebalance_matches_reference(void **state)
 {
-	struct tcase tc = { .algo = DP_SCHED_DUALPIPE,
-			    .pp = 2,
-			    .ep = 2,
-			    .micro = 4,
-			    .overlap = 1,
-			    .transport = "shm",
-			    .redundant = 2,
-			    .loads = skewed_loads,
-			    .rebalance = 1 };
+	/* algo, pp, ep, dp, overlap, redundant, skewed start, rebalance_every */
+	static const int cases[][8] = {
+		{ DP_SCHED_DUALPIPE, 2, 2, 1, 1, 2, 1, 1 },
+		{ DP_SCHED_1F1B, 2, 2, 1, 0, 2, 1, 2 },
+		{ DP_SCHED_1F1B, 2, 2, 2, 0, 2, 0, 1 },
+		{ DP_SCHED_DUALPIPE, 2, 4, 1, 1, 4, 0, 2 },
+	};
 
 	(void)state;
-	check_tcase(&tc);
-	tc.algo = DP_SCHED_1F1B;
-	tc.overlap = 0;
-	tc.rebalance = 2;
-	check_tcase(&tc);
-	tc.loads = NULL; /* uniform start */
-	tc.dp = 2;
-	tc.rebalance = 1;
-	check_tcase(&tc);
-	tc = (struct tcase){ .algo = DP_SCHED_DUALPIPE,
-			     .pp = 2,
-			     .ep = 4,
-			     .micro = 4,
-			     .overlap = 1,
-			     .transport = "shm",
-			     .redundant = 4,
-			     .rebalance = 2 };
-	check_tcase(&tc);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const int *c = cases[i];
+		const struct tcase tc = { .algo = (enum dp_sched_algo)c[0],
+					  .pp = c[1],
+					  .ep = c[2],
+					  .dp = c[3],
+					  .micro = 4,
+					  .overlap = c[4],
+					  .transport = "shm",
+					  .redundant = c[5],
+					  .loads = c[6] ? skewed_loads : NULL,
+					  .rebalance = c[7] };
+
+		check_tcase(&tc);
+	}
 }
 
 /* A re-placement moves rows: from uniform loads (2 redundant slots), one
@@ -1398,29 +1404,23 @@ static void check_backend(const char *backend, double loss_rel, int params, int 
 		  .transport = "tcp",
 		  .redundant = 2,
 		  .loads = skewed_loads },
-		/* re-placed after every step */
-		{ .algo = DP_SCHED_DUALPIPE,
-		  .pp = 2,
-		  .ep = 2,
-		  .micro = 4,
-		  .overlap = 1,
-		  .transport = "shm",
-		  .redundant = 2,
-		  .loads = skewed_loads,
-		  .rebalance = 1 },
 	};
+	const size_t ncases = sizeof(cases) / sizeof(cases[0]);
 	struct dp_model_cfg mc;
 	double worst_g = 0, worst_w = 0, worst_l = 0;
 
 	test_cfg(&mc);
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct tcase dev = cases[i];
+	/* and the dualpipe EPLB case re-placed after every step */
+	for (size_t i = 0; i <= ncases; i++) {
+		struct tcase dev = cases[i < ncases ? i : ncases - 2], cpu;
 		const int ep = dev.ep > 1 ? dev.ep : 1, n = (dev.dp > 1 ? dev.dp : 1) * dev.pp * ep;
 		const int nstages = dev.algo == DP_SCHED_DUALPIPEV ? 2 * dev.pp : dev.pp;
 		const int cep = dev.redundant || dev.loads ? 1 : ep; /* placed: all experts */
 		struct rank_res a[MAX_RANKS], b[MAX_RANKS];
 		char what[96];
 
+		dev.rebalance = i == ncases;
+		cpu = dev;
 		memset(a, 0, sizeof(a));
 		memset(b, 0, sizeof(b));
 		dev.backend = backend;
@@ -1435,7 +1435,7 @@ static void check_backend(const char *backend, double loss_rel, int params, int 
 			}
 			dev.spread = 1;
 		}
-		run_pipeline(&cases[i], a);
+		run_pipeline(&cpu, a);
 		run_pipeline(&dev, b);
 		if (ep > 1)
 			(void)check_placement(&dev, b, dev.pp * ep, ep);

@@ -463,43 +463,44 @@ static void recipe_expert_keys_report_file_line(void **state)
  * the ranks DP_EPLB_REBALANCE_EVERY; 0 gives nothing. */
 static void recipe_rebalance_every(void **state)
 {
-	static const char *const fmt =
-		"cluster: {hosts: localhost, gpus: 2}\n"
-		"model:\n  layers: 3\n  hidden: 64\n  experts: 4\n  top_k: 2\n"
-		"  redundant_experts: %d\n  rebalance_every: %d\n"
-		"parallel: {pp: 1, ep: 2, schedule: 1f1b}\n";
-	char text[512], *rpath;
-	struct dp_test_run r;
+	static const struct {
+		int redundant, every, rc;
+		const char *want, *where; /* in the output (NULL: absent), err or out */
+	} cases[] = {
+		{ 0, 5, 65,
+		  ":8:20: error: key 'model.rebalance_every': 5 needs an EPLB placement to "
+		  "re-place: set model.redundant_experts or model.expert_loads",
+		  "err" },
+		{ 2, 5, 0, "DP_EPLB_REBALANCE_EVERY=5", "out" },
+		{ 2, 0, 0, NULL, "out" },
+	};
 
 	(void)state;
-	(void)snprintf(text, sizeof(text), fmt, 0, 5);
-	rpath = dp_test_write_tmp(".yaml", text);
-	r = dp_test_dpctl("plan", rpath);
-	assert_int_equal(r.rc, 65);
-	if (strncmp(r.err, rpath, strlen(rpath)) != 0 ||
-	    !strstr(r.err, ":8:20: error: key 'model.rebalance_every': 5 needs an EPLB placement "
-			   "to re-place: set model.redundant_experts or model.expert_loads"))
-		fail_msg("got: %s", r.err);
-	dp_test_run_free(&r);
-	(void)unlink(rpath);
-	free(rpath);
-	(void)snprintf(text, sizeof(text), fmt, 2, 5);
-	rpath = dp_test_write_tmp(".yaml", text);
-	r = dp_test_dpctl("plan", "--show-env", rpath);
-	assert_int_equal(r.rc, 0);
-	assert_non_null(strstr(r.out, "DP_EPLB_REBALANCE_EVERY=5"));
-	assert_non_null(strstr(r.out, "DP_REDUNDANT_EXPERTS=2"));
-	dp_test_run_free(&r);
-	(void)unlink(rpath);
-	free(rpath);
-	(void)snprintf(text, sizeof(text), fmt, 2, 0);
-	rpath = dp_test_write_tmp(".yaml", text);
-	r = dp_test_dpctl("plan", "--show-env", rpath);
-	assert_int_equal(r.rc, 0);
-	assert_null(strstr(r.out, "DP_EPLB_REBALANCE_EVERY"));
-	dp_test_run_free(&r);
-	(void)unlink(rpath);
-	free(rpath);
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		char text[512], *rpath;
+		struct dp_test_run r;
+		const char *got;
+
+		(void)snprintf(text, sizeof(text),
+			       "cluster: {hosts: localhost, gpus: 2}\n"
+			       "model:\n  layers: 3\n  hidden: 64\n  experts: 4\n  top_k: 2\n"
+			       "  redundant_experts: %d\n  rebalance_every: %d\n"
+			       "parallel: {pp: 1, ep: 2, schedule: 1f1b}\n",
+			       cases[c].redundant, cases[c].every);
+		rpath = dp_test_write_tmp(".yaml", text);
+		r = dp_test_dpctl("plan", "--show-env", rpath);
+		assert_int_equal(r.rc, cases[c].rc);
+		got = strcmp(cases[c].where, "err") == 0 ? r.err : r.out;
+		if (cases[c].rc && strncmp(got, rpath, strlen(rpath)) != 0)
+			fail_msg("case %zu: not at '%s': %s", c, rpath, got);
+		if (cases[c].want ? !strstr(got, cases[c].want)
+				  : strstr(got, "DP_EPLB_REBALANCE_EVERY") != NULL)
+			fail_msg("case %zu: want '%s', got: %s", c,
+				 cases[c].want ? cases[c].want : "no DP_EPLB_REBALANCE_EVERY", got);
+		dp_test_run_free(&r);
+		(void)unlink(rpath);
+		free(rpath);
+	}
 }
 
 /* ---- heterogeneous nodes ------------------------------------------------- */
