@@ -15,7 +15,8 @@
  * dp_model_expert_owner(), E / ep each; or with cfg.redundant /
  * cfg.expert_load, an EPLB placement of E + redundant physical slots,
  * busy experts replicated, each replica taking an even share of its
- * expert's rows); the MoE block sends each token's
+ * expert's rows; with cfg.rebalance_every re-placed every so many steps
+ * from the rows the model routed); the MoE block sends each token's
  * rows to the owner of its expert and back through a2a/ (dispatch/combine),
  * on one communication thread per rank; on a device backend (emu, or cuda
  * over the cuda a2a transport, which a "tcp" ep_comm becomes) the rows stay
