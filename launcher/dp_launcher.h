@@ -130,6 +130,10 @@ struct dp_recipe {
 		int vocab;		 /* vocabulary size; default 32000 */
 		int seq_len;		 /* tokens per sequence; default 2048 */
 		int redundant_experts;	 /* extra physical expert slots per MoE layer (EPLB); 0 */
+		/* re-place the experts every N steps from the loads routed in them
+		 * (DP_EPLB_REBALANCE_EVERY); 0 (default): never; > 0 needs
+		 * redundant_experts or expert_loads */
+		int rebalance_every;
 		/* model.expert_loads: the JSON file (`dpctl eplb --loads` format), relative
 		 * paths resolved against the recipe's directory; NULL (default): none.  When
 		 * set, the loads were read and checked at load time: expert_load is

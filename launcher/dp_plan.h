@@ -100,8 +100,9 @@ int dp_plan_places_experts(const struct dp_recipe *r);
  *   DP_SCHEDULE DP_MICRO_BATCHES DP_STEPS DP_SEED, with train.backend cuda
  *   also DP_BACKEND=cuda DP_DEVICE (the rank's GPU index on its node; 0 under
  *   Slurm, which binds one GPU per task) DP_PP_TRANSPORT (tcp or nccl), with
- *   an EPLB placement (dp_plan_places_experts) DP_REDUNDANT_EXPERTS and
- *   DP_EP_NODES, then DP_MODEL, with expert loads DP_EXPERT_LOADS, the
+ *   an EPLB placement (dp_plan_places_experts) DP_REDUNDANT_EXPERTS,
+ *   DP_EP_NODES and with model.rebalance_every DP_EPLB_REBALANCE_EVERY,
+ *   then DP_MODEL, with expert loads DP_EXPERT_LOADS, the
  *   checkpoint variables, then env: in file order.
  * The controller adds DP_JOB_TOKEN, DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE,
  * DP_LOCAL_RANK and DP_HEARTBEAT_S at spawn time (launcher/controller.c). */

@@ -180,6 +180,8 @@ void dp_plan_env_build(const struct dp_recipe *r, char *const *renv, const struc
 
 		LAYOUT("DP_REDUNDANT_EXPERTS=%d", r->model.redundant_experts);
 		LAYOUT("DP_EP_NODES=%d", g > 0 && ep >= g ? ep / g : 1);
+		if (r->model.rebalance_every > 0)
+			LAYOUT("DP_EPLB_REBALANCE_EVERY=%d", r->model.rebalance_every);
 	}
 #undef LAYOUT
 	model_env(r, out->model, sizeof(out->model));

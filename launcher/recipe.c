@@ -564,6 +564,7 @@ static const struct field model_fields[] = {
 	INT("seq_len", model.seq_len, 1, 1 << 24),
 	INT("redundant_experts", model.redundant_experts, 0, 1 << 16),
 	STR("expert_loads", model.expert_loads),
+	INT("rebalance_every", model.rebalance_every, 0, 1000000000),
 	{ 0 },
 };
 
@@ -1574,7 +1575,8 @@ static void loads_env(struct ctx *c)
 }
 
 /* model.redundant_experts and model.expert_loads (EPLB in `dpctl plan`): the
- * slots must split evenly over the EP ranks, and the loads file is resolved
+ * slots must split evenly over the EP ranks, model.rebalance_every needs
+ * one of them, and the loads file is resolved
  * against the recipe's directory, read, and checked against the model shape
  * here, so that `recipe check` reports it at the key like any other error. */
 static void check_experts(struct ctx *c, int experts_ok, int ep_ok, int layers_ok)
@@ -1592,6 +1594,12 @@ static void check_experts(struct ctx *c, int experts_ok, int ep_ok, int layers_o
 		     "experts + redundant_experts = %d must be a multiple of parallel.ep = %d "
 		     "(every EP rank holds the same number of expert slots)",
 		     r->model.experts + r->model.redundant_experts, r->parallel.ep);
+	if (given(c, OFF(model.rebalance_every)) && ok(c, OFF(model.rebalance_every)) &&
+	    r->model.rebalance_every > 0 && r->model.redundant_experts == 0 && !rel)
+		cerr(c, OFF(model.rebalance_every), "model.rebalance_every",
+		     "%d needs an EPLB placement to re-place: set model.redundant_experts or "
+		     "model.expert_loads",
+		     r->model.rebalance_every);
 	if (!rel || !ok(c, OFF(model.expert_loads)))
 		return;
 	if (rel[0] != '/' && slash) {

@@ -1,11 +1,15 @@
 /* worker/ckpt.c - checkpoints of the pipeline executor (see dp_ckpt.h and
  * docs/executor.md, "Checkpoints").
  *
- * Rank file: a 208-byte little-endian header (192 in version 1, whose
+ * Rank file: a 216-byte little-endian header (192 in version 1, whose
  * fingerprint has no dp field: read as dp 1; 200 in version 2, without
- * expert_slots: read as 0, the contiguous placement), then per chunk a record
- * (stage, Adam step, n, then w, m, v as n floats each, host order: the
- * supported hosts are little-endian).  The header carries its own CRC32C
+ * expert_slots: read as 0, the contiguous placement; 208 in version 3,
+ * without rebalance_every: read as 0, no rebalancing), then per chunk a
+ * record (stage, Adam step, n, then w, m, v as n floats each, host order:
+ * the supported hosts are little-endian), then with rebalance_every > 0
+ * the rebalancing record (window steps i64, re-placements i64, n u64 =
+ * layers * experts, the n loads of the current placement as floats, the n
+ * routed rows of the current window as i64).  The header carries its own CRC32C
  * and the payload's, so a file can be checked without the manifest (rank 0
  * does so while it waits for the other ranks).  The manifest adds each
  * file's size and whole-file CRC32C and is the completion mark.
@@ -18,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,9 +36,10 @@
 #include "worker/dp_ckpt.h"
 
 #define MAGIC	       "DPCKPT\n" /* 8 bytes with the NUL */
-#define FP_N	       19	  /* fingerprint fields written; versions 1 and 2 have 17, 18 */
+#define FP_N	       20	  /* fingerprint fields written; versions 1, 2, 3 have 17, 18, 19 */
 #define FP_N_V1	       17
 #define FP_N_V2	       18
+#define FP_N_V3	       19
 #define HDR_PB_OF(nfp) (40 + 8 * (nfp)) /* payload_bytes offset */
 #define HDR_PB	       HDR_PB_OF(FP_N)
 #define HDR_BYTES      (HDR_PB + 16)
@@ -41,6 +47,7 @@
 #define FORMAT_NAME    "dpctl-checkpoint"
 #define DEFAULT_WAIT   60000
 #define CHUNK_REC_HEAD 24 /* stage i32, reserved i32, adam step i64, n u64 */
+#define REBAL_REC_HEAD 24 /* window steps i64, re-placements i64, n u64 */
 
 /* dp_err_set() whose result the static analyser can see is negative
  * (@code is a constant or a saved errno: evaluated twice). */
@@ -80,16 +87,19 @@ uint32_t dp_ckpt_crc32c(uint32_t crc, const void *buf, size_t len)
 /* ---- configuration fingerprint ------------------------------------------ */
 
 static const char *const fp_names[FP_N] = {
-	"algo",		  "pp",	   "micro",  "layers",	    "hidden",	    "ffn_hidden", "experts",
-	"shared_experts", "top_k", "groups", "topk_groups", "vocab",	    "seq_len",	  "seqs",
-	"lr_bits",	  "seed",  "ep",     "dp",	    "expert_slots",
+	"algo",	   "pp",	 "micro",	 "layers",
+	"hidden",  "ffn_hidden", "experts",	 "shared_experts",
+	"top_k",   "groups",	 "topk_groups",	 "vocab",
+	"seq_len", "seqs",	 "lr_bits",	 "seed",
+	"ep",	   "dp",	 "expert_slots", "rebalance_every",
 };
 
 /* Fingerprint fields of format @version, and the value a field an older
- * format lacks stands for: dp 1, expert_slots 0 (contiguous placement). */
+ * format lacks stands for: dp 1, expert_slots 0 (contiguous placement),
+ * rebalance_every 0 (no rebalancing state). */
 static int fp_count(long version)
 {
-	return version == 1 ? FP_N_V1 : version == 2 ? FP_N_V2 : FP_N;
+	return version == 1 ? FP_N_V1 : version == 2 ? FP_N_V2 : version == 3 ? FP_N_V3 : FP_N;
 }
 
 static int64_t fp_default(int i)
@@ -140,6 +150,7 @@ static void fingerprint(const struct dp_exec_cfg *xc, int64_t *fp)
 	fp[18] = (xc->ep > 1 && (xc->redundant > 0 || xc->expert_load))
 			 ? (int64_t)m->experts + xc->redundant
 			 : 0;
+	fp[19] = xc->rebalance_every;
 }
 
 static void fp_value_str(int i, int64_t v, char *buf, size_t size)
@@ -235,7 +246,7 @@ static void hdr_encode(const struct hdr *h, unsigned char *b)
 }
 
 /* Versions 1 (17 fingerprint fields, no dp: dp 1), 2 (18, no
- * expert_slots: 0) and 3 (19). */
+ * expert_slots: 0), 3 (19, no rebalance_every: 0) and 4 (20). */
 static int hdr_decode(const unsigned char *b, size_t len, struct hdr *h, struct dp_err *err)
 {
 	uint32_t nfp;
@@ -490,8 +501,9 @@ static int write_rank_file(const char *sdir, const struct dp_exec_cfg *xc, struc
 			   long step, struct dp_err *err)
 {
 	int nch = dp_exec_nchunks(ex), np = 0, rc;
-	unsigned char head[HDR_BYTES], rec[2][CHUNK_REC_HEAD];
-	struct piece pieces[1 + 2 * 4];
+	unsigned char head[HDR_BYTES], rec[2][CHUNK_REC_HEAD], rrec[REBAL_REC_HEAD];
+	unsigned char *rows = NULL;
+	struct piece pieces[1 + 2 * 4 + 3];
 	struct hdr h = { .version = DP_CKPT_VERSION };
 	char name[32];
 	uint32_t crc = 0;
@@ -518,6 +530,25 @@ static int write_rank_file(const char *sdir, const struct dp_exec_cfg *xc, struc
 		pieces[np++] = (struct piece){ f.m, f.n * sizeof(float) };
 		pieces[np++] = (struct piece){ f.v, f.n * sizeof(float) };
 	}
+	if (xc->rebalance_every > 0) {
+		const size_t LE = (size_t)xc->model.layers * (size_t)xc->model.experts;
+		struct dp_exec_rebalance rb;
+
+		rc = dp_exec_rebalance_info(ex, &rb, err);
+		if (rc)
+			return dp_err_prefix(err, "ckpt");
+		rows = malloc(LE * 8 + 1);
+		if (!rows)
+			return ck_err(err, ENOMEM, "ckpt: out of memory");
+		put64(rrec, (uint64_t)rb.window_steps);
+		put64(rrec + 8, (uint64_t)rb.count);
+		put64(rrec + 16, (uint64_t)LE);
+		for (size_t i = 0; i < LE; i++)
+			put64(rows + 8 * i, (uint64_t)rb.rows[i]);
+		pieces[np++] = (struct piece){ rrec, REBAL_REC_HEAD };
+		pieces[np++] = (struct piece){ rb.load, LE * sizeof(float) };
+		pieces[np++] = (struct piece){ rows, LE * 8 };
+	}
 	for (int i = 1; i < np; i++) {
 		crc = dp_ckpt_crc32c(crc, pieces[i].p, pieces[i].len);
 		h.payload_bytes += pieces[i].len;
@@ -526,6 +557,7 @@ static int write_rank_file(const char *sdir, const struct dp_exec_cfg *xc, struc
 	hdr_encode(&h, head);
 	(void)snprintf(name, sizeof(name), "rank-%04d.bin", file_rank(xc));
 	rc = atomic_write(sdir, name, pieces, np, err);
+	free(rows);
 	return rc;
 }
 
@@ -996,10 +1028,56 @@ int dp_ckpt_latest(const char *dir, const struct dp_exec_cfg *xc, long *step, st
 	return rc;
 }
 
+/* The rebalancing record at @off (rebalance_every > 0: the fingerprint
+ * matched, so the file has one): checked (finite loads, rows >= 0), and
+ * with @apply restored. */
+static int parse_rebalance(const struct dp_exec_cfg *xc, struct dp_exec *ex, const unsigned char *b,
+			   size_t off, size_t len, int apply, struct dp_err *err)
+{
+	const size_t LE = (size_t)xc->model.layers * (size_t)xc->model.experts;
+	int64_t *rows;
+	float *load;
+	int rc;
+
+	if (len - off < REBAL_REC_HEAD || get64(b + off + 16) != LE)
+		return ck_err(err, EBADMSG, "bad rebalancing record");
+	if (len - off - REBAL_REC_HEAD != LE * (sizeof(float) + 8))
+		return ck_err(err, EBADMSG, "rebalancing record of %zu bytes, expected %zu",
+			      len - off - REBAL_REC_HEAD, LE * (sizeof(float) + 8));
+	for (size_t i = 0; !apply && i < LE; i++) {
+		float f;
+
+		memcpy(&f, b + off + REBAL_REC_HEAD + i * sizeof(float), sizeof(f));
+		if (!isfinite(f) ||
+		    (int64_t)get64(b + off + REBAL_REC_HEAD + LE * sizeof(float) + 8 * i) < 0)
+			return ck_err(err, EBADMSG, "bad rebalancing record");
+	}
+	if (!apply)
+		return 0;
+	rows = malloc(LE * sizeof(int64_t) + 1);
+	load = malloc(LE * sizeof(float) + 1);
+	if (!rows || !load) {
+		free(rows);
+		free(load);
+		return ck_err(err, ENOMEM, "ckpt: out of memory");
+	}
+	off += REBAL_REC_HEAD;
+	memcpy(load, b + off, LE * sizeof(float));
+	for (size_t i = 0; i < LE; i++)
+		rows[i] = (int64_t)get64(b + off + LE * sizeof(float) + 8 * i);
+	off -= REBAL_REC_HEAD;
+	rc = dp_exec_rebalance_restore(ex, load, rows, (long)get64(b + off),
+				       (long)get64(b + off + 8), err);
+	free(rows);
+	free(load);
+	return rc;
+}
+
 /* The chunk records of a rank file in @b (after the header) against the
- * chunks of @ex; with @apply, copy them in (only after a pass without). */
-static int parse_chunks(struct dp_exec *ex, const unsigned char *b, size_t hdr_bytes, size_t len,
-			int apply, struct dp_err *err)
+ * chunks of @ex, then the rebalancing record; with @apply, copy them in
+ * (only after a pass without). */
+static int parse_chunks(const struct dp_exec_cfg *xc, struct dp_exec *ex, const unsigned char *b,
+			size_t hdr_bytes, size_t len, int apply, struct dp_err *err)
 {
 	int nch = dp_exec_nchunks(ex);
 	size_t off = hdr_bytes;
@@ -1039,6 +1117,8 @@ static int parse_chunks(struct dp_exec *ex, const unsigned char *b, size_t hdr_b
 		}
 		off += CHUNK_REC_HEAD + 3 * bytes;
 	}
+	if (xc->rebalance_every > 0)
+		return parse_rebalance(xc, ex, b, off, len, apply, err);
 	if (off != len)
 		return ck_err(err, EBADMSG, "%zu bytes after the last chunk", len - off);
 	return 0;
@@ -1070,10 +1150,10 @@ int dp_ckpt_load(const char *dir, long step, const struct dp_exec_cfg *xc, struc
 		goto out;
 	}
 	/* every record is checked before the model is touched */
-	rc = parse_chunks(ex, b, h.bytes, len, 0, err);
+	rc = parse_chunks(xc, ex, b, h.bytes, len, 0, err);
 	if (rc)
 		goto out;
-	rc = parse_chunks(ex, b, h.bytes, len, 1, err);
+	rc = parse_chunks(xc, ex, b, h.bytes, len, 1, err);
 out:
 	free(b);
 	if (rc)

@@ -65,6 +65,10 @@ static const char train_usage[] =
 	"  --expert-loads F  --ep > 1: the per-layer expert loads EPLB balances, a\n"
 	"                    `dpctl eplb --loads` file with one row per layer\n"
 	"                    (default: uniform)\n"
+	"  --rebalance-every N\n"
+	"                    with --redundant or --expert-loads: re-place the experts\n"
+	"                    every N steps from the loads routed in them (default 0:\n"
+	"                    never; $DP_EPLB_REBALANCE_EVERY under dpctl launch)\n"
 	"  --no-overlap      no F&B overlap of compute and all-to-all\n"
 	"  --timing          each rank prints its mean op times at the end\n"
 	"  --ep-mbps M       --train-local: EP all-to-all over tcp paced to M Mbit/s\n"
@@ -106,6 +110,7 @@ enum {
 	O_DEVICE,
 	O_REDUNDANT,
 	O_LOADS,
+	O_REBALANCE,
 };
 
 static const struct option train_opts_tab[] = {
@@ -128,6 +133,7 @@ static const struct option train_opts_tab[] = {
 	{ "device", required_argument, NULL, O_DEVICE },
 	{ "redundant", required_argument, NULL, O_REDUNDANT },
 	{ "expert-loads", required_argument, NULL, O_LOADS },
+	{ "rebalance-every", required_argument, NULL, O_REBALANCE },
 	{ "ckpt-dir", required_argument, NULL, O_CKPT_DIR },
 	{ "ckpt-every", required_argument, NULL, O_CKPT_EVERY },
 	{ "ckpt-keep", required_argument, NULL, O_CKPT_KEEP },
@@ -158,7 +164,7 @@ static int read_loads(struct train_opts *o, struct dp_err *e)
 static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 {
 	long v;
-	int c;
+	int c, rc;
 
 	memset(o, 0, sizeof(*o));
 	dp_model_cfg_default(&o->cfg.model);
@@ -271,6 +277,11 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 		case O_LOADS:
 			o->loads_path = optarg;
 			break;
+		case O_REBALANCE:
+			if (dp_parse_long(optarg, 0, 1000000000L, &v, "--rebalance-every", e))
+				return -EINVAL;
+			o->cfg.rebalance_every = (int)v;
+			break;
 		case 'h':
 			o->help = 1;
 			return 0;
@@ -294,9 +305,25 @@ static int parse(int argc, char **argv, struct train_opts *o, struct dp_err *e)
 	if (o->cfg.redundant && o->cfg.ep < 2)
 		return dp_err_set(e, EINVAL, "--redundant %d needs --ep 2 or more",
 				  o->cfg.redundant);
-	if (o->loads_path)
-		return read_loads(o, e);
+	if (o->loads_path && (rc = read_loads(o, e)))
+		return rc;
+	if (o->cfg.rebalance_every && (o->cfg.ep < 2 || (!o->cfg.redundant && !o->loads_path)))
+		return dp_err_set(e, EINVAL,
+				  "--rebalance-every %d needs --ep 2 or more and --redundant or "
+				  "--expert-loads (an EPLB placement)",
+				  o->cfg.rebalance_every);
 	return 0;
+}
+
+/* A re-placement after step @k: the rank's line on @err. */
+static void note_rebalance(const struct dp_exec *ex, int rank, long k, FILE *err)
+{
+	char line[256];
+
+	if (dp_exec_rebalance_note(ex, k, line, sizeof(line))) {
+		(void)fprintf(err, "dpworker: rank %d: %s\n", rank, line);
+		(void)fflush(err);
+	}
 }
 
 /* --timing: "rank r times: F n ms B n ms ... F&B n ms overlapped n" (mean
@@ -342,6 +369,7 @@ static int rank_main(const struct dp_exec_cfg *cfg, struct dp_pp_link **links,
 		rc = dp_exec_step(ex, k, &loss, &e);
 		if (rc)
 			break;
+		note_rebalance(ex, cfg->rank, k, err);
 		dp_exec_optimizer_step(ex);
 		rc = dp_ckpt_maybe_save(ck, cfg, ex, k + 1, steps, &e);
 		if (rc > 0)
@@ -706,6 +734,7 @@ static int train_tcp(const struct train_opts *o, FILE *out, FILE *err)
 				rc = EX_SOFTWARE;
 				break;
 			}
+			note_rebalance(ex, cfg.rank, k, err);
 			dp_exec_optimizer_step(ex);
 			if (dp_ckpt_maybe_save(&o->ck, &cfg, ex, k + 1, o->steps, &e) < 0) {
 				(void)fprintf(err, "dpworker: rank %d: error: %s\n", cfg.rank,

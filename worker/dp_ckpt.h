@@ -16,7 +16,11 @@
  * A checkpoint named step-N holds the state after N completed steps (steps
  * 0..N-1 and their optimizer updates): a resumed run starts at step N.
  * Nothing else needs saving: the data of a step is a function of (seed,
- * step) and the executor keeps no state between steps.
+ * step) and the executor keeps no other state between steps than, with
+ * rebalance_every > 0 (part of the fingerprint too), its rebalancing
+ * state: the loads of the current placement and the routed rows of the
+ * current window (dp_exec_rebalance_info), which a load restores, so the
+ * resumed run places the experts as the uninterrupted one.
  *
  * Writing (dp_ckpt_save): each rank writes its file as .rank-R.bin.tmp,
  * fsyncs it, renames it to rank-R.bin and fsyncs the directory.  Rank 0
@@ -44,9 +48,9 @@
 #include "common/dp_err.h"
 #include "worker/dp_exec.h"
 
-/* rank file and manifest format; 1 (dp 1) and 2 (contiguous expert
- * placement) are still read */
-#define DP_CKPT_VERSION 3
+/* rank file and manifest format; 1 (dp 1), 2 (contiguous expert
+ * placement) and 3 (no rebalancing) are still read */
+#define DP_CKPT_VERSION 4
 
 /* Checkpoint settings of a run (caller-embedded, nothing to release). */
 struct dp_ckpt_cfg {

@@ -15,7 +15,8 @@
  * dp_model_expert_owner(), E / ep each; or with cfg.redundant /
  * cfg.expert_load, an EPLB placement of E + redundant physical slots,
  * busy experts replicated, each replica taking an even share of its
- * expert's rows); the MoE block sends each token's
+ * expert's rows; with cfg.rebalance_every re-placed every so many steps
+ * from the rows the model routed); the MoE block sends each token's
  * rows to the owner of its expert and back through a2a/ (dispatch/combine),
  * on one communication thread per rank; on a device backend (emu, or cuda
  * over the cuda a2a transport, which a "tcp" ep_comm becomes) the rows stay
@@ -125,6 +126,13 @@ struct dp_exec_cfg {
 	 * placement (expert e on dp_model_expert_owner()). */
 	int redundant;
 	const float *expert_load;
+	/* with an EPLB placement: re-place the experts after every
+	 * @rebalance_every completed steps (steps whose number + 1 is a
+	 * multiple of it) from the rows the model routed to each (layer,
+	 * logical expert) in those steps, summed over every rank that holds
+	 * the layer (docs/executor.md, "Rebalancing").  0: never (the
+	 * placement of dp_exec_new stays); > 0 without a placement: -EINVAL. */
+	int rebalance_every;
 };
 
 struct dp_exec; /* opaque: dp_exec_new() creates, dp_exec_free() frees */
@@ -181,6 +189,43 @@ const int32_t *dp_exec_placement(const struct dp_exec *ex, int *slots);
  * EP ranks and layers outside this rank's chunks stay 0).  -EINVAL for a
  * layer out of range.  With the contiguous placement slot = expert. */
 int dp_exec_slot_rows(const struct dp_exec *ex, int layer, long *rows);
+
+/* Rebalancing (cfg.rebalance_every > 0): what the latest re-placement did,
+ * and the state a checkpoint keeps.  busiest_before/after: the most rows
+ * the window's loads put on one EP rank in one layer of this rank's chunks
+ * (each expert's rows split evenly over its replicas, as the routing does)
+ * with the old and the new placement. */
+struct dp_exec_rebalance {
+	long count;  /* re-placements since dp_exec_new (or the restored state) */
+	long step;   /* the first step the latest one applies to; -1: none yet */
+	long window; /* steps whose loads the latest one used */
+	long busiest_before, busiest_after;
+	long window_steps; /* steps counted in the current (partial) window */
+	/* [layers][experts], owned by the executor, valid until its next
+	 * step or restore: the loads that built the current placement (this
+	 * rank's layers: routed rows; the others: the loads of dp_exec_new),
+	 * and the rows routed in the current window, summed over the ranks
+	 * holding each layer (0 for layers this rank does not hold) */
+	const float *load;
+	const int64_t *rows;
+};
+/* 0, or -EINVAL (with @err) when the executor does not rebalance. */
+int dp_exec_rebalance_info(const struct dp_exec *ex, struct dp_exec_rebalance *out,
+			   struct dp_err *err);
+/* After dp_exec_step(@step): 1 with the log line "step S+1: EPLB
+ * re-placed from the last N steps' loads; busiest rank-layer B -> A rows"
+ * in @buf (@size bytes, truncated to fit) if that step ended with a
+ * re-placement, else 0. */
+int dp_exec_rebalance_note(const struct dp_exec *ex, long step, char *buf, size_t size);
+/* Resume: make @load ([layers][experts], finite) the loads of the current
+ * placement (rebuilt from them, as the run that saved them did), @rows the
+ * current window's counts, @window_steps its steps and @count the
+ * re-placements so far.  Call between steps, on every rank, with what
+ * dp_exec_rebalance_info() gave that rank's counterpart.  0, -EINVAL (not
+ * rebalancing, bad values) or an EPLB error; on failure the placement is
+ * unchanged. */
+int dp_exec_rebalance_restore(struct dp_exec *ex, const float *load, const int64_t *rows,
+			      long window_steps, long count, struct dp_err *err);
 
 /* Wall time spent in compute ops since dp_exec_new: F, full B, I, W and
  * F&B (count and seconds each), for the overlap benchmark; and how many

@@ -28,7 +28,7 @@
 
 #define MSG_MAGIC 0x44505050u /* "DPPP" */
 
-enum { KIND_F = 0, KIND_B = 1, KIND_G = 2, KIND_R = 3, KIND_D = 4 };
+enum { KIND_F = 0, KIND_B = 1, KIND_G = 2, KIND_R = 3, KIND_D = 4, KIND_C = 5 };
 
 struct msg_hdr {
 	uint32_t magic;
@@ -422,6 +422,14 @@ struct dp_exec {
 	int32_t *p2l, *l2p, *lcnt;
 	int *lexp, *nlexp, *lpos;
 	long *slot_rows;
+	/* rebalancing (cfg.rebalance_every > 0): load [L][E] built the
+	 * current placement; win [L][E] the rows routed in the current
+	 * window, summed over the ranks holding each layer after every step;
+	 * cur [L][E] this step's rows of this rank's micro-batches */
+	int rebal;
+	float *load;
+	int64_t *win, *cur;
+	struct dp_exec_rebalance rb;
 	int dp, drank; /* DP replicas, this rank's replica */
 	int pbase;     /* global rank of this replica's pp rank 0, ep rank 0 */
 	int nranks;    /* dp * pp * ep */
@@ -475,9 +483,9 @@ static float **boxp(struct dp_exec *ex, int out, int kind, int leg, int m)
 
 static const char *kind_name(int kind)
 {
-	static const char *const names[] = { "F", "B", "G", "R", "D" };
+	static const char *const names[] = { "F", "B", "G", "R", "D", "C" };
 
-	return kind >= 0 && kind <= KIND_D ? names[kind] : "?";
+	return kind >= 0 && kind <= KIND_C ? names[kind] : "?";
 }
 
 static int new_chunk(struct dp_exec *ex, int stage, struct chunk *c, struct dp_err *err)
@@ -592,6 +600,9 @@ void dp_exec_free(struct dp_exec *ex)
 	free(ex->nlexp);
 	free(ex->lpos);
 	free(ex->slot_rows);
+	free(ex->load);
+	free(ex->win);
+	free(ex->cur);
 	free(ex->posts);
 	free(ex->tokens);
 	free(ex->targets);
@@ -723,8 +734,9 @@ static int need_peer(struct dp_exec *ex, struct dp_pp_link *const *links, int pe
 	return sender_start(&ex->snd[peer], links[peer], err);
 }
 
-/* The EPLB placement (ex->place): every EP rank builds the same one from
- * the same loads (dp_eplb is deterministic). */
+/* The EPLB placement (ex->place) of the loads ex->load: every EP rank
+ * builds the same one from the same loads (dp_eplb is deterministic).
+ * The tables are replaced only on success. */
 static int eplb_placement(struct dp_exec *ex, struct dp_err *err)
 {
 	const struct dp_model_cfg *m = &ex->cfg.model;
@@ -738,80 +750,50 @@ static int eplb_placement(struct dp_exec *ex, struct dp_err *err)
 					.nodes = nodes,
 					.gpus = ex->ep };
 	struct dp_eplb_plan *plan = NULL;
-	float *uniform = NULL;
-	const float *load = ex->cfg.expert_load;
-	int rc;
+	int32_t *p2l, *l2p, *lcnt;
+	int rc, xw;
 
-	if (!load) {
-		uniform = malloc((size_t)L * (size_t)E * sizeof(float));
-		if (!uniform)
-			return dp_err_set(err, ENOMEM, "exec: out of memory");
-		for (size_t i = 0; i < (size_t)L * (size_t)E; i++)
-			uniform[i] = 1.0f;
-		load = uniform;
-	}
-	rc = dp_eplb_plan_build(load, &ec, &plan, err);
-	free(uniform);
+	rc = dp_eplb_plan_build(ex->load, &ec, &plan, err);
 	if (rc)
 		return dp_err_prefix(err,
 				     "exec: expert placement (%d experts + %d redundant "
 				     "on ep %d, %d node%s)",
 				     E, ex->cfg.redundant, ex->ep, nodes, nodes == 1 ? "" : "s");
-	ex->xw = dp_eplb_plan_width(plan);
-	ex->p2l = malloc((size_t)L * (size_t)ex->R * sizeof(int32_t));
-	ex->l2p = malloc((size_t)L * (size_t)E * (size_t)ex->xw * sizeof(int32_t));
-	ex->lcnt = malloc((size_t)L * (size_t)E * sizeof(int32_t));
-	if (!ex->p2l || !ex->l2p || !ex->lcnt) {
+	xw = dp_eplb_plan_width(plan);
+	p2l = malloc((size_t)L * (size_t)ex->R * sizeof(int32_t) + 1);
+	l2p = malloc((size_t)L * (size_t)E * (size_t)xw * sizeof(int32_t) + 1);
+	lcnt = malloc((size_t)L * (size_t)E * sizeof(int32_t) + 1);
+	if (!p2l || !l2p || !lcnt) {
+		free(p2l);
+		free(l2p);
+		free(lcnt);
 		dp_eplb_plan_free(plan);
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	}
-	memcpy(ex->p2l, dp_eplb_plan_phy2log(plan), (size_t)L * (size_t)ex->R * sizeof(int32_t));
-	memcpy(ex->l2p, dp_eplb_plan_log2phy(plan),
-	       (size_t)L * (size_t)E * (size_t)ex->xw * sizeof(int32_t));
-	memcpy(ex->lcnt, dp_eplb_plan_logcnt(plan), (size_t)L * (size_t)E * sizeof(int32_t));
+	memcpy(p2l, dp_eplb_plan_phy2log(plan), (size_t)L * (size_t)ex->R * sizeof(int32_t));
+	memcpy(l2p, dp_eplb_plan_log2phy(plan),
+	       (size_t)L * (size_t)E * (size_t)xw * sizeof(int32_t));
+	memcpy(lcnt, dp_eplb_plan_logcnt(plan), (size_t)L * (size_t)E * sizeof(int32_t));
 	dp_eplb_plan_free(plan);
+	free(ex->p2l);
+	free(ex->l2p);
+	free(ex->lcnt);
+	ex->p2l = p2l;
+	ex->l2p = l2p;
+	ex->lcnt = lcnt;
+	ex->xw = xw;
 	return 0;
 }
 
-/* The physical slots of this rank and the local logical experts of every
- * layer: the contiguous placement (slot = expert, E / ep per rank) or an
- * EPLB one (cfg.redundant, cfg.expert_load). */
-static int placement(struct dp_exec *ex, struct dp_err *err)
+/* lexp, nlexp, lpos of every layer from the current placement. */
+static void local_tables(struct dp_exec *ex)
 {
-	const struct dp_model_cfg *m = &ex->cfg.model;
-	const int L = m->layers, E = m->experts, red = ex->cfg.redundant;
-	int rc;
+	const int L = ex->cfg.model.layers, E = ex->cfg.model.experts;
 
-	if (red < 0 || red > 4096)
-		return dp_err_set(err, EINVAL, "exec: redundant experts %d out of range 0..4096",
-				  red);
-	if (ex->ep == 1 && red > 0)
-		return dp_err_set(err, EINVAL,
-				  "exec: %d redundant experts need expert parallelism (ep > 1)",
-				  red);
-	ex->place = ex->ep > 1 && (red > 0 || ex->cfg.expert_load);
-	ex->R = E + (ex->place ? red : 0);
-	if (ex->R % ex->ep) {
-		if (ex->place)
-			return dp_err_set(err, EINVAL,
-					  "exec: %d experts + %d redundant = %d expert slots do "
-					  "not split over ep %d (need a multiple of ep)",
-					  E, red, ex->R, ex->ep);
-		return dp_err_set(err, EINVAL, "exec: %d experts do not split over ep %d", E,
-				  ex->ep);
-	}
-	ex->nslot = ex->R / ex->ep;
-	if (ex->place && (rc = eplb_placement(ex, err)))
-		return rc;
-	ex->lexp = malloc((size_t)L * (size_t)ex->nslot * sizeof(int));
-	ex->nlexp = calloc((size_t)L, sizeof(int));
-	ex->lpos = malloc((size_t)L * (size_t)E * sizeof(int));
-	ex->slot_rows = calloc((size_t)L * (size_t)ex->R, sizeof(long));
-	if (!ex->lexp || !ex->nlexp || !ex->lpos || !ex->slot_rows)
-		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	for (int l = 0; l < L; l++) {
 		int *pos = ex->lpos + (size_t)l * E;
 
+		ex->nlexp[l] = 0;
 		for (int e = 0; e < E; e++)
 			pos[e] = -1;
 		for (int k = 0; k < ex->nslot; k++) {
@@ -825,6 +807,67 @@ static int placement(struct dp_exec *ex, struct dp_err *err)
 				ex->lexp[(size_t)l * ex->nslot + ex->nlexp[l]++] = e;
 			}
 	}
+}
+
+/* The physical slots of this rank and the local logical experts of every
+ * layer: the contiguous placement (slot = expert, E / ep per rank) or an
+ * EPLB one (cfg.redundant, cfg.expert_load), and the rebalancing state. */
+static int placement(struct dp_exec *ex, struct dp_err *err)
+{
+	const struct dp_model_cfg *m = &ex->cfg.model;
+	const int L = m->layers, E = m->experts, red = ex->cfg.redundant;
+	const size_t LE = (size_t)L * (size_t)E;
+	int rc;
+
+	if (red < 0 || red > 4096)
+		return dp_err_set(err, EINVAL, "exec: redundant experts %d out of range 0..4096",
+				  red);
+	if (ex->ep == 1 && red > 0)
+		return dp_err_set(err, EINVAL,
+				  "exec: %d redundant experts need expert parallelism (ep > 1)",
+				  red);
+	ex->place = ex->ep > 1 && (red > 0 || ex->cfg.expert_load);
+	if (ex->cfg.rebalance_every < 0 || (ex->cfg.rebalance_every > 0 && !ex->place))
+		return dp_err_set(err, EINVAL,
+				  "exec: rebalance_every %d needs an EPLB placement (ep > 1 and "
+				  "redundant experts or expert loads)",
+				  ex->cfg.rebalance_every);
+	ex->rebal = ex->cfg.rebalance_every > 0;
+	ex->rb.step = -1;
+	ex->R = E + (ex->place ? red : 0);
+	if (ex->R % ex->ep) {
+		if (ex->place)
+			return dp_err_set(err, EINVAL,
+					  "exec: %d experts + %d redundant = %d expert slots do "
+					  "not split over ep %d (need a multiple of ep)",
+					  E, red, ex->R, ex->ep);
+		return dp_err_set(err, EINVAL, "exec: %d experts do not split over ep %d", E,
+				  ex->ep);
+	}
+	ex->nslot = ex->R / ex->ep;
+	if (ex->place) {
+		ex->load = malloc(LE * sizeof(float));
+		if (!ex->load)
+			return dp_err_set(err, ENOMEM, "exec: out of memory");
+		for (size_t i = 0; i < LE; i++)
+			ex->load[i] = ex->cfg.expert_load ? ex->cfg.expert_load[i] : 1.0f;
+		ex->cfg.expert_load = NULL; /* borrowed for dp_exec_new only */
+		if ((rc = eplb_placement(ex, err)))
+			return rc;
+	}
+	if (ex->rebal) {
+		ex->win = calloc(LE, sizeof(int64_t));
+		ex->cur = calloc(LE, sizeof(int64_t));
+		if (!ex->win || !ex->cur)
+			return dp_err_set(err, ENOMEM, "exec: out of memory");
+	}
+	ex->lexp = malloc((size_t)L * (size_t)ex->nslot * sizeof(int));
+	ex->nlexp = calloc((size_t)L, sizeof(int));
+	ex->lpos = malloc(LE * sizeof(int));
+	ex->slot_rows = calloc((size_t)L * (size_t)ex->R, sizeof(long));
+	if (!ex->lexp || !ex->nlexp || !ex->lpos || !ex->slot_rows)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	local_tables(ex);
 	return 0;
 }
 
@@ -1317,6 +1360,9 @@ static int task_compute(struct dp_exec *ex, struct task *t, struct dp_err *err)
 
 			rc = dp_model_dispatch(st, t->ctx, layer, t->pk, err);
 			route_slots(ex, layer, r, t->idx);
+			for (int e = 0; ex->rebal && e < r->experts; e++)
+				ex->cur[(size_t)layer * (size_t)r->experts + (size_t)e] +=
+					r->offset[e + 1] - r->offset[e];
 			if (!rc && perm && !(rc = send_order(ex, &t->el[li], t->idx, nrows, err)))
 				rc = dev_permute(ex, t, &t->el[li], 0, err);
 			t->job = (struct comm_job){ .kind = JOB_PLAN_DISPATCH,
@@ -1866,23 +1912,29 @@ static void shard_of(size_t n, int count, int k, size_t *off, size_t *len)
 	*len = q + (kk < r);
 }
 
-/* Queue @len floats at @src for global rank @peer as message (@kind, leg
- * @c, micro @phase) of this step (copied: the caller's buffer stays its). */
-static int post_floats(struct dp_exec *ex, int peer, int kind, int c, int phase, const float *src,
-		       size_t len, struct dp_err *err)
+/* Queue @bytes at @src for global rank @peer as message (@kind, leg @c,
+ * micro @phase) of this step (copied: the caller's buffer stays its). */
+static int post_bytes(struct dp_exec *ex, int peer, int kind, int c, int phase, const void *src,
+		      size_t bytes, struct dp_err *err)
 {
 	struct msg_hdr h = {
 		.magic = MSG_MAGIC, .kind = (uint8_t)kind, .leg = (uint8_t)c, .micro = phase
 	};
-	float *copy = malloc(len * sizeof(float) + 1);
+	void *copy = malloc(bytes + 1);
 
 	if (!copy)
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
-	if (len)
-		memcpy(copy, src, len * sizeof(float));
+	if (bytes)
+		memcpy(copy, src, bytes);
 	h.step = ex->step;
-	h.bytes = len * sizeof(float);
+	h.bytes = bytes;
 	return sender_post(&ex->snd[peer], &h, copy, err);
+}
+
+static int post_floats(struct dp_exec *ex, int peer, int kind, int c, int phase, const float *src,
+		       size_t len, struct dp_err *err)
+{
+	return post_bytes(ex, peer, kind, c, phase, src, len * sizeof(float), err);
 }
 
 /* Sum @buf[c] (@n[c] floats, c < nch) over @count ranks, global rank
@@ -2012,6 +2064,165 @@ static int reduce_dp(struct dp_exec *ex, struct dp_err *err)
 	return rc;
 }
 
+/* Rebalancing: add @v ([L][E] routed rows) of the @n global ranks @peers
+ * (this rank left out) to @v on every one of them, as message (KIND_C, leg
+ * @phase).  Integer sums: the same result in any order. */
+static int sum_rows(struct dp_exec *ex, const int *peers, int n, int phase, int64_t *v,
+		    struct dp_err *err)
+{
+	const size_t LE = (size_t)ex->cfg.model.layers * (size_t)ex->cfg.model.experts;
+	int64_t *in = calloc(LE + 1, sizeof(int64_t));
+	int rc = 0;
+
+	if (!in)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	for (int i = 0; i < n && !rc; i++)
+		rc = post_bytes(ex, peers[i], KIND_C, phase, 0, v, LE * sizeof(int64_t), err);
+	for (int i = 0; i < n && !rc; i++) {
+		rc = recv_msg(ex, peers[i], KIND_C, phase, 0, in, LE * sizeof(int64_t), err);
+		for (size_t k = 0; k < LE && !rc; k++)
+			v[k] += in[k];
+	}
+	free(in);
+	return rc;
+}
+
+/* Rebalancing, after a step's gradient sums: this step's routed rows
+ * (ex->cur, this rank's micro-batches) summed over the DualPipe mirror
+ * (the other copy of this rank's stages ran the other leg), the EP group
+ * and the dp replicas, so every rank holding a layer gets the rows of all
+ * the step's micro-batches there, and added to the window. */
+static int count_step(struct dp_exec *ex, struct dp_err *err)
+{
+	const int pp = ex->cfg.pp, ep = ex->ep;
+	const size_t LE = (size_t)ex->cfg.model.layers * (size_t)ex->cfg.model.experts;
+	int *peers = malloc((size_t)(ep > ex->dp ? ep : ex->dp) * sizeof(int)), n = 0, rc = 0;
+
+	if (!peers)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	if (ex->cfg.algo == DP_SCHED_DUALPIPE) {
+		peers[0] = ex->pbase + (pp - 1 - ex->prank) * ep + ex->erank;
+		if (peers[0] != ex->cfg.rank)
+			rc = sum_rows(ex, peers, 1, 0, ex->cur, err);
+	}
+	for (int j = 0; j < ep && !rc; j++)
+		if (j != ex->erank)
+			peers[n++] = ex->pbase + ex->prank * ep + j;
+	if (!rc)
+		rc = sum_rows(ex, peers, n, 1, ex->cur, err);
+	n = 0;
+	for (int d = 0; d < ex->dp && !rc; d++)
+		if (d != ex->drank)
+			peers[n++] = (d * pp + ex->prank) * ep + ex->erank;
+	if (!rc)
+		rc = sum_rows(ex, peers, n, 2, ex->cur, err);
+	free(peers);
+	if (rc)
+		return rc;
+	for (size_t k = 0; k < LE; k++)
+		ex->win[k] += ex->cur[k];
+	memset(ex->cur, 0, LE * sizeof(int64_t));
+	ex->rb.window_steps++;
+	return 0;
+}
+
+/* Is model layer @l in one of this rank's chunks? */
+static int holds_layer(const struct dp_exec *ex, int l)
+{
+	for (int c = 0; c < ex->nch; c++) {
+		const int first = dp_model_stage_first(ex->ch[c].st);
+
+		if (l >= first && l < first + dp_model_stage_count(ex->ch[c].st))
+			return 1;
+	}
+	return 0;
+}
+
+/* The most rows the window's rows put on one EP rank in one layer of this
+ * rank, with the current placement: replica i of expert e's cnt takes
+ * n / cnt rows, one more if i < n % cnt (route_slots). */
+static long busiest(const struct dp_exec *ex)
+{
+	const int L = ex->cfg.model.layers, E = ex->cfg.model.experts;
+	long most = 0;
+
+	for (int l = 0; l < L; l++) {
+		if (!holds_layer(ex, l))
+			continue;
+		for (int j = 0; j < ex->ep; j++) {
+			long rows = 0;
+
+			for (int k = 0; k < ex->nslot; k++) {
+				const int s = j * ex->nslot + k, e = ex->p2l[(size_t)l * ex->R + s];
+				const size_t le = (size_t)l * (size_t)E + (size_t)e;
+				const int64_t n = ex->win[le], cnt = ex->lcnt[le];
+				int i = 0;
+
+				while (i < cnt && ex->l2p[le * (size_t)ex->xw + (size_t)i] != s)
+					i++;
+				rows += (long)(n / cnt + (i < n % cnt));
+			}
+			if (rows > most)
+				most = rows;
+		}
+	}
+	return most;
+}
+
+/* Make @load the loads of the placement and rebuild it (EPLB, then the
+ * local tables); on failure the old loads and placement stay. */
+static int place_from(struct dp_exec *ex, const float *load, struct dp_err *err)
+{
+	const size_t LE = (size_t)ex->cfg.model.layers * (size_t)ex->cfg.model.experts;
+	float *old = malloc(LE * sizeof(float) + 1);
+	int rc;
+
+	if (!old)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	memcpy(old, ex->load, LE * sizeof(float));
+	memmove(ex->load, load, LE * sizeof(float));
+	rc = eplb_placement(ex, err);
+	if (rc)
+		memcpy(ex->load, old, LE * sizeof(float));
+	else
+		local_tables(ex);
+	free(old);
+	return rc;
+}
+
+/* Re-place from the window: this rank's layers get the window's rows as
+ * loads (the others keep theirs: nobody here routes them), EPLB builds
+ * the new placement (the same on every rank holding a layer: they all
+ * have the same rows), and the window starts again.  Between steps:
+ * no plan of the old placement is alive. */
+static int replace_experts(struct dp_exec *ex, struct dp_err *err)
+{
+	const int L = ex->cfg.model.layers, E = ex->cfg.model.experts;
+	const size_t LE = (size_t)L * (size_t)E;
+	float *load = malloc(LE * sizeof(float) + 1);
+	long before = busiest(ex);
+	int rc;
+
+	if (!load)
+		return dp_err_set(err, ENOMEM, "exec: out of memory");
+	memcpy(load, ex->load, LE * sizeof(float));
+	for (int l = 0; l < L; l++)
+		for (int e = 0; holds_layer(ex, l) && e < E; e++)
+			load[(size_t)l * E + e] = (float)ex->win[(size_t)l * E + e];
+	rc = place_from(ex, load, err);
+	free(load);
+	if (rc)
+		return rc;
+	ex->rb.count++;
+	ex->rb.step = ex->step + 1;
+	ex->rb.window = ex->rb.window_steps;
+	ex->rb.busiest_before = before;
+	ex->rb.busiest_after = busiest(ex);
+	memset(ex->win, 0, LE * sizeof(int64_t));
+	ex->rb.window_steps = 0;
+	return 0;
+}
+
 int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err)
 {
 	const struct dp_sched_op *ops;
@@ -2026,6 +2237,10 @@ int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err
 	ex->tl_t0 = mono_s();
 	for (int i = 0; i < ex->nch; i++)
 		dp_model_stage_zero_grad(ex->ch[i].st);
+	if (ex->rebal)
+		memset(ex->cur, 0,
+		       (size_t)ex->cfg.model.layers * (size_t)ex->cfg.model.experts *
+			       sizeof(int64_t));
 	ops = dp_sched_ops(ex->sched, ex->prank, &nops);
 	for (size_t i = 0; i < nops && !rc; i++) {
 		int compute = ops[i].kind <= DP_SCHED_OP_FB;
@@ -2066,6 +2281,13 @@ int dp_exec_step(struct dp_exec *ex, long step, double *loss, struct dp_err *err
 		rc = reduce_dp(ex, err);
 		if (rc)
 			return rc;
+	}
+	if (ex->rebal) {
+		rc = count_step(ex, err);
+		if (!rc && (step + 1) % ex->cfg.rebalance_every == 0)
+			rc = replace_experts(ex, err);
+		if (rc)
+			return dp_err_prefix(err, "step %ld: rebalancing", step);
 	}
 	for (int i = 0; i < ex->nranks; i++) {
 		rc = sender_flush(&ex->snd[i], err);
@@ -2158,6 +2380,51 @@ int dp_exec_slot_rows(const struct dp_exec *ex, int layer, long *rows)
 	if (layer < 0 || layer >= ex->cfg.model.layers)
 		return -EINVAL;
 	memcpy(rows, ex->slot_rows + (size_t)layer * ex->R, (size_t)ex->R * sizeof(long));
+	return 0;
+}
+
+int dp_exec_rebalance_info(const struct dp_exec *ex, struct dp_exec_rebalance *out,
+			   struct dp_err *err)
+{
+	if (!ex->rebal)
+		return dp_err_set(err, EINVAL, "exec: this executor does not rebalance");
+	*out = ex->rb;
+	out->load = ex->load;
+	out->rows = ex->win;
+	return 0;
+}
+
+int dp_exec_rebalance_note(const struct dp_exec *ex, long step, char *buf, size_t size)
+{
+	if (!ex->rebal || ex->rb.step != step + 1 || !size)
+		return 0;
+	(void)snprintf(buf, size,
+		       "step %ld: EPLB re-placed from the last %ld step%s' loads; busiest "
+		       "rank-layer %ld -> %ld rows",
+		       ex->rb.step, ex->rb.window, ex->rb.window == 1 ? "" : "s",
+		       ex->rb.busiest_before, ex->rb.busiest_after);
+	return 1;
+}
+
+int dp_exec_rebalance_restore(struct dp_exec *ex, const float *load, const int64_t *rows,
+			      long window_steps, long count, struct dp_err *err)
+{
+	const size_t LE = (size_t)ex->cfg.model.layers * (size_t)ex->cfg.model.experts;
+	int rc;
+
+	if (!ex->rebal)
+		return dp_err_set(err, EINVAL, "exec: this executor does not rebalance");
+	if (window_steps < 0 || count < 0)
+		return dp_err_set(err, EINVAL, "exec: bad rebalancing state");
+	for (size_t k = 0; k < LE; k++)
+		if (rows[k] < 0)
+			return dp_err_set(err, EINVAL, "exec: bad rebalancing state");
+	rc = place_from(ex, load, err);
+	if (rc)
+		return rc;
+	memcpy(ex->win, rows, LE * sizeof(int64_t));
+	ex->rb.window_steps = window_steps;
+	ex->rb.count = count;
 	return 0;
 }
 

@@ -232,21 +232,25 @@ static int check_device(const struct layout *l, struct dp_err *err)
  * DP_REDUNDANT_EXPERTS extra slots, DP_EP_NODES the nodes of an EP group
  * (the a2a comm's shape, which the placement takes as EPLB's nodes, as
  * `dpctl plan` does), DP_EXPERT_LOADS the loads as JSON {"weight":
- * [[...], ...]}, one row per layer of DP_MODEL.  The last thing
- * read_layout does: l->loads is the only allocation. */
+ * [[...], ...]}, one row per layer of DP_MODEL, DP_EPLB_REBALANCE_EVERY
+ * the steps between re-placements (model.rebalance_every; 0 or unset:
+ * never).  The last thing read_layout does: l->loads is the only
+ * allocation. */
 static int read_placement(struct layout *l, struct dp_err *err)
 {
 	const char *text = getenv("DP_EXPERT_LOADS");
-	long red = 0;
+	long red = 0, every = 0;
 	int rows = 0, cols = 0, rc;
 
 	if ((rc = env_long("DP_REDUNDANT_EXPERTS", 0, 4096, 0, &red, err)) ||
+	    (rc = env_long("DP_EPLB_REBALANCE_EVERY", 0, 1000000000L, 0, &every, err)) ||
 	    (rc = env_long("DP_EP_NODES", 1, l->ep, 1, &l->ep_nodes, err)))
 		return rc;
 	if (l->ep % l->ep_nodes)
 		return dp_err_set(err, EINVAL, "train: DP_EP_NODES %ld does not divide ep %ld",
 				  l->ep_nodes, l->ep);
 	l->cfg.redundant = (int)red;
+	l->cfg.rebalance_every = (int)every;
 	if (!text || !*text)
 		return 0;
 	if (dp_eplb_loads_parse(text, "DP_EXPERT_LOADS", &l->loads, &rows, &cols, err))
@@ -728,6 +732,14 @@ static int train(const struct layout *l, struct dp_ctl_client *cc, struct dp_pp_
 		rc = dp_exec_step(ex, k, &loss, err);
 		if (rc)
 			break;
+		{
+			char line[256];
+
+			if (dp_exec_rebalance_note(ex, k, line, sizeof(line))) {
+				(void)fprintf(out, "rank %d: %s\n", cfg.rank, line);
+				(void)fflush(out);
+			}
+		}
 		dp_exec_optimizer_step(ex);
 		/* the checkpoint before the STEP frame: a step reported is saved */
 		rc = dp_ckpt_maybe_save(&ck, &cfg, ex, k + 1, l->steps, err);

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -45,7 +46,7 @@
 #include "worker/dp_exec.h"
 #include "tests/unit/dp_test.h"
 
-#define MAX_PP	  4
+#define MAX_PP	  4 /* ranks: pp x ep */
 #define MAX_STEPS 8
 
 /* ---- rename fault injection ------------------------------------------- */
@@ -181,13 +182,15 @@ static int rank_child(const struct dp_exec_cfg *xc, struct dp_pp_link **links,
 	return rc ? 1 : 0;
 }
 
-/* Fork the ranks of @xc and train to @steps; *start gets the step the ranks
- * started at (all must agree), loss[k] the step loss (sum of shares in rank
- * order) for k >= *start. */
+/* Fork the ranks of @xc (pp x ep, an EP group over shm) and train to
+ * @steps; *start gets the step the ranks started at (all must agree),
+ * loss[k] the step loss (sum of shares in rank order) for k >= *start. */
 static void run_train(const struct dp_exec_cfg *xc0, const struct dp_ckpt_cfg *cc, long steps,
 		      long *start, double *loss)
 {
-	int pp = xc0->pp, sp[MAX_PP][MAX_PP], rfd[MAX_PP];
+	const int ep = xc0->ep > 1 ? xc0->ep : 1;
+	int pp = xc0->pp * ep, sp[MAX_PP][MAX_PP], rfd[MAX_PP];
+	char shm[MAX_PP][64];
 	pid_t pid[MAX_PP];
 	long st0 = -1;
 
@@ -195,6 +198,8 @@ static void run_train(const struct dp_exec_cfg *xc0, const struct dp_ckpt_cfg *c
 	for (int i = 0; i < pp; i++)
 		for (int j = 0; j < pp; j++)
 			sp[i][j] = -1;
+	for (int g = 0; g < pp / ep; g++)
+		(void)snprintf(shm[g], sizeof(shm[g]), "/dp-ckpt-test-%d-%d", (int)getpid(), g);
 	for (int i = 0; i < pp; i++)
 		for (int j = i + 1; j < pp; j++) {
 			int fds[2];
@@ -214,6 +219,7 @@ static void run_train(const struct dp_exec_cfg *xc0, const struct dp_ckpt_cfg *c
 		if (pid[r] == 0) {
 			struct dp_pp_link *links[MAX_PP] = { NULL };
 			struct dp_exec_cfg xc = *xc0;
+			struct dp_a2a_comm_cfg ac;
 			int code;
 
 			(void)close(p[0]);
@@ -229,6 +235,12 @@ static void run_train(const struct dp_exec_cfg *xc0, const struct dp_ckpt_cfg *c
 						(void)close(sp[i][j]);
 				}
 			xc.rank = r;
+			dp_a2a_comm_cfg_init(&ac);
+			ac.transport = "shm";
+			ac.timeout_ms = 20000;
+			ac.shm_name = shm[r / ep];
+			ac.shm_ring_bytes = 16384;
+			xc.ep_comm = &ac;
 			code = rank_child(&xc, links, cc, steps, p[1]);
 			for (int i = 0; i < pp; i++)
 				dp_pp_link_close(links[i]);
@@ -266,6 +278,8 @@ static void run_train(const struct dp_exec_cfg *xc0, const struct dp_ckpt_cfg *c
 				 dp_sched_algo_name(xc0->algo), pp, st, s, st0);
 		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
+	for (int g = 0; ep > 1 && g < pp / ep; g++)
+		(void)shm_unlink(shm[g]); /* rank 0 of each group did; in case */
 	*start = st0;
 }
 
@@ -1085,24 +1099,25 @@ static void train_local_dp_resume(void **state)
 	check_layout_resume("2", "2", "1", "2", "dp is 2 in the checkpoint, 1 in this run");
 }
 
-/* Rewrite rank file @path of format 3 (19 fingerprint fields, a 208-byte
+/* Rewrite rank file @path of format 4 (20 fingerprint fields, a 216-byte
  * header) as format @version would have written it: 1 has 17 fields (no
- * dp), a 192-byte header; 2 has 18 (no expert_slots), 200 bytes. */
+ * dp), a 192-byte header; 2 has 18 (no expert_slots), 200 bytes; 3 has 19
+ * (no rebalance_every), 208 bytes. */
 static void downgrade_rank_file(const char *path, int version)
 {
-	const size_t nfp = version == 1 ? 17 : 18, hb = 40 + 8 * nfp + 16;
-	unsigned char h[208];
+	const size_t nfp = (size_t)version + 16, hb = 40 + 8 * nfp + 16;
+	unsigned char h[216];
 	size_t len = 0;
 	char *b = slurp_bin(path, &len);
 	uint32_t crc;
 	FILE *f;
 
 	assert_non_null(b);
-	assert_true(len > 208);
-	assert_int_equal((unsigned char)b[8], 3); /* version 3 */
-	assert_int_equal((unsigned char)b[36], 19);
+	assert_true(len > 216);
+	assert_int_equal((unsigned char)b[8], 4); /* version 4 */
+	assert_int_equal((unsigned char)b[36], 20);
 	memcpy(h, b, 40 + 8 * nfp);			 /* magic .. fp[0..nfp-1] */
-	memcpy(h + 40 + 8 * nfp, b + (40 + 8 * 19), 12); /* payload_bytes, payload_crc */
+	memcpy(h + 40 + 8 * nfp, b + (40 + 8 * 20), 12); /* payload_bytes, payload_crc */
 	h[8] = (unsigned char)version;
 	h[36] = (unsigned char)nfp; /* fingerprint fields */
 	crc = dp_ckpt_crc32c(0, h, hb - 4);
@@ -1111,13 +1126,14 @@ static void downgrade_rank_file(const char *path, int version)
 	f = fopen(path, "wb");
 	assert_non_null(f);
 	assert_int_equal(fwrite(h, 1, hb, f), hb);
-	assert_int_equal(fwrite(b + 208, 1, len - 208, f), len - 208);
+	assert_int_equal(fwrite(b + 216, 1, len - 216, f), len - 216);
 	assert_int_equal(fclose(f), 0);
 	free(b);
 }
 
 /* Rewrite the manifest of @sdir as version @version without the keys it
- * did not have (1: dp, expert_slots; 2: expert_slots), with the rank
+ * did not have (1: dp, expert_slots, rebalance_every; 2: expert_slots,
+ * rebalance_every; 3: rebalance_every), with the rank
  * files' new sizes and checksums. */
 static void downgrade_manifest(const char *sdir, int version, int nfiles)
 {
@@ -1131,7 +1147,9 @@ static void downgrade_manifest(const char *sdir, int version, int nfiles)
 	/* absent the second time */
 	if (version == 1)
 		(void)json_object_del(json_object_get(m, "config"), "dp");
-	(void)json_object_del(json_object_get(m, "config"), "expert_slots");
+	if (version <= 2)
+		(void)json_object_del(json_object_get(m, "config"), "expert_slots");
+	(void)json_object_del(json_object_get(m, "config"), "rebalance_every");
 	files = json_object_get(m, "files");
 	for (int r = 0; r < nfiles; r++) {
 		json_t *ent = json_array_get(files, (size_t)r);
@@ -1181,9 +1199,9 @@ static void check_old_version(int version)
 	assert_int_equal(start, 2);
 	assert_memory_equal(loss + 2, again + 2, 2 * sizeof(double));
 	/* a version this build does not know: refused, naming both */
-	downgrade_manifest(sdir, 4, 0);
+	downgrade_manifest(sdir, 5, 0);
 	assert_int_equal(dp_ckpt_check(d, 2, &xc, &err), -ESTALE);
-	assert_non_null(strstr(err.msg, "format version 4, this build reads 1 to 3"));
+	assert_non_null(strstr(err.msg, "format version 5, this build reads 1 to 4"));
 	rm_rf(d);
 	free(d);
 }
@@ -1198,6 +1216,118 @@ static void version_2_checkpoint_still_loads(void **state)
 {
 	(void)state;
 	check_old_version(2);
+}
+
+/* format 3: no rebalance_every in the fingerprint, no rebalancing state */
+static void version_3_checkpoint_still_loads(void **state)
+{
+	(void)state;
+	check_old_version(3);
+}
+
+/* Rebalancing (pp 2 x ep 2, dualpipe, 2 redundant slots, re-placed every 2
+ * steps): 3 steps, stop, resume to 6 (the checkpoint of step 3 holds the
+ * placement made after step 2 and the one-step partial window): the
+ * losses equal the uninterrupted run's as doubles.  A rank file of the
+ * run holds the rebalancing record; a run with another rebalance_every
+ * (or none) refuses the checkpoint naming the field. */
+static void resume_rebalancing(void **state)
+{
+	struct dp_exec_cfg xc, other;
+	struct dp_ckpt_cfg ca = { 0 }, cb = { 0 };
+	double full[MAX_STEPS], part[MAX_STEPS], res[MAX_STEPS];
+	char *da = make_tmpdir(), *db = make_tmpdir();
+	struct dp_err err = { 0 };
+	long start = -1;
+
+	(void)state;
+	test_cfg(&xc, DP_SCHED_DUALPIPE, 2, 4);
+	xc.ep = 2;
+	xc.redundant = 2;
+	xc.rebalance_every = 2;
+	ca.dir = da;
+	run_train(&xc, &ca, 6, &start, full);
+	assert_int_equal(start, 0);
+	cb.dir = db;
+	run_train(&xc, &cb, 3, &start, part);
+	assert_memory_equal(full, part, 3 * sizeof(double));
+	cb.resume = 1;
+	run_train(&xc, &cb, 6, &start, res);
+	assert_int_equal(start, 3);
+	for (int k = 3; k < 6; k++)
+		if (res[k] != full[k])
+			fail_msg(
+				"rebalancing step %d: loss %.17g after resume, %.17g uninterrupted",
+				k, res[k], full[k]);
+	/* the same rank files at step 6 (the resumed run wrote them too) */
+	assert_same_files(da, db, 6, 4);
+	other = xc;
+	other.rebalance_every = 3;
+	assert_int_equal(dp_ckpt_check(db, 3, &other, &err), -ESTALE);
+	assert_non_null(strstr(err.msg, "rebalance_every is 2 in the checkpoint, 3 in this run"));
+	other.rebalance_every = 0;
+	assert_int_equal(dp_ckpt_check(db, 3, &other, &err), -ESTALE);
+	assert_non_null(strstr(err.msg, "rebalance_every is 2 in the checkpoint, 0 in this run"));
+	print_message("rebalancing resume: losses of steps 3..5 %.9f %.9f %.9f equal\n", res[3],
+		      res[4], res[5]);
+	rm_rf(da);
+	rm_rf(db);
+	free(da);
+	free(db);
+}
+
+/* dpworker with the options @base (NULL-terminated), then --steps @steps,
+ * --ckpt-dir @dir unless NULL, and --resume if @resume. */
+static struct cmd_out run_with(const char *const *base, const char *steps, const char *dir,
+			       int resume)
+{
+	const char *argv[32];
+	int n = 0;
+
+	while (*base && n < 24)
+		argv[n++] = *base++;
+	argv[n++] = "--steps";
+	argv[n++] = steps;
+	if (dir) {
+		argv[n++] = "--ckpt-dir";
+		argv[n++] = dir;
+	}
+	if (resume)
+		argv[n++] = "--resume";
+	argv[n] = NULL;
+	return run_cmd(argv);
+}
+
+/* dpworker --rebalance-every 2 (pp 2 x ep 2, 2 redundant slots): stopped
+ * after step 3 (one step of a window counted), resumed to 6: the printed
+ * losses are the uninterrupted run's (as doubles: resume_rebalancing);
+ * --rebalance-every 3 refuses the checkpoint naming the field. */
+static void train_local_rebalance_resume(void **state)
+{
+	static const char *const base[] = {
+		"--train-local",     "--pp", "2", "--ep", "2", "--redundant", "2", "--layers", "2",
+		"--rebalance-every", "2",    NULL
+	};
+	static const char *const other[] = {
+		"--train-local",     "--pp", "2", "--ep", "2", "--redundant", "2", "--layers", "2",
+		"--rebalance-every", "3",    NULL
+	};
+	char *d = make_tmpdir();
+	struct cmd_out o[4]; /* full, stopped, resumed, refused */
+
+	(void)state;
+	o[0] = run_with(base, "6", NULL, 0);
+	o[1] = run_with(base, "3", d, 0);
+	assert_int_equal(o[0].rc + o[1].rc, 0);
+	o[2] = run_with(base, "6", d, 1);
+	expect_resumed(&o[0], &o[2], 3, 5);
+	o[3] = run_with(other, "4", d, 1);
+	assert_int_equal(o[3].rc, 0);
+	assert_non_null(strstr(o[3].err, "rebalance_every is 2 in the checkpoint, 3 in this run"));
+	for (int i = 0; i < 4; i++)
+		cmd_free(&o[i]);
+	rm_rf(d);
+	free(d);
 }
 
 static void train_local_options(void **state)
@@ -1428,6 +1558,9 @@ int main(void)
 		cmocka_unit_test(train_local_dp_resume),
 		cmocka_unit_test(version_1_checkpoint_still_loads),
 		cmocka_unit_test(version_2_checkpoint_still_loads),
+		cmocka_unit_test(version_3_checkpoint_still_loads),
+		cmocka_unit_test(train_local_rebalance_resume),
+		cmocka_unit_test(resume_rebalancing),
 		cmocka_unit_test(train_local_eplb_resume),
 	};
 

@@ -40,6 +40,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "a2a/dp_eplb.h"
 #include "sched/dp_sched.h"
 #include "worker/dp_dev.h"
 #include "worker/dp_exec.h"
@@ -71,6 +72,12 @@ struct rank_res {
 	int placed;	    /* an EPLB placement: p2l holds it */
 	int32_t p2l[MAX_LAYER][MAX_SLOTS];
 	long slot_rows[MAX_LAYER][MAX_SLOTS];
+	/* rebalancing: the placement after dp_exec_new, and what
+	 * dp_exec_rebalance_info() says after the last step */
+	int32_t p2l0[MAX_LAYER][MAX_SLOTS];
+	struct dp_exec_rebalance rb;
+	float load[MAX_LAYER][4];
+	int held[MAX_LAYER]; /* a layer of one of this rank's chunks */
 	struct chunk_res ch[MAX_CHUNK];
 };
 
@@ -84,6 +91,7 @@ struct tcase {
 	int two_hop;	       /* tcp: two nodes x ep/2 ranks, two-hop */
 	int spread;	       /* cuda: EP rank j on GPU j (NCCL wants a GPU per rank) */
 	int redundant;	       /* EPLB placement: extra expert slots per layer */
+	int rebalance;	       /* cfg.rebalance_every */
 	const char *transport; /* ep > 1: "shm" or "tcp" */
 	const char *backend;   /* model backend: NULL (cpu) or "emu" */
 	const float *loads;    /* its [layers][experts] loads; NULL: uniform */
@@ -154,6 +162,13 @@ static int rank_child(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, 
 	if (rc)
 		goto fail;
 	r.nch = dp_exec_nchunks(ex);
+	{
+		const int32_t *p0 = dp_exec_placement(ex, &r.slots);
+
+		for (int l = 0; p0 && l < cfg->model.layers && r.slots <= MAX_SLOTS; l++)
+			memcpy(r.p2l0[l], p0 + (size_t)l * r.slots,
+			       (size_t)r.slots * sizeof(int32_t));
+	}
 	for (int k = 0; k < STEPS; k++) {
 		rc = dp_exec_step(ex, k, &r.loss[k], &err);
 		if (rc)
@@ -172,6 +187,19 @@ static int rank_child(const struct dp_exec_cfg *cfg, struct dp_pp_link **links, 
 				memcpy(r.ch[c].g, f.g, f.n * sizeof(float));
 			}
 		dp_exec_optimizer_step(ex);
+	}
+	if (cfg->rebalance_every) {
+		if (dp_exec_rebalance_info(ex, &r.rb, &err))
+			goto fail;
+		memcpy(r.load, r.rb.load, sizeof(r.load));
+		r.rb.load = NULL;
+		r.rb.rows = NULL;
+	}
+	for (int c = 0; c < r.nch; c++) {
+		struct dp_model_stage *st = dp_exec_chunk(ex, c, NULL);
+
+		for (int l = 0; l < dp_model_stage_count(st); l++)
+			r.held[dp_model_stage_first(st) + l] = 1;
 	}
 	dp_exec_times(ex, &tm);
 	r.overlapped = tm.n_overlapped;
@@ -275,7 +303,8 @@ static void run_pipeline(const struct tcase *tc, struct rank_res *res)
 						   .backend = tc->backend,
 						   .device = tc->spread ? r % ep : 0,
 						   .redundant = tc->redundant,
-						   .expert_load = tc->loads };
+						   .expert_load = tc->loads,
+						   .rebalance_every = tc->rebalance };
 			struct dp_a2a_comm_cfg cc;
 			int code;
 
@@ -453,8 +482,10 @@ static long check_placement(const struct tcase *tc, const struct rank_res *res, 
 
 			assert_int_equal(res[r].placed, placed);
 			assert_int_equal(res[r].slots, R);
+			/* rebalanced: the ranks that route layer l agree */
 			if (placed)
-				assert_memory_equal(res[r].p2l[l], res[0].p2l[l],
+				assert_memory_equal(res[r].p2l[l],
+						    res[tc->rebalance ? r - r % ep : 0].p2l[l],
 						    sizeof(res[0].p2l[l]));
 			for (int q = 0; q < R; q++) {
 				if (q / nslot != r % ep)
@@ -467,7 +498,7 @@ static long check_placement(const struct tcase *tc, const struct rank_res *res, 
 		for (int q = 0; q < R; q++)
 			total += slot[q];
 		assert_int_equal(total, fwd * dp_model_cfg_tokens(&mc) * mc.top_k);
-		for (int e = 0; placed && e < mc.experts; e++) {
+		for (int e = 0; placed && !tc->rebalance && e < mc.experts; e++) {
 			long hi = -1, lo = -1;
 
 			for (int q = 0; q < R; q++) {
@@ -487,6 +518,59 @@ static long check_placement(const struct tcase *tc, const struct rank_res *res, 
 		}
 	}
 	return most;
+}
+
+/* Rebalancing: every rank re-placed after steps k with (k + 1) % every
+ * == 0; its placement is EPLB's on the loads it reports; those loads are
+ * the same on every rank of its EP group, replica and DualPipe mirror, and
+ * for the layers it holds they add up to every row the model routed in
+ * the last window (all the step's micro-batches). */
+static void check_rebalance(const struct tcase *tc, const struct rank_res *res, int n)
+{
+	const int ep = tc->ep, dp = tc->dp > 1 ? tc->dp : 1, every = tc->rebalance;
+	struct dp_model_cfg mc;
+	struct dp_eplb_cfg ec;
+	long routed;
+
+	test_cfg(&mc);
+	routed = (long)every * tc->micro * ep * dp * dp_model_cfg_tokens(&mc) * mc.top_k;
+	ec = (struct dp_eplb_cfg){ .layers = mc.layers,
+				   .experts = mc.experts,
+				   .replicas = mc.experts + tc->redundant,
+				   .groups = mc.groups,
+				   .nodes = tc->two_hop ? 2 : 1,
+				   .gpus = ep };
+	for (int r = 0; r < n; r++) {
+		const int pr = r / ep % tc->pp, base = r / (tc->pp * ep) * tc->pp * ep;
+		struct dp_eplb_plan *plan = NULL;
+
+		assert_int_equal(res[r].rb.count, STEPS / every);
+		assert_int_equal(res[r].rb.window_steps, STEPS % every);
+		assert_int_equal(res[r].rb.step, STEPS / every * every);
+		assert_int_equal(res[r].rb.window, every);
+		assert_int_equal(dp_eplb_plan_build(&res[r].load[0][0], &ec, &plan, NULL), 0);
+		for (int l = 0; l < mc.layers; l++)
+			assert_memory_equal(dp_eplb_plan_phy2log(plan) + (size_t)l * ec.replicas,
+					    res[r].p2l[l], (size_t)ec.replicas * sizeof(int32_t));
+		dp_eplb_plan_free(plan);
+		assert_memory_equal(res[r].load, res[r - r % ep].load, sizeof(res[r].load));
+		assert_memory_equal(res[r].load, res[r % (tc->pp * ep)].load, sizeof(res[r].load));
+		for (int l = 0; l < mc.layers; l++) {
+			double sum = 0;
+
+			if (!res[r].held[l])
+				continue;
+			for (int e = 0; e < mc.experts; e++)
+				sum += res[r].load[l][e];
+			assert_true(sum == (double)routed);
+			if (tc->algo == DP_SCHED_DUALPIPE) {
+				const int m = base + (tc->pp - 1 - pr) * ep + r % ep;
+
+				assert_memory_equal(res[r].load[l], res[m].load[l],
+						    sizeof(res[r].load[l]));
+			}
+		}
+	}
 }
 
 static void check_tcase(const struct tcase *tc)
@@ -517,6 +601,8 @@ static void check_tcase(const struct tcase *tc)
 	memset(res, 0, sizeof(res));
 	run_pipeline(tc, res);
 	most = check_placement(tc, res, pp * ep, ep);
+	if (tc->rebalance)
+		check_rebalance(tc, res, n);
 
 	/* peak activations against the simulator (every EP rank of a stage,
 	 * in every replica, runs the pp rank's op list) */
@@ -620,6 +706,10 @@ static void check_tcase(const struct tcase *tc)
 	if (placed)
 		printf(", +%d slots%s, busiest rank-layer %ld rows", tc->redundant,
 		       tc->loads ? " skewed" : "", most);
+	if (tc->rebalance)
+		printf(", re-placed every %d step%s (last: busiest %ld -> %ld)", tc->rebalance,
+		       tc->rebalance == 1 ? "" : "s", res[0].rb.busiest_before,
+		       res[0].rb.busiest_after);
 	printf("\n");
 	dp_model_ref_free(ref);
 	free_res(res, n);
@@ -804,6 +894,76 @@ static void train_local_redundant_experts(void **state)
 	falls(args, 16, &f2);
 	(void)unlink(path);
 	assert_true(fabs(f1 - f0) < 1e-6 && fabs(f2 - f0) < 1e-6);
+}
+
+/* --rebalance-every 3 (with --redundant 2): falling losses, and every rank
+ * says on stderr when it re-placed (caught in a file: the ranks are forked
+ * children writing to fd 2); without a placement it is a usage error. */
+static void train_local_rebalance_every(void **state)
+{
+	char *args[] = { "dpworker",
+			 "--train-local",
+			 "--pp",
+			 "2",
+			 "--micro",
+			 "4",
+			 "--steps",
+			 "12",
+			 "--layers",
+			 "2",
+			 "--ep",
+			 "2",
+			 "--redundant",
+			 "2",
+			 "--rebalance-every",
+			 "3" };
+	char *bad[] = { "dpworker", "--train-local", "--ep", "2", "--rebalance-every", "3" };
+	char path[] = "/tmp/dp-exec-rebal-XXXXXX", text[16384], line[128];
+	int fd = mkstemp(path), saved;
+	double first;
+	ssize_t n;
+
+	(void)state;
+	assert_true(fd >= 0);
+	(void)fflush(stderr);
+	saved = dup(2);
+	assert_true(saved >= 0);
+	assert_int_equal(dup2(fd, 2), 2);
+	falls(args, (int)(sizeof(args) / sizeof(args[0])), &first);
+	(void)fflush(stderr);
+	assert_int_equal(dup2(saved, 2), 2);
+	(void)close(saved);
+	n = pread(fd, text, sizeof(text) - 1, 0);
+	(void)close(fd);
+	(void)unlink(path);
+	assert_true(n > 0);
+	text[n] = '\0';
+	for (int r = 0; r < 4; r++)
+		for (int k = 3; k <= 12; k += 3) {
+			(void)snprintf(
+				line, sizeof(line),
+				"rank %d: step %d: EPLB re-placed from the last 3 steps' loads; "
+				"busiest rank-layer ",
+				r, k);
+			if (!strstr(text, line))
+				fail_msg("no '%s' in:\n%s", line, text);
+		}
+	{
+		char *msg = NULL;
+		size_t mlen = 0;
+		FILE *m = open_memstream(&msg, &mlen);
+
+		assert_non_null(m);
+		assert_int_equal(
+			dp_worker_cmd_train((int)(sizeof(bad) / sizeof(bad[0])), bad, m, m), 64);
+		(void)fclose(m);
+		assert_non_null(strstr(msg, "--rebalance-every 3 needs --ep 2 or more and "
+					    "--redundant or --expert-loads"));
+		free(msg);
+	}
+	print_message("rebalance: dpworker first loss %.6f; %.*s", first,
+		      (int)strcspn(strstr(text, "rank 0: step 3"), "\n") + 1,
+		      strstr(text, "rank 0: step 3"));
 }
 
 /* --backend emu prints the losses of the host model (to the printed 6
@@ -1091,6 +1251,77 @@ static void eplb_matches_reference(void **state)
 	check_tcase(&tcp); /* two "nodes" (hierarchical EPLB), two-hop over tcp */
 }
 
+/* Rebalancing (cfg.rebalance_every): the same training as the reference
+ * while the placement changes between steps, EP and DP replicas
+ * bit-identical, and each placement EPLB's on the summed routed rows
+ * (check_rebalance). */
+static void rebalance_matches_reference(void **state)
+{
+	/* algo, pp, ep, dp, overlap, redundant, skewed start, rebalance_every */
+	static const int cases[][8] = {
+		{ DP_SCHED_DUALPIPE, 2, 2, 1, 1, 2, 1, 1 },
+		{ DP_SCHED_1F1B, 2, 2, 1, 0, 2, 1, 2 },
+		{ DP_SCHED_1F1B, 2, 2, 2, 0, 2, 0, 1 },
+		{ DP_SCHED_DUALPIPE, 2, 4, 1, 1, 4, 0, 2 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const int *c = cases[i];
+		const struct tcase tc = { .algo = (enum dp_sched_algo)c[0],
+					  .pp = c[1],
+					  .ep = c[2],
+					  .dp = c[3],
+					  .micro = 4,
+					  .overlap = c[4],
+					  .transport = "shm",
+					  .redundant = c[5],
+					  .loads = c[6] ? skewed_loads : NULL,
+					  .rebalance = c[7] };
+
+		check_tcase(&tc);
+	}
+}
+
+/* A re-placement moves rows: from uniform loads (2 redundant slots), one
+ * re-placement after all STEPS steps uses every row the run routed; they
+ * are what the slots measured (each expert's slots summed over the EP
+ * group), the placement changes, and the busiest rank-layer those rows
+ * put on one EP rank goes down. */
+static void rebalance_moves_rows(void **state)
+{
+	const struct tcase tc = { .algo = DP_SCHED_1F1B,
+				  .pp = 1,
+				  .ep = 2,
+				  .micro = 4,
+				  .transport = "shm",
+				  .redundant = 2,
+				  .rebalance = STEPS };
+	struct rank_res res[MAX_RANKS];
+	int changed = 0;
+
+	(void)state;
+	memset(res, 0, sizeof(res));
+	run_pipeline(&tc, res);
+	check_rebalance(&tc, res, 2);
+	for (int l = 0; l < MAX_LAYER; l++) {
+		for (int e = 0; e < 4; e++) {
+			long rows = 0;
+
+			for (int q = 0; q < 6; q++)
+				if (res[0].p2l0[l][q] == e)
+					rows += res[q / 3].slot_rows[l][q];
+			assert_true(res[0].load[l][e] == (float)rows);
+		}
+		changed |= memcmp(res[0].p2l0[l], res[0].p2l[l], sizeof(res[0].p2l[l])) != 0;
+	}
+	assert_true(changed);
+	assert_true(res[0].rb.busiest_after < res[0].rb.busiest_before);
+	printf("# rebalance: after %d steps, busiest rank-layer %ld -> %ld rows\n", STEPS,
+	       res[0].rb.busiest_before, res[0].rb.busiest_after);
+	free_res(res, 2);
+}
+
 /* The placement moves rows: a contiguous run measures each expert's rows
  * per layer; with those as the EPLB loads and 2 redundant slots the
  * busiest rank-layer runs fewer expert rows (the same rows in all). */
@@ -1174,18 +1405,22 @@ static void check_backend(const char *backend, double loss_rel, int params, int 
 		  .redundant = 2,
 		  .loads = skewed_loads },
 	};
+	const size_t ncases = sizeof(cases) / sizeof(cases[0]);
 	struct dp_model_cfg mc;
 	double worst_g = 0, worst_w = 0, worst_l = 0;
 
 	test_cfg(&mc);
-	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		struct tcase dev = cases[i];
+	/* and the dualpipe EPLB case re-placed after every step */
+	for (size_t i = 0; i <= ncases; i++) {
+		struct tcase dev = cases[i < ncases ? i : ncases - 2], cpu;
 		const int ep = dev.ep > 1 ? dev.ep : 1, n = (dev.dp > 1 ? dev.dp : 1) * dev.pp * ep;
 		const int nstages = dev.algo == DP_SCHED_DUALPIPEV ? 2 * dev.pp : dev.pp;
 		const int cep = dev.redundant || dev.loads ? 1 : ep; /* placed: all experts */
 		struct rank_res a[MAX_RANKS], b[MAX_RANKS];
 		char what[96];
 
+		dev.rebalance = i == ncases;
+		cpu = dev;
 		memset(a, 0, sizeof(a));
 		memset(b, 0, sizeof(b));
 		dev.backend = backend;
@@ -1200,7 +1435,7 @@ static void check_backend(const char *backend, double loss_rel, int params, int 
 			}
 			dev.spread = 1;
 		}
-		run_pipeline(&cases[i], a);
+		run_pipeline(&cpu, a);
 		run_pipeline(&dev, b);
 		if (ep > 1)
 			(void)check_placement(&dev, b, dev.pp * ep, ep);
@@ -1419,11 +1654,14 @@ int main(void)
 		cmocka_unit_test(missing_link_is_rejected),
 		cmocka_unit_test(train_local_prints_a_falling_loss),
 		cmocka_unit_test(train_local_redundant_experts),
+		cmocka_unit_test(train_local_rebalance_every),
 		cmocka_unit_test(train_over_tcp_matches_reference),
 		cmocka_unit_test(ep_dualpipe_matches_reference),
 		cmocka_unit_test(ep_1f1b_and_others_match_reference),
 		cmocka_unit_test(eplb_matches_reference),
 		cmocka_unit_test(eplb_moves_rows),
+		cmocka_unit_test(rebalance_matches_reference),
+		cmocka_unit_test(rebalance_moves_rows),
 		cmocka_unit_test(ep_overlap_changes_no_number),
 		cmocka_unit_test(emu_backend_matches_cpu),
 		cmocka_unit_test(cuda_backend_matches_cpu),

@@ -458,6 +458,51 @@ static void recipe_expert_keys_report_file_line(void **state)
 	}
 }
 
+/* model.rebalance_every: without redundant_experts or expert_loads it is
+ * an error at its key (FILE:LINE:COL); with them `plan --show-env` gives
+ * the ranks DP_EPLB_REBALANCE_EVERY; 0 gives nothing. */
+static void recipe_rebalance_every(void **state)
+{
+	static const struct {
+		int redundant, every, rc;
+		const char *want, *where; /* in the output (NULL: absent), err or out */
+	} cases[] = {
+		{ 0, 5, 65,
+		  ":8:20: error: key 'model.rebalance_every': 5 needs an EPLB placement to "
+		  "re-place: set model.redundant_experts or model.expert_loads",
+		  "err" },
+		{ 2, 5, 0, "DP_EPLB_REBALANCE_EVERY=5", "out" },
+		{ 2, 0, 0, NULL, "out" },
+	};
+
+	(void)state;
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		char text[512], *rpath;
+		struct dp_test_run r;
+		const char *got;
+
+		(void)snprintf(text, sizeof(text),
+			       "cluster: {hosts: localhost, gpus: 2}\n"
+			       "model:\n  layers: 3\n  hidden: 64\n  experts: 4\n  top_k: 2\n"
+			       "  redundant_experts: %d\n  rebalance_every: %d\n"
+			       "parallel: {pp: 1, ep: 2, schedule: 1f1b}\n",
+			       cases[c].redundant, cases[c].every);
+		rpath = dp_test_write_tmp(".yaml", text);
+		r = dp_test_dpctl("plan", "--show-env", rpath);
+		assert_int_equal(r.rc, cases[c].rc);
+		got = strcmp(cases[c].where, "err") == 0 ? r.err : r.out;
+		if (cases[c].rc && strncmp(got, rpath, strlen(rpath)) != 0)
+			fail_msg("case %zu: not at '%s': %s", c, rpath, got);
+		if (cases[c].want ? !strstr(got, cases[c].want)
+				  : strstr(got, "DP_EPLB_REBALANCE_EVERY") != NULL)
+			fail_msg("case %zu: want '%s', got: %s", c,
+				 cases[c].want ? cases[c].want : "no DP_EPLB_REBALANCE_EVERY", got);
+		dp_test_run_free(&r);
+		(void)unlink(rpath);
+		free(rpath);
+	}
+}
+
 /* ---- heterogeneous nodes ------------------------------------------------- */
 
 static void heterogeneous_nodes_are_refused(void **state)
@@ -669,6 +714,7 @@ int main(void)
 		cmocka_unit_test(cli_places_experts_like_eplb),
 		cmocka_unit_test(cli_uniform_loads_without_a_file),
 		cmocka_unit_test(recipe_expert_keys_report_file_line),
+		cmocka_unit_test(recipe_rebalance_every),
 		cmocka_unit_test(heterogeneous_nodes_are_refused),
 		cmocka_unit_test(nodes_check_names_each_difference),
 		cmocka_unit_test(env_and_argv_match_launch),

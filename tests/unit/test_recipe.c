@@ -310,7 +310,7 @@ static void unknown_keys_suggest(void **state)
 		     "9:3: error: key 'model.frobnicate': unknown key (known keys: name, layers, "
 		     "dense_layers, hidden, heads, ffn_hidden, experts, shared_experts, top_k, "
 		     "groups, max_nodes_per_token, vocab, seq_len, redundant_experts, "
-		     "expert_loads)\n"
+		     "expert_loads, rebalance_every)\n"
 		     "11:7: error: key 'parallel.pp': pp*ep*dp = 4*1*1 = 4 but the cluster has 1 "
 		     "GPU (1 host x 1 per node)\n");
 }

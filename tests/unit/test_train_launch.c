@@ -493,6 +493,68 @@ static void unsupported_layout_names_the_line(void **state)
 	/* train.backend cuda: tests/unit/test_gpucomm.c */
 }
 
+/* `dpctl launch --dry-run @path`: which of the NULL-terminated @want
+ * entries (bit i for want[i]) rank @rank's environment holds; @model gets
+ * its DP_MODEL entry. */
+static int dry_run_env(const char *path, int rank, const char *const *want, char *model,
+		       size_t msize)
+{
+	struct dp_test_run d = DPCTL("--json", "launch", "--dry-run", path);
+	json_t *o, *env;
+	int seen = 0;
+
+	assert_int_equal(d.rc, 0);
+	o = json_loads(d.out, 0, NULL);
+	assert_non_null(o);
+	env = json_object_get(json_array_get(json_object_get(o, "ranks"), (size_t)rank), "env");
+	for (size_t k = 0; k < json_array_size(env); k++) {
+		const char *e = json_string_value(json_array_get(env, k));
+
+		if (strncmp(e, "DP_MODEL=", 9) == 0)
+			(void)snprintf(model, msize, "%s", e);
+		for (int i = 0; want[i]; i++)
+			seen |= (strcmp(e, want[i]) == 0) << i;
+	}
+	json_decref(o);
+	dp_test_run_free(&d);
+	return seen;
+}
+
+/* A pp 2 x ep 2 dualpipe recipe (4 local GPUs) of @steps steps with
+ * model.redundant_experts 2 and the model keys @keys (caller frees the
+ * path). */
+static char *eplb_recipe(const char *keys, int steps)
+{
+	char text[2048];
+
+	(void)snprintf(text, sizeof(text),
+		       "cluster: {hosts: localhost, launcher: local, gpus: 4}\n"
+		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
+		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16,\n"
+		       "        redundant_experts: 2, %s}\n"
+		       "parallel: {pp: 2, ep: 2, schedule: dualpipe, micro_batches: 4}\n"
+		       "train: {steps: %d, batch: 32, lr: 0.003, seed: 3}\n"
+		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
+		       "max_restarts: 0}\n",
+		       keys, steps);
+	return dp_test_write_tmp(".yaml", text);
+}
+
+/* The log of rank @rank of the run in @dir holds every one of the
+ * NULL-terminated @want lines. */
+static void expect_in_log(const char *dir, int rank, const char *const *want)
+{
+	char log[600], *t;
+
+	(void)snprintf(log, sizeof(log), "%s/logs/rank-%04d.log", dir, rank);
+	t = dp_test_slurp(log);
+	assert_non_null(t);
+	for (int i = 0; want[i]; i++)
+		if (!strstr(t, want[i]))
+			fail_msg("no '%s' in %s:\n%s", want[i], log, t);
+	free(t);
+}
+
 /* A recipe with model.redundant_experts and model.expert_loads trains with
  * that EPLB placement: the ranks get DP_REDUNDANT_EXPERTS, DP_EP_NODES and
  * DP_EXPERT_LOADS (the loads as JSON), and the losses are those of
@@ -505,65 +567,76 @@ static void recipe_with_redundant_experts_trains(void **state)
 				 "7],\n [1, 1, 3, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1]]}\n";
 	char *loads = dp_test_write_tmp(".json", loads_text), *path, *dir = tmpdir();
 	char text[1024], model[512], extra[600], want[STEPS][32];
-	struct dp_test_run r, d;
-	json_t *o, *env;
-	int seen = 0;
+	const char *const vars[] = {
+		"DP_REDUNDANT_EXPERTS=2", "DP_EP_NODES=1",
+		"DP_EXPERT_LOADS={\"weight\":[[9,1,1,1,1,1,1,1],[1,1,1,1,1,1,2,"
+		"7],[1,1,3,1,1,1,1,1],[1,1,1,1,1,1,1,1]]}",
+		NULL
+	};
+	struct dp_test_run r;
+	json_t *o;
+	int seen;
 
 	(void)state;
 	(void)worker_or_skip();
-	(void)snprintf(text, sizeof(text),
-		       "cluster: {hosts: localhost, launcher: local, gpus: 4}\n"
-		       "model: {layers: 4, hidden: 32, ffn_hidden: 64, experts: 8, "
-		       "shared_experts: 1, top_k: 2, groups: 4, vocab: 32, seq_len: 16,\n"
-		       "        redundant_experts: 2, expert_loads: '%s'}\n"
-		       "parallel: {pp: 2, ep: 2, schedule: dualpipe, micro_batches: 4}\n"
-		       "train: {steps: %d, batch: 32, lr: 0.003, seed: 3}\n"
-		       "health: {heartbeat_s: 0.2, hang_timeout_s: 30, rendezvous_s: 30, "
-		       "max_restarts: 0}\n",
-		       loads, STEPS);
-	path = dp_test_write_tmp(".yaml", text);
-	d = DPCTL("--json", "launch", "--dry-run", path);
-	assert_int_equal(d.rc, 0);
-	o = json_loads(d.out, 0, NULL);
-	assert_non_null(o);
-	env = json_object_get(json_array_get(json_object_get(o, "ranks"), 3), "env");
-	for (size_t k = 0; k < json_array_size(env); k++) {
-		const char *e = json_string_value(json_array_get(env, k));
-
-		if (strncmp(e, "DP_MODEL=", 9) == 0)
-			(void)snprintf(model, sizeof(model), "%s", e);
-		seen |= strcmp(e, "DP_REDUNDANT_EXPERTS=2") == 0;
-		seen |= (strcmp(e, "DP_EP_NODES=1") == 0) << 1;
-		seen |= (strcmp(e, "DP_EXPERT_LOADS={\"weight\":[[9,1,1,1,1,1,1,1],[1,1,1,1,1,1,2,"
-				   "7],[1,1,3,1,1,1,1,1],[1,1,1,1,1,1,1,1]]}") == 0)
-			<< 2;
-	}
+	(void)snprintf(text, sizeof(text), "expert_loads: '%s'", loads);
+	path = eplb_recipe(text, STEPS);
+	seen = dry_run_env(path, 3, vars, model, sizeof(model));
 	if (seen != 7)
-		fail_msg("placement variables %d missing in:\n%s", seen, d.out);
-	json_decref(o);
-	dp_test_run_free(&d);
+		fail_msg("placement variables %d missing", seen);
 	(void)snprintf(extra, sizeof(extra), "--redundant 2 --expert-loads '%s'", loads);
 	assert_int_equal(train_local_x(model, "dualpipe", 1, 2, 2, 4, STEPS, extra, want), STEPS);
 	r = DPCTL("--json", "launch", "--run-dir", dir, path);
 	o = losses_match(&r, want, STEPS, "redundant_experts 2");
 	/* the executor of EP rank 1 placed the experts by EPLB */
-	{
-		char log[600], *t;
-
-		(void)snprintf(log, sizeof(log), "%s/logs/rank-0003.log", dir);
-		t = dp_test_slurp(log);
-		assert_non_null(t);
-		if (!strstr(t, "rank 3: EPLB placement, 10 expert slots per layer (2 redundant), "
-			       "recipe loads; this rank holds slots 5..9"))
-			fail_msg("%s:\n%s", log, t);
-		free(t);
-	}
+	expect_in_log(dir, 3,
+		      (const char *const[]){ "rank 3: EPLB placement, 10 expert slots per layer (2 "
+					     "redundant), recipe loads; this rank holds slots 5..9",
+					     NULL });
 	json_decref(o);
 	dp_test_run_free(&r);
 	(void)unlink(path);
 	free(path);
 	(void)unlink(loads);
 	free(loads);
+	rm_rf(dir);
+	free(dir);
+}
+
+/* model.rebalance_every: the ranks get DP_EPLB_REBALANCE_EVERY with the
+ * placement variables, re-place every 2 steps (each says so in its log)
+ * and train with the losses of `dpworker --train-local --redundant 2
+ * --rebalance-every 2`. */
+static void recipe_with_rebalancing_trains(void **state)
+{
+	enum { STEPS = 4 };
+	char *path, *dir = tmpdir();
+	char model[512], want[STEPS][32];
+	const char *const vars[] = { "DP_REDUNDANT_EXPERTS=2", "DP_EPLB_REBALANCE_EVERY=2", NULL };
+	struct dp_test_run r;
+	json_t *o;
+	int seen;
+
+	(void)state;
+	(void)worker_or_skip();
+	path = eplb_recipe("rebalance_every: 2", STEPS);
+	seen = dry_run_env(path, 3, vars, model, sizeof(model));
+	if (seen != 3)
+		fail_msg("placement variables %d missing", seen);
+	assert_int_equal(train_local_x(model, "dualpipe", 1, 2, 2, 4, STEPS,
+				       "--redundant 2 --rebalance-every 2", want),
+			 STEPS);
+	r = DPCTL("--json", "launch", "--run-dir", dir, path);
+	(void)unlink(path);
+	free(path);
+	o = losses_match(&r, want, STEPS, "rebalance_every 2");
+	expect_in_log(
+		dir, 3,
+		(const char *const[]){ "rank 3: step 2: EPLB re-placed from the last 2 steps' "
+				       "loads; busiest rank-layer ",
+				       "rank 3: step 4: EPLB re-placed", NULL });
+	json_decref(o);
+	dp_test_run_free(&r);
 	rm_rf(dir);
 	free(dir);
 }
@@ -1214,6 +1287,7 @@ int main(void)
 		cmocka_unit_test(report_dp_replicas),
 		cmocka_unit_test(unsupported_layout_names_the_line),
 		cmocka_unit_test(recipe_with_redundant_experts_trains),
+		cmocka_unit_test(recipe_with_rebalancing_trains),
 		cmocka_unit_test(oversized_placement_is_refused),
 		cmocka_unit_test(dualpipe_pp2_matches_train_local),
 		cmocka_unit_test(dualpipe_pp4_matches_train_local),
