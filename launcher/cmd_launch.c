@@ -453,9 +453,10 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec,
 
 		for (size_t i = 0; sp && i < lo->nspares; i++)
 			(void)json_array_append_new(sp, json_string(lo->spares[i]));
-		top = json_pack("{s:o, s:[s,s,s,s,s,s], s:o, s:i}", "ranks", arr, "env",
+		top = json_pack("{s:o, s:[s,s,s,s,s,s,s], s:o, s:i}", "ranks", arr, "env",
 				"DP_JOB_TOKEN", "DP_CONTROLLER", "DP_RANK", "DP_WORLD_SIZE",
-				"DP_LOCAL_RANK", "DP_HEARTBEAT_S", "spares", sp, "hosts",
+				"DP_LOCAL_RANK", "DP_HEARTBEAT_S", "DP_RENDEZVOUS_S", "spares", sp,
+				"hosts",
 				nhosts ? nhosts : 1);
 
 		(void)json_dumpf(top, cli->out, JSON_INDENT(2));
@@ -464,7 +465,8 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec,
 	} else {
 		(void)fputs(
 			"environment of every rank: DP_JOB_TOKEN (a fresh secret per run), "
-			"DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE, DP_LOCAL_RANK, DP_HEARTBEAT_S\n",
+			"DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE, DP_LOCAL_RANK, DP_HEARTBEAT_S, "
+			"DP_RENDEZVOUS_S\n",
 			cli->out);
 		(void)fprintf(cli->out, "%zu rank%s on %d host%s\n", spec->nranks,
 			      spec->nranks == 1 ? "" : "s", nhosts ? nhosts : 1,
