@@ -221,7 +221,7 @@ static void *strtab_alloc(struct strtab *t, size_t len)
 static int strtab_grow(struct strtab *t)
 {
 	size_t ncap = t->cap ? 2 * t->cap : 1024;
-	struct strtab_item **ns = calloc(ncap, sizeof(*ns));
+	struct strtab_item **ns = calloc(ncap, sizeof(struct strtab_item *));
 
 	if (!ns)
 		return -ENOMEM;
@@ -273,10 +273,10 @@ static const void *strtab_intern(struct strtab *t, const void *data, size_t len)
  * stored once; NULL on ENOMEM. */
 static const char *const *strtab_vec(struct strtab *t, const char *const *v, size_t max)
 {
-	const char *tmp[DP_PLAN_ENV_MAX + MAX_ARGS + 1];
+	const char *tmp[DP_PLAN_ENV_MAX + MAX_ARGS + 1] = { 0 };
 	size_t n = 0;
 
-	for (; v[n] && n < max && n + 1 < sizeof(tmp) / sizeof(tmp[0]); n++) {
+	for (; n < max && n + 1 < sizeof(tmp) / sizeof(tmp[0]) && v[n]; n++) {
 		tmp[n] = strtab_intern(t, v[n], strlen(v[n]) + 1);
 		if (!tmp[n])
 			return NULL;
@@ -456,18 +456,16 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec,
 		top = json_pack("{s:o, s:[s,s,s,s,s,s,s], s:o, s:i}", "ranks", arr, "env",
 				"DP_JOB_TOKEN", "DP_CONTROLLER", "DP_RANK", "DP_WORLD_SIZE",
 				"DP_LOCAL_RANK", "DP_HEARTBEAT_S", "DP_RENDEZVOUS_S", "spares", sp,
-				"hosts",
-				nhosts ? nhosts : 1);
+				"hosts", nhosts ? nhosts : 1);
 
 		(void)json_dumpf(top, cli->out, JSON_INDENT(2));
 		(void)fputc('\n', cli->out);
 		json_decref(top);
 	} else {
-		(void)fputs(
-			"environment of every rank: DP_JOB_TOKEN (a fresh secret per run), "
-			"DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE, DP_LOCAL_RANK, DP_HEARTBEAT_S, "
-			"DP_RENDEZVOUS_S\n",
-			cli->out);
+		(void)fputs("environment of every rank: DP_JOB_TOKEN (a fresh secret per run), "
+			    "DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE, DP_LOCAL_RANK, DP_HEARTBEAT_S, "
+			    "DP_RENDEZVOUS_S\n",
+			    cli->out);
 		(void)fprintf(cli->out, "%zu rank%s on %d host%s\n", spec->nranks,
 			      spec->nranks == 1 ? "" : "s", nhosts ? nhosts : 1,
 			      nhosts > 1 ? "s" : "");
@@ -1465,7 +1463,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		goto out;
 	}
 	for (long i = 0; i < nranks; i++) {
-		struct rank_args ra;
+		struct rank_args ra = { 0 };
 
 		build_args(&o, i, &ra);
 		ranks[i].rank = (int)i;

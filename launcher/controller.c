@@ -30,6 +30,7 @@
 
 #include "common/dp_buf.h"
 #include "common/dp_log.h"
+#include "common/dp_util.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/ctl_proto.h"
 #include "launcher/dp_preflight.h"
@@ -44,7 +45,7 @@
 #define HELLO_TIMEOUT_S 5.0 /* default: an accepted connection must say hello by then */
 #define MIN_BACKLOG	1024
 #define EMFILE_PAUSE_S	0.05 /* out of descriptors: stop accepting this long */
-#define LOST_GRACE_S	2.0 /* wait for an exit after a lost connection */
+#define LOST_GRACE_S	2.0  /* wait for an exit after a lost connection */
 #define OUTBUF_CAP	(1 << 20)
 #define TICK_MS		100
 #define GIVEUP_S	5.0 /* after SIGKILL, give up on ranks that do not exit */
@@ -967,14 +968,19 @@ static const struct dp_launch_events events = {
 static int somaxconn(void)
 {
 	FILE *f = fopen("/proc/sys/net/core/somaxconn", "re");
+	char line[32];
 	long v = 0;
 
 	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = 0;
+		if (fgets(line, sizeof(line), f))
+			line[strcspn(line, "\n")] = '\0';
+		else
+			line[0] = '\0';
 		(void)fclose(f);
+		if (dp_parse_long(line, 1, INT_MAX, &v, "somaxconn", NULL) != 0)
+			v = 0;
 	}
-	return v > 0 && v <= INT_MAX ? (int)v : SOMAXCONN;
+	return v > 0 ? (int)v : SOMAXCONN;
 }
 
 /* Room in the accept queue for every rank connecting at once, as far as the
@@ -1034,7 +1040,8 @@ static int listen_on(struct ctl *c, struct dp_err *err)
 				  "ctl: cannot listen on %s:%d: %s", bind_addr, c->cfg->port,
 				  e == EADDRINUSE ? "the port is in use" : strerror(e));
 	}
-	if (listen(c->lfd, listen_backlog(c)) != 0 || getsockname(c->lfd, (struct sockaddr *)&sin, &sl) != 0) {
+	if (listen(c->lfd, listen_backlog(c)) != 0 ||
+	    getsockname(c->lfd, (struct sockaddr *)&sin, &sl) != 0) {
 		e = errno;
 		return dp_err_set(err, e, "ctl: cannot listen on %s: %s", bind_addr, strerror(e));
 	}
@@ -1047,9 +1054,8 @@ static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 {
 	char tokhex[2 * DP_CTL_TOKEN_LEN + 1], e_tok[128], e_ctl[160], e_rank[32], e_world[32],
 		e_local[32], e_hb[48], e_rdv[48], e_pf[128], e_ck[4096];
-	const char *extra[] = {
-		e_tok, e_ctl, e_rank, e_world, e_local, e_hb, e_rdv, NULL, NULL, NULL, NULL
-	};
+	const char *extra[] = { e_tok, e_ctl, e_rank, e_world, e_local, e_hb,
+				e_rdv, NULL,  NULL,   NULL,    NULL };
 	int rc, n = 7;
 
 	/* pre-flight: which checks to gather, where the checkpoints go */
@@ -1347,9 +1353,7 @@ static int run_once(struct ctl *c, struct dp_err *err)
 			fds = nf;
 			nfds_cap = want;
 		}
-		fds[nfd++] =
-			(struct pollfd){ .fd = c->lfd,
-					 .events = can_accept(c) ? POLLIN : 0 };
+		fds[nfd++] = (struct pollfd){ .fd = c->lfd, .events = can_accept(c) ? POLLIN : 0 };
 		for (size_t i = 0; i < c->nconns; i++)
 			fds[nfd++] = (struct pollfd){
 				.fd = c->conns[i]->fd,

@@ -206,8 +206,8 @@ static double jitter(void)
 static int try_connect(const struct addrinfo *p, double deadline, unsigned attempt, int *e)
 {
 	double window = attempt < 3 ? 0.25 * (double)(1u << attempt) : 2.0;
-	int fd = socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-			p->ai_protocol);
+	int fd =
+		socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, p->ai_protocol);
 	int one = 1, soerr = 0;
 	socklen_t sl = sizeof(soerr);
 
