@@ -31,6 +31,7 @@
 #include "launcher/ctl_proto.h"
 #include "launcher/dp_preflight.h"
 #include "tests/unit/dp_test.h"
+#include "worker/dp_worker.h"
 
 #define MAXR 8
 
@@ -1572,6 +1573,81 @@ static void idle_connections_time_out_and_the_rank_gets_in(void **state)
 	storm_free(&st);
 }
 
+/* ---- the worker's dial: retried quickly until the controller listens -------- */
+
+struct late_listener {
+	int port;
+	int fd; /* the accepted connection, -1 if none */
+	uint32_t rank;
+	int got_hello;
+};
+
+/* After 0.3 s, listen on @port, accept one connection and read its hello. */
+static void *listen_late(void *arg)
+{
+	struct late_listener *l = arg;
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)l->port) };
+	struct dp_ctl_rx *rx = malloc(sizeof(*rx));
+	struct dp_ctl_msg *m = malloc(sizeof(*m));
+	struct pollfd p = { .events = POLLIN };
+	int one = 1;
+
+	(void)usleep(300 * 1000);
+	p.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	(void)setsockopt(p.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (rx && m && p.fd >= 0 && bind(p.fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+	    listen(p.fd, 4) == 0 && poll(&p, 1, 20000) == 1) {
+		int got = 0;
+
+		l->fd = accept4(p.fd, NULL, NULL, SOCK_CLOEXEC);
+		dp_ctl_rx_init(rx);
+		while (l->fd >= 0 && (got = dp_ctl_rx_next(rx, m, NULL)) == 0 &&
+		       dp_ctl_rx_fill(rx, l->fd) > 0)
+			;
+		if (got == 1 && m->type == DP_CTL_HELLO) {
+			l->got_hello = 1;
+			l->rank = m->u.hello.rank;
+		}
+	}
+	if (p.fd >= 0)
+		(void)close(p.fd);
+	free(rx);
+	free(m);
+	return NULL;
+}
+
+/* The controller is not listening yet (connection refused): the worker keeps
+ * trying within its connect window and gets in once it is; with nobody
+ * listening at all it gives up at the window, saying why. */
+static void worker_dial_retries_until_the_controller_listens(void **state)
+{
+	struct late_listener l = { .fd = -1 };
+	uint8_t token[DP_CTL_TOKEN_LEN] = { 1, 2, 3 };
+	struct dp_ctl_client_cfg cc = { .rank = 7, .token = token, .connect_timeout_s = 20 };
+	struct dp_ctl_client *c = NULL;
+	struct dp_err err = { 0 };
+	char addr[64];
+	pthread_t th;
+
+	(void)state;
+	l.port = free_port();
+	assert_true(l.port > 0);
+	(void)snprintf(addr, sizeof(addr), "127.0.0.1:%d", l.port);
+	cc.controller = addr;
+	assert_int_equal(pthread_create(&th, NULL, listen_late, &l), 0);
+	assert_int_equal(dp_ctl_client_open(&cc, &c, &err), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_true(l.got_hello);
+	assert_int_equal(l.rank, 7);
+	dp_ctl_client_close(c);
+	(void)close(l.fd);
+	/* nobody listens: refused until the window ends */
+	cc.connect_timeout_s = 0.3;
+	assert_int_equal(dp_ctl_client_open(&cc, &c, &err), -ECONNREFUSED);
+	assert_non_null(strstr(err.msg, "cannot connect to controller"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1600,6 +1676,7 @@ int main(void)
 		cmocka_unit_test(dpctl_launch_over_ssh_names_the_failing_host),
 		cmocka_unit_test(connection_storm_is_accepted_without_retries),
 		cmocka_unit_test(idle_connections_time_out_and_the_rank_gets_in),
+		cmocka_unit_test(worker_dial_retries_until_the_controller_listens),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, sshd_teardown);
