@@ -21,6 +21,8 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <stdlib.h>
@@ -148,13 +150,140 @@ struct launch_opts {
 	size_t nspares;
 };
 
-/* Per-rank argv and environment storage.  The environment of a recipe rank
- * comes from dp_plan_env_build(), which `dpctl plan` shows too. */
+/* One rank's argv as build_args() makes it (scratch, copied into a strtab). */
 struct rank_args {
 	const char *argv[MAX_ARGS];
 	char num[6][24];
-	struct dp_plan_env env;
 };
+
+/* ---- per-rank argv and environment, shared ----------------------------------
+ *
+ * At 524288 ranks a fixed struct dp_plan_env per rank (about 6 KiB, mostly
+ * the DP_CKPT_DIR buffer) would cost 3 GiB, though most of it is the same for
+ * every rank.  So each rank's vectors go through a strtab: every distinct
+ * string is stored once, and so is every distinct vector of them (all ranks
+ * of a --fake run share one argv), sized to what it holds.  The storage is an
+ * arena freed at once by strtab_release(); the pointers it hands out live
+ * until then. */
+
+struct strtab_item {
+	uint64_t hash;
+	size_t len;
+	_Alignas(max_align_t) unsigned char data[];
+};
+
+struct strtab_block {
+	struct strtab_block *next;
+	_Alignas(max_align_t) unsigned char mem[];
+};
+
+struct strtab {
+	struct strtab_block *blocks; /* newest first */
+	size_t used, size;	     /* of the newest block's mem */
+	struct strtab_item **set;    /* open addressing; cap a power of two */
+	size_t cap, n;
+};
+
+#define STRTAB_BLOCK ((size_t)1 << 20)
+
+static void strtab_release(struct strtab *t)
+{
+	while (t->blocks) {
+		struct strtab_block *b = t->blocks;
+
+		t->blocks = b->next;
+		free(b);
+	}
+	free(t->set);
+	memset(t, 0, sizeof(*t));
+}
+
+static void *strtab_alloc(struct strtab *t, size_t len)
+{
+	const size_t a = _Alignof(max_align_t);
+
+	len = (len + a - 1) / a * a;
+	if (!t->blocks || t->size - t->used < len) {
+		size_t size = len > STRTAB_BLOCK ? len : STRTAB_BLOCK;
+		struct strtab_block *b = malloc(sizeof(*b) + size);
+
+		if (!b)
+			return NULL;
+		b->next = t->blocks;
+		t->blocks = b;
+		t->used = 0;
+		t->size = size;
+	}
+	t->used += len;
+	return t->blocks->mem + t->used - len;
+}
+
+static int strtab_grow(struct strtab *t)
+{
+	size_t ncap = t->cap ? 2 * t->cap : 1024;
+	struct strtab_item **ns = calloc(ncap, sizeof(struct strtab_item *));
+
+	if (!ns)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->cap; i++) {
+		size_t j;
+
+		if (!t->set[i])
+			continue;
+		for (j = t->set[i]->hash & (ncap - 1); ns[j]; j = (j + 1) & (ncap - 1))
+			;
+		ns[j] = t->set[i];
+	}
+	free(t->set);
+	t->set = ns;
+	t->cap = ncap;
+	return 0;
+}
+
+/* The stored copy of @len bytes at @data (the same pointer for equal bytes),
+ * or NULL on ENOMEM. */
+static const void *strtab_intern(struct strtab *t, const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	uint64_t h = 14695981039346656037ull; /* FNV-1a */
+	struct strtab_item *it;
+	size_t j;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	if (2 * (t->n + 1) > t->cap && strtab_grow(t) != 0)
+		return NULL;
+	for (j = h & (t->cap - 1); t->set[j]; j = (j + 1) & (t->cap - 1)) {
+		it = t->set[j];
+		if (it->hash == h && it->len == len && memcmp(it->data, data, len) == 0)
+			return it->data;
+	}
+	it = strtab_alloc(t, sizeof(*it) + len);
+	if (!it)
+		return NULL;
+	it->hash = h;
+	it->len = len;
+	memcpy(it->data, data, len);
+	t->set[j] = it;
+	t->n++;
+	return it->data;
+}
+
+/* @v (NULL-terminated, at most @max strings) with its strings and itself
+ * stored once; NULL on ENOMEM. */
+static const char *const *strtab_vec(struct strtab *t, const char *const *v, size_t max)
+{
+	const char *tmp[DP_PLAN_ENV_MAX + MAX_ARGS + 1] = { 0 };
+	size_t n = 0;
+
+	for (; n < max && n + 1 < sizeof(tmp) / sizeof(tmp[0]) && v[n]; n++) {
+		tmp[n] = strtab_intern(t, v[n], strlen(v[n]) + 1);
+		if (!tmp[n])
+			return NULL;
+	}
+	tmp[n] = NULL;
+	return strtab_intern(t, tmp, (n + 1) * sizeof(tmp[0]));
+}
 
 static void build_args(const struct launch_opts *o, long rank, struct rank_args *ra)
 {
@@ -324,19 +453,19 @@ static int print_dry_run(struct dp_cli *cli, const struct dp_launch_spec *spec,
 
 		for (size_t i = 0; sp && i < lo->nspares; i++)
 			(void)json_array_append_new(sp, json_string(lo->spares[i]));
-		top = json_pack("{s:o, s:[s,s,s,s,s,s], s:o, s:i}", "ranks", arr, "env",
+		top = json_pack("{s:o, s:[s,s,s,s,s,s,s], s:o, s:i}", "ranks", arr, "env",
 				"DP_JOB_TOKEN", "DP_CONTROLLER", "DP_RANK", "DP_WORLD_SIZE",
-				"DP_LOCAL_RANK", "DP_HEARTBEAT_S", "spares", sp, "hosts",
-				nhosts ? nhosts : 1);
+				"DP_LOCAL_RANK", "DP_HEARTBEAT_S", "DP_RENDEZVOUS_S", "spares", sp,
+				"hosts", nhosts ? nhosts : 1);
 
 		(void)json_dumpf(top, cli->out, JSON_INDENT(2));
 		(void)fputc('\n', cli->out);
 		json_decref(top);
 	} else {
-		(void)fputs(
-			"environment of every rank: DP_JOB_TOKEN (a fresh secret per run), "
-			"DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE, DP_LOCAL_RANK, DP_HEARTBEAT_S\n",
-			cli->out);
+		(void)fputs("environment of every rank: DP_JOB_TOKEN (a fresh secret per run), "
+			    "DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE, DP_LOCAL_RANK, DP_HEARTBEAT_S, "
+			    "DP_RENDEZVOUS_S\n",
+			    cli->out);
 		(void)fprintf(cli->out, "%zu rank%s on %d host%s\n", spec->nranks,
 			      spec->nranks == 1 ? "" : "s", nhosts ? nhosts : 1,
 			      nhosts > 1 ? "s" : "");
@@ -1103,7 +1232,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 	struct dp_ctl_cfg cfg = { 0 };
 	struct dp_ctl_result res;
 	struct dp_launch_rank *ranks = NULL;
-	struct rank_args *args = NULL;
+	struct strtab strs = { 0 }; /* every rank's argv and env */
 	struct dp_launch_spec spec;
 	struct dp_err err = { 0 };
 	char wbuf[PATH_MAX], bindbuf[64];
@@ -1329,20 +1458,29 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		o.worker = dp_plan_worker_path(wbuf, sizeof(wbuf));
 
 	ranks = calloc((size_t)nranks, sizeof(*ranks));
-	args = calloc((size_t)nranks, sizeof(*args));
-	if (!ranks || !args) {
+	if (!ranks) {
 		rc = dp_cli_error(cli, EX_OSERR, "launch: out of memory");
 		goto out;
 	}
 	for (long i = 0; i < nranks; i++) {
-		build_args(&o, i, &args[i]);
+		struct rank_args ra = { 0 };
+
+		build_args(&o, i, &ra);
 		ranks[i].rank = (int)i;
 		ranks[i].host = nhosts ? hosts[i / per_host] : "localhost";
 		ranks[i].local_index = (int)(nhosts ? i % per_host : i);
-		ranks[i].argv = args[i].argv;
+		ranks[i].argv = strtab_vec(&strs, ra.argv, MAX_ARGS);
 		if (plan) {
-			dp_plan_env_build(recipe, renv, &plan->ranks[i], &args[i].env);
-			ranks[i].env = args[i].env.v;
+			struct dp_plan_env env;
+
+			dp_plan_env_build(recipe, renv, &plan->ranks[i], &env);
+			ranks[i].env = strtab_vec(&strs, env.v, DP_PLAN_ENV_MAX);
+			if (!ranks[i].env)
+				ranks[i].argv = NULL;
+		}
+		if (!ranks[i].argv) {
+			rc = dp_cli_error(cli, EX_OSERR, "launch: out of memory");
+			goto out;
 		}
 	}
 	spec.ranks = ranks;
@@ -1459,7 +1597,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 out:
 	dp_train_report_free(trun.tr);
 	free(ranks);
-	free(args);
+	strtab_release(&strs);
 	dp_plan_strv_free(renv);
 	dp_plan_free(plan);
 	dp_recipe_free(recipe);

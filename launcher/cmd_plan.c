@@ -47,8 +47,9 @@ struct view {
 
 /* Set by the controller at spawn time (launcher/controller.c), not known
  * before the run: listed so the plan shows the whole environment. */
-static const char *const launch_env[] = { "DP_JOB_TOKEN",  "DP_CONTROLLER", "DP_RANK",
-					  "DP_WORLD_SIZE", "DP_LOCAL_RANK", "DP_HEARTBEAT_S" };
+static const char *const launch_env[] = { "DP_JOB_TOKEN",   "DP_CONTROLLER", "DP_RANK",
+					  "DP_WORLD_SIZE",  "DP_LOCAL_RANK", "DP_HEARTBEAT_S",
+					  "DP_RENDEZVOUS_S" };
 
 static const char *base_name(const char *p)
 {

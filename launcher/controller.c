@@ -19,8 +19,10 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sysexits.h>
 #include <time.h>
@@ -28,6 +30,7 @@
 
 #include "common/dp_buf.h"
 #include "common/dp_log.h"
+#include "common/dp_util.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/ctl_proto.h"
 #include "launcher/dp_preflight.h"
@@ -35,9 +38,14 @@
 #include "launcher/dp_notify.h"
 #include "common/dp_banned.h"
 
-#define MAX_PENDING	256 /* unauthenticated connections held at once; more wait in the backlog */
-#define HELLO_TIMEOUT_S 5.0 /* an accepted connection must say hello by then */
-#define LOST_GRACE_S	2.0 /* wait for an exit after a lost connection */
+/* Unauthenticated connections held at once: one per rank (a whole job
+ * starting together), at least MIN_PENDING, at most half the open-file
+ * limit; more wait in the listen backlog. */
+#define MIN_PENDING	256
+#define HELLO_TIMEOUT_S 5.0 /* default: an accepted connection must say hello by then */
+#define MIN_BACKLOG	1024
+#define EMFILE_PAUSE_S	0.05 /* out of descriptors: stop accepting this long */
+#define LOST_GRACE_S	2.0  /* wait for an exit after a lost connection */
 #define OUTBUF_CAP	(1 << 20)
 #define TICK_MS		100
 #define GIVEUP_S	5.0 /* after SIGKILL, give up on ranks that do not exit */
@@ -93,6 +101,9 @@ struct ctl {
 	struct rank *ranks; /* by rank id */
 	struct conn **conns;
 	size_t nconns, capconns;
+	size_t npending, max_pending; /* connections without a hello yet, and the cap */
+	double hello_s;		      /* hello deadline of a new connection */
+	double accept_paused;	      /* EMFILE: do not accept before this time */
 	enum phase phase;
 	int failed;	   /* a root cause is recorded */
 	int pending_rank;  /* reported done != 0, exit not seen yet; -1 if none */
@@ -411,9 +422,12 @@ static void conn_close(struct ctl *c, size_t i, const char *why)
 		if (why)
 			dp_log(c->phase == PH_TEARDOWN || c->failed ? DP_LOG_DEBUG : DP_LOG_WARN,
 			       "ctl", "rank %d: closing connection: %s", k->rank, why);
-	} else if (why) {
-		dp_log(DP_LOG_WARN, "ctl", "refused connection from %s: %s", k->peer, why);
-		c->res->refused++;
+	} else {
+		c->npending--;
+		if (why) {
+			dp_log(DP_LOG_WARN, "ctl", "refused connection from %s: %s", k->peer, why);
+			c->res->refused++;
+		}
 	}
 	(void)close(k->fd);
 	dp_buf_release(&k->out);
@@ -452,29 +466,41 @@ static void broadcast(struct ctl *c, const struct dp_ctl_msg *m)
 			conn_send(c->conns[i], m);
 }
 
-static size_t pending_conns(const struct ctl *c)
+/* Is the listening socket worth polling: room for another unauthenticated
+ * connection, and descriptors (after EMFILE we wait a moment)? */
+static int can_accept(const struct ctl *c)
 {
-	size_t pending = 0;
-
-	for (size_t i = 0; i < c->nconns; i++)
-		pending += c->conns[i]->rank < 0;
-	return pending;
+	return c->npending < c->max_pending && now_s() >= c->accept_paused;
 }
 
-/* Accept while fewer than MAX_PENDING connections await their hello; the
- * rest wait in the listen backlog (backpressure, not refusal). */
+/* Accept until the backlog is empty (a start-up burst of thousands of
+ * workers is drained in one go, before the kernel's accept queue can
+ * overflow into SYN retries) or max_pending connections await their hello;
+ * the rest wait in the listen backlog (backpressure, not refusal). */
 static void do_accept(struct ctl *c)
 {
-	while (pending_conns(c) < MAX_PENDING) {
+	while (c->npending < c->max_pending) {
 		struct sockaddr_storage ss = { 0 };
 		socklen_t sl = sizeof(ss);
 		struct conn *k;
 		int fd = accept4(c->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		int one = 1;
 
-		if (fd < 0)
-			return; /* EAGAIN, or a transient error: try again on the next event
-				 */
+		if (fd < 0) {
+			/* EAGAIN: drained.  Out of descriptors: the connection
+			 * stays queued; pause rather than spin on a listening
+			 * socket that stays readable */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+			    errno == ENOMEM) {
+				dp_log(DP_LOG_WARN, "ctl", "accept: %s (%zu connections open)",
+				       strerror(errno), c->nconns);
+				c->accept_paused = now_s() + EMFILE_PAUSE_S;
+				return;
+			}
+			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+				continue;
+			return;
+		}
 		if (c->phase == PH_TEARDOWN) {
 			(void)close(fd);
 			c->res->refused++;
@@ -502,7 +528,7 @@ static void do_accept(struct ctl *c)
 		}
 		k->fd = fd;
 		k->rank = -1;
-		k->hello_deadline = now_s() + HELLO_TIMEOUT_S;
+		k->hello_deadline = now_s() + c->hello_s;
 		dp_ctl_rx_init(k->rx);
 		dp_buf_init(&k->out, OUTBUF_CAP);
 		if (ss.ss_family == AF_INET) {
@@ -515,6 +541,7 @@ static void do_accept(struct ctl *c)
 			(void)snprintf(k->peer, sizeof(k->peer), "fd %d", fd);
 		}
 		c->conns[c->nconns++] = k;
+		c->npending++;
 	}
 }
 
@@ -733,6 +760,7 @@ static const char *on_msg(struct ctl *c, struct conn *k, const struct dp_ctl_msg
 		r->pid = h->pid;
 		r->last_hb = now_s();
 		k->rank = (int)h->rank;
+		c->npending--;
 		dp_log(DP_LOG_INFO, "ctl", "rank %u connected from %s (host %s, pid %u, %s)",
 		       h->rank, k->peer, h->host, h->pid, h->topo);
 		if (c->pf_checks) {
@@ -936,6 +964,57 @@ static const struct dp_launch_events events = {
 
 /* ---- setup ------------------------------------------------------------------ */
 
+/* The kernel's cap on a listen backlog (net.core.somaxconn), or SOMAXCONN. */
+static int somaxconn(void)
+{
+	FILE *f = fopen("/proc/sys/net/core/somaxconn", "re");
+	char line[32];
+	long v = 0;
+
+	if (f) {
+		if (fgets(line, sizeof(line), f))
+			line[strcspn(line, "\n")] = '\0';
+		else
+			line[0] = '\0';
+		(void)fclose(f);
+		if (dp_parse_long(line, 1, INT_MAX, &v, "somaxconn", NULL) != 0)
+			v = 0;
+	}
+	return v > 0 ? (int)v : SOMAXCONN;
+}
+
+/* Room in the accept queue for every rank connecting at once, as far as the
+ * kernel allows (it silently caps the backlog at net.core.somaxconn). */
+static int listen_backlog(const struct ctl *c)
+{
+	int max = somaxconn();
+	size_t want = c->spec->nranks + 64;
+	int backlog = want > (size_t)max ? max : (int)want;
+
+	if (backlog < MIN_BACKLOG)
+		backlog = MIN_BACKLOG;
+	if (want > (size_t)max)
+		dp_log(DP_LOG_INFO, "ctl",
+		       "listen backlog %d (net.core.somaxconn) for %zu ranks: the controller "
+		       "accepts as they arrive",
+		       max, c->spec->nranks);
+	return backlog;
+}
+
+/* One unauthenticated connection per rank, at least MIN_PENDING, at most
+ * half the descriptors we may open (the other half: authenticated
+ * connections and the backend's pipes; launch raises the limit first). */
+static size_t max_pending(size_t nranks)
+{
+	struct rlimit rl;
+	size_t n = nranks + 64;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    n > rl.rlim_cur / 2)
+		n = rl.rlim_cur / 2;
+	return n < MIN_PENDING ? MIN_PENDING : n;
+}
+
 static int listen_on(struct ctl *c, struct dp_err *err)
 {
 	const char *bind_addr = c->cfg->bind_addr ? c->cfg->bind_addr : "127.0.0.1";
@@ -961,7 +1040,8 @@ static int listen_on(struct ctl *c, struct dp_err *err)
 				  "ctl: cannot listen on %s:%d: %s", bind_addr, c->cfg->port,
 				  e == EADDRINUSE ? "the port is in use" : strerror(e));
 	}
-	if (listen(c->lfd, 1024) != 0 || getsockname(c->lfd, (struct sockaddr *)&sin, &sl) != 0) {
+	if (listen(c->lfd, listen_backlog(c)) != 0 ||
+	    getsockname(c->lfd, (struct sockaddr *)&sin, &sl) != 0) {
 		e = errno;
 		return dp_err_set(err, e, "ctl: cannot listen on %s: %s", bind_addr, strerror(e));
 	}
@@ -973,11 +1053,10 @@ static int listen_on(struct ctl *c, struct dp_err *err)
 static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 {
 	char tokhex[2 * DP_CTL_TOKEN_LEN + 1], e_tok[128], e_ctl[160], e_rank[32], e_world[32],
-		e_local[32], e_hb[48], e_pf[128], e_ck[4096];
-	const char *extra[] = {
-		e_tok, e_ctl, e_rank, e_world, e_local, e_hb, NULL, NULL, NULL, NULL
-	};
-	int rc, n = 6;
+		e_local[32], e_hb[48], e_rdv[48], e_pf[128], e_ck[4096];
+	const char *extra[] = { e_tok, e_ctl, e_rank, e_world, e_local, e_hb,
+				e_rdv, NULL,  NULL,   NULL,    NULL };
+	int rc, n = 7;
 
 	/* pre-flight: which checks to gather, where the checkpoints go */
 	if (c->pf_checks) {
@@ -999,6 +1078,8 @@ static int spawn_all(struct ctl *c, int *bad, struct dp_err *err)
 	(void)snprintf(e_ctl, sizeof(e_ctl), "DP_CONTROLLER=%s", c->addr);
 	(void)snprintf(e_world, sizeof(e_world), "DP_WORLD_SIZE=%zu", c->spec->nranks);
 	(void)snprintf(e_hb, sizeof(e_hb), "DP_HEARTBEAT_S=%g", c->heartbeat_s);
+	/* how long a worker keeps dialling us (worker/ctl_client.c) */
+	(void)snprintf(e_rdv, sizeof(e_rdv), "DP_RENDEZVOUS_S=%g", c->rendezvous_s);
 	for (size_t i = 0; i < c->spec->nranks; i++) {
 		const struct dp_launch_rank *r = &c->spec->ranks[i];
 
@@ -1272,9 +1353,7 @@ static int run_once(struct ctl *c, struct dp_err *err)
 			fds = nf;
 			nfds_cap = want;
 		}
-		fds[nfd++] =
-			(struct pollfd){ .fd = c->lfd,
-					 .events = pending_conns(c) < MAX_PENDING ? POLLIN : 0 };
+		fds[nfd++] = (struct pollfd){ .fd = c->lfd, .events = can_accept(c) ? POLLIN : 0 };
 		for (size_t i = 0; i < c->nconns; i++)
 			fds[nfd++] = (struct pollfd){
 				.fd = c->conns[i]->fd,
@@ -1543,12 +1622,14 @@ int dp_ctl_run(const struct dp_ctl_cfg *cfg, const struct dp_launch_spec *spec,
 	c.rendezvous_s = dflt(cfg->rendezvous_s, 60);
 	c.heartbeat_s = dflt(cfg->heartbeat_s, 1);
 	c.hang_s = dflt(cfg->hang_timeout_s, 30);
+	c.hello_s = dflt(cfg->hello_timeout_s, HELLO_TIMEOUT_S);
+	c.max_pending = max_pending(spec->nranks);
 	c.grace_s = cfg->grace_s > 0 ? cfg->grace_s : 5;
 	c.dump_s = dflt(cfg->dump_wait_s, 1);
 	c.t0 = now_s();
 	c.pf_checks = cfg->preflight ? cfg->preflight->checks & DP_PF_ALL : 0;
 	c.t_run = now_s();
-	c.be = dp_launch_backend_pick(cfg->backend, err);
+	c.be = cfg->backend_ops ? cfg->backend_ops : dp_launch_backend_pick(cfg->backend, err);
 	if (!c.be) {
 		rc = -ENODEV;
 		goto out;

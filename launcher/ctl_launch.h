@@ -200,17 +200,22 @@ struct dp_ctl_event {
 /* ---- end of run events ---- */
 
 struct dp_ctl_cfg {
-	const char *backend;		     /* NULL: dp_launch_backend_pick(NULL) */
-	const struct dp_launch_opts *launch; /* backend options; NULL: defaults */
-	const char *bind_addr;		     /* NULL: "127.0.0.1" */
-	const char *connect_addr;	     /* what workers dial; NULL: bind_addr */
-	int port;			     /* 0: any free port */
-	double rendezvous_s;		     /* 0: 60 */
-	double heartbeat_s;		     /* 0: 1; passed to workers as DP_HEARTBEAT_S */
-	double hang_timeout_s;		     /* 0: 30 */
-	double grace_s;			     /* SIGTERM -> SIGKILL; 0: 5 */
-	double dump_wait_s;		     /* after dump-stacks, before stopping; 0: 1 */
-	int max_restarts;		     /* whole-run restarts after a failure; 0: none */
+	const char *backend;			     /* NULL: dp_launch_backend_pick(NULL) */
+	const struct dp_launch_backend *backend_ops; /* tests: wins over backend */
+	const struct dp_launch_opts *launch;	     /* backend options; NULL: defaults */
+	const char *bind_addr;			     /* NULL: "127.0.0.1" */
+	const char *connect_addr;		     /* what workers dial; NULL: bind_addr */
+	int port;				     /* 0: any free port */
+	double rendezvous_s;			     /* 0: 60 */
+	double heartbeat_s;			     /* 0: 1; passed to workers as DP_HEARTBEAT_S */
+	double hang_timeout_s;			     /* 0: 30 */
+	double grace_s;				     /* SIGTERM -> SIGKILL; 0: 5 */
+	double dump_wait_s;			     /* after dump-stacks, before stopping; 0: 1 */
+	/* An accepted connection that has not sent a valid hello by then is
+	 * closed (it holds one of the unauthenticated slots: one per rank, at
+	 * least 256, at most half of RLIMIT_NOFILE).  0: 5 */
+	double hello_timeout_s;
+	int max_restarts; /* whole-run restarts after a failure; 0: none */
 	/* Spare hosts (recipe cluster.spares), used in order: before a restart
 	 * after a node failure (dp_ctl_node_failure()), the node that caused it
 	 * (the failed rank's host, the host ssh could not reach, every host

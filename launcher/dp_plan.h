@@ -105,7 +105,8 @@ int dp_plan_places_experts(const struct dp_recipe *r);
  *   then DP_MODEL, with expert loads DP_EXPERT_LOADS, the
  *   checkpoint variables, then env: in file order.
  * The controller adds DP_JOB_TOKEN, DP_CONTROLLER, DP_RANK, DP_WORLD_SIZE,
- * DP_LOCAL_RANK and DP_HEARTBEAT_S at spawn time (launcher/controller.c). */
+ * DP_LOCAL_RANK, DP_HEARTBEAT_S and DP_RENDEZVOUS_S at spawn time
+ * (launcher/controller.c). */
 
 #define DP_PLAN_ENV_MAX 64 /* entries in one rank's environment (more are dropped) */
 

@@ -189,6 +189,63 @@ static void *client_thread(void *arg)
 	return NULL;
 }
 
+/* A pseudo-random number in [0, 1) for retry jitter: ranks that start
+ * together should not retry together (seeded from the pid and the clock). */
+static double jitter(void)
+{
+	static _Thread_local unsigned seed;
+
+	if (!seed)
+		seed = (unsigned)getpid() ^ (unsigned)(now_s() * 1e6);
+	return (double)(rand_r(&seed) % 10000) / 10000.0;
+}
+
+/* One connection attempt to @p: a non-blocking connect() that may take up
+ * to 0.25 s on the first attempt, longer (to 2 s) on later ones, never past
+ * @deadline.  The fd (blocking again, TCP_NODELAY), or -1 with *@e set. */
+static int try_connect(const struct addrinfo *p, double deadline, unsigned attempt, int *e)
+{
+	double window = attempt < 3 ? 0.25 * (double)(1u << attempt) : 2.0;
+	int fd =
+		socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, p->ai_protocol);
+	int one = 1, soerr = 0;
+	socklen_t sl = sizeof(soerr);
+
+	if (fd < 0) {
+		*e = errno;
+		return -1;
+	}
+	if (connect(fd, p->ai_addr, p->ai_addrlen) != 0) {
+		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+		double left = deadline - now_s();
+		int rc;
+
+		if (errno != EINPROGRESS) {
+			*e = errno;
+			(void)close(fd);
+			return -1;
+		}
+		if (left > window)
+			left = window;
+		do
+			rc = poll(&pfd, 1, left > 0 ? (int)(left * 1000) + 1 : 0);
+		while (rc < 0 && errno == EINTR);
+		if (rc <= 0) {
+			*e = rc == 0 ? ETIMEDOUT : errno;
+			(void)close(fd);
+			return -1;
+		}
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
+			*e = soerr ? soerr : errno;
+			(void)close(fd);
+			return -1;
+		}
+	}
+	(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
 static int dial(const char *hostport, double timeout_s, struct dp_err *err)
 {
 	char host[256];
@@ -205,29 +262,31 @@ static int dial(const char *hostport, double timeout_s, struct dp_err *err)
 	if (rc)
 		return dp_err_set(err, EHOSTUNREACH, "ctl: cannot resolve controller '%s': %s",
 				  hostport, gai_strerror(rc));
-	/* the controller listens before it starts anyone, but retry briefly
-	 * anyway (a relay or a slow network may need it) */
-	for (;;) {
-		for (struct addrinfo *p = ai; p; p = p->ai_next) {
-			int fd =
-				socket(p->ai_family, p->ai_socktype | SOCK_CLOEXEC, p->ai_protocol);
-			int one = 1;
+	/* The controller listens before it starts anyone, but at start-up it
+	 * may be busy accepting thousands of ranks (a full accept queue drops
+	 * our SYN, and the kernel would retry it only after 1, 3, 7 s), and a
+	 * relay or a slow network may delay it.  So each attempt is a
+	 * non-blocking connect() given a short window, and the next one follows
+	 * after a short jittered pause (10 ms, doubling to 1 s, each a random
+	 * 50..100 % of that), both bounded by the deadline. */
+	for (unsigned attempt = 0;; attempt++) {
+		double wait = attempt < 7 ? 0.01 * (double)(1u << attempt) : 1.0;
 
-			if (fd < 0) {
-				e = errno;
-				continue;
-			}
-			if (connect(fd, p->ai_addr, p->ai_addrlen) == 0) {
-				(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		for (struct addrinfo *p = ai; p; p = p->ai_next) {
+			int fd = try_connect(p, deadline, attempt, &e);
+
+			if (fd >= 0) {
 				freeaddrinfo(ai);
 				return fd;
 			}
-			e = errno;
-			(void)close(fd);
 		}
-		if (now_s() > deadline)
+		if (now_s() + 0.001 > deadline)
 			break;
-		(void)usleep(100 * 1000);
+		wait *= 0.5 + 0.5 * jitter();
+		if (now_s() + wait > deadline)
+			wait = deadline - now_s();
+		if (wait > 0)
+			(void)usleep((useconds_t)(wait * 1e6));
 	}
 	freeaddrinfo(ai);
 	return dp_err_set(err, e ? e : ETIMEDOUT, "ctl: cannot connect to controller '%s': %s",

@@ -26,11 +26,15 @@ struct dp_ctl_client; /* opaque: dp_ctl_client_open() creates, _close() frees */
 struct dp_ctl_client_cfg {
 	const char *controller; /* "HOST:PORT"; borrowed for the call */
 	uint32_t rank;
-	const uint8_t *token;	  /* DP_CTL_TOKEN_LEN bytes; copied */
-	const char *host;	  /* reported in hello; NULL: gethostname() */
-	const char *topo;	  /* topology summary; NULL: "" */
-	double heartbeat_s;	  /* <= 0: 1 */
-	double connect_timeout_s; /* <= 0: 10 (retries until then) */
+	const uint8_t *token; /* DP_CTL_TOKEN_LEN bytes; copied */
+	const char *host;     /* reported in hello; NULL: gethostname() */
+	const char *topo;     /* topology summary; NULL: "" */
+	double heartbeat_s;   /* <= 0: 1 */
+	/* How long to keep trying to connect: short non-blocking attempts
+	 * with jittered pauses from 10 ms (a controller busy accepting a
+	 * burst is not waited out in the kernel's SYN backoff).  dpworker
+	 * takes it from $DP_RENDEZVOUS_S.  <= 0: 10 */
+	double connect_timeout_s;
 	/* Called from the client thread when the controller asks for stack dumps. */
 	void (*on_dump_stacks)(void *arg);
 	void *arg;

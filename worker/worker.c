@@ -1,8 +1,9 @@
 /* worker/worker.c - dpworker option parsing and dispatch.
  *
  * Started by `dpctl launch`: the controller address, rank and job token come
- * from the environment (DP_CONTROLLER, DP_RANK, DP_JOB_TOKEN, DP_HEARTBEAT_S)
- * or from --controller/--rank.  The token is only ever read from the
+ * from the environment (DP_CONTROLLER, DP_RANK, DP_JOB_TOKEN, DP_HEARTBEAT_S,
+ * DP_RENDEZVOUS_S: how long to keep trying to connect) or from
+ * --controller/--rank.  The token is only ever read from the
  * environment (never argv, where ps would show it) and removed from it at
  * once so that nothing the worker starts inherits it.
  *
@@ -107,6 +108,7 @@ struct wopts {
 	const char *controller;
 	long rank;
 	double heartbeat_s;
+	double connect_s; /* $DP_RENDEZVOUS_S: how long to keep dialling; 0: 10 */
 	long fake_steps, fake_step_ms, fail_at, exit_code, hang_at;
 	int no_connect, spawn_child;
 };
@@ -204,6 +206,7 @@ static int client_setup(const struct wopts *o, const uint8_t *token, char *topo,
 	cc->token = token;
 	cc->topo = topo;
 	cc->heartbeat_s = o->heartbeat_s;
+	cc->connect_timeout_s = o->connect_s;
 	cc->on_dump_stacks = on_dump_stacks;
 	return preflight_setup(cc, pf, err);
 }
@@ -419,6 +422,11 @@ int dp_worker_main(int argc, char **argv, FILE *out, FILE *err)
 		return EX_USAGE;
 	if (o.heartbeat_s <= 0 && (env = getenv("DP_HEARTBEAT_S")) != NULL &&
 	    dp_parse_double(env, 0.001, 3600, &o.heartbeat_s, "DP_HEARTBEAT_S", &e) != 0) {
+		(void)fprintf(err, "dpworker: error: %s\n", e.msg);
+		return EX_USAGE;
+	}
+	if ((env = getenv("DP_RENDEZVOUS_S")) != NULL &&
+	    dp_parse_double(env, 0.001, 1e6, &o.connect_s, "DP_RENDEZVOUS_S", &e) != 0) {
 		(void)fprintf(err, "dpworker: error: %s\n", e.msg);
 		return EX_USAGE;
 	}

@@ -10,23 +10,28 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/dp_buf.h"
 #include "common/dp_log.h"
 #include "launcher/ctl_launch.h"
 #include "launcher/ctl_proto.h"
 #include "launcher/dp_preflight.h"
 #include "tests/unit/dp_test.h"
+#include "worker/dp_worker.h"
 
 #define MAXR 8
 
@@ -1184,6 +1189,465 @@ static void dpctl_launch_over_ssh_names_the_failing_host(void **state)
 	dp_test_run_free(&r);
 }
 
+/* ---- connection storms: a fake backend, clients from a thread ---------------
+ *
+ * The backend starts nothing: spawn() records DP_JOB_TOKEN and DP_CONTROLLER,
+ * and a client thread plays every rank over its own socket to 127.0.0.1 (plus
+ * idle sockets that never say hello).  A rank that has sent DONE is reported
+ * as exited 0 by the next dispatch(). */
+
+struct storm {
+	int n;	   /* ranks */
+	int nidle; /* connections that never say hello, opened first */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int spawned;
+	char token[2 * DP_CTL_TOKEN_LEN + 1], ctl[64];
+	_Atomic int *done; /* by rank: DONE sent */
+	int *reported;	   /* by rank: exit reported */
+	int nexited, killed;
+	/* client side, checked after the run */
+	int *fds, *idle;
+	int connect_failed, retrans, idle_open;
+};
+
+static struct storm *storm_now; /* the backend's link to the test */
+
+static int storm_probe(int *priority)
+{
+	*priority = 0;
+	return -ENODEV; /* only ever given as dp_ctl_cfg.backend_ops */
+}
+
+static int storm_open(const struct dp_launch_opts *opts, struct dp_launch_session **out,
+		      struct dp_err *err);
+
+static int storm_spawn(struct dp_launch_session *s, const struct dp_launch_rank *r,
+		       const char *const *env, struct dp_err *err)
+{
+	struct storm *st = storm_now;
+
+	(void)s;
+	(void)r;
+	(void)err;
+	pthread_mutex_lock(&st->lock);
+	for (; *env; env++) {
+		if (strncmp(*env, "DP_JOB_TOKEN=", 13) == 0)
+			(void)snprintf(st->token, sizeof(st->token), "%s", *env + 13);
+		else if (strncmp(*env, "DP_CONTROLLER=", 14) == 0)
+			(void)snprintf(st->ctl, sizeof(st->ctl), "%s", *env + 14);
+	}
+	st->spawned++;
+	pthread_cond_broadcast(&st->cond);
+	pthread_mutex_unlock(&st->lock);
+	return 0;
+}
+
+static int storm_pollfds(struct dp_launch_session *s, struct pollfd *fds, int max)
+{
+	(void)s;
+	(void)fds;
+	(void)max;
+	return 0;
+}
+
+static int storm_dispatch(struct dp_launch_session *s, const struct pollfd *fds, int n,
+			  const struct dp_launch_events *ev, void *arg)
+{
+	struct storm *st = storm_now;
+
+	(void)s;
+	(void)fds;
+	(void)n;
+	for (int i = 0; i < st->n; i++)
+		if (!st->reported[i] && (st->done[i] || st->killed)) {
+			st->reported[i] = 1;
+			st->nexited++;
+			ev->exited(arg, i, st->done[i] ? 0 : 128 + SIGKILL);
+		}
+	return 0;
+}
+
+static int storm_signal(struct dp_launch_session *s, int rank, int sig)
+{
+	(void)s;
+	(void)rank;
+	(void)sig;
+	storm_now->killed = 1; /* a failed run: stop at once */
+	return 0;
+}
+
+static int storm_running(struct dp_launch_session *s)
+{
+	(void)s;
+	return storm_now->spawned - storm_now->nexited;
+}
+
+static void storm_close(struct dp_launch_session *s)
+{
+	free(s);
+}
+
+static const struct dp_launch_backend storm_backend = {
+	.name = "storm",
+	.probe = storm_probe,
+	.open = storm_open,
+	.spawn = storm_spawn,
+	.pollfds = storm_pollfds,
+	.dispatch = storm_dispatch,
+	.signal = storm_signal,
+	.running = storm_running,
+	.close = storm_close,
+};
+
+static int storm_open(const struct dp_launch_opts *opts, struct dp_launch_session **out,
+		      struct dp_err *err)
+{
+	struct dp_launch_session *s = calloc(1, sizeof(*s));
+
+	(void)opts;
+	if (!s)
+		return dp_err_set(err, ENOMEM, "storm: out of memory");
+	s->ops = &storm_backend;
+	*out = s;
+	return 0;
+}
+
+/* A non-blocking connect() to @sin: the fd (connecting), or -1. */
+static int storm_dial(const struct sockaddr_in *sin)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd >= 0 && connect(fd, (const struct sockaddr *)sin, sizeof(*sin)) != 0 &&
+	    errno != EINPROGRESS) {
+		(void)close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static int storm_send(int fd, const struct dp_ctl_msg *m)
+{
+	struct dp_buf b;
+	int rc;
+
+	dp_buf_init(&b, 1 << 16);
+	rc = dp_ctl_encode(m, &b, NULL);
+	if (rc == 0)
+		rc = dp_ctl_write_all(fd, b.data, b.len);
+	dp_buf_release(&b);
+	return rc;
+}
+
+/* Read frames from blocking @fd until one of type @type: 0, or -1. */
+static int storm_wait_for(int fd, struct dp_ctl_rx *rx, int type)
+{
+	struct dp_ctl_msg *m = malloc(sizeof(*m));
+	int rc = -1;
+
+	while (m) {
+		int got = dp_ctl_rx_next(rx, m, NULL);
+
+		if (got < 0)
+			break;
+		if (got == 1 && (int)m->type == type) {
+			rc = 0;
+			break;
+		}
+		if (got == 0 && dp_ctl_rx_fill(rx, fd) <= 0)
+			break;
+	}
+	free(m);
+	return rc;
+}
+
+static void *storm_clients(void *arg)
+{
+	struct storm *st = arg;
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	struct dp_ctl_msg *m = calloc(1, sizeof(*m));
+	struct dp_ctl_rx *rx = malloc(sizeof(*rx));
+	uint8_t token[DP_CTL_TOKEN_LEN];
+	char *colon;
+
+	pthread_mutex_lock(&st->lock);
+	while (st->spawned < st->n)
+		pthread_cond_wait(&st->cond, &st->lock);
+	pthread_mutex_unlock(&st->lock);
+	colon = strrchr(st->ctl, ':');
+	if (!m || !rx || !colon || dp_ctl_token_from_hex(st->token, token, NULL) != 0) {
+		st->connect_failed = st->n;
+		goto out;
+	}
+	*colon = '\0';
+	(void)inet_pton(AF_INET, st->ctl, &sin.sin_addr);
+	sin.sin_port = htons((uint16_t)strtol(colon + 1, NULL, 10));
+	/* the burst: every socket at once, idle ones first */
+	for (int i = 0; i < st->nidle; i++)
+		st->idle[i] = storm_dial(&sin);
+	for (int i = 0; i < st->n; i++)
+		st->fds[i] = storm_dial(&sin);
+	/* each rank: wait for the connection, hello + ready, then start -> done */
+	for (int i = 0; i < st->n; i++) {
+		struct pollfd p = { .fd = st->fds[i], .events = POLLOUT };
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+
+		if (st->fds[i] < 0 || poll(&p, 1, 60000) != 1 ||
+		    getsockopt(st->fds[i], SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr) {
+			st->connect_failed++;
+			continue;
+		}
+		(void)fcntl(st->fds[i], F_SETFL, 0); /* blocking from here */
+		memset(m, 0, sizeof(*m));
+		m->type = DP_CTL_HELLO;
+		m->u.hello.rank = (uint32_t)i;
+		m->u.hello.pid = 1;
+		memcpy(m->u.hello.token, token, sizeof(token));
+		(void)snprintf(m->u.hello.host, sizeof(m->u.hello.host), "localhost");
+		if (storm_send(st->fds[i], m) != 0) {
+			st->connect_failed++;
+			continue;
+		}
+		memset(m, 0, sizeof(*m));
+		m->type = DP_CTL_READY;
+		if (storm_send(st->fds[i], m) != 0)
+			st->connect_failed++;
+	}
+	for (int i = 0; i < st->n; i++) {
+		if (st->fds[i] < 0)
+			continue;
+		dp_ctl_rx_init(rx);
+		if (storm_wait_for(st->fds[i], rx, DP_CTL_START) != 0)
+			continue;
+		memset(m, 0, sizeof(*m));
+		m->type = DP_CTL_DONE;
+		if (storm_send(st->fds[i], m) == 0)
+			st->done[i] = 1;
+	}
+out:
+	free(m);
+	free(rx);
+	return NULL;
+}
+
+/* Raise RLIMIT_NOFILE to @need: 0, or -1 when the hard limit is lower. */
+static int storm_nofile(rlim_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
+	    (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need))
+		return -1;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+		rl.rlim_cur = need;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* Run the controller over @n storm ranks and @nidle idle sockets. */
+static void storm_run(struct storm *st, int n, int nidle, double hello_s, struct dp_ctl_result *res)
+{
+	struct dp_launch_rank *ranks = calloc((size_t)n, sizeof(*ranks));
+	static const char *const argv[] = { "storm", NULL };
+	struct dp_launch_spec spec = { .ranks = ranks, .nranks = (size_t)n };
+	struct dp_ctl_cfg cfg = { .backend_ops = &storm_backend,
+				  .rendezvous_s = 60,
+				  .hello_timeout_s = hello_s,
+				  .grace_s = 1 };
+	struct dp_err err = { 0 };
+	pthread_t th;
+
+	assert_non_null(ranks);
+	memset(st, 0, sizeof(*st));
+	st->n = n;
+	st->nidle = nidle;
+	(void)pthread_mutex_init(&st->lock, NULL);
+	(void)pthread_cond_init(&st->cond, NULL);
+	st->done = calloc((size_t)n, sizeof(*st->done));
+	st->reported = calloc((size_t)n, sizeof(*st->reported));
+	st->fds = calloc((size_t)n, sizeof(*st->fds));
+	st->idle = calloc((size_t)nidle + 1, sizeof(*st->idle));
+	assert_true(st->done && st->reported && st->fds && st->idle);
+	for (int i = 0; i < n; i++)
+		ranks[i] = (struct dp_launch_rank){
+			.rank = i, .host = "localhost", .local_index = i, .argv = argv
+		};
+	storm_now = st;
+	assert_int_equal(pthread_create(&th, NULL, storm_clients, st), 0);
+	assert_int_equal(dp_ctl_run(&cfg, &spec, res, &err), 0);
+	/* a failed run may leave the clients waiting for START: unblock them */
+	for (int i = 0; i < n; i++)
+		if (st->fds[i] >= 0)
+			(void)shutdown(st->fds[i], SHUT_RDWR);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	free(ranks);
+}
+
+static void storm_free(struct storm *st)
+{
+	for (int i = 0; i < st->n; i++)
+		if (st->fds[i] >= 0)
+			(void)close(st->fds[i]);
+	for (int i = 0; i < st->nidle; i++)
+		if (st->idle[i] >= 0)
+			(void)close(st->idle[i]);
+	free(st->done);
+	free(st->reported);
+	free(st->fds);
+	free(st->idle);
+	(void)pthread_mutex_destroy(&st->lock);
+	(void)pthread_cond_destroy(&st->cond);
+}
+
+/* 3000 ranks connecting at the same moment are all accepted and
+ * authenticated, and none needed a retransmission: no SYN was dropped for a
+ * full accept queue (the kernel would retry it after 1 s, 3 s, 7 s ...) and
+ * no handshake ACK or hello was dropped either.  The check is per socket
+ * (TCP_INFO), so other traffic on the machine cannot affect it, and it does
+ * not depend on how fast the machine is. */
+static void connection_storm_is_accepted_without_retries(void **state)
+{
+	enum { N = 3000 };
+	struct storm st;
+	struct dp_ctl_result res;
+
+	(void)state;
+	if (storm_nofile(2 * N + 512) != 0)
+		skip();
+	{
+		char *v = NULL;
+		size_t cap = 0;
+		FILE *f = fopen("/proc/sys/net/core/somaxconn", "re");
+		long max = f && getline(&v, &cap, f) > 0 ? strtol(v, NULL, 10) : 0;
+
+		if (f)
+			(void)fclose(f);
+		free(v);
+		if (max < N) /* the kernel would cap the backlog below the burst */
+			skip();
+	}
+	storm_run(&st, N, 0, 0, &res);
+	assert_int_equal(res.outcome, DP_CTL_OK);
+	assert_int_equal(res.refused, 0);
+	assert_int_equal(st.connect_failed, 0);
+	for (int i = 0; i < N; i++) {
+		struct tcp_info ti;
+		socklen_t sl = sizeof(ti);
+
+		assert_true(st.done[i]);
+		assert_int_equal(getsockopt(st.fds[i], IPPROTO_TCP, TCP_INFO, &ti, &sl), 0);
+		st.retrans += (int)ti.tcpi_total_retrans;
+	}
+	assert_int_equal(st.retrans, 0);
+	storm_free(&st);
+}
+
+/* Sockets that connect and never say hello hold every unauthenticated slot
+ * (256 for a one-rank job): they are closed at the hello deadline, counted
+ * as refused, and the real rank behind them gets in and the run completes. */
+static void idle_connections_time_out_and_the_rank_gets_in(void **state)
+{
+	enum { IDLE = 300 };
+	struct storm st;
+	struct dp_ctl_result res;
+	char c;
+
+	(void)state;
+	if (storm_nofile(2 * IDLE + 512) != 0)
+		skip();
+	storm_run(&st, 1, IDLE, 0.3, &res);
+	assert_int_equal(res.outcome, DP_CTL_OK);
+	assert_int_equal(st.connect_failed, 0);
+	assert_true(st.done[0]);
+	/* the first 256 were accepted at once and timed out before the rank
+	 * could be accepted; the rest were closed by then or at the end */
+	assert_true(res.refused >= 256);
+	assert_true(res.refused <= IDLE);
+	for (int i = 0; i < IDLE; i++) {
+		(void)fcntl(st.idle[i], F_SETFL, 0);
+		assert_int_equal(read(st.idle[i], &c, 1), 0); /* closed by the controller */
+	}
+	storm_free(&st);
+}
+
+/* ---- the worker's dial: retried quickly until the controller listens -------- */
+
+struct late_listener {
+	int port;
+	int fd; /* the accepted connection, -1 if none */
+	uint32_t rank;
+	int got_hello;
+};
+
+/* After 0.3 s, listen on @port, accept one connection and read its hello. */
+static void *listen_late(void *arg)
+{
+	struct late_listener *l = arg;
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)l->port) };
+	struct dp_ctl_rx *rx = malloc(sizeof(*rx));
+	struct dp_ctl_msg *m = malloc(sizeof(*m));
+	struct pollfd p = { .events = POLLIN };
+	int one = 1;
+
+	(void)usleep(300 * 1000);
+	p.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	(void)setsockopt(p.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (rx && m && p.fd >= 0 && bind(p.fd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+	    listen(p.fd, 4) == 0 && poll(&p, 1, 20000) == 1) {
+		int got = 0;
+
+		l->fd = accept4(p.fd, NULL, NULL, SOCK_CLOEXEC);
+		dp_ctl_rx_init(rx);
+		while (l->fd >= 0 && (got = dp_ctl_rx_next(rx, m, NULL)) == 0 &&
+		       dp_ctl_rx_fill(rx, l->fd) > 0)
+			;
+		if (got == 1 && m->type == DP_CTL_HELLO) {
+			l->got_hello = 1;
+			l->rank = m->u.hello.rank;
+		}
+	}
+	if (p.fd >= 0)
+		(void)close(p.fd);
+	free(rx);
+	free(m);
+	return NULL;
+}
+
+/* The controller is not listening yet (connection refused): the worker keeps
+ * trying within its connect window and gets in once it is; with nobody
+ * listening at all it gives up at the window, saying why. */
+static void worker_dial_retries_until_the_controller_listens(void **state)
+{
+	struct late_listener l = { .fd = -1 };
+	uint8_t token[DP_CTL_TOKEN_LEN] = { 1, 2, 3 };
+	struct dp_ctl_client_cfg cc = { .rank = 7, .token = token, .connect_timeout_s = 20 };
+	struct dp_ctl_client *c = NULL;
+	struct dp_err err = { 0 };
+	char addr[64];
+	pthread_t th;
+
+	(void)state;
+	l.port = free_port();
+	assert_true(l.port > 0);
+	(void)snprintf(addr, sizeof(addr), "127.0.0.1:%d", l.port);
+	cc.controller = addr;
+	assert_int_equal(pthread_create(&th, NULL, listen_late, &l), 0);
+	assert_int_equal(dp_ctl_client_open(&cc, &c, &err), 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_true(l.got_hello);
+	assert_int_equal(l.rank, 7);
+	dp_ctl_client_close(c);
+	(void)close(l.fd);
+	/* nobody listens: refused until the window ends */
+	cc.connect_timeout_s = 0.3;
+	assert_int_equal(dp_ctl_client_open(&cc, &c, &err), -ECONNREFUSED);
+	assert_non_null(strstr(err.msg, "cannot connect to controller"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1210,6 +1674,9 @@ int main(void)
 		cmocka_unit_test(ssh_values_arrive_verbatim_token_not_in_argv),
 		cmocka_unit_test(ssh_host_key_and_connect_failures_name_the_host),
 		cmocka_unit_test(dpctl_launch_over_ssh_names_the_failing_host),
+		cmocka_unit_test(connection_storm_is_accepted_without_retries),
+		cmocka_unit_test(idle_connections_time_out_and_the_rank_gets_in),
+		cmocka_unit_test(worker_dial_retries_until_the_controller_listens),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, sshd_teardown);
