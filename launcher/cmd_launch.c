@@ -1471,7 +1471,7 @@ static int cmd_launch(struct dp_cli *cli, int argc, char **argv)
 		ranks[i].local_index = (int)(nhosts ? i % per_host : i);
 		ranks[i].argv = strtab_vec(&strs, ra.argv, MAX_ARGS);
 		if (plan) {
-			struct dp_plan_env env;
+			struct dp_plan_env env = { 0 }; /* filled by dp_plan_env_build */
 
 			dp_plan_env_build(recipe, renv, &plan->ranks[i], &env);
 			ranks[i].env = strtab_vec(&strs, env.v, DP_PLAN_ENV_MAX);
