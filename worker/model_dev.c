@@ -20,6 +20,7 @@
  * backward_weight.  The checks and the context's state machine are the
  * host model's (model_cpu.c calls in here after them).
  */
+#include <assert.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -315,14 +316,14 @@ static int rows_in(const struct dp_model_stage *st, float *dst, const float *src
 	return st->dev->io ? copy(st, dst, src, n, err) : h2d(st, dst, src, n * sizeof(float), err);
 }
 
-/* Device rows @src out to the caller's @dst (host, or with dev_io device:
- * then @src == @dst when the kernel already wrote there). */
+/* Device rows @src out to the caller's host @dst.  With dev_io the
+ * callers have the kernel write straight into the caller's device buffer
+ * (@src == @dst), so there is nothing to move. */
 static int rows_out(const struct dp_model_stage *st, float *dst, const float *src, size_t n,
 		    struct dp_err *err)
 {
-	if (!st->dev->io)
-		return d2h(st, dst, src, n * sizeof(float), err);
-	return dst == src ? 0 : copy(st, dst, src, n, err);
+	assert(!st->dev->io || dst == src);
+	return st->dev->io ? 0 : d2h(st, dst, src, n * sizeof(float), err);
 }
 
 /* ---- device memory for the caller ------------------------------------------------ */
