@@ -2119,9 +2119,8 @@ static int count_step(struct dp_exec *ex, struct dp_err *err)
 	free(peers);
 	if (rc)
 		return rc;
-	for (size_t k = 0; k < LE; k++)
+	for (size_t k = 0; k < LE; k++) /* dp_exec_step clears cur before the next step */
 		ex->win[k] += ex->cur[k];
-	memset(ex->cur, 0, LE * sizeof(int64_t));
 	ex->rb.window_steps++;
 	return 0;
 }
@@ -2206,9 +2205,12 @@ static int replace_experts(struct dp_exec *ex, struct dp_err *err)
 	if (!load)
 		return dp_err_set(err, ENOMEM, "exec: out of memory");
 	memcpy(load, ex->load, LE * sizeof(float));
-	for (int l = 0; l < L; l++)
-		for (int e = 0; holds_layer(ex, l) && e < E; e++)
+	for (int l = 0; l < L; l++) {
+		if (!holds_layer(ex, l))
+			continue;
+		for (int e = 0; e < E; e++)
 			load[(size_t)l * E + e] = (float)ex->win[(size_t)l * E + e];
+	}
 	rc = place_from(ex, load, err);
 	free(load);
 	if (rc)
