@@ -1190,6 +1190,19 @@ int dp_ckpt_resume(const struct dp_ckpt_cfg *cc, const struct dp_exec_cfg *xc, s
 	return 0;
 }
 
+/* An unset (< 0) count of dp_ckpt_cfg from variable @name, else 0.
+ * 0, or -EINVAL if the variable is not a number in 0..1e9. */
+static int env_count(const char *name, long *field, struct dp_err *err)
+{
+	const char *s;
+
+	if (*field >= 0)
+		return 0;
+	*field = 0;
+	s = getenv(name);
+	return s && *s ? dp_parse_long(s, 0, 1000000000L, field, name, err) : 0;
+}
+
 int dp_ckpt_cfg_env(struct dp_ckpt_cfg *cc, struct dp_err *err)
 {
 	const char *s;
@@ -1200,30 +1213,15 @@ int dp_ckpt_cfg_env(struct dp_ckpt_cfg *cc, struct dp_err *err)
 		if (s && *s)
 			cc->dir = s;
 	}
-	if (cc->every < 0) {
-		s = getenv("DP_CKPT_EVERY");
-		cc->every = 0;
-		if (s && *s) {
-			if (dp_parse_long(s, 0, 1000000000L, &v, "DP_CKPT_EVERY", err))
-				return -EINVAL;
-			cc->every = v;
-		}
-	}
+	if (env_count("DP_CKPT_EVERY", &cc->every, err) ||
+	    env_count("DP_CKPT_KEEP", &cc->keep, err))
+		return -EINVAL;
 	if (!cc->resume) {
 		s = getenv("DP_CKPT_RESUME");
 		if (s && *s) {
 			if (dp_parse_long(s, 0, 1, &v, "DP_CKPT_RESUME", err))
 				return -EINVAL;
 			cc->resume = (int)v;
-		}
-	}
-	if (cc->keep < 0) {
-		s = getenv("DP_CKPT_KEEP");
-		cc->keep = 0;
-		if (s && *s) {
-			if (dp_parse_long(s, 0, 1000000000L, &v, "DP_CKPT_KEEP", err))
-				return -EINVAL;
-			cc->keep = v;
 		}
 	}
 	if ((!cc->dir || !*cc->dir) && (cc->every > 0 || cc->resume || cc->keep > 0))
